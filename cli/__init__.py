@@ -1,0 +1,1 @@
+"""The geosr command line: one module per command, shared options in options.py."""

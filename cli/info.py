@@ -1,0 +1,48 @@
+"""`geosr info`: print a model file's card."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from geosr.checkpoint import read_card
+from geosr.cli.options import handle_errors
+from geosr.models import Generator, count_parameters
+
+
+def format_card(card, path: str) -> str:
+    """A readable, multi-line description of a model card."""
+    cfg = card.config
+    lines = [
+        f"model file   {path}",
+        f"name         {card.name}" + (f" - {card.description}" if card.description else ""),
+        f"scale        x{cfg.scale}",
+        f"bands        {cfg.in_channels} in ({', '.join(card.bands)}), {cfg.out_channels} out",
+        f"architecture {cfg.n_blocks} residual blocks, {cfg.channels} channels, attention {cfg.attention}, "
+        f"refiner {cfg.refiner}, global skip {'on' if cfg.global_skip else 'off'}",
+        f"parameters   {count_parameters(Generator(cfg)) / 1e6:.2f} M",
+        f"tiles        {card.tile_size} px, overlap {card.overlap} px (input pixels)",
+        f"radiometry   {json.dumps(card.radiometry)}",
+        f"geosr        {card.geosr_version} (format {card.format_version})",
+    ]
+    for title, block in (("training", card.training), ("metrics", card.metrics)):
+        if block:
+            lines.append(f"{title}:")
+            lines += [f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in block.items()]
+        else:
+            lines.append(f"{title:<12} (none recorded)")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@handle_errors
+def info(model: str, as_json: bool) -> None:
+    """Show the model card of MODEL (a .safetensors model file or a bundled model name)."""
+    card = read_card(model)
+    if as_json:
+        click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))
+    else:
+        click.echo(format_card(card, model))

@@ -1,0 +1,250 @@
+"""Model files: safetensors weights with a JSON model card in the file's metadata.
+
+A model file is a plain ``.safetensors`` file. Its metadata holds one key, ``geosr_card``, a JSON model card with the
+generator's configuration, the bands and radiometric convention it expects, the recommended tile size and overlap,
+and the training provenance and measured metrics. ``load_generator(path)`` rebuilds the model from the file alone.
+
+Loading never unpickles anything: PyTorch ``.pt``/``.pth`` files, truncated or corrupt files and cards with invalid
+settings are refused with a ``ModelFileError`` that names the file, before any model is built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from geosr import __version__
+from geosr.errors import ModelFileError
+from geosr.models.generator import Generator, GeneratorConfig
+
+CARD_KEY = "geosr_card"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+BUNDLED_DIR = Path(__file__).parent / "weights"
+
+# The radiometric convention every geosr generator uses: inputs and outputs are in [-1, 1].
+# uint8 data maps 0..255 to -1..1; other dtypes map a global per-band value range to -1..1 (see geosr.radiometry).
+DEFAULT_RADIOMETRY = {
+    "model_range": [-1.0, 1.0],
+    "uint8": "0..255 maps linearly to -1..1",
+    "other": "a global per-band value range (percentiles or --value-range) maps linearly to -1..1",
+}
+
+
+@dataclass
+class ModelCard:
+    """What a model file says about its model. Tile size and overlap are in input (LR) pixels."""
+
+    config: GeneratorConfig
+    name: str = "degan"
+    description: str = ""
+    bands: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
+    radiometry: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RADIOMETRY))
+    tile_size: int = 64
+    overlap: int = 16
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    geosr_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["config"] = self.config.to_dict()
+        data["scale"] = self.config.scale
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model card") -> "ModelCard":
+        """Validate and build a card; raises ModelFileError naming ``source`` on any bad value."""
+        if not isinstance(data, dict):
+            raise ModelFileError(f"{source}: the model card is not a JSON object")
+        data = dict(data)
+        data.pop("scale", None)
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{source}: model file format {version!r} is newer than this geosr reads ({FORMAT_VERSION}); "
+                "upgrade geosr"
+            )
+        try:
+            config = GeneratorConfig.from_dict(data.pop("config"))
+        except KeyError:
+            raise ModelFileError(f"{source}: the model card has no generator config") from None
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{source}: invalid generator config in the model card: {exc}") from None
+        known = {"name", "description", "bands", "radiometry", "tile_size", "overlap", "training", "metrics",
+                 "geosr_version", "format_version"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelFileError(f"{source}: unknown model card fields {unknown}; upgrade geosr")
+        card = cls(config=config, **data)
+        card.validate(source)
+        return card
+
+    def validate(self, source: str = "model card") -> None:
+        def bad(msg: str) -> ModelFileError:
+            return ModelFileError(f"{source}: {msg}")
+
+        if not isinstance(self.bands, list) or not all(isinstance(b, str) for b in self.bands):
+            raise bad("'bands' must be a list of band names")
+        if len(self.bands) != self.config.in_channels:
+            raise bad(f"{len(self.bands)} band names for a model with {self.config.in_channels} input channels")
+        if not isinstance(self.tile_size, int) or not 8 <= self.tile_size <= 4096:
+            raise bad(f"tile_size must be 8..4096 input pixels, got {self.tile_size!r}")
+        if not isinstance(self.overlap, int) or not 0 <= self.overlap <= self.tile_size // 2:
+            raise bad(f"overlap must be 0..tile_size/2 = {self.tile_size // 2}, got {self.overlap!r}")
+        for key in ("radiometry", "training", "metrics"):
+            if not isinstance(getattr(self, key), dict):
+                raise bad(f"'{key}' must be a JSON object")
+
+
+def save_generator(
+    path: str | os.PathLike, model: Generator, card: ModelCard, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Write ``model``'s weights (cast to ``dtype``) and ``card`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    if card.config != model.config:
+        raise ValueError("the card's config differs from the model's config")
+    card.validate(str(path))
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    metadata = {CARD_KEY: json.dumps(card.to_dict(), sort_keys=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Check that ``path`` is a complete safetensors file and return its parsed header; never unpickles."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if head[:2] == b"PK" or head[:1] == b"\x80":
+                raise ModelFileError(
+                    f"{path}: this is a pickled PyTorch file (.pt/.pth); geosr never unpickles model files. "
+                    "Use a geosr .safetensors model file (geosr train exports one)"
+                )
+            if len(head) < 8:
+                raise ModelFileError(f"{path}: not a safetensors model file (only {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(MAX_HEADER_BYTES, size - 8):
+                raise ModelFileError(f"{path}: not a safetensors model file, or truncated (bad header length)")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a folder, not a model file") from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: not a safetensors model file (unreadable header)") from None
+    data_size = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = int(info["data_offsets"][1])
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise ModelFileError(f"{path}: corrupt safetensors header (tensor {name!r})") from None
+        if end > data_size:
+            raise ModelFileError(
+                f"{path}: the file is truncated ({size} bytes; tensor {name!r} ends past the end); download or "
+                "copy it again"
+            )
+    return header
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The model card of a model file (or bundled model name), validated; the weights are not read."""
+    path = resolve_model(path)
+    header = _read_header(path)
+    meta = header.get("__metadata__") or {}
+    if CARD_KEY not in meta:
+        raise ModelFileError(f"{path}: a safetensors file without a geosr model card; it was not written by geosr")
+    try:
+        data = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{path}: the model card is not valid JSON") from None
+    return ModelCard.from_dict(data, source=str(path))
+
+
+def load_generator(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[Generator, ModelCard]:
+    """Rebuild the generator stored in ``path`` (a model file or a bundled model name); returns (model, card).
+
+    The model is in eval mode, in float32, on ``device``. Raises ModelFileError for anything that is not a valid,
+    complete geosr model file.
+    """
+    path = resolve_model(path)
+    card = read_card(path)
+    model = Generator(card.config)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt data
+        raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            f"{path}: weights do not match the card's architecture (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise ModelFileError(
+                f"{path}: weight {name} has shape {tuple(tensor.shape)}, the card's architecture needs "
+                f"{tuple(expected[name].shape)}"
+            )
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return model.to(device).eval(), card
+
+
+def bundled_models() -> dict[str, Path]:
+    """The model files that ship inside the package, by name (file name without .safetensors)."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.safetensors"))}
+
+
+def default_model(scale: int) -> Path:
+    """The bundled default model for ``scale``; raises ModelFileError when none ships."""
+    models = bundled_models()
+    name = f"degan-x{scale}"
+    if name not in models:
+        raise ModelFileError(
+            f"no bundled model for x{scale} ships with this version of geosr; pass --model PATH "
+            "(a .safetensors model file from geosr train)"
+        )
+    return models[name]
+
+
+def resolve_model(spec: str | os.PathLike) -> Path:
+    """A model file path for ``spec``: an existing path, or the name of a bundled model (e.g. 'degan-x4')."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    models = bundled_models()
+    if str(spec) in models:
+        return models[str(spec)]
+    hint = f"; bundled models: {', '.join(models)}" if models else ""
+    raise ModelFileError(f"{spec}: no such model file{hint}")

@@ -1,0 +1,1 @@
+"""Training of the DEGAN GAN: data, degradation, losses, the GAN step, the loop, distributed set-up."""
