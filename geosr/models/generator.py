@@ -121,6 +121,23 @@ class Generator(nn.Module):
             ConvReLU(c // 4, c // 8),
             conv3x3(c // 8, config.out_channels),
         )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) initialisation of every conv for the ReLUs that follow, zero biases, and the second conv of
+        each residual block scaled by 0.1 so the deep stack starts near the identity. PyTorch's default conv
+        initialisation shrinks the signal at every layer, and a 40-layer ReLU net without normalisation then starts
+        as a constant function."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for block in self.body.blocks:
+            block.conv2.weight.data.mul_(0.1)
+        # The output conv feeds tanh, not a ReLU: keep it small so training starts out of saturation.
+        nn.init.kaiming_normal_(self.tail[-1].weight, nonlinearity="linear")
+        self.tail[-1].weight.data.mul_(0.1)
 
     @property
     def scale(self) -> int:
