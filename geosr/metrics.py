@@ -16,7 +16,6 @@ Everything is computed in float64; inputs are (C, H, W) or (B, C, H, W) tensors 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -67,12 +66,18 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch
     return g / g.sum()
 
 
-def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filtering of (B, C, H, W) per channel, only where the window fits (valid)."""
-    c = x.shape[1]
+def _valid_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
+    """The (n - k + 1, n) banded matrix that filters a length-n signal with g where the window fits."""
     k = g.numel()
-    x = F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
-    return F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    m = torch.zeros(n - k + 1, n, dtype=g.dtype, device=g.device)
+    for i in range(k):
+        m.diagonal(i).copy_(g[i].expand(n - k + 1))
+    return m
+
+
+def _filter_valid(x: torch.Tensor, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filtering of (..., H, W), only where the window fits (valid): two matrix products."""
+    return mh @ x @ mw.T
 
 
 def ssim_per_channel(
@@ -89,11 +94,12 @@ def ssim_per_channel(
     if min(a.shape[-2:]) < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window} pixels, got {a.shape[-2]}x{a.shape[-1]}")
     g = gaussian_window(window, sigma).to(a.device)
+    mh, mw = _valid_matrix(a.shape[-2], g), _valid_matrix(a.shape[-1], g)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_a, mu_b = _filter_valid(a, g), _filter_valid(b, g)
-    var_a = _filter_valid(a * a, g) - mu_a**2
-    var_b = _filter_valid(b * b, g) - mu_b**2
-    cov = _filter_valid(a * b, g) - mu_a * mu_b
+    mu_a, mu_b = _filter_valid(a, mh, mw), _filter_valid(b, mh, mw)
+    var_a = _filter_valid(a * a, mh, mw) - mu_a**2
+    var_b = _filter_valid(b * b, mh, mw) - mu_b**2
+    cov = _filter_valid(a * b, mh, mw) - mu_a * mu_b
     num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
     out = (num / den).mean(dim=(-2, -1))  # (B, C)

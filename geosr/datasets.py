@@ -1,0 +1,302 @@
+"""Image data sets for training and evaluation: the layouts geosr recognises, and their deterministic splits.
+
+Layouts (``find_images`` detects them):
+
+- ``ucmerced``: UC Merced Land Use, ``<class>/<class>NN.tif``. Split by the number in the file name, the project's
+  standard split: train 00-49, val 50-59, test 60-99 (and above).
+- ``folders``: any folder of images, flat or with class sub-folders at any depth (AID ``<Class>/<name>.jpg``,
+  NEG-Scene, folders of GeoTIFF tiles of any size). Per class (the image's folder relative to the root), names sorted
+  by plain string order: with n images and k = n // 10, the first n - 2k are train, the next k val, the last k test
+  (80 / 10 / 10 %; a class of fewer than 10 images is all train).
+- ``paired``: the SR literature's layout, ``HR/`` beside ``LR_x2/``, ``LR_x3/``, ``LR_x4/`` holding LR images of the
+  same names (``0001.png`` or ``0001x4.png``). With ``train/``, ``val/`` and ``test/`` folders that each hold such a
+  pair, the split is the folder; a single ``HR/`` + ``LR_xN/`` folder is split by the ``folders`` rule on its HR images.
+  Evaluation uses the layout's own LR images; training takes HR patches and the aligned LR patches.
+
+Split ``all`` is every image. Files are read with rasterio (GeoTIFF, TIFF, PNG, JPEG, ...); plain images without
+georeferencing raise no warnings. Raises DataError with a message naming the folder and the remedy.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from geosr.errors import DataError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2")
+SPLITS = ("train", "val", "test", "all")
+UCMERCED_SPLIT = "train 00-49, val 50-59, test 60-99"
+PERCENTILES = (0.05, 99.95)
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image of a data set: its path, its class ('' for a flat folder) and, in the paired layout, its LR files."""
+
+    path: Path
+    label: str = ""
+    lr: tuple[tuple[int, Path], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def lr_path(self, scale: int) -> Path | None:
+        """The paired layout's LR image for ``scale``, or None (LR is then made by bicubic downsampling)."""
+        return dict(self.lr).get(scale)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images of one split of a data set."""
+
+    root: Path
+    layout: str
+    split: str
+    items: tuple[ImageItem, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({item.label for item in self.items})
+
+    def describe(self) -> str:
+        return f"{self.root} ({self.layout} layout, split {self.split}: {len(self)} images, {len(self.classes)} classes)"
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if _is_image(p) and not any(s.startswith(".") for s in p.parts))
+
+
+def _label(path: Path, root: Path) -> str:
+    rel = path.parent.relative_to(root)
+    return "" if rel == Path(".") else rel.as_posix()
+
+
+def split_of_index(i: int, n: int) -> str:
+    """The split of the i-th (0-based) of n sorted images of one class under the 80/10/10 folder rule."""
+    k = n // 10
+    return "train" if i < n - 2 * k else ("val" if i < n - k else "test")
+
+
+def _ucmerced_number(path: Path, root: Path) -> int | None:
+    if path.parent.parent != root:
+        return None
+    m = re.fullmatch(re.escape(path.parent.name) + r"(\d{2,})", path.stem)
+    return int(m.group(1)) if m else None
+
+
+def _ucmerced_split(number: int) -> str:
+    return "train" if number < 50 else ("val" if number < 60 else "test")
+
+
+def _folder_split(paths: list[Path], root: Path) -> dict[Path, str]:
+    by_label: dict[str, list[Path]] = {}
+    for p in paths:
+        by_label.setdefault(_label(p, root), []).append(p)
+    out = {}
+    for members in by_label.values():
+        members.sort(key=lambda p: p.name)
+        for i, p in enumerate(members):
+            out[p] = split_of_index(i, len(members))
+    return out
+
+
+def _lr_files(pair_root: Path, hr_root: Path, hr_paths: list[Path]) -> dict[Path, tuple[tuple[int, Path], ...]]:
+    """For every HR image, the LR images of the same name (or name + 'x<scale>') in the LR_x<scale> folders."""
+    found: dict[Path, list[tuple[int, Path]]] = {p: [] for p in hr_paths}
+    for lr_dir in sorted(pair_root.glob("LR_x*")):
+        m = re.fullmatch(r"LR_x(\d+)", lr_dir.name)
+        if not (m and lr_dir.is_dir()):
+            continue
+        scale = int(m.group(1))
+        index = {}
+        for p in _images_under(lr_dir):
+            index[(p.parent.relative_to(lr_dir).as_posix(), p.stem)] = p
+        for hr in hr_paths:
+            rel = hr.parent.relative_to(hr_root).as_posix()
+            lr = index.get((rel, hr.stem)) or index.get((rel, f"{hr.stem}x{scale}"))
+            if lr is not None:
+                found[hr].append((scale, lr))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def detect_layout(root: Path) -> str:
+    """'paired-splits', 'paired', 'ucmerced' or 'folders'; raises DataError for a missing or empty folder."""
+    if not root.exists():
+        raise DataError(
+            f"{root}: no such data folder; give a folder of images (UC Merced, AID, HR/ + LR_xN/ or GeoTIFF tiles)"
+        )
+    if not root.is_dir():
+        raise DataError(f"{root}: is a file; the data option takes a folder of images")
+    if any((root / s / "HR").is_dir() for s in ("train", "val", "test")):
+        return "paired-splits"
+    if (root / "HR").is_dir():
+        return "paired"
+    paths = _images_under(root)
+    if not paths:
+        raise DataError(
+            f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in the folder and its sub-folders)"
+        )
+    if all(_ucmerced_number(p, root) is not None for p in paths):
+        return "ucmerced"
+    return "folders"
+
+
+def find_images(root: str | Path, split: str = "all") -> ImageSet:
+    """The images of ``split`` ('train', 'val', 'test' or 'all') of the data set in ``root``, in a stable order.
+
+    The layout is detected (see the module docstring for the layouts and their split rules). An empty split is not an
+    error here (the caller knows whether it needs one); a missing folder or a folder without images is (DataError).
+    """
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    root = Path(root)
+    layout = detect_layout(root)
+    items: list[ImageItem] = []
+    if layout == "paired-splits":
+        for s in ("train", "val", "test"):
+            if split in (s, "all") and (root / s / "HR").is_dir():
+                hr_root = root / s / "HR"
+                hr = _images_under(hr_root)
+                lr = _lr_files(root / s, hr_root, hr)
+                items += [ImageItem(p, _label(p, hr_root), lr[p]) for p in hr]
+        layout = "paired"
+    elif layout == "paired":
+        hr_root = root / "HR"
+        hr = _images_under(hr_root)
+        splits = _folder_split(hr, hr_root)
+        lr = _lr_files(root, hr_root, hr)
+        items = [ImageItem(p, _label(p, hr_root), lr[p]) for p in hr if split in (splits[p], "all")]
+    elif layout == "ucmerced":
+        for p in _images_under(root):
+            if split in (_ucmerced_split(_ucmerced_number(p, root)), "all"):
+                items.append(ImageItem(p, p.parent.name))
+    else:
+        paths = _images_under(root)
+        splits = _folder_split(paths, root)
+        items = [ImageItem(p, _label(p, root)) for p in paths if split in (splits[p], "all")]
+    items.sort(key=lambda it: (it.label, it.path.name))
+    return ImageSet(root=root, layout=layout, split=split, items=tuple(items))
+
+
+def split_rule(layout: str) -> str:
+    """The split rule of ``layout``, in words (for messages and model cards)."""
+    return {
+        "ucmerced": f"UC Merced by the number in the file name: {UCMERCED_SPLIT}",
+        "paired": "the train/val/test folders, or per class 80/10/10 % of the sorted HR names",
+        "folders": "per class, names sorted: first 80 % train, next 10 % val, last 10 % test",
+    }.get(layout, layout)
+
+
+# --- reading -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header of an image says: bands, size and dtype."""
+
+    count: int
+    height: int
+    width: int
+    dtype: str
+
+
+def _open(path: Path):
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
+
+
+def image_info(path: str | Path) -> ImageInfo:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with _open(Path(path)) as src:
+            return ImageInfo(src.count, src.height, src.width, src.dtypes[0])
+
+
+def check_bands(path: str | Path, count: int, bands: Sequence[int]) -> None:
+    """Raise DataError unless every 1-based index in ``bands`` exists in an image of ``count`` bands."""
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise DataError(
+            f"{path} has {count} band{'s' if count != 1 else ''}; --bands takes 1-based indices up to {count} "
+            f"(got {', '.join(map(str, bad))})"
+        )
+
+
+def read_image(
+    path: str | Path, bands: Sequence[int] | None = None, window: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """Read ``bands`` (1-based; all when None) of an image as (C, H, W) in its own dtype.
+
+    window: (row, col, height, width) to read only part of a large raster. Raises DataError for an unreadable file
+    or a band index it does not have.
+    """
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with _open(path) as src:
+            idx = list(bands) if bands is not None else list(range(1, src.count + 1))
+            check_bands(path, src.count, idx)
+            win = Window(window[1], window[0], window[3], window[2]) if window is not None else None
+            try:
+                return src.read(idx, window=win)
+            except RasterioIOError as exc:
+                raise DataError(f"{path}: read failed ({exc})") from None
+
+
+def default_bands(path: str | Path, channels: int) -> list[int]:
+    """Bands 1..channels, after checking that the image has them (e.g. RGB of an RGBA PNG)."""
+    info = image_info(path)
+    if info.count < channels:
+        raise DataError(
+            f"{path} has {info.count} band{'s' if info.count != 1 else ''} but the model takes {channels}; "
+            "pass --bands to pick them, or use a model with fewer input bands"
+        )
+    return list(range(1, channels + 1))
+
+
+def value_range(path: str | Path, bands: Sequence[int], dtype: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-band (low, high) that maps to the model's [-1, 1]: 0..255 for uint8; otherwise the 0.05 and 99.95
+    percentiles of a decimated read of the whole image (the convention of geosr upscale: one range per raster)."""
+    if np.dtype(dtype) == np.uint8:
+        return (0.0,) * len(bands), (255.0,) * len(bands)
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with _open(path) as src:
+            f = max(1, max(src.height, src.width) // 1024)
+            sample = src.read(list(bands), out_shape=(len(bands), max(1, src.height // f), max(1, src.width // f)))
+    lows, highs = [], []
+    for band in sample.astype(np.float64):
+        band = band[np.isfinite(band)]
+        lo, hi = (float(v) for v in np.percentile(band, PERCENTILES)) if band.size else (0.0, 1.0)
+        lows.append(lo)
+        highs.append(hi if hi > lo else lo + 1.0)
+    return tuple(lows), tuple(highs)
+
+
+def integer_range(dtype: str) -> tuple[float, float] | None:
+    """(min, max) of an integer dtype (its values are rounded and clipped to it), None for floats."""
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        return float(info.min), float(info.max)
+    return None

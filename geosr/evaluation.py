@@ -1,0 +1,342 @@
+"""Evaluation with the protocol of the UC Merced super-resolution literature (see ``geosr.metrics``).
+
+For every HR image of the split:
+
+1. the HR image is cropped (bottom and right) to a multiple of the scale;
+2. LR = MATLAB-style bicubic downsampling with antialiasing of that HR (``geosr.resize``), rounded and clipped to the
+   image's integer grid after each pass as MATLAB does for uint8 data; the paired layout uses its own LR image
+   instead (the HR is then cropped to scale x the LR size);
+3. the bicubic baseline = MATLAB-style bicubic upsampling of the LR to the HR size, on the same integer grid;
+4. the model's output in [-1, 1] is mapped back to the image's values and rounded to its integer grid;
+5. PSNR and SSIM against the HR with ``scale`` pixels cropped from every border, on 0..255.
+
+uint8 images are measured on their own values. Other dtypes are mapped to 0..255 by the per-band range the model
+sees (``geosr.datasets.value_range``), without rounding. Images up to 256x256 LR pixels go through the model whole,
+as in the literature; larger ones (big GeoTIFF tiles) in 128-pixel tiles overlapping by 32, of which only the centre
+is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from geosr.datasets import (
+    ImageItem,
+    check_bands,
+    image_info,
+    integer_range,
+    read_image,
+    value_range,
+)
+from geosr.device import autocast
+from geosr.errors import DataError
+from geosr.metrics import psnr, ssim
+from geosr.resize import downscale, upscale
+
+WHOLE_IMAGE_MAX_PIXELS = 256 * 256
+TILE, TILE_MARGIN = 128, 16
+
+
+@dataclass
+class Pair:
+    """One HR/LR pair, in the image's own units (float64 tensors (C, H, W) and (C, H/s, W/s)) and its radiometry."""
+
+    item: ImageItem
+    hr: torch.Tensor
+    lr: torch.Tensor
+    dtype: str
+    low: torch.Tensor  # (C, 1, 1): the value mapped to -1
+    high: torch.Tensor  # (C, 1, 1): the value mapped to +1
+
+    @property
+    def integer(self) -> tuple[float, float] | None:
+        return integer_range(self.dtype)
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Image values -> the model's [-1, 1] (float32)."""
+        return ((x - self.low) / (self.high - self.low) * 2 - 1).clamp(-1, 1).float()
+
+    def from_model(self, y: torch.Tensor) -> torch.Tensor:
+        """Model values -> image values, rounded and clipped to an integer dtype's grid (float64)."""
+        x = (y.double().clamp(-1, 1) + 1) / 2 * (self.high - self.low) + self.low
+        rng = self.integer
+        if rng is not None:
+            x = torch.floor(x + 0.5).clamp(*rng)
+        return x
+
+    def to_255(self, x: torch.Tensor) -> torch.Tensor:
+        """Image values -> 0..255 for the metrics (identity for uint8)."""
+        if self.dtype == "uint8":
+            return x.double()
+        return ((x.double() - self.low) / (self.high - self.low) * 255).clamp(0, 255)
+
+
+def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -> Pair:
+    """Read ``item`` and make its LR image by the protocol (or read the paired layout's LR)."""
+    info = image_info(item.path)
+    bands = list(bands) if bands is not None else list(range(1, info.count + 1))
+    check_bands(item.path, info.count, bands)
+    hr = torch.from_numpy(read_image(item.path, bands).astype(np.float64))
+    lr_path = item.lr_path(scale)
+    if lr_path is not None:
+        lr = torch.from_numpy(read_image(lr_path, bands).astype(np.float64))
+        h, w = lr.shape[-2] * scale, lr.shape[-1] * scale
+        if hr.shape[-2] < h or hr.shape[-1] < w:
+            raise DataError(
+                f"{lr_path}: LR image of {lr.shape[-1]}x{lr.shape[-2]} pixels is too large for x{scale} of its HR "
+                f"image {item.path} ({hr.shape[-1]}x{hr.shape[-2]}); is it the right scale?"
+            )
+        hr = hr[:, :h, :w]
+    else:
+        h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale
+        if h < scale * 8 or w < scale * 8:
+            raise DataError(f"{item.path}: {hr.shape[-1]}x{hr.shape[-2]} pixels is too small for x{scale}")
+        hr = hr[:, :h, :w]
+        lr = downscale(hr, scale, integer_range=integer_range(info.dtype))
+    low, high = value_range(item.path, bands, info.dtype)
+    low_t = torch.tensor(low, dtype=torch.float64).view(-1, 1, 1)
+    high_t = torch.tensor(high, dtype=torch.float64).view(-1, 1, 1)
+    return Pair(item, hr, lr, info.dtype, low_t, high_t)
+
+
+def bicubic(pair: Pair, scale: int) -> torch.Tensor:
+    """The bicubic baseline: MATLAB-style upsampling of the LR to the HR size, on the image's integer grid."""
+    return upscale(pair.lr, scale, integer_range=pair.integer)
+
+
+@torch.no_grad()
+def super_resolve(
+    model: torch.nn.Module, x: torch.Tensor, *, device: torch.device, precision: str = "fp32"
+) -> torch.Tensor:
+    """Run ``model`` on x (C, h, w) in [-1, 1]; returns (C', s*h, s*w) float32 on the CPU.
+
+    Whole images up to WHOLE_IMAGE_MAX_PIXELS; larger ones tile by tile (TILE LR pixels, TILE_MARGIN dropped at
+    inner tile edges).
+    """
+    scale = model.config.scale
+    _, h, w = x.shape
+    x = x.to(device)
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            return model(t[None]).float()[0]
+
+    if h * w <= WHOLE_IMAGE_MAX_PIXELS:
+        return run(x).cpu()
+    out = torch.zeros(model.config.out_channels, h * scale, w * scale)
+    step = TILE - 2 * TILE_MARGIN
+    for r0 in _starts(h, TILE, step):
+        for c0 in _starts(w, TILE, step):
+            y = run(x[:, r0 : r0 + TILE, c0 : c0 + TILE]).cpu()
+            th, tw = min(TILE, h - r0), min(TILE, w - c0)
+            # keep the tile minus its margin, except at the image's own borders
+            top = 0 if r0 == 0 else TILE_MARGIN
+            left = 0 if c0 == 0 else TILE_MARGIN
+            bottom = th if r0 + th >= h else th - TILE_MARGIN
+            right = tw if c0 + tw >= w else tw - TILE_MARGIN
+            out[:, (r0 + top) * scale : (r0 + bottom) * scale, (c0 + left) * scale : (c0 + right) * scale] = y[
+                :, top * scale : bottom * scale, left * scale : right * scale
+            ]
+    return out
+
+
+def _starts(n: int, tile: int, step: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+@dataclass
+class ImageResult:
+    """The metrics of one image (model metrics are None when only bicubic was measured)."""
+
+    name: str
+    label: str
+    path: str
+    height: int
+    width: int
+    psnr_bicubic: float
+    ssim_bicubic: float
+    psnr: float | None = None
+    ssim: float | None = None
+
+
+@dataclass
+class Outputs:
+    """What evaluating one image produced, in the image's own units (for saving images and previews)."""
+
+    pair: Pair
+    bicubic: torch.Tensor
+    sr: torch.Tensor | None
+
+
+def evaluate_images(
+    items: Sequence[ImageItem],
+    scale: int,
+    model: torch.nn.Module | None = None,
+    *,
+    bands: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    on_image: Callable[[ImageResult, Outputs], None] | None = None,
+) -> list[ImageResult]:
+    """PSNR/SSIM of ``model`` (if given) and of bicubic on every image, by the protocol in the module docstring.
+
+    on_image: called after each image with its result and outputs (progress, saving images). Raises DataError for
+    unreadable images, ValueError for a model of another scale.
+    """
+    device = torch.device(device)
+    if model is not None and model.config.scale != scale:
+        raise ValueError(f"the model is x{model.config.scale}, the evaluation x{scale}")
+    results = []
+    for item in items:
+        pair = load_pair(item, scale, bands)
+        hr255 = pair.to_255(pair.hr)
+        bic = bicubic(pair, scale)
+        bic255 = pair.to_255(bic)
+        res = ImageResult(
+            name=item.name,
+            label=item.label,
+            path=str(item.path),
+            height=int(pair.hr.shape[-2]),
+            width=int(pair.hr.shape[-1]),
+            psnr_bicubic=float(psnr(bic255, hr255, crop=scale)),
+            ssim_bicubic=float(ssim(bic255, hr255, crop=scale)),
+        )
+        sr = None
+        if model is not None:
+            y = super_resolve(model, pair.to_model(pair.lr), device=device, precision=precision)
+            if y.shape != pair.hr.shape:
+                raise DataError(
+                    f"{item.path}: the model gives {tuple(y.shape)} for an HR image of {tuple(pair.hr.shape)}; "
+                    "does the model take this many bands?"
+                )
+            sr = pair.from_model(y)
+            sr255 = pair.to_255(sr)
+            res.psnr = float(psnr(sr255, hr255, crop=scale))
+            res.ssim = float(ssim(sr255, hr255, crop=scale))
+        results.append(res)
+        if on_image is not None:
+            on_image(res, Outputs(pair, bic, sr))
+    return results
+
+
+METRICS = ("psnr_bicubic", "ssim_bicubic", "psnr", "ssim")
+
+
+def summarise(results: Sequence[ImageResult]) -> dict[str, dict[str, float | int | None]]:
+    """Per-class and overall means: {label: {'images': n, 'psnr': ..., ...}, ..., 'mean': {...}} (mean over images)."""
+
+    def mean_of(rs: Sequence[ImageResult]) -> dict[str, float | int | None]:
+        out: dict[str, float | int | None] = {"images": len(rs)}
+        for m in METRICS:
+            vals = [getattr(r, m) for r in rs]
+            out[m] = None if not vals or any(v is None for v in vals) else float(np.mean(vals))
+        return out
+
+    by_label: dict[str, list[ImageResult]] = {}
+    for r in results:
+        by_label.setdefault(r.label, []).append(r)
+    table = {label: mean_of(rs) for label, rs in sorted(by_label.items())}
+    table["mean"] = mean_of(results)
+    return table
+
+
+@dataclass
+class Report:
+    """A whole evaluation: settings, per-image results and the summary."""
+
+    data: str
+    layout: str
+    split: str
+    scale: int
+    model: str | None
+    results: list[ImageResult]
+    protocol: str = field(
+        default=(
+            "PSNR: mean over channels of per-channel PSNR on 0..255; SSIM: Gaussian 11/1.5 window, valid, mean over "
+            "channels; `scale` pixels cropped at each border; LR by MATLAB-style bicubic downsampling with "
+            "antialiasing of the HR cropped to a multiple of the scale (paired layouts: their own LR); outputs "
+            "rounded to the image's integer grid"
+        )
+    )
+
+    def summary(self) -> dict[str, dict[str, float | int | None]]:
+        return summarise(self.results)
+
+    def to_dict(self) -> dict:
+        return {
+            "data": self.data,
+            "layout": self.layout,
+            "split": self.split,
+            "scale": self.scale,
+            "model": self.model,
+            "protocol": self.protocol,
+            "summary": self.summary(),
+            "images": [asdict(r) for r in self.results],
+        }
+
+
+def format_table(summary: dict[str, dict[str, float | int | None]], with_model: bool = True) -> str:
+    """The summary as a fixed-width text table, one row per class and a mean row."""
+
+    def num(v, fmt):
+        if v is None:
+            return "-"
+        return "inf" if isinstance(v, float) and math.isinf(v) else format(v, fmt)
+
+    width = max([len("class")] + [len(k) for k in summary])
+    head = f"{'class':<{width}}  {'images':>6}  {'bicubic PSNR':>12}  {'SSIM':>6}"
+    if with_model:
+        head += f"  {'model PSNR':>10}  {'SSIM':>6}  {'gain dB':>7}"
+    lines = [head, "-" * len(head)]
+    for label, row in summary.items():
+        if label == "mean":
+            lines.append("-" * len(head))
+        line = (
+            f"{label or '(root)':<{width}}  {row['images']:>6}  {num(row['psnr_bicubic'], '.3f'):>12}  "
+            f"{num(row['ssim_bicubic'], '.4f'):>6}"
+        )
+        if with_model:
+            gain = None
+            if row["psnr"] is not None and row["psnr_bicubic"] is not None:
+                gain = row["psnr"] - row["psnr_bicubic"]
+            line += f"  {num(row['psnr'], '.3f'):>10}  {num(row['ssim'], '.4f'):>6}  {num(gain, '+.3f'):>7}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def to_uint8_image(x: torch.Tensor, pair: Pair) -> np.ndarray:
+    """Image values (C, H, W) -> uint8 for a preview (the 0..255 mapping of the metrics, rounded)."""
+    return np.asarray(torch.floor(pair.to_255(x) + 0.5).clamp(0, 255).to(torch.uint8).numpy())
+
+
+def preview_strip(outputs: Outputs, size: int = 160, zoom: int = 2, gap: int = 4) -> np.ndarray:
+    """A side-by-side crop HR | bicubic | model (uint8, (3 or C, h, w)) of the image's centre for a person to look at.
+
+    size: crop side in HR pixels (smaller images are shown whole); zoom: nearest-neighbour enlargement; gap: white
+    pixels between the panels.
+    """
+    pair = outputs.pair
+    panels = [pair.hr, outputs.bicubic] + ([outputs.sr] if outputs.sr is not None else [])
+    _, h, w = pair.hr.shape
+    ch, cw = min(size, h), min(size, w)
+    r0, c0 = (h - ch) // 2, (w - cw) // 2
+    crops = [to_uint8_image(p[:, r0 : r0 + ch, c0 : c0 + cw], pair) for p in panels]
+    if crops[0].shape[0] > 3:
+        crops = [c[:3] for c in crops]
+    crops = [c.repeat(zoom, axis=1).repeat(zoom, axis=2) for c in crops]
+    white = np.full((crops[0].shape[0], ch * zoom, gap), 255, np.uint8)
+    pieces = []
+    for i, c in enumerate(crops):
+        if i:
+            pieces.append(white)
+        pieces.append(c)
+    return np.concatenate(pieces, axis=2)

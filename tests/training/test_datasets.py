@@ -1,0 +1,85 @@
+"""Data set layouts, their deterministic splits, and reading images."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from synthetic_images import smooth_image, write_image
+
+from geosr.datasets import default_bands, find_images, read_image, split_of_index
+from geosr.errors import DataError
+
+
+def test_folder_rule_is_80_10_10_with_train_taking_the_remainder():
+    assert [split_of_index(i, 10) for i in range(10)] == ["train"] * 8 + ["val", "test"]
+    counts = [split_of_index(i, 25) for i in range(25)]
+    assert (counts.count("train"), counts.count("val"), counts.count("test")) == (21, 2, 2)
+    assert {split_of_index(i, 7) for i in range(7)} == {"train"}
+
+
+def test_ucmerced_layout_splits_by_number(scene_folder):
+    train = find_images(scene_folder, "train")
+    val = find_images(scene_folder, "val")
+    assert train.layout == "ucmerced" and len(train) == 20 and len(val) == 4
+    assert {it.name for it in val.items} == {"fields50", "fields51", "roofs50", "roofs51"}
+    assert len(find_images(scene_folder, "test")) == 0
+    assert len(find_images(scene_folder, "all")) == 24
+
+
+def test_class_folders_and_flat_folders(tmp_path):
+    rng = np.random.default_rng(1)
+    for cls in ("Beach", "Port"):
+        for i in range(10):
+            write_image(tmp_path / "aid" / cls / f"{cls.lower()}_{i + 1}.jpg", smooth_image(rng, 32))
+    val = find_images(tmp_path / "aid", "val")
+    assert val.layout == "folders" and [it.label for it in val.items] == ["Beach", "Port"]
+    # names sorted as strings: _1, _10, _2, ..., _9 -> val is the 9th name, test the 10th
+    assert [it.name for it in val.items] == ["beach_8", "port_8"]
+    assert [it.name for it in find_images(tmp_path / "aid", "test").items] == ["beach_9", "port_9"]
+    for i in range(3):
+        write_image(tmp_path / "flat" / f"tile{i}.png", smooth_image(rng, 32))
+    flat = find_images(tmp_path / "flat", "train")
+    assert len(flat) == 3 and flat.classes == [""]
+
+
+def test_paired_layout_with_split_folders_and_lr_names(tmp_path):
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        for i in range(2):
+            hr = smooth_image(rng, 64)
+            write_image(tmp_path / split / "HR" / f"{i:04d}.png", hr)
+            write_image(tmp_path / split / "LR_x4" / f"{i:04d}x4.png", hr[:, ::4, ::4].copy())
+            write_image(tmp_path / split / "LR_x2" / f"{i:04d}.png", hr[:, ::2, ::2].copy())
+    val = find_images(tmp_path, "val")
+    assert val.layout == "paired" and len(val) == 2
+    item = val.items[0]
+    assert item.lr_path(4).name == "0000x4.png" and item.lr_path(2).name == "0000.png"
+    assert item.lr_path(3) is None
+    assert len(find_images(tmp_path, "all")) == 4
+
+
+def test_errors_name_the_folder_and_remedy(tmp_path):
+    with pytest.raises(DataError, match="no such data folder"):
+        find_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        find_images(tmp_path / "empty")
+    with pytest.raises(DataError, match="split 'dev'"):
+        find_images(tmp_path, "dev")
+
+
+def test_bands_are_checked_and_plain_images_raise_no_georeferencing_warning(tmp_path):
+    rng = np.random.default_rng(3)
+    rgba = np.concatenate([smooth_image(rng, 32), np.full((1, 32, 32), 255, np.uint8)])
+    path = write_image(tmp_path / "rgba.png", rgba)
+    assert default_bands(path, 3) == [1, 2, 3]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_image(path, [1, 2, 3]).shape == (3, 32, 32)
+    assert not caught
+    with pytest.raises(DataError, match="has 4 bands; --bands takes 1-based indices up to 4"):
+        read_image(path, [1, 5])
+    with pytest.raises(DataError, match="has 4 bands but the model takes 6"):
+        default_bands(path, 6)
