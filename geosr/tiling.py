@@ -1,0 +1,265 @@
+"""The tile grid, the blend weights and the strip accumulator: pure functions and small value types.
+
+Units: tiles are placed in input (LR) pixels of the processed window; weights, supports and accumulators are in
+output (HR) pixels, ``scale`` times finer.
+
+Grid along one axis (size n, tile t, overlap o, all in input pixels)::
+
+    starts 0, t - o, 2 (t - o), ...        every tile is t pixels long
+    the last tile moves inward to n - t    rather than shrink
+    n <= t: one tile                       padded by reflection to t by the caller and cropped back
+
+Blending: two neighbours i and i + 1 overlap over [start(i+1), end(i)). Across a window of o / 2 input pixels centred
+in that overlap the weight of tile i + 1 ramps linearly from 0 to 1 and the weight of tile i from 1 to 0. So every
+tile ignores at least o / 4 input pixels along each edge it shares with a neighbour (where its output lacks context),
+is never ramped at the raster border, and the 1-D weights of an axis sum to 1 at every output pixel. The 2-D weight of
+a tile is the outer product of its row and column weights, so the 2-D weights sum to 1 as well, wherever the raster is
+covered, and the blended result does not depend on the order in which the tiles are added.
+
+A model whose receptive field reaches at most o / 4 input pixels therefore gives tiled output equal to whole-image
+output (to float precision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:
+    """Start offsets (input pixels) of the tiles along an axis of ``size`` pixels; see the module docstring.
+
+    Raises ValueError for a size below 1, a tile below 1 or an overlap outside 0..tile/2.
+    """
+    if size < 1:
+        raise ValueError(f"axis size must be at least 1 pixel, got {size}")
+    if tile < 1:
+        raise ValueError(f"tile size must be at least 1 pixel, got {tile}")
+    if not 0 <= overlap <= tile // 2:
+        raise ValueError(f"overlap must be 0..tile/2 = {tile // 2}, got {overlap}")
+    if size <= tile:
+        return (0,)
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride))
+    starts.append(size - tile)  # the last tile moves inward rather than shrink
+    return tuple(starts)
+
+
+@dataclass(frozen=True)
+class AxisTiling:
+    """The tiles along one axis, with their blend weights in output pixels.
+
+    size, tile, overlap: input pixels; scale: output pixels per input pixel.
+    """
+
+    size: int
+    tile: int
+    overlap: int
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"scale must be at least 1, got {self.scale}")
+        tile_starts(self.size, self.tile, self.overlap)  # validates
+
+    @cached_property
+    def starts(self) -> tuple[int, ...]:
+        return tile_starts(self.size, self.tile, self.overlap)
+
+    @property
+    def length(self) -> int:
+        """Length of every tile in input pixels inside the raster (shorter than ``tile`` only for a small raster)."""
+        return min(self.tile, self.size)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def extent(self, i: int) -> tuple[int, int]:
+        """[start, stop) of tile i in input pixels."""
+        start = self.starts[i]
+        return start, start + self.length
+
+    @cached_property
+    def _ramps(self) -> tuple[tuple[float, float], ...]:
+        """(centre, width) in output pixels of the ramp between tiles i and i + 1."""
+        s = self.scale
+        width = s * self.overlap / 2
+        return tuple(
+            (s * (self.starts[i + 1] + self.starts[i] + self.length) / 2, width) for i in range(len(self) - 1)
+        )
+
+    @cached_property
+    def _weights(self) -> tuple[np.ndarray, ...]:
+        s = self.scale
+        out = []
+        for i, start in enumerate(self.starts):
+            centres = s * start + np.arange(s * self.length, dtype=np.float64) + 0.5  # output pixel centres
+            w = np.ones_like(centres)
+            if i > 0:
+                w *= _ramp_up(centres, *self._ramps[i - 1])
+            if i < len(self) - 1:
+                w *= 1.0 - _ramp_up(centres, *self._ramps[i])
+            w = w.astype(np.float32)
+            w.flags.writeable = False
+            out.append(w)
+        return tuple(out)
+
+    def weights(self, i: int) -> np.ndarray:
+        """Blend weights of tile i over its extent, in output pixels (read-only float32, length scale * length)."""
+        return self._weights[i]
+
+    def support(self, i: int) -> tuple[int, int]:
+        """[lo, hi) in output pixels where tile i has a non-zero weight."""
+        nz = np.flatnonzero(self._weights[i])
+        start = self.scale * self.starts[i]
+        return start + int(nz[0]), start + int(nz[-1]) + 1
+
+    def tiles_for(self, lo: int, hi: int) -> tuple[int, ...]:
+        """Indices of the tiles whose support meets the output range [lo, hi)."""
+        return tuple(i for i in range(len(self)) if self.support(i)[0] < hi and self.support(i)[1] > lo)
+
+
+def _ramp_up(x: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """0 before the ramp, 1 after it, linear across ``width`` around ``centre``; a step (0.5 at the step) if width 0."""
+    if width <= 0:
+        return np.where(x > centre, 1.0, np.where(x == centre, 0.5, 0.0))
+    return np.clip((x - centre) / width + 0.5, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: grid position (row, col) and extent in input pixels of the processed window."""
+
+    row: int
+    col: int
+    y: int
+    x: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The 2-D tile grid of a height x width window (input pixels); weights in output pixels."""
+
+    height: int
+    width: int
+    tile_size: int
+    overlap: int
+    scale: int = 1
+
+    @cached_property
+    def rows(self) -> AxisTiling:
+        return AxisTiling(self.height, self.tile_size, self.overlap, self.scale)
+
+    @cached_property
+    def cols(self) -> AxisTiling:
+        return AxisTiling(self.width, self.tile_size, self.overlap, self.scale)
+
+    def __post_init__(self) -> None:
+        self.rows, self.cols  # noqa: B018 - builds (and so validates) both axes early
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def tile_at(self, row: int, col: int) -> Tile:
+        y0, y1 = self.rows.extent(row)
+        x0, x1 = self.cols.extent(col)
+        return Tile(row, col, y0, x0, y1 - y0, x1 - x0)
+
+    def __iter__(self):
+        for r in range(len(self.rows)):
+            for c in range(len(self.cols)):
+                yield self.tile_at(r, c)
+
+    def weight(self, row: int, col: int) -> np.ndarray:
+        """2-D blend weights of a tile, (scale*height, scale*width) float32."""
+        return np.outer(self.rows.weights(row), self.cols.weights(col))
+
+
+class StripAccumulator:
+    """Weighted sums of tile outputs for a strip of output rows, never the whole output.
+
+    Holds output rows [origin, origin + capacity) and columns [col0, col1) (output pixels); ``add`` sums a weighted
+    tile into it (cropped to the columns), ``pop(stop)`` hands back the finished rows [origin, stop) and moves the
+    strip down. Rows must be added in non-decreasing order of their start, as a tile-row-by-tile-row pass does.
+    """
+
+    def __init__(self, bands: int, capacity: int, col0: int, col1: int, origin: int = 0) -> None:
+        self.col0, self.col1 = col0, col1
+        self.origin = origin
+        self._buf = np.zeros((bands, capacity, col1 - col0), dtype=np.float32)
+
+    @property
+    def capacity(self) -> int:
+        return self._buf.shape[1]
+
+    def add(self, values: np.ndarray, weight: np.ndarray, row: int, col: int, bands=slice(None)) -> None:
+        """Add ``values * weight`` with its top-left output pixel at (row, col); values (b, h, w), weight (h, w)."""
+        _, h, w = values.shape
+        c0, c1 = max(col, self.col0), min(col + w, self.col1)
+        if c1 <= c0:
+            return
+        r0 = row - self.origin
+        if r0 < 0 or r0 + h > self.capacity:
+            raise ValueError(
+                f"rows {row}..{row + h} fall outside the strip {self.origin}..{self.origin + self.capacity}"
+            )
+        v = values[:, :, c0 - col : c1 - col]
+        wt = weight[:, c0 - col : c1 - col]
+        self._buf[bands, r0 : r0 + h, c0 - self.col0 : c1 - self.col0] += v * wt
+
+    def pop(self, stop: int) -> np.ndarray:
+        """The finished rows [origin, stop) as a new (bands, stop - origin, width) array; the strip moves to stop."""
+        n = stop - self.origin
+        if not 0 <= n <= self.capacity:
+            raise ValueError(f"cannot pop rows {self.origin}..{stop} from a strip of {self.capacity} rows")
+        done = self._buf[:, :n].copy()
+        self._buf[:, : self.capacity - n] = self._buf[:, n:]
+        self._buf[:, self.capacity - n :] = 0.0
+        self.origin = stop
+        return done
+
+
+def seam_index(
+    image: np.ndarray, period: int, offset: int = 0, valid: np.ndarray | None = None, subpixel: int = 1
+) -> float:
+    """How much stronger the steps between neighbouring pixels are at the tile period than elsewhere.
+
+    For columns: d(x) = mean over rows (and bands) of |image[..., x] - image[..., x - 1]|. The seam phase holds the
+    steps with x = offset (mod period); the index is mean(d) over the seam phase divided by mean(d) over all other
+    phases. The same for rows; the larger of the two is returned (1.0 means no seam; 1.05 a 5 % excess).
+
+    image: (H, W) or (bands, H, W); period, offset: output pixels; valid: optional (H, W) bool, steps touching an
+    invalid pixel are ignored. subpixel: compare only with the phases at the same position modulo ``subpixel`` (pass
+    the scale to discount the sub-pixel pattern an upsampler may print at every ``scale`` pixels; period must be a
+    multiple of it). Raises ValueError when neither axis holds both a seam step and another step.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 2:
+        img = img[None]
+    if img.ndim != 3:
+        raise ValueError(f"expected an (H, W) or (bands, H, W) image, got shape {np.shape(image)}")
+    if period < 2:
+        raise ValueError(f"period must be at least 2 pixels, got {period}")
+    if subpixel < 1 or period % subpixel or period == subpixel:
+        raise ValueError(f"subpixel must divide the period {period} (and be smaller), got {subpixel}")
+    ok = np.ones(img.shape[1:], bool) if valid is None else np.asarray(valid, bool)
+    ratios = []
+    for axis in (2, 1):
+        n = img.shape[axis]
+        d = np.abs(np.diff(img, axis=axis)).mean(axis=0)  # (H, W-1) or (H-1, W)
+        v = (ok[:, 1:] & ok[:, :-1]) if axis == 2 else (ok[1:] & ok[:-1])
+        steps = np.arange(1, n)  # step k is between pixel k-1 and k
+        seam = ((steps - offset) % period) == 0
+        other = ~seam & (((steps - offset) % subpixel) == 0)
+        seam_b, other_b = (seam[None, :], other[None, :]) if axis == 2 else (seam[:, None], other[:, None])
+        sel_seam, sel_other = v & seam_b, v & other_b
+        if sel_seam.any() and sel_other.any():
+            base = d[sel_other].mean()
+            ratios.append(d[sel_seam].mean() / base if base > 0 else float("inf"))
+    if not ratios:
+        raise ValueError("the image is too small to hold a seam step and another step along either axis")
+    return float(max(ratios))
