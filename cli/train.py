@@ -1,9 +1,157 @@
-"""`geosr train`."""
+"""`geosr train`: train DEGAN from a TOML config and/or command-line settings; resume a run."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
 
 import click
 
+from geosr.cli.options import handle_errors, verbosity
+from geosr.training.config import ConfigError, TrainConfig, _base_type, build_config, coerce, resume_config
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def train() -> None:
-    """Train the DEGAN GAN (not yet available in this version)."""
-    raise click.ClickException("geosr train is not yet available in this version of geosr.")
+PATH_SETTINGS = ("data", "val_data", "vgg_weights", "out")
+
+
+def _setting_options(func):
+    """One option per TrainConfig setting, named like the setting (n_blocks -> --n-blocks); all default to unset."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in reversed(fields(TrainConfig)):
+        tp, _ = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"]
+        if tp is bool:
+            decorator = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None,
+                                     help=help_text)
+        elif typing.get_origin(tp) is list:
+            decorator = click.option(flag, f.name, default=None, metavar="A,B,...", help=help_text)
+        else:
+            click_type = {int: int, float: float, str: str}[tp]
+            metavar = {"data": "DIR", "val_data": "DIR", "out": "RUN_DIR", "vgg_weights": "FILE"}.get(f.name)
+            decorator = click.option(flag, f.name, type=click_type, default=None, metavar=metavar, help=help_text)
+        func = decorator(func)
+    return func
+
+
+def _overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    """Typed settings from the command line (comma lists split, paths made absolute); unset ones left out."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for name, value in raw.items():
+        if value is None:
+            continue
+        tp, _ = _base_type(hints[name])
+        if typing.get_origin(tp) is list:
+            (item,) = typing.get_args(tp)
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            try:
+                value = [item(p) for p in parts]
+            except ValueError:
+                raise click.BadParameter(f"{value!r} is not a comma-separated list of {item.__name__}",
+                                         param_hint="--" + name.replace("_", "-")) from None
+        out[name] = coerce(name, value, "command line")
+    return out
+
+
+def _absolute(cfg: TrainConfig) -> TrainConfig:
+    """Paths relative to the working directory made absolute, so the run folder's config.toml works from anywhere."""
+    for name in PATH_SETTINGS:
+        value = getattr(cfg, name)
+        if value is not None:
+            setattr(cfg, name, str(Path(value).expanduser().resolve()))
+    return cfg
+
+
+class _Bar:
+    """The tqdm progress bar of rank 0, fed by fit's progress events."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        if kind == "start":
+            if not self.quiet:
+                click.echo(
+                    f"training on {info['device']} ({info['precision']}, {info['processes']} process"
+                    f"{'es' if info['processes'] > 1 else ''}), {'GAN' if info['discriminator'] else 'content only'}"
+                    f", {info['steps_per_epoch']} steps per epoch, data {'in memory' if info['cached'] else 'from disk'}"
+                    f", {info['workers']} loader workers",
+                    err=True,
+                )
+            self.bar = tqdm(total=info["total"], initial=info["step"], unit="step", disable=self.quiet,
+                            dynamic_ncols=True)
+        elif kind == "step" and self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info["losses"].items()}, refresh=False)
+        elif kind == "val" and not self.quiet:
+            line = (f"step {info['step']}: val PSNR {info['val_psnr']:.3f} dB SSIM {info['val_ssim']:.4f} "
+                    f"(bicubic {info['val_psnr_bicubic']:.3f} / {info['val_ssim_bicubic']:.4f}, "
+                    f"{info['val_images']} images){' *best' if info['best'] else ''}")
+            (self.bar.write if self.bar is not None else click.echo)(line)
+        elif kind == "end":
+            if self.bar is not None:
+                self.bar.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@click.command(context_settings={"max_content_width": 120})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A TOML config file (see examples/configs); command-line settings override it.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last saved state (settings that do not "
+              "change the model or the data may be overridden, e.g. --max-steps).")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration as TOML and exit.")
+@_setting_options
+@click.pass_context
+@handle_errors
+def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None, print_config: bool,
+          **settings: Any) -> None:
+    """Train the DEGAN generator and discriminator on a scene data set (UC Merced, AID, image folders, HR/LR pairs,
+    GeoTIFF tiles) into a run folder: config.toml, log.csv, checkpoints/state.pt, best.safetensors and
+    last.safetensors (model files for geosr upscale and geosr evaluate).
+
+    \b
+    Under torchrun it trains data-parallel on every process (NCCL on GPUs, gloo on CPUs):
+      torchrun --nproc_per_node 4 -m geosr.cli.main train --config FILE
+    """
+    overrides = _overrides(settings)
+    if resume_dir is not None:
+        if config_file is not None:
+            raise click.UsageError("--resume takes the run's own config.toml; give either --config or --resume")
+        saved_file = resume_dir / "config.toml"
+        if not saved_file.is_file():
+            raise click.BadParameter(f"{resume_dir} is not a geosr run folder (no config.toml)",
+                                     param_hint="--resume")
+        saved = build_config(saved_file)
+        overrides["out"] = str(resume_dir)
+        saved.out = str(resume_dir)
+        cfg = resume_config(saved, overrides)
+    else:
+        try:
+            cfg = build_config(config_file, overrides)
+        except ConfigError as exc:
+            if "no training data" in str(exc):
+                raise click.UsageError("give --data DIR or a --config file that sets data") from None
+            raise
+    cfg = _absolute(cfg)
+    if print_config:
+        click.echo(cfg.to_toml(), nl=False)
+        return
+    from geosr.training.loop import fit  # torch-heavy; after the options are checked
+
+    bar = _Bar(quiet=verbosity(ctx) < 0)
+    try:
+        result = fit(cfg, resume=resume_dir is not None, progress=bar)
+    finally:
+        bar.close()
+    if result.rank == 0 and verbosity(ctx) >= 0:
+        best = f", best val PSNR {result.best_psnr:.3f} dB" if result.best_psnr is not None else ""
+        click.echo(f"{result.steps} steps (stopped by {result.stopped}){best}; model file: {result.model}")

@@ -125,6 +125,9 @@ def save_generator(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a model file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
