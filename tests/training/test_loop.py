@@ -1,0 +1,134 @@
+"""fit(): the run folder, the exported model card, exact resume, the NaN guard, atomic writes, content-only mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geosr.checkpoint import load_generator, read_card
+from geosr.errors import DataError
+from geosr.training import loop as loopmod
+from geosr.training.config import ConfigError, TrainConfig, resume_config
+from geosr.training.loop import TrainingDiverged, fit, run_paths
+from geosr.training.state import load_state, read_log, save_state
+from geosr.training.vgg import VGGFeatures
+
+
+def tiny(data, out, **kw) -> TrainConfig:
+    """A model and run small enough for a few CPU steps per second."""
+    settings = dict(
+        data=str(data), out=str(out), scale=2, channels=16, n_blocks=1, refiner_base=8, d_base=8, d_blocks=2,
+        patch_size=32, batch_size=4, perceptual_weight=0.0, precision="fp32", val_every=0, val_images=2,
+        device="cpu",
+    )
+    settings.update(kw)
+    return TrainConfig(**settings).validate()
+
+
+def test_a_run_writes_its_folder_and_a_model_file_with_a_full_card(scene_folder, tmp_path):
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=3, val_every_steps=2)
+    result = fit(cfg)
+    paths = run_paths(tmp_path / "run")
+    assert result.steps == 3 and result.stopped == "max_steps"
+    assert all(paths[k].is_file() for k in ("config", "log", "state", "best", "last"))
+    rows = read_log(paths["log"])
+    assert [r["kind"] for r in rows] == ["train", "train", "val", "train", "val"]
+    assert float(rows[2]["val_psnr_bicubic"]) > 15 and rows[2]["val_images"] == "2"
+    model, card = load_generator(result.model)
+    assert card.config == cfg.generator_config() and card.tile_size == 16 and card.overlap == 4
+    t = card.training
+    for key in ("data", "split", "steps", "epochs", "hardware", "wall_time_s", "losses", "precision", "device"):
+        assert key in t, key
+    assert t["steps"] == 2 and t["split"] == "train" and t["losses"]["adversarial"] == 0.1  # best was at step 2
+    assert {"val_psnr", "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic"} <= set(card.metrics)
+    assert read_card(paths["last"]).training["steps"] == 3
+    assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+
+
+def test_two_plus_two_steps_with_resume_equal_four_steps(scene_folder, tmp_path):
+    common = dict(diffusion=True, ema=True, feature_matching_weight=0.5, lr_decay_steps=[3])
+    straight = tiny(scene_folder, tmp_path / "a", max_steps=4, **common)
+    fit(straight)
+    first = tiny(scene_folder, tmp_path / "b", max_steps=2, **common)
+    fit(first)
+    fit(resume_config(first, {"max_steps": 4}), resume=True)
+    a, b = load_state(run_paths(tmp_path / "a")["state"]), load_state(run_paths(tmp_path / "b")["state"])
+    assert a["step"] == b["step"] == 4
+    for net in ("g", "d"):
+        for k, v in a[net].items():
+            assert torch.equal(v, b[net][k]), (net, k)
+    for k, v in a["ema"]["model"].items():
+        assert torch.equal(v, b["ema"]["model"][k]), k
+    assert a["opt_g"]["state"][0]["exp_avg"].equal(b["opt_g"]["state"][0]["exp_avg"])
+    assert a["sched_g"]["last_epoch"] == b["sched_g"]["last_epoch"] == 4
+    rows_a = [r for r in read_log(run_paths(tmp_path / "a")["log"]) if r["kind"] == "train"]
+    rows_b = [r for r in read_log(run_paths(tmp_path / "b")["log"]) if r["kind"] == "train"]
+    assert [r["g_total"] for r in rows_a] == [r["g_total"] for r in rows_b]  # the same curve, no duplicate rows
+    assert rows_b[-1]["lr_g"] == "1e-05"
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scene_folder, tmp_path, monkeypatch):
+    real_step = loopmod.generator_step
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        sr, terms = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms["mse"] = torch.tensor(float("nan"))
+        return sr, terms
+
+    monkeypatch.setattr(loopmod, "generator_step", poisoned)
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=5, checkpoint_every_steps=2)
+    with pytest.raises(TrainingDiverged, match=r"step 3: loss mse = nan.*last good checkpoint.*step 2"):
+        fit(cfg)
+    assert load_state(run_paths(tmp_path / "run")["state"])["step"] == 2
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "state.pt"
+    save_state(path, {"format": 1, "step": 2})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(path, {"format": 1, "step": 4})
+    assert load_state(path)["step"] == 2
+    assert [p.name for p in path.parent.iterdir()] == ["state.pt"]  # no temporary file left behind
+
+
+def test_content_only_mode_builds_no_discriminator(scene_folder, tmp_path, monkeypatch):
+    def no_d(*args, **kwargs):
+        raise AssertionError("the discriminator was built")
+
+    monkeypatch.setattr(loopmod, "Discriminator", no_d)
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=2, adversarial_weight=0.0, ema=False)
+    fit(cfg)
+    state = load_state(run_paths(tmp_path / "run")["state"])
+    assert state["d"] is None and state["opt_d"] is None
+    rows = [r for r in read_log(run_paths(tmp_path / "run")["log"]) if r["kind"] == "train"]
+    assert rows[0]["adversarial"] == "" and rows[0]["d_total"] == ""
+
+
+def test_perceptual_loss_with_an_explicit_test_vgg(scene_folder, tmp_path):
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=1, perceptual_weight=0.5, vgg_layer="conv2_2")
+    fit(cfg, vgg=VGGFeatures.random_for_tests("conv2_2"))
+    rows = read_log(run_paths(tmp_path / "run")["log"])
+    assert float(rows[0]["perceptual"]) > 0
+
+
+def test_refusals(scene_folder, tmp_path):
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=1)
+    fit(cfg)
+    with pytest.raises(ConfigError, match="already holds a training run; continue it with --resume"):
+        fit(cfg)
+    with pytest.raises(ConfigError, match="cannot change n_blocks"):
+        resume_config(cfg, {"n_blocks": 3})
+    with pytest.raises(DataError, match="train split is empty"):
+        only_val = tmp_path / "only_val"
+        (only_val / "a").mkdir(parents=True)
+        for p in (scene_folder / "fields").glob("fields5*.tif"):
+            (only_val / "a" / p.name.replace("fields", "a")).write_bytes(p.read_bytes())
+        fit(tiny(only_val, tmp_path / "run2", max_steps=1))
