@@ -1,0 +1,384 @@
+"""Raster I/O for geosr: open and check inputs, read windows, build the output's profile and metadata, write safely.
+
+Georeferencing of an output super-resolved by ``scale`` over an input window:
+transform = window transform * Affine.scale(1 / scale) (right for rotated rasters too), CRS copied as is, GCPs moved
+to the new pixel grid, footprint unchanged. Outputs are tiled GeoTIFFs (512 x 512 blocks, compressed with a
+predictor, BigTIFF when it may be needed), written to a temporary file beside the output and renamed on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.control import GroundControlPoint
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from geosr.errors import RasterError
+from geosr.radiometry import SUPPORTED_DTYPES
+
+BLOCK = 512
+COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
+# Suffixes of the rasters a folder search picks up (GDAL reads many more; name files explicitly for those).
+RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".j2k", ".png", ".jpg", ".jpeg", ".img", ".webp", ".bmp")
+# Output formats chosen by the output file's suffix; anything else is written as GeoTIFF.
+COPY_DRIVERS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+COPY_DTYPES = {"PNG": ("uint8", "uint16"), "JPEG": ("uint8",)}
+
+
+def gdal_options() -> dict[str, Any]:
+    """GDAL settings for a run: a bounded block cache (unless the user set GDAL_CACHEMAX), internal masks."""
+    options: dict[str, Any] = {"GDAL_TIFF_INTERNAL_MASK": True}
+    if "GDAL_CACHEMAX" not in os.environ:
+        options["GDAL_CACHEMAX"] = 128  # MB; outputs are written in whole blocks, so this only serves reads
+    return options
+
+
+@contextlib.contextmanager
+def quiet_georeferencing() -> Iterator[None]:
+    """Silence rasterio's NotGeoreferencedWarning: plain images (PNG, JPEG, TIFF) are valid inputs and outputs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        yield
+
+
+@contextlib.contextmanager
+def open_raster(path: str | os.PathLike) -> Iterator[rasterio.io.DatasetReader]:
+    """Open ``path`` for reading; any failure to open becomes a RasterError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise RasterError(f"{path}: no such file")
+    if path.is_dir():
+        raise RasterError(f"{path}: is a folder, not a raster")
+    with quiet_georeferencing():
+        try:
+            ds = rasterio.open(path)
+        except RasterioError as exc:
+            raise RasterError(f"{path}: not a raster GDAL can read ({one_line(exc)})") from None
+        with ds:
+            yield ds
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --- what an input holds -----------------------------------------------------------------------------------------
+
+
+def georeferencing(ds, path: str | os.PathLike) -> str:
+    """'transform', 'gcps' or 'none' (a plain image); raises RasterError for a raster referenced by RPCs only."""
+    if ds.transform != Affine.identity() or (ds.crs is not None and not ds.gcps[0]):
+        return "transform"
+    if ds.gcps[0]:
+        return "gcps"
+    if ds.rpcs is not None:
+        raise RasterError(
+            f"{path}: georeferenced by RPCs only, which geosr cannot carry to a finer grid; orthorectify it first "
+            "(e.g. gdalwarp -rpc) and upscale the result"
+        )
+    return "none"
+
+
+def check_input(ds, path: str | os.PathLike, bands: Sequence[int]) -> str:
+    """Check that ``bands`` (1-based) of ``ds`` can be super-resolved; returns their common dtype.
+
+    Raises RasterError for a band index out of range, a dtype geosr does not handle, bands of mixed dtypes or a
+    paletted band.
+    """
+    for b in bands:
+        if not 1 <= b <= ds.count:
+            raise RasterError(
+                f"{path} has {ds.count} band{'s' if ds.count > 1 else ''}; --bands takes 1-based indices up to "
+                f"{ds.count}, got {b}"
+            )
+    dtypes = sorted({ds.dtypes[b - 1] for b in bands})
+    if len(dtypes) > 1:
+        raise RasterError(f"{path}: the bands have different dtypes {dtypes}; pick bands of one dtype with --bands")
+    dtype = dtypes[0]
+    if dtype not in SUPPORTED_DTYPES:
+        raise RasterError(
+            f"{path}: dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} rasters"
+        )
+    for b in bands:
+        if ds.colorinterp[b - 1] == ColorInterp.palette:
+            raise RasterError(
+                f"{path}: band {b} is paletted (class codes, not intensities) and cannot be super-resolved; "
+                "expand it to RGB first (gdal_translate -expand rgb)"
+            )
+    return dtype
+
+
+def alpha_bands(ds, bands: Sequence[int]) -> list[int]:
+    """Which of ``bands`` (1-based) are alpha bands, by colour interpretation."""
+    return [b for b in bands if ds.colorinterp[b - 1] == ColorInterp.alpha]
+
+
+def has_masks(ds, bands: Sequence[int]) -> bool:
+    """Whether any of ``bands`` can hold invalid pixels (nodata, alpha, internal mask, or NaN in floats)."""
+    if any(ds.dtypes[b - 1].startswith("float") for b in bands):
+        return True
+    return any(ds.mask_flag_enums[b - 1] != [MaskFlags.all_valid] for b in bands)
+
+
+def has_dataset_mask(ds, bands: Sequence[int]) -> bool:
+    """Whether ``bands`` are masked by an internal (per-dataset) mask or by an alpha band."""
+    return any(
+        MaskFlags.per_dataset in ds.mask_flag_enums[b - 1] or MaskFlags.alpha in ds.mask_flag_enums[b - 1]
+        for b in bands
+    )
+
+
+def read_window(ds, path, window: Window, bands: Sequence[int], masks: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values (b, h, w) and, if ``masks``, GDAL's band masks (b, h, w) uint8 of a window; RasterError on failure."""
+    try:
+        data = ds.read(list(bands), window=window)
+        m = ds.read_masks(list(bands), window=window) if masks else None
+    except RasterioError as exc:
+        raise RasterError(f"{path}: cannot read window {window_str(window)} ({one_line(exc)})") from None
+    return data, m
+
+
+def read_decimated(ds, path, bands: Sequence[int], masks: bool, max_pixels: int = 1 << 20):
+    """The whole raster read at reduced resolution (at most ``max_pixels`` per band, nearest neighbour).
+
+    Returns (values, band masks or None), each (b, h, w). Overviews are used when the file has them.
+    """
+    f = max(1, math.ceil(math.sqrt(ds.height * ds.width / max_pixels)))
+    shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
+    try:
+        data = ds.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
+        m = ds.read_masks(list(bands), out_shape=shape, resampling=Resampling.nearest) if masks else None
+    except RasterioError as exc:
+        raise RasterError(f"{path}: cannot read ({one_line(exc)})") from None
+    return data, m
+
+
+def window_str(w: Window) -> str:
+    return f"cols {w.col_off}..{w.col_off + w.width}, rows {w.row_off}..{w.row_off + w.height}"
+
+
+# --- the output ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Everything the writer needs to create the output, as plain data (it is used from another thread).
+
+    profile: rasterio creation profile; gcps: (points, crs) or None; tags: dataset tags; band_*: per output band.
+    internal_mask: write a per-dataset mask (when the output has no nodata value and no alpha band to say it).
+    """
+
+    profile: dict[str, Any]
+    gcps: tuple[list[GroundControlPoint], Any] | None
+    tags: dict[str, str]
+    band_tags: list[dict[str, str]]
+    descriptions: list[str | None]
+    colorinterp: list[ColorInterp]
+    units: list[str | None]
+    scales: list[float]
+    offsets: list[float]
+    internal_mask: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def output_spec(
+    ds,
+    path,
+    *,
+    scale: int,
+    window: Window,
+    bands: Sequence[int],
+    dtype: str,
+    georef: str,
+    compress: str,
+    internal_mask: bool,
+    tags: dict[str, str],
+) -> OutputSpec:
+    """The output of super-resolving ``bands`` of ``window`` of ``ds`` by ``scale``: profile and metadata."""
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"compress must be one of {COMPRESSIONS}, got {compress!r}")
+    height, width = int(window.height) * scale, int(window.width) * scale
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": len(bands),
+        "dtype": dtype,
+        "nodata": ds.nodata,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "interleave": "pixel",
+        "bigtiff": "IF_SAFER",
+        "num_threads": "ALL_CPUS",
+    }
+    if compress != "none":
+        profile["compress"] = compress
+        profile["predictor"] = 3 if np.dtype(dtype).kind == "f" else 2
+    gcps = None
+    if georef == "transform":
+        profile["crs"] = ds.crs
+        profile["transform"] = ds.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(1 / scale)
+    elif georef == "gcps":
+        points, crs = ds.gcps
+        gcps = (
+            [
+                GroundControlPoint(
+                    row=(p.row - window.row_off) * scale,
+                    col=(p.col - window.col_off) * scale,
+                    x=p.x,
+                    y=p.y,
+                    z=p.z,
+                    id=p.id,
+                    info=p.info,
+                )
+                for p in points
+            ],
+            crs,
+        )
+    idx = [b - 1 for b in bands]
+    all_tags = dict(ds.tags())
+    all_tags.update(tags)
+    return OutputSpec(
+        profile=profile,
+        gcps=gcps,
+        tags=all_tags,
+        band_tags=[dict(ds.tags(b)) for b in bands],
+        descriptions=[ds.descriptions[i] for i in idx],
+        colorinterp=[ds.colorinterp[i] for i in idx],
+        units=[ds.units[i] for i in idx],
+        scales=[ds.scales[i] for i in idx],
+        offsets=[ds.offsets[i] for i in idx],
+        internal_mask=internal_mask,
+    )
+
+
+def create_output(path: Path, spec: OutputSpec):
+    """Create the output file at ``path`` and write its metadata; returns the open rasterio dataset."""
+    with quiet_georeferencing():
+        dst = rasterio.open(path, "w", **spec.profile)
+    try:
+        if spec.gcps is not None:
+            dst.gcps = spec.gcps
+        dst.update_tags(**spec.tags)
+        for i in range(dst.count):
+            if spec.band_tags[i]:
+                dst.update_tags(i + 1, **spec.band_tags[i])
+            if spec.descriptions[i]:
+                dst.set_band_description(i + 1, spec.descriptions[i])
+        dst.colorinterp = spec.colorinterp
+        if any(spec.units):
+            dst.units = [u or "" for u in spec.units]
+        if any(s != 1.0 for s in spec.scales) or any(o != 0.0 for o in spec.offsets):
+            dst.scales = spec.scales
+            dst.offsets = spec.offsets
+    except BaseException:
+        dst.close()
+        raise
+    return dst
+
+
+def estimate_output_bytes(spec: OutputSpec, cog: bool) -> int:
+    """A rough size of the output on disk: half the uncompressed size when compressed; a COG needs room twice."""
+    p = spec.profile
+    raw = p["width"] * p["height"] * p["count"] * np.dtype(p["dtype"]).itemsize
+    size = raw // 2 if p.get("compress") else raw
+    if cog:
+        size = size * 4 // 3 * 2  # overviews, and the temporary file beside the COG until it is complete
+    return int(size)
+
+
+def check_free_space(path: Path, needed: int) -> None:
+    """Raise RasterError when the disk that holds ``path`` has less than ``needed`` bytes free."""
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise RasterError(
+            f"{path}: not enough disk space for the output: about {needed / 1e9:.2f} GB needed, "
+            f"{free / 1e9:.2f} GB free in {path.parent}; free some space or write the output elsewhere"
+        )
+
+
+def output_driver(path: Path) -> str:
+    """GTiff, or PNG / JPEG for outputs named .png / .jpg / .jpeg."""
+    return COPY_DRIVERS.get(path.suffix.lower(), "GTiff")
+
+
+def temp_path(path: Path, tag: str = "") -> Path:
+    """A hidden temporary file name beside ``path``."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{tag}.geosr-tmp")
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a file and the sidecars GDAL may have made beside it."""
+    for p in (path, Path(f"{path}.aux.xml"), Path(f"{path}.msk"), Path(f"{path}.ovr")):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def finish_output(tmp: Path, path: Path, *, cog: bool, compress: str) -> None:
+    """Turn the written temporary GeoTIFF ``tmp`` into ``path``: as is, as a COG, or copied to PNG / JPEG.
+
+    The final file appears under its name only once complete (rename on the same disk).
+    """
+    driver = output_driver(path)
+    final = tmp
+    try:
+        if cog:
+            final = temp_path(path, ".cog")
+            options = {
+                "BLOCKSIZE": BLOCK,
+                "OVERVIEWS": "AUTO",
+                "OVERVIEW_RESAMPLING": "AVERAGE",
+                "BIGTIFF": "IF_SAFER",
+                "NUM_THREADS": "ALL_CPUS",
+                "COMPRESS": "NONE" if compress == "none" else compress.upper(),
+            }
+            if compress != "none":
+                options["PREDICTOR"] = "YES"
+            with quiet_georeferencing():
+                rasterio.shutil.copy(str(tmp), str(final), driver="COG", **options)
+        elif driver != "GTiff":
+            final = temp_path(path, path.suffix.lower())
+            options = {"WRITE_METADATA_AS_TEXT": "YES"} if driver == "PNG" else {"QUALITY": 95}
+            with quiet_georeferencing(), rasterio.Env(GDAL_PAM_ENABLED=False):
+                rasterio.shutil.copy(str(tmp), str(final), driver=driver, **options)
+        os.replace(final, path)
+        aux = Path(f"{final}.aux.xml")
+        if aux.exists():
+            os.replace(aux, Path(f"{path}.aux.xml"))
+    finally:
+        if final != tmp:
+            remove_quietly(final)
+        remove_quietly(tmp)
+
+
+def find_rasters(folder: Path, exclude: Sequence[Path] = ()) -> list[Path]:
+    """Rasters under ``folder`` (recursively, by suffix), sorted; hidden files and ``exclude`` folders left out."""
+    excluded = [e.resolve() for e in exclude]
+    found = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in RASTER_SUFFIXES:
+            continue
+        if not p.is_file():
+            continue
+        rp = p.resolve()
+        if any(rp == e or e in rp.parents for e in excluded):
+            continue
+        found.append(p)
+    return sorted(found)
