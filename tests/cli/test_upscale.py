@@ -1,0 +1,197 @@
+"""`geosr upscale` from the command line: outputs, batches, exit codes and one-line errors, Ctrl-C, torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geosr.cli.main import cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+GEOSR = Path(sys.executable).parent / "geosr"
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["upscale", *map(str, args)], catch_exceptions=False)
+
+
+def error_line(result) -> str:
+    """The error message: exactly one 'Error: ...' line, and no traceback."""
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def three(tmp_path, make_geotiff, synthetic_image) -> Path:
+    """A folder of three small GeoTIFFs, one in a subfolder."""
+    folder = tmp_path / "tiles"
+    (folder / "sub").mkdir(parents=True)
+    for i, rel in enumerate(("a.tif", "b.tif", "sub/c.tif")):
+        make_geotiff(folder / rel, synthetic_image(3, 40, 60, seed=i))
+    return folder
+
+
+def test_one_file(tiny_model, rgb_tif, tmp_path):
+    out = tmp_path / "out" / "x2.tif"
+    result = run(rgb_tif, "-o", out, "--model", tiny_model, "--tile-size", 32, "--overlap", 8)
+    assert result.exit_code == 0, result.output
+    assert "tile" in result.stderr  # the progress bar
+    with rasterio.open(out) as d:
+        assert d.shape == (140, 180) and d.tags()["GEOSR_SCALE"] == "2"
+    quiet = run(rgb_tif, "-o", tmp_path / "q.tif", "--model", tiny_model, "-q", "--bands", "3,2", "--compress", "zstd")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    with rasterio.open(tmp_path / "q.tif") as d:
+        assert d.count == 2 and d.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "ZSTD"
+
+
+def test_a_folder_keeps_its_layout_and_a_summary_closes_the_run(tiny_model, three, tmp_path):
+    out = tmp_path / "sr"
+    result = run(three, "-o", out, "--model", tiny_model, "--cog")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tif")) == ["a.tif", "b.tif", "sub/c.tif"]
+    assert "3 done, 0 skipped, 0 failed" in result.stderr and "megapixels/s" in result.stderr
+
+
+def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp_path):
+    (three / "b.tif").write_bytes(b"II*\x00 not a tiff")
+    out = tmp_path / "sr"
+    result = run(three, "-o", out, "--model", tiny_model)
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.rglob("*.tif")) == ["a.tif", "c.tif"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "b.tif" in errors[0]
+    assert "2 done, 0 skipped, 1 failed" in result.stderr
+    # a rerun with --skip-existing does only what is left (and the corrupt file fails again)
+    again = run(three, "-o", out, "--model", tiny_model, "--skip-existing")
+    assert again.exit_code == 1 and "0 done, 2 skipped, 1 failed" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--overwrite", "--skip-existing"], 2, "exclude each other"),
+        (["--aoi", "POLYGON((0 0,1 0,1 1,0 0))", "--bbox", "0,0,1,1"], 2, "not both"),
+        (["--aoi-crs", "EPSG:4326"], 2, "--aoi-crs needs --aoi or --bbox"),
+        (["--bands", "0"], 2, "band numbers start at 1"),
+        (["--bands", "1,1"], 2, "each band once"),
+        (["--bands", "x"], 2, "band numbers"),
+        (["--bbox", "1,2,3"], 2, "four numbers"),
+        (["--value-range", "5", "1"], 2, "MIN must be below MAX"),
+        (["--device", "tpu"], 2, "expected auto, cpu, cuda"),
+        (["--precision", "int8"], 2, "int8"),
+        (["--tile-size", "4"], 2, "4"),
+        (["--compress", "jpeg"], 2, "jpeg"),
+        (["--scale", "5"], 2, "5"),
+        (["--bands", "5"], 1, "rgb.tif has 3 bands; --bands takes 1-based indices up to 3, got 5"),
+        (["--overlap", "40"], 1, "overlap 40: must be 0..16"),
+        (["--scale", "4"], 1, "x2 model but --scale 4"),
+        (["--bbox", "0,0,1,1", "--aoi-crs", "EPSG:4326"], 1, "does not meet the raster"),
+        (["--aoi", "missing.geojson"], 1, "no such file"),
+        (["--aoi", "POLYGON((0 0, 1 0"], 1, "neither a GeoJSON file nor valid WKT"),
+        (["--aoi-crs", "EPSG:999999", "--bbox", "0,0,1,1"], 1, "not a CRS"),
+    ],
+)
+def test_every_bad_option_gives_a_one_line_error(tiny_model, rgb_tif, tmp_path, args, code, message):
+    result = run(rgb_tif, "-o", tmp_path / "out.tif", "--model", tiny_model, "-q", *args)
+    assert result.exit_code == code, result.output
+    assert message in error_line(result)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_errors_about_files_name_the_file_and_the_remedy(tiny_model, rgb_tif, tmp_path):
+    no_model = run(rgb_tif, "-o", tmp_path / "a.tif", "-q")
+    assert no_model.exit_code == 1 and "pass --model PATH" in error_line(no_model)
+    bad_model = tmp_path / "bad.safetensors"
+    bad_model.write_bytes(b"\x00" * 16)
+    assert "bad.safetensors" in error_line(run(rgb_tif, "-o", tmp_path / "a.tif", "--model", bad_model, "-q"))
+    missing = run(tmp_path / "nope.tif", "-o", tmp_path / "a.tif", "--model", tiny_model)
+    assert missing.exit_code == 2 and "nope.tif" in error_line(missing)
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00 garbage")
+    result = run(corrupt, "-o", tmp_path / "a.tif", "--model", tiny_model, "-q")
+    assert result.exit_code == 1 and "corrupt.tif: not a raster GDAL can read" in error_line(result)
+    same = run(rgb_tif, "-o", rgb_tif, "--model", tiny_model, "-q", "--overwrite")
+    assert same.exit_code == 1 and "the output is the input" in error_line(same)
+    (tmp_path / "kept.tif").write_bytes(b"mine")
+    exists = run(rgb_tif, "-o", tmp_path / "kept.tif", "--model", tiny_model, "-q")
+    assert exists.exit_code == 1 and "--overwrite" in error_line(exists)
+    assert (tmp_path / "kept.tif").read_bytes() == b"mine"
+    cog_png = run(rgb_tif, "-o", tmp_path / "a.png", "--model", tiny_model, "-q", "--cog")
+    assert cog_png.exit_code == 1 and "name the output .tif" in error_line(cog_png)
+    cuda = run(rgb_tif, "-o", tmp_path / "a.tif", "--model", tiny_model, "-q", "--device", "cuda:7")
+    assert cuda.exit_code == 1 and "--device cuda:7" in error_line(cuda)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "corrupt.tif", "kept.tif", "rgb.tif"]
+
+
+def test_verbose_adds_the_traceback(tiny_model, rgb_tif, tmp_path, caplog):
+    result = run(rgb_tif, "-o", tmp_path / "a.tif", "--model", tiny_model, "--bands", "9", "-v")
+    assert result.exit_code == 1 and "Traceback" in result.stderr + caplog.text  # logged (pytest captures logs)
+
+
+def test_plain_images_make_no_warning_noise(tiny_model, tmp_path, synthetic_image):
+    png = tmp_path / "tile.png"
+    with rasterio.Env(), pytest.warns(rasterio.errors.NotGeoreferencedWarning):
+        with rasterio.open(png, "w", driver="PNG", width=40, height=30, count=3, dtype="uint8") as d:
+            d.write(synthetic_image(3, 30, 40))
+    result = run(png, "-o", tmp_path / "tile_x2.png", "--model", tiny_model)
+    assert result.exit_code == 0
+    assert "warning" not in result.stderr.lower()
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ctrl_c_exits_130_and_leaves_no_file(tiny_model_x4, tmp_path, make_geotiff, synthetic_image):
+    src = make_geotiff(tmp_path / "big.tif", synthetic_image(3, 600, 600))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geosr.cli.main", "upscale", str(src), "-o", str(out / "big_x4.tif"),
+         "--model", str(tiny_model_x4), "--tile-size", "32", "--overlap", "8", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert _wait_for(lambda: any(out.iterdir()), 120), "the run never started writing"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Interrupted." in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_torchrun_splits_the_files_between_processes(tiny_model, three, tmp_path):
+    if not GEOSR.exists():
+        pytest.skip(f"no geosr script beside {sys.executable}")
+    out = tmp_path / "sr"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(GEOSR),
+         "upscale", str(three), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-v"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tif")) == ["a.tif", "b.tif", "sub/c.tif"]
+    # rank 0 takes files 0 and 2, rank 1 file 1 (sorted order)
+    assert "rank 0/2: 2 done" in proc.stderr and "rank 1/2: 1 done" in proc.stderr
