@@ -1,9 +1,150 @@
-"""`geosr evaluate`."""
+"""`geosr evaluate`: PSNR/SSIM of a model and of bicubic with the UC Merced SR literature's protocol."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
 
 import click
 
+from geosr.cli.options import handle_errors, verbosity
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def evaluate() -> None:
-    """Measure PSNR/SSIM (not yet available in this version)."""
-    raise click.ClickException("geosr evaluate is not yet available in this version of geosr.")
+
+def _bands(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        bands = [int(b) for b in value.split(",") if b.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of 1-based band numbers") from None
+    if not bands or any(b < 1 for b in bands):
+        raise click.BadParameter(f"bands are 1-based numbers, got {value!r}")
+    return bands
+
+
+def _finite(v):
+    """JSON has no infinity (identical images): write it as the string 'inf'."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
+def write_report(report, path: Path) -> None:
+    """``--out``: JSON (settings, summary, per image) or CSV (one row per image, per class and the mean)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(_finite(report.to_dict()), indent=2) + "\n")
+        return
+    cols = ["level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic"]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in report.results:
+            w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr,
+                        "ssim": r.ssim, "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic})
+        for label, row in report.summary().items():
+            level = "mean" if label == "mean" else "class"
+            w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
+
+
+@click.command(context_settings={"max_content_width": 120})
+@click.option("--model", "-m", "model_spec", metavar="MODEL",
+              help="A .safetensors model file (geosr train's best.safetensors) or a bundled model name; default: "
+              "the bundled model for --scale.")
+@click.option("--data", "-d", "data", required=True, metavar="DIR",
+              help="The data set: UC Merced, AID, any (class-)folder of images, HR/ + LR_xN/, GeoTIFF tiles.")
+@click.option("--split", type=click.Choice(["val", "test", "all"]), default="test", show_default=True,
+              help="Which images: the data set's deterministic split (UC Merced: val 50-59, test 60-99).")
+@click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
+              help="Upscaling factor; must match the model (default: the model's).")
+@click.option("--bands", callback=_bands, metavar="1,2,3",
+              help="1-based bands to feed the model (default: the first bands, as many as it takes).")
+@click.option("--out", "-o", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the results to FILE.json or FILE.csv (per image, per class, mean).")
+@click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).")
+@click.option("--preview", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.")
+@click.option("--max-images", type=click.IntRange(0), default=0,
+              help="Measure only this many images, spread evenly over the split (0: all).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32", show_default=True,
+              help="Precision of the model's forward pass (fp32 measures exactly).")
+@click.pass_context
+@handle_errors
+def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, device,
+             precision) -> None:
+    """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the
+    protocol of the UC Merced super-resolution literature: mean of per-channel PSNR on 0..255, Gaussian SSIM
+    (11, sigma 1.5) averaged over channels, SCALE pixels cropped at each border, LR by MATLAB-style bicubic
+    downsampling (with antialiasing) of the HR cropped to a multiple of the scale; paired layouts use their own LR.
+
+    \b
+    geosr evaluate --model runs/x4/best.safetensors --data ../shared/data/ucmerced --split val
+    """
+    from tqdm import tqdm
+
+    from geosr.checkpoint import default_model, load_generator, resolve_model
+    from geosr.datasets import default_bands, find_images, split_rule, spread
+    from geosr.device import resolve_device, resolve_precision
+    from geosr.evaluation import (
+        Report,
+        evaluate_images,
+        format_table,
+        preview_strip,
+        save_image,
+        to_dtype,
+    )
+
+    if out is not None and out.suffix.lower() not in (".json", ".csv"):
+        raise click.BadParameter(f"{out}: write .json or .csv", param_hint="--out")
+    path = resolve_model(model_spec) if model_spec else default_model(scale or 4)
+    try:
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    model, card = load_generator(path, device=dev)
+    if scale is not None and scale != card.scale:
+        raise click.BadParameter(f"--scale {scale} does not match {path}, a x{card.scale} model", param_hint="--scale")
+    scale = card.scale
+    images = find_images(data, split)
+    if not len(images):
+        rule = split_rule(images.layout)
+        hint = "; use --split val or --split all" if split == "test" else "; use --split all"
+        raise click.UsageError(f"{data}: the {split} split has no images (split rule: {rule}){hint}")
+    items = spread(images.items, max_images)
+    c = card.config.in_channels
+    if bands is None:
+        bands = default_bands(items[0].path, c)
+    elif len(bands) != c:
+        raise click.BadParameter(f"{len(bands)} bands given, but {path} takes {c}", param_hint="--bands")
+
+    quiet = verbosity(ctx) < 0
+    bar = tqdm(total=len(items), unit="image", disable=quiet, leave=False, dynamic_ncols=True)
+
+    def on_image(result, outputs):
+        bar.update(1)
+        where = Path(result.label) / result.name if result.label else Path(result.name)
+        if save_images is not None and outputs.sr is not None:
+            save_image(save_images / where, to_dtype(outputs.sr, outputs.pair.dtype), like=outputs.pair.item.path)
+        if preview is not None:
+            name = f"{result.label.replace('/', '_')}_{result.name}" if result.label else result.name
+            save_image(preview / f"{name}.png", preview_strip(outputs))
+
+    try:
+        results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, on_image=on_image)
+    finally:
+        bar.close()
+    report = Report(data=str(Path(data).resolve()), layout=images.layout, split=split, scale=scale, model=str(path),
+                    results=results)
+    click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
+    click.echo(format_table(report.summary()))
+    if out is not None:
+        write_report(report, out)

@@ -19,6 +19,7 @@ georeferencing raise no warnings. Raises DataError with a message naming the fol
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -193,6 +194,15 @@ def find_images(root: str | Path, split: str = "all") -> ImageSet:
         items = [ImageItem(p, _label(p, root)) for p in paths if split in (splits[p], "all")]
     items.sort(key=lambda it: (it.label, it.path.name))
     return ImageSet(root=root, layout=layout, split=split, items=tuple(items))
+
+
+def spread(items: Sequence[ImageItem], limit: int) -> list[ImageItem]:
+    """``limit`` items spread evenly over ``items`` (all when limit is 0 or larger), in order; deterministic."""
+    n = len(items)
+    if limit <= 0 or limit >= n:
+        return list(items)
+    idx = sorted({int(math.floor(i * n / limit)) for i in range(limit)})
+    return [items[i] for i in idx]
 
 
 def split_rule(layout: str) -> str:

@@ -19,12 +19,15 @@ is kept.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.errors import NotGeoreferencedWarning
 
 from geosr.datasets import (
     ImageItem,
@@ -340,3 +343,43 @@ def preview_strip(outputs: Outputs, size: int = 160, zoom: int = 2, gap: int = 4
             pieces.append(white)
         pieces.append(c)
     return np.concatenate(pieces, axis=2)
+
+
+def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = None) -> Path:
+    """Write (C, H, W) ``data`` as an image: PNG for uint8 with 1-4 bands and no georeferencing, else GeoTIFF.
+
+    like: the source image; its CRS and transform are copied (the SR output covers the same ground as the HR, on
+    the HR pixel grid, cropped at the bottom and right to a multiple of the scale). Returns the path written.
+    """
+    path = Path(path)
+    crs = transform = None
+    if like is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(like) as src:
+                if src.crs is not None:
+                    crs, transform = src.crs, src.transform
+    png = data.dtype == np.uint8 and data.shape[0] <= 4 and crs is None
+    path = path.with_suffix(".png" if png else ".tif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="PNG" if png else "GTiff", width=data.shape[2], height=data.shape[1],
+                   count=data.shape[0], dtype=data.dtype)
+    if crs is not None:
+        profile.update(crs=crs, transform=transform)
+    if not png:
+        profile.update(compress="deflate", tiled=data.shape[1] >= 256 and data.shape[2] >= 256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+    aux = path.with_name(path.name + ".aux.xml")
+    if png and aux.exists():
+        aux.unlink()
+    return path
+
+
+def to_dtype(x: torch.Tensor, dtype: str) -> np.ndarray:
+    """Image values (already on the dtype's grid for integers) -> a numpy array of ``dtype``."""
+    rng = integer_range(dtype)
+    y = x.clamp(*rng) if rng is not None else x
+    return y.numpy().astype(dtype)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -228,11 +227,3 @@ def make_loader(
     )
     return loader, sampler
 
-
-def spread(items: Sequence[ImageItem], limit: int) -> list[ImageItem]:
-    """``limit`` items spread evenly over ``items`` (all when limit is 0 or larger), in order; deterministic."""
-    n = len(items)
-    if limit <= 0 or limit >= n:
-        return list(items)
-    idx = sorted({int(math.floor(i * n / limit)) for i in range(limit)})
-    return [items[i] for i in idx]

@@ -32,14 +32,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from geosr import __version__
 from geosr.checkpoint import DEFAULT_RADIOMETRY, ModelCard, save_generator
-from geosr.datasets import default_bands, find_images, split_rule
+from geosr.datasets import default_bands, find_images, split_rule, spread
 from geosr.device import describe_hardware, resolve_precision
 from geosr.errors import DataError, GeosrError
 from geosr.evaluation import evaluate_images
 from geosr.models import Discriminator, Generator
 from geosr.training import distributed
 from geosr.training.config import ConfigError, TrainConfig
-from geosr.training.data import PatchDataset, make_loader, resolve_workers, spread
+from geosr.training.data import PatchDataset, make_loader, resolve_workers
 from geosr.training.ema import EMA
 from geosr.training.gan import Amp, LossWeights, discriminator_step, generator_step
 from geosr.training.losses import ContentLoss

@@ -12,7 +12,7 @@ from synthetic_images import smooth_image, write_image
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
-def shared_data(sub: str = "") -> Path:
+def shared_data_path(sub: str = "") -> Path:
     """``../shared/data/<sub>`` beside the repository; skip (or fail with GEOSR_REQUIRE_SHARED_DATA=1) when absent."""
     path = (SHARED_DATA / sub).resolve()
     if not path.exists():
@@ -25,7 +25,7 @@ def shared_data(sub: str = "") -> Path:
 
 @pytest.fixture
 def ucmerced() -> Path:
-    return shared_data("ucmerced")
+    return shared_data_path("ucmerced")
 
 
 @pytest.fixture

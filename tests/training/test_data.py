@@ -7,10 +7,10 @@ import pytest
 import torch
 from synthetic_images import smooth_image, write_image
 
-from geosr.datasets import find_images
+from geosr.datasets import find_images, spread
 from geosr.errors import DataError
 from geosr.resize import downscale
-from geosr.training.data import PatchDataset, ResumableSampler, make_loader, spread
+from geosr.training.data import PatchDataset, ResumableSampler, make_loader
 
 
 def dataset(root, **kw) -> PatchDataset:

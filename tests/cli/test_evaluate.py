@@ -1,0 +1,89 @@
+"""`geosr evaluate`: the table, machine-readable output, images and previews, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from geosr.checkpoint import ModelCard, save_generator
+from geosr.cli.main import cli
+from geosr.models import Generator, GeneratorConfig
+
+
+def write_png(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype="uint8") as dst:
+        dst.write(data)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two classes x 10 images of 48x48 (folder rule: 8 train, 1 val, 1 test per class)."""
+    root = tmp_path_factory.mktemp("data") / "scenes"
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48]
+    for cls in ("Farm", "Port"):
+        for i in range(10):
+            f = rng.uniform(0.05, 0.3, size=3)
+            img = np.stack([127 + 100 * np.sin(f[c] * xx + c) * np.cos(f[c] * yy) for c in range(3)])
+            write_png(root / cls / f"{cls.lower()}_{i}.png", img.round().astype(np.uint8))
+    return root
+
+
+def model_file(path, scale=2):
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(scale=scale, channels=16, n_blocks=1, refiner_base=8)
+    return save_generator(path, Generator(cfg), ModelCard(config=cfg, name="tiny", tile_size=16, overlap=4))
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["-q", "evaluate", *map(str, args)])
+
+
+def test_table_json_csv_images_and_previews(folder, tmp_path):
+    model = model_file(tmp_path / "tiny.safetensors")
+    result = run("--model", model, "--data", folder, "--split", "val", "--out", tmp_path / "r.json",
+                 "--save-images", tmp_path / "sr", "--preview", tmp_path / "prev")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "(folders, val split, 2 images)" in lines[0]
+    assert lines[1].split() == ["class", "images", "bicubic", "PSNR", "SSIM", "model", "PSNR", "SSIM", "gain", "dB"]
+    assert [line.split()[0] for line in lines[3:] if not line.startswith("-")] == ["Farm", "Port", "mean"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["scale"] == 2 and report["split"] == "val" and len(report["images"]) == 2
+    mean = report["summary"]["mean"]
+    assert mean["images"] == 2 and 10 < mean["psnr_bicubic"] < 60 and 0 < mean["ssim"] <= 1
+    assert sorted(p.relative_to(tmp_path / "sr").as_posix() for p in (tmp_path / "sr").rglob("*.png")) == [
+        "Farm/farm_8.png", "Port/port_8.png"]
+    with rasterio.open(tmp_path / "sr" / "Farm" / "farm_8.png") as src:
+        assert (src.count, src.height, src.width, src.dtypes[0]) == (3, 48, 48, "uint8")
+    with rasterio.open(tmp_path / "prev" / "Farm_farm_8.png") as src:
+        assert src.count == 3 and src.width == 3 * 48 * 2 + 2 * 4  # HR | bicubic | model, zoomed x2, 4-px gaps
+    result = run("--model", model, "--data", folder, "--split", "all", "--max-images", "4", "--out",
+                 tmp_path / "r.csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert [r["level"] for r in rows] == ["image"] * 4 + ["class", "class", "mean"]
+
+
+def test_errors_are_one_line_and_name_the_remedy(folder, tmp_path):
+    model = model_file(tmp_path / "tiny.safetensors")
+    result = run("--model", model, "--data", tmp_path / "missing", "--split", "val")
+    assert result.exit_code == 1 and "no such data folder" in result.output
+    empty = tmp_path / "few"
+    write_png(empty / "a" / "a.png", np.zeros((3, 32, 32), np.uint8))  # 1 image: all train, no test
+    result = run("--model", model, "--data", empty)
+    assert result.exit_code == 2 and "the test split has no images" in result.output and "--split" in result.output
+    result = run("--model", model, "--data", folder, "--scale", "4")
+    assert result.exit_code == 2 and "--scale 4 does not match" in result.output and "x2 model" in result.output
+    result = run("--model", tmp_path / "nope.safetensors", "--data", folder)
+    assert result.exit_code == 1 and "no such model file" in result.output
+    result = run("--model", model, "--data", folder, "--out", tmp_path / "r.txt")
+    assert result.exit_code == 2 and ".json or .csv" in result.output

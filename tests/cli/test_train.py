@@ -1,0 +1,88 @@
+"""`geosr train`: config file and overrides, a short run and its resume, and the errors."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geosr.checkpoint import read_card
+from geosr.cli.main import cli
+
+TINY = ["--scale", "2", "--channels", "16", "--n-blocks", "1", "--refiner-base", "8", "--d-base", "8",
+        "--d-blocks", "2", "--patch-size", "32", "--batch-size", "4", "--perceptual-weight", "0",
+        "--precision", "fp32", "--val-images", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """UC Merced layout: 2 classes, numbers 00-07 (train) and 50-51 (val), 48x48 px."""
+    root = tmp_path_factory.mktemp("data") / "scenes"
+    rng = np.random.default_rng(0)
+    for cls in ("fields", "roofs"):
+        for n in list(range(8)) + [50, 51]:
+            path = root / cls / f"{cls}{n:02d}.tif"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with rasterio.open(path, "w", driver="GTiff", width=48, height=48, count=3, dtype="uint8") as dst:
+                dst.write(rng.integers(0, 256, size=(3, 48, 48), dtype=np.uint8))
+    return root
+
+
+def train(*args):
+    return CliRunner().invoke(cli, ["-q", "train", *map(str, args)])
+
+
+def test_config_file_base_and_overrides(tmp_path, scenes):
+    (tmp_path / "base.toml").write_text('[model]\nscale = 2\nn_blocks = 6\n[optim]\nlr_g = 2e-4\n')
+    (tmp_path / "run.toml").write_text(f'base = "base.toml"\n[data]\ndata = "{scenes}"\n[model]\nattention = "se"\n')
+    result = train("--config", tmp_path / "run.toml", "--n-blocks", "3", "--betas", "0.5,0.9", "--print-config")
+    assert result.exit_code == 0, result.output
+    cfg = tomllib.loads(result.output)
+    assert cfg["model"]["n_blocks"] == 3 and cfg["model"]["attention"] == "se" and cfg["model"]["scale"] == 2
+    assert cfg["optim"]["lr_g"] == 2e-4 and cfg["optim"]["betas"] == [0.5, 0.9]
+    assert cfg["data"]["data"] == str(scenes)
+
+
+def test_a_short_run_then_resume_from_the_command_line(tmp_path, scenes):
+    out = tmp_path / "run"
+    result = train("--data", scenes, "--out", out, "--max-steps", "2", *TINY)
+    assert result.exit_code == 0, result.output
+    assert read_card(out / "best.safetensors").training["steps"] == 2
+    result = train("--resume", out, "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    assert read_card(out / "last.safetensors").training["steps"] == 3
+    result = train("--resume", out, "--n-blocks", "2")
+    assert result.exit_code == 1 and "cannot change n_blocks when resuming" in result.output
+    result = train("--data", scenes, "--out", out, "--max-steps", "2", *TINY)
+    assert result.exit_code == 1 and f"--resume {out}" in result.output
+
+
+def test_errors(tmp_path, scenes):
+    result = train("--max-steps", "1")
+    assert result.exit_code == 2 and "--data DIR" in result.output
+    result = train("--data", tmp_path / "missing", "--out", tmp_path / "r1", *TINY)
+    assert result.exit_code == 1 and "no such data folder" in result.output
+    only_val = tmp_path / "only_val"
+    for p in (scenes / "fields").glob("fields5*.tif"):
+        (only_val / "fields").mkdir(parents=True, exist_ok=True)
+        (only_val / "fields" / p.name).write_bytes(p.read_bytes())
+    result = train("--data", only_val, "--out", tmp_path / "r2", *TINY)
+    assert result.exit_code == 1 and "train split is empty" in result.output and "00-49" in result.output
+    (tmp_path / "bad.toml").write_text("[model]\nn_block = 3\n")
+    result = train("--config", tmp_path / "bad.toml")
+    assert result.exit_code == 1 and "unknown setting 'n_block'; did you mean 'n_blocks'?" in result.output
+    (tmp_path / "bad2.toml").write_text('[loss]\nscale = 2\n')
+    result = train("--config", tmp_path / "bad2.toml")
+    assert result.exit_code == 1 and "scale belongs in [model]" in result.output
+    result = train("--data", scenes, "--bands", "1,x")
+    assert result.exit_code == 2 and "comma-separated list of int" in result.output
+    result = train("--data", scenes, "--patch-size", "33", "--scale", "2")
+    assert result.exit_code == 1 and "patch_size must be a multiple of the scale" in result.output
+    result = train("--resume", tmp_path)
+    assert result.exit_code == 2 and "not a geosr run folder" in result.output
+    result = train("--data", scenes, "--out", tmp_path / "r3", "--bands", "1,2,5", "--perceptual-weight", "0",
+                   *TINY)
+    assert result.exit_code == 1 and "has 3 bands; --bands takes 1-based indices up to 3" in result.output

@@ -1,0 +1,36 @@
+"""Data-parallel training under torchrun: 2 CPU processes (gloo) for a few steps; rank 0 alone writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from geosr.checkpoint import load_generator
+from geosr.training.state import load_state, read_log
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(scene_folder, tmp_path):
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+        "-m", "geosr.cli.main", "train", "--data", str(scene_folder), "--out", str(run), "--scale", "2",
+        "--channels", "16", "--n-blocks", "1", "--refiner-base", "8", "--d-base", "8", "--d-blocks", "2",
+        "--patch-size", "32", "--batch-size", "4", "--max-steps", "3", "--val-images", "3",
+        "--perceptual-weight", "0", "--precision", "fp32", "--device", "cpu",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert out.stdout.count("model file:") == 1  # rank 0 alone reports
+    rows = read_log(run / "log.csv")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == ["1", "2", "3"]  # one row per step, not per process
+    assert [r["val_images"] for r in rows if r["kind"] == "val"] == ["3"]  # the val images shared out and summed
+    state = load_state(run / "checkpoints" / "state.pt")
+    assert state["step"] == 3 and len(state["rng"]) == 2  # every process's RNG state, for resume
+    _, card = load_generator(run / "best.safetensors")
+    assert card.training["processes"] == 2 and card.training["batch_size"] == 4
+    assert card.training["steps_per_epoch"] == 5  # 20 images, 10 per process, batches of 2 per process
