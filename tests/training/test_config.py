@@ -1,0 +1,68 @@
+"""The training configuration: TOML round trip, base files, checks, and the example configs."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from geosr.training.config import ConfigError, TrainConfig, build_config, read_toml, resume_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "configs"
+
+
+def test_defaults_are_the_papers():
+    c = TrainConfig(data="x").validate()
+    assert (c.mse_weight, c.perceptual_weight, c.adversarial_weight) == (0.5, 0.5, 0.1)
+    assert (c.lr_g, c.lr_d, c.betas, c.lr_decay_epochs, c.lr_gamma) == (1e-4, 1e-4, [0.9, 0.999], [50], 0.1)
+    assert (c.batch_size, c.patch_size, c.scale) == (16, 256, 4)
+    assert c.generator_config().n_blocks == 14 and not c.global_skip and c.diffusion
+    assert c.card_tile_size == 64 and c.card_overlap == 16
+    assert c.uses_discriminator and not TrainConfig(data="x", adversarial_weight=0).uses_discriminator
+
+
+def test_toml_round_trip(tmp_path):
+    c = TrainConfig(data="/d", bands=[1, 2, 3, 4], band_names=["r", "g", "b", "nir"], perceptual_weight=0.0,
+                    max_minutes=5.0, lr_decay_steps=[10, 20], description='say "hi"').validate()
+    (tmp_path / "c.toml").write_text(c.to_toml())
+    assert build_config(tmp_path / "c.toml") == c
+    assert "max_steps" not in tomllib.loads(c.to_toml())["optim"]  # unset values are left out
+
+
+def test_checks_name_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match="not a valid int"):
+        (tmp_path / "a.toml").write_text("[data]\nbatch_size = 2.5\n")
+        read_toml(tmp_path / "a.toml")
+    with pytest.raises(ConfigError, match="unknown table"):
+        (tmp_path / "b.toml").write_text("[training]\nlr = 1\n")
+        read_toml(tmp_path / "b.toml")
+    with pytest.raises(ConfigError, match="include each other in a loop"):
+        (tmp_path / "c.toml").write_text('base = "c.toml"\n')
+        read_toml(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="VGG perceptual loss needs 3"):
+        TrainConfig(data="x", bands=[1, 2, 3, 4]).validate()
+    with pytest.raises(ConfigError, match="every loss weight is 0"):
+        TrainConfig(data="x", mse_weight=0, perceptual_weight=0, adversarial_weight=0).validate()
+    with pytest.raises(ConfigError, match="attention must be one of"):
+        TrainConfig(data="x", attention="transformer").validate()
+    cfg = TrainConfig(data="x").validate()
+    assert resume_config(cfg, {"max_steps": 10, "val_images": 3}).max_steps == 10
+    with pytest.raises(ConfigError, match="cannot change scale"):
+        resume_config(cfg, {"scale": 2})
+
+
+def test_the_example_configs_are_valid():
+    files = sorted(EXAMPLES.glob("*.toml"))
+    assert {f.name for f in files} >= {"degan_x4.toml", "degan_x2.toml", "table4_attention_se.toml",
+                                       "table5_refiner_none.toml", "table3_blocks_7.toml", "cpu_x4_content.toml"}
+    configs = {f.stem: build_config(f) for f in files}
+    main = configs["degan_x4"]
+    assert main.scale == 4 and main.patch_size == 256 and main.perceptual_weight == 0.5
+    assert configs["degan_x2"].scale == 2
+    assert {configs[f"table4_attention_{v}"].attention for v in ("none", "se", "cam", "sam")} == {"none", "se", "cam",
+                                                                                                   "sam"}
+    assert configs["table5_refiner_unet"].refiner == "unet" and configs["table5_refiner_none"].refiner == "none"
+    cpu = configs["cpu_x4_content"]
+    assert not cpu.uses_discriminator and cpu.perceptual_weight == 0 and cpu.precision == "auto"
+    assert len({c.out for c in configs.values()}) == len(configs)  # every config its own run folder
