@@ -231,7 +231,8 @@ class UpscaleOptions:
     tile_size, overlap: None takes the model card's; batch_size: tiles per model call; bands: 1-based input bands
     in output order (all when None); aoi: process only this area; value_range: (min, max) mapped to the model's
     range instead of percentiles (non-uint8 rasters); cog: write a Cloud-Optimized GeoTIFF; compress: deflate, zstd,
-    lzw or none; overwrite: replace an existing output; panel_width: input columns processed per pass (bounds memory).
+    lzw or none; overwrite: replace an existing output; panel_width: input columns processed per pass, a multiple of
+    512 (None: as many as keep the strip accumulator within ACCUMULATOR_BYTES, at most 2048).
     """
 
     tile_size: int | None = None
@@ -243,7 +244,22 @@ class UpscaleOptions:
     cog: bool = False
     compress: str = "deflate"
     overwrite: bool = False
-    panel_width: int = 2048
+    panel_width: int | None = None
+
+
+ACCUMULATOR_BYTES = 32 * 2**20
+MAX_PANEL_WIDTH = 2048
+
+
+def auto_panel_width(bands: int, scale: int, tile: int) -> int:
+    """Input columns per pass such that the float32 strip accumulator (bands x s*tile x s*width) stays within
+    ACCUMULATOR_BYTES: a multiple of 512, at least 512 and at most MAX_PANEL_WIDTH.
+
+    Wider panels recompute fewer tiles along panel edges (about one tile column per edge); narrower ones hold less.
+    """
+    per_column = bands * scale * tile * scale * 4
+    width = ACCUMULATOR_BYTES // per_column // 512 * 512
+    return int(min(MAX_PANEL_WIDTH, max(512, width)))
 
 
 @dataclass(frozen=True)
@@ -332,7 +348,7 @@ def _plan(src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions) -
         raise GeosrError(f"batch size {options.batch_size}: must be at least 1 (--batch-size)")
     if options.compress not in COMPRESSIONS:
         raise GeosrError(f"compression {options.compress!r}: expected one of {', '.join(COMPRESSIONS)}")
-    if options.panel_width < 1 or options.panel_width % 512:
+    if options.panel_width is not None and (options.panel_width < 1 or options.panel_width % 512):
         raise GeosrError(f"panel width {options.panel_width}: must be a positive multiple of 512 input pixels")
     cfg = card.config
     if cfg.out_channels != cfg.in_channels:
@@ -410,7 +426,8 @@ def _plan(src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions) -
     return _Plan(
         src=src, scale=s, bands=bands, colour=colour, alpha=alpha, layout=layout, groups=groups, real=real,
         masks=masks, proc=proc, out=out, grid=grid, radiometry=radiometry, spec=spec, nodata=nodata, fill=fill,
-        aoi_px=aoi_px, panel_width=options.panel_width,
+        aoi_px=aoi_px,
+        panel_width=options.panel_width or auto_panel_width(len(colour), s, min(tile, int(proc.height))),
     )
 
 
@@ -546,7 +563,7 @@ class _Writer:
 
     def __init__(self, plan: _Plan, dst, stop: threading.Event) -> None:
         self.plan, self.dst, self.stop = plan, dst, stop
-        self.q: queue.Queue = queue.Queue(maxsize=4)
+        self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="geosr-writer", daemon=True)
         self.pending: list[tuple[np.ndarray, np.ndarray | None]] = []
@@ -713,8 +730,9 @@ def _run(plan: _Plan, tmp: Path, predictor: Predictor, options: UpscaleOptions, 
                     (j, k) for j in range(len(panel.tiles)) for k in range(n_groups) if strip.todo[j, k]
                 ]
                 done += len(panel.tiles) * n_groups - len(items)
-                for start in range(0, len(items), options.batch_size):
-                    batch = items[start : start + options.batch_size]
+                n_batches = -(-len(items) // options.batch_size)
+                for b0, b1 in _even_splits(len(items), n_batches):
+                    batch = items[b0:b1]
                     tiles = np.stack(
                         [
                             strip.x[list(plan.groups[k]), :tile, _cols(g, panel, j, tile)]
@@ -763,6 +781,12 @@ def _run(plan: _Plan, tmp: Path, predictor: Predictor, options: UpscaleOptions, 
         if not writer.thread.is_alive():
             dst_ds.close()
     return computed
+
+
+def _even_splits(n: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) of ``parts`` near-equal consecutive chunks of n items (17 in 3: 5, 6, 6)."""
+    bounds = [n * k // parts for k in range(parts + 1)] if parts else [0]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _cols(g: TileGrid, panel: _Panel, j: int, tile: int) -> slice:

@@ -73,12 +73,15 @@ class Radiometry:
 
     def from_model(self, values: np.ndarray, bands=slice(None)) -> np.ndarray:
         """Model values (b, h, w) -> raster values in this mapping's dtype, rounded and clipped to the dtype."""
-        lo, hi = self._coeffs(bands)
-        x = (values.astype(np.float64) + 1.0) * ((hi - lo) / 2.0) + lo
         dt = np.dtype(self.dtype)
+        # float32 holds every uint8/int16/uint16 value exactly; wider dtypes are computed in float64
+        work = np.float64 if dt.itemsize > 2 and dt != np.float32 else np.float32
+        lo, hi = (c.astype(work) for c in self._coeffs(bands))
+        x = (values.astype(work) + work(1.0)) * ((hi - lo) / work(2.0)) + lo
         if dt.kind in "iu":
             np.rint(x, out=x)
-        x = np.clip(x, *dtype_range(dt))
+        lo_dt, hi_dt = dtype_range(dt)
+        np.clip(x, work(lo_dt) if dt.kind in "iu" else None, work(hi_dt) if dt.kind in "iu" else None, out=x)
         return x.astype(dt)
 
     def describe(self) -> str:

@@ -43,7 +43,7 @@ def gdal_options() -> dict[str, Any]:
     """GDAL settings for a run: a bounded block cache (unless the user set GDAL_CACHEMAX), internal masks."""
     options: dict[str, Any] = {"GDAL_TIFF_INTERNAL_MASK": True}
     if "GDAL_CACHEMAX" not in os.environ:
-        options["GDAL_CACHEMAX"] = 128  # MB; outputs are written in whole blocks, so this only serves reads
+        options["GDAL_CACHEMAX"] = 64  # MB; outputs are written in whole blocks, so this mostly serves reads
     return options
 
 

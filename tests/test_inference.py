@@ -376,7 +376,7 @@ def test_default_degan_shows_no_seams_with_the_card_defaults(make_model, geotiff
 
 _MEMORY_SCRIPT = textwrap.dedent(
     """
-    import resource, sys
+    import sys
     import numpy as np, rasterio, torch
     from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
     torch.set_num_threads(1)
@@ -390,14 +390,17 @@ _MEMORY_SCRIPT = textwrap.dedent(
             d.write(rng.integers(0, 256, (3, 256, n), dtype=np.uint8), window=((r, r + 256), (0, n)))
     pred = load_predictor(model, device="cpu", precision="fp32")
     upscale_raster(src, out, pred, UpscaleOptions(tile_size=64, overlap=8, batch_size=16))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM: this process's peak RSS (ru_maxrss would include the parent's RSS, kept across fork and exec)
+    with open("/proc/self/status") as f:
+        print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")))
     """
 )
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from /proc (Linux)")
 def test_peak_memory_grows_little_for_a_4x_larger_input(make_model, tmp_path):
-    model = make_model("mem-x4", scale=4, channels=16, n_blocks=0, attention="none", refiner="none")
+    model = make_model("mem-x2", scale=2, channels=16, n_blocks=0, attention="none", refiner="none")
     peaks = {}
     for n in (1024, 2048):
         out = subprocess.run(
@@ -406,7 +409,7 @@ def test_peak_memory_grows_little_for_a_4x_larger_input(make_model, tmp_path):
         )
         peaks[n] = int(out.stdout.split()[-1])  # kB
         with rasterio.open(tmp_path / f"out{n}.tif") as d:
-            assert d.shape == (4 * n, 4 * n)
+            assert d.shape == (2 * n, 2 * n)
     growth = peaks[2048] / peaks[1024] - 1
     print(f"peak RSS {peaks[1024] / 1024:.0f} MB -> {peaks[2048] / 1024:.0f} MB (+{growth:.1%}) for 4x the input")
     assert growth < 0.30
