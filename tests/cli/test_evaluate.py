@@ -37,6 +37,15 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run faster on one thread on a small, shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def model_file(path, scale=2):
     torch.manual_seed(0)
     cfg = GeneratorConfig(scale=scale, channels=16, n_blocks=1, refiner_base=8)

@@ -7,6 +7,7 @@ import tomllib
 import numpy as np
 import pytest
 import rasterio
+import torch
 from click.testing import CliRunner
 
 from geosr.checkpoint import read_card
@@ -29,6 +30,15 @@ def scenes(tmp_path_factory):
             with rasterio.open(path, "w", driver="GTiff", width=48, height=48, count=3, dtype="uint8") as dst:
                 dst.write(rng.integers(0, 256, size=(3, 48, 48), dtype=np.uint8))
     return root
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run faster on one thread on a small, shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def train(*args):

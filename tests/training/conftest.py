@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from synthetic_images import smooth_image, write_image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -21,6 +22,15 @@ def shared_data_path(sub: str = "") -> Path:
             pytest.fail(reason + " and GEOSR_REQUIRE_SHARED_DATA=1")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on one thread: on a small CPU shared with other work, a second thread mostly waits at barriers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -102,3 +102,36 @@ def test_ucmerced_splits_follow_the_numbers_in_the_names(ucmerced):
         assert {int(it.name[-2:]) for it in items} == set(numbers)
         assert all(it.label == it.path.parent.name for it in items)
     assert len(find_images(ucmerced, "test")) == 0  # 60-99 are not in the shared copy
+
+
+@pytest.mark.slow
+def test_a_short_ucmerced_run_gives_a_model_that_evaluate_and_upscale_accept(ucmerced, tmp_path):
+    """train (a tiny model, 3 steps, patches read from disk) -> evaluate on held-out val images -> upscale."""
+    import json
+
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    run = tmp_path / "run"
+    tiny = ["--scale", "4", "--channels", "16", "--n-blocks", "1", "--refiner-base", "8", "--d-base", "8",
+            "--d-blocks", "2", "--patch-size", "64", "--batch-size", "4", "--perceptual-weight", "0",
+            "--precision", "fp32", "--device", "cpu", "--cache-mb", "0"]
+    result = CliRunner().invoke(cli, ["-q", "train", "--data", str(ucmerced), "--out", str(run), "--max-steps", "3",
+                                      "--val-images", "3", *tiny])
+    assert result.exit_code == 0, result.output
+    model = run / "best.safetensors"
+    result = CliRunner().invoke(cli, ["-q", "evaluate", "--model", str(model), "--data", str(ucmerced),
+                                      "--split", "val", "--max-images", "3", "--out", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    for img in report["images"]:
+        want_psnr, want_ssim = reference_bicubic_scores(img["path"], 4)
+        assert abs(img["psnr_bicubic"] - want_psnr) < 0.01 and abs(img["ssim_bicubic"] - want_ssim) < 1e-4
+        assert img["psnr"] is not None
+    source = find_images(ucmerced, "val").items[0].path
+    result = CliRunner().invoke(cli, ["-q", "upscale", str(source), "-o", str(tmp_path / "sr.tif"), "--model",
+                                      str(model), "--device", "cpu", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "sr.tif") as src:
+        assert (src.width, src.height, src.count) == (1024, 1024, 3)
