@@ -132,3 +132,18 @@ def test_refusals(scene_folder, tmp_path):
         for p in (scene_folder / "fields").glob("fields5*.tif"):
             (only_val / "a" / p.name.replace("fields", "a")).write_bytes(p.read_bytes())
         fit(tiny(only_val, tmp_path / "run2", max_steps=1))
+
+
+def test_max_minutes_stops_and_still_saves(scene_folder, tmp_path):
+    cfg = tiny(scene_folder, tmp_path / "run", max_minutes=1e-6, val_images=1)
+    result = fit(cfg)
+    assert result.stopped == "max_minutes" and result.steps == 1
+    assert run_paths(tmp_path / "run")["best"].is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_with_a_gradient_scaler_on_cuda(scene_folder, tmp_path):
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=2, precision="fp16", device="cuda")
+    fit(cfg)
+    state = load_state(run_paths(tmp_path / "run")["state"])
+    assert state["scaler"]["scale"] > 0

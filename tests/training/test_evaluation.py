@@ -1,0 +1,63 @@
+"""The evaluation library: paired LR, non-8-bit images, tiled inference of big images, the summary table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from synthetic_images import smooth_image, write_image
+
+from geosr import evaluation
+from geosr.datasets import ImageItem, find_images
+from geosr.evaluation import ImageResult, evaluate_images, format_table, load_pair, summarise, super_resolve
+from geosr.models import Generator, GeneratorConfig
+from geosr.resize import downscale
+
+
+def test_the_paired_layout_uses_its_own_lr(tmp_path):
+    rng = np.random.default_rng(0)
+    hr = smooth_image(rng, 66)  # not a multiple of 4: cropped to 64 by the LR's size
+    lr = np.ascontiguousarray(hr[:, 1:64:4, 1:64:4])  # a decimation, not the protocol's bicubic
+    write_image(tmp_path / "HR" / "a.png", hr)
+    write_image(tmp_path / "LR_x4" / "ax4.png", lr)
+    item = find_images(tmp_path, "all").items[0]
+    pair = load_pair(item, 4)
+    assert pair.hr.shape == (3, 64, 64) and torch.equal(pair.lr, torch.from_numpy(lr).double())
+    protocol = load_pair(ImageItem(item.path), 4)
+    assert torch.equal(protocol.lr, downscale(protocol.hr, 4, integer_range=(0, 255)))
+    assert not torch.equal(protocol.lr, pair.lr)
+
+
+def test_uint16_images_are_measured_on_their_range(tmp_path):
+    rng = np.random.default_rng(1)
+    data = smooth_image(rng, 64).astype(np.uint16) * 100 + 1000
+    write_image(tmp_path / "u16" / "s.tif", data)
+    (res,) = evaluate_images(find_images(tmp_path / "u16").items, 2)
+    assert 15 < res.psnr_bicubic < 60 and 0 < res.ssim_bicubic <= 1
+
+
+def test_big_images_are_tiled_without_seams(monkeypatch):
+    # Without global attention or the transformer, a margin wider than the receptive field makes tiles exact.
+    torch.manual_seed(0)
+    model = Generator(GeneratorConfig(scale=2, channels=16, n_blocks=1, attention="none", refiner="none")).eval()
+    x = torch.rand(3, 70, 83) * 2 - 1
+    whole = super_resolve(model, x, device=torch.device("cpu"))
+    monkeypatch.setattr(evaluation, "WHOLE_IMAGE_MAX_PIXELS", 0)
+    monkeypatch.setattr(evaluation, "TILE", 32)
+    monkeypatch.setattr(evaluation, "TILE_MARGIN", 10)
+    tiled = super_resolve(model, x, device=torch.device("cpu"))
+    assert tiled.shape == whole.shape == (3, 140, 166)
+    assert torch.allclose(tiled, whole, atol=1e-5)
+
+
+def test_summary_means_and_table():
+    def r(label, p, s):
+        return ImageResult("n", label, "p", 8, 8, p - 1, s - 0.1, p, s)
+
+    summary = summarise([r("a", 30, 0.8), r("a", 32, 0.9), r("b", 20, 0.5)])
+    assert summary["a"]["psnr"] == 31 and summary["a"]["images"] == 2
+    assert math.isclose(summary["mean"]["psnr"], 82 / 3) and summary["mean"]["images"] == 3
+    table = format_table(summary)
+    assert table.splitlines()[-1].split()[:3] == ["mean", "3", f"{82 / 3 - 1:.3f}"]
+    assert "+1.000" in table  # the gain over bicubic
