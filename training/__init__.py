@@ -1,1 +1,13 @@
-"""Training of the DEGAN GAN: data, degradation, losses, the GAN step, the loop, distributed set-up."""
+"""Training of the DEGAN GAN (imported as ``geosr.training``); see docs/training.md.
+
+    config.py       TrainConfig: every setting, TOML files with ``base`` inheritance, command-line overrides
+    data.py         PatchDataset (random HR crops, flips/rotations, LR on the fly), the resumable sampler, loaders
+    degradation.py  LR = MATLAB-style bicubic downsampling on the image's integer grid
+    vgg.py          VGG19 features with torchvision's layout and ImageNet weights (never silently random)
+    losses.py       MSE, VGG-feature Charbonnier, adversarial BCE, discriminator feature matching
+    gan.py          one generator step (D frozen) and one discriminator step; precision and gradient scaling
+    ema.py          the exponential moving average of the generator
+    state.py        the run folder: atomic checkpoints, RNG states, log.csv
+    distributed.py  torchrun / DDP set-up (NCCL on GPUs, gloo on CPUs)
+    loop.py         fit(): the training loop, validation, checkpoints and model-file export
+"""
