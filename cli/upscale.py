@@ -70,7 +70,9 @@ class _Bars:
 
     def __init__(self, enabled: bool, files: int) -> None:
         self.enabled = enabled
-        self.batch = tqdm(total=files, unit="file", desc="files", position=0, file=sys.stderr, disable=not enabled or files < 2)
+        self.batch = tqdm(
+            total=files, unit="file", desc="files", position=0, file=sys.stderr, disable=not enabled or files < 2
+        )
         self.bar: tqdm | None = None
         self.path: Path | None = None
         self.t0 = 0.0
@@ -113,13 +115,15 @@ class _Bars:
               help="Upscaling factor; the model's by default (4 for the bundled model).")
 @click.option("--model", metavar="PATH", help="Model file (.safetensors); the bundled model for --scale by default.")
 @click.option("--tile-size", type=click.IntRange(min=8), help="Tile size in input pixels [model card].")
-@click.option("--overlap", type=click.IntRange(min=0), help="Overlap of neighbouring tiles in input pixels [model card].")
+@click.option("--overlap", type=click.IntRange(min=0),
+              help="Overlap of neighbouring tiles in input pixels [model card].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
 @click.option("--device", default="auto", show_default=True, callback=_check_device,
               help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 on GPUs and CPUs that support it, fp32 elsewhere.")
-@click.option("--bands", callback=_parse_bands, metavar="LIST", help="1-based input bands, in output order (e.g. 4,3,2).")
+@click.option("--bands", callback=_parse_bands, metavar="LIST",
+              help="1-based input bands, in output order (e.g. 4,3,2).")
 @click.option("--aoi", metavar="GEOJSON|WKT", help="Area of interest: a GeoJSON file or a WKT polygon.")
 @click.option("--bbox", callback=_parse_bbox, metavar="MINX,MINY,MAXX,MAXY", help="Area of interest as a box.")
 @click.option("--aoi-crs", metavar="CRS",
@@ -152,7 +156,9 @@ def upscale(ctx: click.Context, inputs, output, scale, model, tile_size, overlap
     if aoi_crs is not None and aoi is None and bbox is None:
         raise click.UsageError("--aoi-crs needs --aoi or --bbox")
     if value_range and not value_range[0] < value_range[1]:
-        raise click.BadParameter(f"{value_range[0]:g} {value_range[1]:g}: MIN must be below MAX", param_hint="--value-range")
+        raise click.BadParameter(
+            f"{value_range[0]:g} {value_range[1]:g}: MIN must be below MAX", param_hint="--value-range"
+        )
 
     area = None
     if aoi is not None:

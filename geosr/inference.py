@@ -46,6 +46,7 @@ from geosr.raster import (
     BLOCK,
     COMPRESSIONS,
     COPY_DTYPES,
+    OUTPUT_SUFFIXES,
     RASTER_SUFFIXES,
     OutputSpec,
     alpha_bands,
@@ -102,7 +103,7 @@ def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.d
     if spec == "cuda" or spec.startswith("cuda:"):
         if not cuda:
             raise GeosrError(f"--device {spec}: no CUDA GPU is available here; use --device cpu or auto")
-        index = local_rank or 0 if spec == "cuda" else spec.split(":", 1)[1]
+        index = (local_rank or 0) if spec == "cuda" else spec.split(":", 1)[1]
         try:
             index = int(index)
         except ValueError:
@@ -722,7 +723,8 @@ def _run(plan: _Plan, tmp: Path, predictor: Predictor, options: UpscaleOptions, 
     writer.thread.start()
     try:
         for panel in panels:
-            acc = StripAccumulator(len(plan.colour), s * length_r, panel.c0, panel.c1, origin=s * g.rows.starts[rows[0]])
+            origin = s * g.rows.starts[rows[0]]
+            acc = StripAccumulator(len(plan.colour), s * length_r, panel.c0, panel.c1, origin=origin)
             for i, r in enumerate(rows):
                 strip = _next_strip(strips, reader)
                 # tiles of this strip, batched through the model
@@ -842,7 +844,8 @@ def upscale_raster(
         tmp = temp_path(dst)
         try:
             tiles = _run(plan, tmp, predictor, options, progress, dst)
-            finish_output(tmp, dst, cog=options.cog, compress=options.compress)
+            georeferenced = "crs" in plan.spec.profile or plan.spec.gcps is not None
+            finish_output(tmp, dst, cog=options.cog, compress=options.compress, georeferenced=georeferenced)
         except rasterio.errors.RasterioError as exc:
             raise RasterError(f"{src}: {one_line(exc)}") from None
         finally:
@@ -860,7 +863,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def output_name(rel: Path) -> Path:
     """The output's relative path for an input's: the same, with a .tif suffix unless TIFF, PNG or JPEG."""
-    return rel if rel.suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg") else rel.with_suffix(".tif")
+    return rel if rel.suffix.lower() in OUTPUT_SUFFIXES else rel.with_suffix(".tif")
 
 
 def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[tuple[Path, Path]]:

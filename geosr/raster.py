@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -193,7 +193,6 @@ class OutputSpec:
     scales: list[float]
     offsets: list[float]
     internal_mask: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def output_spec(
@@ -233,7 +232,8 @@ def output_spec(
     gcps = None
     if georef == "transform":
         profile["crs"] = ds.crs
-        profile["transform"] = ds.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(1 / scale)
+        window_transform = ds.transform @ Affine.translation(window.col_off, window.row_off)
+        profile["transform"] = window_transform @ Affine.scale(1 / scale)
     elif georef == "gcps":
         points, crs = ds.gcps
         gcps = (
@@ -313,9 +313,18 @@ def check_free_space(path: Path, needed: int) -> None:
         )
 
 
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".gtif", *COPY_DRIVERS)
+
+
 def output_driver(path: Path) -> str:
-    """GTiff, or PNG / JPEG for outputs named .png / .jpg / .jpeg."""
-    return COPY_DRIVERS.get(path.suffix.lower(), "GTiff")
+    """GTiff, or PNG / JPEG for outputs named .png / .jpg / .jpeg; RasterError for any other suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise RasterError(
+            f"{path}: geosr writes GeoTIFF (.tif), PNG (.png) or JPEG (.jpg), "
+            f"not {suffix or 'files without a suffix'}; name the output .tif"
+        )
+    return COPY_DRIVERS.get(suffix, "GTiff")
 
 
 def temp_path(path: Path, tag: str = "") -> Path:
@@ -330,10 +339,11 @@ def remove_quietly(path: Path) -> None:
             p.unlink()
 
 
-def finish_output(tmp: Path, path: Path, *, cog: bool, compress: str) -> None:
+def finish_output(tmp: Path, path: Path, *, cog: bool, compress: str, georeferenced: bool = True) -> None:
     """Turn the written temporary GeoTIFF ``tmp`` into ``path``: as is, as a COG, or copied to PNG / JPEG.
 
-    The final file appears under its name only once complete (rename on the same disk).
+    The final file appears under its name only once complete (rename on the same disk). A georeferenced PNG / JPEG
+    keeps its georeferencing in a ``.aux.xml`` sidecar; a stale sidecar of a replaced output is removed.
     """
     driver = output_driver(path)
     final = tmp
@@ -355,12 +365,14 @@ def finish_output(tmp: Path, path: Path, *, cog: bool, compress: str) -> None:
         elif driver != "GTiff":
             final = temp_path(path, path.suffix.lower())
             options = {"WRITE_METADATA_AS_TEXT": "YES"} if driver == "PNG" else {"QUALITY": 95}
-            with quiet_georeferencing(), rasterio.Env(GDAL_PAM_ENABLED=False):
+            with quiet_georeferencing(), rasterio.Env(GDAL_PAM_ENABLED=georeferenced):
                 rasterio.shutil.copy(str(tmp), str(final), driver=driver, **options)
-        os.replace(final, path)
-        aux = Path(f"{final}.aux.xml")
+        aux, old_aux = Path(f"{final}.aux.xml"), Path(f"{path}.aux.xml")
         if aux.exists():
-            os.replace(aux, Path(f"{path}.aux.xml"))
+            os.replace(aux, old_aux)
+        elif old_aux.exists():
+            old_aux.unlink()
+        os.replace(final, path)
     finally:
         if final != tmp:
             remove_quietly(final)

@@ -185,7 +185,8 @@ def test_aoi_in_another_crs_limits_the_output_and_masks_outside(predictor, tmp_p
 def test_aoi_from_geojson_and_wkt(predictor, tmp_path, make_geotiff, synthetic_image):
     src = make_geotiff(tmp_path / "r.tif", synthetic_image(3, 100, 100, lo=1), nodata=0)
     geojson = tmp_path / "aoi.geojson"
-    poly = {"type": "Polygon", "coordinates": [[[500100, 3999900], [500300, 3999900], [500100, 3999700], [500100, 3999900]]]}
+    ring = [[500100, 3999900], [500300, 3999900], [500100, 3999700], [500100, 3999900]]
+    poly = {"type": "Polygon", "coordinates": [ring]}
     geojson.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": poly}]}))
     aoi = load_aoi(str(geojson), "EPSG:32633")
     upscale_raster(src, tmp_path / "tri.tif", predictor, UpscaleOptions(aoi=aoi, tile_size=64, overlap=16))

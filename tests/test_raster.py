@@ -115,7 +115,8 @@ def test_rotated_transform_is_scaled_as_a_whole(predictor, tmp_path, make_geotif
 
 def test_custom_proj_crs_is_copied(predictor, tmp_path, make_geotiff, synthetic_image):
     proj = "+proj=geos +h=35785831 +lon_0=-75 +sweep=x +ellps=GRS80 +units=m +no_defs"
-    src = make_geotiff(tmp_path / "geos.tif", synthetic_image(3, 30, 30), crs=proj, transform=Affine(2000, 0, -1e6, 0, -2000, 1e6))
+    t = Affine(2000, 0, -1e6, 0, -2000, 1e6)
+    src = make_geotiff(tmp_path / "geos.tif", synthetic_image(3, 30, 30), crs=proj, transform=t)
     dst = tmp_path / "out.tif"
     upscale_raster(src, dst, predictor, FAST)
     with rasterio.open(src) as a, rasterio.open(dst) as b:
@@ -189,6 +190,15 @@ def test_plain_images_come_out_without_georeferencing_or_warnings(predictor, tmp
         assert a.shape == b.shape == (66, 94)
         np.testing.assert_array_equal(a.read(), b.read())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tile.png", "tile_x2.png", "tile_x2.tif"]
+
+
+def test_a_georeferenced_png_keeps_its_georeferencing_beside_it(predictor, tmp_path, make_geotiff, synthetic_image):
+    src = make_geotiff(tmp_path / "geo.tif", synthetic_image(3, 30, 40))
+    for _ in range(2):  # the second time over an existing output, with its sidecar
+        upscale_raster(src, tmp_path / "geo.png", predictor, UpscaleOptions(overwrite=True))
+    with rasterio.open(src) as a, rasterio.open(tmp_path / "geo.png") as b:
+        assert b.driver == "PNG" and b.crs == a.crs and b.transform == a.transform @ Affine.scale(0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["geo.png", "geo.png.aux.xml", "geo.tif"]
 
 
 @pytest.mark.shared_data

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
@@ -129,6 +128,8 @@ def test_errors_about_files_name_the_file_and_the_remedy(tiny_model, rgb_tif, tm
     assert (tmp_path / "kept.tif").read_bytes() == b"mine"
     cog_png = run(rgb_tif, "-o", tmp_path / "a.png", "--model", tiny_model, "-q", "--cog")
     assert cog_png.exit_code == 1 and "name the output .tif" in error_line(cog_png)
+    jp2 = run(rgb_tif, "-o", tmp_path / "a.jp2", "--model", tiny_model, "-q")
+    assert jp2.exit_code == 1 and "not .jp2; name the output .tif" in error_line(jp2)
     cuda = run(rgb_tif, "-o", tmp_path / "a.tif", "--model", tiny_model, "-q", "--device", "cuda:7")
     assert cuda.exit_code == 1 and "--device cuda:7" in error_line(cuda)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "corrupt.tif", "kept.tif", "rgb.tif"]
