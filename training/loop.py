@@ -191,6 +191,8 @@ def _fit(
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
+    if cfg.perceptual_weight > 0 and vgg is None:
+        vgg = _load_vgg(cfg, ctx)  # first: without weights, fail before the data is decoded
     _seed(cfg.seed)  # the same initial weights in every process
 
     # --- data ---------------------------------------------------------------------------------------------------
@@ -231,7 +233,7 @@ def _fit(
         d = d.to(device, memory_format=memory_format)
     ema = EMA(g, cfg.ema_decay) if cfg.ema else None
     if cfg.perceptual_weight > 0:
-        vgg = (vgg if vgg is not None else _load_vgg(cfg, ctx)).to(device, memory_format=memory_format)
+        vgg = vgg.to(device, memory_format=memory_format)
     content = ContentLoss(vgg if cfg.perceptual_weight > 0 else None, cfg.charbonnier_eps)
     betas = (cfg.betas[0], cfg.betas[1])
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas)

@@ -147,3 +147,17 @@ def test_fp16_with_a_gradient_scaler_on_cuda(scene_folder, tmp_path):
     fit(cfg)
     state = load_state(run_paths(tmp_path / "run")["state"])
     assert state["scaler"]["scale"] > 0
+
+
+def test_no_vgg_weights_offline_fails_before_training(scene_folder, tmp_path, monkeypatch):
+    from geosr.training.vgg import VGGWeightsError
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(loopmod, "PatchDataset", lambda *a, **k: pytest.fail("data decoded before the VGG check"))
+    with pytest.raises(VGGWeightsError, match="--perceptual-weight 0"):
+        fit(tiny(scene_folder, tmp_path / "run", max_steps=1, perceptual_weight=0.5))
