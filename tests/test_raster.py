@@ -208,3 +208,10 @@ def test_uc_merced_tile_is_upscaled_like_any_image(predictor, shared_data, tmp_p
     upscale_raster(src, dst, predictor, FAST)
     with rasterio.open(src) as a, rasterio.open(dst) as b:
         assert b.shape == (2 * a.height, 2 * a.width) and b.crs is None and b.count == 3
+
+
+def test_the_example_geotiff_ships_with_the_repository():
+    example = Path(__file__).resolve().parents[1] / "examples" / "data" / "RGB.byte.tif"
+    with rasterio.open(example) as d:
+        assert (d.count, d.width, d.height, d.dtypes[0], d.nodata) == (3, 791, 718, "uint8", 0)
+        assert d.crs.to_epsg() == 32618
