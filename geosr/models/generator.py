@@ -9,8 +9,10 @@
       tail      convs 128->64->32->16->out, ReLU between     (B, out, H, W)
       tanh                                                   in [-1, 1]
 
-With ``global_skip`` (off in the paper's configuration) the output is ``bicubic(x) + tanh(tail)``: the network learns
-only the residual over bicubic upsampling, which it reaches in far fewer training steps than the identity itself.
+With ``global_skip`` (off in the paper's configuration) the output is ``bicubic(x) + tail``: the network learns only
+the residual over bicubic upsampling, which it reaches in far fewer training steps than the identity itself. The
+residual is not squashed by tanh: a saturated tanh has no gradient, and one loss spike would leave the residual stuck
+at +-1 for good (seen in training). Callers clamp the output to [-1, 1].
 
 Any input size works: the refiner needs H and W divisible by 4, so the upsampled features are padded (edge replication)
 before it and cropped after it.
@@ -174,7 +176,7 @@ class Generator(nn.Module):
         r = self.tail(f)  # (B, out, H, W)
         if self.config.global_skip:
             up = F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
-            return up + torch.tanh(r)
+            return up + r
         return torch.tanh(r)
 
 
