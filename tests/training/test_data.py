@@ -100,3 +100,14 @@ def test_spread_picks_evenly():
     assert spread(list(range(10)), 0) == list(range(10))
     assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
     assert spread(list(range(210)), 3) == [0, 70, 140]
+
+
+def test_worker_processes_give_the_same_batches(scene_folder):
+    ds = dataset(scene_folder)
+    batches = {}
+    for workers in (0, 1):
+        loader, sampler = make_loader(ds, batch_size=4, workers=workers, device=torch.device("cpu"), seed=5)
+        sampler.set_epoch(2)
+        sampler.set_start(4)
+        batches[workers] = [hr for hr, _ in loader]
+    assert len(batches[0]) == 4 and all(torch.equal(a, b) for a, b in zip(batches[0], batches[1]))
