@@ -3,8 +3,9 @@
 ``upscale_raster(src, dst, predictor, options, progress)`` does one file in three stages that overlap in time:
 
     reader thread   strips of tile rows, one column panel at a time: read, mask, normalise, fill nodata
-    this thread     tiles of the strip, batched through the model, blended into a StripAccumulator
-    writer thread   finished rows: back to the dtype, nodata / alpha / mask, written in whole 512-row blocks
+    this thread     tiles of the strip, batched through the model, blended into a StripAccumulator; finished rows
+                    back to the dtype with nodata / alpha / mask
+    writer thread   finished rows written (and compressed by GDAL) in whole 512-row blocks
 
 GDAL and numpy release the GIL, so reading and writing run while the model computes. Only a strip of tile rows of at
 most ``panel_width`` input columns is ever held, so memory does not grow with the raster (see geosr.tiling for the
@@ -248,7 +249,7 @@ class UpscaleOptions:
     panel_width: int | None = None
 
 
-ACCUMULATOR_BYTES = 32 * 2**20
+ACCUMULATOR_BYTES = 16 * 2**20
 MAX_PANEL_WIDTH = 2048
 
 
@@ -489,14 +490,12 @@ class _Strip:
 
 @dataclass
 class _Block:
-    """Finished output rows [r0, r1) x cols [c0, c1) (output pixels of the output window), still in model range."""
+    """Finished output rows [r0, r0 + h) x cols [c0, c0 + w) (output pixels of the output window), ready to write."""
 
     r0: int
     c0: int
-    values: np.ndarray  # (n_colour, h, w) float32
-    valid: np.ndarray  # (n_colour, hl, wl) validity of the input pixels under the block
-    alpha: np.ndarray  # (n_alpha, hl, wl) raw alpha values of the same input pixels
-    lr_origin: tuple[int, int]  # input pixel (row, col), relative to the output window, of valid[:, 0, 0]
+    data: np.ndarray  # (bands, h, w) in the output dtype, in output band order
+    mask: np.ndarray | None  # (h, w) uint8 internal mask, when the output has one
 
 
 class _Failed:
@@ -559,17 +558,62 @@ def _read_strips(
         _put(q, _Failed(exc), stop)
 
 
+def _finish_rows(
+    plan: _Plan, values: np.ndarray, r0: int, c0: int, strip: _Strip, lr_origin: tuple[int, int]
+) -> _Block:
+    """Blended model values (n_colour, h, w) -> an output block in the output dtype, with nodata, alpha and mask.
+
+    r0, c0: the block's top-left output pixel (output window); lr_origin: the input pixel (row, col), relative to the
+    output window, of the strip's first valid/alpha value.
+    """
+    s = plan.scale
+    _, h, w = values.shape
+    lr_r, lr_c = lr_origin
+    ri = (r0 + np.arange(h)) // s - lr_r
+    ci = (c0 + np.arange(w)) // s - lr_c
+    valid = strip.valid[:, ri][:, :, ci] if plan.masks else None  # input validity, upsampled nearest
+    inside = None
+    if plan.aoi_px is not None:
+        # output pixels whose centres lie inside the AOI (given in input pixel units)
+        t = Affine.translation(plan.out.col_off + c0 / s, plan.out.row_off + r0 / s)
+        inside = geometry_mask([plan.aoi_px], (h, w), t @ Affine.scale(1 / s), invert=True)
+        valid = np.broadcast_to(inside, (len(plan.colour), h, w)) if valid is None else valid & inside
+    out_values = plan.radiometry.from_model(values)
+    keep_off_nodata(out_values, plan.nodata)
+    if valid is not None and not valid.all():
+        out_values[~valid] = plan.fill
+    alpha = strip.alpha[:, ri][:, :, ci] if plan.alpha else strip.alpha
+    if inside is not None and plan.alpha:
+        alpha[:, ~inside] = 0
+    if not plan.alpha and [k for _, k in plan.layout] == list(range(len(plan.layout))):
+        data = out_values  # the common case: every band through the model, in order
+    else:
+        data = np.empty((len(plan.layout), h, w), dtype=out_values.dtype)
+        for i, (kind, k) in enumerate(plan.layout):
+            data[i] = out_values[k] if kind == "c" else alpha[k]
+    mask = None
+    if plan.spec.internal_mask:
+        mask = np.full((h, w), 255, np.uint8) if valid is None else (valid.any(axis=0) * np.uint8(255))
+    return _Block(r0, c0, data, mask)
+
+
 class _Writer:
-    """Writer thread: convert finished blocks to the output's dtype and write them in whole 512-row blocks."""
+    """Writer thread: write finished blocks in whole 512-row blocks (GDAL compresses them here).
+
+    Rows are copied into one preallocated block-row buffer (bands x 512 x panel width) that is written whenever it
+    reaches a block boundary, so GDAL always receives whole blocks and never caches partial ones.
+    """
 
     def __init__(self, plan: _Plan, dst, stop: threading.Event) -> None:
         self.plan, self.dst, self.stop = plan, dst, stop
         self.q: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="geosr-writer", daemon=True)
-        self.pending: list[tuple[np.ndarray, np.ndarray | None]] = []
-        self.pending_at: tuple[int, int] | None = None  # (row, col) of the first pending row
-        self.pending_rows = 0
+        self.buf: np.ndarray | None = None  # (bands, BLOCK, width) in the output dtype
+        self.mask_buf: np.ndarray | None = None  # (BLOCK, width) uint8, for an internal mask
+        self.at: tuple[int, int] | None = None  # output (row, col) of the buffer's first row
+        self.rows = 0  # rows the buffer holds before the next block boundary
+        self.filled = 0
 
     def put(self, block: _Block) -> None:
         while True:
@@ -598,7 +642,6 @@ class _Writer:
     def _run(self) -> None:
         try:
             with rasterio.Env(**gdal_options()):
-                dst = self.dst
                 try:
                     while True:
                         try:
@@ -609,80 +652,47 @@ class _Writer:
                             continue
                         if item is _DONE or self.stop.is_set():
                             break
-                        self._push(dst, *self._convert(item), item.r0, item.c0)
+                        self._add(item)
                     if not self.stop.is_set():
-                        self._flush(dst, everything=True)
+                        self._flush()
                 finally:
-                    dst.close()
+                    self.dst.close()
         except BaseException as exc:
             self.error = exc
 
-    def _convert(self, block: _Block) -> tuple[np.ndarray, np.ndarray | None]:
-        """Model values -> output bands in the output dtype, with nodata, alpha and mask applied."""
-        plan = self.plan
-        s = plan.scale
-        _, h, w = block.values.shape
-        lr_r, lr_c = block.lr_origin
-        ri = (block.r0 + np.arange(h)) // s - lr_r
-        ci = (block.c0 + np.arange(w)) // s - lr_c
-        valid = block.valid[:, ri][:, :, ci]  # (n_colour, h, w): input validity, upsampled nearest
-        inside = None
-        if plan.aoi_px is not None:
-            # HR pixel centres inside the AOI (raster pixel units of the input)
-            t = Affine.translation(plan.out.col_off + block.c0 / s, plan.out.row_off + block.r0 / s)
-            inside = geometry_mask([plan.aoi_px], (h, w), t @ Affine.scale(1 / s), invert=True)
-            valid &= inside[None]
-        values = plan.radiometry.from_model(block.values)
-        keep_off_nodata(values, plan.nodata)
-        if not valid.all():
-            values[~valid] = plan.fill
-        alpha = block.alpha[:, ri][:, :, ci] if len(plan.alpha) else block.alpha
-        if inside is not None and len(plan.alpha):
-            alpha = alpha.copy()
-            alpha[:, ~inside] = 0
-        out = np.empty((len(plan.layout), h, w), dtype=values.dtype)
-        for i, (kind, k) in enumerate(plan.layout):
-            out[i] = values[k] if kind == "c" else alpha[k]
-        mask = None
-        if plan.spec.internal_mask:
-            mask = np.where(valid.any(axis=0), np.uint8(255), np.uint8(0))
-        return out, mask
+    def _add(self, block: _Block) -> None:
+        """Copy a block's rows into the buffer, writing the buffer at each block boundary."""
+        data, mask = block.data, block.mask
+        h, width = data.shape[1:]
+        done = 0
+        while done < h:
+            row = block.r0 + done
+            if self.at is not None and (block.c0 != self.at[1] or row != self.at[0] + self.filled):
+                self._flush()  # a new panel starts
+            if self.at is None:
+                if self.buf is None or self.buf.shape[2] != width:
+                    self.buf = np.empty((data.shape[0], BLOCK, width), data.dtype)
+                    self.mask_buf = np.empty((BLOCK, width), np.uint8) if mask is not None else None
+                self.at, self.rows, self.filled = (row, block.c0), BLOCK - row % BLOCK, 0
+            n = min(self.rows - self.filled, h - done)
+            self.buf[:, self.filled : self.filled + n] = data[:, done : done + n]
+            if mask is not None:
+                self.mask_buf[self.filled : self.filled + n] = mask[done : done + n]
+            self.filled += n
+            done += n
+            if self.filled == self.rows:
+                self._flush()
 
-    def _push(self, dst, data: np.ndarray, mask: np.ndarray | None, r0: int, c0: int) -> None:
-        if self.pending_at is not None and (
-            c0 != self.pending_at[1] or r0 != self.pending_at[0] + self.pending_rows
-        ):
-            self._flush(dst, everything=True)  # a new panel
-        if self.pending_at is None:
-            self.pending_at = (r0, c0)
-        self.pending.append((data, mask))
-        self.pending_rows += data.shape[1]
-        self._flush(dst, everything=False)
-
-    def _flush(self, dst, everything: bool) -> None:
-        """Write the pending rows up to the last 512-row block boundary (or all of them)."""
-        if self.pending_at is None:
-            return
-        r0, c0 = self.pending_at
-        end = r0 + self.pending_rows
-        stop = end if everything else (end // BLOCK) * BLOCK
-        if stop <= r0:
-            return
-        data = np.concatenate([d for d, _ in self.pending], axis=1)
-        masks = [m for _, m in self.pending]
-        mask = None if masks[0] is None else np.concatenate(masks, axis=0)
-        n = stop - r0
-        window = Window(c0, r0, data.shape[2], n)
-        dst.write(data[:, :n], window=window)
-        if mask is not None:
-            dst.write_mask(mask[:n], window=window)
-        rest = end - stop
-        if rest:
-            self.pending = [(data[:, n:].copy(), None if mask is None else mask[n:].copy())]
-            self.pending_at = (stop, c0)
-            self.pending_rows = rest
-        else:
-            self.pending, self.pending_at, self.pending_rows = [], None, 0
+    def _flush(self) -> None:
+        """Write the buffered rows."""
+        if self.at is not None and self.filled:
+            r0, c0 = self.at
+            n = self.filled
+            window = Window(c0, r0, self.buf.shape[2], n)
+            self.dst.write(np.ascontiguousarray(self.buf[:, :n]), window=window)
+            if self.mask_buf is not None:
+                self.dst.write_mask(np.ascontiguousarray(self.mask_buf[:n]), window=window)
+        self.at, self.filled = None, 0
 
 
 def _run(plan: _Plan, tmp: Path, predictor: Predictor, options: UpscaleOptions, progress, dst: Path) -> int:
@@ -759,20 +769,14 @@ def _run(plan: _Plan, tmp: Path, predictor: Predictor, options: UpscaleOptions, 
                 last = i == len(rows) - 1
                 stop_row = s * (strip.y0 + length_r) if last else s * g.rows.starts[rows[i + 1]]
                 r_from = acc.origin
-                values = acc.pop(stop_row)
                 lo, hi = max(r_from, s * dy), min(stop_row, s * dy + oh)
                 if hi > lo:
-                    block = _Block(
-                        r0=lo - s * dy,
-                        c0=panel.c0 - s * dx,
-                        values=values[:, lo - r_from : hi - r_from],
-                        valid=strip.valid,
-                        alpha=strip.alpha,
-                        lr_origin=(strip.y0 - dy, panel.x0 - dx),
-                    )
-                    writer.put(block)
+                    values = acc.rows(stop_row)[:, lo - r_from : hi - r_from]
+                    lr_origin = (strip.y0 - dy, panel.x0 - dx)
+                    writer.put(_finish_rows(plan, values, lo - s * dy, panel.c0 - s * dx, strip, lr_origin))
                     pixels += (hi - lo) * (panel.c1 - panel.c0)
                     report()
+                acc.advance(stop_row)
         writer.close()
     finally:
         stop.set()

@@ -77,11 +77,13 @@ class Radiometry:
         # float32 holds every uint8/int16/uint16 value exactly; wider dtypes are computed in float64
         work = np.float64 if dt.itemsize > 2 and dt != np.float32 else np.float32
         lo, hi = (c.astype(work) for c in self._coeffs(bands))
-        x = (values.astype(work) + work(1.0)) * ((hi - lo) / work(2.0)) + lo
+        x = values.astype(work)  # a copy, then in place: one temporary only
+        x += work(1.0)
+        x *= (hi - lo) / work(2.0)
+        x += lo
         if dt.kind in "iu":
             np.rint(x, out=x)
-        lo_dt, hi_dt = dtype_range(dt)
-        np.clip(x, work(lo_dt) if dt.kind in "iu" else None, work(hi_dt) if dt.kind in "iu" else None, out=x)
+            np.clip(x, *dtype_range(dt), out=x)
         return x.astype(dt)
 
     def describe(self) -> str:

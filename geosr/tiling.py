@@ -183,8 +183,8 @@ class StripAccumulator:
     """Weighted sums of tile outputs for a strip of output rows, never the whole output.
 
     Holds output rows [origin, origin + capacity) and columns [col0, col1) (output pixels); ``add`` sums a weighted
-    tile into it (cropped to the columns), ``pop(stop)`` hands back the finished rows [origin, stop) and moves the
-    strip down. Rows must be added in non-decreasing order of their start, as a tile-row-by-tile-row pass does.
+    tile into it (cropped to the columns), ``rows(stop)`` shows the finished rows [origin, stop), ``advance(stop)``
+    moves the strip down past them (``pop`` does both, with a copy). Rows must be added in non-decreasing order of their start, as a tile-row-by-tile-row pass does.
     """
 
     def __init__(self, bands: int, capacity: int, col0: int, col1: int, origin: int = 0) -> None:
@@ -211,15 +211,28 @@ class StripAccumulator:
         wt = weight[:, c0 - col : c1 - col]
         self._buf[bands, r0 : r0 + h, c0 - self.col0 : c1 - self.col0] += v * wt
 
-    def pop(self, stop: int) -> np.ndarray:
-        """The finished rows [origin, stop) as a new (bands, stop - origin, width) array; the strip moves to stop."""
+    def rows(self, stop: int) -> np.ndarray:
+        """A read-only view of the finished rows [origin, stop), (bands, stop - origin, width); valid until advance."""
         n = stop - self.origin
         if not 0 <= n <= self.capacity:
-            raise ValueError(f"cannot pop rows {self.origin}..{stop} from a strip of {self.capacity} rows")
-        done = self._buf[:, :n].copy()
+            raise ValueError(f"cannot take rows {self.origin}..{stop} from a strip of {self.capacity} rows")
+        view = self._buf[:, :n]
+        view.flags.writeable = False
+        return view
+
+    def advance(self, stop: int) -> None:
+        """Drop the rows before ``stop`` and move the strip down to start there."""
+        n = stop - self.origin
+        if not 0 <= n <= self.capacity:
+            raise ValueError(f"cannot advance from row {self.origin} to {stop} in a strip of {self.capacity} rows")
         self._buf[:, : self.capacity - n] = self._buf[:, n:]
         self._buf[:, self.capacity - n :] = 0.0
         self.origin = stop
+
+    def pop(self, stop: int) -> np.ndarray:
+        """The finished rows [origin, stop) as a new array; the strip moves to stop."""
+        done = self.rows(stop).copy()
+        self.advance(stop)
         return done
 
 
