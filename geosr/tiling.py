@@ -110,15 +110,22 @@ class AxisTiling:
         """Blend weights of tile i over its extent, in output pixels (read-only float32, length scale * length)."""
         return self._weights[i]
 
+    @cached_property
+    def _supports(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for i, w in enumerate(self._weights):
+            nz = np.flatnonzero(w)
+            start = self.scale * self.starts[i]
+            out.append((start + int(nz[0]), start + int(nz[-1]) + 1))
+        return tuple(out)
+
     def support(self, i: int) -> tuple[int, int]:
         """[lo, hi) in output pixels where tile i has a non-zero weight."""
-        nz = np.flatnonzero(self._weights[i])
-        start = self.scale * self.starts[i]
-        return start + int(nz[0]), start + int(nz[-1]) + 1
+        return self._supports[i]
 
     def tiles_for(self, lo: int, hi: int) -> tuple[int, ...]:
         """Indices of the tiles whose support meets the output range [lo, hi)."""
-        return tuple(i for i in range(len(self)) if self.support(i)[0] < hi and self.support(i)[1] > lo)
+        return tuple(i for i, (a, b) in enumerate(self._supports) if a < hi and b > lo)
 
 
 def _ramp_up(x: np.ndarray, centre: float, width: float) -> np.ndarray:
