@@ -177,7 +177,7 @@ class Generator(nn.Module):
         if self.config.global_skip:
             up = F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
             return up + r
-        return torch.tanh(r)
+        return torch.tanh(r.float())  # in float32: under bf16 autocast tanh rounds to exactly +-1 from |r| > 3.5
 
 
 def _as_steps(t: torch.Tensor | float | None, batch: int, like: torch.Tensor) -> torch.Tensor:
