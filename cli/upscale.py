@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from geosr.aoi import bbox_aoi, load_aoi, parse_bbox
 from geosr.cli.options import configure_logging, handle_errors, verbosity
+from geosr.device import PRECISIONS
 from geosr.inference import (
-    PRECISIONS,
     FileResult,
     Progress,
     UpscaleOptions,

@@ -39,6 +39,7 @@ from shapely.prepared import prep
 
 from geosr import __version__
 from geosr.aoi import AOI, AOIMissError, aoi_window
+from geosr.device import autocast, resolve_device, resolve_precision
 from geosr.checkpoint import ModelCard, default_model, load_generator, read_card, resolve_model
 from geosr.errors import GeosrError, ModelFileError, RasterError
 from geosr.models.generator import Generator
@@ -75,79 +76,6 @@ from geosr.tiling import StripAccumulator, TileGrid
 
 log = logging.getLogger("geosr.inference")
 
-DEVICES = "auto, cpu, cuda, cuda:N or mps"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# --- devices and precision -----------------------------------------------------------------------------------------
-
-
-def resolve_device(spec: str = "auto", local_rank: int | None = None) -> torch.device:
-    """The torch device for ``spec``: 'auto' takes CUDA (GPU ``local_rank`` under torchrun), then MPS, then the CPU.
-
-    Raises GeosrError for a device that does not exist here.
-    """
-    spec = spec.strip().lower()
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if spec == "auto":
-        if cuda:
-            return torch.device("cuda", (local_rank or 0) % torch.cuda.device_count())
-        return torch.device("mps") if mps else torch.device("cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "mps":
-        if not mps:
-            raise GeosrError("--device mps: no Apple GPU (MPS) is available here; use --device cpu or auto")
-        return torch.device("mps")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not cuda:
-            raise GeosrError(f"--device {spec}: no CUDA GPU is available here; use --device cpu or auto")
-        index = (local_rank or 0) if spec == "cuda" else spec.split(":", 1)[1]
-        try:
-            index = int(index)
-        except ValueError:
-            raise GeosrError(f"--device {spec}: expected cuda:N with N a GPU number") from None
-        n = torch.cuda.device_count()
-        if not 0 <= index < n:
-            raise GeosrError(f"--device {spec}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}")
-        return torch.device("cuda", index)
-    raise GeosrError(f"--device {spec!r}: expected {DEVICES}")
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX-512-BF16)."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:  # older torch: read the flags
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(spec: str, device: torch.device) -> str:
-    """'fp32', 'bf16' or 'fp16' for ``spec`` on ``device``.
-
-    'auto' takes bf16 on CUDA GPUs that support it and on CPUs with AMX or AVX-512-BF16, fp32 elsewhere.
-    Raises GeosrError for a precision the device cannot run.
-    """
-    spec = spec.strip().lower()
-    if spec not in PRECISIONS:
-        raise GeosrError(f"--precision {spec!r}: expected one of {', '.join(PRECISIONS)}")
-    if spec == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        if device.type == "cpu":
-            return "bf16" if cpu_supports_bf16() else "fp32"
-        return "fp32"
-    if spec == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise GeosrError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32")
-    if spec == "bf16" and device.type == "mps":
-        raise GeosrError("--precision bf16 is not available on MPS; use fp16 or fp32")
-    return spec
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
@@ -187,8 +115,7 @@ class Predictor:
             x = x.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        dtype = _AUTOCAST.get(self.precision)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             y = self.model(x)  # (B, C, s*h, s*w)
         return y.float().contiguous().cpu().numpy()
 

@@ -21,14 +21,12 @@ from rasterio.windows import Window
 
 from geosr.aoi import AOIMissError, bbox_aoi, load_aoi
 from geosr.errors import GeosrError, ModelFileError, RasterError
+from geosr.device import cpu_supports_bf16, resolve_device, resolve_precision
 from geosr.inference import (
     UpscaleOptions,
-    cpu_supports_bf16,
     distributed_rank,
     load_predictor,
     plan_outputs,
-    resolve_device,
-    resolve_precision,
     upscale_batch,
     upscale_raster,
 )
