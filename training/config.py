@@ -108,6 +108,9 @@ class TrainConfig:
                                    "and save).")
     pretrain_epochs: int = _f(0, "optim", "Warm-up epochs of the generator on the content loss alone.")
     grad_clip: float | None = _f(None, "optim", "Clip the gradient norm of each network to this value.")
+    divergence_factor: float = _f(20.0, "optim", "Stop, without saving, when the MSE stays above this multiple of "
+                                  "its median over the last 200 steps for 10 steps in a row (an exploded or "
+                                  "collapsed generator); 0: only NaN/Inf stop a run.")
     ema: bool = _f(True, "optim", "Keep an exponential moving average of the generator for validation and export.")
     ema_decay: float = _f(0.999, "optim", "EMA decay (warmed up as min(decay, (1 + n) / (10 + n)) over n updates).")
     # --- run
@@ -209,6 +212,7 @@ class TrainConfig:
         need(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive")
         need(self.pretrain_epochs >= 0, "pretrain_epochs must be >= 0")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive")
+        need(self.divergence_factor == 0 or self.divergence_factor > 1, "divergence_factor must be 0 (off) or > 1")
         need(0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         need(self.val_precision in PRECISIONS, f"val_precision must be one of {', '.join(PRECISIONS)}")

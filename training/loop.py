@@ -20,7 +20,9 @@ import logging
 import math
 import os
 import random
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +64,49 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 
 class TrainingDiverged(GeosrError):
-    """A loss became NaN or infinite; the run stopped without saving over its last good checkpoint."""
+    """A loss became NaN or infinite, or the MSE exploded; the run stopped without saving over its last good
+    checkpoint."""
+
+
+GUARD_HISTORY, GUARD_WARMUP, GUARD_PATIENCE = 200, 50, 10
+
+
+class DivergenceGuard:
+    """Watches the MSE for a generator that exploded or collapsed while every loss stays finite.
+
+    A step is a spike when its MSE exceeds ``factor`` times the median MSE of the last GUARD_HISTORY normal steps
+    (once GUARD_WARMUP of them are known); GUARD_PATIENCE spikes in a row mean divergence. Spikes are not added to
+    the history, and no checkpoint is written during one, so the last state on disk is from before it.
+    """
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.recent: deque[float] = deque(maxlen=GUARD_HISTORY)
+        self.spikes = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.recent) if self.recent else math.nan
+
+    def update(self, mse: float) -> bool:
+        """Record one step's MSE; True if it is a spike."""
+        if self.factor > 0 and len(self.recent) >= GUARD_WARMUP and mse > self.factor * self.median:
+            self.spikes += 1
+            return True
+        self.spikes = 0
+        self.recent.append(mse)
+        return False
+
+    @property
+    def diverged(self) -> bool:
+        return self.spikes >= GUARD_PATIENCE
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": list(self.recent), "spikes": self.spikes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent.extend(state["recent"])
+        self.spikes = int(state["spikes"])
 
 
 @dataclass
@@ -254,6 +298,7 @@ def _fit(
     step, elapsed_before, saved_step = 0, 0.0, None
     best: dict[str, Any] = {"val_psnr": None, "step": None}
     last_val: dict[str, Any] | None = None
+    guard = DivergenceGuard(cfg.divergence_factor)
     if resume:
         st = load_state(paths["state"])
         if (d is None) != (st["d"] is None):
@@ -270,6 +315,7 @@ def _fit(
         amp.scaler.load_state_dict(st["scaler"])
         step, elapsed_before, saved_step = st["step"], st["elapsed_s"], st["step"]
         best, last_val = st["best"], st.get("last_val")
+        guard.load_state_dict(st.get("guard") or {"recent": [], "spikes": 0})
         rngs = st["rng"]
         if len(rngs) == ctx.world_size:
             restore_rng(rngs[ctx.rank])
@@ -369,6 +415,7 @@ def _fit(
                     "scaler": amp.scaler.state_dict(),
                     "best": best,
                     "last_val": last_val,
+                    "guard": guard.state_dict(),
                     "rng": rngs,
                     "config": cfg.to_dict(),
                 },
@@ -437,14 +484,15 @@ def _fit(
             values = distributed.all_reduce_sum(packed, ctx).tolist()
             losses = dict(zip(names, values[:-1]))
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-            if bad:
+            spiking = not bad and guard.update(losses["mse"])
+            if bad or guard.diverged:
                 where = (f"the last good checkpoint is {paths['state']} (step {saved_step}); resume it with "
                          "a lower --lr-g/--lr-d, --grad-clip or --precision fp32") if saved_step is not None else \
                     "no checkpoint was saved yet"
-                raise TrainingDiverged(
-                    f"step {step}: loss {', '.join(f'{k} = {v}' for k, v in bad.items())}; training stopped "
-                    f"without saving; {where}"
-                )
+                what = (f"loss {', '.join(f'{k} = {v}' for k, v in bad.items())}" if bad else
+                        f"the MSE ({losses['mse']:.3g}) has stayed above {cfg.divergence_factor:g} x its recent "
+                        f"median ({guard.median:.3g}) for {GUARD_PATIENCE} steps: the generator diverged")
+                raise TrainingDiverged(f"step {step}: {what}; training stopped without saving; {where}")
             if ctx.is_main and (step % cfg.log_every == 0 or step == total_steps):
                 now = time.monotonic()
                 rate = window_steps * cfg.batch_size / max(now - window_t, 1e-9)
@@ -463,9 +511,10 @@ def _fit(
             )
             if val_due:
                 validate()
-                checkpoint()
+                if not spiking:
+                    checkpoint()
                 window_t, window_steps = time.monotonic(), 0
-            elif cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
+            elif cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and not spiking:
                 checkpoint()
             if step >= total_steps:
                 done = True
@@ -478,7 +527,10 @@ def _fit(
     if val_items and (last_val is None or last_val["step"] != step):
         validate()
     if saved_step != step:
-        checkpoint()
+        if guard.spikes:
+            log.warning("step %d: the MSE is spiking; the saved state is the one from before the spike", step)
+        else:
+            checkpoint()
     last_model = export(paths["last"], last_val) if ctx.is_main else paths["last"]
     distributed.barrier(ctx)
     if csv_log is not None:

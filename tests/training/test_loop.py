@@ -161,3 +161,33 @@ def test_no_vgg_weights_offline_fails_before_training(scene_folder, tmp_path, mo
     monkeypatch.setattr(loopmod, "PatchDataset", lambda *a, **k: pytest.fail("data decoded before the VGG check"))
     with pytest.raises(VGGWeightsError, match="--perceptual-weight 0"):
         fit(tiny(scene_folder, tmp_path / "run", max_steps=1, perceptual_weight=0.5))
+
+
+def test_the_divergence_guard_spots_a_sustained_explosion():
+    guard = loopmod.DivergenceGuard(20.0)
+    for i in range(loopmod.GUARD_WARMUP):
+        assert not guard.update(0.02 + 0.01 * (i % 3))  # ordinary noise
+    assert not guard.update(0.3)  # 10x the median: noisy, not a spike
+    for _ in range(loopmod.GUARD_PATIENCE - 1):
+        assert guard.update(5.0) and not guard.diverged
+    assert guard.update(5.0) and guard.diverged
+    assert not loopmod.DivergenceGuard(0).update(1e30)  # off
+
+
+def test_an_exploding_mse_stops_the_run_and_keeps_the_state_from_before(scene_folder, tmp_path, monkeypatch):
+    real_step = loopmod.generator_step
+    calls = {"n": 0}
+
+    def exploding(*args, **kwargs):
+        sr, terms = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 6:
+            terms["mse"] = terms["mse"] * 10.0 ** calls["n"]
+        return sr, terms
+
+    monkeypatch.setattr(loopmod, "generator_step", exploding)
+    monkeypatch.setattr(loopmod, "GUARD_WARMUP", 3)
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=30, checkpoint_every_steps=2)
+    with pytest.raises(TrainingDiverged, match=r"step 15: the MSE .* for 10 steps: the generator diverged.*step 4"):
+        fit(cfg)
+    assert load_state(run_paths(tmp_path / "run")["state"])["step"] == 4
