@@ -41,21 +41,21 @@ def resolve_device(spec: str | None = "auto", local_rank: int | None = None) -> 
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise DeviceError("device mps: no Apple GPU (MPS) is available here; use cpu or auto")
+            raise DeviceError("--device mps: no Apple GPU (MPS) is available here; use cpu or auto")
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not cuda:
-            raise DeviceError(f"device {spec}: PyTorch sees no CUDA GPU here; use cpu or auto")
+            raise DeviceError(f"--device {spec}: PyTorch sees no CUDA GPU here; use cpu or auto")
         index = (local_rank or 0) if spec == "cuda" else spec.split(":", 1)[1]
         try:
             index = int(index)
         except ValueError:
-            raise DeviceError(f"device {spec}: expected cuda:N with N a GPU number") from None
+            raise DeviceError(f"--device {spec}: expected cuda:N with N a GPU number") from None
         n = torch.cuda.device_count()
         if not 0 <= index < n:
-            raise DeviceError(f"device {spec}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}")
+            raise DeviceError(f"--device {spec}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}")
         return torch.device("cuda", index)
-    raise DeviceError(f"device {spec!r}: expected {DEVICES}")
+    raise DeviceError(f"--device {spec!r}: expected {DEVICES}")
 
 
 def cpu_supports_bf16() -> bool:
@@ -85,7 +85,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """The concrete precision ('fp32', 'bf16' or 'fp16') for ``precision`` on ``device``; DeviceError if impossible."""
     precision = precision.strip().lower()
     if precision not in PRECISIONS:
-        raise DeviceError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise DeviceError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
@@ -93,11 +93,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16" if cpu_supports_bf16() else "fp32"
         return "fp32"
     if precision == "fp16" and device.type == "cpu":
-        raise DeviceError("precision fp16 needs a GPU; on the CPU use bf16 (fast with AMX) or fp32")
+        raise DeviceError("--precision fp16 needs a GPU; on the CPU use bf16 (fast with AMX) or fp32")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32")
+        raise DeviceError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32")
     if precision == "bf16" and device.type == "mps":
-        raise DeviceError("precision bf16 is not available on MPS; use fp16 or fp32")
+        raise DeviceError("--precision bf16 is not available on MPS; use fp16 or fp32")
     return precision
 
 
