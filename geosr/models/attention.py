@@ -15,17 +15,18 @@ import torch
 from torch import nn
 
 
+def _bottleneck_mlp(channels: int, reduction: int) -> nn.Sequential:
+    """The shared MLP of channel attention, as 1x1 convs: C -> C/reduction -> C."""
+    hidden = max(channels // reduction, 1)
+    return nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+
+
 class ChannelAttention(nn.Module):
     """Channel attention: sigmoid(MLP(avgpool(x)) + MLP(maxpool(x))) * x."""
 
     def __init__(self, *, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        hidden = max(channels // reduction, 1)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
-        )
+        self.mlp = _bottleneck_mlp(channels, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))  # (B, C, 1, 1)
@@ -62,12 +63,7 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, *, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        hidden = max(channels // reduction, 1)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
-        )
+        self.mlp = _bottleneck_mlp(channels, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.mlp(x.mean(dim=(2, 3), keepdim=True)))
