@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 from geosr.cli.options import handle_errors, verbosity
 from geosr.training.config import ConfigError, TrainConfig, _base_type, build_config, coerce, resume_config
@@ -72,14 +73,13 @@ class _Bar:
         self.bar = None
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        from tqdm import tqdm
-
         if kind == "start":
             if not self.quiet:
                 click.echo(
                     f"training on {info['device']} ({info['precision']}, {info['processes']} process"
                     f"{'es' if info['processes'] > 1 else ''}), {'GAN' if info['discriminator'] else 'content only'}"
-                    f", {info['steps_per_epoch']} steps per epoch, data {'in memory' if info['cached'] else 'from disk'}"
+                    f", {info['steps_per_epoch']} steps per epoch"
+                    f", data {'in memory' if info['cached'] else 'from disk'}"
                     f", {info['workers']} loader workers",
                     err=True,
                 )

@@ -73,7 +73,8 @@ class ImageSet:
         return sorted({item.label for item in self.items})
 
     def describe(self) -> str:
-        return f"{self.root} ({self.layout} layout, split {self.split}: {len(self)} images, {len(self.classes)} classes)"
+        n_classes = len(self.classes)
+        return f"{self.root} ({self.layout} layout, split {self.split}: {len(self)} images, {n_classes} classes)"
 
 
 def _is_image(p: Path) -> bool:

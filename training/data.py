@@ -91,7 +91,8 @@ class PatchDataset(Dataset):
         low, high = value_range(item.path, self.bands, info.dtype)
         src = _Source(
             item, info.dtype, info.height, info.width,
-            torch.tensor(low, dtype=torch.float32).view(-1, 1, 1), torch.tensor(high, dtype=torch.float32).view(-1, 1, 1),
+            torch.tensor(low, dtype=torch.float32).view(-1, 1, 1),
+            torch.tensor(high, dtype=torch.float32).view(-1, 1, 1),
         )
         lr_path = item.lr_path(self.scale)
         if lr_path is not None:

@@ -66,7 +66,8 @@ def test_one_gan_step_changes_both_networks_and_freezes_d_during_the_g_step():
     assert changed(d0, d) > 0.9
     assert set(terms) == {"mse", "adversarial", "g_total", "d_real", "d_fake", "d_total"}
     w = LossWeights()
-    assert terms["g_total"].item() == pytest.approx((w.mse * terms["mse"] + w.adversarial * terms["adversarial"]).item())
+    expected = w.mse * terms["mse"] + w.adversarial * terms["adversarial"]
+    assert terms["g_total"].item() == pytest.approx(expected.item())
 
 
 def test_feature_matching_and_perceptual_terms_are_named():
