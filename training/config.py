@@ -71,6 +71,8 @@ class TrainConfig:
     refiner_base: int = _f(64, "model", "C_base of the refiner U-Net (64 in the paper).")
     global_skip: bool = _f(False, "model", "Add bicubic(LR) to the output so the net learns the residual (off in "
                            "the paper).")
+    res_scale: float = _f(1.0, "model", "Factor on each residual block's branch (1 in the paper; 0.1 as in EDSR "
+                          "keeps the deep stack from amplifying itself under Adam).")
     d_base: int = _f(64, "model", "Discriminator width of its first block (64).")
     d_blocks: int = _f(8, "model", "Discriminator conv blocks (an even number; 8).")
     name: str | None = _f(None, "model", "Model name in the exported card (default degan-x<scale>).")
@@ -138,7 +140,7 @@ class TrainConfig:
         return GeneratorConfig(
             scale=self.scale, in_channels=c, out_channels=c, channels=self.channels, n_blocks=self.n_blocks,
             attention=self.attention, refiner=self.refiner, refiner_base=self.refiner_base,
-            global_skip=self.global_skip,
+            global_skip=self.global_skip, res_scale=self.res_scale,
         )
 
     @property
@@ -376,7 +378,7 @@ def build_config(config_file: str | Path | None = None, overrides: dict[str, Any
 # Settings a resumed run may not change: they define the model, the data stream or the step accounting.
 FIXED_ON_RESUME = (
     "data", "bands", "patch_size", "batch_size", "dataset_repeat", "scale", "channels", "n_blocks", "attention",
-    "refiner", "refiner_base", "global_skip", "d_base", "d_blocks", "seed", "adversarial_weight",
+    "refiner", "refiner_base", "global_skip", "res_scale", "d_base", "d_blocks", "seed", "adversarial_weight",
     "feature_matching_weight",
 )
 

@@ -25,24 +25,26 @@ class ConvReLU(nn.Sequential):
 
 
 class ResidualBlock(nn.Module):
-    """x + conv(relu(conv(x))): the paper's Eq. 5-6, without batch norm."""
+    """x + res_scale * conv(relu(conv(x))): the paper's Eq. 5-6 (res_scale 1), without batch norm."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, res_scale: float = 1.0) -> None:
         super().__init__()
+        self.res_scale = res_scale
         self.conv1 = conv3x3(channels, channels)
         self.act = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.act(self.conv1(x)))
+        branch = self.conv2(self.act(self.conv1(x)))
+        return x + (branch if self.res_scale == 1 else self.res_scale * branch)
 
 
 class ResidualStack(nn.Module):
     """n residual blocks with one long skip around the stack (the paper's Eq. 7): x + blocks(x)."""
 
-    def __init__(self, channels: int, n_blocks: int) -> None:
+    def __init__(self, channels: int, n_blocks: int, res_scale: float = 1.0) -> None:
         super().__init__()
-        self.blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(n_blocks)])
+        self.blocks = nn.Sequential(*[ResidualBlock(channels, res_scale) for _ in range(n_blocks)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.blocks(x)

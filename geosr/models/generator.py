@@ -48,6 +48,8 @@ class GeneratorConfig:
     refiner: 'unet-transformer' (paper), 'unet' or 'none' (Table 5 ablations).
     refiner_base: C_base of the refiner (64 in the paper).
     global_skip: add the bicubic upsampling of the input to the output (off in the paper).
+    res_scale: factor on each residual block's branch (1.0 in the paper; EDSR's 0.1 keeps a deep stack without
+        normalisation from amplifying its input block after block under Adam).
     """
 
     scale: int = 4
@@ -59,6 +61,7 @@ class GeneratorConfig:
     refiner: str = "unet-transformer"
     refiner_base: int = 64
     global_skip: bool = False
+    res_scale: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +74,8 @@ class GeneratorConfig:
             (self.refiner in REFINERS, f"refiner must be one of {REFINERS}, got {self.refiner!r}"),
             (_int_in(self.refiner_base, 8, 256), f"refiner_base must be 8..256, got {self.refiner_base!r}"),
             (isinstance(self.global_skip, bool), f"global_skip must be true or false, got {self.global_skip!r}"),
+            (isinstance(self.res_scale, (int, float)) and not isinstance(self.res_scale, bool)
+             and 0 < self.res_scale <= 1, f"res_scale must be in (0, 1], got {self.res_scale!r}"),
         ]
         if self.global_skip and self.in_channels != self.out_channels:
             checks.append((False, "global_skip needs in_channels == out_channels"))
@@ -108,7 +113,7 @@ class Generator(nn.Module):
             ConvReLU(c // 4, c // 2),
             ConvReLU(c // 2, c),
         )
-        self.body = ResidualStack(c, config.n_blocks)
+        self.body = ResidualStack(c, config.n_blocks, res_scale=config.res_scale)
         self.attention = make_attention(config.attention, c)
         self.upsample = SubPixelUpsample(c, config.scale)
         if config.refiner == "none":

@@ -86,6 +86,8 @@ def test_inference_is_deterministic_and_t_changes_the_output():
         ({"refiner": "ddpm"}, "refiner"),
         ({"n_blocks": -1}, "n_blocks"),
         ({"global_skip": True, "in_channels": 4}, "global_skip"),
+        ({"res_scale": 0}, "res_scale"),
+        ({"res_scale": 2.0}, "res_scale"),
     ],
 )
 def test_invalid_configs_are_refused(kwargs, message):
@@ -97,3 +99,15 @@ def test_wrong_input_channels_names_the_shape():
     model = Generator(GeneratorConfig(scale=2, channels=16, n_blocks=1, refiner="none"))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\).*\(1, 4, 8, 8\)"):
         model(torch.zeros(1, 4, 8, 8))
+
+
+def test_res_scale_scales_every_residual_branch():
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(scale=2, channels=16, n_blocks=2, refiner="none", attention="none")
+    plain = Generator(cfg)
+    scaled = Generator(GeneratorConfig(**{**cfg.to_dict(), "res_scale": 0.1}))
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 16, 6, 6)
+    block = plain.body.blocks[0]
+    branch = block(x) - x
+    torch.testing.assert_close(scaled.body.blocks[0](x) - x, 0.1 * branch)
