@@ -140,17 +140,20 @@ def _read_header(path: Path) -> dict[str, Any]:
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
-            head = f.read(8)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise ModelFileError(
-                    f"{path}: this is a pickled PyTorch file (.pt/.pth); geosr never unpickles model files. "
-                    "Use a geosr .safetensors model file (geosr train exports one)"
-                )
-            if len(head) < 8:
-                raise ModelFileError(f"{path}: not a safetensors model file (only {size} bytes)")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(MAX_HEADER_BYTES, size - 8):
-                raise ModelFileError(f"{path}: not a safetensors model file, or truncated (bad header length)")
+            head = f.read(9)
+            # A safetensors file: an 8-byte little-endian header length, then the JSON header ('{').
+            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
+            if len(head) < 9 or head[8:9] != b"{" or n > min(MAX_HEADER_BYTES, size - 8):
+                if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
+                                                                                       b"\x05")):
+                    raise ModelFileError(
+                        f"{path}: this is a pickled PyTorch file (.pt/.pth); geosr never unpickles model files. "
+                        "Use a geosr .safetensors model file (geosr train exports one)"
+                    )
+                if len(head) < 9:
+                    raise ModelFileError(f"{path}: not a safetensors model file (only {size} bytes)")
+                raise ModelFileError(f"{path}: not a safetensors model file, or truncated (bad header)")
+            f.seek(8)
             raw = f.read(n)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such model file") from None
