@@ -158,3 +158,12 @@ def make_model(models_dir: Path):
 def rgb_tif(tmp_path: Path) -> Path:
     """A 3-band uint8 GeoTIFF, 70 x 90 pixels, EPSG:32633, 10 m."""
     return write_geotiff(tmp_path / "rgb.tif", smooth_image(3, 70, 90))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on one torch thread: on a small CPU shared with other work, a second thread mostly waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

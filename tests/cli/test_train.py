@@ -7,7 +7,6 @@ import tomllib
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
 
 from geosr.checkpoint import read_card
@@ -32,13 +31,7 @@ def scenes(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run faster on one thread on a small, shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train(*args):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from synthetic_images import smooth_image, write_image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -25,12 +24,8 @@ def shared_data_path(sub: str = "") -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on one thread: on a small CPU shared with other work, a second thread mostly waits at barriers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _tiny_models_on_one_thread(one_torch_thread):
+    """Every training test runs on one torch thread (tests/conftest.py)."""
 
 
 @pytest.fixture
