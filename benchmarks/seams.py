@@ -1,0 +1,57 @@
+"""Seam index of a model on a real raster at given tile settings (geosr.tiling.seam_index).
+
+    python benchmarks/seams.py MODEL.safetensors [--tile N] [--overlap N] [--raster PATH]
+
+Upscales a 320 x 320 window from inside the scene of the raster (rasterio's RGB.byte.tif by default) with the model
+and prints the seam index at the tile period for the phases of the tile edges and of the blend window (1.0: no
+stronger steps there than at other phases of the same sub-pixel position). Without --tile/--overlap the model card's
+defaults are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
+from geosr.tiling import seam_index
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model")
+    p.add_argument("--tile", type=int)
+    p.add_argument("--overlap", type=int)
+    p.add_argument("--raster", default=str(REPO / "examples" / "data" / "RGB.byte.tif"))
+    args = p.parse_args()
+    pred = load_predictor(args.model, device="cpu")
+    s = pred.scale
+    tile = args.tile or pred.card.tile_size
+    overlap = args.overlap if args.overlap is not None else pred.card.overlap
+    with tempfile.TemporaryDirectory() as tmp:
+        crop = Path(tmp) / "crop.tif"
+        with rasterio.open(args.raster) as ds:
+            w = Window(230, 230, 320, 320)
+            profile = dict(ds.profile, width=w.width, height=w.height, transform=ds.window_transform(w))
+            with rasterio.open(crop, "w", **profile) as d:
+                d.write(ds.read(window=w))
+        upscale_raster(crop, Path(tmp) / "sr.tif", pred, UpscaleOptions(tile_size=tile, overlap=overlap))
+        with rasterio.open(Path(tmp) / "sr.tif") as d:
+            out = d.read().astype(np.float64)
+            valid = d.dataset_mask() > 0
+    period = s * (tile - overlap)
+    phases = [0, s * overlap // 4, s * overlap // 2, 3 * s * overlap // 4, s * overlap]
+    values = [seam_index(out, period, ph, valid=valid, subpixel=s) for ph in phases]
+    print(f"tile {tile}, overlap {overlap}, x{s}: seam index at phases {phases} (output px): "
+          + ", ".join(f"{v:.3f}" for v in values) + f"; worst {max(values):.3f}")
+
+
+if __name__ == "__main__":
+    main()
