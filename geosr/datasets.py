@@ -32,11 +32,11 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geosr.errors import DataError
+from geosr.radiometry import PERCENTILES
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2")
 SPLITS = ("train", "val", "test", "all")
 UCMERCED_SPLIT = "train 00-49, val 50-59, test 60-99"
-PERCENTILES = (0.05, 99.95)
 
 
 @dataclass(frozen=True)
