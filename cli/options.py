@@ -5,6 +5,7 @@ Library errors (GeosrError) become one-line click errors here, at the CLI bounda
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 
@@ -32,20 +33,62 @@ def verbosity(ctx: click.Context) -> int:
     return int((root.obj or {}).get("verbosity", 0))
 
 
+def one_line_message(exc: BaseException) -> str:
+    """The user-facing message of ``exc`` on one line.
+
+    An error raised in a DataLoader worker process comes back with the worker's traceback in its message; only the
+    original message (the last line) is kept.
+    """
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or one_line_message(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: no space left on the disk; free some space or write elsewhere"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}: {reason}; choose a place you can write to, or fix its permissions"
+    return f"{where}: {reason}"
+
+
 def handle_errors(func):
-    """Run a command body; turn GeosrError into a one-line click error (exit 1), Ctrl-C into exit 130."""
+    """Run a command body and end every failure with one line and a documented exit code, never a traceback.
+
+    GeosrError and OSError (a disk that is full, a folder that cannot be written) exit 1 with their message;
+    MemoryError and any unexpected error exit 1 with a one-line summary (the traceback is logged with -v);
+    Ctrl-C exits 130. click's own usage errors (exit 2) pass through.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
-        try:
-            return func(*args, **kwargs)
-        except GeosrError as exc:
+
+        def fail(message: str) -> click.ClickException:
             if verbosity(ctx) >= 1:
                 log.exception("traceback")
-            raise click.ClickException(str(exc)) from None
+            return click.ClickException(message)
+
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except GeosrError as exc:
+            raise fail(one_line_message(exc)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except OSError as exc:
+            raise fail(_os_error_message(exc)) from None
+        except MemoryError:
+            raise fail("out of memory; use a smaller --tile-size or --batch-size, or a machine with more memory") \
+                from None
+        except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback with -v
+            raise fail(f"unexpected error: {type(exc).__name__}: {one_line_message(exc)} (run with -v for the "
+                       "traceback, and report it)") from None
 
     return wrapper

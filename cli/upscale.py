@@ -8,6 +8,7 @@ own GPU (LOCAL_RANK); no process group is needed.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from geosr.aoi import bbox_aoi, load_aoi, parse_bbox
+from geosr.aoi import AOITextError, bbox_aoi, load_aoi, parse_bbox
 from geosr.cli.options import configure_logging, handle_errors, verbosity
 from geosr.device import PRECISIONS
 from geosr.inference import (
@@ -29,7 +30,7 @@ from geosr.inference import (
     upscale_batch,
     upscale_raster,
 )
-from geosr.raster import COMPRESSIONS
+from geosr.raster import COMPRESSIONS, MAX_TILE_SIZE, check_output_location
 
 log = logging.getLogger("geosr")
 
@@ -108,13 +109,14 @@ class _Bars:
 
 
 @click.command(short_help="Super-resolve rasters.")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
 @click.option("--scale", type=click.Choice(["2", "3", "4"]), default=None,
               help="Upscaling factor; the model's by default (4 for the bundled model).")
 @click.option("--model", metavar="PATH", help="Model file (.safetensors); the bundled model for --scale by default.")
-@click.option("--tile-size", type=click.IntRange(min=8), help="Tile size in input pixels [model card].")
+@click.option("--tile-size", type=click.IntRange(8, MAX_TILE_SIZE),
+              help=f"Tile size in input pixels, 8..{MAX_TILE_SIZE} [model card].")
 @click.option("--overlap", type=click.IntRange(min=0),
               help="Overlap of neighbouring tiles in input pixels [model card].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
@@ -155,17 +157,29 @@ def upscale(ctx: click.Context, inputs, output, scale, model, tile_size, overlap
         raise click.UsageError("give --aoi or --bbox, not both")
     if aoi_crs is not None and aoi is None and bbox is None:
         raise click.UsageError("--aoi-crs needs --aoi or --bbox")
+    if tile_size is not None and overlap is not None and overlap > tile_size // 2:
+        raise click.BadParameter(
+            f"{overlap}: at most half the tile size ({tile_size} // 2 = {tile_size // 2})", param_hint="--overlap"
+        )
+    if value_range and not all(math.isfinite(v) for v in value_range):
+        raise click.BadParameter(f"{value_range[0]:g} {value_range[1]:g}: give finite numbers",
+                                 param_hint="--value-range")
     if value_range and not value_range[0] < value_range[1]:
         raise click.BadParameter(
             f"{value_range[0]:g} {value_range[1]:g}: MIN must be below MAX", param_hint="--value-range"
         )
 
     area = None
-    if aoi is not None:
-        area = load_aoi(aoi, aoi_crs)
-    elif bbox is not None:
-        area = bbox_aoi(bbox, aoi_crs)
+    try:
+        if aoi is not None:
+            area = load_aoi(aoi, aoi_crs)
+        elif bbox is not None:
+            area = bbox_aoi(bbox, aoi_crs)
+    except AOITextError as exc:
+        raise click.BadParameter(str(exc), param_hint="--aoi-crs" if "--aoi-crs" in str(exc) else
+                                 ("--bbox" if bbox is not None else "--aoi")) from None
     pairs = plan_outputs(inputs, output)
+    check_output_location(output)
     single = len(inputs) == 1 and inputs[0].is_file()
     rank, world, local_rank = distributed_rank()
     mine = pairs[rank::world]

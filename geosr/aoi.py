@@ -18,7 +18,7 @@ from shapely import affinity
 from shapely.errors import GEOSException
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import CRSError
+from rasterio.errors import CRSError, RasterioError
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
@@ -29,6 +29,10 @@ from geosr.errors import GeosrError, RasterError
 
 class AOIError(GeosrError):
     """An area of interest that cannot be read or used."""
+
+
+class AOITextError(AOIError):
+    """WKT, a bounding box or a CRS given as text that does not parse or is not an area: a usage error."""
 
 
 class AOIMissError(RasterError):
@@ -48,7 +52,8 @@ def load_aoi(spec: str, crs: str | None = None) -> AOI:
     """An AOI from a GeoJSON file (a geometry, a Feature or a FeatureCollection: the union of its polygons) or WKT.
 
     crs: the AOI's CRS (anything rasterio.crs.CRS understands); default EPSG:4326 for GeoJSON, the raster's for WKT.
-    Raises AOIError for an unreadable file, invalid WKT, a CRS that is not understood or a non-polygonal geometry.
+    Raises AOITextError for invalid WKT, a WKT geometry that is not a polygon or a ``crs`` that is not understood, and
+    AOIError for a GeoJSON file that is missing, unreadable or holds no usable polygon.
     """
     if crs is not None:
         _check_crs(crs)
@@ -59,18 +64,20 @@ def load_aoi(spec: str, crs: str | None = None) -> AOI:
     try:
         geom = shapely.from_wkt(spec)
     except GEOSException as exc:
-        raise AOIError(
+        raise AOITextError(
             f"--aoi {_short(spec)}: neither a GeoJSON file nor valid WKT ({exc}); give a .geojson path or a WKT "
             "POLYGON"
         ) from None
-    return AOI(_polygonal(geom, f"--aoi {_short(spec)}"), crs, "WKT")
+    if geom is None:
+        raise AOITextError(f"--aoi {_short(spec)}: empty; give a .geojson path or a WKT POLYGON")
+    return AOI(_polygonal(geom, f"--aoi {_short(spec)}", AOITextError), crs, "WKT")
 
 
 def bbox_aoi(bounds: tuple[float, float, float, float], crs: str | None = None) -> AOI:
     """An AOI from (minx, miny, maxx, maxy) in ``crs`` (the raster's CRS when None)."""
     minx, miny, maxx, maxy = bounds
     if not (minx < maxx and miny < maxy):
-        raise AOIError(f"--bbox {minx:g},{miny:g},{maxx:g},{maxy:g}: needs minx < maxx and miny < maxy")
+        raise AOITextError(f"--bbox {minx:g},{miny:g},{maxx:g},{maxy:g}: needs minx < maxx and miny < maxy")
     if crs is not None:
         _check_crs(crs)
     return AOI(box(minx, miny, maxx, maxy), crs, f"bbox {minx:g},{miny:g},{maxx:g},{maxy:g}")
@@ -95,11 +102,15 @@ def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _check_crs(crs: str) -> None:
+def _check_crs(crs: str, where: str | None = None) -> None:
+    """Raise AOITextError for an --aoi-crs that is not a CRS, or AOIError naming ``where`` (a file) for its own."""
     try:
         CRS.from_user_input(crs)
     except CRSError:
-        raise AOIError(f"--aoi-crs {crs!r}: not a CRS rasterio understands; use e.g. EPSG:4326") from None
+        if where is not None:
+            raise AOIError(f"--aoi {where}: its CRS {crs!r} is not one rasterio understands; give --aoi-crs") \
+                from None
+        raise AOITextError(f"--aoi-crs {crs!r}: not a CRS rasterio understands; use e.g. EPSG:4326") from None
 
 
 def _load_geojson(path: Path, crs: str | None) -> AOI:
@@ -126,17 +137,25 @@ def _load_geojson(path: Path, crs: str | None) -> AOI:
     if crs is None:
         named = ((data.get("crs") or {}).get("properties") or {}).get("name")
         crs = named or "EPSG:4326"
-        _check_crs(crs)
+        _check_crs(crs, str(path))
     geom = shapely.union_all([s.buffer(0) if not s.is_valid else s for s in shapes])
     return AOI(_polygonal(geom, f"--aoi {path}"), crs, str(path))
 
 
-def _polygonal(geom: BaseGeometry, what: str) -> BaseGeometry:
+def _polygonal(geom: BaseGeometry, what: str, error: type[AOIError] = AOIError) -> BaseGeometry:
+    """``geom`` as a valid polygon or multipolygon of non-zero area (invalid rings repaired), or ``error``."""
     if geom.geom_type == "GeometryCollection":
         geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
     if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        raise AOIError(f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})")
-    return geom if geom.is_valid else geom.buffer(0)
+        raise error(f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})")
+    if not all(math.isfinite(v) for v in geom.bounds):
+        raise error(f"{what}: the polygon has coordinates that are not finite numbers")
+    if not geom.is_valid:
+        geom = geom.buffer(0)
+    if geom.is_empty or geom.area <= 0:
+        raise error(f"{what}: the polygon encloses no area (a self-intersecting or degenerate ring); give a simple "
+                    "polygon")
+    return geom
 
 
 def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
@@ -154,7 +173,13 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
         if src_crs != ds.crs:
             minx, miny, maxx, maxy = geom.bounds
             geom = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 64 or 1.0)
-            geom = shape(transform_geom(src_crs, ds.crs, mapping(geom)))
+            try:
+                geom = shape(transform_geom(src_crs, ds.crs, mapping(geom)))
+            except (RasterioError, ValueError) as exc:
+                raise AOIMissError(
+                    f"{path}: the area of interest ({aoi.source}) cannot be reprojected from {aoi.crs} to the "
+                    f"raster's CRS ({' '.join(str(exc).split())}); check --aoi-crs"
+                ) from None
             if not geom.is_valid:
                 geom = geom.buffer(0)
     inv = ~ds.transform

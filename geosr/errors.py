@@ -19,3 +19,7 @@ class RasterError(GeosrError):
 
 class DataError(GeosrError):
     """A training or evaluation data set that cannot be used as asked."""
+
+
+class WriteError(GeosrError):
+    """A file that could not be written (disk full, no permission, ...); what was there before is left intact."""

@@ -50,6 +50,7 @@ from geosr.raster import (
     COPY_DTYPES,
     OUTPUT_SUFFIXES,
     RASTER_SUFFIXES,
+    OutputExistsError,
     OutputSpec,
     alpha_bands,
     check_free_space,
@@ -324,7 +325,7 @@ def _plan(src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions) -
         sample, sample_masks = read_decimated(ds, src, colour, masks)
         valid = valid_mask(sample, sample_masks)
         if not valid.any():
-            log.info("%s: no valid pixel found in a decimated read; the raster may be all nodata", src)
+            log.warning("%s: no valid pixel found in a decimated read; the raster may be all nodata", src)
         try:
             radiometry = compute_radiometry(sample, valid, dtype, options.value_range)
         except ValueError as exc:
@@ -776,7 +777,8 @@ def upscale_raster(
         try:
             tiles = _run(plan, tmp, predictor, options, progress, dst)
             georeferenced = "crs" in plan.spec.profile or plan.spec.gcps is not None
-            finish_output(tmp, dst, cog=options.cog, compress=options.compress, georeferenced=georeferenced)
+            finish_output(tmp, dst, cog=options.cog, compress=options.compress, georeferenced=georeferenced,
+                          overwrite=options.overwrite)
         except rasterio.errors.RasterioError as exc:
             raise RasterError(f"{src}: {one_line(exc)}") from None
         finally:
@@ -905,6 +907,9 @@ def upscale_batch(
                 result = upscale_raster(src, dst, predictor, options, progress)
             except AOIMissError as exc:
                 result = FileResult(src, dst, "skipped", str(exc), time.perf_counter() - t1)
+            except OutputExistsError as exc:  # another process finished this output meanwhile
+                status = "skipped" if skip_existing else "failed"
+                result = FileResult(src, dst, status, str(exc), time.perf_counter() - t1)
             except GeosrError as exc:
                 result = FileResult(src, dst, "failed", str(exc), time.perf_counter() - t1)
             except Exception as exc:  # an unexpected failure in one file must not stop the batch

@@ -152,13 +152,13 @@ def compute_radiometry(
 
 
 def valid_mask(data: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-    """Per-band validity (b, h, w) bool: GDAL's masks (nodata value, alpha, internal mask) and not NaN.
+    """Per-band validity (b, h, w) bool: GDAL's masks (nodata value, alpha, internal mask) and finite (not NaN/Inf).
 
     masks: the (b, h, w) uint8 band masks from rasterio's ``read_masks`` (0 invalid), or None when all are valid.
     """
     valid = np.ones(data.shape, bool) if masks is None else masks > 0
     if data.dtype.kind == "f":
-        valid &= ~np.isnan(data)
+        valid &= np.isfinite(data)
     return valid
 
 

@@ -31,6 +31,7 @@ from geosr.errors import RasterError
 from geosr.radiometry import SUPPORTED_DTYPES
 
 BLOCK = 512
+MAX_TILE_SIZE = 4096  # input pixels; the same bound as a model card's tile_size
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 # Suffixes of the rasters a folder search picks up (GDAL reads many more; name files explicitly for those).
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".j2k", ".png", ".jpg", ".jpeg", ".img", ".webp", ".bmp")
@@ -327,6 +328,27 @@ def output_driver(path: Path) -> str:
     return COPY_DRIVERS.get(suffix, "GTiff")
 
 
+class OutputExistsError(RasterError):
+    """The output appeared while it was being made (another process wrote it) and was not to be replaced."""
+
+
+def check_output_location(path: str | os.PathLike) -> None:
+    """Raise RasterError unless outputs can be written at ``path`` (a file, or a folder, made if missing).
+
+    The nearest existing folder on the way must be a folder, and one this process may write in; nothing is created.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise RasterError(f"{path}: {folder} is a file, not a folder; choose another output path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RasterError(
+            f"{path}: cannot write in {folder} (no permission or a read-only disk); choose another output path"
+        )
+
+
 def temp_path(path: Path, tag: str = "") -> Path:
     """A hidden temporary file name beside ``path``."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{tag}.geosr-tmp")
@@ -339,11 +361,38 @@ def remove_quietly(path: Path) -> None:
             p.unlink()
 
 
-def finish_output(tmp: Path, path: Path, *, cog: bool, compress: str, georeferenced: bool = True) -> None:
+def publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Give the complete file ``tmp`` its final name ``path`` in one atomic step.
+
+    overwrite: replace an existing ``path`` (rename). Otherwise the name is taken with a hard link, which fails when
+    ``path`` exists, so a file another process finished meanwhile is never clobbered (OutputExistsError); where the
+    file system has no hard links, a rename after a last check.
+    """
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(
+            f"{path}: already exists (written meanwhile by another process?); pass --overwrite to replace it"
+        ) from None
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if path.exists():
+            raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def finish_output(
+    tmp: Path, path: Path, *, cog: bool, compress: str, georeferenced: bool = True, overwrite: bool = True
+) -> None:
     """Turn the written temporary GeoTIFF ``tmp`` into ``path``: as is, as a COG, or copied to PNG / JPEG.
 
-    The final file appears under its name only once complete (rename on the same disk). A georeferenced PNG / JPEG
-    keeps its georeferencing in a ``.aux.xml`` sidecar; a stale sidecar of a replaced output is removed.
+    The final file appears under its name only once complete (an atomic rename or link on the same disk); without
+    ``overwrite`` an existing ``path`` is never replaced (OutputExistsError). A georeferenced PNG / JPEG keeps its
+    georeferencing in a ``.aux.xml`` sidecar; a stale sidecar of a replaced output is removed.
     """
     driver = output_driver(path)
     final = tmp
@@ -367,12 +416,12 @@ def finish_output(tmp: Path, path: Path, *, cog: bool, compress: str, georeferen
             options = {"WRITE_METADATA_AS_TEXT": "YES"} if driver == "PNG" else {"QUALITY": 95}
             with quiet_georeferencing(), rasterio.Env(GDAL_PAM_ENABLED=georeferenced):
                 rasterio.shutil.copy(str(tmp), str(final), driver=driver, **options)
+        publish(final, path, overwrite)
         aux, old_aux = Path(f"{final}.aux.xml"), Path(f"{path}.aux.xml")
         if aux.exists():
             os.replace(aux, old_aux)
         elif old_aux.exists():
             old_aux.unlink()
-        os.replace(final, path)
     finally:
         if final != tmp:
             remove_quietly(final)

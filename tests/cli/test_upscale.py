@@ -97,8 +97,8 @@ def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp
         (["--scale", "4"], 1, "x2 model but --scale 4"),
         (["--bbox", "0,0,1,1", "--aoi-crs", "EPSG:4326"], 1, "does not meet the raster"),
         (["--aoi", "missing.geojson"], 1, "no such file"),
-        (["--aoi", "POLYGON((0 0, 1 0"], 1, "neither a GeoJSON file nor valid WKT"),
-        (["--aoi-crs", "EPSG:999999", "--bbox", "0,0,1,1"], 1, "not a CRS"),
+        (["--aoi", "POLYGON((0 0, 1 0"], 2, "neither a GeoJSON file nor valid WKT"),
+        (["--aoi-crs", "EPSG:999999", "--bbox", "0,0,1,1"], 2, "not a CRS"),
     ],
 )
 def test_every_bad_option_gives_a_one_line_error(tiny_model, rgb_tif, tmp_path, args, code, message):
@@ -115,7 +115,7 @@ def test_errors_about_files_name_the_file_and_the_remedy(tiny_model, rgb_tif, tm
     bad_model.write_bytes(b"\x00" * 16)
     assert "bad.safetensors" in error_line(run(rgb_tif, "-o", tmp_path / "a.tif", "--model", bad_model, "-q"))
     missing = run(tmp_path / "nope.tif", "-o", tmp_path / "a.tif", "--model", tiny_model)
-    assert missing.exit_code == 2 and "nope.tif" in error_line(missing)
+    assert missing.exit_code == 1 and "nope.tif" in error_line(missing)
     corrupt = tmp_path / "corrupt.tif"
     corrupt.write_bytes(b"II*\x00 garbage")
     result = run(corrupt, "-o", tmp_path / "a.tif", "--model", tiny_model, "-q")
