@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
-from geosr.checkpoint import read_card
+from geosr.checkpoint import expected_shapes, read_card
 from geosr.cli.options import handle_errors
-from geosr.models import Generator, count_parameters
 
 
 def format_card(card, path: str) -> str:
@@ -21,7 +21,7 @@ def format_card(card, path: str) -> str:
         f"bands        {cfg.in_channels} in ({', '.join(card.bands)}), {cfg.out_channels} out",
         f"architecture {cfg.n_blocks} residual blocks, {cfg.channels} channels, attention {cfg.attention}, "
         f"refiner {cfg.refiner}, global skip {'on' if cfg.global_skip else 'off'}",
-        f"parameters   {count_parameters(Generator(cfg)) / 1e6:.2f} M",
+        f"parameters   {sum(math.prod(shape) for shape in expected_shapes(cfg).values()) / 1e6:.2f} M",
         f"tiles        {card.tile_size} px, overlap {card.overlap} px (input pixels)",
         f"radiometry   {json.dumps(card.radiometry)}",
         f"geosr        {card.geosr_version} (format {card.format_version})",
@@ -40,7 +40,10 @@ def format_card(card, path: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 @handle_errors
 def info(model: str, as_json: bool) -> None:
-    """Show the model card of MODEL (a .safetensors model file or a bundled model name)."""
+    """Show the model card of MODEL (a .safetensors model file or a bundled model name).
+
+    Only the file's header is read: no weight is loaded and no model is built.
+    """
     card = read_card(model)
     if as_json:
         click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from geosr import __version__
-from geosr.errors import ModelFileError
+from geosr.errors import ModelFileError, WriteError
 from geosr.models.generator import Generator, GeneratorConfig
 
 CARD_KEY = "geosr_card"
@@ -129,6 +129,12 @@ def save_generator(
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a model file is meant to be shared
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(
+            f"{path}: cannot write the model file ({exc.strerror or exc}); any earlier version is left as it was; "
+            "free some space or fix the permissions"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -159,10 +165,14 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: no such model file") from None
     except IsADirectoryError:
         raise ModelFileError(f"{path}: is a folder, not a model file") from None
+    except PermissionError:
+        raise ModelFileError(f"{path}: no permission to read the model file") from None
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ModelFileError(f"{path}: not a safetensors model file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: not a safetensors model file (the header is not a JSON object)")
     data_size = size - 8 - n
     for name, info in header.items():
         if name == "__metadata__":
@@ -184,11 +194,11 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     path = resolve_model(path)
     header = _read_header(path)
     meta = header.get("__metadata__") or {}
-    if CARD_KEY not in meta:
+    if not isinstance(meta, dict) or CARD_KEY not in meta:
         raise ModelFileError(f"{path}: a safetensors file without a geosr model card; it was not written by geosr")
     try:
         data = json.loads(meta[CARD_KEY])
-    except json.JSONDecodeError:
+    except (TypeError, json.JSONDecodeError, RecursionError):
         raise ModelFileError(f"{path}: the model card is not valid JSON") from None
     return ModelCard.from_dict(data, source=str(path))
 
@@ -203,26 +213,50 @@ def load_generator(
     """
     path = resolve_model(path)
     card = read_card(path)
-    model = Generator(card.config)
+    check_weights(path, _read_header(path), card.config)  # from the header, before anything is allocated
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt data
-        raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ModelFileError(
-            f"{path}: weights do not match the card's architecture (missing {missing[:3]}, unexpected {extra[:3]})"
-        )
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
-            raise ModelFileError(
-                f"{path}: weight {name} has shape {tuple(tensor.shape)}, the card's architecture needs "
-                f"{tuple(expected[name].shape)}"
-            )
+        raise ModelFileError(f"{path}: corrupt model file ({' '.join(str(exc).split())})") from None
+    model = Generator(card.config)
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.to(device).eval(), card
+
+
+WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+def expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
+    """The weight names and shapes of the generator ``config`` describes, without allocating it (meta device)."""
+    with torch.device("meta"):
+        model = Generator(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_weights(path: Path, header: dict[str, Any], config: GeneratorConfig) -> None:
+    """Raise ModelFileError unless the tensors listed in the safetensors ``header`` are exactly the weights of the
+    generator ``config`` describes: same names, same shapes, floating-point dtypes. Reads no tensor data."""
+    stored = {k: v for k, v in header.items() if k != "__metadata__"}
+    expected = expected_shapes(config)
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            f"{path}: weights do not match the card's architecture (missing {missing[:3]}, unexpected {extra[:3]}); "
+            "the file is damaged or its card was edited: export the model again with geosr train"
+        )
+    for name, info in stored.items():
+        shape = tuple(info.get("shape", ())) if isinstance(info, dict) else ()
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if shape != expected[name]:
+            raise ModelFileError(
+                f"{path}: weight {name} has shape {shape}, the card's architecture needs {expected[name]}; the file "
+                "is damaged or its card was edited: export the model again with geosr train"
+            )
+        if dtype not in WEIGHT_DTYPES:
+            raise ModelFileError(
+                f"{path}: weight {name} is stored as {dtype!r}; geosr model files hold {', '.join(WEIGHT_DTYPES)}"
+            )
 
 
 def bundled_models() -> dict[str, Path]:

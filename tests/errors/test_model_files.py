@@ -1,0 +1,162 @@
+"""Model files come from strangers: every bad one is refused by info, upscale and evaluate with one line, exit 1,
+before any model is built and without running anything in it (geosr never unpickles).
+
+tests/test_checkpoint.py covers the library side (load_generator) of pickles, truncation and invalid cards; here the
+same faults go through each command, and the checks that nothing was executed or allocated."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+import geosr.checkpoint
+from conftest import files_in, image, refused, run, write
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    root = tmp_path / "data"
+    for i in range(3):
+        write(root / f"img{i}.tif", image(3, 24, 24, seed=i))
+    return root
+
+
+def command(name: str, model: Path, data: Path, tmp_path: Path) -> list:
+    if name == "info":
+        return ["info", model]
+    if name == "upscale":
+        return ["upscale", data / "img0.tif", "-o", tmp_path / "out" / "x2.tif", "--model", model, "-q"]
+    return ["-q", "evaluate", "--model", model, "--data", data, "--split", "all", "--out", tmp_path / "out" / "r.json"]
+
+
+COMMANDS = ["info", "upscale", "evaluate"]
+
+
+class Payload:
+    """A pickle that, if ever unpickled, would create a file: the proof that nothing was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def rewrite_header(src: Path, dst: Path, edit) -> Path:
+    """Copy a model file with its JSON header (tensors and card) edited by ``edit(header)``."""
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    edit(header)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    dst.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+    return dst
+
+
+def edit_card(change):
+    def edit(header):
+        card = json.loads(header["__metadata__"]["geosr_card"])
+        change(card)
+        header["__metadata__"]["geosr_card"] = json.dumps(card)
+
+    return edit
+
+
+@pytest.fixture
+def no_model_built(monkeypatch):
+    """Record every generator built on a real device (meta-device ones allocate nothing and are allowed)."""
+    built = []
+    real = geosr.checkpoint.Generator
+
+    class Watched(real):
+        def __init__(self, *args, **kwargs):
+            device = torch.empty(0).device  # torch.device("meta") as a context sets the default device
+            if device.type != "meta":
+                built.append(device)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(geosr.checkpoint, "Generator", Watched)
+    return built
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_a_pickle_renamed_safetensors_is_never_unpickled(cmd, tmp_path, data, no_model_built):
+    marker = tmp_path / "executed"
+    bad = tmp_path / "model.safetensors"
+    torch.save({"weights": Payload(marker)}, bad)
+    refused(run(*command(cmd, bad, data, tmp_path)), 1, "model.safetensors", "pickled", "never unpickles")
+    assert not marker.exists() and no_model_built == []
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_a_truncated_model_file(cmd, tiny_model, tmp_path, data, no_model_built):
+    bad = tmp_path / "cut.safetensors"
+    raw = tiny_model.read_bytes()
+    bad.write_bytes(raw[: len(raw) * 3 // 4])
+    refused(run(*command(cmd, bad, data, tmp_path)), 1, "cut.safetensors", "truncated", "copy it again")
+    assert no_model_built == [] and not (tmp_path / "out").exists()
+
+
+BAD_CARDS = {
+    "channels-absurd": (edit_card(lambda c: c["config"].update(channels=10**9)), "channels must be 16..512"),
+    "blocks-absurd": (edit_card(lambda c: c["config"].update(n_blocks=10**6)), "n_blocks must be 0..64"),
+    "bands-negative": (edit_card(lambda c: c["config"].update(in_channels=-3)), "in_channels must be 1..64"),
+    "tile-absurd": (edit_card(lambda c: c.update(tile_size=10**12)), "tile_size must be 8..4096"),
+    "scale-string": (edit_card(lambda c: c["config"].update(scale="4")), "scale must be one of"),
+    "config-missing": (edit_card(lambda c: c.pop("config")), "no generator config"),
+    "card-missing": (lambda h: h["__metadata__"].pop("geosr_card"), "without a geosr model card"),
+    "card-not-json": (lambda h: h["__metadata__"].update(geosr_card="{oops"), "not valid JSON"),
+    "card-a-list": (lambda h: h["__metadata__"].update(geosr_card="[1, 2]"), "not a JSON object"),
+    "header-a-list": (lambda h: (h.clear(), h.update(__metadata__=[1])), "without a geosr model card"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CARDS))
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_metadata_with_absurd_or_missing_values(cmd, case, tiny_model, tmp_path, data, no_model_built):
+    edit, message = BAD_CARDS[case]
+    bad = rewrite_header(tiny_model, tmp_path / "edited.safetensors", edit)
+    refused(run(*command(cmd, bad, data, tmp_path)), 1, "edited.safetensors", message)
+    assert no_model_built == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cmd", ["upscale", "evaluate"])
+def test_weights_whose_shapes_do_not_match_the_card(cmd, tiny_model, tmp_path, data, no_model_built):
+    """The card says 32 channels, the tensors hold 16: refused from the header, before a model is built."""
+    bad = rewrite_header(tiny_model, tmp_path / "mismatch.safetensors",
+                         edit_card(lambda c: c["config"].update(channels=32)))
+    refused(run(*command(cmd, bad, data, tmp_path)), 1, "mismatch.safetensors", "has shape", "export the model again")
+    assert no_model_built == [] and not (tmp_path / "out").exists()
+
+
+def test_weights_of_a_foreign_dtype_are_refused(tiny_model, tmp_path, data, no_model_built):
+    def to_int(header):
+        name = next(k for k in header if k != "__metadata__")
+        header[name]["dtype"] = "I32"
+
+    bad = rewrite_header(tiny_model, tmp_path / "ints.safetensors", to_int)
+    refused(run(*command("upscale", bad, data, tmp_path)), 1, "ints.safetensors", "stored as 'I32'")
+    assert no_model_built == []
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_a_missing_model_file_and_a_folder(cmd, tmp_path, data):
+    refused(run(*command(cmd, tmp_path / "nope.safetensors", data, tmp_path)), 1, "nope.safetensors",
+            "no such model file")
+    (tmp_path / "dir.safetensors").mkdir()
+    refused(run(*command(cmd, tmp_path / "dir.safetensors", data, tmp_path)), 1, "dir.safetensors", "folder")
+    assert files_in(tmp_path / "data") == ["img0.tif", "img1.tif", "img2.tif"]
+
+
+def test_the_watch_sees_a_model_built_from_a_good_file(tiny_model, tmp_path, data, no_model_built):
+    result = run(*command("upscale", tiny_model, data, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [d.type for d in no_model_built] == ["cpu"]
