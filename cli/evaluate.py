@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import click
 
 from geosr.cli.options import handle_errors, verbosity
+from geosr.errors import DataError, GeosrError
+from geosr.training.state import atomic_write_bytes
 
 
 def _bands(ctx, param, value):
@@ -21,6 +24,8 @@ def _bands(ctx, param, value):
         raise click.BadParameter(f"{value!r} is not a comma-separated list of 1-based band numbers") from None
     if not bands or any(b < 1 for b in bands):
         raise click.BadParameter(f"bands are 1-based numbers, got {value!r}")
+    if len(set(bands)) != len(bands):
+        raise click.BadParameter(f"{value!r}: name each band once")
     return bands
 
 
@@ -36,21 +41,24 @@ def _finite(v):
 
 
 def write_report(report, path: Path) -> None:
-    """``--out``: JSON (settings, summary, per image) or CSV (one row per image, per class and the mean)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``--out``: JSON (settings, summary, per image) or CSV (one row per image, per class and the mean).
+
+    Written to a temporary file and renamed: a failure leaves no partial report.
+    """
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(_finite(report.to_dict()), indent=2) + "\n")
+        atomic_write_bytes(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode())
         return
     cols = ["level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic"]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in report.results:
-            w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr,
-                        "ssim": r.ssim, "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic})
-        for label, row in report.summary().items():
-            level = "mean" if label == "mean" else "class"
-            w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in report.results:
+        w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr,
+                    "ssim": r.ssim, "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic})
+    for label, row in report.summary().items():
+        level = "mean" if label == "mean" else "class"
+        w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 @click.command(context_settings={"max_content_width": 120})
@@ -90,7 +98,7 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
     """
     from tqdm import tqdm
 
-    from geosr.checkpoint import default_model, load_generator, resolve_model
+    from geosr.checkpoint import default_model, load_generator, read_card, resolve_model
     from geosr.datasets import default_bands, find_images, split_rule, spread
     from geosr.device import resolve_device, resolve_precision
     from geosr.evaluation import (
@@ -110,21 +118,23 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
         prec = resolve_precision(precision, dev)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    model, card = load_generator(path, device=dev)
+    card = read_card(path)  # the card and the weights' shapes are checked before the model is built
     if scale is not None and scale != card.scale:
-        raise click.BadParameter(f"--scale {scale} does not match {path}, a x{card.scale} model", param_hint="--scale")
-    scale = card.scale
+        raise GeosrError(f"--scale {scale} does not match {path}, a x{card.scale} model; pass --scale {card.scale} "
+                         f"or a x{scale} model")
     images = find_images(data, split)
     if not len(images):
         rule = split_rule(images.layout)
         hint = "; use --split val or --split all" if split == "test" else "; use --split all"
-        raise click.UsageError(f"{data}: the {split} split has no images (split rule: {rule}){hint}")
+        raise DataError(f"{data}: the {split} split has no images (split rule: {rule}){hint}")
+    model, card = load_generator(path, device=dev)
+    scale = card.scale
     items = spread(images.items, max_images)
     c = card.config.in_channels
     if bands is None:
         bands = default_bands(items[0].path, c)
     elif len(bands) != c:
-        raise click.BadParameter(f"{len(bands)} bands given, but {path} takes {c}", param_hint="--bands")
+        raise GeosrError(f"--bands: {len(bands)} bands given, but {path} takes {c}; name {c} bands")
 
     quiet = verbosity(ctx) < 0
     bar = tqdm(total=len(items), unit="image", disable=quiet, leave=False, dynamic_ncols=True)

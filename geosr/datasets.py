@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geosr.errors import DataError
@@ -228,11 +228,19 @@ class ImageInfo:
     dtype: str
 
 
+# The most pixels (per band) read as one whole image: about 8k x 8k. Larger rasters are read by windows in training;
+# evaluation, which measures whole images, refuses them.
+MAX_WHOLE_PIXELS = 1 << 26
+
+
 def _open(path: Path):
     try:
         return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
+    except RasterioError as exc:
+        raise DataError(
+            f"{path}: cannot be read as an image ({' '.join(str(exc).split())}); remove it from the data or replace "
+            "it"
+        ) from None
 
 
 def image_info(path: str | Path) -> ImageInfo:
@@ -267,10 +275,29 @@ def read_image(
             idx = list(bands) if bands is not None else list(range(1, src.count + 1))
             check_bands(path, src.count, idx)
             win = Window(window[1], window[0], window[3], window[2]) if window is not None else None
+            if win is None and src.width * src.height > MAX_WHOLE_PIXELS:
+                raise DataError(
+                    f"{path}: {src.width} x {src.height} pixels is too large to read as one image (at most "
+                    f"{MAX_WHOLE_PIXELS} pixels); cut it into tiles (e.g. gdal_retile.py) first"
+                )
             try:
-                return src.read(idx, window=win)
-            except RasterioIOError as exc:
-                raise DataError(f"{path}: read failed ({exc})") from None
+                data = src.read(idx, window=win)
+            except RasterioError as exc:
+                raise DataError(
+                    f"{path}: read failed, the file is damaged ({' '.join(str(exc).split())}); remove it from the "
+                    "data or replace it"
+                ) from None
+    check_finite(path, data)
+    return data
+
+
+def check_finite(path: str | Path, data: np.ndarray) -> None:
+    """Raise DataError when float ``data`` read from ``path`` holds NaN or infinite values."""
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise DataError(
+            f"{path}: holds NaN or infinite values; training and evaluation need finite pixels: fill them (e.g. "
+            "gdal_fillnodata.py) or leave the image out"
+        )
 
 
 def default_bands(path: str | Path, channels: int) -> list[int]:
@@ -294,7 +321,14 @@ def value_range(path: str | Path, bands: Sequence[int], dtype: str) -> tuple[tup
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with _open(path) as src:
             f = max(1, max(src.height, src.width) // 1024)
-            sample = src.read(list(bands), out_shape=(len(bands), max(1, src.height // f), max(1, src.width // f)))
+            try:
+                sample = src.read(list(bands), out_shape=(len(bands), max(1, src.height // f), max(1, src.width // f)))
+            except RasterioError as exc:
+                raise DataError(
+                    f"{path}: read failed, the file is damaged ({' '.join(str(exc).split())}); remove it from the "
+                    "data or replace it"
+                ) from None
+    check_finite(path, sample)
     lows, highs = [], []
     for band in sample.astype(np.float64):
         band = band[np.isfinite(band)]

@@ -488,7 +488,8 @@ def _fit(
             if bad or guard.diverged:
                 where = (f"the last good checkpoint is {paths['state']} (step {saved_step}); resume it with "
                          "a lower --lr-g/--lr-d, --grad-clip or --precision fp32") if saved_step is not None else \
-                    "no checkpoint was saved yet"
+                    ("no checkpoint was saved yet; start again with a lower --lr-g/--lr-d, --grad-clip or "
+                     "--precision fp32")
                 what = (f"loss {', '.join(f'{k} = {v}' for k, v in bad.items())}" if bad else
                         f"the MSE ({losses['mse']:.3g}) has stayed above {cfg.divergence_factor:g} x its recent "
                         f"median ({guard.median:.3g}) for {GUARD_PATIENCE} steps: the generator diverged")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geosr.errors import GeosrError
+from geosr.errors import GeosrError, WriteError
 
 STATE_FORMAT = 1
 LOG_COLUMNS = (
@@ -46,19 +46,41 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename (never a half-written ``path``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` via a temporary file and a rename (never a half-written ``path``).
+
+    Raises WriteError (the disk is full, no permission, ...) after removing the temporary file; ``path`` keeps its
+    previous content.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        kept = "its previous version is kept" if path.exists() else "nothing was written"
+        raise WriteError(
+            f"{path}: cannot write ({exc.strerror or exc}); {kept}; free some space (or fix the permissions) and "
+            "resume the run with --resume"
+        ) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files atomic_write_bytes leaves beside ``path`` when its process is killed mid-write."""
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -69,12 +91,21 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
+    """The training state saved at ``path`` (read with weights_only=True: tensors and plain data, never code).
+
+    Temporary files of a write that was killed are removed; ``path`` itself is always a complete earlier state.
+    Raises ResumeError for a missing or unreadable state.
+    """
+    remove_stale_temporaries(path)
     if not path.is_file():
         raise ResumeError(f"{path}: no training state to resume from (the run saved none yet?)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ResumeError(f"{path}: unreadable training state ({exc})") from None
+        raise ResumeError(
+            f"{path}: unreadable training state ({' '.join(str(exc).split())[:200]}); start a new run with another "
+            "--out"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ResumeError(f"{path}: not a geosr training state of format {STATE_FORMAT}")
     return state

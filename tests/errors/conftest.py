@@ -135,8 +135,8 @@ def nan_inf(path: Path) -> Path:
     return write(path, data)
 
 
-def many_bands(path: Path, bands: int = 200) -> Path:
-    return write(path, image(bands, 12, 12))
+def many_bands(path: Path, bands: int = 200, size: int = 12) -> Path:
+    return write(path, image(bands, size, size))
 
 
 def huge_vrt(path: Path, size: int = 400_000) -> Path:

@@ -1,0 +1,167 @@
+"""`geosr train` under bad data and faults: one line, exit 1, and a run folder that can always be resumed.
+
+An unreadable image (or one with NaN/Inf values) stops the run before anything is written, naming the image: a
+training set that silently shrinks would be a different experiment. tests/cli/test_train.py covers an empty train
+split, a missing data folder, bad config files and bands out of range.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import (
+    corrupt_tiles,
+    files_in,
+    image,
+    nan_inf,
+    not_a_raster,
+    refused,
+    run,
+    subprocess_env,
+    truncated,
+    write,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ["--scale", "2", "--channels", "16", "--n-blocks", "1", "--refiner", "none", "--d-base", "8",
+        "--d-blocks", "2", "--patch-size", "32", "--batch-size", "4", "--perceptual-weight", "0",
+        "--precision", "fp32", "--val-images", "2", "--device", "cpu", "--num-workers", "0"]
+
+
+@pytest.fixture
+def scenes(tmp_path) -> Path:
+    """UC Merced layout: 2 classes, numbers 00-03 (train) and 50 (val), 40 x 40 px."""
+    root = tmp_path / "scenes"
+    for cls in ("fields", "roofs"):
+        for n in (0, 1, 2, 3, 50):
+            write(root / cls / f"{cls}{n:02d}.tif", image(3, 40, 40, seed=n))
+    return root
+
+
+def train(*args):
+    return run("-q", "train", *args)
+
+
+def state_step(run_dir: Path) -> int:
+    return torch.load(run_dir / "checkpoints" / "state.pt", weights_only=True)["step"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (not_a_raster, "cannot be read as an image"),
+        (truncated, "the file is damaged"),
+        (corrupt_tiles, "the file is damaged"),
+        (nan_inf, "NaN or infinite values"),
+    ],
+    ids=["not-a-raster", "truncated", "corrupt-tiles", "nan-inf"],
+)
+def test_an_unreadable_image_among_the_data_is_named_before_anything_is_written(tmp_path, scenes, make, message):
+    bad = make(scenes / "roofs" / "roofs02.tif")
+    out = tmp_path / "run"
+    refused(train("--data", scenes, "--out", out, "--max-steps", "2", *TINY), 1, str(bad), message,
+            "remove it from the data" if make is not nan_inf else "leave the image out")
+    assert not out.exists()
+
+
+def test_a_damaged_image_read_by_a_loader_worker_is_still_one_line(tmp_path, scenes):
+    """Uncached data (--cache-mb 0) is read by worker processes; their error comes back as one line, not the worker's
+    traceback."""
+    corrupt_tiles(scenes / "roofs" / "roofs02.tif")
+    # the decimated read of the percentile ranges is not involved for uint8, so the damage is met mid-training
+    out = tmp_path / "run"
+    result = train("--data", scenes, "--out", out, "--max-steps", "4", "--cache-mb", "0", *TINY[:-2],
+                   "--num-workers", "1")
+    line = refused(result, 1, "roofs02.tif", "the file is damaged")
+    assert "Original Traceback" not in line and "worker" not in line
+
+
+def test_a_nan_loss_stops_without_saving_over_the_last_good_state(tmp_path, scenes):
+    out = tmp_path / "run"
+    result = train("--data", scenes, "--out", out, "--max-steps", "6", "--checkpoint-every-steps", "1",
+                   "--lr-g", "1e30", "--lr-d", "1e30", *TINY)
+    line = refused(result, 1, "= nan", "training stopped without saving", "lower --lr-g")
+    good = state_step(out)
+    assert f"(step {good})" in line and good >= 1
+    assert not (out / "last.safetensors").exists()
+    assert [f for f in files_in(out) if f.endswith(".tmp")] == []
+
+
+KILLER = """
+import os, signal, sys
+real_fsync = os.fsync
+writes = 0
+def fsync(fd):
+    global writes
+    if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and ".state.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+        writes += 1
+        if writes == int(os.environ["GEOSR_KILL_AT_STATE_WRITE"]):
+            os.ftruncate(fd, os.fstat(fd).st_size // 2)  # half of the new state on disk, then the power goes
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_fsync(fd)
+os.fsync = fsync
+from geosr.cli.main import cli
+cli(sys.argv[1:], prog_name="geosr")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name a file descriptor's file")
+def test_kill_9_during_a_checkpoint_write_then_resume(tmp_path, scenes):
+    """SIGKILL (nothing can catch it) half-way through writing the third state: the second one is intact and the
+    run resumes from it; the half-written temporary file is cleared."""
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    out = tmp_path / "run"
+    env = {**subprocess_env(), "GEOSR_KILL_AT_STATE_WRITE": "3"}
+    proc = subprocess.run(
+        [sys.executable, str(killer), "-q", "train", "--data", str(scenes), "--out", str(out), "--max-steps", "5",
+         "--checkpoint-every-steps", "1", *TINY], env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    leftovers = [f for f in files_in(out) if f.endswith(".tmp")]
+    assert len(leftovers) == 1  # the half-written state
+    assert state_step(out) == 2
+    result = train("--resume", out, "--max-steps", "4")
+    assert result.exit_code == 0, result.output
+    assert state_step(out) == 4 and [f for f in files_in(out) if f.endswith(".tmp")] == []
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_last_good_one(tmp_path, scenes, monkeypatch):
+    """The disk fills up while the second state is written (ENOSPC at fsync, where a full disk shows itself with
+    delayed allocation): one line naming the file, the first state intact, no temporary file, and the run resumes."""
+    real_fsync = os.fsync
+    state_writes = []
+
+    def full_disk(fd):
+        if ".state.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            state_writes.append(fd)
+            if len(state_writes) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    out = tmp_path / "run"
+    result = train("--data", scenes, "--out", out, "--max-steps", "3", "--checkpoint-every-steps", "1", *TINY)
+    refused(result, 1, "state.pt", "No space left on device", "its previous version is kept", "--resume")
+    assert state_step(out) == 1
+    assert [f for f in files_in(out) if f.endswith(".tmp")] == []
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed
+    result = train("--resume", out, "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    assert state_step(out) == 3
+
+
+def test_an_unreadable_state_is_refused_on_resume(tmp_path, scenes):
+    out = tmp_path / "run"
+    assert train("--data", scenes, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    state = out / "checkpoints" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    refused(train("--resume", out, "--max-steps", "2"), 1, "state.pt", "unreadable training state")
