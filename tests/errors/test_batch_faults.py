@@ -1,0 +1,105 @@
+"""Faults during a batch: a failing file does not stop the others, Ctrl-C leaves only complete files (exit 130) and
+--skip-existing resumes, and two processes writing into one folder never clobber each other's files."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+
+from conftest import corrupt_tiles, files_in, image, run, subprocess_env, wait_for, write
+from geosr.raster import OutputExistsError, finish_output
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiles(folder: Path, n: int, size: int) -> Path:
+    for i in range(n):
+        write(folder / f"t{i}.tif", image(3, size, size, seed=i))
+    return folder
+
+
+def complete(path: Path) -> bool:
+    """A raster that opens and reads to the end."""
+    with rasterio.open(path) as d:
+        d.read()
+    return True
+
+
+def test_a_file_failing_mid_read_does_not_stop_the_batch(tiny_model, tmp_path):
+    src = tiles(tmp_path / "in", 3, 40)
+    corrupt_tiles(src / "t1.tif")  # header fine, the last tile row garbage
+    out = tmp_path / "out"
+    result = run("upscale", src, "-o", out, "--model", tiny_model, "--tile-size", 32, "--overlap", 8)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "t1.tif" in errors[0]
+    assert "2 done, 0 skipped, 1 failed" in result.stderr
+    assert files_in(out) == ["t0.tif", "t2.tif"] and all(complete(out / f) for f in files_in(out))
+
+
+def geosr(*args: str) -> list[str]:
+    return [sys.executable, "-m", "geosr.cli.main", *args]
+
+
+def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(tiny_model_x4, tmp_path):
+    src = tiles(tmp_path / "in", 4, 160)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        geosr("upscale", str(src), "-o", str(out), "--model", str(tiny_model_x4), "-q", "--tile-size", "32",
+              "--overlap", "8"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+    )
+    try:
+        assert wait_for(lambda: (out / "t0.tif").exists(), 120), "the first file never finished"
+        wait_for(lambda: any(p.name.startswith(".t1") for p in out.glob(".*")), 20)  # the next one under way
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Interrupted." in stderr and "Traceback" not in stderr
+    done = files_in(out)
+    assert done and all(not f.startswith(".") for f in done) and len(done) < 4
+    assert all(complete(out / f) for f in done)
+    before = {f: (out / f).stat().st_mtime_ns for f in done}
+    again = run("upscale", src, "-o", out, "--model", tiny_model_x4, "--skip-existing", "--tile-size", 32,
+                "--overlap", 8)
+    assert again.exit_code == 0, again.output
+    assert f"{4 - len(done)} done, {len(done)} skipped, 0 failed" in again.stderr
+    assert files_in(out) == ["t0.tif", "t1.tif", "t2.tif", "t3.tif"]
+    assert all((out / f).stat().st_mtime_ns == t for f, t in before.items())  # what was done is left alone
+
+
+def test_two_processes_writing_one_folder_do_not_clobber_each_other(tiny_model, tmp_path):
+    src = tiles(tmp_path / "in", 8, 48)
+    out = tmp_path / "out"
+    args = geosr("upscale", str(src), "-o", str(out), "--model", str(tiny_model), "--skip-existing")
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=subprocess_env()) for _ in range(2)]
+    results = [p.communicate(timeout=180) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    assert files_in(out) == [f"t{i}.tif" for i in range(8)]  # no temporary file left
+    assert all(complete(out / f) for f in files_in(out))
+    done = [int(re.search(r"(\d+) done", err).group(1)) for _, err in results]
+    assert sum(done) == 8  # every file written exactly once: a file finished by the other process is skipped
+
+
+def test_the_final_name_is_never_taken_from_a_file_that_appeared_meanwhile(tmp_path):
+    """Without --overwrite the finished temporary file takes its name atomically and only if it is still free."""
+    tmp = write(tmp_path / ".out.tif.1234.geosr-tmp", image(3, 8, 8))
+    dst = tmp_path / "out.tif"
+    dst.write_bytes(b"written by another process")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        finish_output(tmp, dst, cog=False, compress="deflate", overwrite=False)
+    assert dst.read_bytes() == b"written by another process" and not tmp.exists()
+    tmp = write(tmp_path / ".out.tif.5678.geosr-tmp", image(3, 8, 8))
+    finish_output(tmp, dst, cog=False, compress="deflate", overwrite=True)
+    assert complete(dst) and files_in(tmp_path) == ["out.tif"]

@@ -1,0 +1,39 @@
+"""`geosr info` on files that are not model files: one line, exit 1, only the header read.
+
+The model-file faults shared with upscale and evaluate (pickles, truncation, bad cards) are in test_model_files.py.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from conftest import image, refused, run, write
+
+
+def test_a_geotiff_given_as_the_model(tmp_path):
+    tif = write(tmp_path / "scene.tif", image(3, 8, 8))
+    refused(run("info", tif), 1, "scene.tif", "not a safetensors model file")
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"", "only 0 bytes"),
+        (struct.pack("<Q", 2**60) + b"{}", "not a safetensors model file"),
+        (struct.pack("<Q", 4) + b"{\xff\xfe}", "unreadable header"),
+        (struct.pack("<Q", 2) + b"[]", "bad header"),
+        (struct.pack("<Q", 4000) + b"{" + b"[" * 3999, "unreadable header"),
+    ],
+    ids=["empty", "header-length-absurd", "header-not-utf8", "header-a-list", "header-deeply-nested"],
+)
+def test_files_that_only_look_like_safetensors(tmp_path, raw, message):
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(raw)
+    refused(run("info", path), 1, "odd.safetensors", message)
+    refused(run("info", "--json", path), 1, "odd.safetensors", message)
+
+
+def test_a_bundled_name_that_does_not_exist(tmp_path):
+    refused(run("info", "degan-x9"), 1, "degan-x9", "no such model file")
