@@ -22,6 +22,7 @@ The diffusion step ``t`` is 0 at inference (clean features); training may pertur
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 REFINERS = ("none", "unet", "unet-transformer")
@@ -32,6 +33,44 @@ class TimeEmbedding(nn.Sequential):
 
     def __init__(self, dim: int) -> None:
         super().__init__(nn.Linear(1, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+
+
+class EncoderLayer(nn.Module):
+    """A post-norm transformer encoder layer (ReLU FFN), computed with ``scaled_dot_product_attention``.
+
+    The same computation and the same parameter names as ``nn.TransformerEncoderLayer(batch_first=True)``, so model
+    files of either load into the other; SDPA never materialises the (tokens x tokens) attention matrix (a 64-pixel
+    x4 tile has 4096 tokens: 4 heads of 4096^2 scores would be 256 MB per tile in fp32) and runs its fused kernels
+    in bf16 on AMX CPUs and GPUs.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"transformer width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.dropout_p = dropout
+        # holds in_proj_weight/in_proj_bias and out_proj, as nn.TransformerEncoderLayer names them
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(dim, ffn)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(ffn, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        attn = self.self_attn
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, N, 3D)
+        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, D/H)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0)
+        return attn.out_proj(a.transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.dropout1(self.attention(x)))
+        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
 class Refiner(nn.Module):
@@ -53,13 +92,7 @@ class Refiner(nn.Module):
         self.down1 = nn.Sequential(nn.Conv2d(base, 2 * base, 3, 2, 1), act)
         self.down2 = nn.Sequential(nn.Conv2d(2 * base, 4 * base, 3, 2, 1), act)
         self.time = TimeEmbedding(4 * base)
-        self.transformer = (
-            nn.TransformerEncoderLayer(
-                d_model=4 * base, nhead=heads, dim_feedforward=ffn, dropout=dropout, batch_first=True
-            )
-            if transformer
-            else None
-        )
+        self.transformer = EncoderLayer(4 * base, heads, ffn, dropout) if transformer else None
         self.up1 = nn.Sequential(nn.ConvTranspose2d(4 * base, 2 * base, 4, 2, 1), act)
         self.skip1 = nn.Conv2d(2 * base, 2 * base, 1)
         self.up0 = nn.Sequential(nn.ConvTranspose2d(2 * base, base, 4, 2, 1), act)
