@@ -259,6 +259,28 @@ def check_weights(path: Path, header: dict[str, Any], config: GeneratorConfig) -
             )
 
 
+def init_from_model(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Copy into ``model`` every tensor of the model file ``path`` whose name and shape match (a warm start).
+
+    The file is validated as in load_generator (a geosr safetensors file, never unpickled). Returns what was copied:
+    {"model": file name, "card": its model name, "copied": n, "total": tensors of ``model``}. Raises ModelFileError
+    when nothing matches (an unrelated architecture).
+    """
+    path = resolve_model(path)
+    card = read_card(path)
+    check_weights(path, _read_header(path), card.config)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt data
+        raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
+    own = model.state_dict()
+    matched = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and v.shape == own[k].shape}
+    if not matched:
+        raise ModelFileError(f"{path}: no weight matches this model's architecture; nothing to start from")
+    model.load_state_dict(matched, strict=False)
+    return {"model": path.name, "card": card.name, "copied": len(matched), "total": len(own)}
+
+
 def bundled_models() -> dict[str, Path]:
     """The model files that ship inside the package, by name (file name without .safetensors)."""
     if not BUNDLED_DIR.is_dir():

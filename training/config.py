@@ -75,6 +75,9 @@ class TrainConfig:
                           "keeps the deep stack from amplifying itself under Adam).")
     d_base: int = _f(64, "model", "Discriminator width of its first block (64).")
     d_blocks: int = _f(8, "model", "Discriminator conv blocks (an even number; 8).")
+    init_from: str | None = _f(None, "model", "Start from the weights of this geosr model file: every tensor whose "
+                               "name and shape match is copied (e.g. an x2 model's trunk and refiner into an x4 "
+                               "model, as EDSR does); the others keep their initialisation. Used only by a new run.")
     name: str | None = _f(None, "model", "Model name in the exported card (default degan-x<scale>).")
     description: str | None = _f(None, "model", "Description in the exported card.")
     tile_size: int | None = _f(None, "model", "Recommended inference tile in LR pixels for the card (default "

@@ -22,7 +22,7 @@ import os
 import random
 import statistics
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from geosr import __version__
-from geosr.checkpoint import DEFAULT_RADIOMETRY, ModelCard, save_generator
+from geosr.checkpoint import DEFAULT_RADIOMETRY, ModelCard, init_from_model, save_generator
 from geosr.datasets import default_bands, find_images, split_rule, spread
 from geosr.device import describe_hardware, resolve_precision
 from geosr.errors import DataError, GeosrError
@@ -210,6 +210,21 @@ def _validate(
     }
 
 
+def _set_schedule(
+    opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.MultiStepLR, lr: float, milestones: list[int],
+    gamma: float, step: int,
+) -> None:
+    """Make a restored optimiser and MultiStepLR follow ``lr`` decayed by ``gamma`` at ``milestones`` from ``step``."""
+    factor = gamma ** sum(1 for m in milestones if m <= step)
+    for group in opt.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor
+    sched.base_lrs = [lr] * len(opt.param_groups)
+    sched.milestones = Counter(milestones)
+    sched.gamma = gamma
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
+
+
 def _fit(
     cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg: nn.Module | None, progress: Progress
 ) -> FitResult:
@@ -270,7 +285,12 @@ def _fit(
     # --- networks, losses, optimisers ---------------------------------------------------------------------------
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     gcfg = cfg.generator_config()
-    g = Generator(gcfg).to(device, memory_format=memory_format)
+    g = Generator(gcfg)
+    init_report = None
+    if cfg.init_from and not resume:
+        init_report = init_from_model(g, cfg.init_from)
+        log.info("initialised %d of %d tensors from %s", init_report["copied"], init_report["total"], cfg.init_from)
+    g = g.to(device, memory_format=memory_format)
     d = None
     if cfg.uses_discriminator:
         d = Discriminator(in_channels=gcfg.out_channels, base=cfg.d_base, n_blocks=cfg.d_blocks)
@@ -313,6 +333,11 @@ def _fit(
         if ema is not None and st["ema"] is not None:
             ema.load_state_dict(st["ema"])
         amp.scaler.load_state_dict(st["scaler"])
+        # The optimiser and scheduler states carry the learning rates and milestones they were saved with; the
+        # resumed config's (which --lr-g/--lr-d/--lr-decay-* may change) take over from here.
+        _set_schedule(opt_g, sched_g, cfg.lr_g, milestones, cfg.lr_gamma, st["step"])
+        if opt_d is not None:
+            _set_schedule(opt_d, sched_d, cfg.lr_d, milestones, cfg.lr_gamma, st["step"])
         step, elapsed_before, saved_step = st["step"], st["elapsed_s"], st["step"]
         best, last_val = st["best"], st.get("last_val")
         guard.load_state_dict(st.get("guard") or {"recent": [], "spikes": 0})
@@ -371,6 +396,7 @@ def _fit(
             },
             "weights": "ema" if ema is not None else "generator",
             "ema_decay": cfg.ema_decay if ema is not None else None,
+            "initialised_from": init_report,
             "seed": cfg.seed,
             "run_dir": str(run_dir.resolve()),
             "geosr_version": __version__,

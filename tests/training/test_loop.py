@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geosr.checkpoint import load_generator, read_card
+from geosr.checkpoint import init_from_model, load_generator, read_card
+from geosr.models import Generator
 from geosr.errors import DataError
 from geosr.training import loop as loopmod
 from geosr.training.config import ConfigError, TrainConfig, resume_config
@@ -39,7 +40,9 @@ def test_a_run_writes_its_folder_and_a_model_file_with_a_full_card(scene_folder,
     t = card.training
     for key in ("data", "split", "steps", "epochs", "hardware", "wall_time_s", "losses", "precision", "device"):
         assert key in t, key
-    assert t["steps"] == 2 and t["split"] == "train" and t["losses"]["adversarial"] == 0.1  # best was at step 2
+    vals = [r for r in rows if r["kind"] == "val"]
+    best_step = int(max(vals, key=lambda r: float(r["val_psnr"]))["step"])
+    assert t["steps"] == best_step and t["split"] == "train" and t["losses"]["adversarial"] == 0.1
     assert {"val_psnr", "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic"} <= set(card.metrics)
     assert read_card(paths["last"]).training["steps"] == 3
     assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 16, 16)
@@ -191,3 +194,29 @@ def test_an_exploding_mse_stops_the_run_and_keeps_the_state_from_before(scene_fo
     with pytest.raises(TrainingDiverged, match=r"step 15: the MSE .* for 10 steps: the generator diverged.*step 4"):
         fit(cfg)
     assert load_state(run_paths(tmp_path / "run")["state"])["step"] == 4
+
+
+def test_a_resumed_run_takes_the_new_learning_rate_and_milestones(scene_folder, tmp_path):
+    first = tiny(scene_folder, tmp_path / "run", max_steps=2, lr_g=1e-4, adversarial_weight=0.0)
+    fit(first)
+    fit(resume_config(first, {"max_steps": 5, "lr_g": 4e-4, "lr_decay_steps": [4], "lr_gamma": 0.5}), resume=True)
+    lrs = {int(r["step"]): float(r["lr_g"]) for r in read_log(run_paths(tmp_path / "run")["log"])
+           if r["kind"] == "train"}
+    assert lrs[1] == lrs[2] == 1e-4  # before the resume, as saved
+    assert lrs[3] == 4e-4 and lrs[5] == 2e-4  # the new rate, decayed at the new milestone (after step 4)
+
+
+def test_init_from_copies_every_matching_weight_of_another_scale(scene_folder, tmp_path):
+    x4 = fit(tiny(scene_folder, tmp_path / "x4", scale=4, max_steps=1, adversarial_weight=0.0))
+    source, _ = load_generator(x4.model)
+    cfg = tiny(scene_folder, tmp_path / "x2", scale=2, max_steps=1, adversarial_weight=0.0, init_from=str(x4.model))
+    target = Generator(cfg.generator_config())
+    report = init_from_model(target, x4.model)
+    own, theirs = target.state_dict(), source.state_dict()
+    same = [k for k in own if k in theirs and own[k].shape == theirs[k].shape]
+    assert same and all(torch.equal(own[k], theirs[k]) for k in same)
+    assert len(same) < len(theirs)  # the second x2 stage of the x4 upsampler has no place in an x2 model
+    assert report["copied"] == len(same) and report["total"] == len(own)
+    # the run records where it started from
+    info = read_card(fit(cfg).model).training["initialised_from"]
+    assert info == report
