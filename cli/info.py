@@ -7,7 +7,7 @@ import math
 
 import click
 
-from geosr.checkpoint import expected_shapes, read_card
+from geosr.checkpoint import bundled_models, default_model_name, expected_shapes, read_card
 from geosr.cli.options import handle_errors
 
 
@@ -36,14 +36,33 @@ def format_card(card, path: str) -> str:
 
 
 @click.command()
-@click.argument("model", metavar="MODEL")
+@click.argument("model", metavar="[MODEL]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 @handle_errors
-def info(model: str, as_json: bool) -> None:
-    """Show the model card of MODEL (a .safetensors model file or a bundled model name).
+def info(model: str | None, as_json: bool) -> None:
+    """Show the model card of MODEL (a .safetensors model file or a bundled model name); without MODEL, list the
+    models bundled with geosr.
 
     Only the file's header is read: no weight is loaded and no model is built.
     """
+    if model is None:
+        models = bundled_models()
+        if as_json:
+            click.echo(json.dumps({name: read_card(path).to_dict() for name, path in models.items()}, indent=2,
+                                  sort_keys=True))
+            return
+        if not models:
+            click.echo("no model is bundled with this installation of geosr")
+            return
+        for name, path in models.items():
+            card = read_card(path)
+            m = card.metrics
+            quality = (f"val PSNR {m['val_psnr']:.2f} dB / SSIM {m['val_ssim']:.4f} (bicubic {m['val_psnr_bicubic']:.2f}"
+                       f" / {m['val_ssim_bicubic']:.4f})" if {"val_psnr", "val_psnr_bicubic"} <= set(m) else
+                       "no metrics recorded")
+            default = " (default)" if default_model_name(card.scale) == name else ""
+            click.echo(f"{name:<16} x{card.scale}{default:<10} {quality}")
+        return
     card = read_card(model)
     if as_json:
         click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))

@@ -10,6 +10,7 @@ from geosr.cli.info import info
 from geosr.cli.upscale import upscale
 from geosr.cli.train import train
 from geosr.cli.evaluate import evaluate
+from geosr.cli.export import export
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,7 @@ cli.add_command(upscale)
 cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(info)
+cli.add_command(export)
 
 
 def main() -> None:

@@ -288,10 +288,15 @@ def bundled_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.safetensors"))}
 
 
+def default_model_name(scale: int) -> str:
+    """The name of the bundled model ``geosr upscale`` and ``geosr evaluate`` use for ``scale`` without --model."""
+    return f"degan-x{scale}"
+
+
 def default_model(scale: int) -> Path:
     """The bundled default model for ``scale``; raises ModelFileError when none ships."""
     models = bundled_models()
-    name = f"degan-x{scale}"
+    name = default_model_name(scale)
     if name not in models:
         raise ModelFileError(
             f"no bundled model for x{scale} ships with this version of geosr; pass --model PATH "

@@ -1,0 +1,105 @@
+"""`geosr export`: turn a training run's model file into a model to publish: a smaller dtype, a name, measured metrics.
+
+    geosr export runs/x4/best.safetensors -o degan-x4.safetensors --name degan-x4 --dtype fp16
+    geosr evaluate -m degan-x4.safetensors -d UCMerced_LandUse/Images --split val -o val.json
+    geosr export degan-x4.safetensors -o degan-x4.safetensors --metrics val.json --overwrite
+
+The metrics come from a `geosr evaluate` report of the exported file itself, so the card states what the published
+weights (after the cast to fp16) measure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import torch
+
+from geosr.checkpoint import load_generator, save_generator
+from geosr.cli.options import handle_errors
+from geosr.errors import GeosrError
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+class ExportError(GeosrError):
+    """A model that cannot be exported as asked."""
+
+
+def metrics_from_report(path: Path, scale: int) -> dict:
+    """The card's metrics from a `geosr evaluate` JSON report of a model of ``scale``."""
+    try:
+        report = json.loads(path.read_text())
+        mean = report["summary"]["mean"]
+        data = {
+            "val_psnr": round(float(mean["psnr"]), 4),
+            "val_ssim": round(float(mean["ssim"]), 4),
+            "val_psnr_bicubic": round(float(mean["psnr_bicubic"]), 4),
+            "val_ssim_bicubic": round(float(mean["ssim_bicubic"]), 4),
+            "val_images": int(mean["images"]),
+        }
+        report_scale = int(report["scale"])
+    except FileNotFoundError:
+        raise ExportError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ExportError(
+            f"{path}: not a geosr evaluate JSON report with a model (write one with geosr evaluate -m MODEL ... -o "
+            "FILE.json)"
+        ) from None
+    if report_scale != scale:
+        raise ExportError(f"{path}: a x{report_scale} report for a x{scale} model; evaluate this model")
+    data.update(
+        split=report.get("split"), data=report.get("data"), protocol=report.get("protocol"),
+        report_model=report.get("model"),
+    )
+    return data
+
+
+@click.command()
+@click.argument("model", metavar="MODEL")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The model file to write (.safetensors).")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp16", show_default=True,
+              help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).")
+@click.option("--name", help="Model name in the card (the name `--model NAME` finds when bundled).")
+@click.option("--description", help="One-line description in the card.")
+@click.option("--metrics", "report", type=click.Path(dir_okay=False, path_type=Path),
+              help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.")
+@click.option("--tile-size", type=click.IntRange(8, 4096), help="Recommended tile size in input pixels.")
+@click.option("--overlap", type=click.IntRange(0, 2048), help="Recommended overlap in input pixels.")
+@click.option("--note", "notes", multiple=True, help="A line for the card's training notes (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@handle_errors
+def export(model, out, dtype, name, description, report, tile_size, overlap, notes, overwrite) -> None:
+    """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics."""
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} exists; pass --overwrite to replace it")
+    net, card = load_generator(model)
+    changes: dict = {}
+    if name is not None:
+        changes["name"] = name
+    if description is not None:
+        changes["description"] = description
+    if tile_size is not None:
+        changes["tile_size"] = tile_size
+        if overlap is None:
+            changes["overlap"] = tile_size // 4  # the trainer's default ratio
+    if overlap is not None:
+        changes["overlap"] = overlap
+    if report is not None:
+        changes["metrics"] = metrics_from_report(report, card.scale)
+    if notes:
+        changes["training"] = {**card.training, "notes": [*card.training.get("notes", []), *notes]}
+    card = replace(card, **changes)
+    card.validate(str(out))
+    target = DTYPES[dtype]
+    if target != torch.float32:
+        limit = torch.finfo(target).max
+        for key, value in net.state_dict().items():
+            if value.is_floating_point() and value.abs().max() > limit:
+                raise ExportError(f"{model}: weight {key} exceeds the {dtype} range ({limit:g}); export as fp32")
+    save_generator(out, net, card, dtype=target)
+    size = out.stat().st_size / 1e6
+    click.echo(f"{out}: {card.name}, x{card.scale}, {dtype}, {size:.1f} MB")
