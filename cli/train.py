@@ -155,3 +155,8 @@ def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None,
     if result.rank == 0 and verbosity(ctx) >= 0:
         best = f", best val PSNR {result.best_psnr:.3f} dB" if result.best_psnr is not None else ""
         click.echo(f"{result.steps} steps (stopped by {result.stopped}){best}; model file: {result.model}")
+    if result.stopped == "interrupted":
+        if result.rank == 0:
+            click.echo(f"Interrupted: the state at step {result.steps} is saved; continue with geosr train --resume "
+                       f"{result.run_dir}", err=True)
+        ctx.exit(130)

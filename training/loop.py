@@ -20,7 +20,9 @@ import logging
 import math
 import os
 import random
+import signal
 import statistics
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -115,7 +117,7 @@ class FitResult:
 
     run_dir: Path
     steps: int
-    stopped: str  # 'epochs', 'max_steps' or 'max_minutes'
+    stopped: str  # 'epochs', 'max_steps', 'max_minutes' or 'interrupted' (SIGINT/SIGTERM; the state is saved)
     last_model: Path | None
     best_model: Path | None
     best_psnr: float | None
@@ -154,9 +156,36 @@ def fit(
     """
     ctx = distributed.setup(cfg.device)
     try:
-        return _fit(cfg, ctx, resume, vgg, progress if ctx.is_main and progress else (lambda kind, info: None))
+        with StopRequest() as stop:
+            return _fit(cfg, ctx, resume, vgg, progress if ctx.is_main and progress else (lambda kind, info: None),
+                        stop)
     finally:
         distributed.cleanup(ctx)
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM ask the run to stop after the current step, save its state and export
+    last.safetensors; a second signal stops at once (KeyboardInterrupt). Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step and saving the state (press Ctrl-C again to stop at once, unsaved)")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _seed(seed: int) -> None:
@@ -226,7 +255,8 @@ def _set_schedule(
 
 
 def _fit(
-    cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg: nn.Module | None, progress: Progress
+    cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg: nn.Module | None, progress: Progress,
+    stop: StopRequest | None = None,
 ) -> FitResult:
     device = ctx.device
     try:
@@ -502,13 +532,15 @@ def _fit(
             if sched_d is not None:
                 sched_d.step()
 
-            # One collective per step: the loss terms (mean over processes) and the time-limit flag.
+            # One collective per step: the loss terms (mean over processes), the time-limit and stop flags.
             out_of_time = cfg.max_minutes is not None and (time.monotonic() - t0) / 60 >= cfg.max_minutes
+            interrupted = stop is not None and stop.requested
             names = [k for k in TERMS if k in terms]
             packed = torch.stack([terms[k].float() / ctx.world_size for k in names] +
-                                 [torch.tensor(float(out_of_time), device=device)])
+                                 [torch.tensor(float(out_of_time), device=device),
+                                  torch.tensor(float(interrupted), device=device)])
             values = distributed.all_reduce_sum(packed, ctx).tolist()
-            losses = dict(zip(names, values[:-1]))
+            losses = dict(zip(names, values[:-2]))
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             spiking = not bad and guard.update(losses["mse"])
             if bad or guard.diverged:
@@ -546,12 +578,15 @@ def _fit(
             if step >= total_steps:
                 done = True
                 break
-            if values[-1] > 0:
+            if values[-1] > 0:  # any process was asked to stop
+                stopped, done = "interrupted", True
+                break
+            if values[-2] > 0:
                 stopped, done = "max_minutes", True
                 break
 
     # --- the end: a final validation if the last step had none, the state, the model files -----------------------
-    if val_items and (last_val is None or last_val["step"] != step):
+    if val_items and stopped != "interrupted" and (last_val is None or last_val["step"] != step):
         validate()
     if saved_step != step:
         if guard.spikes:

@@ -165,3 +165,31 @@ def test_an_unreadable_state_is_refused_on_resume(tmp_path, scenes):
     state = out / "checkpoints" / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])
     refused(train("--resume", out, "--max-steps", "2"), 1, "state.pt", "unreadable training state")
+
+
+def test_ctrl_c_saves_the_state_at_the_current_step_and_exits_130(tmp_path, scenes):
+    """SIGINT stops the run after the step under way: its state and last.safetensors are written, exit 130, and
+    --resume continues from that step."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geosr.cli.main", "-q", "train", "--data", str(scenes), "--out", str(out),
+         "--max-steps", "100000", "--adversarial-weight", "0", *TINY],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    log = out / "log.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.is_file() and log.read_text().count("\ntrain,") >= 2):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and f"--resume {out}" in err
+    steps = [line for line in log.read_text().splitlines() if line.startswith("train,")]
+    assert state_step(out) == len(steps) >= 2  # saved at the step it stopped on, nothing lost
+    assert (out / "last.safetensors").is_file()
+    result = train("--resume", out, "--max-steps", str(len(steps) + 1))
+    assert result.exit_code == 0, result.output
+    assert state_step(out) == len(steps) + 1
