@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from conftest import corrupt_tiles, files_in, image, run, subprocess_env, wait_for, write
+from badinput import corrupt_tiles, files_in, image, run, subprocess_env, wait_for, write
 from geosr.raster import OutputExistsError, finish_output
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from badinput import (
     corrupt_tiles,
     huge_sparse_tif,
     image,

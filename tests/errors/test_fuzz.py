@@ -14,7 +14,7 @@ import rasterio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import files_in, image, run, write
+from badinput import files_in, image, run, write
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from conftest import image, refused, run, write
+from badinput import image, refused, run, write
 
 
 def test_a_geotiff_given_as_the_model(tmp_path):

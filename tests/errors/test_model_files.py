@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import geosr.checkpoint
-from conftest import files_in, image, refused, run, write
+from badinput import files_in, image, refused, run, write
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import (
+from badinput import (
     corrupt_tiles,
     files_in,
     image,

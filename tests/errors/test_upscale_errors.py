@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import (
+from badinput import (
     all_nodata,
     corrupt_tiles,
     files_in,

@@ -1,0 +1,181 @@
+"""Bad inputs for the error tests, made fresh in tmp_path: every kind of raster geosr must refuse or survive.
+
+Each builder writes one file and returns its path. The rasters are tiny (tens of pixels) except the huge ones, which
+are a VRT or a sparse GeoTIFF: 10^10 pixels described in a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+from rasterio.rpc import RPC
+
+from geosr.cli.main import cli
+
+TRANSFORM = Affine(10, 0, 500000, 0, -10, 4000000)
+
+
+# --- running the command line ---------------------------------------------------------------------------------------
+
+
+def run(*args) -> "click.testing.Result":
+    """geosr ARGS in this process; an exception that escapes the command fails the test (catch_exceptions off)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def refused(result, code: int, *needles: str) -> str:
+    """Assert that ``result`` is a refusal: exit ``code``, exactly one 'Error: ...' line holding every needle, no
+    traceback. Returns the line."""
+    assert result.exit_code == code, f"exit {result.exit_code}, wanted {code}:\n{result.output}"
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    # click prints a usage line before a usage error; nothing else may accompany the error
+    others = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith(("Error:", "Usage:", "Try "))]
+    assert not [ln for ln in others if "WARNING" not in ln], result.stderr
+    return line
+
+
+def files_in(folder: Path) -> list[str]:
+    """Every file under ``folder``, hidden ones (temporary files) included, relative and sorted."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for geosr run as a program: one thread, this interpreter's packages."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+# --- rasters ------------------------------------------------------------------------------------------------------
+
+
+def write(path: Path, data: np.ndarray, **profile) -> Path:
+    """A GeoTIFF of (bands, h, w) ``data``, EPSG:32633 at 10 m unless the profile says otherwise."""
+    kwargs = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,
+                  crs="EPSG:32633", transform=TRANSFORM)
+    kwargs.update(profile)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **kwargs) as dst:
+        dst.write(data)
+    return path
+
+
+def image(bands: int = 3, h: int = 40, w: int = 40, seed: int = 0, dtype=np.uint8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(0.2 * x + b) * np.cos(0.15 * y) for b in range(bands)])
+    data = 127 + 100 * base + rng.normal(0, 5, base.shape)
+    return np.clip(data, 0, 255).astype(dtype)
+
+
+def not_a_raster(path: Path) -> Path:
+    path.write_text("these are not the pixels you are looking for\n")
+    return path
+
+
+def truncated(path: Path) -> Path:
+    """A GeoTIFF cut to 40 % of its bytes: the image data and (GDAL writes it last) the directory are lost."""
+    good = write(path.with_name("whole_" + path.name), image(3, 64, 64), compress="deflate")
+    raw = good.read_bytes()
+    good.unlink()
+    path.write_bytes(raw[: len(raw) * 2 // 5])
+    return path
+
+
+def corrupt_tiles(path: Path) -> Path:
+    """A tiled GeoTIFF whose header and directory are intact but whose last row of tiles is garbage: opening it and
+    reading its first tiles work, the failure comes mid-file."""
+    write(path, image(3, 128, 128), tiled=True, blockxsize=32, blockysize=32, compress="deflate")
+    with rasterio.open(path) as ds:
+        spans = [(int(ds.get_tag_item(f"BLOCK_OFFSET_{i}_3", "TIFF", bidx=1)),
+                  int(ds.get_tag_item(f"BLOCK_SIZE_{i}_3", "TIFF", bidx=1))) for i in range(4)]
+    raw = bytearray(path.read_bytes())
+    rng = np.random.default_rng(1)
+    for offset, size in spans:
+        raw[offset : offset + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def one_pixel(path: Path) -> Path:
+    return write(path, np.full((3, 1, 1), 120, np.uint8))
+
+
+def all_nodata(path: Path) -> Path:
+    return write(path, np.zeros((3, 30, 30), np.uint8), nodata=0)
+
+
+def nan_inf(path: Path) -> Path:
+    """float32 with NaN in one corner and +-Inf in another."""
+    data = image(3, 40, 40).astype(np.float32)
+    data[:, :5, :5] = np.nan
+    data[:, -5:, -5:] = np.inf
+    data[0, 20, 20] = -np.inf
+    return write(path, data)
+
+
+def many_bands(path: Path, bands: int = 200, size: int = 12) -> Path:
+    return write(path, image(bands, size, size))
+
+
+def huge_vrt(path: Path, size: int = 400_000) -> Path:
+    """A size x size, 3-band VRT over a 64-pixel GeoTIFF: its x2 output would need about 3 size^2 bytes."""
+    small = write(path.with_name("small_" + path.stem + ".tif"), image(3, 64, 64))
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">{small.name}</SourceFilename><SourceBand>{b}</SourceBand>'
+        f'<SrcRect xOff="0" yOff="0" xSize="64" ySize="64"/><DstRect xOff="0" yOff="0" xSize="{size}" '
+        f'ySize="{size}"/></SimpleSource></VRTRasterBand>'
+        for b in (1, 2, 3)
+    )
+    path.write_text(
+        f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>EPSG:32633</SRS>'
+        f"<GeoTransform>500000, 1, 0, 4000000, 0, -1</GeoTransform>{bands}</VRTDataset>"
+    )
+    return path
+
+
+def huge_sparse_tif(path: Path, size: int = 100_000) -> Path:
+    """A size x size, 3-band GeoTIFF of which one tile is written (SPARSE_OK): a few hundred KB on disk."""
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
+                       blockxsize=512, blockysize=512, sparse_ok=True, crs="EPSG:32633", transform=TRANSFORM) as dst:
+        dst.write(image(3, 512, 512), window=rasterio.windows.Window(0, 0, 512, 512))
+    return path
+
+
+def rpc_only(path: Path) -> Path:
+    """Georeferenced by rational polynomial coefficients only (no geotransform, no GCPs, no CRS)."""
+    coeffs = [0.0] * 20
+    rpc = RPC(height_off=0, height_scale=100, lat_off=45, lat_scale=0.01, long_off=10, long_scale=0.01,
+              line_off=20, line_scale=20, samp_off=20, samp_scale=20, line_num_coeff=[0, 0, -1] + coeffs[3:],
+              line_den_coeff=[1] + coeffs[1:], samp_num_coeff=[0, 1] + coeffs[2:], samp_den_coeff=[1] + coeffs[1:])
+    return write(path, image(3, 40, 40), crs=None, transform=None, rpcs=rpc)
+
+
+BAD_INPUTS = {
+    "not_a_raster": not_a_raster,
+    "truncated": truncated,
+    "corrupt_tiles": corrupt_tiles,
+}
+
+
