@@ -109,7 +109,7 @@ def test_every_bad_option_gives_a_one_line_error(tiny_model, rgb_tif, tmp_path, 
 
 
 def test_errors_about_files_name_the_file_and_the_remedy(tiny_model, rgb_tif, tmp_path):
-    no_model = run(rgb_tif, "-o", tmp_path / "a.tif", "-q")
+    no_model = run(rgb_tif, "-o", tmp_path / "a.tif", "-q", "--scale", "3")  # no x3 model ships
     assert no_model.exit_code == 1 and "pass --model PATH" in error_line(no_model)
     bad_model = tmp_path / "bad.safetensors"
     bad_model.write_bytes(b"\x00" * 16)
