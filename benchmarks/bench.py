@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,17 +207,29 @@ def main() -> None:
     for prec in precisions:
         predictor = load_predictor(model_path, device=args.device, precision=prec)
         peak = peak_conv_flops(device, prec, repeats=args.repeats)
-        mo = model_only(predictor, args.tile, args.batch, args.repeats)
+        model_only(predictor, args.tile, args.batch, 1)  # warm-up
+        end_to_end_runs = {r.name: [] for r in rasters}
+        model_runs = []
+        # Interleaved rounds (model-only, then each raster end to end), so that the ratios compare measurements
+        # taken under the same conditions: on a shared machine the speed drifts by more than the ratios measure.
+        for _ in range(args.repeats):
+            mo_round = model_only(predictor, args.tile, args.batch, 5)
+            model_runs.append(mo_round)
+            for raster in rasters:
+                end_to_end_runs[raster.name].append((end_to_end(raster, predictor, options, 1), mo_round))
+        mo = statistics.median(model_runs)
         row = {"peak_conv_tflops": peak / 1e12, "model_only_mpx_s": mo,
                "model_only_fraction_of_peak": mo * 1e6 * flops_per_px / peak, "end_to_end": {}}
         for raster in rasters:
-            seconds = end_to_end(raster, predictor, options, args.repeats)
+            runs = end_to_end_runs[raster.name]
             tiles, pixels = tiles_in(raster, args.tile, args.overlap)
             out_mpx = pixels * card.scale**2 / 1e6
             recompute = tiles * args.tile**2 / pixels  # input pixels the model sees per input pixel
+            seconds = statistics.median(t for t, _ in runs)
             row["end_to_end"][raster.name] = {
                 "seconds": seconds, "mpx_s": out_mpx / seconds, "recompute": recompute,
-                "ratio_to_model_only": out_mpx * recompute / seconds / mo,
+                # per round, against that round's model-only figure; the median over the rounds
+                "ratio_to_model_only": statistics.median(out_mpx * recompute / t / m for t, m in runs),
             }
         results["precisions"][prec] = row
 
