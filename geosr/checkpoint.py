@@ -192,7 +192,10 @@ def _read_header(path: Path) -> dict[str, Any]:
 def read_card(path: str | os.PathLike) -> ModelCard:
     """The model card of a model file (or bundled model name), validated; the weights are not read."""
     path = resolve_model(path)
-    header = _read_header(path)
+    return _card_from_header(path, _read_header(path))
+
+
+def _card_from_header(path: Path, header: dict[str, Any]) -> ModelCard:
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or CARD_KEY not in meta:
         raise ModelFileError(f"{path}: a safetensors file without a geosr model card; it was not written by geosr")
@@ -211,16 +214,23 @@ def load_generator(
     The model is in eval mode, in float32, on ``device``. Raises ModelFileError for anything that is not a valid,
     complete geosr model file.
     """
-    path = resolve_model(path)
-    card = read_card(path)
-    check_weights(path, _read_header(path), card.config)  # from the header, before anything is allocated
+    card, tensors = _read_weights(path)
+    model = Generator(card.config)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return model.to(device).eval(), card
+
+
+def _read_weights(spec: str | os.PathLike) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """The card and tensors of a model file, validated from its header (read once) before any tensor is loaded."""
+    path = resolve_model(spec)
+    header = _read_header(path)
+    card = _card_from_header(path, header)
+    check_weights(path, header, card.config)  # from the header, before anything is allocated
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt data
         raise ModelFileError(f"{path}: corrupt model file ({' '.join(str(exc).split())})") from None
-    model = Generator(card.config)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    return model.to(device).eval(), card
+    return card, tensors
 
 
 WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")
@@ -267,12 +277,7 @@ def init_from_model(model: torch.nn.Module, path: str | os.PathLike) -> dict[str
     when nothing matches (an unrelated architecture).
     """
     path = resolve_model(path)
-    card = read_card(path)
-    check_weights(path, _read_header(path), card.config)
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt data
-        raise ModelFileError(f"{path}: corrupt model file ({exc})") from None
+    card, tensors = _read_weights(path)
     own = model.state_dict()
     matched = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and v.shape == own[k].shape}
     if not matched:
