@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import torch
 
-from geosr.checkpoint import load_generator, save_generator
+from geosr.checkpoint import default_overlap, load_generator, save_generator
 from geosr.cli.options import handle_errors
 from geosr.errors import GeosrError
 
@@ -85,7 +85,7 @@ def export(model, out, dtype, name, description, report, tile_size, overlap, not
     if tile_size is not None:
         changes["tile_size"] = tile_size
         if overlap is None:
-            changes["overlap"] = tile_size // 4  # the trainer's default ratio
+            changes["overlap"] = default_overlap(tile_size)
     if overlap is not None:
         changes["overlap"] = overlap
     if report is not None:

@@ -39,6 +39,11 @@ DEFAULT_RADIOMETRY = {
 }
 
 
+def default_overlap(tile_size: int) -> int:
+    """The overlap a card recommends for ``tile_size`` when none is given: a quarter of the tile."""
+    return tile_size // 4
+
+
 @dataclass
 class ModelCard:
     """What a model file says about its model. Tile size and overlap are in input (LR) pixels."""

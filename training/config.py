@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from geosr.checkpoint import default_overlap
 from geosr.device import PRECISIONS
 from geosr.errors import GeosrError
 from geosr.models import ATTENTIONS, REFINERS
@@ -164,7 +165,7 @@ class TrainConfig:
 
     @property
     def card_overlap(self) -> int:
-        return self.overlap if self.overlap is not None else self.card_tile_size // 4
+        return self.overlap if self.overlap is not None else default_overlap(self.card_tile_size)
 
     def resolved_band_names(self) -> list[str]:
         if self.band_names:
