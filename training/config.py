@@ -210,9 +210,7 @@ class TrainConfig:
              f"the VGG perceptual loss needs 3 (RGB) bands, this model has {self.in_channels}; use "
              "--perceptual-weight 0 (and, if you like, --feature-matching-weight)")
         need(0 < self.diffusion_t_max <= 10, f"diffusion_t_max must be in (0, 10], got {self.diffusion_t_max}")
-        for key in ("lr_g", "lr_d"):
-            lr = getattr(self, key)
-            need(0 < lr <= 1, f"{key} = {lr:g}: a learning rate must be above 0 and at most 1 (Adam: about 1e-4)")
+        need(self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two numbers in [0, 1)")
         need(self.lr_gamma > 0, "lr_gamma must be positive")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
