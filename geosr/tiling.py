@@ -28,6 +28,24 @@ from functools import cached_property
 import numpy as np
 
 
+MIN_TILE = 8
+MAX_TILE = 4096
+
+
+def tiling_problem(tile: object, overlap: object) -> str | None:
+    """What is wrong with a tile size and overlap (input pixels), or None when they are usable.
+
+    The one rule for every caller (model cards, training configs, upscale options, the CLI): the tile is an integer
+    of ``MIN_TILE``..``MAX_TILE`` input pixels and the overlap an integer of 0..tile/2. Callers raise their own error
+    type with the message, so that it names the file or option it is about.
+    """
+    if isinstance(tile, bool) or not isinstance(tile, int) or not MIN_TILE <= tile <= MAX_TILE:
+        return f"tile size {tile!r}: must be an integer of {MIN_TILE}..{MAX_TILE} input pixels"
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile // 2:
+        return f"overlap {overlap!r}: must be an integer of 0..{tile // 2} (half the tile size {tile})"
+    return None
+
+
 def tile_starts(size: int, tile: int, overlap: int) -> tuple[int, ...]:
     """Start offsets (input pixels) of the tiles along an axis of ``size`` pixels; see the module docstring.
 
