@@ -2,10 +2,13 @@
 
 A model file is a plain ``.safetensors`` file. Its metadata holds one key, ``geosr_card``, a JSON model card with the
 generator's configuration, the bands and radiometric convention it expects, the recommended tile size and overlap,
-and the training provenance and measured metrics. ``load_generator(path)`` rebuilds the model from the file alone.
+and the training provenance and measured metrics. ``load_generator(path)`` rebuilds the model from the file alone;
+``init_from_model`` warm-starts a training run from one. Both read through ``_read_weights``, the one validated read.
 
-Loading never unpickles anything: PyTorch ``.pt``/``.pth`` files, truncated or corrupt files and cards with invalid
-settings are refused with a ``ModelFileError`` that names the file, before any model is built.
+Loading never unpickles anything: PyTorch ``.pt``/``.pth`` files, truncated or corrupt files, cards with invalid
+settings and weights that do not fit the card are refused from the header, before any model is built; weights that
+hold NaN or infinite values are refused once read. Every refusal is a one-line ``ModelFileError`` naming the file.
+``save_generator`` writes atomically (``geosr.fileio``) and never writes a file that loading would refuse.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from geosr import __version__
-from geosr.errors import ModelFileError, WriteError
+from geosr.errors import ModelFileError
+from geosr.fileio import atomic_write
 from geosr.models.generator import Generator, GeneratorConfig
+from geosr.tiling import tiling_problem
 
 CARD_KEY = "geosr_card"
 FORMAT_VERSION = 1
@@ -106,10 +111,9 @@ class ModelCard:
             raise bad("'bands' must be a list of band names")
         if len(self.bands) != self.config.in_channels:
             raise bad(f"{len(self.bands)} band names for a model with {self.config.in_channels} input channels")
-        if not isinstance(self.tile_size, int) or not 8 <= self.tile_size <= 4096:
-            raise bad(f"tile_size must be 8..4096 input pixels, got {self.tile_size!r}")
-        if not isinstance(self.overlap, int) or not 0 <= self.overlap <= self.tile_size // 2:
-            raise bad(f"overlap must be 0..tile_size/2 = {self.tile_size // 2}, got {self.overlap!r}")
+        problem = tiling_problem(self.tile_size, self.overlap)
+        if problem:
+            raise bad(f"the card's {problem}")
         for key in ("radiometry", "training", "metrics"):
             if not isinstance(getattr(self, key), dict):
                 raise bad(f"'{key}' must be a JSON object")
@@ -118,32 +122,25 @@ class ModelCard:
 def save_generator(
     path: str | os.PathLike, model: Generator, card: ModelCard, dtype: torch.dtype = torch.float32
 ) -> Path:
-    """Write ``model``'s weights (cast to ``dtype``) and ``card`` to ``path`` atomically; returns the path."""
+    """Write ``model``'s weights (cast to ``dtype``) and ``card`` to ``path`` atomically; returns the path.
+
+    Raises ValueError when the card describes another architecture, ModelFileError for an invalid card or for a
+    weight that is NaN or infinite in ``dtype`` (nothing is written: loading would refuse the file), WriteError when
+    the disk refuses the file (any earlier version of ``path`` is kept).
+    """
     path = Path(path)
     if card.config != model.config:
         raise ValueError("the card's config differs from the model's config")
     card.validate(str(path))
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    bad = _first_non_finite(tensors)
+    if bad:
+        raise ModelFileError(
+            f"{path}: not written: weight {bad} holds NaN or infinite values in {str(dtype).removeprefix('torch.')} "
+            "(a diverged model, or weights beyond the range of that dtype)"
+        )
     metadata = {CARD_KEY: json.dumps(card.to_dict(), sort_keys=True)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WriteError(
-            f"{path}: cannot write the model file ({exc.strerror or exc}); any earlier version is left as it was; "
-            "free some space or fix the permissions"
-        ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, safetensors_bytes(tensors, metadata=metadata), what="the model file")
 
 
 def _read_header(path: Path) -> dict[str, Any]:
@@ -217,7 +214,7 @@ def load_generator(
     """Rebuild the generator stored in ``path`` (a model file or a bundled model name); returns (model, card).
 
     The model is in eval mode, in float32, on ``device``. Raises ModelFileError for anything that is not a valid,
-    complete geosr model file.
+    complete geosr model file with finite weights.
     """
     card, tensors = _read_weights(path)
     model = Generator(card.config)
@@ -235,7 +232,19 @@ def _read_weights(spec: str | os.PathLike) -> tuple[ModelCard, dict[str, torch.T
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt data
         raise ModelFileError(f"{path}: corrupt model file ({' '.join(str(exc).split())})") from None
+    bad = _first_non_finite(tensors)
+    if bad:
+        count = sum(not torch.isfinite(t).all() for t in tensors.values())
+        raise ModelFileError(
+            f"{path}: weight {bad} holds NaN or infinite values ({count} of {len(tensors)} tensors do); the model "
+            "diverged in training or the file is damaged: use another model file"
+        )
     return card, tensors
+
+
+def _first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The first name (in sorted order) whose tensor holds a NaN or an infinity, or None."""
+    return next((name for name in sorted(tensors) if not torch.isfinite(tensors[name]).all()), None)
 
 
 WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")

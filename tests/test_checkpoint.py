@@ -99,7 +99,9 @@ def _rewrite_card(src, dst, edit):
         (lambda c: c["config"].update(channels=10**7), "channels"),
         (lambda c: c["config"].update(scale=8), "scale"),
         (lambda c: c["config"].update(mystery=1), "unknown generator settings"),
-        (lambda c: c.update(tile_size=0), "tile_size"),
+        (lambda c: c.update(tile_size=0), "the card's tile size 0: must be an integer of 8..4096"),
+        (lambda c: c.update(tile_size=64, overlap=33), "the card's overlap 33: must be an integer of 0..32"),
+        (lambda c: c.update(overlap=True), "the card's overlap True"),
         (lambda c: c.update(bands=["a"]), "band names"),
         (lambda c: c.pop("config"), "no generator config"),
         (lambda c: c.update(format_version=99), "upgrade geosr"),
@@ -146,3 +148,68 @@ def test_header_lengths_that_look_like_pickle_magic_still_load(tmp_path, low_byt
         pytest.skip("no padding gave that header length")
     loaded, again = load_generator(path)
     assert again.description == card.description
+
+
+def poison(src, dst, names, value=float("nan")):
+    """Copy a model file with the first element of each tensor in ``names`` overwritten by ``value`` in the
+    tensor's own dtype (the header and card stay valid)."""
+    raw = bytearray(src.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    for name in names:
+        info = header[name]
+        packed = struct.pack({"F32": "<f", "F16": "<e"}[info["dtype"]], value)
+        start = 8 + n + info["data_offsets"][0]
+        raw[start : start + len(packed)] = packed
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_weights_with_nan_or_inf_are_refused_naming_the_first_bad_tensor(tmp_path, value, dtype):
+    from geosr.checkpoint import init_from_model
+
+    model, card = _tiny(scale=2)
+    good = save_generator(tmp_path / "m.safetensors", model, card, dtype=dtype)
+    names = sorted(model.state_dict())
+    bad = poison(good, tmp_path / "bad.safetensors", [names[-1], names[3]], value)
+    for load in (load_generator, lambda p: init_from_model(Generator(card.config), p)):
+        with pytest.raises(ModelFileError) as err:
+            load(bad)
+        message = str(err.value)
+        assert message.startswith(f"{bad}: weight {names[3]} holds NaN or infinite values")
+        assert f"(2 of {len(names)} tensors do)" in message and "\n" not in message
+    load_generator(good)  # the untouched file still loads
+
+
+def test_export_refuses_weights_beyond_the_range_of_the_dtype(tmp_path):
+    model, card = _tiny(scale=2)
+    name = sorted(model.state_dict())[0]
+    with torch.no_grad():
+        model.state_dict()[name].view(-1)[0] = 1e6  # finite in fp32, infinite in fp16
+    save_generator(tmp_path / "fp32.safetensors", model, card)
+    with pytest.raises(ModelFileError, match=rf"fp16.safetensors: not written: weight {name} .* in float16"):
+        save_generator(tmp_path / "fp16.safetensors", model, card, dtype=torch.float16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.safetensors"]
+
+
+def test_a_failed_model_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from geosr.errors import WriteError
+
+    model, card = _tiny(scale=2)
+    path = save_generator(tmp_path / "m.safetensors", model, card)
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    card.description = "a second version"
+    with pytest.raises(WriteError, match="m.safetensors: cannot write the model file .No space left on device.; its "
+                                         "previous version is kept; free some space"):
+        save_generator(path, model, card)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]

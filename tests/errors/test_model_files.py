@@ -109,7 +109,8 @@ BAD_CARDS = {
     "channels-absurd": (edit_card(lambda c: c["config"].update(channels=10**9)), "channels must be 16..512"),
     "blocks-absurd": (edit_card(lambda c: c["config"].update(n_blocks=10**6)), "n_blocks must be 0..64"),
     "bands-negative": (edit_card(lambda c: c["config"].update(in_channels=-3)), "in_channels must be 1..64"),
-    "tile-absurd": (edit_card(lambda c: c.update(tile_size=10**12)), "tile_size must be 8..4096"),
+    "tile-absurd": (edit_card(lambda c: c.update(tile_size=10**12)), "the card's tile size 1000000000000: must be"),
+    "overlap-over-half": (edit_card(lambda c: c.update(overlap=17)), "the card's overlap 17: must be an integer of 0..16"),
     "scale-string": (edit_card(lambda c: c["config"].update(scale="4")), "scale must be one of"),
     "config-missing": (edit_card(lambda c: c.pop("config")), "no generator config"),
     "card-missing": (lambda h: h["__metadata__"].pop("geosr_card"), "without a geosr model card"),
@@ -160,3 +161,27 @@ def test_the_watch_sees_a_model_built_from_a_good_file(tiny_model, tmp_path, dat
     result = run(*command("upscale", tiny_model, data, tmp_path))
     assert result.exit_code == 0, result.output
     assert [d.type for d in no_model_built] == ["cpu"]
+
+
+def with_nan(src: Path, dst: Path) -> tuple[Path, str]:
+    """A copy of a real model file with its first weight (in name order) turned to NaN in its stored bytes."""
+    raw = bytearray(src.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    name = sorted(k for k in header if k != "__metadata__")[0]
+    assert header[name]["dtype"] == "F32"
+    start = 8 + n + header[name]["data_offsets"][0]
+    raw[start : start + 4] = struct.pack("<f", float("nan"))
+    dst.write_bytes(bytes(raw))
+    return dst, name
+
+
+@pytest.mark.parametrize("cmd", ["upscale", "evaluate", "export"])
+def test_weights_holding_nan_are_refused_before_a_model_is_built(cmd, tiny_model, tmp_path, data, no_model_built):
+    """NaN weights would give all-NaN (or, cast to integers, all-zero) output with exit 0, and export would publish
+    them again: every command that reads the weights refuses the file, naming it and the tensor."""
+    bad, name = with_nan(tiny_model, tmp_path / "nan.safetensors")
+    args = (["export", bad, "-o", tmp_path / "out" / "published.safetensors"] if cmd == "export"
+            else command(cmd, bad, data, tmp_path))
+    refused(run(*args), 1, "nan.safetensors", f"weight {name} holds NaN or infinite values", "another model file")
+    assert no_model_built == [] and not (tmp_path / "out").exists()
