@@ -24,6 +24,7 @@ from geosr.device import PRECISIONS
 from geosr.errors import GeosrError
 from geosr.models import ATTENTIONS, REFINERS
 from geosr.models.generator import GeneratorConfig
+from geosr.tiling import tiling_problem
 
 GROUPS = ("data", "model", "loss", "optim", "run")
 VGG_LAYERS = ("conv2_2", "conv3_4", "conv4_4", "conv5_4", "relu2_2", "relu3_4", "relu4_4", "relu5_4")
@@ -225,9 +226,8 @@ class TrainConfig:
         need(self.val_every >= 0 and self.val_every_steps >= 0 and self.checkpoint_every_steps >= 0,
              "val_every, val_every_steps and checkpoint_every_steps must be >= 0")
         need(self.log_every >= 1, "log_every must be at least 1")
-        tile = self.card_tile_size
-        need(8 <= tile <= 4096, f"tile_size must be 8..4096 LR pixels, got {tile}")
-        need(0 <= self.card_overlap <= tile // 2, f"overlap must be 0..tile_size/2 = {tile // 2}")
+        problem = tiling_problem(self.card_tile_size, self.card_overlap)
+        need(problem is None, f"tile_size, overlap (the tiling the model card recommends, LR pixels): {problem}")
         return self
 
     # ------------------------------------------------------------------------------------------------------------

@@ -46,6 +46,12 @@ def test_checks_name_the_setting(tmp_path):
         TrainConfig(data="x", mse_weight=0, perceptual_weight=0, adversarial_weight=0).validate()
     with pytest.raises(ConfigError, match="attention must be one of"):
         TrainConfig(data="x", attention="transformer").validate()
+    with pytest.raises(ConfigError, match=r"^tile_size, overlap \(the tiling the model card recommends, LR pixels\): "
+                                          r"overlap 33: must be an integer of 0\.\.32"):
+        TrainConfig(data="x", overlap=33).validate()  # the default tile: patch 256 / scale 4 = 64 LR pixels
+    with pytest.raises(ConfigError, match="tile size 5000: must be an integer of 8..4096 input pixels"):
+        TrainConfig(data="x", tile_size=5000).validate()
+    assert TrainConfig(data="x", tile_size=100, overlap=50).validate().card_overlap == 50
     cfg = TrainConfig(data="x").validate()
     assert resume_config(cfg, {"max_steps": 10, "val_images": 3}).max_steps == 10
     with pytest.raises(ConfigError, match="cannot change scale"):
