@@ -7,7 +7,9 @@
     losses.py       MSE, VGG-feature Charbonnier, adversarial BCE, discriminator feature matching
     gan.py          one generator step (D frozen) and one discriminator step; precision and gradient scaling
     ema.py          the exponential moving average of the generator
-    state.py        the run folder: atomic checkpoints, RNG states, log.csv
+    guard.py        the divergence guard: NaN/Inf losses or an exploding MSE stop the run without saving
+    card.py         the model card of a run's exported model files (provenance, settings, metrics)
+    state.py        the run folder: what a checkpoint holds, resuming from it, RNG states, log.csv
     distributed.py  torchrun / DDP set-up (NCCL on GPUs, gloo on CPUs)
-    loop.py         fit(): the training loop, validation, checkpoints and model-file export
+    loop.py         fit(): the training loop, with validation, checkpoints and model-file export when due
 """

@@ -6,7 +6,9 @@
 
 Without a discriminator (adversarial and feature-matching weights 0, or during the warm-up epochs) only step 1 runs,
 on the content loss: no D forward at all. Each step returns its loss terms by name (unweighted, plus the weighted
-totals ``g_total`` and ``d_total``) as detached tensors, so the caller decides when to synchronise.
+totals ``g_total`` and ``d_total``) as detached tensors, so the caller decides when to synchronise. The D step also
+returns D's mean logits on the real and the fake batch (``d_logit_real``, ``d_logit_fake``), as BasicSR logs them:
+the first signal of a collapsing GAN is a D that wins outright (the two drift far apart and stay there).
 """
 
 from __future__ import annotations
@@ -113,7 +115,10 @@ def discriminator_step(
     amp: Amp,
     grad_clip: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Unfreeze D and step it on HR (real) and the detached SR (fake); returns d_real, d_fake, d_total."""
+    """Unfreeze D and step it on HR (real) and the detached SR (fake).
+
+    Returns the losses d_real, d_fake, d_total and D's mean logits (before this step) d_logit_real, d_logit_fake.
+    """
     set_requires_grad(d, True)
     with amp.autocast():
         real_logits = d(hr)
@@ -122,4 +127,6 @@ def discriminator_step(
     total = terms["d_real"] + terms["d_fake"]
     _step(total, d, opt, amp, grad_clip)
     terms["d_total"] = total
+    terms["d_logit_real"] = real_logits.detach().float().mean()
+    terms["d_logit_fake"] = fake_logits.detach().float().mean()
     return {k: v.detach() for k, v in terms.items()}

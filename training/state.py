@@ -1,86 +1,61 @@
-"""The run folder: the full training state (for --resume), random-number states, and the CSV log.
+"""The run folder's files and the training state: what a checkpoint holds and how --resume restores it.
 
     RUN_DIR/config.toml            the resolved configuration
-    RUN_DIR/log.csv                one row per logged step (kind=train: losses, learning rates, throughput) and per
-                                   validation (kind=val: PSNR/SSIM of the model and of bicubic)
-    RUN_DIR/checkpoints/state.pt   the latest full state: both nets, optimisers, schedulers, EMA, gradient scaler,
-                                   step, epoch, best metric, and every process's RNG states
+    RUN_DIR/log.csv                one row per logged step (kind=train: losses, the discriminator's mean logits,
+                                   learning rates, throughput) and per validation (kind=val: PSNR/SSIM of the model
+                                   and of bicubic); LOG_COLUMNS
+    RUN_DIR/checkpoints/state.pt   the latest full state (``training_state``): both nets, optimisers, schedulers, EMA,
+                                   gradient scaler, divergence guard, step, wall time, best and last validation, the
+                                   configuration, and every process's RNG states
     RUN_DIR/best.safetensors       the best generator by val PSNR, a model file for geosr upscale / evaluate
     RUN_DIR/last.safetensors       the generator at the end of the run
 
-Every file is written to a temporary file in the same folder, flushed to disk and renamed over the old one, so a
-kill during a write leaves the previous version intact. The state is read back with ``weights_only=True``.
+``Checkpointed`` gathers the objects whose state a checkpoint carries; ``resume_run`` restores them and the counters
+from a saved state, with the learning rates and milestones of the resumed config. Every file is written atomically
+(``geosr.fileio``: a temporary file in the same folder, flushed to disk and renamed over the old one), so a kill
+during a write leaves the previous version intact; the state is read back with ``weights_only=True``. A state of
+format STATE_FORMAT written by any earlier geosr resumes: keys added since (``guard``, ``last_val``) are optional.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import random
-import tempfile
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
-from geosr.errors import GeosrError, WriteError
+from geosr.errors import GeosrError
+from geosr.fileio import atomic_write, remove_stale_temporaries
+from geosr.training.ema import EMA
+from geosr.training.guard import DivergenceGuard
 
 STATE_FORMAT = 1
 LOG_COLUMNS = (
     "kind", "step", "epoch", "elapsed_s", "lr_g", "lr_d", "g_total", "mse", "perceptual", "adversarial",
-    "feature_matching", "d_total", "d_real", "d_fake", "patches_per_s", "val_psnr", "val_ssim", "val_psnr_bicubic",
-    "val_ssim_bicubic", "val_images",
+    "feature_matching", "d_total", "d_real", "d_fake", "d_logit_real", "d_logit_fake", "patches_per_s", "val_psnr",
+    "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic", "val_images",
 )
+RESUME_REMEDY = "free some space (or fix the permissions) and resume the run with --resume"
 
 
 class ResumeError(GeosrError):
     """A run folder that cannot be resumed."""
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename (never a half-written ``path``).
+    """Write a run-folder file ``data`` to ``path`` atomically (geosr.fileio.atomic_write).
 
     Raises WriteError (the disk is full, no permission, ...) after removing the temporary file; ``path`` keeps its
-    previous content.
+    previous content, and the message says to resume the run.
     """
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        kept = "its previous version is kept" if path.exists() else "nothing was written"
-        raise WriteError(
-            f"{path}: cannot write ({exc.strerror or exc}); {kept}; free some space (or fix the permissions) and "
-            "resume the run with --resume"
-        ) from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Remove the temporary files atomic_write_bytes leaves beside ``path`` when its process is killed mid-write."""
-    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+    atomic_write(path, data, remedy=RESUME_REMEDY)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -111,6 +86,120 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
+@dataclass
+class Checkpointed:
+    """The objects whose state a checkpoint carries. Without a discriminator d, opt_d and sched_d are None; without
+    --ema, ema is None."""
+
+    g: nn.Module
+    opt_g: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+    guard: DivergenceGuard
+    d: nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    sched_d: torch.optim.lr_scheduler.MultiStepLR | None = None
+    ema: EMA | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        def state(obj: Any) -> Any:
+            return obj.state_dict() if obj is not None else None
+
+        return {
+            "g": self.g.state_dict(), "d": state(self.d), "ema": state(self.ema), "opt_g": self.opt_g.state_dict(),
+            "opt_d": state(self.opt_d), "sched_g": self.sched_g.state_dict(), "sched_d": state(self.sched_d),
+            "scaler": self.scaler.state_dict(), "guard": self.guard.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
+        """Restore from a saved training state; raises ResumeError when it was saved with(out) a discriminator
+        that this run has not (has)."""
+        if (self.d is None) != (state["d"] is None):
+            raise ResumeError(f"{source}: saved with a different discriminator setting")
+        self.g.load_state_dict(state["g"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.d is not None:
+            self.d.load_state_dict(state["d"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.guard.load_state_dict(state.get("guard") or {"recent": [], "spikes": 0})
+
+
+def training_state(
+    parts: Checkpointed, *, step: int, elapsed_s: float, best: dict[str, Any], last_val: dict[str, Any] | None,
+    rngs: list[dict[str, Any]], config: dict[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint at generator step ``step``: the format, the counters, every state of ``parts``, the RNG states
+    of every process (``rngs``, by rank) and the configuration."""
+    return {
+        "format": STATE_FORMAT, "step": step, "elapsed_s": elapsed_s, **parts.state_dict(), "best": best,
+        "last_val": last_val, "rng": rngs, "config": config,
+    }
+
+
+class Resumed(NamedTuple):
+    """Where a resumed run stands: its step, the wall time of its earlier invocations (seconds), the best
+    validation so far ({"val_psnr", "step"}) and the last validation's metrics (None when there was none)."""
+
+    step: int
+    elapsed_s: float
+    best: dict[str, Any]
+    last_val: dict[str, Any] | None
+
+
+def resume_run(
+    path: Path, parts: Checkpointed, *, lr_g: float, lr_d: float, milestones: list[int], gamma: float, seed: int,
+    rank: int, world_size: int,
+) -> Resumed:
+    """Restore ``parts`` and this process's random-number states from the training state at ``path``.
+
+    The optimisers and schedulers continue from the saved step with the given learning rates, milestones (in steps)
+    and decay factor, which a resumed run may change. Saved with another number of processes, each process gets a
+    fresh stream seeded from (seed, rank, step). Raises ResumeError for a missing, unreadable or mismatched state.
+    """
+    state = load_state(path)
+    parts.load_state_dict(state, path)
+    step = state["step"]
+    follow_schedule(parts.opt_g, parts.sched_g, lr_g, milestones, gamma, step)
+    if parts.opt_d is not None:
+        follow_schedule(parts.opt_d, parts.sched_d, lr_d, milestones, gamma, step)
+    rngs = state["rng"]
+    if len(rngs) == world_size:
+        restore_rng(rngs[rank])
+    else:
+        seed_all(seed + 7919 * rank + step)
+    return Resumed(step, state["elapsed_s"], state["best"], state.get("last_val"))
+
+
+def follow_schedule(
+    opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.MultiStepLR, lr: float, milestones: list[int],
+    gamma: float, step: int,
+) -> None:
+    """Make a restored optimiser and MultiStepLR follow ``lr`` decayed by ``gamma`` at ``milestones`` from ``step``.
+
+    The saved states carry the learning rate and milestones they were saved with; the resumed config's take over.
+    """
+    factor = gamma ** sum(1 for m in milestones if m <= step)
+    for group in opt.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor
+    sched.base_lrs = [lr] * len(opt.param_groups)
+    sched.milestones = Counter(milestones)
+    sched.gamma = gamma
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global random-number generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def capture_rng() -> dict[str, Any]:
     """This process's random-number states (torch CPU and CUDA, numpy's global, Python's)."""
     np_state = np.random.get_state()
@@ -133,12 +222,17 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 class CsvLog:
-    """log.csv with a fixed header (LOG_COLUMNS); rows are appended and flushed at once."""
+    """log.csv with a fixed header (LOG_COLUMNS); rows are appended and flushed at once.
+
+    resume_step: drop the rows logged after that step (a resumed run repeats those steps, so the curve has no
+    duplicates). A log written with other columns (an earlier geosr) is rewritten with LOG_COLUMNS first; its rows
+    keep their values and leave the new columns empty.
+    """
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
-        if resume_step is not None and path.is_file():
-            self._truncate(resume_step)
+        if path.is_file() and (resume_step is not None or self._header() != list(LOG_COLUMNS)):
+            self._rewrite(resume_step)
         new = not path.is_file()
         self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=LOG_COLUMNS, extrasaction="ignore")
@@ -146,10 +240,14 @@ class CsvLog:
             self.writer.writeheader()
             self.file.flush()
 
-    def _truncate(self, step: int) -> None:
-        """Drop rows logged after ``step`` (a resumed run repeats those steps, so the curve has no duplicates)."""
+    def _header(self) -> list[str] | None:
         with self.path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+            return next(csv.reader(f), None)
+
+    def _rewrite(self, last_step: int | None) -> None:
+        """Rewrite the log with LOG_COLUMNS, keeping the rows up to ``last_step`` (all of them for None)."""
+        with self.path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if last_step is None or int(r["step"]) <= last_step]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore")
         w.writeheader()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -64,7 +66,8 @@ def test_one_gan_step_changes_both_networks_and_freezes_d_during_the_g_step():
     assert not sr.requires_grad
     terms.update(discriminator_step(d, hr, sr, opt=opt_d, amp=AMP))
     assert changed(d0, d) > 0.9
-    assert set(terms) == {"mse", "adversarial", "g_total", "d_real", "d_fake", "d_total"}
+    assert set(terms) == {"mse", "adversarial", "g_total", "d_real", "d_fake", "d_total", "d_logit_real",
+                          "d_logit_fake"}
     w = LossWeights()
     expected = w.mse * terms["mse"] + w.adversarial * terms["adversarial"]
     assert terms["g_total"].item() == pytest.approx(expected.item())
@@ -107,3 +110,24 @@ def test_ema_warms_up_then_averages():
     other = EMA(torch.nn.Linear(2, 2))
     other.load_state_dict(state)
     assert other.updates == 6 and torch.equal(other.model.weight, ema.model.weight)
+
+
+def test_the_d_step_reports_its_mean_logits_and_they_part_as_d_learns():
+    """d_logit_real and d_logit_fake are the means of D's logits on HR and SR before its step (as BasicSR logs them);
+    a D that trains against a fixed generator pushes them apart (real up, fake down)."""
+    torch.manual_seed(0)
+    g, d = Generator(TINY), Discriminator(in_channels=3, base=8)
+    hr, lr = batch()
+    with torch.no_grad():
+        sr = g(lr)
+        reference = copy.deepcopy(d)
+        real, fake = reference(hr).mean().item(), reference(sr).mean().item()
+    opt = torch.optim.Adam(d.parameters(), lr=2e-3)
+    terms = discriminator_step(d, hr, sr, opt=opt, amp=AMP)
+    assert terms["d_logit_real"].item() == pytest.approx(real, abs=1e-6)
+    assert terms["d_logit_fake"].item() == pytest.approx(fake, abs=1e-6)
+    assert not terms["d_logit_real"].requires_grad
+    gap = terms["d_logit_real"] - terms["d_logit_fake"]
+    for _ in range(30):
+        terms = discriminator_step(d, hr, sr, opt=opt, amp=AMP)
+    assert terms["d_logit_real"] - terms["d_logit_fake"] > gap + 1

@@ -1,6 +1,9 @@
-"""fit(): the run folder, the exported model card, exact resume, the NaN guard, atomic writes, content-only mode."""
+"""fit(): the run folder, the exported model card, exact resume (also of a state and log of an earlier geosr), the
+divergence guard in a run, atomic writes, content-only mode, the discriminator's logits in log.csv."""
 
 from __future__ import annotations
+
+import csv
 
 import pytest
 import torch
@@ -8,10 +11,11 @@ import torch
 from geosr.checkpoint import init_from_model, load_generator, read_card
 from geosr.models import Generator
 from geosr.errors import DataError
+from geosr.training import guard as guardmod
 from geosr.training import loop as loopmod
 from geosr.training.config import ConfigError, TrainConfig, resume_config
 from geosr.training.loop import TrainingDiverged, fit, run_paths
-from geosr.training.state import load_state, read_log, save_state
+from geosr.training.state import LOG_COLUMNS, load_state, read_log, save_state
 from geosr.training.vgg import VGGFeatures
 
 
@@ -112,7 +116,7 @@ def test_content_only_mode_builds_no_discriminator(scene_folder, tmp_path, monke
     state = load_state(run_paths(tmp_path / "run")["state"])
     assert state["d"] is None and state["opt_d"] is None
     rows = [r for r in read_log(run_paths(tmp_path / "run")["log"]) if r["kind"] == "train"]
-    assert rows[0]["adversarial"] == "" and rows[0]["d_total"] == ""
+    assert rows[0]["adversarial"] == rows[0]["d_total"] == rows[0]["d_logit_real"] == rows[0]["d_logit_fake"] == ""
 
 
 def test_perceptual_loss_with_an_explicit_test_vgg(scene_folder, tmp_path):
@@ -166,17 +170,6 @@ def test_no_vgg_weights_offline_fails_before_training(scene_folder, tmp_path, mo
         fit(tiny(scene_folder, tmp_path / "run", max_steps=1, perceptual_weight=0.5))
 
 
-def test_the_divergence_guard_spots_a_sustained_explosion():
-    guard = loopmod.DivergenceGuard(20.0)
-    for i in range(loopmod.GUARD_WARMUP):
-        assert not guard.update(0.02 + 0.01 * (i % 3))  # ordinary noise
-    assert not guard.update(0.3)  # 10x the median: noisy, not a spike
-    for _ in range(loopmod.GUARD_PATIENCE - 1):
-        assert guard.update(5.0) and not guard.diverged
-    assert guard.update(5.0) and guard.diverged
-    assert not loopmod.DivergenceGuard(0).update(1e30)  # off
-
-
 def test_an_exploding_mse_stops_the_run_and_keeps_the_state_from_before(scene_folder, tmp_path, monkeypatch):
     real_step = loopmod.generator_step
     calls = {"n": 0}
@@ -189,7 +182,7 @@ def test_an_exploding_mse_stops_the_run_and_keeps_the_state_from_before(scene_fo
         return sr, terms
 
     monkeypatch.setattr(loopmod, "generator_step", exploding)
-    monkeypatch.setattr(loopmod, "GUARD_WARMUP", 3)
+    monkeypatch.setattr(guardmod, "GUARD_WARMUP", 3)
     cfg = tiny(scene_folder, tmp_path / "run", max_steps=30, checkpoint_every_steps=2)
     with pytest.raises(TrainingDiverged, match=r"step 15: the MSE .* for 10 steps: the generator diverged.*step 4"):
         fit(cfg)
@@ -220,3 +213,47 @@ def test_init_from_copies_every_matching_weight_of_another_scale(scene_folder, t
     # the run records where it started from
     info = read_card(fit(cfg).model).training["initialised_from"]
     assert info == report
+
+
+def test_log_csv_holds_the_discriminators_mean_logits_once_it_trains(scene_folder, tmp_path):
+    """Warm-up epoch (5 steps: 20 train images, batch 4) without D, then GAN steps: D's mean logits on real and fake
+    are logged from the first D step on, beside its losses."""
+    cfg = tiny(scene_folder, tmp_path / "run", max_steps=7, pretrain_epochs=1)
+    fit(cfg)
+    rows = [r for r in read_log(run_paths(tmp_path / "run")["log"]) if r["kind"] == "train"]
+    assert [int(r["step"]) for r in rows] == list(range(1, 8))
+    for r in rows[:5]:
+        assert r["d_logit_real"] == r["d_logit_fake"] == r["d_total"] == ""
+    for r in rows[5:]:
+        real, fake = float(r["d_logit_real"]), float(r["d_logit_fake"])
+        assert abs(real) < 50 and abs(fake) < 50 and real != fake and r["d_total"] != ""
+
+
+def test_a_state_and_log_of_an_earlier_geosr_resume_exactly(scene_folder, tmp_path):
+    """A format-1 state without the keys added later (the guard's history, the last validation) and a log.csv
+    without the logit columns: the run resumes to the same weights as an uninterrupted one, and the log gains the
+    new columns, empty in the old rows."""
+    straight = fit(tiny(scene_folder, tmp_path / "a", max_steps=4, val_every_steps=2))
+    first = tiny(scene_folder, tmp_path / "b", max_steps=2, val_every_steps=2)
+    fit(first)
+    paths = run_paths(tmp_path / "b")
+    state = load_state(paths["state"])
+    del state["guard"], state["last_val"]
+    save_state(paths["state"], state)
+    old_columns = [c for c in LOG_COLUMNS if not c.startswith("d_logit")]
+    rows = read_log(paths["log"])
+    with paths["log"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    resumed = fit(resume_config(first, {"max_steps": 4}), resume=True)
+    a, b = load_state(run_paths(tmp_path / "a")["state"]), load_state(paths["state"])
+    assert b["step"] == 4 and all(torch.equal(v, b["g"][k]) for k, v in a["g"].items())
+    assert all(torch.equal(v, b["d"][k]) for k, v in a["d"].items())
+    assert resumed.best_psnr == straight.best_psnr
+    with paths["log"].open(newline="") as f:
+        assert next(csv.reader(f)) == list(LOG_COLUMNS)
+    log_b = read_log(paths["log"])
+    assert [r["kind"] for r in log_b] == ["train", "train", "val", "train", "train", "val"]
+    assert log_b[0]["d_logit_real"] == "" and log_b[3]["d_logit_real"] != ""
+    assert [r["g_total"] for r in log_b] == [r["g_total"] for r in read_log(run_paths(tmp_path / "a")["log"])]
