@@ -5,24 +5,48 @@ Devices: 'auto' takes CUDA (the GPU of this process's LOCAL_RANK under torchrun)
 Precisions: 'fp32' (no autocast), 'bf16' (bfloat16 autocast: CUDA GPUs from Ampere on, and CPUs; several times faster
 than fp32 on CPUs with AMX), 'fp16' (float16 autocast, CUDA and MPS; training adds a gradient scaler) and 'auto': bf16
 on CUDA GPUs that support it and on CPUs with AMX or AVX-512-BF16, fp32 elsewhere.
+
+Under torchrun, ``torchrun_env()`` reads this process's place in the job (RANK, WORLD_SIZE, LOCAL_RANK,
+LOCAL_WORLD_SIZE): ``geosr upscale`` shares the files out by rank, ``geosr train`` joins a process group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
+import re
 from pathlib import Path
+from typing import Mapping, NamedTuple
 
 import torch
 
-from geosr.errors import GeosrError
+from geosr.errors import GeosrError, OptionError
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class DeviceError(GeosrError, ValueError):
-    """A device or precision that does not exist on this machine."""
+    """A device or precision that does not exist on this machine (``option`` names the setting)."""
+
+
+def check_device_spec(spec: str | None) -> str:
+    """``spec`` normalised ('auto' for None; lower case); raises OptionError unless it is auto, cpu, cuda, cuda:N or
+    mps. Whether that device exists here is resolve_device's question."""
+    text = (spec or "auto").strip().lower()
+    if not _DEVICE_SPEC.match(text):
+        raise OptionError(f"{spec!r}: expected {DEVICES}", option="--device")
+    return text
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` in lower case; raises OptionError unless it is one of PRECISIONS."""
+    text = precision.strip().lower()
+    if text not in PRECISIONS:
+        raise OptionError(f"{precision!r}: expected one of {', '.join(PRECISIONS)}", option="--precision")
+    return text
 
 
 def _mps_available() -> bool:
@@ -30,8 +54,11 @@ def _mps_available() -> bool:
 
 
 def resolve_device(spec: str | None = "auto", local_rank: int | None = None) -> torch.device:
-    """The torch device for ``spec`` (see the module docstring); raises DeviceError for one that does not exist."""
-    spec = (spec or "auto").strip().lower()
+    """The torch device for ``spec`` (see the module docstring).
+
+    Raises OptionError for a spec that names no kind of device, DeviceError for a device this machine lacks.
+    """
+    spec = check_device_spec(spec)
     cuda = torch.cuda.is_available()
     if spec == "auto":
         if cuda:
@@ -41,21 +68,17 @@ def resolve_device(spec: str | None = "auto", local_rank: int | None = None) -> 
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise DeviceError("--device mps: no Apple GPU (MPS) is available here; use cpu or auto")
+            raise DeviceError("--device mps: no Apple GPU (MPS) is available here; use cpu or auto", option="--device")
         return torch.device("mps")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not cuda:
-            raise DeviceError(f"--device {spec}: PyTorch sees no CUDA GPU here; use cpu or auto")
-        index = (local_rank or 0) if spec == "cuda" else spec.split(":", 1)[1]
-        try:
-            index = int(index)
-        except ValueError:
-            raise DeviceError(f"--device {spec}: expected cuda:N with N a GPU number") from None
-        n = torch.cuda.device_count()
-        if not 0 <= index < n:
-            raise DeviceError(f"--device {spec}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}")
-        return torch.device("cuda", index)
-    raise DeviceError(f"--device {spec!r}: expected {DEVICES}")
+    # cuda or cuda:N
+    if not cuda:
+        raise DeviceError(f"--device {spec}: PyTorch sees no CUDA GPU here; use cpu or auto", option="--device")
+    index = (local_rank or 0) if spec == "cuda" else int(spec.split(":", 1)[1])
+    n = torch.cuda.device_count()
+    if not 0 <= index < n:
+        raise DeviceError(f"--device {spec}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}",
+                          option="--device")
+    return torch.device("cuda", index)
 
 
 def cpu_supports_bf16() -> bool:
@@ -82,10 +105,11 @@ def cpu_has_amx() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The concrete precision ('fp32', 'bf16' or 'fp16') for ``precision`` on ``device``; DeviceError if impossible."""
-    precision = precision.strip().lower()
-    if precision not in PRECISIONS:
-        raise DeviceError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    """The concrete precision ('fp32', 'bf16' or 'fp16') for ``precision`` on ``device``.
+
+    Raises OptionError for a name that is no precision, DeviceError for one that ``device`` cannot compute in.
+    """
+    precision = check_precision(precision)
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
@@ -93,11 +117,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16" if cpu_supports_bf16() else "fp32"
         return "fp32"
     if precision == "fp16" and device.type == "cpu":
-        raise DeviceError("--precision fp16 needs a GPU; on the CPU use bf16 (fast with AMX) or fp32")
+        raise DeviceError("--precision fp16 needs a GPU; on the CPU use bf16 (fast with AMX) or fp32",
+                          option="--precision")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32")
+        raise DeviceError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32",
+                          option="--precision")
     if precision == "bf16" and device.type == "mps":
-        raise DeviceError("--precision bf16 is not available on MPS; use fp16 or fp32")
+        raise DeviceError("--precision bf16 is not available on MPS; use fp16 or fp32", option="--precision")
     return precision
 
 
@@ -124,3 +150,48 @@ def describe_hardware(device: torch.device) -> str:
     except OSError:
         pass
     return f"cpu: {name}, {torch.get_num_threads()} threads{', AMX' if cpu_has_amx() else ''}"
+
+
+# --- torchrun ----------------------------------------------------------------------------------------------------
+
+
+class Torchrun(NamedTuple):
+    """This process's place in a torchrun job; the defaults describe a process started without torchrun.
+
+    local_rank is None without torchrun (no GPU is implied); local_world_size: processes on this node.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int | None = None
+    local_world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def torchrun_env(environ: Mapping[str, str] | None = None) -> Torchrun:
+    """Read RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE as torchrun sets them (``os.environ`` by default).
+
+    Without WORLD_SIZE (or with 1) this is a single process. Raises GeosrError for values that are not integers, a
+    RANK outside WORLD_SIZE, or a job of several processes without RANK.
+    """
+    env = os.environ if environ is None else environ
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local = env.get("LOCAL_RANK")
+        local_rank = int(local) if local is not None else None
+        local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+    except ValueError:
+        found = ", ".join(f"{k}={env[k]!r}" for k in names if k in env)
+        raise GeosrError(f"{', '.join(names)} must be integers, as torchrun sets them; got {found}") from None
+    if world > 1 and "RANK" not in env:
+        raise GeosrError(f"WORLD_SIZE is {world} but RANK is not set; start the processes with torchrun")
+    if world < 1 or not 0 <= rank < world:
+        raise GeosrError(f"RANK {rank} is outside WORLD_SIZE {world}")
+    if local_rank is not None and local_rank < 0:
+        raise GeosrError(f"LOCAL_RANK {local_rank} is negative")
+    return Torchrun(rank, world, local_rank, max(1, local_world))

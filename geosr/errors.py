@@ -1,12 +1,28 @@
-"""Exceptions that carry a message meant for the user.
+"""Exceptions that carry a message meant for the user, and the one way to put a message on one line.
 
-Library code raises these with a one-line message that names the file, the value and the remedy; the command line
-turns them into an error line and a non-zero exit code without a traceback.
+Library code raises these with a one-line message that names the file, the value and the remedy, and, where the error
+is about one setting, that setting's command-line name in ``option`` (``"--overlap"``), so that a caller can point at
+it without reading the message. The command line turns them into an error line and an exit code without a
+traceback: 2 for an ``OptionError`` (a value wrong in itself, found before any file is opened), 1 for the others.
 """
+
+from __future__ import annotations
 
 
 class GeosrError(Exception):
-    """An error caused by the user's input, with a message that says how to fix it."""
+    """An error caused by the user's input, with a message that says how to fix it.
+
+    option: the command-line name of the setting the error is about (e.g. ``"--bands"``), or None.
+    """
+
+    def __init__(self, message: str = "", *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class OptionError(GeosrError, ValueError):
+    """A setting whose value is wrong in itself, whatever the files: out of range, unparsable, or excluded by another
+    setting. A usage error (exit 2 on the command line); ``option`` names the setting."""
 
 
 class ModelFileError(GeosrError):
@@ -23,3 +39,20 @@ class DataError(GeosrError):
 
 class WriteError(GeosrError):
     """A file that could not be written (disk full, no permission, ...); what was there before is left intact."""
+
+
+class OutputExistsError(WriteError):
+    """An output file exists and was not to be replaced (or appeared meanwhile, written by another process)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (its type's name when it has none).
+
+    An error raised in a DataLoader worker process comes back with the worker's traceback in its message; only the
+    original message (the traceback's last line, without the exception's type) is kept.
+    """
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split()) or type(exc).__name__

@@ -1,7 +1,8 @@
 """Distributed data-parallel training under torchrun.
 
 ``torchrun --nproc_per_node N [--nnodes M ...] -m geosr.cli.main train ...`` starts one process per GPU (or N CPU
-processes); torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) is picked up here.
+processes); torchrun's environment is read by geosr.device.torchrun_env (RANK, WORLD_SIZE, LOCAL_RANK) and by
+torch.distributed (MASTER_ADDR, MASTER_PORT).
 The backend is NCCL on GPUs and gloo on CPUs. Without torchrun (WORLD_SIZE unset or 1), training runs in this one
 process and every helper below is a no-op. Rank 0 alone logs, draws the progress bar and writes files.
 """
@@ -9,14 +10,13 @@ process and every helper below is a no-op. Rank 0 alone logs, draws the progress
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from geosr.device import resolve_device
+from geosr.device import resolve_device, torchrun_env
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,10 @@ class DistContext:
 
 def setup(device: str = "auto") -> DistContext:
     """Join the torchrun job if there is one (initialising the process group) and pick this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    job = torchrun_env()
+    if not job.distributed:
         return DistContext(device=resolve_device(device))
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    local_rank = job.local_rank or 0
     dev = resolve_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
@@ -54,7 +52,7 @@ def setup(device: str = "auto") -> DistContext:
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-    return DistContext(rank, world, local_rank, local_world, dev, backend)
+    return DistContext(job.rank, job.world_size, local_rank, job.local_world_size, dev, backend)
 
 
 def cleanup(ctx: DistContext) -> None:
