@@ -24,14 +24,14 @@ from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from geosr.errors import GeosrError, RasterError
+from geosr.errors import GeosrError, OptionError, RasterError, one_line
 
 
 class AOIError(GeosrError):
-    """An area of interest that cannot be read or used."""
+    """An area of interest that cannot be read or used (``option``: the option that gave it)."""
 
 
-class AOITextError(AOIError):
+class AOITextError(AOIError, OptionError):
     """WKT, a bounding box or a CRS given as text that does not parse or is not an area: a usage error."""
 
 
@@ -46,6 +46,7 @@ class AOI:
     geometry: BaseGeometry
     crs: str | None
     source: str
+    option: str = "--aoi"  # the command-line option that gave it
 
 
 def load_aoi(spec: str, crs: str | None = None) -> AOI:
@@ -65,11 +66,11 @@ def load_aoi(spec: str, crs: str | None = None) -> AOI:
         geom = shapely.from_wkt(spec)
     except GEOSException as exc:
         raise AOITextError(
-            f"--aoi {_short(spec)}: neither a GeoJSON file nor valid WKT ({exc}); give a .geojson path or a WKT "
-            "POLYGON"
+            f"--aoi {_short(spec)}: neither a GeoJSON file nor valid WKT ({one_line(exc)}); give a .geojson path or "
+            "a WKT POLYGON", option="--aoi",
         ) from None
     if geom is None:
-        raise AOITextError(f"--aoi {_short(spec)}: empty; give a .geojson path or a WKT POLYGON")
+        raise AOITextError(f"--aoi {_short(spec)}: empty; give a .geojson path or a WKT POLYGON", option="--aoi")
     return AOI(_polygonal(geom, f"--aoi {_short(spec)}", AOITextError), crs, "WKT")
 
 
@@ -77,23 +78,24 @@ def bbox_aoi(bounds: tuple[float, float, float, float], crs: str | None = None) 
     """An AOI from (minx, miny, maxx, maxy) in ``crs`` (the raster's CRS when None)."""
     minx, miny, maxx, maxy = bounds
     if not (minx < maxx and miny < maxy):
-        raise AOITextError(f"--bbox {minx:g},{miny:g},{maxx:g},{maxy:g}: needs minx < maxx and miny < maxy")
+        raise AOITextError(f"--bbox {minx:g},{miny:g},{maxx:g},{maxy:g}: needs minx < maxx and miny < maxy",
+                           option="--bbox")
     if crs is not None:
         _check_crs(crs)
-    return AOI(box(minx, miny, maxx, maxy), crs, f"bbox {minx:g},{miny:g},{maxx:g},{maxy:g}")
+    return AOI(box(minx, miny, maxx, maxy), crs, f"bbox {minx:g},{miny:g},{maxx:g},{maxy:g}", "--bbox")
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """'minx,miny,maxx,maxy' -> four floats; raises ValueError with a readable message."""
+    """'minx,miny,maxx,maxy' -> four floats; raises AOITextError (a ValueError) with a readable message."""
     parts = [p for p in text.replace(" ", ",").split(",") if p]
     if len(parts) != 4:
-        raise ValueError(f"expected minx,miny,maxx,maxy (four numbers), got {text!r}")
+        raise AOITextError(f"expected minx,miny,maxx,maxy (four numbers), got {text!r}", option="--bbox")
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
-        raise ValueError(f"expected four numbers minx,miny,maxx,maxy, got {text!r}") from None
+        raise AOITextError(f"expected four numbers minx,miny,maxx,maxy, got {text!r}", option="--bbox") from None
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"expected four finite numbers, got {text!r}")
+        raise AOITextError(f"expected four finite numbers, got {text!r}", option="--bbox")
     return values  # type: ignore[return-value]
 
 
@@ -108,20 +110,22 @@ def _check_crs(crs: str, where: str | None = None) -> None:
         CRS.from_user_input(crs)
     except CRSError:
         if where is not None:
-            raise AOIError(f"--aoi {where}: its CRS {crs!r} is not one rasterio understands; give --aoi-crs") \
-                from None
-        raise AOITextError(f"--aoi-crs {crs!r}: not a CRS rasterio understands; use e.g. EPSG:4326") from None
+            raise AOIError(f"--aoi {where}: its CRS {crs!r} is not one rasterio understands; give --aoi-crs",
+                           option="--aoi") from None
+        raise AOITextError(f"--aoi-crs {crs!r}: not a CRS rasterio understands; use e.g. EPSG:4326",
+                           option="--aoi-crs") from None
 
 
 def _load_geojson(path: Path, crs: str | None) -> AOI:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise AOIError(f"--aoi {path}: no such file (give a GeoJSON file or a WKT polygon)") from None
+        raise AOIError(f"--aoi {path}: no such file (give a GeoJSON file or a WKT polygon)",
+                       option="--aoi") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AOIError(f"--aoi {path}: not a GeoJSON file ({exc})") from None
+        raise AOIError(f"--aoi {path}: not a GeoJSON file ({one_line(exc)})", option="--aoi") from None
     if not isinstance(data, dict):
-        raise AOIError(f"--aoi {path}: not a GeoJSON object")
+        raise AOIError(f"--aoi {path}: not a GeoJSON object", option="--aoi")
     if data.get("type") == "FeatureCollection":
         geoms = [f.get("geometry") for f in data.get("features") or [] if isinstance(f, dict)]
     elif data.get("type") == "Feature":
@@ -131,9 +135,9 @@ def _load_geojson(path: Path, crs: str | None) -> AOI:
     try:
         shapes = [shape(g) for g in geoms if g]
     except (KeyError, TypeError, ValueError, AttributeError, GEOSException) as exc:
-        raise AOIError(f"--aoi {path}: invalid GeoJSON geometry ({exc})") from None
+        raise AOIError(f"--aoi {path}: invalid GeoJSON geometry ({one_line(exc)})", option="--aoi") from None
     if not shapes:
-        raise AOIError(f"--aoi {path}: holds no geometry")
+        raise AOIError(f"--aoi {path}: holds no geometry", option="--aoi")
     if crs is None:
         named = ((data.get("crs") or {}).get("properties") or {}).get("name")
         crs = named or "EPSG:4326"
@@ -147,14 +151,15 @@ def _polygonal(geom: BaseGeometry, what: str, error: type[AOIError] = AOIError) 
     if geom.geom_type == "GeometryCollection":
         geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
     if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        raise error(f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})")
+        raise error(f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})",
+                    option="--aoi")
     if not all(math.isfinite(v) for v in geom.bounds):
-        raise error(f"{what}: the polygon has coordinates that are not finite numbers")
+        raise error(f"{what}: the polygon has coordinates that are not finite numbers", option="--aoi")
     if not geom.is_valid:
         geom = geom.buffer(0)
     if geom.is_empty or geom.area <= 0:
         raise error(f"{what}: the polygon encloses no area (a self-intersecting or degenerate ring); give a simple "
-                    "polygon")
+                    "polygon", option="--aoi")
     return geom
 
 
@@ -164,11 +169,13 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
     Raises RasterError for a raster without a geotransform and a CRS when the AOI has a CRS of its own.
     """
     if ds.transform == Affine.identity() and ds.crs is None:
-        raise RasterError(f"{path}: has no geotransform, so --aoi/--bbox cannot be placed on it; drop them")
+        raise RasterError(f"{path}: has no geotransform, so --aoi/--bbox cannot be placed on it; drop them",
+                          option=aoi.option)
     geom = aoi.geometry
     if aoi.crs is not None:
         if ds.crs is None:
-            raise RasterError(f"{path}: has no CRS to reproject the AOI ({aoi.crs}) to; drop --aoi-crs")
+            raise RasterError(f"{path}: has no CRS to reproject the AOI ({aoi.crs}) to; drop --aoi-crs",
+                              option="--aoi-crs")
         src_crs = CRS.from_user_input(aoi.crs)
         if src_crs != ds.crs:
             minx, miny, maxx, maxy = geom.bounds
@@ -178,7 +185,7 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
             except (RasterioError, ValueError) as exc:
                 raise AOIMissError(
                     f"{path}: the area of interest ({aoi.source}) cannot be reprojected from {aoi.crs} to the "
-                    f"raster's CRS ({' '.join(str(exc).split())}); check --aoi-crs"
+                    f"raster's CRS ({one_line(exc)}); check --aoi-crs", option="--aoi-crs",
                 ) from None
             if not geom.is_valid:
                 geom = geom.buffer(0)
@@ -195,7 +202,8 @@ def aoi_window(aoi: AOI, ds, path) -> tuple[Window, BaseGeometry]:
     inside = px.intersection(box(0, 0, ds.width, ds.height))
     if inside.is_empty or inside.area <= 0:
         where = f" (AOI CRS {aoi.crs})" if aoi.crs else " (AOI taken in the raster's CRS; set --aoi-crs if not)"
-        raise AOIMissError(f"{path}: the area of interest ({aoi.source}) does not meet the raster{where}")
+        raise AOIMissError(f"{path}: the area of interest ({aoi.source}) does not meet the raster{where}",
+                           option=aoi.option)
     x0, y0, x1, y1 = inside.bounds
     c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
     c1, r1 = min(ds.width, math.ceil(x1)), min(ds.height, math.ceil(y1))

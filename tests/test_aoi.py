@@ -1,0 +1,106 @@
+"""geosr.aoi: areas of interest from WKT, GeoJSON and boxes, their window on a raster, and the errors that name the
+option they came from (usage errors for text that does not parse, file errors for GeoJSON files)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from geosr.aoi import AOI, AOIError, AOIMissError, AOITextError, aoi_window, bbox_aoi, load_aoi, parse_bbox
+from geosr.errors import OptionError, RasterError
+
+T = Affine(10, 0, 500000, 0, -10, 4000000)  # EPSG:32633, 10 m pixels
+
+
+@pytest.fixture
+def raster(tmp_path, make_geotiff, synthetic_image):
+    """100 x 100 pixels, EPSG:32633, 500000..501000 E, 3999000..4000000 N."""
+    return make_geotiff(tmp_path / "r.tif", synthetic_image(3, 100, 100), transform=T)
+
+
+def window_of(aoi, path):
+    with rasterio.open(path) as ds:
+        return aoi_window(aoi, ds, path)
+
+
+# --- what an AOI is -------------------------------------------------------------------------------------------------
+
+
+def test_wkt_is_in_the_rasters_crs_and_a_box_in_any(raster):
+    wkt = load_aoi("POLYGON((500100 3999900, 500300 3999900, 500300 3999700, 500100 3999700, 500100 3999900))")
+    assert (wkt.crs, wkt.source, wkt.option) == (None, "WKT", "--aoi")
+    window, _ = window_of(wkt, raster)
+    assert window == Window(10, 10, 20, 20)
+    box = bbox_aoi((500100, 3999700, 500300, 3999900))
+    assert box.option == "--bbox" and window_of(box, raster)[0] == Window(10, 10, 20, 20)
+
+
+def test_geojson_is_lon_lat_unless_it_names_its_crs(tmp_path, raster):
+    ring = [[500100, 3999900], [500300, 3999900], [500100, 3999700], [500100, 3999900]]
+    legacy = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+              "crs": {"type": "name", "properties": {"name": "EPSG:32633"}}}
+    (tmp_path / "a.geojson").write_text(json.dumps(legacy))
+    aoi = load_aoi(str(tmp_path / "a.geojson"))
+    assert aoi.crs == "EPSG:32633" and aoi.source == str(tmp_path / "a.geojson")
+    window, px = window_of(aoi, raster)
+    assert window == Window(10, 10, 20, 20) and px.area == pytest.approx(200)  # a triangle of 20 x 20 pixels
+    plain = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": legacy["geometry"]}]}
+    (tmp_path / "b.geojson").write_text(json.dumps(plain))
+    assert load_aoi(str(tmp_path / "b.geojson")).crs == "EPSG:4326"
+
+
+# --- errors name the option they are about --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, option, message",
+    [
+        (lambda: load_aoi("POLYGON((0 0, 1 0"), "--aoi", "neither a GeoJSON file nor valid WKT"),
+        (lambda: load_aoi("LINESTRING (0 0, 1 1)"), "--aoi", "must be a polygon"),
+        (lambda: load_aoi("POLYGON ((0 0, 1 1, 2 2, 0 0))"), "--aoi", "encloses no area"),
+        (lambda: load_aoi("POLYGON ((0 0, 1 0, 1 1, 0 0))", "not a crs"), "--aoi-crs", "not a CRS"),
+        (lambda: bbox_aoi((3, 0, 1, 1)), "--bbox", "minx < maxx"),
+        (lambda: parse_bbox("1,2,3"), "--bbox", "four numbers"),
+        (lambda: parse_bbox("a,b,c,d"), "--bbox", "four numbers"),
+        (lambda: parse_bbox("0,0,inf,1"), "--bbox", "finite"),
+    ],
+    ids=["wkt-broken", "wkt-line", "wkt-no-area", "crs-unknown", "bbox-inverted", "bbox-three", "bbox-letters",
+         "bbox-inf"],
+)
+def test_text_that_is_no_area_is_a_usage_error_naming_its_option(make, option, message):
+    with pytest.raises(AOITextError, match=message) as info:
+        make()
+    assert isinstance(info.value, OptionError) and isinstance(info.value, ValueError)
+    assert info.value.option == option
+
+
+def test_a_geojson_file_that_cannot_be_used_is_a_file_error(tmp_path):
+    with pytest.raises(AOIError, match="no such file") as info:
+        load_aoi(str(tmp_path / "missing.geojson"))
+    assert info.value.option == "--aoi" and not isinstance(info.value, OptionError)
+    (tmp_path / "bad.geojson").write_text("{not json")
+    with pytest.raises(AOIError, match="not a GeoJSON file") as info:
+        load_aoi(str(tmp_path / "bad.geojson"))
+    assert "\n" not in str(info.value) and not isinstance(info.value, OptionError)
+
+
+def test_an_aoi_that_misses_the_raster_names_the_option_it_came_from(raster):
+    with pytest.raises(AOIMissError, match="does not meet the raster") as info:
+        window_of(bbox_aoi((0, 0, 1, 1)), raster)
+    assert info.value.option == "--bbox"
+    with pytest.raises(AOIMissError) as info:
+        window_of(load_aoi("POLYGON((0 0, 1 0, 1 1, 0 0))"), raster)
+    assert info.value.option == "--aoi"
+
+
+def test_a_plain_image_cannot_take_an_aoi(tmp_path, synthetic_image):
+    png = tmp_path / "plain.png"
+    with rasterio.open(png, "w", driver="PNG", width=20, height=20, count=3, dtype="uint8") as d:
+        d.write(synthetic_image(3, 20, 20))
+    with pytest.raises(RasterError, match="no geotransform") as info:
+        window_of(AOI(bbox_aoi((0, 0, 5, 5)).geometry, None, "bbox 0,0,5,5", "--bbox"), png)
+    assert info.value.option == "--bbox"
