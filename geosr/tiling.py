@@ -18,12 +18,18 @@ covered, and the blended result does not depend on the order in which the tiles 
 
 A model whose receptive field reaches at most o / 4 input pixels therefore gives tiled output equal to whole-image
 output (to float precision).
+
+``tile_array`` runs a predictor over a whole (bands, H, W) array with exactly this scheme (the grid, the weights, the
+reflection padding of an axis shorter than the tile, the float32 accumulation in tile order): what ``geosr upscale``
+computes for a raster with those pixels, without the raster I/O. ``geosr evaluate`` measures models through it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
@@ -259,6 +265,60 @@ class StripAccumulator:
         done = self.rows(stop).copy()
         self.advance(stop)
         return done
+
+
+def even_splits(n: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) of ``parts`` near-equal consecutive chunks of n items (17 in 3: 5, 6, 6)."""
+    bounds = [n * k // parts for k in range(parts + 1)] if parts else [0]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def tile_array(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    *,
+    scale: int,
+    tile_size: int,
+    overlap: int,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Super-resolve a (bands, H, W) array in tiles, blended as ``geosr upscale`` blends a raster's tiles.
+
+    predict: maps (B, bands, t, t) float32 model values to (B, bands', scale*t, scale*t) float32 (a
+    ``geosr.inference.Predictor`` or any callable like it). x: float32 model values, no invalid pixels left.
+    tile_size, overlap: input pixels, as upscale's options (``tiling_problem`` rules); batch_size: tiles per call,
+    batched per tile row in near-equal batches as upscale batches them. An axis shorter than the tile is padded by
+    reflection to the tile and the padding is cropped from the output. Returns (bands', scale*H, scale*W) float32.
+    Raises ValueError for a tile size, overlap or batch size that is not usable, or a predictor that returns another
+    size.
+    """
+    problem = tiling_problem(tile_size, overlap)
+    if problem is not None:
+        raise ValueError(problem)
+    if batch_size < 1:
+        raise ValueError(f"batch size {batch_size}: must be at least 1")
+    _, h, w = x.shape
+    grid = TileGrid(h, w, tile_size, overlap, scale)
+    ph, pw = max(0, tile_size - h), max(0, tile_size - w)
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    len_r, len_c = grid.rows.length, grid.cols.length
+    acc: StripAccumulator | None = None
+    for r, y0 in enumerate(grid.rows.starts):
+        cols = grid.cols.starts
+        for b0, b1 in even_splits(len(cols), math.ceil(len(cols) / batch_size)):
+            tiles = np.stack([x[:, y0 : y0 + tile_size, x0 : x0 + tile_size] for x0 in cols[b0:b1]])
+            outs = predict(tiles)  # (B, bands', s*tile, s*tile)
+            if outs.shape[0] != b1 - b0 or outs.shape[-2:] != (scale * tile_size, scale * tile_size):
+                raise ValueError(
+                    f"the predictor gave {tuple(outs.shape)} for tiles {tuple(tiles.shape)} at x{scale}"
+                )
+            if acc is None:
+                acc = StripAccumulator(outs.shape[1], scale * h, 0, scale * w)
+            for c, out in zip(range(b0, b1), outs):
+                acc.add(out[:, : scale * len_r, : scale * len_c], grid.weight(r, c), scale * y0, scale * cols[c])
+    return acc.pop(scale * h)
 
 
 def seam_index(

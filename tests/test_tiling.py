@@ -1,4 +1,4 @@
-"""The tile grid, the blend weights, the strip accumulator and the seam index (pure functions, no model)."""
+"""The tile grid, the blend weights, the strip accumulator, tiling a whole array and the seam index (no model)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geosr.tiling import AxisTiling, StripAccumulator, TileGrid, seam_index, tile_starts
+from geosr.tiling import AxisTiling, StripAccumulator, TileGrid, even_splits, seam_index, tile_array, tile_starts
 
 
 @st.composite
@@ -156,3 +156,53 @@ def test_seam_index_subpixel_discounts_a_pattern_at_the_scale():
     img[:, ::4] += 1.0  # a pattern every 4 pixels, like an untrained pixel-shuffle upsampler
     assert seam_index(img, 40, 0) > 1.5  # the seam phase falls on the pattern
     assert seam_index(img, 40, 0, subpixel=4) == pytest.approx(1.0, abs=0.05)
+
+
+# --- a whole array, as upscale tiles a raster ------------------------------------------------------------------------
+
+
+def nearest(scale: int, calls: list | None = None):
+    """A predictor that upsamples by nearest neighbour (a model without context: tiling cannot change its output)."""
+
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        if calls is not None:
+            calls.append(tiles.copy())
+        return tiles.repeat(scale, axis=2).repeat(scale, axis=3)
+
+    return predict
+
+
+@pytest.mark.parametrize("h, w, tile, overlap, scale", [(70, 83, 32, 8, 2), (50, 50, 16, 8, 3), (64, 64, 64, 0, 4)])
+def test_tile_array_blends_to_the_whole_array_result(h, w, tile, overlap, scale):
+    x = np.random.default_rng(0).uniform(-1, 1, (3, h, w)).astype(np.float32)
+    calls = []
+    y = tile_array(nearest(scale, calls), x, scale=scale, tile_size=tile, overlap=overlap, batch_size=3)
+    assert y.dtype == np.float32 and y.shape == (3, scale * h, scale * w)
+    np.testing.assert_allclose(y, x.repeat(scale, axis=1).repeat(scale, axis=2), atol=1e-6)  # weights sum to 1
+    grid = TileGrid(h, w, tile, overlap, scale)
+    assert sum(len(c) for c in calls) == len(grid) and max(len(c) for c in calls) <= 3
+    assert all(c.shape[1:] == (3, tile, tile) for c in calls)
+
+
+def test_tile_array_pads_an_array_smaller_than_the_tile_by_reflection():
+    x = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
+    calls = []
+    y = tile_array(nearest(2, calls), x, scale=2, tile_size=16, overlap=4)
+    (tiles,) = calls
+    np.testing.assert_array_equal(tiles[0], np.pad(x, ((0, 0), (0, 11), (0, 9)), mode="reflect"))
+    np.testing.assert_array_equal(y, x.repeat(2, axis=1).repeat(2, axis=2))  # the padding is cropped
+
+
+def test_tile_array_refuses_unusable_settings_and_wrong_predictors():
+    x = np.zeros((1, 40, 40), np.float32)
+    with pytest.raises(ValueError, match="overlap 20"):
+        tile_array(nearest(2), x, scale=2, tile_size=32, overlap=20)
+    with pytest.raises(ValueError, match="batch size 0"):
+        tile_array(nearest(2), x, scale=2, tile_size=32, overlap=8, batch_size=0)
+    with pytest.raises(ValueError, match="the predictor gave"):
+        tile_array(nearest(3), x, scale=2, tile_size=32, overlap=8)
+
+
+def test_even_splits():
+    assert even_splits(17, 3) == [(0, 5), (5, 11), (11, 17)]
+    assert even_splits(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)] and even_splits(0, 0) == []
