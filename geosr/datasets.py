@@ -13,26 +13,28 @@ Layouts (``find_images`` detects them):
   pair, the split is the folder; a single ``HR/`` + ``LR_xN/`` folder is split by the ``folders`` rule on its HR images.
   Evaluation uses the layout's own LR images; training takes HR patches and the aligned LR patches.
 
-Split ``all`` is every image. Files are read with rasterio (GeoTIFF, TIFF, PNG, JPEG, ...); plain images without
-georeferencing raise no warnings. Raises DataError with a message naming the folder and the remedy.
+Split ``all`` is every image. Images (GeoTIFF, TIFF, PNG, JPEG, ...) are read through ``geosr.raster``'s readers, the
+ones ``geosr upscale`` uses: damaged files (a truncated PNG or JPEG too) fail with a DataError naming them, plain
+images without georeferencing raise no warnings. ``image_radiometry`` is an image's mapping to the model's range
+(``geosr.radiometry``, the same as upscale's for that file), and ``read_image`` can replace the invalid pixels
+(nodata, alpha 0, masks, extreme float fills) by its fill values. Raises DataError with a message naming the folder
+or file and the remedy.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geosr.errors import DataError
-from geosr.radiometry import PERCENTILES
+from geosr.radiometry import Radiometry, valid_mask
+from geosr.raster import has_masks, open_raster, raster_radiometry, read_whole, read_window
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp", ".jp2")
 SPLITS = ("train", "val", "test", "all")
@@ -232,22 +234,14 @@ class ImageInfo:
 # evaluation, which measures whole images, refuses them.
 MAX_WHOLE_PIXELS = 1 << 26
 
-
-def _open(path: Path):
-    try:
-        return rasterio.open(path)
-    except RasterioError as exc:
-        raise DataError(
-            f"{path}: cannot be read as an image ({' '.join(str(exc).split())}); remove it from the data or replace "
-            "it"
-        ) from None
+# What a data set's user can do about an image that cannot be read.
+REMEDY = "; remove it from the data or replace it"
 
 
 def image_info(path: str | Path) -> ImageInfo:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open(Path(path)) as src:
-            return ImageInfo(src.count, src.height, src.width, src.dtypes[0])
+    """The header of an image; raises DataError naming a file that cannot be opened."""
+    with open_raster(path, DataError, REMEDY) as src:
+        return ImageInfo(src.count, src.height, src.width, src.dtypes[0])
 
 
 def check_bands(path: str | Path, count: int, bands: Sequence[int]) -> None:
@@ -261,34 +255,47 @@ def check_bands(path: str | Path, count: int, bands: Sequence[int]) -> None:
 
 
 def read_image(
-    path: str | Path, bands: Sequence[int] | None = None, window: tuple[int, int, int, int] | None = None
+    path: str | Path,
+    bands: Sequence[int] | None = None,
+    window: tuple[int, int, int, int] | None = None,
+    radiometry: Radiometry | None = None,
 ) -> np.ndarray:
     """Read ``bands`` (1-based; all when None) of an image as (C, H, W) in its own dtype.
 
-    window: (row, col, height, width) to read only part of a large raster. Raises DataError for an unreadable file
-    or a band index it does not have.
+    window: (row, col, height, width) to read only part of a large raster. radiometry: the image's mapping
+    (``image_radiometry``); when given, invalid pixels (nodata, alpha 0, masks, extreme float fills) are replaced by
+    its fill values, in raster units on the dtype's grid. Raises DataError for an unreadable or damaged file, a band
+    index it does not have, NaN or infinite values, or a whole image over MAX_WHOLE_PIXELS.
     """
     path = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open(path) as src:
-            idx = list(bands) if bands is not None else list(range(1, src.count + 1))
-            check_bands(path, src.count, idx)
-            win = Window(window[1], window[0], window[3], window[2]) if window is not None else None
-            if win is None and src.width * src.height > MAX_WHOLE_PIXELS:
+    with open_raster(path, DataError, REMEDY) as src:
+        idx = list(bands) if bands is not None else list(range(1, src.count + 1))
+        check_bands(path, src.count, idx)
+        masks = radiometry is not None and has_masks(src, idx)
+        if window is None:
+            if src.width * src.height > MAX_WHOLE_PIXELS:
                 raise DataError(
                     f"{path}: {src.width} x {src.height} pixels is too large to read as one image (at most "
                     f"{MAX_WHOLE_PIXELS} pixels); cut it into tiles (e.g. gdal_retile.py) first"
                 )
-            try:
-                data = src.read(idx, window=win)
-            except RasterioError as exc:
-                raise DataError(
-                    f"{path}: read failed, the file is damaged ({' '.join(str(exc).split())}); remove it from the "
-                    "data or replace it"
-                ) from None
+            data, m = read_whole(src, path, idx, masks, error=DataError, remedy=REMEDY)
+        else:
+            win = Window(window[1], window[0], window[3], window[2])
+            data, m = read_window(src, path, win, idx, masks, error=DataError, remedy=REMEDY)
     check_finite(path, data)
+    if radiometry is not None:
+        radiometry.fill_invalid(data, valid_mask(data, m))
     return data
+
+
+def image_radiometry(path: str | Path, bands: Sequence[int]) -> Radiometry:
+    """The mapping of ``bands`` (1-based) of an image to the model's range: ``geosr.raster.raster_radiometry``, the
+    one ``geosr upscale`` computes for the same file (0..255 for uint8; else per-band percentiles of the valid pixels of
+    a decimated read). Raises DataError naming an unreadable file or a missing band."""
+    path = Path(path)
+    with open_raster(path, DataError, REMEDY) as src:
+        check_bands(path, src.count, bands)
+        return raster_radiometry(src, path, list(bands), error=DataError, remedy=REMEDY)
 
 
 def check_finite(path: str | Path, data: np.ndarray) -> None:
@@ -309,39 +316,3 @@ def default_bands(path: str | Path, channels: int) -> list[int]:
             "pass --bands to pick them, or use a model with fewer input bands"
         )
     return list(range(1, channels + 1))
-
-
-def value_range(path: str | Path, bands: Sequence[int], dtype: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The per-band (low, high) that maps to the model's [-1, 1]: 0..255 for uint8; otherwise the 0.05 and 99.95
-    percentiles of a decimated read of the whole image (the convention of geosr upscale: one range per raster)."""
-    if np.dtype(dtype) == np.uint8:
-        return (0.0,) * len(bands), (255.0,) * len(bands)
-    path = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open(path) as src:
-            f = max(1, max(src.height, src.width) // 1024)
-            try:
-                sample = src.read(list(bands), out_shape=(len(bands), max(1, src.height // f), max(1, src.width // f)))
-            except RasterioError as exc:
-                raise DataError(
-                    f"{path}: read failed, the file is damaged ({' '.join(str(exc).split())}); remove it from the "
-                    "data or replace it"
-                ) from None
-    check_finite(path, sample)
-    lows, highs = [], []
-    for band in sample.astype(np.float64):
-        band = band[np.isfinite(band)]
-        lo, hi = (float(v) for v in np.percentile(band, PERCENTILES)) if band.size else (0.0, 1.0)
-        lows.append(lo)
-        highs.append(hi if hi > lo else lo + 1.0)
-    return tuple(lows), tuple(highs)
-
-
-def integer_range(dtype: str) -> tuple[float, float] | None:
-    """(min, max) of an integer dtype (its values are rounded and clipped to it), None for floats."""
-    dt = np.dtype(dtype)
-    if dt.kind in "iu":
-        info = np.iinfo(dt)
-        return float(info.min), float(info.max)
-    return None

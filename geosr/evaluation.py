@@ -2,24 +2,25 @@
 
 For every HR image of the split:
 
-1. the HR image is cropped (bottom and right) to a multiple of the scale;
+1. the HR image is read through ``geosr.datasets`` (invalid pixels, if any, take the fill values of the image's
+   ``geosr.radiometry.Radiometry``) and cropped (bottom and right) to a multiple of the scale;
 2. LR = MATLAB-style bicubic downsampling with antialiasing of that HR (``geosr.resize``), rounded and clipped to the
    image's integer grid after each pass as MATLAB does for uint8 data; the paired layout uses its own LR image
    instead (the HR is then cropped to scale x the LR size);
 3. the bicubic baseline = MATLAB-style bicubic upsampling of the LR to the HR size, on the same integer grid;
-4. the model's output in [-1, 1] is mapped back to the image's values and rounded to its integer grid;
+4. the model's output is what ``geosr upscale`` writes for an LR raster with those pixels: the LR mapped to the model's
+   range by the image's radiometry (the one upscale computes for the HR file), super-resolved in tiles blended exactly
+   as upscale blends them (``geosr.tiling.tile_array``, the model card's tile size and overlap), mapped back by the
+   same radiometry (clamped to the model's range, rounded half away from zero to the image's integer grid);
 5. PSNR and SSIM against the HR with ``scale`` pixels cropped from every border, on 0..255.
 
-uint8 images are measured on their own values. Other dtypes are mapped to 0..255 by the per-band range the model
-sees (``geosr.datasets.value_range``), without rounding. Images up to 256x256 LR pixels go through the model whole,
-as in the literature; larger ones (big GeoTIFF tiles) in 128-pixel tiles overlapping by 32, of which only the centre
-is kept.
+uint8 images are measured on their own values. Other dtypes are mapped to 0..255 by the per-band range of their
+radiometry (the range the model sees), without rounding.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,57 +28,47 @@ from typing import Callable, Sequence
 import numpy as np
 import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 
-from geosr.datasets import (
-    ImageItem,
-    check_bands,
-    image_info,
-    integer_range,
-    read_image,
-    value_range,
-)
+from geosr.checkpoint import ModelCard, default_overlap
+from geosr.datasets import REMEDY, ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.device import autocast
 from geosr.errors import DataError
 from geosr.metrics import psnr, ssim
+from geosr.radiometry import Radiometry, integer_range, round_half_away
+from geosr.raster import open_raster, quiet_georeferencing
 from geosr.resize import downscale, upscale
+from geosr.tiling import tile_array
 
-WHOLE_IMAGE_MAX_PIXELS = 256 * 256
-TILE, TILE_MARGIN = 128, 16
+# The tiling of a model whose card is not at hand: a card's own defaults. Callers with a card pass its values.
+DEFAULT_TILE_SIZE = ModelCard.tile_size
+DEFAULT_BATCH_SIZE = 8  # tiles per model call, as geosr upscale's default
 
 
 @dataclass
 class Pair:
-    """One HR/LR pair, in the image's own units (float64 tensors (C, H, W) and (C, H/s, W/s)) and its radiometry."""
+    """One HR/LR pair in the image's own units (float64 tensors (C, H, W) and (C, H/s, W/s)) and its radiometry."""
 
     item: ImageItem
     hr: torch.Tensor
     lr: torch.Tensor
-    dtype: str
-    low: torch.Tensor  # (C, 1, 1): the value mapped to -1
-    high: torch.Tensor  # (C, 1, 1): the value mapped to +1
+    radiometry: Radiometry
+
+    @property
+    def dtype(self) -> str:
+        return self.radiometry.dtype
 
     @property
     def integer(self) -> tuple[float, float] | None:
         return integer_range(self.dtype)
 
-    def to_model(self, x: torch.Tensor) -> torch.Tensor:
-        """Image values -> the model's [-1, 1] (float32)."""
-        return ((x - self.low) / (self.high - self.low) * 2 - 1).clamp(-1, 1).float()
-
-    def from_model(self, y: torch.Tensor) -> torch.Tensor:
-        """Model values -> image values, rounded and clipped to an integer dtype's grid (float64)."""
-        x = (y.double().clamp(-1, 1) + 1) / 2 * (self.high - self.low) + self.low
-        rng = self.integer
-        if rng is not None:
-            x = torch.floor(x + 0.5).clamp(*rng)
-        return x
-
     def to_255(self, x: torch.Tensor) -> torch.Tensor:
-        """Image values -> 0..255 for the metrics (identity for uint8)."""
+        """Image values -> 0..255 for the metrics (identity for uint8): the radiometry's range, in float64."""
         if self.dtype == "uint8":
             return x.double()
-        return ((x.double() - self.low) / (self.high - self.low) * 255).clamp(0, 255)
+        y = self.radiometry.to_model(x.double().numpy(), dtype=np.float64)  # clipped to the range
+        y += 1.0
+        y *= 127.5
+        return torch.from_numpy(y)
 
 
 def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -> Pair:
@@ -85,10 +76,11 @@ def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -
     info = image_info(item.path)
     bands = list(bands) if bands is not None else list(range(1, info.count + 1))
     check_bands(item.path, info.count, bands)
-    hr = torch.from_numpy(read_image(item.path, bands).astype(np.float64))
+    radiometry = image_radiometry(item.path, bands)
+    hr = torch.from_numpy(read_image(item.path, bands, radiometry=radiometry).astype(np.float64))
     lr_path = item.lr_path(scale)
     if lr_path is not None:
-        lr = torch.from_numpy(read_image(lr_path, bands).astype(np.float64))
+        lr = torch.from_numpy(read_image(lr_path, bands, radiometry=radiometry).astype(np.float64))
         h, w = lr.shape[-2] * scale, lr.shape[-1] * scale
         if hr.shape[-2] < h or hr.shape[-1] < w:
             raise DataError(
@@ -102,10 +94,7 @@ def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -
             raise DataError(f"{item.path}: {hr.shape[-1]}x{hr.shape[-2]} pixels is too small for x{scale}")
         hr = hr[:, :h, :w]
         lr = downscale(hr, scale, integer_range=integer_range(info.dtype))
-    low, high = value_range(item.path, bands, info.dtype)
-    low_t = torch.tensor(low, dtype=torch.float64).view(-1, 1, 1)
-    high_t = torch.tensor(high, dtype=torch.float64).view(-1, 1, 1)
-    return Pair(item, hr, lr, info.dtype, low_t, high_t)
+    return Pair(item, hr, lr, radiometry)
 
 
 def bicubic(pair: Pair, scale: int) -> torch.Tensor:
@@ -113,47 +102,41 @@ def bicubic(pair: Pair, scale: int) -> torch.Tensor:
     return upscale(pair.lr, scale, integer_range=pair.integer)
 
 
-@torch.no_grad()
+def model_predictor(
+    model: torch.nn.Module, device: torch.device, precision: str = "fp32"
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` as a predictor for ``geosr.tiling.tile_array``: (B, C, h, w) float32 -> (B, C', s*h, s*w) float32,
+    one forward pass in ``precision`` on ``device``, as ``geosr.inference.Predictor`` runs it."""
+
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(device)
+        # no_grad rather than inference_mode: the training loop validates its live model through here
+        with torch.no_grad(), autocast(device, precision):
+            y = model(x)  # (B, C', s*h, s*w)
+        return y.to("cpu", torch.float32).numpy()
+
+    return predict
+
+
 def super_resolve(
-    model: torch.nn.Module, x: torch.Tensor, *, device: torch.device, precision: str = "fp32"
+    model: torch.nn.Module,
+    x: torch.Tensor | np.ndarray,
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> torch.Tensor:
-    """Run ``model`` on x (C, h, w) in [-1, 1]; returns (C', s*h, s*w) float32 on the CPU.
-
-    Whole images up to WHOLE_IMAGE_MAX_PIXELS; larger ones tile by tile (TILE LR pixels, TILE_MARGIN dropped at
-    inner tile edges).
-    """
-    scale = model.config.scale
-    _, h, w = x.shape
-    x = x.to(device)
-
-    def run(t: torch.Tensor) -> torch.Tensor:
-        with autocast(device, precision):
-            return model(t[None]).float()[0]
-
-    if h * w <= WHOLE_IMAGE_MAX_PIXELS:
-        return run(x).cpu()
-    out = torch.zeros(model.config.out_channels, h * scale, w * scale)
-    step = TILE - 2 * TILE_MARGIN
-    for r0 in _starts(h, TILE, step):
-        for c0 in _starts(w, TILE, step):
-            y = run(x[:, r0 : r0 + TILE, c0 : c0 + TILE]).cpu()
-            th, tw = min(TILE, h - r0), min(TILE, w - c0)
-            # keep the tile minus its margin, except at the image's own borders
-            top = 0 if r0 == 0 else TILE_MARGIN
-            left = 0 if c0 == 0 else TILE_MARGIN
-            bottom = th if r0 + th >= h else th - TILE_MARGIN
-            right = tw if c0 + tw >= w else tw - TILE_MARGIN
-            out[:, (r0 + top) * scale : (r0 + bottom) * scale, (c0 + left) * scale : (c0 + right) * scale] = y[
-                :, top * scale : bottom * scale, left * scale : right * scale
-            ]
-    return out
-
-
-def _starts(n: int, tile: int, step: int) -> list[int]:
-    if n <= tile:
-        return [0]
-    starts = list(range(0, n - tile, step)) + [n - tile]
-    return sorted(set(starts))
+    """Run ``model`` on x (C, h, w) in [-1, 1] as ``geosr upscale`` runs it on a raster; (C', s*h, s*w) float32 on the
+    CPU. tile_size, overlap: input pixels (overlap None: the card default, a quarter of the tile)."""
+    x = x.numpy() if isinstance(x, torch.Tensor) else x
+    overlap = default_overlap(tile_size) if overlap is None else overlap
+    y = tile_array(
+        model_predictor(model, torch.device(device), precision), x, scale=model.config.scale, tile_size=tile_size,
+        overlap=overlap, batch_size=batch_size,
+    )
+    return torch.from_numpy(y)
 
 
 @dataclass
@@ -188,16 +171,24 @@ def evaluate_images(
     bands: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     on_image: Callable[[ImageResult, Outputs], None] | None = None,
 ) -> list[ImageResult]:
     """PSNR/SSIM of ``model`` (if given) and of bicubic on every image, by the protocol in the module docstring.
 
-    on_image: called after each image with its result and outputs (progress, saving images). Raises DataError for
-    unreadable images, ValueError for a model of another scale.
+    tile_size, overlap: the tiling of the model's output in LR pixels, the model card's (``card.tile_size``,
+    ``card.overlap``) to measure what ``geosr upscale`` produces with that model; None takes DEFAULT_TILE_SIZE and a
+    quarter of the tile. on_image: called after each image with its result and outputs (progress, saving images).
+    Raises DataError for unreadable images, ValueError for a model of another scale or an unusable tiling.
     """
     device = torch.device(device)
     if model is not None and model.config.scale != scale:
         raise ValueError(f"the model is x{model.config.scale}, the evaluation x{scale}")
+    tile = DEFAULT_TILE_SIZE if tile_size is None else tile_size
+    overlap = default_overlap(tile) if overlap is None else overlap
+    predict = model_predictor(model, device, precision) if model is not None else None
     results = []
     for item in items:
         pair = load_pair(item, scale, bands)
@@ -214,14 +205,15 @@ def evaluate_images(
             ssim_bicubic=float(ssim(bic255, hr255, crop=scale)),
         )
         sr = None
-        if model is not None:
-            y = super_resolve(model, pair.to_model(pair.lr), device=device, precision=precision)
-            if y.shape != pair.hr.shape:
+        if predict is not None:
+            x = pair.radiometry.to_model(pair.lr.numpy())
+            y = tile_array(predict, x, scale=scale, tile_size=tile, overlap=overlap, batch_size=batch_size)
+            if y.shape != tuple(pair.hr.shape):
                 raise DataError(
                     f"{item.path}: the model gives {tuple(y.shape)} for an HR image of {tuple(pair.hr.shape)}; "
                     "does the model take this many bands?"
                 )
-            sr = pair.from_model(y)
+            sr = torch.from_numpy(pair.radiometry.from_model(y).astype(np.float64))
             sr255 = pair.to_255(sr)
             res.psnr = float(psnr(sr255, hr255, crop=scale))
             res.ssim = float(ssim(sr255, hr255, crop=scale))
@@ -266,8 +258,8 @@ class Report:
         default=(
             "PSNR: mean over channels of per-channel PSNR on 0..255; SSIM: Gaussian 11/1.5 window, valid, mean over "
             "channels; `scale` pixels cropped at each border; LR by MATLAB-style bicubic downsampling with "
-            "antialiasing of the HR cropped to a multiple of the scale (paired layouts: their own LR); outputs "
-            "rounded to the image's integer grid"
+            "antialiasing of the HR cropped to a multiple of the scale (paired layouts: their own LR); the model's "
+            "output made in blended tiles as geosr upscale makes it, rounded to the image's integer grid"
         )
     )
 
@@ -317,8 +309,9 @@ def format_table(summary: dict[str, dict[str, float | int | None]], with_model: 
 
 
 def to_uint8_image(x: torch.Tensor, pair: Pair) -> np.ndarray:
-    """Image values (C, H, W) -> uint8 for a preview (the 0..255 mapping of the metrics, rounded)."""
-    return np.asarray(torch.floor(pair.to_255(x) + 0.5).clamp(0, 255).to(torch.uint8).numpy())
+    """Image values (C, H, W) -> uint8 for a preview (the 0..255 mapping of the metrics, rounded half away)."""
+    y = pair.to_255(x).numpy().astype(np.float64)  # a copy
+    return round_half_away(np.clip(y, 0, 255, out=y)).astype(np.uint8)
 
 
 def preview_strip(outputs: Outputs, size: int = 160, zoom: int = 2, gap: int = 4) -> np.ndarray:
@@ -354,11 +347,9 @@ def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = Non
     path = Path(path)
     crs = transform = None
     if like is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(like) as src:
-                if src.crs is not None:
-                    crs, transform = src.crs, src.transform
+        with open_raster(like, DataError, REMEDY) as src:
+            if src.crs is not None:
+                crs, transform = src.crs, src.transform
     png = data.dtype == np.uint8 and data.shape[0] <= 4 and crs is None
     path = path.with_suffix(".png" if png else ".tif")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -368,10 +359,8 @@ def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = Non
         profile.update(crs=crs, transform=transform)
     if not png:
         profile.update(compress="deflate", tiled=data.shape[1] >= 256 and data.shape[2] >= 256)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
+    with quiet_georeferencing(), rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
     aux = path.with_name(path.name + ".aux.xml")
     if png and aux.exists():
         aux.unlink()

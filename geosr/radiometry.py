@@ -1,12 +1,28 @@
 """Radiometry: raster values <-> the model's range [-1, 1], global per-band statistics, nodata masks.
 
-uint8 maps 0..255 to -1..1. Every other dtype maps one global value range per band, [low, high], linearly to -1..1:
-either robust percentiles of a decimated read of the whole raster or an explicit range given by the user. The mapping
-is never computed per tile, so there are no brightness jumps from tile to tile. Output values are mapped back with the
-inverse and clipped to the dtype.
+The one owner of this mapping: ``geosr upscale``, ``geosr evaluate`` and the training loader all use a ``Radiometry``
+from ``compute_radiometry`` (``geosr.raster.raster_radiometry`` reads the sample it needs), so one raster is mapped
+the same way by all three.
 
-Invalid pixels (nodata value, alpha 0, internal mask, NaN) are replaced by a per-band fill value (the mean of the
-valid pixels) before the model sees them, so they cannot leak into valid pixels.
+- Forward (``Radiometry.to_model``): uint8 maps 0..255 to -1..1. Every other dtype maps one global value range per
+  band, [low, high], linearly to -1..1: either robust percentiles (0.05, 99.95) of the valid pixels of a decimated read
+  of the whole raster, or an explicit range given by the user. The mapping is never computed per tile, so there are
+  no brightness jumps from tile to tile. Values are clipped to [low, high] before they are scaled, so an extreme
+  value can neither overflow nor reach the model outside [-1, 1].
+- Inverse (``Radiometry.from_model``): model values are clamped to [-1, 1] (a generator's output overshoots a little),
+  mapped back, and for integer dtypes rounded to the dtype's grid, so an output never leaves [low, high]: a uint16
+  raster whose minimum is 1200 gives no 0, an all-positive float raster no negative value.
+- Rounding to an integer grid is half away from zero (``round_half_away``: 0.5 -> 1, 2.5 -> 3, -0.5 -> -1), the rule
+  of MATLAB's integer conversion, which the evaluation protocol and the bicubic degradation (``geosr.resize``) follow
+  as well.
+- Invalid pixels (``valid_mask``): the nodata value, alpha 0, internal masks, NaN and +-Inf, and float values of
+  magnitude ``EXTREME`` (1e30) or more, such as the -3.4e38 fill of float32 rasters written without a declared
+  nodata. They take no part in the statistics and are replaced by a per-band fill value (the mean of the valid
+  pixels) before the model sees them, so they cannot leak into valid pixels.
+
+Arithmetic is float32 where that is exact enough (uint8, int8, uint16, int16 and float32 values of moderate range)
+and float64 otherwise (32-bit integers, float64, or ranges beyond 1e30), so no value overflows and numpy raises no
+warning.
 """
 
 from __future__ import annotations
@@ -19,6 +35,8 @@ import numpy as np
 MODEL_RANGE = (-1.0, 1.0)
 PERCENTILES = (0.05, 99.95)
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+EXTREME = 1e30  # float values at or beyond this magnitude are fill values, not measurements
+_FLOAT32_EXACT = ("uint8", "int8", "uint16", "int16", "float32")
 
 
 def dtype_range(dtype: str | np.dtype) -> tuple[float, float]:
@@ -26,6 +44,34 @@ def dtype_range(dtype: str | np.dtype) -> tuple[float, float]:
     dt = np.dtype(dtype)
     info = np.iinfo(dt) if dt.kind in "iu" else np.finfo(dt)
     return float(info.min), float(info.max)
+
+
+def integer_range(dtype: str | np.dtype) -> tuple[float, float] | None:
+    """(min, max) of an integer dtype, whose values are rounded and clipped to it; None for floats."""
+    return dtype_range(dtype) if np.dtype(dtype).kind in "iu" else None
+
+
+def round_half_away(x):
+    """Round half away from zero (0.5 -> 1, 2.5 -> 3, -0.5 -> -1), the rule of MATLAB's integer conversion.
+
+    x: a float numpy array (rounded in place and returned) or a torch tensor (a new tensor is returned).
+    """
+    if isinstance(x, np.ndarray):
+        sign = np.sign(x)
+        np.abs(x, out=x)
+        x += 0.5
+        np.floor(x, out=x)
+        x *= sign
+        return x
+    return x.sign() * (x.abs() + 0.5).floor()
+
+
+def to_dtype_grid(x: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """Float values (in place) -> on ``dtype``'s grid: clipped to its range, rounded half away for integers."""
+    np.clip(x, *dtype_range(dtype), out=x)
+    if np.dtype(dtype).kind in "iu":
+        round_half_away(x)
+    return x
 
 
 @dataclass(frozen=True)
@@ -46,45 +92,76 @@ class Radiometry:
         if not len(self.low) == len(self.high) == len(self.fill):
             raise ValueError("low, high and fill need one value per band")
         for lo, hi in zip(self.low, self.high):
-            if not hi > lo:
+            if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
                 raise ValueError(f"empty value range {lo}..{hi}")
 
     @property
     def bands(self) -> int:
         return len(self.low)
 
-    def _coeffs(self, bands) -> tuple[np.ndarray, np.ndarray]:
+    def _work(self) -> type:
+        """float32 where it holds the dtype's values and the range exactly enough, else float64."""
+        wide = max(max(abs(v) for v in self.low), max(abs(v) for v in self.high)) >= EXTREME
+        return np.float32 if self.dtype in _FLOAT32_EXACT and not wide else np.float64
+
+    def _coeffs(self, bands, work: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-band (b, 1, 1) low, high and 2 / (high - low) in ``work``; the quotient computed in float64."""
         lo = np.asarray(self.low, np.float64)[bands][:, None, None]
         hi = np.asarray(self.high, np.float64)[bands][:, None, None]
-        return lo, hi
+        return lo.astype(work), hi.astype(work), (2.0 / (hi - lo)).astype(work)
 
-    def to_model(self, data: np.ndarray, valid: np.ndarray | None = None, bands=slice(None)) -> np.ndarray:
-        """Raster values (b, h, w) -> float32 model values in [-1, 1]; invalid pixels get the fill value.
+    def to_model(
+        self, data: np.ndarray, valid: np.ndarray | None = None, bands=slice(None), dtype: type = np.float32
+    ) -> np.ndarray:
+        """Raster values (b, h, w) -> model values in [-1, 1] (float32, or ``dtype``); invalid pixels get the fill.
 
-        bands: which of this mapping's bands ``data`` holds (an index array or slice), all by default.
+        valid: (b, h, w) bool, None when every pixel is valid. bands: which of this mapping's bands ``data`` holds (an
+        index array or slice), all by default. Values are clipped to [low, high] before they are scaled.
         """
-        lo, hi = self._coeffs(bands)
-        x = (data.astype(np.float32) - lo.astype(np.float32)) * (2.0 / (hi - lo)).astype(np.float32) - 1.0
+        work = np.float64 if np.dtype(dtype) == np.float64 else self._work()
+        lo, hi, k = self._coeffs(bands, work)
+        x = data.astype(work)  # a copy, then in place
+        np.clip(x, lo, hi, out=x)
+        x -= lo
+        x *= k
+        x -= work(1.0)
         np.clip(x, *MODEL_RANGE, out=x)
         if valid is not None:
-            fill = np.asarray(self.fill, np.float32)[bands][:, None, None]
+            fill = np.asarray(self.fill, work)[bands][:, None, None]
             np.copyto(x, np.broadcast_to(fill, x.shape), where=~valid)
-        return x
+        return x.astype(dtype, copy=False)
 
     def from_model(self, values: np.ndarray, bands=slice(None)) -> np.ndarray:
-        """Model values (b, h, w) -> raster values in this mapping's dtype, rounded and clipped to the dtype."""
-        dt = np.dtype(self.dtype)
-        # float32 holds every uint8/int16/uint16 value exactly; wider dtypes are computed in float64
-        work = np.float64 if dt.itemsize > 2 and dt != np.float32 else np.float32
-        lo, hi = (c.astype(work) for c in self._coeffs(bands))
+        """Model values (b, h, w) -> raster values in this mapping's dtype.
+
+        Values are clamped to [-1, 1] first, so the result stays within [low, high]; integers are rounded half away
+        from zero. This is the one inverse mapping: every caller gets the clamp.
+        """
+        work = self._work()
+        lo, hi, _ = self._coeffs(bands, work)
         x = values.astype(work)  # a copy, then in place: one temporary only
+        np.clip(x, *MODEL_RANGE, out=x)
         x += work(1.0)
         x *= (hi - lo) / work(2.0)
         x += lo
-        if dt.kind in "iu":
-            np.rint(x, out=x)
-            np.clip(x, *dtype_range(dt), out=x)
-        return x.astype(dt)
+        np.clip(x, lo, hi, out=x)  # float rounding of the line above must not leave the range
+        return to_dtype_grid(x, self.dtype).astype(self.dtype)
+
+    def fill_values(self, bands=slice(None)) -> np.ndarray:
+        """The fill of each band in raster units, on the dtype's grid (float64, (b,))."""
+        fill = np.asarray(self.fill, np.float64)[bands][:, None, None]
+        return self.from_model(fill, bands).astype(np.float64)[:, 0, 0]
+
+    def fill_invalid(self, data: np.ndarray, valid: np.ndarray | None, bands=slice(None)) -> np.ndarray:
+        """Replace invalid pixels of raster values (b, h, w), in place, by ``fill_values``; returns ``data``.
+
+        For callers that transform the raster values before mapping them (the training and evaluation degradation):
+        the filled image stays on the dtype's grid, and its invalid pixels map to the fill (up to that rounding).
+        """
+        if valid is not None and not valid.all():
+            fill = self.fill_values(bands).astype(data.dtype)[:, None, None]
+            np.copyto(data, np.broadcast_to(fill, data.shape), where=~valid)
+        return data
 
     def describe(self) -> str:
         """A JSON description for the output's tags."""
@@ -111,10 +188,11 @@ def compute_radiometry(
 ) -> Radiometry:
     """The global mapping of a raster from a decimated sample of it.
 
-    sample: (bands, h, w) values read from the whole raster at reduced resolution; valid: same shape, bool.
-    value_range: (min, max) for every band instead of percentiles (ignored for uint8, which is always 0..255).
-    Bands without a single valid sample get the dtype's range (integers) or 0..1 (floats).
-    Raises ValueError for an unsupported dtype or an empty value range.
+    sample: (bands, h, w) values read from the whole raster at reduced resolution; valid: same shape, bool (see
+    ``valid_mask``); only valid values enter the statistics. value_range: (min, max) for every band instead of
+    percentiles (ignored for uint8, which is always 0..255). Bands without a single valid sample get the dtype's range
+    (integers) or 0..1 (floats). Statistics are computed in float64. Raises ValueError for an unsupported dtype or an
+    empty or non-finite value range.
     """
     if np.dtype(dtype).name not in SUPPORTED_DTYPES:
         raise ValueError(f"unsupported dtype {dtype}; supported: {', '.join(SUPPORTED_DTYPES)}")
@@ -123,6 +201,8 @@ def compute_radiometry(
         low, high, method = [0.0] * n, [255.0] * n, "uint8: 0..255 maps linearly to -1..1"
     elif value_range is not None:
         lo, hi = float(value_range[0]), float(value_range[1])
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"value range {lo:g}..{hi:g} is not finite; give finite MIN and MAX")
         if not hi > lo:
             raise ValueError(f"value range {lo:g}..{hi:g} is empty; give MIN < MAX")
         low, high = [lo] * n, [hi] * n
@@ -136,7 +216,7 @@ def compute_radiometry(
             else:
                 lo, hi = (float(p) for p in np.percentile(v, percentiles))
             if not hi > lo:  # a constant band: any range that holds its value
-                hi = lo + 1.0
+                hi = lo + max(1.0, abs(lo) * 1e-6)
             low.append(lo)
             high.append(hi)
         method = (
@@ -152,13 +232,14 @@ def compute_radiometry(
 
 
 def valid_mask(data: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-    """Per-band validity (b, h, w) bool: GDAL's masks (nodata value, alpha, internal mask) and finite (not NaN/Inf).
+    """Per-band validity (b, h, w) bool: GDAL's masks (nodata value, alpha, internal mask) and, for floats, finite
+    values of magnitude below ``EXTREME``.
 
     masks: the (b, h, w) uint8 band masks from rasterio's ``read_masks`` (0 invalid), or None when all are valid.
     """
     valid = np.ones(data.shape, bool) if masks is None else masks > 0
     if data.dtype.kind == "f":
-        valid &= np.isfinite(data)
+        valid &= np.abs(data) < EXTREME  # False for NaN and +-Inf as well
     return valid
 
 

@@ -1,5 +1,13 @@
 """Raster I/O for geosr: open and check inputs, read windows, build the output's profile and metadata, write safely.
 
+Reading: ``open_raster`` opens a file, ``read_whole``, ``read_window`` and ``read_decimated`` read all of it, a window
+of it or a reduced-resolution sample of it, and ``raster_radiometry`` computes its global value mapping from that
+sample. They are the only readers of input pixels in geosr (upscale, evaluation and the training loader) and map every
+rasterio/GDAL failure the same way: to the caller's error class (RasterError by default, DataError for data sets)
+with one line that names the file. Damaged files are detected on every read path: reads run with
+``READ_CHECKS``, which turn off GDAL's whole-image PNG decoder (it returns the garbage of a truncated PNG without an
+error) and keep libjpeg's warnings (a truncated JPEG) errors.
+
 Georeferencing of an output super-resolved by ``scale`` over an input window:
 transform = window transform * Affine.scale(1 / scale) (right for rotated rasters too), CRS copied as is, GCPs moved
 to the new pixel grid, footprint unchanged. Outputs are tiled GeoTIFFs (512 x 512 blocks, compressed with a
@@ -24,11 +32,12 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.control import GroundControlPoint
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from geosr.errors import RasterError
-from geosr.radiometry import SUPPORTED_DTYPES
+from geosr.errors import GeosrError, RasterError
+from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 
 BLOCK = 512
 MAX_TILE_SIZE = 4096  # input pixels; the same bound as a model card's tile_size
@@ -40,9 +49,16 @@ COPY_DRIVERS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 COPY_DTYPES = {"PNG": ("uint8", "uint16"), "JPEG": ("uint8",)}
 
 
+# GDAL settings under which a damaged file fails its read instead of returning garbage: GDAL's whole-image PNG
+# decoder reports no error for a truncated PNG (the row-by-row one does), and libjpeg's "premature end of file" is only
+# a warning unless GDAL_ERROR_ON_LIBJPEG_WARNING holds (its default, which a user's environment may have turned off).
+READ_CHECKS: dict[str, Any] = {"GDAL_PNG_WHOLE_IMAGE_OPTIM": "NO", "GDAL_ERROR_ON_LIBJPEG_WARNING": "YES"}
+
+
 def gdal_options() -> dict[str, Any]:
-    """GDAL settings for a run: a bounded block cache (unless the user set GDAL_CACHEMAX), internal masks."""
-    options: dict[str, Any] = {"GDAL_TIFF_INTERNAL_MASK": True}
+    """GDAL settings for a run: a bounded block cache (unless the user set GDAL_CACHEMAX), internal masks, and the
+    ``READ_CHECKS`` that make damaged inputs fail."""
+    options: dict[str, Any] = {"GDAL_TIFF_INTERNAL_MASK": True, **READ_CHECKS}
     if "GDAL_CACHEMAX" not in os.environ:
         options["GDAL_CACHEMAX"] = 64  # MB; outputs are written in whole blocks, so this mostly serves reads
     return options
@@ -56,19 +72,44 @@ def quiet_georeferencing() -> Iterator[None]:
         yield
 
 
+READ_ERRORS = (RasterioError, CPLE_BaseError)  # what rasterio raises for a file it cannot open or read
+
+
+def gdal_message(exc: BaseException) -> str:
+    """The first informative message of a rasterio error and its causes, on one line.
+
+    rasterio reports a failed read as "Read failed. See previous exception for details." with GDAL's message in the
+    exception's cause; that message is the one a user needs.
+    """
+    e: BaseException | None = exc
+    while e is not None:
+        text = " ".join(str(e).split())
+        if text and "See previous exception" not in text:
+            return text
+        e = e.__cause__ or e.__context__
+    return type(exc).__name__
+
+
 @contextlib.contextmanager
-def open_raster(path: str | os.PathLike) -> Iterator[rasterio.io.DatasetReader]:
-    """Open ``path`` for reading; any failure to open becomes a RasterError naming the file."""
+def open_raster(
+    path: str | os.PathLike, error: type[GeosrError] = RasterError, remedy: str = ""
+) -> Iterator[rasterio.io.DatasetReader]:
+    """Open ``path`` for reading under ``READ_CHECKS``, with rasterio's warning about plain images silenced.
+
+    A missing file, a folder or anything GDAL cannot open raises ``error`` naming the file, followed by ``remedy``
+    (e.g. "; remove it from the data or replace it").
+    """
     path = Path(path)
     if not path.exists():
-        raise RasterError(f"{path}: no such file")
+        raise error(f"{path}: no such file{remedy}")
     if path.is_dir():
-        raise RasterError(f"{path}: is a folder, not a raster")
+        raise error(f"{path}: is a folder, not a raster{remedy}")
     with quiet_georeferencing():
         try:
-            ds = rasterio.open(path)
-        except RasterioError as exc:
-            raise RasterError(f"{path}: not a raster GDAL can read ({one_line(exc)})") from None
+            with rasterio.Env(**READ_CHECKS):  # some drivers decide at open how they will decode (PNG)
+                ds = rasterio.open(path)
+        except READ_ERRORS as exc:
+            raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){remedy}") from None
         with ds:
             yield ds
 
@@ -144,29 +185,65 @@ def has_dataset_mask(ds, bands: Sequence[int]) -> bool:
     )
 
 
-def read_window(ds, path, window: Window, bands: Sequence[int], masks: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Values (b, h, w) and, if ``masks``, GDAL's band masks (b, h, w) uint8 of a window; RasterError on failure."""
+def _read(ds, path, bands: Sequence[int], masks: bool, where: str, error: type[GeosrError], remedy: str, **kwargs):
+    """(values, masks or None) of ``ds.read(bands, **kwargs)`` under READ_CHECKS; failures raise ``error``."""
     try:
-        data = ds.read(list(bands), window=window)
-        m = ds.read_masks(list(bands), window=window) if masks else None
-    except RasterioError as exc:
-        raise RasterError(f"{path}: cannot read window {window_str(window)} ({one_line(exc)})") from None
+        with rasterio.Env(**READ_CHECKS):
+            data = ds.read(list(bands), **kwargs)
+            m = ds.read_masks(list(bands), **kwargs) if masks else None
+    except READ_ERRORS as exc:
+        raise error(f"{path}: read failed{where}, the file is damaged ({gdal_message(exc)}){remedy}") from None
     return data, m
 
 
-def read_decimated(ds, path, bands: Sequence[int], masks: bool, max_pixels: int = 1 << 20):
+def read_whole(
+    ds, path, bands: Sequence[int], masks: bool, *, error: type[GeosrError] = RasterError, remedy: str = ""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values (b, h, w) of ``bands`` (1-based) of the whole raster and, if ``masks``, GDAL's band masks (b, h, w)
+    uint8 (0 invalid). A damaged file raises ``error`` naming it, followed by ``remedy``."""
+    return _read(ds, path, bands, masks, "", error, remedy)
+
+
+def read_window(
+    ds, path, window: Window, bands: Sequence[int], masks: bool, *, error: type[GeosrError] = RasterError,
+    remedy: str = "",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values (b, h, w) and, if ``masks``, GDAL's band masks (b, h, w) uint8 of a window (raster pixels).
+
+    A damaged file raises ``error`` naming it and the window, followed by ``remedy``.
+    """
+    return _read(ds, path, bands, masks, f" at {window_str(window)}", error, remedy, window=window)
+
+
+def read_decimated(
+    ds, path, bands: Sequence[int], masks: bool, max_pixels: int = 1 << 20, *, error: type[GeosrError] = RasterError,
+    remedy: str = "",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The whole raster read at reduced resolution (at most ``max_pixels`` per band, nearest neighbour).
 
-    Returns (values, band masks or None), each (b, h, w). Overviews are used when the file has them.
+    Returns (values, band masks or None), each (b, h, w). Overviews are used when the file has them. A damaged file
+    raises ``error`` naming it, followed by ``remedy``.
     """
     f = max(1, math.ceil(math.sqrt(ds.height * ds.width / max_pixels)))
     shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
+    return _read(ds, path, bands, masks, "", error, remedy, out_shape=shape, resampling=Resampling.nearest)
+
+
+def raster_radiometry(
+    ds, path, bands: Sequence[int], value_range: tuple[float, float] | None = None, *,
+    error: type[GeosrError] = RasterError, remedy: str = "",
+) -> Radiometry:
+    """The global mapping of ``bands`` of a raster to the model's range (``geosr.radiometry``): from the valid pixels
+    of a decimated read, or from ``value_range``. The same for upscale, evaluation and training.
+
+    Raises ``error`` naming the file for a damaged file or an empty ``value_range``.
+    """
+    dtype = ds.dtypes[bands[0] - 1]
+    sample, sample_masks = read_decimated(ds, path, bands, has_masks(ds, bands), error=error, remedy=remedy)
     try:
-        data = ds.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
-        m = ds.read_masks(list(bands), out_shape=shape, resampling=Resampling.nearest) if masks else None
-    except RasterioError as exc:
-        raise RasterError(f"{path}: cannot read ({one_line(exc)})") from None
-    return data, m
+        return compute_radiometry(sample, valid_mask(sample, sample_masks), dtype, value_range)
+    except ValueError as exc:
+        raise error(f"{path}: {exc}") from None
 
 
 def window_str(w: Window) -> str:

@@ -12,8 +12,8 @@ so geosr carries its own implementation:
 - borders are mirrored with the edge pixel repeated (MATLAB's symmetric padding), weights normalised to sum to 1;
 - the output size is ceil(scale * input size);
 - the dimension with the smaller scale is resized first (height first on a tie), one dimension at a time;
-- integer images (``integer_range``) are rounded half away from zero and clipped after each dimension's pass, as
-  MATLAB does for uint8 and uint16 arrays.
+- integer images (``integer_range``) are rounded half away from zero (``geosr.radiometry.round_half_away``, the one
+  rounding rule of geosr) and clipped after each dimension's pass, as MATLAB does for uint8 and uint16 arrays.
 
 Each dimension is a dense (out, in) weight matrix, so resizing is two matrix products; the matrices are cached.
 """
@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from geosr.radiometry import round_half_away
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -70,7 +72,7 @@ def output_size(in_len: int, scale: float) -> int:
 
 def _round_clip(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     # Round half away from zero, as MATLAB's integer conversion does (torch.round rounds half to even).
-    return torch.clamp(torch.sign(x) * torch.floor(torch.abs(x) + 0.5), lo, hi)
+    return torch.clamp(round_half_away(x), lo, hi)
 
 
 def imresize(

@@ -30,7 +30,6 @@ from geosr.inference import (
     upscale_batch,
     upscale_raster,
 )
-from geosr.radiometry import compute_radiometry
 from geosr.tiling import seam_index
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -142,19 +141,6 @@ def test_radiometry_is_global_and_recorded(predictor, tmp_path, make_geotiff, sy
         out = p.read()
         # the model's range maps back onto the input's range: values stay within the global low..high
         assert out.min() >= int(min(rp["low"])) and out.max() <= int(max(rp["high"])) + 1
-
-
-def test_compute_radiometry_units():
-    sample = np.stack([np.linspace(0, 1000, 10001), np.full(10001, 7.0)]).reshape(2, 1, -1)
-    valid = np.ones_like(sample, bool)
-    r = compute_radiometry(sample, valid, "int16")
-    assert r.low[0] == pytest.approx(0.5) and r.high[0] == pytest.approx(999.5)
-    assert r.high[1] > r.low[1] == 7.0  # a constant band gets a non-empty range
-    x = np.array([[[0, 500, 1000]], [[7, 7, 7]]], np.int16)
-    np.testing.assert_array_equal(r.from_model(r.to_model(x)), [[[0, 500, 1000]], [[7, 7, 7]]])
-    assert compute_radiometry(sample, valid, "uint8").low == (0.0, 0.0)
-    with pytest.raises(ValueError, match="empty"):
-        compute_radiometry(sample, valid, "float32", value_range=(5, 5))
 
 
 # --- area of interest ---------------------------------------------------------------------------------------------

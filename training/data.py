@@ -6,7 +6,10 @@
 - Random flips and rotations by multiples of 90 degrees (the 8 symmetries of the square, uniformly).
 - LR = bicubic downsampling with antialiasing on the image's integer grid (``training.degradation``); in the paired
   layout the crop is aligned on the LR grid and the layout's own LR pixels are used instead.
-- Values map to [-1, 1]: uint8 0..255; other dtypes by the per-image band range of ``geosr.datasets.value_range``.
+- Values map to [-1, 1] by each image's ``geosr.radiometry.Radiometry`` (``geosr.datasets.image_radiometry``: the
+  mapping ``geosr upscale`` applies to the same file; uint8 0..255, other dtypes per-band percentiles of the valid
+  pixels). Invalid pixels (nodata, alpha 0, masks, extreme float fills) take the mapping's fill values when the image
+  is read, before the LR is made, so nodata never enters a patch and the LR stays on the image's grid.
 - Every random choice of a patch comes from its own generator seeded by (seed, epoch, position in the epoch), so the
   data stream does not depend on worker processes and a resumed run draws exactly the patches it would have drawn.
 - When the training images fit in ``cache_mb`` they are decoded once into memory (UC Merced: 1050 images, 206 MB),
@@ -25,9 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from geosr.datasets import ImageItem, check_bands, image_info, read_image, value_range
+from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
-from geosr.training.degradation import bicubic_lr, to_model_range
+from geosr.radiometry import Radiometry
+from geosr.training.degradation import bicubic_lr
 
 log = logging.getLogger("geosr.training")
 
@@ -38,8 +42,7 @@ class _Source:
     dtype: str
     height: int
     width: int
-    low: torch.Tensor  # (C, 1, 1) float32
-    high: torch.Tensor
+    radiometry: Radiometry  # of the HR image; the paired layout's LR image is mapped with it too
     lr_path: object = None
     lr_height: int = 0
     lr_width: int = 0
@@ -88,12 +91,7 @@ class PatchDataset(Dataset):
     def _describe(self, item: ImageItem) -> _Source:
         info = image_info(item.path)
         check_bands(item.path, info.count, self.bands)
-        low, high = value_range(item.path, self.bands, info.dtype)
-        src = _Source(
-            item, info.dtype, info.height, info.width,
-            torch.tensor(low, dtype=torch.float32).view(-1, 1, 1),
-            torch.tensor(high, dtype=torch.float32).view(-1, 1, 1),
-        )
+        src = _Source(item, info.dtype, info.height, info.width, image_radiometry(item.path, self.bands))
         lr_path = item.lr_path(self.scale)
         if lr_path is not None:
             lr_info = image_info(lr_path)
@@ -104,8 +102,8 @@ class PatchDataset(Dataset):
         return src
 
     def _read_whole(self, s: _Source) -> tuple[np.ndarray, np.ndarray | None]:
-        lr = read_image(s.lr_path, self.bands) if s.lr_path is not None else None
-        return read_image(s.item.path, self.bands), lr
+        lr = read_image(s.lr_path, self.bands, radiometry=s.radiometry) if s.lr_path is not None else None
+        return read_image(s.item.path, self.bands, radiometry=s.radiometry), lr
 
     def __len__(self) -> int:
         return len(self.sources) * self.repeat
@@ -121,12 +119,11 @@ class PatchDataset(Dataset):
             hr, lr = self._crop(index % len(self.sources), s, self.patch, s.height, s.width, rng), None
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         hr = _augment(hr, k, flip)
-        hr_t = torch.from_numpy(hr.astype(np.float32))
         if lr is None:
-            lr_t = bicubic_lr(hr_t, self.scale, s.dtype)
+            lr = bicubic_lr(torch.from_numpy(hr.astype(np.float32)), self.scale, s.dtype).numpy()
         else:
-            lr_t = torch.from_numpy(_augment(lr, k, flip).astype(np.float32))
-        return to_model_range(hr_t, s.low, s.high), to_model_range(lr_t, s.low, s.high)
+            lr = _augment(lr, k, flip)
+        return torch.from_numpy(s.radiometry.to_model(hr)), torch.from_numpy(s.radiometry.to_model(lr))
 
     def _crop(self, i: int, s: _Source, p: int, h: int, w: int, rng: np.random.Generator, lr: bool = False,
               at: tuple[int, int] | None = None) -> np.ndarray:
@@ -138,7 +135,8 @@ class PatchDataset(Dataset):
             img = self.cache[i][1 if lr else 0]
             out = img[:, top : top + ch, left : left + cw]
         else:
-            out = read_image(s.lr_path if lr else s.item.path, self.bands, window=(top, left, ch, cw))
+            out = read_image(s.lr_path if lr else s.item.path, self.bands, window=(top, left, ch, cw),
+                             radiometry=s.radiometry)
         if ch < p or cw < p:
             out = np.pad(out, ((0, 0), (0, p - ch), (0, p - cw)), mode="symmetric")
         return np.ascontiguousarray(out)

@@ -47,7 +47,7 @@ def evaluate(model, data, tmp_path, *args):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (not_a_raster, "cannot be read as an image"),
+        (not_a_raster, "not a raster GDAL can read"),
         (truncated, "the file is damaged"),
         (corrupt_tiles, "the file is damaged"),
         (one_pixel, "too small for x2"),

@@ -57,7 +57,7 @@ def state_step(run_dir: Path) -> int:
 @pytest.mark.parametrize(
     "make, message",
     [
-        (not_a_raster, "cannot be read as an image"),
+        (not_a_raster, "not a raster GDAL can read"),
         (truncated, "the file is damaged"),
         (corrupt_tiles, "the file is damaged"),
         (nan_inf, "NaN or infinite values"),

@@ -1,0 +1,88 @@
+"""`geosr evaluate` measures what `geosr upscale` produces: for one LR image and one model, the SR image evaluate saves
+equals the one upscale writes, pixel for pixel.
+
+Both map the LR by the same radiometry, run the same forward pass on the same tiles (geosr.tiling's grid, reflection
+padding and blend weights, the same batches) and accumulate in float32 in the same order, so the pixels are expected
+to be identical, and are on the CPU in fp32. The tests still allow one grey level at a few pixels: the model runs in
+another function in each (evaluation's ``model_predictor``, upscale's ``Predictor``, which on a GPU or at reduced
+precision also switches to channels-last memory), and a backend may pick another kernel for another memory layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geosr.checkpoint import load_generator
+from geosr.cli.main import cli
+from geosr.datasets import find_images
+from geosr.evaluation import evaluate_images, to_dtype
+from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def write_png(path: Path, data: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype="uint8") as dst:
+        dst.write(data)
+    return path
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+@pytest.fixture
+def paired(tmp_path, synthetic_image) -> Path:
+    """HR/a.png (140 x 180) and its LR LR_x2/a.png (70 x 90): several 64- or 32-pixel tiles, blended."""
+    root = tmp_path / "data"
+    hr = synthetic_image(3, 140, 180, seed=3)
+    write_png(root / "HR" / "a.png", hr)
+    write_png(root / "LR_x2" / "a.png", np.ascontiguousarray(hr[:, ::2, ::2]))
+    return root
+
+
+def assert_same_pixels(evaluated: np.ndarray, upscaled: np.ndarray) -> None:
+    assert evaluated.shape == upscaled.shape and evaluated.dtype == upscaled.dtype == np.uint8
+    diff = np.abs(evaluated.astype(int) - upscaled.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999, (diff.max(), (diff == 0).mean())
+
+
+def test_evaluate_save_images_equals_upscale_output(paired, tmp_path, make_model):
+    # The card's tile (64, overlap 16) is also evaluate's default, so this holds whether or not the command passes
+    # the card's tiling to the library (see evaluate_images).
+    model = make_model("skip-x2-t64", scale=2, channels=16, n_blocks=1, refiner="none", global_skip=True, tile_size=64,
+                       overlap=16)
+    runner = CliRunner()
+    args = ["--device", "cpu", "--precision", "fp32"]
+    result = runner.invoke(cli, ["-q", "evaluate", "--model", str(model), "--data", str(paired), "--split", "all",
+                                 "--save-images", str(tmp_path / "sr"), *args])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["-q", "upscale", str(paired / "LR_x2" / "a.png"), "-o", str(tmp_path / "up.png"),
+                                 "--model", str(model), *args])
+    assert result.exit_code == 0, result.output
+    assert_same_pixels(read(tmp_path / "sr" / "a.png"), read(tmp_path / "up.png"))
+
+
+def test_evaluation_with_other_tiles_still_matches_upscale(paired, tmp_path, make_model):
+    path = make_model("skip-x2-t64", scale=2, channels=16, n_blocks=1, refiner="none", global_skip=True,
+                      tile_size=64, overlap=16)
+    model, _ = load_generator(path)
+    saved = {}
+
+    def keep(result, outputs):
+        saved[result.name] = to_dtype(outputs.sr, outputs.pair.dtype)
+
+    items = find_images(paired).items
+    (res,) = evaluate_images(items, 2, model, tile_size=32, overlap=8, batch_size=3, on_image=keep)
+    upscale_raster(paired / "LR_x2" / "a.png", tmp_path / "up.tif", load_predictor(path, device="cpu", precision="fp32"),
+                   UpscaleOptions(tile_size=32, overlap=8, batch_size=3))
+    assert_same_pixels(saved["a"], read(tmp_path / "up.tif"))
+    assert saved["a"].std() > 20  # not a trivial agreement: the output has the image's structure

@@ -1,0 +1,311 @@
+"""geosr.radiometry, the one owner of "raster values <-> model range": the forward and inverse mapping, rounding to
+the dtype's grid, the value range estimate, invalid pixels and extreme values.
+
+The tests at the end check that upscale, evaluation and the training loader map one nodata GeoTIFF identically.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geosr.datasets import find_images, image_radiometry, read_image
+from geosr.evaluation import load_pair, to_uint8_image
+from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
+from geosr.radiometry import (
+    EXTREME,
+    MODEL_RANGE,
+    Radiometry,
+    compute_radiometry,
+    dtype_range,
+    integer_range,
+    round_half_away,
+    to_dtype_grid,
+    valid_mask,
+)
+from geosr.resize import _round_clip
+from geosr.training.data import PatchDataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+HALVES = [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5]
+AWAY = [-3, -2, -1, 1, 2, 3]  # np.rint gives -2, -2, -0, 0, 2, 2; floor(x + 0.5) gives -2, -1, 0, 1, 2, 3
+
+
+def mapping(dtype: str, low, high, fill=None) -> Radiometry:
+    n = len(low)
+    return Radiometry(dtype, tuple(map(float, low)), tuple(map(float, high)), tuple(fill or [0.0] * n), "test")
+
+
+# --- rounding -------------------------------------------------------------------------------------------------------
+
+
+def test_halves_round_away_from_zero_in_numpy_and_torch():
+    np.testing.assert_array_equal(round_half_away(np.array(HALVES)), AWAY)
+    assert round_half_away(torch.tensor(HALVES, dtype=torch.float64)).tolist() == AWAY
+    # the bicubic degradation of training and evaluation rounds its integer images by the same rule
+    assert _round_clip(torch.tensor(HALVES, dtype=torch.float64), -10, 10).tolist() == AWAY
+    np.testing.assert_array_equal(to_dtype_grid(np.array([-0.5, 0.5, 254.5, 255.5, 300.0]), "uint8"),
+                                  [0, 1, 255, 255, 255])
+
+
+def test_the_inverse_mapping_and_the_preview_round_halves_the_same_way():
+    # int16 over -8..8: model value m maps to 8 m (all exact in binary), so m = h / 8 lands on the half h
+    r = mapping("int16", [-8], [8])
+    m = np.array(HALVES, np.float64).reshape(1, 1, -1) / 8
+    np.testing.assert_array_equal(r.from_model(m)[0, 0], AWAY)
+    # uint8 previews of evaluation: 0.5 and 2.5 grey levels go up, as everywhere else
+    pair = type("P", (), {"to_255": lambda self, x: x.double()})()
+    assert to_uint8_image(torch.tensor([[[0.5, 2.5, 254.5]]]), pair).tolist() == [[[1, 3, 255]]]
+
+
+# --- forward and inverse ------------------------------------------------------------------------------------------
+
+
+def test_uint8_maps_0_255_linearly_and_back_exactly():
+    r = compute_radiometry(np.zeros((3, 1, 1)), np.ones((3, 1, 1), bool), "uint8")
+    x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16).repeat(3, axis=0)
+    y = r.to_model(x)
+    assert y.dtype == np.float32 and y.min() == -1 and y.max() == 1
+    np.testing.assert_allclose(y, x / 127.5 - 1, atol=1e-6)
+    np.testing.assert_array_equal(r.from_model(y), x)
+
+
+def test_percentiles_ignore_invalid_pixels_and_constant_bands_get_a_range():
+    sample = np.stack([np.linspace(0, 1000, 10001), np.full(10001, 7.0)]).reshape(2, 1, -1)
+    valid = np.ones_like(sample, bool)
+    r = compute_radiometry(sample, valid, "int16")
+    assert r.low[0] == pytest.approx(0.5) and r.high[0] == pytest.approx(999.5)
+    assert r.high[1] > r.low[1] == 7.0
+    x = np.array([[[0, 500, 1000]], [[7, 7, 7]]], np.int16)
+    # 0 lies below the range: it comes back as the range's low end 0.5, rounded half away from zero
+    np.testing.assert_array_equal(r.from_model(r.to_model(x)), [[[1, 500, 1000]], [[7, 7, 7]]])
+    valid[0, 0, :5000] = False  # the lower half is nodata: it takes no part in the range
+    assert compute_radiometry(sample, valid, "int16").low[0] == pytest.approx(500.25)
+    with pytest.raises(ValueError, match="empty"):
+        compute_radiometry(sample, valid, "float32", value_range=(5, 5))
+
+
+def test_the_inverse_clamps_model_values_so_outputs_stay_in_the_input_range():
+    u16 = mapping("uint16", [1200, 1200], [4000, 4000])
+    f32 = mapping("float32", [0.5, 0.5], [2.0, 2.0])
+    overshoot = np.array([-1.4, -1.0001, -1.0, 0.0, 1.0, 1.5], np.float32).reshape(2, 1, 3)
+    out = u16.from_model(overshoot)
+    assert out.dtype == np.uint16 and out.min() == 1200 and out.max() == 4000  # no 0 from -1.4
+    out = f32.from_model(overshoot)
+    assert out.dtype == np.float32 and out.min() == 0.5 and out.max() == 2.0  # no negative value
+
+
+def test_fill_values_are_on_the_dtype_grid_and_map_to_the_fill():
+    r = mapping("uint16", [1000], [2000], fill=[0.1234])
+    (fill,) = r.fill_values()
+    assert fill == 1562  # 1000 + 1.1234 * 500 = 1561.7, on the uint16 grid
+    data = np.array([[[0, 1500, 0]]], np.uint16)
+    r.fill_invalid(data, data > 0)
+    np.testing.assert_array_equal(data, [[[1562, 1500, 1562]]])
+    np.testing.assert_allclose(r.to_model(data)[0, 0, [0, 2]], 0.1234, atol=1 / 500)
+
+
+# --- invalid and extreme values ---------------------------------------------------------------------------------------
+
+
+def test_valid_mask_takes_gdal_masks_non_finite_and_extreme_floats():
+    data = np.array([[[1.0, np.nan, np.inf, -np.inf, -3.4028235e38, -1e30, 9.9e29, 0.0]]], np.float32)
+    masks = np.full(data.shape, 255, np.uint8)
+    masks[0, 0, -1] = 0
+    np.testing.assert_array_equal(valid_mask(data, masks)[0, 0], [1, 0, 0, 0, 0, 0, 1, 0])
+    assert valid_mask(np.zeros((1, 2, 2), np.uint16), None).all()
+
+
+def float_with_fill(fill: float, seed: int = 0) -> np.ndarray:
+    """A (2, 40, 50) all-positive float32 raster whose left 15 columns hold ``fill``."""
+    rng = np.random.default_rng(seed)
+    data = rng.uniform(0.2, 0.8, (2, 40, 50)).astype(np.float32)
+    data[:, :, :15] = fill
+    return data
+
+
+def test_an_undeclared_extreme_fill_does_not_poison_valid_pixels():
+    data = float_with_fill(-3.4028235e38)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw numpy warning on the way
+        valid = valid_mask(data, None)
+        r = compute_radiometry(data, valid, "float32")
+        x = r.to_model(data, valid)
+        back = r.from_model(x)
+    clean = float_with_fill(np.nan)
+    r_clean = compute_radiometry(clean, valid_mask(clean, None), "float32")
+    assert r == r_clean and 0.2 <= r.low[0] < r.high[0] <= 0.8
+    np.testing.assert_array_equal(x, r_clean.to_model(clean, valid_mask(clean, None)))
+    assert np.isfinite(back).all() and back.min() >= min(r.low) and back.max() <= max(r.high)
+
+
+def test_huge_finite_ranges_neither_overflow_nor_warn():
+    data = np.array([[[-3.4e38, -1.0, 0.0, 1.0, 3.4e38]]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = compute_radiometry(data, np.ones(data.shape, bool), "float32", value_range=(-3.4e38, 3.4e38))
+        x = r.to_model(data)
+        back = r.from_model(x)
+        # an extreme value among valid ones (not masked: the caller said it is valid) is clipped, not overflowed
+        r2 = compute_radiometry(data, np.ones(data.shape, bool), "float32")
+        y = r2.to_model(data)
+    np.testing.assert_allclose(x[0, 0], [-1, 0, 0, 0, 1], atol=1e-6)
+    assert np.isfinite(back).all() and back.dtype == np.float32 and np.isfinite(y).all()
+    assert y.min() >= MODEL_RANGE[0] and y.max() <= MODEL_RANGE[1]
+    with pytest.raises(ValueError, match="not finite"):
+        compute_radiometry(data, np.ones(data.shape, bool), "float32", value_range=(0, np.inf))
+
+
+def test_dtype_ranges():
+    assert dtype_range("uint16") == (0.0, 65535.0) and integer_range("int8") == (-128.0, 127.0)
+    assert integer_range("float32") is None and EXTREME == 1e30
+
+
+# --- one mapping for upscale, evaluation and training -------------------------------------------------------------
+
+
+class Recording:
+    """A predictor that records the model-range tiles upscale gives it (everything else is the real predictor's)."""
+
+    def __init__(self, predictor) -> None:
+        self._predictor, self.tiles = predictor, []
+
+    def __getattr__(self, name):
+        return getattr(self._predictor, name)
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        self.tiles.append(tiles.copy())
+        return self._predictor(tiles)
+
+
+def nodata_raster(kind: str) -> tuple[np.ndarray, float]:
+    """(3, 40, 40) pixels with a nodata border of 6 pixels on two sides, and the nodata value."""
+    rng = np.random.default_rng(7)
+    if kind == "uint16":
+        data, nodata = rng.integers(1200, 4001, (3, 40, 40)).astype(np.uint16), 0.0
+    else:
+        data, nodata = rng.uniform(0.1, 0.9, (3, 40, 40)).astype(np.float32), -9999.0
+    data[:, :6, :] = nodata
+    data[:, :, -6:] = nodata
+    return data, nodata
+
+
+def symmetries(x: np.ndarray) -> list[np.ndarray]:
+    return [np.rot90(f, k, axes=(1, 2)) for f in (x, x[:, :, ::-1]) for k in range(4)]
+
+
+@pytest.mark.parametrize("kind", ["uint16", "float32"])
+def test_a_nodata_geotiff_is_mapped_identically_by_upscale_evaluation_and_training(
+    kind, tiny_model, tmp_path, make_geotiff
+):
+    data, nodata = nodata_raster(kind)
+    (tmp_path / "scenes").mkdir()
+    src = make_geotiff(tmp_path / "scenes" / "a.tif", data, nodata=nodata)
+    valid = data != nodata
+
+    # upscale: one 64-pixel tile holds the whole raster; its top-left 40 x 40 are the mapped pixels
+    predictor = Recording(load_predictor(tiny_model, device="cpu", precision="fp32"))
+    upscale_raster(src, tmp_path / "up.tif", predictor, UpscaleOptions(tile_size=64, overlap=16))
+    upscale_input = predictor.tiles[0][0, :, :40, :40]
+    with rasterio.open(tmp_path / "up.tif") as out:
+        described = json.loads(out.tags()["GEOSR_RADIOMETRY"])
+
+    r = image_radiometry(src, [1, 2, 3])  # what evaluation and training use
+    assert json.loads(r.describe()) == described
+    assert min(r.low) >= (1200 if kind == "uint16" else 0.1)  # the nodata value is no part of the range
+    np.testing.assert_array_equal(r.to_model(data, valid), upscale_input)
+
+    # evaluation: the same radiometry; the HR's nodata pixels take its fill values before the LR is made
+    pair = load_pair(find_images(tmp_path / "scenes").items[0], 2)
+    assert pair.radiometry == r
+    evaluated = pair.radiometry.to_model(pair.hr.numpy())
+    np.testing.assert_array_equal(evaluated[valid], upscale_input[valid])
+    # invalid pixels: the fill, up to its rounding to the dtype's grid (half a grey level: 1 / (high - low) in the
+    # model's range) for integers, to float32 precision for floats
+    grey = 1 / min(np.subtract(r.high, r.low)) if kind == "uint16" else 0.0
+    np.testing.assert_allclose(evaluated[~valid], upscale_input[~valid], rtol=0, atol=grey + 1e-6)
+
+    # training: the same radiometry, and a whole-image patch is one of the 8 symmetries of evaluation's mapping
+    for cache_mb in (4096, 0):  # decoded into memory, or read by windows
+        ds = PatchDataset(find_images(tmp_path / "scenes").items, scale=2, patch_size=40, bands=[1, 2, 3],
+                          cache_mb=cache_mb)
+        assert ds.sources[0].radiometry == r
+        hr, _ = ds[(0, 0, 0)]
+        assert any(np.array_equal(hr.numpy(), s) for s in symmetries(evaluated))
+
+
+def test_extreme_fill_values_are_filled_in_training_and_evaluation_data(tmp_path, make_geotiff):
+    data = float_with_fill(-3.4e38)
+    path = make_geotiff(tmp_path / "fill.tif", data)
+    r = image_radiometry(path, [1, 2])
+    assert 0.2 <= min(r.low) and max(r.high) <= 0.8
+    filled = read_image(path, [1, 2], radiometry=r)
+    np.testing.assert_array_equal(filled[:, :, 15:], data[:, :, 15:])
+    np.testing.assert_array_equal(filled[:, :, :15], np.broadcast_to(r.fill_values()[:, None, None], (2, 40, 15)))
+
+
+# --- upscale gets the clamp and the extreme-value handling without code of its own --------------------------------
+
+
+class Overshooting(Recording):
+    """A predictor whose output overshoots the model's range: 1.5 times the nearest upsampling of its input."""
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        s = self.scale
+        return 1.5 * tiles.repeat(s, axis=2).repeat(s, axis=3)
+
+
+@pytest.mark.parametrize("dtype, lo, hi", [("uint16", 1200, 4000), ("float32", 0.5, 2.0)])
+def test_upscale_outputs_stay_in_the_input_range_when_the_model_overshoots(
+    dtype, lo, hi, tiny_model, tmp_path, make_geotiff, synthetic_image
+):
+    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 40, 50, dtype=dtype, lo=lo, hi=hi))
+    predictor = Overshooting(load_predictor(tiny_model, device="cpu", precision="fp32"))
+    upscale_raster(src, tmp_path / "out.tif", predictor, UpscaleOptions(tile_size=32, overlap=8))
+    with rasterio.open(tmp_path / "out.tif") as out:
+        r = json.loads(out.tags()["GEOSR_RADIOMETRY"])
+        values = out.read()
+    assert lo <= min(r["low"]) and max(r["high"]) <= hi
+    assert values.min() >= np.floor(min(r["low"])) and values.max() <= np.ceil(max(r["high"]))
+    assert values.min() >= lo  # no 0 in a uint16 raster whose minimum is 1200; nothing negative from positive floats
+
+
+def test_upscale_of_an_undeclared_extreme_fill_leaves_valid_pixels_alone(tiny_model, tmp_path, make_geotiff):
+    predictor = load_predictor(tiny_model, device="cpu", precision="fp32")
+    outputs = {}
+    for name, fill in (("extreme", -3.4028235e38), ("nan", np.nan)):
+        src = make_geotiff(tmp_path / f"{name}.tif", float_with_fill(fill))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no raw numpy warning, in any thread
+            upscale_raster(src, tmp_path / f"{name}_x2.tif", predictor, UpscaleOptions(tile_size=32, overlap=8))
+        with rasterio.open(tmp_path / f"{name}_x2.tif") as out:
+            outputs[name] = out.read()
+    valid = outputs["extreme"][:, :, 30:]  # right of the fill (15 input columns, 30 output columns)
+    assert np.isfinite(valid).all() and 0.2 <= valid.min() and valid.max() <= 0.8
+    np.testing.assert_array_equal(outputs["extreme"], outputs["nan"])  # the fill is invalid, as NaN is
+    assert np.isnan(outputs["extreme"][:, :, :30]).all()
+
+
+@pytest.mark.shared_data
+def test_a_real_uint16_scene_with_nodata_gets_one_mapping_everywhere(geotiff_dir, tiny_model, tmp_path):
+    # the real Landsat RGB of rio-color (uint16, 6127..36082), its left 60 columns declared nodata
+    with rasterio.open(geotiff_dir / "rio-color" / "rgb16.tif") as ds:
+        data, profile = ds.read(), ds.profile
+    data[:, :, :60] = 0
+    profile.update(nodata=0)
+    src = tmp_path / "rgb16_nodata.tif"
+    with rasterio.open(src, "w", **profile) as dst:
+        dst.write(data)
+    predictor = load_predictor(tiny_model, device="cpu", precision="fp32")
+    upscale_raster(src, tmp_path / "up.tif", predictor, UpscaleOptions(tile_size=128, overlap=16))
+    with rasterio.open(tmp_path / "up.tif") as out:
+        described = json.loads(out.tags()["GEOSR_RADIOMETRY"])
+    r = image_radiometry(src, [1, 2, 3])  # evaluation's and training's
+    assert json.loads(r.describe()) == described
+    assert min(r.low) >= 6127 and np.percentile(data[0], 0.05) == 0  # unmasked percentiles would start at 0
