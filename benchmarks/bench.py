@@ -3,6 +3,7 @@
     python benchmarks/bench.py [--model PATH] [--scale 4] [--tile 64] [--overlap 16] [--batch 8]
                                [--precisions fp32,bf16] [--synthetic 512] [--memory-sizes 1024,2048]
                                [--repeats 3] [--json results.json]
+    python benchmarks/bench.py --sweep 16,32,64,128 [--model NAME|PATH] [--repeats 3] [--json sweep.json]
 
 For each precision it prints (and writes as JSON):
 1. FLOPs per output pixel of the generator and the measured peak of a large 128-channel 3x3 conv at that precision;
@@ -15,6 +16,12 @@ For each precision it prints (and writes as JSON):
 and, with --baseline, the end-to-end time of a plain tile loop (batch of one, fp32, whole image in memory) over the
 same model, against the default upscale. Each figure is the median of --repeats runs. Without --model, a randomly
 initialised default DEGAN generator is used (speed does not depend on the weights).
+
+--sweep TILES measures only the model: output megapixels per second of the forward pass at each tile size, in every
+precision and in both memory formats that can reach the model (contiguous NCHW and channels-last), in interleaved
+rounds, with a batch holding about as many pixels at every size (8 tiles of 64). Each row also names the reference
+("slow") kernels PyTorch fell back to, from its profiler: on a CPU without native bf16 they are the reason bf16 is
+slow. --precision auto's choice is printed beside the sweep, so one can see that it is never the slower one.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import count_flops, median_time, peak_conv_flops  # noqa: E402
 
 from geosr.checkpoint import ModelCard, load_generator, save_generator  # noqa: E402
-from geosr.device import describe_hardware  # noqa: E402
+from geosr.device import autocast, describe_hardware, resolve_device, resolve_precision  # noqa: E402
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster  # noqa: E402
 from geosr.models import Generator, GeneratorConfig  # noqa: E402
 from geosr.tiling import TileGrid  # noqa: E402
@@ -157,6 +164,82 @@ def peak_memory_mb(model: Path, size: int, precision: str, args, workdir: Path) 
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def sweep_batch(tile: int) -> int:
+    """Tiles per forward at ``tile``: about the pixels of 8 tiles of 64, at least one."""
+    return max(1, (8 * 64 * 64) // (tile * tile))
+
+
+def slow_kernels(model, x: torch.Tensor, device: torch.device, precision: str) -> list[str]:
+    """Names of PyTorch's reference (slow) kernels that one forward of ``model`` on ``x`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with torch.inference_mode(), autocast(device, precision):
+            model(x)
+    return sorted({e.key for e in prof.key_averages() if "slow" in e.key})
+
+
+def precision_sweep(model_path: Path, tiles: list[int], args) -> dict:
+    """Model-only output Mpx/s per (tile, precision, memory format), in interleaved rounds; see the docstring."""
+    device = resolve_device(args.device)
+    precisions = args.precisions.split(",") if args.precisions else (
+        ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    net, card = load_generator(model_path, device=device)
+    net.eval()
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    rng = np.random.default_rng(0)
+    cases, inputs = {}, {}
+    for tile in tiles:
+        b = sweep_batch(tile)
+        x = torch.from_numpy(rng.uniform(-1, 1, (b, card.config.in_channels, tile, tile)).astype(np.float32))
+        inputs[tile] = x.to(device)
+        for prec in precisions:
+            for fmt in formats:
+                cases[(tile, prec, fmt)] = []
+    kernels = {}
+    for (tile, prec, fmt) in cases:  # one warm-up each, and the profile of the slow kernels
+        net = net.to(memory_format=formats[fmt])
+        x = inputs[tile].contiguous(memory_format=formats[fmt])
+        kernels[(tile, prec, fmt)] = slow_kernels(net, x, device, prec)
+    for r in range(args.repeats):
+        for (tile, prec, fmt), times in cases.items():
+            net = net.to(memory_format=formats[fmt])
+            x = inputs[tile].contiguous(memory_format=formats[fmt])
+
+            def run():
+                with torch.inference_mode(), autocast(device, prec):
+                    net(x)
+
+            times.append(median_time(run, device, repeats=1, warmup=0))
+        print(f"round {r + 1} of {args.repeats} done", flush=True)
+    rows = []
+    for (tile, prec, fmt), times in cases.items():
+        b = sweep_batch(tile)
+        mpx = b * (tile * card.scale) ** 2 / 1e6
+        rows.append({"tile": tile, "batch": b, "precision": prec, "memory_format": fmt,
+                     "mpx_s": mpx / statistics.median(times), "seconds": [round(t, 3) for t in times],
+                     "slow_kernels": kernels[(tile, prec, fmt)]})
+    return {"hardware": describe_hardware(device), "torch": torch.__version__, "model": str(model_path),
+            "scale": card.scale, "card_tile": card.tile_size, "repeats": args.repeats,
+            "auto_precision": resolve_precision("auto", device), "load_average": os.getloadavg(), "sweep": rows}
+
+
+def print_sweep(r: dict) -> None:
+    print(f"{r['hardware']} | torch {r['torch']} | {r['model']} x{r['scale']} (card tile {r['card_tile']}) | "
+          f"--precision auto picks {r['auto_precision']}")
+    print(f"{'tile':>5} {'batch':>5} {'precision':<9} {'format':<13} {'output Mpx/s':>12}  slow kernels")
+    for row in r["sweep"]:
+        print(f"{row['tile']:>5} {row['batch']:>5} {row['precision']:<9} {row['memory_format']:<13} "
+              f"{row['mpx_s']:>12.3f}  {', '.join(row['slow_kernels']) or '-'}")
+    best = {}
+    for row in r["sweep"]:
+        key = (row["tile"], row["precision"])
+        best[key] = max(best.get(key, 0.0), row["mpx_s"])
+    for tile in sorted({t for t, _ in best}):
+        if (tile, "fp32") in best and (tile, "bf16") in best:
+            print(f"tile {tile}: bf16 / fp32 (best format each) {best[(tile, 'bf16')] / best[(tile, 'fp32')]:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="model file (default: a random default DEGAN at --scale)")
@@ -177,9 +260,19 @@ def main() -> None:
     p.add_argument("--no-train", action="store_true", help="skip the training throughput")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--sweep", default="", help="e.g. 16,32,64,128: only the model-only precision/format sweep")
     args = p.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="geosr-bench-"))
+    if args.sweep:
+        from geosr.checkpoint import resolve_model
+
+        model_path = resolve_model(args.model) if args.model else make_model(args, workdir)
+        result = precision_sweep(model_path, [int(t) for t in args.sweep.split(",")], args)
+        print_sweep(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return
     model_path = make_model(args, workdir)
     first = load_predictor(model_path, device=args.device, precision="fp32")
     card = first.card
