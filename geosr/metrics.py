@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import torch
 
+from geosr.radiometry import round_half_away
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 
 
 def to_image_range(x: torch.Tensor, data_range: float = 255.0, integer: bool = True) -> torch.Tensor:
-    """Model values in [-1, 1] -> 0..data_range, clipped, rounded to integers when ``integer`` (float64)."""
+    """Model values in [-1, 1] -> 0..data_range, clipped, rounded to integers when ``integer`` (float64; half away
+    from zero, geosr's one rounding rule)."""
     y = (x.double() + 1.0) * (data_range / 2.0)
     if integer:
-        y = torch.floor(y + 0.5)
+        y = round_half_away(y)
     return y.clamp_(0.0, data_range)
 
 
