@@ -36,7 +36,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from geosr.errors import GeosrError, RasterError
+from geosr.errors import GeosrError, OutputExistsError, RasterError
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 
 BLOCK = 512
@@ -112,11 +112,6 @@ def open_raster(
             raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){remedy}") from None
         with ds:
             yield ds
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # --- what an input holds -----------------------------------------------------------------------------------------
@@ -286,9 +281,10 @@ def output_spec(
     internal_mask: bool,
     tags: dict[str, str],
 ) -> OutputSpec:
-    """The output of super-resolving ``bands`` of ``window`` of ``ds`` by ``scale``: profile and metadata."""
-    if compress not in COMPRESSIONS:
-        raise ValueError(f"compress must be one of {COMPRESSIONS}, got {compress!r}")
+    """The output of super-resolving ``bands`` of ``window`` of ``ds`` by ``scale``: profile and metadata.
+
+    compress: one of COMPRESSIONS (checked by geosr.options.check_compression).
+    """
     height, width = int(window.height) * scale, int(window.width) * scale
     profile: dict[str, Any] = {
         "driver": "GTiff",
@@ -405,8 +401,39 @@ def output_driver(path: Path) -> str:
     return COPY_DRIVERS.get(suffix, "GTiff")
 
 
-class OutputExistsError(RasterError):
-    """The output appeared while it was being made (another process wrote it) and was not to be replaced."""
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder: the same absolute path, or one file through links."""
+    a, b = Path(a), Path(b)
+    if a.absolute() == b.absolute():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_input(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Raise RasterError when the output ``path`` is the input ``source`` (also through a link)."""
+    if same_file(source, path):
+        raise RasterError(f"{path}: the output is the input; choose another output path", option="--output")
+
+
+def check_output_file(
+    path: str | os.PathLike, *, overwrite: bool, source: str | os.PathLike | None = None, keep_hint: str = ""
+) -> None:
+    """Raise unless an output file may be written at ``path``.
+
+    RasterError when ``path`` is ``source`` (the input it is made from) or a folder; OutputExistsError when it exists
+    (a dangling link included) and ``overwrite`` is false, with ``keep_hint`` appended to the remedy.
+    """
+    path = Path(path)
+    if source is not None:
+        check_not_input(source, path)
+    if path.is_dir():
+        raise RasterError(f"{path}: is a folder; give an output file name", option="--output")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it{keep_hint}",
+                                option="--overwrite")
 
 
 def check_output_location(path: str | os.PathLike) -> None:
@@ -452,11 +479,13 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
         os.link(tmp, path)
     except FileExistsError:
         raise OutputExistsError(
-            f"{path}: already exists (written meanwhile by another process?); pass --overwrite to replace it"
+            f"{path}: already exists (written meanwhile by another process?); pass --overwrite to replace it",
+            option="--overwrite",
         ) from None
     except OSError:  # no hard links here (some network and FAT file systems)
         if path.exists():
-            raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it") from None
+            raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it",
+                                    option="--overwrite") from None
         os.replace(tmp, path)
         return
     tmp.unlink()

@@ -1,0 +1,225 @@
+"""The plan for one file: everything decided about a run before the first tile, from the open source raster.
+
+``make_plan(ds, src, dst, predictor, options)`` checks the options against the model card and the raster and
+settles the bands (the ones through the model, in groups of the model's channels, and the alpha bands beside it),
+the processed and output windows (the AOI's, widened by the overlap for context), the tile grid, the global
+radiometry (from a decimated read of the whole raster), the nodata fill, the output's profile and tags, the panel
+width and the batch size. The pipeline (geosr.pipeline) then only executes the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+from shapely.geometry import box
+from shapely.prepared import prep
+
+from geosr import __version__
+from geosr.aoi import aoi_window
+from geosr.errors import GeosrError, ModelFileError, RasterError
+from geosr.options import PANEL_STEP, UpscaleOptions
+from geosr.predictor import Predictor
+from geosr.radiometry import Radiometry, compute_radiometry, valid_mask
+from geosr.raster import (
+    COPY_DTYPES,
+    OutputSpec,
+    alpha_bands,
+    check_input,
+    georeferencing,
+    has_dataset_mask,
+    has_masks,
+    output_driver,
+    output_spec,
+    read_decimated,
+)
+from geosr.tiling import TileGrid, tiling_problem
+
+log = logging.getLogger("geosr.plan")
+
+ACCUMULATOR_BYTES = 16 * 2**20
+MAX_PANEL_WIDTH = 2048
+
+
+def auto_panel_width(bands: int, scale: int, tile: int) -> int:
+    """Input columns per pass such that the float32 strip accumulator (bands x s*tile x s*width) stays within
+    ACCUMULATOR_BYTES: a multiple of 512, at least 512 and at most MAX_PANEL_WIDTH.
+
+    Wider panels recompute fewer tiles along panel edges (about one tile column per edge); narrower ones hold less.
+    """
+    per_column = bands * scale * tile * scale * 4
+    width = ACCUMULATOR_BYTES // per_column // PANEL_STEP * PANEL_STEP
+    return int(min(MAX_PANEL_WIDTH, max(PANEL_STEP, width)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with one file; windows in input (raster) pixels, the grid over the processed window."""
+
+    src: Path
+    dst: Path
+    scale: int
+    tile_size: int
+    overlap: int
+    batch_size: int  # tiles per model call
+    bands: tuple[int, ...]  # output bands, as 1-based input band indices
+    colour: tuple[int, ...]  # the bands that go through the model
+    alpha: tuple[int, ...]  # the alpha bands (upscaled nearest)
+    layout: tuple[tuple[str, int], ...]  # per output band: ("c", index in colour) or ("a", index in alpha)
+    groups: tuple[tuple[int, ...], ...]  # per model call: colour indices, padded to the model's channels
+    real: tuple[int, ...]  # per group: how many of its indices are real (the rest is padding)
+    masks: bool  # read GDAL masks (and check NaN)
+    proc: Window  # the processed window (output window + model context)
+    out: Window  # the output window
+    grid: TileGrid  # over ``proc``
+    radiometry: Radiometry
+    spec: OutputSpec
+    nodata: float | None
+    fill: float  # value written to invalid pixels
+    aoi_px: Any  # the AOI in raster pixels (shapely), or None when the output window lies inside it
+    panel_width: int
+    cog: bool
+    compress: str
+    overwrite: bool
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """(rows, cols) of the output window inside the processed window, input pixels."""
+        return int(self.out.row_off - self.proc.row_off), int(self.out.col_off - self.proc.col_off)
+
+    @property
+    def georeferenced(self) -> bool:
+        return "crs" in self.spec.profile or self.spec.gcps is not None
+
+
+def band_groups(n: int, c: int) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """Colour indices in groups of ``c``: one group when n == c, else groups of c with the last padded by repeating.
+
+    Returns (groups, real): per group its indices and how many of them are real.
+    """
+    if n == c:
+        return (tuple(range(n)),), (n,)
+    groups, real = [], []
+    for start in range(0, n, c):
+        idx = list(range(start, min(start + c, n)))
+        real.append(len(idx))
+        idx += [idx[-1]] * (c - len(idx))
+        groups.append(tuple(idx))
+    return tuple(groups), tuple(real)
+
+
+def _groups_str(colour, groups, real) -> str:
+    return "; ".join(
+        "(" + ", ".join(f"band {colour[i]}" if k < r else "pad" for k, i in enumerate(g)) + ")"
+        for g, r in zip(groups, real)
+    )
+
+
+def _tiling(predictor: Predictor, options: UpscaleOptions) -> tuple[int, int]:
+    """The tile size and overlap: the options' or the model card's; GeosrError when a mix of the two does not fit."""
+    card = predictor.card
+    tile = card.tile_size if options.tile_size is None else options.tile_size
+    overlap = card.overlap if options.overlap is None else options.overlap
+    problem = tiling_problem(tile, overlap)
+    if problem and options.tile_size is None:
+        raise GeosrError(f"{problem}; {tile} is the tile size of the model card ({predictor.source}): lower --overlap "
+                         "or give --tile-size", option="--overlap")
+    if problem:  # the overlap is the card's (the options' pair was checked when they were made)
+        raise GeosrError(f"{problem}; {overlap} is the overlap of the model card ({predictor.source}): give "
+                         f"--overlap with --tile-size {tile}", option="--tile-size")
+    return tile, overlap
+
+
+def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions) -> Plan:
+    """Check the source ``ds`` (open, read from ``src``) against the options and the model, and decide the run.
+
+    Raises GeosrError (RasterError, ModelFileError) naming the file, the value and the remedy.
+    """
+    card = predictor.card
+    s = predictor.scale
+    tile, overlap = _tiling(predictor, options)
+    if overlap < card.overlap and options.overlap is not None:
+        log.warning("%s: overlap %d is below the model card's %d; seams may show", src, overlap, card.overlap)
+    cfg = card.config
+    if cfg.out_channels != cfg.in_channels:
+        raise ModelFileError(
+            f"{predictor.source} maps {cfg.in_channels} bands to {cfg.out_channels}; geosr upscale needs a model "
+            "with as many output bands as input bands"
+        )
+    driver = output_driver(dst)
+    if driver != "GTiff" and options.cog:
+        raise GeosrError(f"{dst}: --cog writes GeoTIFF; name the output .tif", option="--cog")
+
+    georef = georeferencing(ds, src)
+    bands = options.bands or tuple(range(1, ds.count + 1))
+    dtype = check_input(ds, src, bands)
+    if driver != "GTiff" and dtype not in COPY_DTYPES[driver]:
+        raise GeosrError(f"{dst}: {driver} cannot hold {dtype} values; name the output .tif", option="--output")
+    alpha = tuple(alpha_bands(ds, bands))
+    colour = tuple(b for b in bands if b not in alpha)
+    if not colour:
+        raise RasterError(f"{src}: bands {list(bands)} are all alpha bands; nothing to super-resolve (--bands)",
+                          option="--bands")
+    layout = tuple(("a", alpha.index(b)) if b in alpha else ("c", colour.index(b)) for b in bands)
+    groups, real = band_groups(len(colour), predictor.channels)
+    if len(groups) > 1 or real[0] < predictor.channels:
+        log.info(
+            "%s: %d bands through a %d-channel model in %d group(s) %s",
+            src, len(colour), predictor.channels, len(groups), _groups_str(colour, groups, real),
+        )
+    masks = has_masks(ds, colour)
+
+    aoi_px = None
+    if options.aoi is not None:
+        out, aoi_px = aoi_window(options.aoi, ds, src)
+        if prep(aoi_px).contains(box(out.col_off, out.row_off, out.col_off + out.width, out.row_off + out.height)):
+            aoi_px = None  # the whole output window lies inside the AOI
+        c0, r0 = max(0, out.col_off - overlap), max(0, out.row_off - overlap)
+        c1 = min(ds.width, out.col_off + out.width + overlap)
+        r1 = min(ds.height, out.row_off + out.height + overlap)
+        proc = Window(c0, r0, c1 - c0, r1 - r0)
+    else:
+        out = proc = Window(0, 0, ds.width, ds.height)
+
+    sample, sample_masks = read_decimated(ds, src, colour, masks)
+    valid = valid_mask(sample, sample_masks)
+    if not valid.any():
+        log.warning("%s: no valid pixel found in a decimated read; the raster may be all nodata", src)
+    try:
+        radiometry = compute_radiometry(sample, valid, dtype, options.value_range)
+    except ValueError as exc:
+        raise GeosrError(f"{src}: {exc} (--value-range)", option="--value-range") from None
+    if options.value_range is not None and dtype == "uint8":
+        log.info("%s: uint8 always maps 0..255; --value-range is ignored", src)
+
+    nodata = ds.nodata
+    internal_mask = nodata is None and not alpha and (has_dataset_mask(ds, colour) or aoi_px is not None)
+    fill = nodata if nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
+    tags = {
+        "GEOSR_VERSION": __version__,
+        "GEOSR_MODEL": f"{predictor.source} ({card.name}, x{s})",
+        "GEOSR_SCALE": str(s),
+        "GEOSR_RADIOMETRY": radiometry.describe(),
+        "GEOSR_TILING": f"tile {tile}, overlap {overlap} input pixels",
+        "GEOSR_PRECISION": predictor.precision,
+    }
+    if len(groups) > 1 or real[0] < predictor.channels:
+        tags["GEOSR_BAND_GROUPS"] = _groups_str(colour, groups, real)
+    if alpha:
+        tags["GEOSR_ALPHA"] = f"bands {list(alpha)} upscaled nearest, not through the model"
+    spec = output_spec(
+        ds, src, scale=s, window=out, bands=bands, dtype=dtype, georef=georef, compress=options.compress,
+        internal_mask=internal_mask, tags=tags,
+    )
+    return Plan(
+        src=src, dst=dst, scale=s, tile_size=tile, overlap=overlap, batch_size=options.batch_size, bands=bands,
+        colour=colour, alpha=alpha, layout=layout, groups=groups, real=real, masks=masks, proc=proc, out=out,
+        grid=TileGrid(int(proc.height), int(proc.width), tile, overlap, s), radiometry=radiometry, spec=spec,
+        nodata=nodata, fill=fill, aoi_px=aoi_px,
+        panel_width=options.panel_width or auto_panel_width(len(colour), s, min(tile, int(proc.height))),
+        cog=options.cog, compress=options.compress, overwrite=options.overwrite,
+    )
