@@ -10,23 +10,27 @@ from pathlib import Path
 
 import click
 
-from geosr.cli.options import handle_errors, verbosity
+from geosr.cli.options import (
+    bands_option,
+    device_option,
+    handle_errors,
+    model_option,
+    output_option,
+    precision_option,
+    scale_option,
+    verbosity,
+    verbosity_options,
+)
 from geosr.errors import DataError, GeosrError
-from geosr.training.state import atomic_write_bytes
+from geosr.fileio import atomic_write
+
+REPORT_SUFFIXES = (".json", ".csv")
 
 
-def _bands(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        bands = [int(b) for b in value.split(",") if b.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of 1-based band numbers") from None
-    if not bands or any(b < 1 for b in bands):
-        raise click.BadParameter(f"bands are 1-based numbers, got {value!r}")
-    if len(set(bands)) != len(bands):
-        raise click.BadParameter(f"{value!r}: name each band once")
-    return bands
+def _report_path(ctx, param, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() not in REPORT_SUFFIXES:
+        raise click.BadParameter(f"{value}: write .json or .csv")
+    return value
 
 
 def _finite(v):
@@ -41,12 +45,12 @@ def _finite(v):
 
 
 def write_report(report, path: Path) -> None:
-    """``--out``: JSON (settings, summary, per image) or CSV (one row per image, per class and the mean).
+    """``-o``: JSON (settings, summary, per image) or CSV (one row per image, per class and the mean).
 
     Written to a temporary file and renamed: a failure leaves no partial report.
     """
     if path.suffix.lower() == ".json":
-        atomic_write_bytes(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode())
+        atomic_write(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode(), what="the report")
         return
     cols = ["level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic"]
     buf = io.StringIO(newline="")
@@ -58,32 +62,30 @@ def write_report(report, path: Path) -> None:
     for label, row in report.summary().items():
         level = "mean" if label == "mean" else "class"
         w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
-    atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode(), what="the report")
 
 
 @click.command(context_settings={"max_content_width": 120})
-@click.option("--model", "-m", "model_spec", metavar="MODEL",
-              help="A .safetensors model file (geosr train's best.safetensors) or a bundled model name; default: "
-              "the bundled model for --scale.")
+@model_option("A model file (.safetensors; geosr train's best.safetensors) or a bundled model's name; default: the "
+              "bundled model for --scale.", dest="model_spec")
 @click.option("--data", "-d", "data", required=True, metavar="DIR",
               help="The data set: UC Merced, AID, any (class-)folder of images, HR/ + LR_xN/, GeoTIFF tiles.")
 @click.option("--split", type=click.Choice(["val", "test", "all"]), default="test", show_default=True,
               help="Which images: the data set's deterministic split (UC Merced: val 50-59, test 60-99).")
-@click.option("--scale", "-s", type=click.IntRange(2, 4), default=None,
-              help="Upscaling factor; must match the model (default: the model's).")
-@click.option("--bands", callback=_bands, metavar="1,2,3",
-              help="1-based bands to feed the model (default: the first bands, as many as it takes).")
-@click.option("--out", "-o", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the results to FILE.json or FILE.csv (per image, per class, mean).")
+@scale_option()
+@bands_option("1-based bands to feed the model (default: the first bands, as many as it takes).")
+@output_option("Also write the results to FILE.json or FILE.csv (per image, per class, mean).", dest="out",
+               required=False, metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+               callback=_report_path)
 @click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).")
 @click.option("--preview", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.")
 @click.option("--max-images", type=click.IntRange(0), default=0,
               help="Measure only this many images, spread evenly over the split (0: all).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32", show_default=True,
-              help="Precision of the model's forward pass (fp32 measures exactly).")
+@device_option()
+@precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
+@verbosity_options
 @click.pass_context
 @handle_errors
 def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, device,
@@ -98,9 +100,10 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
     """
     from tqdm import tqdm
 
-    from geosr.checkpoint import default_model, load_generator, read_card, resolve_model
+    from geosr.checkpoint import load_generator
     from geosr.datasets import default_bands, find_images, split_rule, spread
     from geosr.device import resolve_device, resolve_precision
+    from geosr.predictor import select_model
     from geosr.evaluation import (
         Report,
         evaluate_images,
@@ -110,18 +113,9 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
         to_dtype,
     )
 
-    if out is not None and out.suffix.lower() not in (".json", ".csv"):
-        raise click.BadParameter(f"{out}: write .json or .csv", param_hint="--out")
-    path = resolve_model(model_spec) if model_spec else default_model(scale or 4)
-    try:
-        dev = resolve_device(device)
-        prec = resolve_precision(precision, dev)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    card = read_card(path)  # the card and the weights' shapes are checked before the model is built
-    if scale is not None and scale != card.scale:
-        raise GeosrError(f"--scale {scale} does not match {path}, a x{card.scale} model; pass --scale {card.scale} "
-                         f"or a x{scale} model")
+    path = select_model(model_spec, scale)  # the card and the weights' shapes are checked before the model is built
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
     images = find_images(data, split)
     if not len(images):
         rule = split_rule(images.layout)
@@ -134,7 +128,7 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
     if bands is None:
         bands = default_bands(items[0].path, c)
     elif len(bands) != c:
-        raise GeosrError(f"--bands: {len(bands)} bands given, but {path} takes {c}; name {c} bands")
+        raise GeosrError(f"--bands: {len(bands)} bands given, but {path} takes {c}; name {c} bands", option="--bands")
 
     quiet = verbosity(ctx) < 0
     bar = tqdm(total=len(items), unit="image", disable=quiet, leave=False, dynamic_ncols=True)

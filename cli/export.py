@@ -18,8 +18,16 @@ import click
 import torch
 
 from geosr.checkpoint import default_overlap, load_generator, save_generator
-from geosr.cli.options import handle_errors
+from geosr.cli.options import (
+    handle_errors,
+    output_option,
+    overlap_option,
+    overwrite_option,
+    tile_size_option,
+    verbosity_options,
+)
 from geosr.errors import GeosrError
+from geosr.raster import check_output_file
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -42,7 +50,8 @@ def metrics_from_report(path: Path, scale: int) -> dict:
         }
         report_scale = int(report["scale"])
     except FileNotFoundError:
-        raise ExportError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}") from None
+        raise ExportError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}",
+                          option="--metrics") from None
     except (OSError, ValueError, KeyError, TypeError):
         raise ExportError(
             f"{path}: not a geosr evaluate JSON report with a model (write one with geosr evaluate -m MODEL ... -o "
@@ -59,23 +68,24 @@ def metrics_from_report(path: Path, scale: int) -> dict:
 
 @click.command()
 @click.argument("model", metavar="MODEL")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The model file to write (.safetensors).")
+@output_option("The model file to write (.safetensors).", dest="out", metavar="FILE",
+               type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp16", show_default=True,
               help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).")
 @click.option("--name", help="Model name in the card (the name `--model NAME` finds when bundled).")
 @click.option("--description", help="One-line description in the card.")
 @click.option("--metrics", "report", type=click.Path(dir_okay=False, path_type=Path),
               help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.")
-@click.option("--tile-size", type=click.IntRange(8, 4096), help="Recommended tile size in input pixels.")
-@click.option("--overlap", type=click.IntRange(0, 2048), help="Recommended overlap in input pixels.")
+@tile_size_option("Recommended tile size in input pixels [the model's].")
+@overlap_option("Recommended overlap in input pixels, at most half the tile size [the model's; a quarter of "
+                "--tile-size when that is given].")
 @click.option("--note", "notes", multiple=True, help="A line for the card's training notes (repeatable).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@overwrite_option("Replace an existing output file.")
+@verbosity_options
 @handle_errors
 def export(model, out, dtype, name, description, report, tile_size, overlap, notes, overwrite) -> None:
     """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics."""
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out} exists; pass --overwrite to replace it")
+    check_output_file(out, overwrite=overwrite)
     net, card = load_generator(model)
     changes: dict = {}
     if name is not None:

@@ -8,7 +8,7 @@ import math
 import click
 
 from geosr.checkpoint import bundled_models, default_model_name, expected_shapes, read_card
-from geosr.cli.options import handle_errors
+from geosr.cli.options import handle_errors, verbosity_options
 
 
 def format_card(card, path: str) -> str:
@@ -38,6 +38,7 @@ def format_card(card, path: str) -> str:
 @click.command()
 @click.argument("model", metavar="[MODEL]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@verbosity_options
 @handle_errors
 def info(model: str | None, as_json: bool) -> None:
     """Show the model card of MODEL (a .safetensors model file or a bundled model name); without MODEL, list the
@@ -57,9 +58,9 @@ def info(model: str | None, as_json: bool) -> None:
         for name, path in models.items():
             card = read_card(path)
             m = card.metrics
-            quality = (f"val PSNR {m['val_psnr']:.2f} dB / SSIM {m['val_ssim']:.4f} (bicubic {m['val_psnr_bicubic']:.2f}"
-                       f" / {m['val_ssim_bicubic']:.4f})" if {"val_psnr", "val_psnr_bicubic"} <= set(m) else
-                       "no metrics recorded")
+            quality = (f"val PSNR {m['val_psnr']:.2f} dB / SSIM {m['val_ssim']:.4f} (bicubic "
+                       f"{m['val_psnr_bicubic']:.2f} / {m['val_ssim_bicubic']:.4f})"
+                       if {"val_psnr", "val_psnr_bicubic"} <= set(m) else "no metrics recorded")
             default = " (default)" if default_model_name(card.scale) == name else ""
             click.echo(f"{name:<16} x{card.scale}{default:<10} {quality}")
         return

@@ -1,6 +1,13 @@
 """Options and helpers shared by the geosr commands.
 
-Library errors (GeosrError) become one-line click errors here, at the CLI boundary; with -v the traceback is logged too.
+Every option that several commands take is defined here once, as a decorator with a validating callback (as in
+rasterio's ``rio/options.py``), so that it is spelled, documented and checked the same way in every command. The
+callbacks only map: the rules are the library's (geosr.options, geosr.device, geosr.tiling), and a value they refuse
+becomes ``click.BadParameter`` (exit 2) before anything is opened. A command may word the help for its own meaning
+of an option (``-o`` is an output file, folder or run folder); its names and its checks stay the same.
+
+Library errors (GeosrError) become one-line click errors in ``handle_errors``: an ``OptionError`` a usage error on the
+option it names (exit 2), every other one exit 1; with -v the traceback is logged too.
 """
 
 from __future__ import annotations
@@ -8,12 +15,21 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import click
 
-from geosr.errors import GeosrError
+from geosr.device import DEVICES, PRECISIONS, check_device_spec
+from geosr.errors import GeosrError, OptionError, one_line
+from geosr.models.generator import SCALES
+from geosr.options import check_band_numbers, check_batch_size, check_tiling
+from geosr.tiling import MAX_TILE, MIN_TILE
 
 log = logging.getLogger("geosr")
+
+
+# --- logging ------------------------------------------------------------------------------------------------------
 
 
 def configure_logging(verbosity: int) -> None:
@@ -28,27 +44,192 @@ def configure_logging(verbosity: int) -> None:
 
 
 def verbosity(ctx: click.Context) -> int:
-    """The -v/-q count of the root group (0 when unset)."""
+    """The -v/-q count so far (of the group and the command; 0 when unset)."""
     root = ctx.find_root()
     return int((root.obj or {}).get("verbosity", 0))
 
 
-def one_line_message(exc: BaseException) -> str:
-    """The user-facing message of ``exc`` on one line.
+def _count(sign: int):
+    def callback(ctx: click.Context, param: click.Parameter, value: int) -> None:
+        obj = ctx.find_root().ensure_object(dict)
+        obj["verbosity"] = obj.get("verbosity", 0) + sign * (value or 0)
+        configure_logging(obj["verbosity"])
 
-    An error raised in a DataLoader worker process comes back with the worker's traceback in its message; only the
-    original message (the last line) is kept.
-    """
-    text = str(exc)
-    if "Original Traceback" in text:
-        last = text.strip().splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(text.split()) or type(exc).__name__
+    return callback
+
+
+def verbosity_options(func: Callable) -> Callable:
+    """-v/--verbose and -q/--quiet: counted on the group and on every command alike (geosr -q upscale ... and
+    geosr upscale ... -q are the same), setting the log level; the count is read with ``verbosity(ctx)``."""
+    func = click.option("-q", "--quiet", count=True, expose_value=False, callback=_count(-1),
+                        help="Less output: no progress bars or summary, errors only.")(func)
+    return click.option("-v", "--verbose", count=True, expose_value=False, callback=_count(+1),
+                        help="More log output (-vv: debug, with tracebacks).")(func)
+
+
+# --- options with hidden aliases ------------------------------------------------------------------------------------
+
+
+class AliasedOption(click.Option):
+    """An option with old names that still work but are left out of --help and error messages."""
+
+    def __init__(self, *args: Any, hidden_names: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_names = tuple(hidden_names)
+
+    def _shown(self) -> list[str]:
+        return [o for o in self.opts if o not in self.hidden_names]
+
+    def get_help_record(self, ctx: click.Context):
+        opts, self.opts = self.opts, self._shown()
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        return " / ".join(f"'{o}'" for o in self._shown())
+
+
+# --- validating callbacks -------------------------------------------------------------------------------------------
+
+
+def _param_named(ctx: click.Context, name: str | None) -> click.Parameter | None:
+    """The command's parameter that takes the option ``name`` (e.g. '--overlap'), if any."""
+    if ctx is None or ctx.command is None or name is None:
+        return None
+    return next((p for p in ctx.command.params if name in getattr(p, "opts", ())), None)
+
+
+def bad_parameter(ctx: click.Context, exc: OptionError, param: click.Parameter | None = None) -> click.BadParameter:
+    """A click usage error for a library OptionError, on the parameter it names (or ``param``)."""
+    target = _param_named(ctx, exc.option) or param
+    hint = None if target is not None else exc.option
+    return click.BadParameter(one_line(exc), ctx=ctx, param=target, param_hint=hint)
+
+
+def checked(check: Callable[[Any], Any]):
+    """A click callback that passes a given value through the library rule ``check`` (None stays None); the
+    OptionError it raises becomes a usage error on the option it names."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except OptionError as exc:
+            raise bad_parameter(ctx, exc, param) from None
+
+    return callback
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """'4,3,2' (commas or spaces) -> (4, 3, 2); ValueError for anything that is not integers."""
+    return tuple(int(v) for v in text.replace(" ", ",").split(",") if v.strip())
+
+
+def _bands(value: str) -> tuple[int, ...]:
+    try:
+        bands = parse_int_list(value)
+    except ValueError:
+        raise OptionError(f"{value!r}: expected 1-based band numbers separated by commas, e.g. 4,3,2",
+                          option="--bands") from None
+    return check_band_numbers(bands)
+
+
+def _scale(value: str) -> int:
+    return int(value)  # one of the choices
+
+
+def _tiling(name: str):
+    """The callback of --tile-size or --overlap: the value alone, and the pair once both are known."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+        if value is None:
+            return None
+        pair = {"tile_size": ctx.params.get("tile_size"), "overlap": ctx.params.get("overlap"), name: value}
+        try:
+            check_tiling(pair["tile_size"], pair["overlap"])
+        except OptionError as exc:
+            raise bad_parameter(ctx, exc, param) from None
+        return value
+
+    return callback
+
+
+# --- the shared options ---------------------------------------------------------------------------------------------
+
+
+def output_option(help: str, *, dest: str = "output", required: bool = True, metavar: str = "PATH",
+                  type: click.ParamType | None = None, callback: Callable | None = None) -> Callable:
+    """-o/--output: where the command writes (a file, a folder or a run folder: ``help`` says which). The older
+    spelling --out is still accepted."""
+    return click.option("-o", "--output", "--out", dest, cls=AliasedOption, hidden_names=("--out",),
+                        required=required, type=type or click.Path(path_type=Path), metavar=metavar,
+                        callback=callback, help=help)
+
+
+def model_option(help: str = "A model file (.safetensors) or a bundled model's name (geosr info lists them); "
+                 "default: the bundled model for --scale.", *, dest: str = "model") -> Callable:
+    """-m/--model MODEL."""
+    return click.option("-m", "--model", dest, metavar="MODEL", help=help)
+
+
+def scale_option(help: str = "Upscaling factor; must match the model's (default: the model's).", *,
+                 dest: str = "scale") -> Callable:
+    """-s/--scale [2|3|4], as an int (None when not given)."""
+    return click.option("-s", "--scale", dest, type=click.Choice([str(s) for s in SCALES]), default=None,
+                        callback=checked(_scale), help=help)
+
+
+def bands_option(help: str = "1-based input bands, in output order (e.g. 4,3,2).", *, dest: str = "bands") -> Callable:
+    """--bands LIST, as a tuple of 1-based band numbers (None when not given)."""
+    return click.option("--bands", dest, metavar="LIST", callback=checked(_bands), help=help)
+
+
+def device_option(help: str = f"{DEVICES}; auto takes CUDA, then MPS, then the CPU.", *, default: str | None = "auto",
+                  dest: str = "device") -> Callable:
+    """--device DEVICE: its spelling checked here; whether this machine has it, when the model is loaded (exit 1)."""
+    return click.option("--device", dest, metavar="DEVICE", default=default, show_default=default is not None,
+                        callback=checked(check_device_spec), help=help)
+
+
+def precision_option(help: str = "auto: bf16 on GPUs and CPUs that support it, fp32 elsewhere.", *,
+                     default: str | None = "auto", name: str = "--precision", dest: str = "precision") -> Callable:
+    """--precision [auto|fp32|bf16|fp16] (``name`` for a second precision option of the same kind)."""
+    return click.option(name, dest, type=click.Choice(PRECISIONS, case_sensitive=False), default=default,
+                        show_default=default is not None, help=help)
+
+
+def tile_size_option(help: str = "Tile size in input pixels [model card].", *, dest: str = "tile_size") -> Callable:
+    """--tile-size N (input pixels, MIN_TILE..MAX_TILE), checked with --overlap by geosr.tiling's rule."""
+    return click.option("--tile-size", dest, type=int, metavar=f"{MIN_TILE}..{MAX_TILE}", callback=_tiling("tile_size"),
+                        help=help)
+
+
+def overlap_option(help: str = "Overlap of neighbouring tiles in input pixels, at most half the tile size "
+                   "[model card].", *, dest: str = "overlap") -> Callable:
+    """--overlap N (input pixels), checked with --tile-size by geosr.tiling's rule."""
+    return click.option("--overlap", dest, type=int, metavar="N", callback=_tiling("overlap"), help=help)
+
+
+def batch_size_option(help: str, *, default: int | None = None, dest: str = "batch_size") -> Callable:
+    """--batch-size N (at least 1)."""
+    return click.option("--batch-size", dest, type=int, metavar="N", default=default,
+                        show_default=default is not None, callback=checked(check_batch_size), help=help)
+
+
+def overwrite_option(help: str = "Replace an existing output.") -> Callable:
+    """--overwrite."""
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+# --- errors ---------------------------------------------------------------------------------------------------------
 
 
 def _os_error_message(exc: OSError) -> str:
     where = exc.filename if exc.filename is not None else "a file"
-    reason = exc.strerror or one_line_message(exc)
+    reason = exc.strerror or one_line(exc)
     if exc.errno == errno.ENOSPC:
         return f"{where}: no space left on the disk; free some space or write elsewhere"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -59,9 +240,10 @@ def _os_error_message(exc: OSError) -> str:
 def handle_errors(func):
     """Run a command body and end every failure with one line and a documented exit code, never a traceback.
 
-    GeosrError and OSError (a disk that is full, a folder that cannot be written) exit 1 with their message;
-    MemoryError and any unexpected error exit 1 with a one-line summary (the traceback is logged with -v);
-    Ctrl-C exits 130. click's own usage errors (exit 2) pass through.
+    OptionError (a value wrong in itself) exits 2 as a usage error on the option it names; any other GeosrError and
+    OSError (a disk that is full, a folder that cannot be written) exit 1 with their message; MemoryError and any
+    unexpected error exit 1 with a one-line summary (the traceback is logged with -v); Ctrl-C exits 130. click's own
+    usage errors (exit 2) pass through.
     """
 
     @functools.wraps(func)
@@ -77,8 +259,10 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except OptionError as exc:
+            raise bad_parameter(ctx, exc) from None
         except GeosrError as exc:
-            raise fail(one_line_message(exc)) from None
+            raise fail(one_line(exc)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
@@ -88,7 +272,7 @@ def handle_errors(func):
             raise fail("out of memory; use a smaller --tile-size or --batch-size, or a machine with more memory") \
                 from None
         except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback with -v
-            raise fail(f"unexpected error: {type(exc).__name__}: {one_line_message(exc)} (run with -v for the "
+            raise fail(f"unexpected error: {type(exc).__name__}: {one_line(exc)} (run with -v for the "
                        "traceback, and report it)") from None
 
     return wrapper

@@ -4,33 +4,62 @@ from __future__ import annotations
 
 import typing
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 from tqdm import tqdm
 
-from geosr.cli.options import handle_errors, verbosity
-from geosr.training.config import ConfigError, TrainConfig, _base_type, build_config, coerce, resume_config
+from geosr.cli.options import (
+    bands_option,
+    batch_size_option,
+    device_option,
+    handle_errors,
+    output_option,
+    overlap_option,
+    precision_option,
+    scale_option,
+    tile_size_option,
+    verbosity,
+    verbosity_options,
+)
+from geosr.training.config import TrainConfig, _base_type, build_config, coerce, resume_config
 
 PATH_SETTINGS = ("data", "val_data", "vgg_weights", "out")
 
+# Settings that are options of other commands too: spelled and checked as in every command (geosr.cli.options).
+SHARED_OPTIONS = {
+    "scale": scale_option,
+    "bands": bands_option,
+    "device": partial(device_option, default=None),
+    "precision": partial(precision_option, default=None),
+    "val_precision": partial(precision_option, default=None, name="--val-precision", dest="val_precision"),
+    "tile_size": tile_size_option,
+    "overlap": overlap_option,
+    "batch_size": batch_size_option,
+    "out": partial(output_option, dest="out", required=False, metavar="RUN_DIR", type=click.Path(file_okay=False)),
+}
+
 
 def _setting_options(func):
-    """One option per TrainConfig setting, named like the setting (n_blocks -> --n-blocks); all default to unset."""
+    """One option per TrainConfig setting, named like the setting (n_blocks -> --n-blocks; out -> -o/--output, --out
+    still accepted); all default to unset."""
     hints = typing.get_type_hints(TrainConfig)
     for f in reversed(fields(TrainConfig)):
         tp, _ = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"]
-        if tp is bool:
+        if f.name in SHARED_OPTIONS:
+            decorator = SHARED_OPTIONS[f.name](help_text)
+        elif tp is bool:
             decorator = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None,
                                      help=help_text)
         elif typing.get_origin(tp) is list:
             decorator = click.option(flag, f.name, default=None, metavar="A,B,...", help=help_text)
         else:
             click_type = {int: int, float: float, str: str}[tp]
-            metavar = {"data": "DIR", "val_data": "DIR", "out": "RUN_DIR", "vgg_weights": "FILE"}.get(f.name)
+            metavar = {"data": "DIR", "val_data": "DIR", "vgg_weights": "FILE"}.get(f.name)
             decorator = click.option(flag, f.name, type=click_type, default=None, metavar=metavar, help=help_text)
         func = decorator(func)
     return func
@@ -44,7 +73,9 @@ def _overrides(raw: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         tp, _ = _base_type(hints[name])
-        if typing.get_origin(tp) is list:
+        if isinstance(value, tuple):  # parsed by a shared option's callback (--bands)
+            value = list(value)
+        elif typing.get_origin(tp) is list:
             (item,) = typing.get_args(tp)
             parts = [p.strip() for p in value.split(",") if p.strip()]
             try:
@@ -110,6 +141,7 @@ class _Bar:
               "change the model or the data may be overridden, e.g. --max-steps).")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration as TOML and exit.")
 @_setting_options
+@verbosity_options
 @click.pass_context
 @handle_errors
 def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None, print_config: bool,
@@ -135,12 +167,9 @@ def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None,
         saved.out = str(resume_dir)
         cfg = resume_config(saved, overrides)
     else:
-        try:
-            cfg = build_config(config_file, overrides)
-        except ConfigError as exc:
-            if "no training data" in str(exc):
-                raise click.UsageError("give --data DIR or a --config file that sets data") from None
-            raise
+        if config_file is None and "data" not in overrides:
+            raise click.UsageError("give --data DIR or a --config file that sets data")
+        cfg = build_config(config_file, overrides)
     cfg = _absolute(cfg)
     if print_config:
         click.echo(cfg.to_toml(), nl=False)

@@ -8,8 +8,6 @@ own GPU (LOCAL_RANK); no process group is needed.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -17,53 +15,37 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from geosr.aoi import AOITextError, bbox_aoi, load_aoi, parse_bbox
-from geosr.cli.options import configure_logging, handle_errors, verbosity
-from geosr.device import PRECISIONS
+from geosr.aoi import bbox_aoi, load_aoi, parse_bbox
+from geosr.cli.options import (
+    bands_option,
+    batch_size_option,
+    checked,
+    device_option,
+    handle_errors,
+    model_option,
+    output_option,
+    overlap_option,
+    overwrite_option,
+    precision_option,
+    scale_option,
+    tile_size_option,
+    verbosity,
+    verbosity_options,
+)
+from geosr.device import torchrun_env
 from geosr.inference import (
     FileResult,
     Progress,
     UpscaleOptions,
-    distributed_rank,
     load_predictor,
     plan_outputs,
     upscale_batch,
     upscale_raster,
 )
-from geosr.raster import COMPRESSIONS, MAX_TILE_SIZE, check_output_location
+from geosr.options import COMPRESSIONS, check_value_range
+from geosr.raster import check_output_location
 
 log = logging.getLogger("geosr")
-
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def _check_device(ctx, param, value: str) -> str:
-    if not _DEVICE.match(value.strip().lower()):
-        raise click.BadParameter(f"{value!r}: expected auto, cpu, cuda, cuda:N or mps")
-    return value.strip().lower()
-
-
-def _parse_bands(ctx, param, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        bands = tuple(int(v) for v in value.replace(" ", ",").split(",") if v)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected 1-based band numbers separated by commas, e.g. 4,3,2") from None
-    if not bands or min(bands) < 1:
-        raise click.BadParameter(f"{value!r}: band numbers start at 1, e.g. 1,2,3")
-    if len(set(bands)) != len(bands):
-        raise click.BadParameter(f"{value!r}: name each band once")
-    return bands
-
-
-def _parse_bbox(ctx, param, value: str | None):
-    if value is None:
-        return None
-    try:
-        return parse_bbox(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 class _Bars:
@@ -110,89 +92,64 @@ class _Bars:
 
 @click.command(short_help="Super-resolve rasters.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
-@click.option("--scale", type=click.Choice(["2", "3", "4"]), default=None,
-              help="Upscaling factor; the model's by default (4 for the bundled model).")
-@click.option("--model", metavar="PATH", help="Model file (.safetensors); the bundled model for --scale by default.")
-@click.option("--tile-size", type=click.IntRange(8, MAX_TILE_SIZE),
-              help=f"Tile size in input pixels, 8..{MAX_TILE_SIZE} [model card].")
-@click.option("--overlap", type=click.IntRange(min=0),
-              help="Overlap of neighbouring tiles in input pixels [model card].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
-@click.option("--device", default="auto", show_default=True, callback=_check_device,
-              help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="auto: bf16 on GPUs and CPUs that support it, fp32 elsewhere.")
-@click.option("--bands", callback=_parse_bands, metavar="LIST",
-              help="1-based input bands, in output order (e.g. 4,3,2).")
+@output_option("Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
+@model_option()
+@scale_option("Upscaling factor; the model's by default (4 for the bundled model).")
+@tile_size_option()
+@overlap_option()
+@batch_size_option("Tiles per model call.", default=8)
+@device_option()
+@precision_option()
+@bands_option()
 @click.option("--aoi", metavar="GEOJSON|WKT", help="Area of interest: a GeoJSON file or a WKT polygon.")
-@click.option("--bbox", callback=_parse_bbox, metavar="MINX,MINY,MAXX,MAXY", help="Area of interest as a box.")
+@click.option("--bbox", callback=checked(parse_bbox), metavar="MINX,MINY,MAXX,MAXY", help="Area of interest as a box.")
 @click.option("--aoi-crs", metavar="CRS",
               help="CRS of --aoi/--bbox [GeoJSON: EPSG:4326; WKT and --bbox: the raster's CRS].")
-@click.option("--value-range", nargs=2, type=float, metavar="MIN MAX",
+@click.option("--value-range", nargs=2, type=float, metavar="MIN MAX", callback=checked(check_value_range),
               help="Values mapped to the model's range in every band (non-uint8 rasters) instead of percentiles.")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@overwrite_option("Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True, help="Leave existing outputs alone (resumes a batch).")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv: debug, with tracebacks).")
-@click.option("-q", "--quiet", count=True, help="No progress bars or summary; errors only.")
+@verbosity_options
 @click.pass_context
 @handle_errors
-def upscale(ctx: click.Context, inputs, output, scale, model, tile_size, overlap, batch_size, device, precision,
-            bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing, verbose, quiet) -> None:
+def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, device, precision,
+            bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
     recursively for rasters): OUTPUT is a folder and the relative layout is kept. Georeferencing, dtype, bands, nodata
     and metadata are kept; the footprint is unchanged.
     """
-    level = verbosity(ctx) + verbose - quiet
-    ctx.find_root().ensure_object(dict)["verbosity"] = level
-    configure_logging(level)
+    level = verbosity(ctx)
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing exclude each other")
     if aoi is not None and bbox is not None:
         raise click.UsageError("give --aoi or --bbox, not both")
     if aoi_crs is not None and aoi is None and bbox is None:
         raise click.UsageError("--aoi-crs needs --aoi or --bbox")
-    if tile_size is not None and overlap is not None and overlap > tile_size // 2:
-        raise click.BadParameter(
-            f"{overlap}: at most half the tile size ({tile_size} // 2 = {tile_size // 2})", param_hint="--overlap"
-        )
-    if value_range and not all(math.isfinite(v) for v in value_range):
-        raise click.BadParameter(f"{value_range[0]:g} {value_range[1]:g}: give finite numbers",
-                                 param_hint="--value-range")
-    if value_range and not value_range[0] < value_range[1]:
-        raise click.BadParameter(
-            f"{value_range[0]:g} {value_range[1]:g}: MIN must be below MAX", param_hint="--value-range"
-        )
 
     area = None
-    try:
-        if aoi is not None:
-            area = load_aoi(aoi, aoi_crs)
-        elif bbox is not None:
-            area = bbox_aoi(bbox, aoi_crs)
-    except AOITextError as exc:
-        raise click.BadParameter(str(exc), param_hint="--aoi-crs" if "--aoi-crs" in str(exc) else
-                                 ("--bbox" if bbox is not None else "--aoi")) from None
+    if aoi is not None:
+        area = load_aoi(aoi, aoi_crs)
+    elif bbox is not None:
+        area = bbox_aoi(bbox, aoi_crs)
+    options = UpscaleOptions(
+        tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=area, value_range=value_range,
+        cog=cog, compress=compress, overwrite=overwrite,
+    )
     pairs = plan_outputs(inputs, output)
     check_output_location(output)
     single = len(inputs) == 1 and inputs[0].is_file()
-    rank, world, local_rank = distributed_rank()
-    mine = pairs[rank::world]
-    who = f"rank {rank}/{world}: " if world > 1 else ""
+    job = torchrun_env()
+    mine = pairs[job.rank :: job.world_size]
+    who = f"rank {job.rank}/{job.world_size}: " if job.distributed else ""
     if not mine:
         log.info("%sno files for this process", who)
         return
-    predictor = load_predictor(model, int(scale) if scale else None, device, precision, local_rank)
-    options = UpscaleOptions(
-        tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=area,
-        value_range=tuple(value_range) if value_range else None, cog=cog, compress=compress, overwrite=overwrite,
-    )
-    bars = _Bars(enabled=level >= 0 and rank == 0, files=len(mine))
+    predictor = load_predictor(model, scale, device, precision, job.local_rank)
+    bars = _Bars(enabled=level >= 0 and job.rank == 0, files=len(mine))
     try:
         if single:
             src, dst = mine[0]

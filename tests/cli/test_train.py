@@ -81,7 +81,7 @@ def test_errors(tmp_path, scenes):
     result = train("--config", tmp_path / "bad2.toml")
     assert result.exit_code == 1 and "scale belongs in [model]" in result.output
     result = train("--data", scenes, "--bands", "1,x")
-    assert result.exit_code == 2 and "comma-separated list of int" in result.output
+    assert result.exit_code == 2 and "expected 1-based band numbers separated by commas" in result.output
     result = train("--data", scenes, "--patch-size", "33", "--scale", "2")
     assert result.exit_code == 1 and "patch_size must be a multiple of the scale" in result.output
     result = train("--resume", tmp_path)

@@ -82,7 +82,7 @@ def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp
         (["--overwrite", "--skip-existing"], 2, "exclude each other"),
         (["--aoi", "POLYGON((0 0,1 0,1 1,0 0))", "--bbox", "0,0,1,1"], 2, "not both"),
         (["--aoi-crs", "EPSG:4326"], 2, "--aoi-crs needs --aoi or --bbox"),
-        (["--bands", "0"], 2, "band numbers start at 1"),
+        (["--bands", "0"], 2, "band numbers are 1-based"),
         (["--bands", "1,1"], 2, "each band once"),
         (["--bands", "x"], 2, "band numbers"),
         (["--bbox", "1,2,3"], 2, "four numbers"),
@@ -93,7 +93,12 @@ def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp
         (["--compress", "jpeg"], 2, "jpeg"),
         (["--scale", "5"], 2, "5"),
         (["--bands", "5"], 1, "rgb.tif has 3 bands; --bands takes 1-based indices up to 3, got 5"),
-        (["--overlap", "40"], 1, "overlap 40: must be 0..16"),
+        (["--overlap", "40"], 1, "overlap 40: must be an integer of 0..16 (half the tile size 32); 32 is the tile "
+                                 "size of the model card"),
+        (["--tile-size", "10"], 1, "overlap 8: must be an integer of 0..5 (half the tile size 10); 8 is the overlap "
+                                   "of the model card"),
+        (["--tile-size", "32", "--overlap", "17"], 2, "overlap 17: must be an integer of 0..16"),
+        (["--overlap", "17", "--tile-size", "32"], 2, "Invalid value for '--overlap'"),
         (["--scale", "4"], 1, "x2 model but --scale 4"),
         (["--bbox", "0,0,1,1", "--aoi-crs", "EPSG:4326"], 1, "does not meet the raster"),
         (["--aoi", "missing.geojson"], 1, "no such file"),

@@ -133,8 +133,8 @@ def test_a_raster_with_rpcs_only(tiny_model, tmp_path):
     [
         (["--tile-size", "0"], "--tile-size"),
         (["--tile-size", "-32"], "--tile-size"),
-        (["--tile-size", "5000"], "8<=x<=4096"),
-        (["--tile-size", "32", "--overlap", "32"], "at most half the tile size"),
+        (["--tile-size", "5000"], "must be an integer of 8..4096"),
+        (["--tile-size", "32", "--overlap", "32"], "must be an integer of 0..16 (half the tile size 32)"),
         (["--tile-size", "32", "--overlap", "-1"], "--overlap"),
         (["--batch-size", "0"], "--batch-size"),
         (["--value-range", "0", "inf"], "finite"),
