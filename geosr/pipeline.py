@@ -32,7 +32,7 @@ from affine import Affine
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
-from geosr.errors import RasterError, one_line
+from geosr.errors import RasterError
 from geosr.options import UpscaleOptions
 from geosr.plan import Plan, make_plan
 from geosr.predictor import Predictor
@@ -44,6 +44,7 @@ from geosr.raster import (
     create_output,
     estimate_output_bytes,
     finish_output,
+    gdal_message,
     gdal_options,
     open_raster,
     read_window,
@@ -483,8 +484,8 @@ def upscale_raster(
             tiles = _execute(plan, ds, tmp, predictor, progress)
             finish_output(tmp, dst, cog=plan.cog, compress=plan.compress, georeferenced=plan.georeferenced,
                           overwrite=plan.overwrite)
-        except rasterio.errors.RasterioError as exc:
-            raise RasterError(f"{src}: {one_line(exc)}") from None
+        except rasterio.errors.RasterioError as exc:  # a write or the final copy failed (reads map their own)
+            raise RasterError(f"{src}: {gdal_message(exc)}") from None
         finally:
             remove_quietly(tmp)
     p = plan.spec.profile

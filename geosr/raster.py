@@ -40,7 +40,6 @@ from geosr.errors import GeosrError, OutputExistsError, RasterError
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 
 BLOCK = 512
-MAX_TILE_SIZE = 4096  # input pixels; the same bound as a model card's tile_size
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 # Suffixes of the rasters a folder search picks up (GDAL reads many more; name files explicitly for those).
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".j2k", ".png", ".jpg", ".jpeg", ".img", ".webp", ".bmp")
