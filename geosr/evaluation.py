@@ -9,9 +9,10 @@ For every HR image of the split:
    instead (the HR is then cropped to scale x the LR size);
 3. the bicubic baseline = MATLAB-style bicubic upsampling of the LR to the HR size, on the same integer grid;
 4. the model's output is what ``geosr upscale`` writes for an LR raster with those pixels: the LR mapped to the model's
-   range by the image's radiometry (the one upscale computes for the HR file), super-resolved in tiles blended exactly
-   as upscale blends them (``geosr.tiling.tile_array``, the model card's tile size and overlap), mapped back by the
-   same radiometry (clamped to the model's range, rounded half away from zero to the image's integer grid);
+   range by the image's radiometry (the one upscale computes for the HR file), run through upscale's
+   ``geosr.predictor.Predictor`` in tiles blended exactly as upscale blends them (``geosr.tiling.tile_array``, the
+   model card's tile size and overlap), mapped back by the same radiometry (clamped to the model's range, rounded half
+   away from zero to the image's integer grid);
 5. PSNR and SSIM against the HR with ``scale`` pixels cropped from every border, on 0..255.
 
 uint8 images are measured on their own values. Other dtypes are mapped to 0..255 by the per-band range of their
@@ -31,9 +32,9 @@ import torch
 
 from geosr.checkpoint import ModelCard, default_overlap
 from geosr.datasets import REMEDY, ImageItem, check_bands, image_info, image_radiometry, read_image
-from geosr.device import autocast
 from geosr.errors import DataError
 from geosr.metrics import psnr, ssim
+from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, integer_range, round_half_away
 from geosr.raster import open_raster, quiet_georeferencing
 from geosr.resize import downscale, upscale
@@ -102,20 +103,11 @@ def bicubic(pair: Pair, scale: int) -> torch.Tensor:
     return upscale(pair.lr, scale, integer_range=pair.integer)
 
 
-def model_predictor(
-    model: torch.nn.Module, device: torch.device, precision: str = "fp32"
-) -> Callable[[np.ndarray], np.ndarray]:
-    """``model`` as a predictor for ``geosr.tiling.tile_array``: (B, C, h, w) float32 -> (B, C', s*h, s*w) float32,
-    one forward pass in ``precision`` on ``device``, as ``geosr.inference.Predictor`` runs it."""
-
-    def predict(tiles: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(device)
-        # no_grad rather than inference_mode: the training loop validates its live model through here
-        with torch.no_grad(), autocast(device, precision):
-            y = model(x)  # (B, C', s*h, s*w)
-        return y.to("cpu", torch.float32).numpy()
-
-    return predict
+def model_predictor(model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> Predictor:
+    """``model`` (on ``device``, in eval mode) as the ``geosr.predictor.Predictor`` that ``geosr upscale`` runs: the
+    same forward pass, memory format and precision. Its card is a stand-in built from the model's config (the
+    predictor needs only the scale and the bands from it)."""
+    return Predictor(model, ModelCard(config=model.config), torch.device(device), precision, "evaluation")
 
 
 def super_resolve(
@@ -133,7 +125,7 @@ def super_resolve(
     x = x.numpy() if isinstance(x, torch.Tensor) else x
     overlap = default_overlap(tile_size) if overlap is None else overlap
     y = tile_array(
-        model_predictor(model, torch.device(device), precision), x, scale=model.config.scale, tile_size=tile_size,
+        model_predictor(model, device, precision), x, scale=model.config.scale, tile_size=tile_size,
         overlap=overlap, batch_size=batch_size,
     )
     return torch.from_numpy(y)

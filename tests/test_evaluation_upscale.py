@@ -1,11 +1,11 @@
 """`geosr evaluate` measures what `geosr upscale` produces: for one LR image and one model, the SR image evaluate saves
 equals the one upscale writes, pixel for pixel.
 
-Both map the LR by the same radiometry, run the same forward pass on the same tiles (geosr.tiling's grid, reflection
-padding and blend weights, the same batches) and accumulate in float32 in the same order, so the pixels are expected
-to be identical, and are on the CPU in fp32. The tests still allow one grey level at a few pixels: the model runs in
-another function in each (evaluation's ``model_predictor``, upscale's ``Predictor``, which on a GPU or at reduced
-precision also switches to channels-last memory), and a backend may pick another kernel for another memory layout.
+Both map the LR by the same radiometry, run the same forward pass (geosr.predictor.Predictor) on the same tiles
+(geosr.tiling's grid, reflection padding and blend weights, the same batches) and accumulate in float32 in the same
+order, so the pixels are identical here (CPU, fp32). The tests still allow one grey level at a few pixels: on a GPU
+upscale turns on cuDNN's autotuner, which may pick another convolution algorithm from one run to the next, and the
+last bits of a float that lands near a half may then round the other way.
 """
 
 from __future__ import annotations
