@@ -5,6 +5,9 @@ generator's configuration, the bands and radiometric convention it expects, the 
 and the training provenance and measured metrics. ``load_generator(path)`` rebuilds the model from the file alone;
 ``init_from_model`` warm-starts a training run from one. Both read through ``_read_weights``, the one validated read.
 
+Loading builds the network once, on the meta device (structure and shapes, no storage, no random initialisation),
+checks the file against it, and makes the file's tensors, as float32, its parameters (``load_state_dict(assign=True)``).
+
 Loading never unpickles anything: PyTorch ``.pt``/``.pth`` files, truncated or corrupt files, cards with invalid
 settings and weights that do not fit the card are refused from the header, before any model is built; weights that
 hold NaN or infinite values are refused once read. Every refusal is a one-line ``ModelFileError`` naming the file.
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
@@ -213,55 +217,99 @@ def load_generator(
 ) -> tuple[Generator, ModelCard]:
     """Rebuild the generator stored in ``path`` (a model file or a bundled model name); returns (model, card).
 
-    The model is in eval mode, in float32, on ``device``. Raises ModelFileError for anything that is not a valid,
-    complete geosr model file with finite weights.
+    The model is in eval mode, in float32, on ``device``; its weights are the file's, with no random initialisation
+    on the way. Raises ModelFileError for anything that is not a valid, complete geosr model file with finite weights.
     """
-    card, tensors = _read_weights(path)
-    model = Generator(card.config)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    card, tensors, model = _read_weights(path)
+    model.load_state_dict(tensors, assign=True)  # the float32 tensors become the parameters, not copied again
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:  # a non-persistent buffer would stay empty: the generator must then compute it here
+        raise RuntimeError(f"{path}: model files hold no value for the generator's tensors {left}")
     return model.to(device).eval(), card
 
 
-def _read_weights(spec: str | os.PathLike) -> tuple[ModelCard, dict[str, torch.Tensor]]:
-    """The card and tensors of a model file, validated from its header (read once) before any tensor is loaded."""
+def _read_weights(spec: str | os.PathLike) -> tuple[ModelCard, dict[str, torch.Tensor], Generator]:
+    """The card and float32 tensors of a model file, and the storage-less (meta) generator of its card.
+
+    The file is validated from its header (read once), weight names and shapes against that generator, before any
+    tensor is loaded; each tensor is then a fresh float32 copy (fp16, bf16 and fp64 files load as float32, and
+    nothing keeps the file's memory map alive), refused if any value is NaN or infinite.
+    """
     path = resolve_model(spec)
     header = _read_header(path)
     card = _card_from_header(path, header)
-    check_weights(path, header, card.config)  # from the header, before anything is allocated
+    model = _meta_generator(card.config)
+    check_weights(path, header, _shapes(model))  # from the header, before anything is allocated
     try:
-        tensors = load_file(str(path))
+        stored = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt data
         raise ModelFileError(f"{path}: corrupt model file ({' '.join(str(exc).split())})") from None
+    tensors = {name: _float32_copy(t) for name, t in stored.items()}
+    del stored
     bad = _first_non_finite(tensors)
     if bad:
-        count = sum(not torch.isfinite(t).all() for t in tensors.values())
+        count = sum(not _all_finite(t) for t in tensors.values())
         raise ModelFileError(
             f"{path}: weight {bad} holds NaN or infinite values ({count} of {len(tensors)} tensors do); the model "
             "diverged in training or the file is damaged: use another model file"
         )
-    return card, tensors
+    return card, tensors, model
 
 
 def _first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
-    """The first name (in sorted order) whose tensor holds a NaN or an infinity, or None."""
-    return next((name for name in sorted(tensors) if not torch.isfinite(tensors[name]).all()), None)
+    """The first name (in sorted order) whose CPU tensor holds a NaN or an infinity, or None."""
+    return next((name for name in sorted(tensors) if not _all_finite(tensors[name])), None)
+
+
+# A model file is about a hundred tensors. PyTorch runs each conversion or check of a large one in its thread pool,
+# where on a busy machine every call waits for a core: seconds per model where numpy, one thread, takes milliseconds.
+# numpy has no bfloat16: those tensors go through PyTorch.
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether the CPU tensor ``t`` holds no NaN and no infinity."""
+    if t.dtype == torch.bfloat16:
+        return bool(torch.isfinite(t).all())
+    return bool(np.isfinite(t.numpy()).all())
+
+
+def _float32_copy(t: torch.Tensor) -> torch.Tensor:
+    """A new float32 tensor with the values of the CPU tensor ``t``, in memory PyTorch allocated (and aligned) as
+    for any parameter it creates."""
+    out = torch.empty(t.shape, dtype=torch.float32)
+    if t.dtype == torch.bfloat16:
+        out.copy_(t)
+    else:
+        np.copyto(out.numpy(), t.numpy())
+    return out
 
 
 WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")
 
 
-def expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
-    """The weight names and shapes of the generator ``config`` describes, without allocating it (meta device)."""
+def _meta_generator(config: GeneratorConfig) -> Generator:
+    """The generator ``config`` describes on the meta device: structure and shapes, no storage, no initialisation.
+
+    (Initialising meta tensors is not free: ``kaiming_normal_`` on the meta device imports torch._dynamo, seconds.)
+    """
     with torch.device("meta"):
-        model = Generator(config)
+        return Generator(config, init_weights=False)
+
+
+def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def check_weights(path: Path, header: dict[str, Any], config: GeneratorConfig) -> None:
-    """Raise ModelFileError unless the tensors listed in the safetensors ``header`` are exactly the weights of the
-    generator ``config`` describes: same names, same shapes, floating-point dtypes. Reads no tensor data."""
+def expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
+    """The weight names and shapes of the generator ``config`` describes, without allocating it (meta device)."""
+    return _shapes(_meta_generator(config))
+
+
+def check_weights(path: Path, header: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> None:
+    """Raise ModelFileError unless the tensors listed in the safetensors ``header`` are exactly the ``expected``
+    weights (names and shapes, as ``expected_shapes`` gives them for the card's config) in floating-point dtypes.
+    Reads no tensor data."""
     stored = {k: v for k, v in header.items() if k != "__metadata__"}
-    expected = expected_shapes(config)
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
     if missing or extra:
@@ -291,7 +339,7 @@ def init_from_model(model: torch.nn.Module, path: str | os.PathLike) -> dict[str
     when nothing matches (an unrelated architecture).
     """
     path = resolve_model(path)
-    card, tensors = _read_weights(path)
+    card, tensors, _ = _read_weights(path)
     own = model.state_dict()
     matched = {k: v.to(own[k].dtype) for k, v in tensors.items() if k in own and v.shape == own[k].shape}
     if not matched:

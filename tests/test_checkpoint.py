@@ -1,13 +1,16 @@
-"""Model files: bit-exact round trips, and refusal of pickles, truncated files and bad cards, before building."""
+"""Model files: bit-exact round trips, loading without random initialisation, and refusal of pickles, truncated files
+and bad cards, before building."""
 
 import json
 import pickle
 import struct
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from geosr.checkpoint import ModelCard, load_generator, read_card, save_generator
+from geosr.checkpoint import ModelCard, load_generator, read_card, resolve_model, save_generator
 from geosr.errors import ModelFileError
 from geosr.models import Generator, GeneratorConfig
 
@@ -213,3 +216,122 @@ def test_a_failed_model_write_keeps_the_previous_file(tmp_path, monkeypatch):
                                          "previous version is kept; free some space"):
         save_generator(path, model, card)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+# --- loading builds the network once, on the meta device, with no random initialisation ----------------------------
+
+VARIANTS = [
+    {},
+    {"attention": "se", "refiner": "unet"},
+    {"attention": "sam", "refiner": "none"},
+    {"attention": "none", "global_skip": True},
+]
+
+
+def _loaded_the_old_way(path):
+    """A generator built normally (random init) with the file's weights copied in: what load_generator did before."""
+    from safetensors.torch import load_file
+
+    card = read_card(path)
+    model = Generator(card.config)
+    model.load_state_dict(load_file(str(path)))  # copy_ casts fp16 and bf16 to the parameters' float32
+    return model.eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["cbam", "se-unet", "sam-norefiner", "skip"])
+def test_loaded_model_is_bit_identical_to_one_built_normally(tmp_path, dtype, variant):
+    model, card = _tiny(scale=2, **variant)
+    path = save_generator(tmp_path / "m.safetensors", model, card, dtype=dtype)
+    loaded, _ = load_generator(path)
+    reference = _loaded_the_old_way(path)
+    a, b = loaded.state_dict(), reference.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(2, 3, 9, 7, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), reference(x))
+
+
+def test_bundled_model_loads_bit_identical_to_one_built_normally():
+    path = resolve_model("degan-x2")
+    loaded, _ = load_generator(path)
+    reference = _loaded_the_old_way(path)
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), reference(x))
+
+
+def test_loaded_model_has_real_float32_parameters_of_its_own(tmp_path):
+    model, card = _tiny(scale=2)
+    path = save_generator(tmp_path / "m.safetensors", model, card, dtype=torch.float16)
+    loaded, _ = load_generator(path)
+    reference = Generator(card.config)
+    params = dict(loaded.named_parameters())
+    assert params.keys() == dict(reference.named_parameters()).keys()
+    for name, p in params.items():
+        assert isinstance(p, torch.nn.Parameter) and p.requires_grad, name
+        assert p.device.type == "cpu" and not p.is_meta and p.dtype == torch.float32, name
+        assert p.is_contiguous() and p.untyped_storage().nbytes() == p.numel() * 4, name  # owns its memory
+    assert [n for n, _ in loaded.named_buffers()] == [n for n, _ in reference.named_buffers()]
+    assert not any(b.is_meta for b in loaded.buffers())
+    assert not loaded.training
+    # trainable as loaded: a backward pass reaches every parameter
+    loaded.train()(torch.rand(1, 3, 6, 6)).square().mean().backward()
+    assert all(p.grad is not None for p in loaded.parameters())
+
+
+def test_loading_draws_no_random_numbers(tmp_path):
+    model, card = _tiny(scale=2)
+    path = save_generator(tmp_path / "m.safetensors", model, card)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    load_generator(path)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_loading_imports_no_compiler_stack(tmp_path):
+    """Initialising meta tensors (kaiming_normal_) imports torch._dynamo, seconds of start-up; loading must not."""
+    model, card = _tiny(scale=2)
+    path = save_generator(tmp_path / "m.safetensors", model, card)
+    code = (
+        "import sys, torch\n"
+        "before = 'torch._dynamo' in sys.modules\n"
+        "from geosr.checkpoint import load_generator, expected_shapes, read_card\n"
+        f"expected_shapes(read_card({str(path)!r}).config); load_generator({str(path)!r})\n"
+        "print(before, 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if out[0] == "True":
+        pytest.skip("this PyTorch imports torch._dynamo with torch itself")
+    assert out == ["False", "False"]
+
+
+def test_a_generator_tensor_that_model_files_do_not_hold_is_an_error_not_an_empty_tensor(tmp_path, monkeypatch):
+    import geosr.checkpoint as checkpoint
+
+    model, card = _tiny(scale=2)
+    path = save_generator(tmp_path / "m.safetensors", model, card)
+    build = checkpoint._meta_generator
+
+    def with_scratch_buffer(config):
+        net = build(config)
+        net.register_buffer("scratch", torch.empty(3, device="meta"), persistent=False)  # not in state_dict
+        return net
+
+    monkeypatch.setattr(checkpoint, "_meta_generator", with_scratch_buffer)
+    with pytest.raises(RuntimeError, match=r"m.safetensors: model files hold no value for .*\['scratch'\]"):
+        load_generator(path)
+
+
+def test_init_from_model_still_copies_into_an_existing_model(tmp_path):
+    from geosr.checkpoint import init_from_model
+
+    model, card = _tiny(scale=2)
+    path = save_generator(tmp_path / "m.safetensors", model, card, dtype=torch.float16)
+    target = Generator(card.config)
+    params = {n: p for n, p in target.named_parameters()}
+    info = init_from_model(target, path)
+    assert info["copied"] == info["total"] == len(model.state_dict())
+    assert all(p is params[n] for n, p in target.named_parameters())  # the same Parameter objects (optimizers)
+    reference = _loaded_the_old_way(path)
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in reference.state_dict().items())

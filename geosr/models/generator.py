@@ -103,7 +103,13 @@ def _int_in(value: Any, lo: int, hi: int) -> bool:
 class Generator(nn.Module):
     """The DEGAN generator; inputs and outputs are in [-1, 1] (see the module docstring for the layout)."""
 
-    def __init__(self, config: GeneratorConfig | None = None) -> None:
+    def __init__(self, config: GeneratorConfig | None = None, *, init_weights: bool = True) -> None:
+        """Build the generator ``config`` describes (the paper's default when None).
+
+        init_weights=False skips ``reset_parameters``: for a network whose weights are all loaded next. Built that
+        way under ``torch.device("meta")`` it holds no storage and draws no random numbers (geosr.checkpoint loads
+        model files so); on a real device its weights are PyTorch's per-layer defaults, not a trainable start.
+        """
         super().__init__()
         self.config = config = config or GeneratorConfig()
         c = config.channels
@@ -128,7 +134,8 @@ class Generator(nn.Module):
             ConvReLU(c // 4, c // 8),
             conv3x3(c // 8, config.out_channels),
         )
-        self.reset_parameters()
+        if init_weights:
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """He (Kaiming) initialisation of every conv for the ReLUs that follow, zero biases, and the second conv of

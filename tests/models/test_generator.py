@@ -111,3 +111,27 @@ def test_res_scale_scales_every_residual_branch():
     block = plain.body.blocks[0]
     branch = block(x) - x
     torch.testing.assert_close(scaled.body.blocks[0](x) - x, 0.1 * branch)
+
+
+def test_init_weights_false_on_meta_builds_the_same_network_without_storage_or_random_numbers():
+    cfg = GeneratorConfig(scale=4)
+    torch.manual_seed(0)
+    rng = torch.get_rng_state()
+    with torch.device("meta"):
+        empty = Generator(cfg, init_weights=False)
+    assert torch.equal(torch.get_rng_state(), rng)  # no initialisation drew from the global generator
+    assert all(t.is_meta for t in empty.state_dict().values())
+    full = Generator(cfg)
+    assert {k: v.shape for k, v in empty.state_dict().items()} == {k: v.shape for k, v in full.state_dict().items()}
+    assert [n for n, _ in empty.named_buffers()] == [n for n, _ in full.named_buffers()]
+
+
+def test_init_weights_is_what_makes_the_start_trainable():
+    """reset_parameters (He init, scaled residual branches) is skipped only on request."""
+    cfg = GeneratorConfig(scale=2, channels=16, n_blocks=2, refiner_base=8)
+    torch.manual_seed(0)
+    plain = Generator(cfg)
+    torch.manual_seed(0)
+    raw = Generator(cfg, init_weights=False)
+    assert all(b.conv2.bias.abs().sum() == 0 for b in plain.body.blocks)  # zero biases: reset_parameters ran
+    assert all(b.conv2.bias.abs().sum() > 0 for b in raw.body.blocks)  # PyTorch's own defaults
