@@ -1,0 +1,583 @@
+"""The one command on the GPU machine: stage the carried bundle part, install, measure, train, export, evaluate.
+
+    bash benchmarks/gpu/run.sh [--out DIR] [--device cuda] [--budget-s 540] [--smoke] [--steps measure,train,evaluate]
+
+Run from the repository root of the tree the device tool copied, with one part of the bundle carried
+(``benchmarks/gpu/bundle/partN``, built by prepare.sh). Each call:
+
+1. **stages** the carried part into ``--stage`` (default /tmp/geosr-gpu; it survives between the calls of one warm
+   machine) and assembles and unpacks every unit that is complete (bundle.py);
+2. **installs**, once the wheels are there: a venv with --system-site-packages in the stage folder (PyTorch comes
+   from the machine's Python, also when that Python is itself a venv, through a .pth file), the wheels with
+   ``pip install --no-index --find-links``, and geosr from this call's working tree;
+3. **measures** the GPU path (measure.py: CUDA against the CPU, output Mpx/s per tile and precision, peak GPU memory,
+   a 10980 x 10980 uint16 raster at x4) within --measure-s;
+4. **trains** x4 once the images are there: ``geosr train`` on the UC Merced train split at 256-px patches, batch
+   16, content loss only, from the shipped degan-x4 (--init-from), bf16, checkpointing, for the time the budget
+   leaves (--max-minutes); a run cut short in an earlier call is resumed;
+5. **exports** the best model in fp16 and **evaluates** it on the whole val split (and the shipped degan-x4 on the
+   same images, same GPU), then puts the val metrics and where it trained into its card.
+
+Steps done in an earlier call are not repeated (``--fresh`` forgets them). The budget (9 minutes by default) counts
+this script's wall time over all calls. Every step logs to a file; a failing step does not lose what the others
+did. ``--out`` (default $OUT, as the device tool sets it) receives at most 7 files, none over 16 MiB (the tool brings
+back 8): summary.txt, summary.json, measure.json, train_log.csv, eval_val.json, the model file and logs.tar.gz (every
+log, measure.txt, the run's config.toml, the shipped model's evaluation, the manifests).
+
+Standard library only: this runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bundle  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "geosr" / "weights" / "degan-x4.safetensors"
+MODEL_NAME = "degan-x4-gpu.safetensors"
+SOURCE = ["geosr", "cli", "training", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
+STEPS = ("measure", "train", "evaluate")
+
+
+class Run:
+    """The state of the staged machine across calls (stage/state.json) and this call's clock, logs and output."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.t0 = time.monotonic()
+        self.stage = Path(args.stage).resolve()
+        self.out = Path(args.out).resolve()
+        self.logs = self.stage / "logs"
+        self.work = self.stage / "work"
+        self.venv = self.stage / "venv"
+        self.data = self.stage / "data" / "ucmerced"
+        for d in (self.stage, self.logs, self.work, self.out):
+            d.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.stage / "state.json"
+        fresh = {"calls": 0, "spent_s": 0.0, "unpacked": [], "steps": {}}
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else fresh
+        if args.fresh:
+            self.state.update(spent_s=0.0, steps={})
+        self.state["calls"] += 1
+        self.call = self.state["calls"]
+        self.spent_before = self.state["spent_s"]
+        self.results: dict[str, dict] = {}  # this call's step results, in order
+
+    # time
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def left(self) -> float:
+        """Seconds of the budget left, earlier calls counted."""
+        return self.args.budget_s - self.spent_before - self.elapsed()
+
+    # state and output
+    def save(self) -> None:
+        self.state["spent_s"] = self.spent_before + self.elapsed()
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+        tmp.replace(self.state_file)
+        self.write_out()
+
+    def record(self, step: str, status: str, seconds: float, **facts) -> dict:
+        result = {"status": status, "seconds": round(seconds, 1), "call": self.call, **facts}
+        self.results[step] = result
+        if status in ("ok", "failed"):
+            self.state["steps"][step] = result
+        self.say(f"{step}: {status} ({seconds:.0f} s)" + (f" - {facts['note']}" if facts.get("note") else ""))
+        self.save()
+        return result
+
+    def done(self, step: str) -> bool:
+        return self.state["steps"].get(step, {}).get("status") == "ok"
+
+    def say(self, msg: str) -> None:
+        line = f"[run {self.elapsed():6.1f}s] {msg}"
+        print(line, flush=True)
+        with open(self.logs / "run.log", "a") as f:
+            f.write(line + "\n")
+
+    def write_out(self) -> None:
+        """$OUT: the summary, the small result files, and every log in one archive (at most 7 files)."""
+        summary = self.summary()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (self.out / "summary.txt").write_text("\n".join(summary_lines(summary)) + "\n")
+        for src, name in ((self.work / "measure" / "measure.json", "measure.json"),
+                          (self.work / "run" / "log.csv", "train_log.csv"),
+                          (self.work / "eval_val.json", "eval_val.json"),
+                          (self.work / MODEL_NAME, MODEL_NAME)):
+            if src.is_file():
+                shutil.copyfile(src, self.out / name)
+        tmp = self.out / "logs.tar.gz.tmp"
+        with tarfile.open(tmp, "w:gz") as tar:
+            for p in sorted(self.logs.glob("*.log")):
+                tar.add(p, arcname=f"logs/{p.name}")
+            for p in (self.work / "measure" / "measure.txt", self.work / "run" / "config.toml",
+                      self.work / "eval_shipped.json", self.work / "card.txt", self.stage / bundle.MANIFEST,
+                      self.state_file):
+                if p.is_file():
+                    tar.add(p, arcname=p.name)
+        tmp.replace(self.out / "logs.tar.gz")
+
+    def summary(self) -> dict:
+        manifest = bundle.staged_manifest(self.stage) or {}
+        return {
+            "call": self.call, "device": self.args.device, "smoke": self.args.smoke,
+            "budget_s": self.args.budget_s, "spent_s": round(self.spent_before + self.elapsed(), 1),
+            "this_call": self.results, "steps": self.state["steps"],
+            "bundle": {"created": manifest.get("created"), "parts": len(manifest.get("parts", [])),
+                       "data": manifest.get("data", {}), "git": manifest.get("git")},
+            "missing_parts": self.state.get("missing_parts", []),
+        }
+
+    # subprocesses
+    def env(self) -> dict:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+        env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def run(self, name: str, cmd: list[str], timeout: float, tail: int = 12) -> int:
+        """Run ``cmd`` from the repository root with its output appended to logs/<name>.log; on timeout SIGTERM its
+        process group (geosr train then saves its state), SIGKILL 30 s later. Returns the exit status (124 for a
+        timeout)."""
+        log = self.logs / f"{name}.log"
+        with open(log, "a") as f:
+            f.write(f"\n[call {self.call}] $ {shlex.join(cmd)}\n")
+            f.flush()
+            p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=self.env(),
+                                 start_new_session=True)
+            try:
+                rc = p.wait(timeout=max(1.0, timeout))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+                rc = 124
+                f.write(f"[run.py] stopped after {timeout:.0f} s\n")
+        lines = log.read_text(errors="replace").splitlines()[-tail:]
+        for line in lines:
+            print(f"    {name}| {line}", flush=True)
+        return rc
+
+    @property
+    def python(self) -> str:
+        return str(self.venv / "bin" / "python")
+
+    @property
+    def geosr(self) -> list[str]:
+        """The installed command (not ``python -m``, which from the repository root would import the tree's
+        geosr/ folder, where cli/ and training/ are not mapped in)."""
+        return [str(self.venv / "bin" / "geosr")]
+
+
+# --- 1. stage ---------------------------------------------------------------------------------------------------------
+
+
+def step_stage(r: Run) -> bool:
+    t = time.monotonic()
+    try:
+        report = bundle.stage(Path(r.args.bundle), r.stage)
+    except (bundle.BundleError, OSError, ValueError) as exc:
+        r.record("stage", "failed", time.monotonic() - t, note=str(exc))
+        return False
+    for name in report.complete:
+        if name in r.state["unpacked"]:
+            continue
+        unit = r.stage / "units" / name
+        if name.endswith(".tar.xz"):
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            with tarfile.open(unit) as tar:
+                tar.extractall(r.stage / "wheels", **safe)
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(unit) as zf:
+                zf.extractall(r.stage / "data")
+        r.state["unpacked"].append(name)
+    missing = sorted({p for parts in report.missing.values() for p in parts})
+    r.state["missing_parts"] = [f"part{p}" for p in missing]
+    note = f"took {len(report.staged_now)} chunks; complete: {', '.join(report.complete) or 'nothing'}"
+    if missing:
+        note += f"; still to carry: {', '.join(f'part{p}' for p in missing)}"
+    r.record("stage", "ok", time.monotonic() - t, note=note, complete=report.complete, missing=report.missing)
+    return True
+
+
+# --- 2. install -------------------------------------------------------------------------------------------------------
+
+
+def source_hash() -> str:
+    h = hashlib.sha256()
+    for top in SOURCE:
+        p = REPO / top
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(f.relative_to(REPO).as_posix().encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+VERIFY = """
+import json, sys, warnings
+import numpy, torch, rasterio, shapely, geosr
+from geosr.device import describe_hardware, resolve_device
+warnings.simplefilter("ignore")
+with rasterio.open(sys.argv[1]) as src:
+    src.read(1, window=((0, 8), (0, 8)))
+dev = resolve_device(sys.argv[2])
+print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+                  "numpy": numpy.__version__, "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
+                  "shapely": shapely.__version__, "geosr": geosr.__version__, "geosr_at": geosr.__file__,
+                  "hardware": describe_hardware(dev),
+                  "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}))
+"""
+
+
+def step_install(r: Run) -> bool:
+    if "deps.tar.xz" not in r.state["unpacked"]:
+        r.record("install", "waiting", 0, note="the wheels (deps.tar.xz) are not all staged yet")
+        return False
+    t = time.monotonic()
+    digest = source_hash()
+    if r.done("install") and r.state["steps"]["install"].get("source") == digest and Path(r.python).exists():
+        r.results["install"] = r.state["steps"]["install"]
+        r.say("install: done in an earlier call, same source")
+        return True
+    base = r.args.python
+    wheels = str(r.stage / "wheels")
+    if not Path(r.python).exists():
+        rc = r.run("install", [base, "-m", "venv", "--system-site-packages", "--without-pip", str(r.venv)], 120)
+        if rc:
+            r.record("install", "failed", time.monotonic() - t, note=f"{base} -m venv failed (rc {rc})")
+            return False
+    # The machine's Python may itself be a venv (PyTorch images often are): its site-packages are not the "system"
+    # ones of a venv made from it, so they are added by a .pth file.
+    probe = subprocess.run([base, "-c", "import json, site; print(json.dumps(site.getsitepackages()))"],
+                           capture_output=True, text=True)
+    site_dirs = json.loads(probe.stdout) if probe.returncode == 0 else []
+    venv_site = subprocess.run([r.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    Path(venv_site, "_geosr_gpu_base.pth").write_text("".join(f"{d}\n" for d in site_dirs))
+    pip = [r.python, "-m", "pip", "--disable-pip-version-check", "install", "--no-index", "--find-links", wheels,
+           "--no-warn-script-location"]
+    have_setuptools = subprocess.run(
+        [r.python, "-c", "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)"],
+        capture_output=True).returncode == 0
+    if not have_setuptools:
+        rc = r.run("install", pip + ["setuptools>=64"], 300)
+        if rc:
+            return install_failed(r, t, "setuptools>=64 (to build geosr) is neither installed nor staged")
+    src = r.stage / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir()
+    for top in SOURCE:
+        p = REPO / top
+        if p.is_dir():
+            shutil.copytree(p, src / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif p.is_file():
+            shutil.copyfile(p, src / top)
+    # pip always reinstalls a local folder: geosr from this call's tree, and the dependencies the machine lacks
+    rc = r.run("install", pip + ["--no-build-isolation", str(src)], 300)
+    if rc:
+        return install_failed(r, t, f"pip install failed (rc {rc})")
+    verify = subprocess.run([r.python, "-c", VERIFY, str(REPO / "examples" / "data" / "RGB.byte.tif"),
+                             r.args.device], capture_output=True, text=True, cwd="/", env=r.env())
+    with open(r.logs / "install.log", "a") as f:
+        f.write(verify.stdout + verify.stderr)
+    if verify.returncode:
+        tail = (verify.stderr.strip().splitlines() or ["?"])[-1]
+        return install_failed(r, t, f"the installed geosr does not import or see {r.args.device}: {tail}")
+    facts = json.loads(verify.stdout.strip().splitlines()[-1])
+    if shutil.which("nvidia-smi"):
+        r.run("nvidia-smi", ["nvidia-smi"], 60, tail=0)
+    r.record("install", "ok", time.monotonic() - t, note=f"{facts['hardware']}; torch {facts['torch']}, "
+             f"rasterio {facts['rasterio']} (GDAL {facts['gdal']})", source=digest, versions=facts)
+    return True
+
+
+def install_failed(r: Run, t: float, note: str) -> bool:
+    if "extras.tar.xz" not in r.state["unpacked"]:
+        r.record("install", "waiting", time.monotonic() - t,
+                 note=f"{note}; retried once extras.tar.xz is staged (see logs/install.log)")
+    else:
+        r.record("install", "failed", time.monotonic() - t, note=f"{note} (see logs/install.log)")
+    return False
+
+
+# --- 3. measure -------------------------------------------------------------------------------------------------------
+
+
+def step_measure(r: Run) -> None:
+    if "measure" not in r.args.steps or r.done("measure"):
+        return
+    budget = min(r.args.measure_s, r.left() - 10)
+    if budget < 20:
+        r.record("measure", "skipped", 0, note=f"{r.left():.0f} s of the budget left")
+        return
+    t = time.monotonic()
+    cmd = [r.python, "benchmarks/gpu/measure.py", "--device", r.args.device, "--out", str(r.work / "measure"),
+           "--budget-s", f"{budget:.0f}"] + (["--smoke"] if r.args.smoke else [])
+    rc = r.run("measure", cmd, budget + 180, tail=25)
+    result = r.work / "measure" / "measure.json"
+    ok = rc == 0 and result.is_file()
+    facts = measure_facts(json.loads(result.read_text())) if ok else {}
+    r.record("measure", "ok" if ok else "failed", time.monotonic() - t,
+             note="" if ok else f"rc {rc} (see logs/measure.log)", **facts)
+
+
+def measure_facts(m: dict) -> dict:
+    facts = {"hardware": m.get("hardware")}
+    c = m.get("consistency", {})
+    if "cases" in c:
+        facts["consistency_passed"] = c["passed"]
+        facts["consistency"] = {k: {"mean": round(v["mean"], 4), "p999": v["p999"], "max": v["max"]}
+                                for k, v in c["cases"].items()}
+    rows = m.get("speed", {}).get("rows", [])
+    facts["speed"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+                       if k in ("tile", "batch", "precision", "model_only_mpx_s", "end_to_end_mpx_s",
+                                "end_to_end_over_model_only", "peak_gpu_memory_gib")} for row in rows]
+    big = m.get("big", {})
+    if "label" in big:
+        facts["big"] = {"size": big["size"], "seconds": big.get("seconds"), "label": big["label"]}
+    return facts
+
+
+# --- 4. train ---------------------------------------------------------------------------------------------------------
+
+
+def data_ready(r: Run) -> bool:
+    return {"train.zip", "val.zip"} <= set(r.state["unpacked"])
+
+
+def step_train(r: Run) -> None:
+    if "train" not in r.args.steps or r.done("train"):
+        return
+    if not data_ready(r):
+        r.record("train", "waiting", 0, note="the images (train.zip, val.zip) are not all staged yet")
+        return
+    run_dir = r.work / "run"
+    after = r.args.after_train_s  # export, two evaluations, the summary
+    setup = 20 if r.args.smoke else 60  # start-up, data, model, final validation and save
+    minutes = (r.left() - after - setup) / 60
+    if minutes < (0.05 if r.args.smoke else 0.5):
+        r.record("train", "skipped", 0, note=f"{r.left():.0f} s of the budget left")
+        return
+    t = time.monotonic()
+    manifest = bundle.staged_manifest(r.stage) or {}
+    patch, batch = (64, 2) if r.args.smoke else (256, 16)  # HR patch side, patches per step
+    if (run_dir / "checkpoints" / "state.pt").is_file():
+        cmd = r.geosr + ["train", "--resume", str(run_dir), "--max-minutes", f"{minutes:.2f}"]
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cmd = r.geosr + ["train", "--data", str(r.data), "--out", str(run_dir),
+               "--scale", "4", "--global-skip", "--res-scale", "0.1", "--no-diffusion",
+               "--mse-weight", "1", "--perceptual-weight", "0", "--adversarial-weight", "0",
+               "--feature-matching-weight", "0", "--init-from", str(SHIPPED), "--lr-g", str(r.args.lr),
+               "--lr-decay-epochs", "", "--epochs", "1000", "--val-every", "0", "--device", r.args.device,
+               "--precision", "bf16", "--max-minutes", f"{minutes:.2f}", "--name", "degan-x4", "--seed", "0"]
+        cmd += ["--patch-size", str(patch), "--batch-size", str(batch)]
+        if r.args.smoke:
+            cmd += ["--max-steps", "2", "--val-images", "2", "--val-every-steps", "2", "--checkpoint-every-steps", "1",
+                    "--num-workers", "0"]
+        else:
+            cmd += ["--val-images", "21", "--val-every-steps", "200", "--checkpoint-every-steps", "200",
+                    "--log-every", "10"]
+    rc = r.run("train", cmd, minutes * 60 + setup + 240, tail=15)
+    facts = train_facts(run_dir)
+    facts.update(patch_size=patch, batch_size=batch, lr=r.args.lr, data=manifest.get("data", {}).get("train", {}))
+    ok = rc in (0, 130) and (run_dir / "last.safetensors").is_file()
+    r.record("train", "ok" if ok else "failed", time.monotonic() - t,
+             note=(f"{facts.get('steps', 0)} steps" if ok else f"rc {rc} (see logs/train.log)"), **facts)
+
+
+def train_facts(run_dir: Path) -> dict:
+    """Steps, patches per second and the validations of a run folder's log.csv."""
+    log = run_dir / "log.csv"
+    if not log.is_file():
+        return {}
+    import csv
+
+    rows = list(csv.DictReader(log.open()))
+    train = [x for x in rows if x.get("kind") == "train"]
+    val = [x for x in rows if x.get("kind") == "val"]
+    rates = sorted(float(x["patches_per_s"]) for x in train[len(train) // 4:] if x.get("patches_per_s"))
+    facts = {"steps": int(float(train[-1]["step"])) if train else 0,
+             "elapsed_s": float(train[-1]["elapsed_s"]) if train else 0.0,
+             "patches_per_s_median": rates[len(rates) // 2] if rates else None,
+             "val": [{"step": int(float(x["step"])), "psnr": float(x["val_psnr"]), "ssim": float(x["val_ssim"]),
+                      "psnr_bicubic": float(x["val_psnr_bicubic"])} for x in val]}
+    return facts
+
+
+# --- 5. export and evaluate -------------------------------------------------------------------------------------------
+
+
+def step_evaluate(r: Run) -> None:
+    if "evaluate" not in r.args.steps or r.done("evaluate") or not r.done("train"):
+        return
+    t = time.monotonic()
+    run_dir = r.work / "run"
+    source = run_dir / "best.safetensors"
+    if not source.is_file():
+        source = run_dir / "last.safetensors"
+    model = r.work / MODEL_NAME
+    geosr = r.geosr
+    rc = r.run("export", geosr + ["export", str(source), "-o", str(model), "--name", "degan-x4", "--dtype", "fp16",
+                                  "--overwrite"], 300)
+    if rc:
+        r.record("evaluate", "failed", time.monotonic() - t, note=f"export rc {rc} (see logs/export.log)")
+        return
+    limit = ["--max-images", "2"] if r.args.smoke else []
+    evaluate = ["evaluate", "-d", str(r.data), "--split", "val", "--scale", "4", "--device", r.args.device,
+                "--precision", "fp32"] + limit
+    report = r.work / "eval_val.json"
+    rc = r.run("evaluate", geosr + evaluate + ["-m", str(model), "-o", str(report)], max(120, r.left()))
+    if rc or not report.is_file():
+        r.record("evaluate", "failed", time.monotonic() - t, note=f"evaluate rc {rc} (see logs/evaluate.log)")
+        return
+    shipped = r.work / "eval_shipped.json"
+    if r.left() > 30:
+        r.run("evaluate", geosr + evaluate + ["-m", str(SHIPPED), "-o", str(shipped)], max(60, r.left()))
+    train = r.state["steps"]["train"]
+    data = (bundle.staged_manifest(r.stage) or {}).get("data", {}).get("train", {})
+    hardware = r.state["steps"].get("install", {}).get("versions", {}).get("hardware", r.args.device)
+    notes = [
+        f"trained on {hardware} by benchmarks/gpu/run.sh: {train.get('steps')} steps in "
+        f"{train.get('elapsed_s', 0) / 60:.1f} min from the shipped degan-x4 (--init-from), HR patches "
+        f"{train.get('patch_size')} px, batch {train.get('batch_size')}, bf16, content loss (MSE), lr {train.get('lr')}",
+        f"train images: UC Merced 00-49 as {data.get('codec', '?')} copies (mean PSNR "
+        f"{data.get('psnr_vs_original_db', float('nan')):.2f} dB against the originals: the 64 MiB a device call "
+        f"may carry); val images lossless",
+    ]
+    rc = r.run("export", geosr + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"]
+               + [a for n in notes for a in ("--note", n)], 300)
+    r.run("card", geosr + ["info", str(model)], 120, tail=0)
+    shutil.copyfile(r.logs / "card.log", r.work / "card.txt")
+    facts = {"model": evaluation_means(report)}
+    if shipped.is_file():
+        facts["shipped_degan_x4"] = evaluation_means(shipped)
+    r.record("evaluate", "ok" if rc == 0 else "failed", time.monotonic() - t,
+             note=_eval_note(facts) if rc == 0 else f"export --metrics rc {rc}", **facts)
+
+
+def evaluation_means(path: Path) -> dict:
+    mean = json.loads(path.read_text())["summary"]["mean"]
+    keys = ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "images")
+    return {k: mean[k] for k in keys if k in mean}
+
+
+def _eval_note(facts: dict) -> str:
+    m = facts["model"]
+    note = f"val {m.get('psnr', float('nan')):.3f} dB / {m.get('ssim', float('nan')):.4f}"
+    if "shipped_degan_x4" in facts:
+        s = facts["shipped_degan_x4"]
+        note += f" (shipped degan-x4 {s.get('psnr', float('nan')):.3f} / {s.get('ssim', float('nan')):.4f})"
+    return note
+
+
+# --- the summary ------------------------------------------------------------------------------------------------------
+
+
+def summary_lines(s: dict) -> list[str]:
+    lines = [f"geosr GPU run, call {s['call']} on {s['device']}{' (smoke)' if s['smoke'] else ''}: "
+             f"{s['spent_s']:.0f} s of the {s['budget_s']:.0f} s budget spent over the calls"]
+    for step, res in s["steps"].items():
+        lines.append(f"  {step:<9} {res['status']:<8} call {res['call']}, {res['seconds']:.0f} s  {res.get('note', '')}")
+    for step, res in s["this_call"].items():
+        if step not in s["steps"]:
+            lines.append(f"  {step:<9} {res['status']:<8} {res.get('note', '')}")
+    steps = s["steps"]
+    m = steps.get("measure", {})
+    if "consistency" in m:
+        lines.append(f"CUDA vs CPU fp32: {'passed' if m['consistency_passed'] else 'FAILED'} "
+                     + ", ".join(f"{k} mean {v['mean']:.3f} / p99.9 {v['p999']:.0f} levels"
+                                 for k, v in m["consistency"].items()))
+    for row in m.get("speed", []):
+        peak = row.get("peak_gpu_memory_gib")
+        lines.append(f"  tile {row['tile']:>4} batch {row['batch']:>4} {row['precision']}: model "
+                     f"{row['model_only_mpx_s']:.3g} Mpx/s, end-to-end {row['end_to_end_mpx_s']:.3g} Mpx/s "
+                     f"({row['end_to_end_over_model_only']:.0%})" + (f", peak {peak:.2f} GiB" if peak else ""))
+    if "big" in m:
+        b = m["big"]
+        t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
+        lines.append(f"  {b['size']} x {b['size']} uint16 at x4: {t} ({b['label']})")
+    t = steps.get("train", {})
+    if t.get("steps"):
+        rate = t.get("patches_per_s_median")
+        lines.append(f"train: {t['steps']} steps in {t.get('elapsed_s', 0):.0f} s"
+                     + (f", {rate:.1f} HR patches/s" if rate else ""))
+        for v in t.get("val", []):
+            lines.append(f"  step {v['step']:>5}: val PSNR {v['psnr']:.3f} dB, SSIM {v['ssim']:.4f} "
+                         f"(bicubic {v['psnr_bicubic']:.3f})")
+    e = steps.get("evaluate", {})
+    if "model" in e:
+        lines.append(f"evaluate (val split): {_eval_note(e)}")
+    if s.get("missing_parts"):
+        lines.append(f"still to carry: {', '.join(s['missing_parts'])} (one per call, same command)")
+    return lines
+
+
+def main() -> int:
+    smoke_env = os.environ.get("GEOSR_GPU_SMOKE", "") not in ("", "0")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", default=str(REPO / "benchmarks" / "gpu" / "bundle"),
+                   help="where the carried parts are (default benchmarks/gpu/bundle)")
+    p.add_argument("--stage", default=os.environ.get("GEOSR_GPU_STAGE", "/tmp/geosr-gpu"),
+                   help="staging folder kept between the calls of one machine (GEOSR_GPU_STAGE)")
+    p.add_argument("--out", default=os.environ.get("OUT") or "gpu-out", help="output folder (default $OUT)")
+    p.add_argument("--device", default=os.environ.get("GEOSR_GPU_DEVICE", "cuda"))
+    p.add_argument("--python", default=os.environ.get("GEOSR_GPU_PYTHON", sys.executable),
+                   help="the Python that has PyTorch (default: the one running this)")
+    p.add_argument("--budget-s", type=float, default=float(os.environ.get("GEOSR_GPU_BUDGET_S", 0) or 0) or None,
+                   help="wall-clock budget of all calls together (default 540; smoke 240)")
+    p.add_argument("--measure-s", type=float, default=float(os.environ.get("GEOSR_GPU_MEASURE_S", 0) or 0) or None,
+                   help="budget of the measurement (default 210; smoke 40)")
+    p.add_argument("--after-train-s", type=float, default=None,
+                   help="time kept for export and evaluation after training (default 100; smoke 60)")
+    p.add_argument("--steps", default=os.environ.get("GEOSR_GPU_STEPS", ",".join(STEPS)),
+                   help="which of measure,train,evaluate to run (GEOSR_GPU_STEPS)")
+    p.add_argument("--lr", type=float, default=float(os.environ.get("GEOSR_GPU_LR", "1e-4")))
+    p.add_argument("--smoke", action="store_true", default=smoke_env,
+                   help="tiny sizes, a few steps, 2 val images (GEOSR_GPU_SMOKE=1); use with --device cpu to test")
+    p.add_argument("--fresh", action="store_true", help="forget the steps done in earlier calls")
+    args = p.parse_args()
+    args.budget_s = args.budget_s or (240.0 if args.smoke else 540.0)
+    args.measure_s = args.measure_s or (40.0 if args.smoke else 210.0)
+    args.after_train_s = args.after_train_s if args.after_train_s is not None else (60.0 if args.smoke else 100.0)
+    args.steps = {s.strip() for s in args.steps.split(",") if s.strip()}
+    unknown = args.steps - set(STEPS)
+    if unknown:
+        p.error(f"--steps: {', '.join(sorted(unknown))} not among {', '.join(STEPS)}")
+
+    r = Run(args)
+    r.say(f"call {r.call}: stage {r.stage}, out {r.out}, device {args.device}, "
+          f"{r.left():.0f} s of the {args.budget_s:.0f} s budget left")
+    if step_stage(r) and step_install(r):
+        step_measure(r)
+        step_train(r)
+        step_evaluate(r)
+    r.save()
+    print()
+    print("\n".join(summary_lines(r.summary())), flush=True)
+    failed = [k for k, v in r.results.items() if v["status"] == "failed"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
