@@ -12,12 +12,15 @@ import click
 
 from geosr.cli.options import (
     bands_option,
+    batch_size_option,
     device_option,
     handle_errors,
     model_option,
     output_option,
+    overlap_option,
     precision_option,
     scale_option,
+    tile_size_option,
     verbosity,
     verbosity_options,
 )
@@ -83,27 +86,31 @@ def write_report(report, path: Path) -> None:
               help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.")
 @click.option("--max-images", type=click.IntRange(0), default=0,
               help="Measure only this many images, spread evenly over the split (0: all).")
+@tile_size_option("Tile size in input pixels, as geosr upscale takes it [model card].")
+@overlap_option("Overlap of neighbouring tiles in input pixels, as geosr upscale takes it [model card].")
+@batch_size_option("Tiles per model call.", default=8)
 @device_option()
 @precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
 @verbosity_options
 @click.pass_context
 @handle_errors
-def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, device,
-             precision) -> None:
+def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, tile_size, overlap,
+             batch_size, device, precision) -> None:
     """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the
     protocol of the UC Merced super-resolution literature: mean of per-channel PSNR on 0..255, Gaussian SSIM
     (11, sigma 1.5) averaged over channels, SCALE pixels cropped at each border, LR by MATLAB-style bicubic
     downsampling (with antialiasing) of the HR cropped to a multiple of the scale; paired layouts use their own LR.
+    The model runs tiled as geosr upscale runs it (the model card's tiles unless --tile-size/--overlap), so the SR
+    images --save-images writes are the ones geosr upscale writes for the same LR image, model and --precision.
 
     \b
     geosr evaluate --model runs/x4/best.safetensors --data ../shared/data/ucmerced --split val
     """
     from tqdm import tqdm
 
-    from geosr.checkpoint import load_generator
+    from geosr.checkpoint import load_generator, read_card
     from geosr.datasets import default_bands, find_images, split_rule, spread
     from geosr.device import resolve_device, resolve_precision
-    from geosr.predictor import select_model
     from geosr.evaluation import (
         Report,
         evaluate_images,
@@ -112,8 +119,11 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
         save_image,
         to_dtype,
     )
+    from geosr.plan import card_tiling
+    from geosr.predictor import select_model
 
     path = select_model(model_spec, scale)  # the card and the weights' shapes are checked before the model is built
+    tile, lap = card_tiling(read_card(path), path.name, tile_size, overlap)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     images = find_images(data, split)
@@ -143,7 +153,8 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
             save_image(preview / f"{name}.png", preview_strip(outputs))
 
     try:
-        results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, on_image=on_image)
+        results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, tile_size=tile,
+                                  overlap=lap, batch_size=batch_size, on_image=on_image)
     finally:
         bar.close()
     report = Report(data=str(Path(data).resolve()), layout=images.layout, split=split, scale=scale, model=str(path),

@@ -21,6 +21,7 @@ from shapely.prepared import prep
 
 from geosr import __version__
 from geosr.aoi import aoi_window
+from geosr.checkpoint import ModelCard
 from geosr.errors import GeosrError, ModelFileError, RasterError
 from geosr.options import PANEL_STEP, UpscaleOptions
 from geosr.predictor import Predictor
@@ -119,19 +120,24 @@ def _groups_str(colour, groups, real) -> str:
     )
 
 
-def _tiling(predictor: Predictor, options: UpscaleOptions) -> tuple[int, int]:
-    """The tile size and overlap: the options' or the model card's; GeosrError when a mix of the two does not fit."""
-    card = predictor.card
-    tile = card.tile_size if options.tile_size is None else options.tile_size
-    overlap = card.overlap if options.overlap is None else options.overlap
-    problem = tiling_problem(tile, overlap)
-    if problem and options.tile_size is None:
-        raise GeosrError(f"{problem}; {tile} is the tile size of the model card ({predictor.source}): lower --overlap "
-                         "or give --tile-size", option="--overlap")
-    if problem:  # the overlap is the card's (the options' pair was checked when they were made)
-        raise GeosrError(f"{problem}; {overlap} is the overlap of the model card ({predictor.source}): give "
-                         f"--overlap with --tile-size {tile}", option="--tile-size")
-    return tile, overlap
+def card_tiling(card: ModelCard, source: str, tile_size: int | None = None, overlap: int | None = None
+                ) -> tuple[int, int]:
+    """The tile size and overlap (input pixels) a run uses: the ones given, the model card's for those that are None.
+
+    source: the model file's name, for messages. Raises GeosrError (naming --overlap or --tile-size) when a value
+    given and one of the card's do not fit together (geosr.tiling.tiling_problem); values given both are checked
+    when they are made (geosr.options.check_tiling).
+    """
+    tile = card.tile_size if tile_size is None else tile_size
+    lap = card.overlap if overlap is None else overlap
+    problem = tiling_problem(tile, lap)
+    if problem and tile_size is None:
+        raise GeosrError(f"{problem}; {tile} is the tile size of the model card ({source}): lower --overlap or give "
+                         "--tile-size", option="--overlap")
+    if problem:
+        raise GeosrError(f"{problem}; {lap} is the overlap of the model card ({source}): give --overlap with "
+                         f"--tile-size {tile}", option="--tile-size")
+    return tile, lap
 
 
 def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions) -> Plan:
@@ -141,7 +147,7 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     """
     card = predictor.card
     s = predictor.scale
-    tile, overlap = _tiling(predictor, options)
+    tile, overlap = card_tiling(card, predictor.source, options.tile_size, options.overlap)
     if overlap < card.overlap and options.overlap is not None:
         log.warning("%s: overlap %d is below the model card's %d; seams may show", src, overlap, card.overlap)
     cfg = card.config

@@ -90,3 +90,25 @@ def test_errors_are_one_line_and_name_the_remedy(folder, tmp_path):
     assert result.exit_code == 1 and "no such model file" in result.output
     result = run("--model", model, "--data", folder, "-o", tmp_path / "r.txt")
     assert result.exit_code == 2 and ".json or .csv" in result.output and "'-o' / '--output'" in result.output
+
+
+def test_saved_images_are_what_upscale_writes_for_the_same_lr_image(tmp_path):
+    """A paired data set (HR/ + LR_x2/): evaluate's SR image of an LR file equals geosr upscale of that file, with the
+    model card's tiling (16 px, overlap 4: not evaluation's default) and the same precision."""
+    torch.manual_seed(1)
+    cfg = GeneratorConfig(scale=2, channels=16, n_blocks=1, refiner_base=8)
+    model = save_generator(tmp_path / "t16.safetensors", Generator(cfg),
+                           ModelCard(config=cfg, name="t16", tile_size=16, overlap=4))
+    rng = np.random.default_rng(3)
+    hr = rng.integers(0, 256, (3, 80, 96)).astype(np.uint8)
+    write_png(tmp_path / "data" / "HR" / "scene.png", hr)
+    write_png(tmp_path / "data" / "LR_x2" / "scene.png", hr[:, ::2, ::2].copy())
+    result = run("-m", model, "-d", tmp_path / "data", "--split", "all", "--precision", "fp32", "--save-images",
+                 tmp_path / "sr")
+    assert result.exit_code == 0, result.output
+    up = CliRunner().invoke(cli, ["upscale", str(tmp_path / "data" / "LR_x2" / "scene.png"), "-o",
+                                  str(tmp_path / "up.png"), "-m", str(model), "--precision", "fp32", "-q"])
+    assert up.exit_code == 0, up.output
+    (saved,) = (tmp_path / "sr").rglob("scene.*")
+    with rasterio.open(saved) as a, rasterio.open(tmp_path / "up.png") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
