@@ -135,9 +135,10 @@ class RowStream:
         s = self.scale
         if hr.shape[1] != s * lr.shape[1] or hr.shape[2] != s * lr.shape[2]:
             raise ValueError(f"HR rows {hr.shape} do not match LR rows {lr.shape} at x{s}")
-        self._hr.append(np.asarray(hr, np.float32))
-        self._lr.append(np.asarray(lr, np.float32))
-        self._valid.append(valid)
+        # copies: callers may reuse their buffers (an accumulator's rows) once this returns
+        self._hr.append(np.array(hr, np.float32))
+        self._lr.append(np.array(lr, np.float32))
+        self._valid.append(None if valid is None else np.array(valid, bool))
         self._rows += lr.shape[1]
         return self._emit(self._rows - self.halo)
 

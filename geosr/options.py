@@ -94,6 +94,8 @@ class UpscaleOptions:
     range instead of percentiles (non-uint8 rasters); cog: write a Cloud-Optimized GeoTIFF; compress: deflate, zstd,
     lzw or none; overwrite: replace an existing output; panel_width: input columns processed per pass, a multiple of
     512 (None: as many as keep the strip accumulator within geosr.plan.ACCUMULATOR_BYTES, at most 2048).
+    consistency: correct the output so that its bicubic degradation gives back the input
+    (geosr.consistency; on by default).
     """
 
     tile_size: int | None = None
@@ -106,6 +108,7 @@ class UpscaleOptions:
     compress: str = "deflate"
     overwrite: bool = False
     panel_width: int | None = None
+    consistency: bool = True
 
     def __post_init__(self) -> None:
         check_tiling(self.tile_size, self.overlap)

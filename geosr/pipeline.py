@@ -5,7 +5,8 @@ plan (geosr.plan) and runs it in three stages that overlap in time:
 
     reader thread   strips of tile rows, one column panel at a time: read, mask, normalise, fill nodata
     this thread     tiles of the strip, batched through the model, blended into a StripAccumulator; finished rows
-                    back to the dtype with nodata / alpha / mask
+                    corrected for consistency with the input (geosr.consistency, unless switched off), then back
+                    to the dtype with nodata / alpha / mask
     writer thread   finished rows written (and compressed by GDAL) in whole 512-row blocks
 
 GDAL and numpy release the GIL, so reading and writing run while the model computes. Only a strip of tile rows of at
@@ -32,6 +33,7 @@ from affine import Affine
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
+from geosr.consistency import DEFAULT_HALO, RowStream
 from geosr.errors import RasterError
 from geosr.options import UpscaleOptions
 from geosr.plan import Plan, make_plan
@@ -88,34 +90,53 @@ class FileResult:
 
 @dataclass(frozen=True)
 class _Panel:
-    """Output columns [c0, c1) (output pixels of the processed window) and the tile columns that reach them."""
+    """Output columns [c0, c1) (output pixels of the processed window) and the tile columns that reach them.
+
+    [e0, e1) are the columns blended: [c0, c1) and, with consistency, its halo on each side (within the processed
+    window), which the correction needs as context.
+    """
 
     c0: int
     c1: int
     tiles: tuple[int, ...]
     x0: int  # first input column read (processed window)
     x1: int
+    e0: int
+    e1: int
+
+
+def _halo(plan: Plan) -> int:
+    """Input pixels of context the consistency correction needs on each side of what it writes (0 without it)."""
+    return DEFAULT_HALO if plan.consistency else 0
 
 
 def _panels(plan: Plan) -> list[_Panel]:
     s = plan.scale
     dy, dx = plan.offset
     lo, hi = s * dx, s * (dx + int(plan.out.width))
+    halo = s * _halo(plan)
     step = s * plan.panel_width
     panels = []
     for c0 in range(lo, hi, step):
         c1 = min(hi, c0 + step)
-        tiles = plan.grid.cols.tiles_for(c0, c1)
+        e0, e1 = max(0, c0 - halo), min(s * int(plan.proc.width), c1 + halo)
+        tiles = plan.grid.cols.tiles_for(e0, e1)
         x0 = plan.grid.cols.extent(tiles[0])[0]
         x1 = plan.grid.cols.extent(tiles[-1])[1]
-        panels.append(_Panel(c0, c1, tiles, x0, x1))
+        panels.append(_Panel(c0, c1, tiles, x0, x1, e0, e1))
     return panels
 
 
-def _tile_rows(plan: Plan) -> tuple[int, ...]:
+def _row_range(plan: Plan) -> tuple[int, int]:
+    """Output rows [lo, hi) of the processed window that are blended: the output window's and their halo."""
     s = plan.scale
     dy, _ = plan.offset
-    return plan.grid.rows.tiles_for(s * dy, s * (dy + int(plan.out.height)))
+    halo = s * _halo(plan)
+    return max(0, s * dy - halo), min(s * int(plan.proc.height), s * (dy + int(plan.out.height)) + halo)
+
+
+def _tile_rows(plan: Plan) -> tuple[int, ...]:
+    return plan.grid.rows.tiles_for(*_row_range(plan))
 
 
 @dataclass
@@ -202,19 +223,21 @@ def _read_strips(
 
 
 def _finish_rows(
-    plan: Plan, values: np.ndarray, r0: int, c0: int, strip: _Strip, lr_origin: tuple[int, int]
+    plan: Plan, values: np.ndarray, r0: int, c0: int, in_valid: np.ndarray, in_alpha: np.ndarray,
+    lr_origin: tuple[int, int],
 ) -> _Block:
     """Blended model values (n_colour, h, w) -> an output block in the output dtype, with nodata, alpha and mask.
 
-    r0, c0: the block's top-left output pixel (output window); lr_origin: the input pixel (row, col), relative to the
-    output window, of the strip's first valid/alpha value.
+    r0, c0: the block's top-left output pixel (output window); in_valid, in_alpha: the input rows' validity
+    (n_colour, rows, cols) and alpha values (n_alpha, rows, cols) that lie under the block; lr_origin: the input
+    pixel (row, col), relative to the output window, of their first value.
     """
     s = plan.scale
     _, h, w = values.shape
     lr_r, lr_c = lr_origin
     ri = (r0 + np.arange(h)) // s - lr_r
     ci = (c0 + np.arange(w)) // s - lr_c
-    valid = strip.valid[:, ri][:, :, ci] if plan.masks else None  # input validity, upsampled nearest
+    valid = in_valid[:, ri][:, :, ci] if plan.masks else None  # input validity, upsampled nearest
     inside = None
     if plan.aoi_px is not None:
         # output pixels whose centres lie inside the AOI (given in input pixel units)
@@ -225,7 +248,7 @@ def _finish_rows(
     keep_off_nodata(out_values, plan.nodata)
     if valid is not None and not valid.all():
         out_values[~valid] = plan.fill
-    alpha = strip.alpha[:, ri][:, :, ci] if plan.alpha else strip.alpha
+    alpha = in_alpha[:, ri][:, :, ci] if plan.alpha else in_alpha
     if inside is not None and plan.alpha:
         alpha[:, ~inside] = 0
     if not plan.alpha and [k for _, k in plan.layout] == list(range(len(plan.layout))):
@@ -238,6 +261,67 @@ def _finish_rows(
     if plan.spec.internal_mask:
         mask = np.full((h, w), 255, np.uint8) if valid is None else (valid.any(axis=0) * np.uint8(255))
     return _Block(r0, c0, data, mask)
+
+
+class _InputRows:
+    """A panel's input rows (validity, alpha) kept until the output rows over them are finished.
+
+    Without consistency each strip's rows are finished with the strip; with it, output rows are finished up to
+    ``halo`` input rows later, when they may lie under an earlier strip. Rows are in the processed window.
+    """
+
+    def __init__(self) -> None:
+        self.start = 0  # first row held
+        self.valid: np.ndarray | None = None  # (n_colour, rows, cols)
+        self.alpha: np.ndarray | None = None  # (n_alpha, rows, cols)
+
+    def add(self, strip: _Strip, length: int) -> None:
+        """Hold the strip's rows from the first one not held yet (strips overlap)."""
+        v, a = strip.valid[:, :length], strip.alpha[:, :length]
+        if self.valid is None:
+            self.start, self.valid, self.alpha = strip.y0, v, a
+            return
+        skip = self.start + self.valid.shape[1] - strip.y0  # rows of the strip already held
+        self.valid = np.concatenate([self.valid, v[:, skip:]], axis=1)
+        self.alpha = np.concatenate([self.alpha, a[:, skip:]], axis=1)
+
+    def drop_before(self, row: int) -> None:
+        k = row - self.start
+        if self.valid is not None and k > 0:
+            self.valid, self.alpha = self.valid[:, k:], self.alpha[:, k:]
+            self.start = row
+
+
+class _Consistency:
+    """The consistency stage of one panel: blended rows in, corrected rows out (geosr.consistency.RowStream).
+
+    Rows of [e0, e1) come in with the input values (model range, nodata filled) and validity under them; rows come
+    out, in order, from the first row pushed, once ``halo`` input rows below them have been pushed.
+    """
+
+    def __init__(self, plan: Plan, panel: _Panel, first_row: int) -> None:
+        self.stream = RowStream(plan.scale, halo=_halo(plan))
+        self.next_row = first_row  # output row (processed window) of the next row that comes out
+        self.cols = slice(panel.e0 // plan.scale - panel.x0, panel.e1 // plan.scale - panel.x0)
+        self.scale = plan.scale
+        self.masks = plan.masks
+
+    def push(self, values: np.ndarray, lo: int, strip: _Strip) -> tuple[int, np.ndarray]:
+        """Blended rows [lo, lo + h) -> (first row, corrected rows) now final."""
+        s = self.scale
+        a = lo // s - strip.y0
+        b = a + values.shape[1] // s
+        x = strip.x[:, a:b, self.cols]
+        valid = strip.valid[:, a:b, self.cols] if self.masks else None
+        return self._out(self.stream.push(values, x, valid))
+
+    def finish(self) -> tuple[int, np.ndarray]:
+        return self._out(self.stream.finish())
+
+    def _out(self, rows: np.ndarray) -> tuple[int, np.ndarray]:
+        first = self.next_row
+        self.next_row += rows.shape[1]
+        return first, rows
 
 
 class _Writer:
@@ -370,12 +454,29 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
     writer = _Writer(plan, dst_ds, stop)
     reader.start()
     writer.thread.start()
+    row_lo, row_hi = _row_range(plan)  # output rows blended (with consistency: the written ones and their halo)
+
+    def finish(panel: _Panel, values: np.ndarray, lo: int, held: _InputRows) -> None:
+        """Write blended (and corrected) rows [lo, lo + h) x [e0, e1) of the processed window, cropped to output."""
+        nonlocal pixels
+        a, b = max(lo, s * dy), min(lo + values.shape[1], s * dy + oh)
+        if b <= a:
+            return
+        block = values[:, a - lo : b - lo, panel.c0 - panel.e0 : panel.c1 - panel.e0]
+        lr_origin = (held.start - dy, panel.x0 - dx)
+        writer.put(_finish_rows(plan, block, a - s * dy, panel.c0 - s * dx, held.valid, held.alpha, lr_origin))
+        pixels += (b - a) * (panel.c1 - panel.c0)
+        report()
+
     try:
         for panel in panels:
             origin = s * g.rows.starts[rows[0]]
-            acc = StripAccumulator(len(plan.colour), s * length_r, panel.c0, panel.c1, origin=origin)
+            acc = StripAccumulator(len(plan.colour), s * length_r, panel.e0, panel.e1, origin=origin)
+            held = _InputRows()
+            stage = _Consistency(plan, panel, row_lo) if plan.consistency else None
             for i, r in enumerate(rows):
                 strip = _next_strip(strips, reader)
+                held.add(strip, length_r)
                 # tiles of this strip, batched through the model
                 items = [
                     (j, k) for j in range(len(panel.tiles)) for k in range(n_groups) if strip.todo[j, k]
@@ -404,18 +505,24 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
                     done += len(batch)
                     computed += len(batch)
                     report()
-                # rows that no later tile row reaches are finished
+                # rows that no later tile row reaches are blended
                 last = i == len(rows) - 1
                 stop_row = s * (strip.y0 + length_r) if last else s * g.rows.starts[rows[i + 1]]
                 r_from = acc.origin
-                lo, hi = max(r_from, s * dy), min(stop_row, s * dy + oh)
+                lo, hi = max(r_from, row_lo), min(stop_row, row_hi)
                 if hi > lo:
                     values = acc.rows(stop_row)[:, lo - r_from : hi - r_from]
-                    lr_origin = (strip.y0 - dy, panel.x0 - dx)
-                    writer.put(_finish_rows(plan, values, lo - s * dy, panel.c0 - s * dx, strip, lr_origin))
-                    pixels += (hi - lo) * (panel.c1 - panel.c0)
-                    report()
+                    if stage is not None:
+                        lo, values = stage.push(values, lo, strip)  # the rows now final, ``halo`` rows behind
+                    finish(panel, values, lo, held)
                 acc.advance(stop_row)
+                if stage is None:
+                    held.drop_before(stop_row // s)
+                else:
+                    held.drop_before(stage.next_row // s)
+            if stage is not None:
+                lo, values = stage.finish()
+                finish(panel, values, lo, held)
         writer.close()
     finally:
         stop.set()

@@ -22,6 +22,7 @@ from shapely.prepared import prep
 from geosr import __version__
 from geosr.aoi import aoi_window
 from geosr.checkpoint import ModelCard
+from geosr.consistency import DEFAULT_HALO as CONSISTENCY_HALO
 from geosr.errors import GeosrError, ModelFileError, RasterError
 from geosr.options import PANEL_STEP, UpscaleOptions
 from geosr.predictor import Predictor
@@ -86,6 +87,7 @@ class Plan:
     cog: bool
     compress: str
     overwrite: bool
+    consistency: bool  # correct the output for consistency with the input (geosr.consistency)
 
     @property
     def offset(self) -> tuple[int, int]:
@@ -184,9 +186,11 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         out, aoi_px = aoi_window(options.aoi, ds, src)
         if prep(aoi_px).contains(box(out.col_off, out.row_off, out.col_off + out.width, out.row_off + out.height)):
             aoi_px = None  # the whole output window lies inside the AOI
-        c0, r0 = max(0, out.col_off - overlap), max(0, out.row_off - overlap)
-        c1 = min(ds.width, out.col_off + out.width + overlap)
-        r1 = min(ds.height, out.row_off + out.height + overlap)
+        # context around the output window: the tiles' overlap, and the consistency correction's halo
+        ctx = overlap + (CONSISTENCY_HALO if options.consistency else 0)
+        c0, r0 = max(0, out.col_off - ctx), max(0, out.row_off - ctx)
+        c1 = min(ds.width, out.col_off + out.width + ctx)
+        r1 = min(ds.height, out.row_off + out.height + ctx)
         proc = Window(c0, r0, c1 - c0, r1 - r0)
     else:
         out = proc = Window(0, 0, ds.width, ds.height)
@@ -227,5 +231,5 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         grid=TileGrid(int(proc.height), int(proc.width), tile, overlap, s), radiometry=radiometry, spec=spec,
         nodata=nodata, fill=fill, aoi_px=aoi_px,
         panel_width=options.panel_width or auto_panel_width(len(colour), s, min(tile, int(proc.height))),
-        cog=options.cog, compress=options.compress, overwrite=options.overwrite,
+        cog=options.cog, compress=options.compress, overwrite=options.overwrite, consistency=options.consistency,
     )

@@ -19,6 +19,7 @@ from rasterio.warp import transform as warp
 from rasterio.windows import Window
 
 from geosr.aoi import AOIMissError, bbox_aoi, load_aoi
+from geosr.consistency import project
 from geosr.device import cpu_supports_bf16
 from geosr.errors import GeosrError, ModelFileError, OptionError, OutputExistsError, RasterError
 from geosr.inference import (
@@ -55,9 +56,10 @@ def up(a: np.ndarray, s: int) -> np.ndarray:
 # --- tiling is exact for a local model ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("consistency", [False, True])
 @pytest.mark.parametrize("shape,panel_width", [((150, 170), 2048), ((90, 1300), 512)])
 def test_tiled_output_equals_whole_image_output_for_a_local_model(
-    local_model, tmp_path, make_geotiff, synthetic_image, shape, panel_width
+    local_model, tmp_path, make_geotiff, synthetic_image, shape, panel_width, consistency
 ):
     pred = load_predictor(local_model, device="cpu", precision="fp32")
     h, w = shape
@@ -65,10 +67,14 @@ def test_tiled_output_equals_whole_image_output_for_a_local_model(
     src = make_geotiff(tmp_path / "f.tif", data)
     dst = tmp_path / "out.tif"
     # tile 80, overlap 40 (card): every tile ignores 10 input pixels along shared edges; the model reaches 9
-    upscale_raster(src, dst, pred, UpscaleOptions(value_range=(0.0, 1.0), batch_size=3, panel_width=panel_width))
+    options = UpscaleOptions(value_range=(0.0, 1.0), batch_size=3, panel_width=panel_width, consistency=consistency)
+    upscale_raster(src, dst, pred, options)
+    x = data * 2 - 1
     with torch.inference_mode():
-        whole = pred.model(torch.from_numpy(data * 2 - 1)[None]).numpy()[0]
-    np.testing.assert_allclose(read(dst), (whole + 1) / 2, rtol=0, atol=2e-5)
+        whole = pred.model(torch.from_numpy(x)[None]).numpy()[0]
+    if consistency:  # the correction over the whole image at once: tiles and panels must not show
+        whole = project(np.clip(whole, -1, 1), x, pred.scale)
+    np.testing.assert_allclose(read(dst), (np.clip(whole, -1, 1) + 1) / 2, rtol=0, atol=2e-5)
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 9), (5, 3), (70, 2), (33, 65)])
