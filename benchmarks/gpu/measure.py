@@ -48,7 +48,6 @@ def _bench():
 
 
 bench = _bench()
-from geosr.checkpoint import load_generator  # noqa: E402
 from geosr.device import describe_hardware  # noqa: E402
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster  # noqa: E402
 
@@ -104,12 +103,15 @@ def consistency(model: Path, device: str, precisions: list[str], crop: int, work
     out = {"raster": f"{REAL_RASTER.name}, central {crop} x {crop} window", "cpu_fp32_s": time.perf_counter() - t,
            "tolerance": TOLERANCE, "cases": {}}
     ref = read(reference)
+    # cuDNN may run fp32 convolutions in TF32 (10-bit mantissa, as fp16): then fp32 is held to fp16's tolerance
+    tf32 = torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32
+    out["cudnn_allow_tf32"] = bool(tf32)
     for prec in ["fp32", *precisions]:
         dst = work / f"{device}_{prec}.tif"
         predictor = load_predictor(model, device=device, precision=prec)
         upscale_raster(src, dst, predictor, UpscaleOptions(overwrite=True))
         diff = difference(read(dst), ref)
-        tol = TOLERANCE[prec]
+        tol = TOLERANCE["fp16" if prec == "fp32" and tf32 else prec]
         diff["passed"] = diff["mean"] <= tol["mean"] and diff["p999"] <= tol["p999"]
         out["cases"][prec] = diff
     out["passed"] = all(c["passed"] for c in out["cases"].values())
@@ -141,7 +143,9 @@ def speed(model: Path, device: str, precisions: list[str], tiles: list[int], bat
             overlap = tile // 4
             options = UpscaleOptions(tile_size=tile, overlap=overlap, batch_size=batch)
             mo = bench.model_only(predictor, tile, batch, repeats)
-            if dev.type == "cuda":
+            first = None
+            if dev.type == "cuda":  # the first file pays cuDNN's autotuning of each new batch shape: timed apart
+                first = bench.end_to_end(synthetic, predictor, options, 1)
                 torch.cuda.reset_peak_memory_stats(dev)
             seconds = bench.end_to_end(synthetic, predictor, options, 1)
             peak_gb = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
@@ -149,11 +153,12 @@ def speed(model: Path, device: str, precisions: list[str], tiles: list[int], bat
             recompute = n_tiles * tile**2 / pixels
             out_mpx = pixels * predictor.scale**2 / 1e6
             if tile not in flops:
-                flops[tile] = gflop_per_output_mpx(model, tile)
+                flops[tile] = gflop_per_output_mpx(predictor, tile)
             rows.append({
                 "tile": tile, "overlap": overlap, "batch": batch, "precision": prec,
                 "model_only_mpx_s": mo, "model_only_tflop_s": mo * flops[tile] / 1e3,
-                "end_to_end_mpx_s": out_mpx / seconds, "end_to_end_s": seconds, "recompute": recompute,
+                "end_to_end_mpx_s": out_mpx / seconds, "end_to_end_s": seconds, "first_run_s": first,
+                "recompute": recompute,
                 "end_to_end_over_model_only": out_mpx * recompute / seconds / mo,
                 "peak_gpu_memory_gib": peak_gb,
             })
@@ -164,10 +169,10 @@ def speed(model: Path, device: str, precisions: list[str], tiles: list[int], bat
             "skipped_for_time": skipped}
 
 
-def gflop_per_output_mpx(model: Path, tile: int) -> float:
-    net, card = load_generator(model)
-    flops = bench.count_flops(net.eval(), torch.zeros(1, card.config.in_channels, tile, tile))
-    return flops / (tile * card.scale) ** 2 / 1e3
+def gflop_per_output_mpx(predictor, tile: int) -> float:
+    """GFLOP per output megapixel of one forward at ``tile`` (counted on the predictor's device, in fp32)."""
+    x = torch.zeros(1, predictor.channels, tile, tile, device=predictor.device)
+    return bench.count_flops(predictor.model, x) / (tile * predictor.scale) ** 2 / 1e3
 
 
 # --- 3. a Sentinel-2-size raster ---------------------------------------------------------------------------------------
@@ -333,9 +338,9 @@ def main() -> None:
         results["gpu"] = torch.cuda.get_device_name(device)
     section(results, "consistency", lambda: consistency(model, args.device, precisions, crop, work))
     synthetic = bench.make_synthetic(work / f"synthetic_{synthetic_size}.tif", synthetic_size)
-    # the speed sweep may use up to 55 % of the budget; the big raster gets the rest
+    # the speed sweep may use up to 45 % of the budget; the big raster gets the rest (about 110 s of 210)
     section(results, "speed", lambda: speed(model, args.device, precisions, tiles, batches, synthetic, repeats,
-                                            clock, stop_at=0.55 * args.budget_s))
+                                            clock, stop_at=0.45 * args.budget_s))
     big_prec = "bf16" if "bf16" in precisions else precisions[0]
     section(results, "big", lambda: big_raster(model, args.device, big_prec, big, args.big_tile,
                                                batches[args.big_tile], work, args.budget_s - 5, clock))

@@ -1,27 +1,28 @@
 """Build the GPU bundle here, for a GPU machine that has PyTorch and nothing else of geosr and no network.
 
-    python benchmarks/gpu/prepare.py [--out benchmarks/gpu/bundle] [--python-version 3.12] [--max-parts 3]
-                                     [--train-quality auto|95|90|...] [--margin-mb 0.5] [--smoke]
+    bash benchmarks/gpu/prepare.sh [--out benchmarks/gpu/bundle] [--python-version 3.12] [--max-parts 4]
+                                   [--train-quality auto|95|90|...] [--margin-mb 0.5] [--smoke] [--part-mb MB]
 
 What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy in ../shared/data):
 
-- ``deps.tar.xz`` (about 17.7 MB): wheels of geosr's dependencies that PyTorch images lack: rasterio (1.4.3, whose
+- ``deps.tar.xz`` (17.5 MB): wheels of geosr's dependencies that PyTorch images lack: rasterio (1.4.3, whose
   extension modules are stripped, unlike 1.4.4's 36 MB wheel), shapely, affine, cligj, click-plugins. The wheels are
   re-stored without compression inside the xz archive, which compresses them a fifth better than their own zip.
-- ``extras.tar.xz`` (about 0.6 MB): click, tqdm, safetensors, attrs, certifi, pyparsing, installed on the GPU
+- ``extras.tar.xz`` (0.8 MB): click, tqdm, safetensors, attrs, certifi, pyparsing, installed on the GPU
   machine only where its Python lacks them. setuptools (to build geosr from the tree) is not carried: PyTorch's
   wheels require it on Python 3.12 and later.
-- ``val.zip`` (about 19.4 MB): the 210 val images (UC Merced 50-59 of each class) as lossless WebP, checked pixel
+- ``val.zip`` (19.4 MB): the 210 val images (UC Merced 50-59 of each class) as lossless WebP, checked pixel
   for pixel against the originals, so ``geosr evaluate`` there measures what it measures here.
 - ``train.zip``: the 1050 train images (00-49) as lossy WebP of the highest quality that lets the whole bundle fit
-  in --max-parts device calls (85 by default sizes: 16.4 MB; lossless would be 91 MB). The mean PSNR of the copies
-  against the originals is recorded in the manifest and goes into the trained model's card.
+  in --max-parts device calls: quality 97 in 4 calls (33.3 MB, a mean 42.0 dB PSNR against the originals), 84 in 3
+  (15.9 MB, 36.7 dB); lossless would be 91 MB. The quality and the mean PSNR of the copies are recorded in the
+  manifest and go into the trained model's card.
 
 The geosr code itself is not in the bundle: it travels with the working tree, and run.sh installs it from there.
 
 Why parts: the device tool brings the working tree plus the carried paths, 64 MiB per call, and the tree alone is
-about 46 MiB (the shipped model files), so about 18 MiB is left per call. The units are cut into parts of that size
-(bundle.py) and each call carries one part; docs/gpu.md gives the calls. The sizes are printed per call.
+about 48.5 MB (44 MB of it the shipped model files), so about 18 MB is left per call. The units are cut into parts
+of that size (bundle.py) and each call carries one part; docs/gpu.md gives the calls. The sizes are printed per call.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ DEPS = ["rasterio==1.4.3", "shapely==2.2.0", "affine==3.0.1", "cligj==0.7.2", "c
 EXTRAS = ["click==8.5.1", "tqdm==4.70.1", "safetensors==0.8.0", "attrs==26.1.0", "certifi==2026.10.19.post1",
           "pyparsing==3.3.3"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-QUALITIES = [95, 92, 90, 88, 86, 85, 84, 83, 82, 80, 75, 70]
+QUALITIES = [97, 96, 95, 92, 90, 88, 86, 85, 84, 83, 82, 80, 75, 70]
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -197,8 +198,8 @@ def main() -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the UC Merced folder (<class>/<class>NN.tif)")
     p.add_argument("--python-version", default="3.12",
                    help="CPython of the GPU machine (3.12 there as read in the device tool's KINDS.md)")
-    p.add_argument("--max-parts", type=int, default=3, help="device calls the bundle may take (with --train-quality "
-                   "auto: the train images' quality is chosen to fit)")
+    p.add_argument("--max-parts", type=int, default=4, help="device calls the bundle may take (with --train-quality "
+                   "auto: the train images' quality is chosen to fit; 4 allows WebP quality 97, 3 about 84)")
     p.add_argument("--train-quality", default="auto", help="WebP quality of the train images, or auto")
     p.add_argument("--margin-mb", type=float, default=0.5, help="room left in each call for the tree to grow (MiB)")
     p.add_argument("--part-mb", type=float, default=None, help="part size in MiB instead of what the tree leaves")

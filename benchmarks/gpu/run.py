@@ -171,7 +171,7 @@ class Run:
                     p.wait()
                 rc = 124
                 f.write(f"[run.py] stopped after {timeout:.0f} s\n")
-        lines = log.read_text(errors="replace").splitlines()[-tail:]
+        lines = log.read_text(errors="replace").splitlines()[-tail:] if tail else []
         for line in lines:
             print(f"    {name}| {line}", flush=True)
         return rc
@@ -261,6 +261,14 @@ def step_install(r: Run) -> bool:
         return True
     base = r.args.python
     wheels = str(r.stage / "wheels")
+    want = (bundle.staged_manifest(r.stage) or {}).get("python_version")
+    probe = subprocess.run([base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
+                           text=True)
+    have = probe.stdout.strip() or f"not runnable ({probe.stderr.strip()[-200:]})"
+    if want and have != want:
+        r.record("install", "failed", time.monotonic() - t, note=f"the bundle's wheels are for CPython {want}, "
+                 f"{base} is {have}: build the bundle with prepare.sh --python-version {have}")
+        return False
     if not Path(r.python).exists():
         rc = r.run("install", [base, "-m", "venv", "--system-site-packages", "--without-pip", str(r.venv)], 120)
         if rc:
@@ -337,8 +345,14 @@ def step_measure(r: Run) -> None:
     result = r.work / "measure" / "measure.json"
     ok = rc == 0 and result.is_file()
     facts = measure_facts(json.loads(result.read_text())) if ok else {}
-    r.record("measure", "ok" if ok else "failed", time.monotonic() - t,
-             note="" if ok else f"rc {rc} (see logs/measure.log)", **facts)
+    note = f"rc {rc} (see logs/measure.log)"
+    if ok:
+        checked = {True: "CUDA vs CPU passed", False: "CUDA vs CPU FAILED"}.get(facts.get("consistency_passed"),
+                                                                              "CUDA vs CPU not measured")
+        note = f"{checked}; {len(facts['speed'])} speed cases" + (
+            f"; {facts['big']['size']}^2 x4 {facts['big']['seconds']:.0f} s" if facts.get("big", {}).get("seconds")
+            else "")
+    r.record("measure", "ok" if ok else "failed", time.monotonic() - t, note=note, **facts)
 
 
 def measure_facts(m: dict) -> dict:
@@ -373,7 +387,7 @@ def step_train(r: Run) -> None:
         return
     run_dir = r.work / "run"
     after = r.args.after_train_s  # export, two evaluations, the summary
-    setup = 20 if r.args.smoke else 60  # start-up, data, model, final validation and save
+    setup = 20 if r.args.smoke else 45  # start-up, data, model, final validation and save
     minutes = (r.left() - after - setup) / 60
     if minutes < (0.05 if r.args.smoke else 0.5):
         r.record("train", "skipped", 0, note=f"{r.left():.0f} s of the budget left")
@@ -398,7 +412,7 @@ def step_train(r: Run) -> None:
         else:
             cmd += ["--val-images", "21", "--val-every-steps", "200", "--checkpoint-every-steps", "200",
                     "--log-every", "10"]
-    rc = r.run("train", cmd, minutes * 60 + setup + 240, tail=15)
+    rc = r.run("train", cmd, minutes * 60 + setup + 120, tail=15)  # geosr stops itself at --max-minutes
     facts = train_facts(run_dir)
     facts.update(patch_size=patch, batch_size=batch, lr=r.args.lr, data=manifest.get("data", {}).get("train", {}))
     ok = rc in (0, 130) and (run_dir / "last.safetensors").is_file()
