@@ -13,6 +13,7 @@ import click
 from geosr.cli.options import (
     bands_option,
     batch_size_option,
+    consistency_option,
     device_option,
     handle_errors,
     model_option,
@@ -89,13 +90,14 @@ def write_report(report, path: Path) -> None:
 @tile_size_option("Tile size in input pixels, as geosr upscale takes it [model card].")
 @overlap_option("Overlap of neighbouring tiles in input pixels, as geosr upscale takes it [model card].")
 @batch_size_option("Tiles per model call.", default=8)
+@consistency_option()
 @device_option()
 @precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
 @verbosity_options
 @click.pass_context
 @handle_errors
 def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, tile_size, overlap,
-             batch_size, device, precision) -> None:
+             batch_size, consistency, device, precision) -> None:
     """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the
     protocol of the UC Merced super-resolution literature: mean of per-channel PSNR on 0..255, Gaussian SSIM
     (11, sigma 1.5) averaged over channels, SCALE pixels cropped at each border, LR by MATLAB-style bicubic
@@ -154,11 +156,11 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
 
     try:
         results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, tile_size=tile,
-                                  overlap=lap, batch_size=batch_size, on_image=on_image)
+                                  overlap=lap, batch_size=batch_size, consistency=consistency, on_image=on_image)
     finally:
         bar.close()
     report = Report(data=str(Path(data).resolve()), layout=images.layout, split=split, scale=scale, model=str(path),
-                    results=results)
+                    results=results, consistency=consistency)
     click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
     click.echo(format_table(report.summary()))
     if out is not None:

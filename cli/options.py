@@ -219,6 +219,13 @@ def batch_size_option(help: str, *, default: int | None = None, dest: str = "bat
                         show_default=default is not None, callback=checked(check_batch_size), help=help)
 
 
+def consistency_option() -> Callable:
+    """--consistency/--no-consistency: the correction of geosr.consistency, on by default."""
+    return click.option("--consistency/--no-consistency", "consistency", default=True, show_default=True,
+                        help="Correct the output so that its bicubic downsampling (the degradation the model was "
+                        "trained for) gives back the input, per band, in the model's range.")
+
+
 def overwrite_option(help: str = "Replace an existing output.") -> Callable:
     """--overwrite."""
     return click.option("--overwrite", is_flag=True, help=help)

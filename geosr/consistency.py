@@ -34,6 +34,7 @@ from .resize import _weight_matrix
 
 DEFAULT_ITERATIONS = 3
 DEFAULT_HALO = 10  # input pixels of context per side of a block: leaves about 2e-5 of the residual
+DEFAULT_BLOCK = 64  # input rows corrected by one projection in a stream
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,13 +104,12 @@ class RowStream:
     """The projection applied to an image that arrives as blocks of rows, seam-free and in bounded memory.
 
     Rows come in ``push`` calls of whole input rows: ``scale * k`` output rows with the ``k`` input rows under them
-    (all columns of the panel being processed). Each call returns the output rows that are final: those at least
-    ``halo`` input rows above the last row pushed, corrected by a projection over a window reaching ``halo`` input
-    rows beyond them on each side (or the image's edge). ``finish`` returns the rest. The rows returned, in order,
-    cover every pushed row once.
-
-    top_is_edge: whether the first pushed row is the image's first row (so the degradation's mirrored border is
-    exact there); otherwise the first rows are corrected with mirrored borders as an approximation.
+    (all columns of the panel being processed), from the image's first row on. The image is corrected in fixed blocks
+    of ``block`` input rows, each by a projection over a window reaching ``halo`` input rows beyond it on each side
+    (or to the image's edge). The windows depend only on the block size, the halo and the image's height, never on
+    how the rows were pushed: an image pushed whole and one pushed in strips give the same values, bit for bit.
+    ``push`` returns the output rows of the blocks it completed (possibly none), ``finish`` the rest; the rows
+    returned, in order, cover every pushed row once.
     """
 
     def __init__(
@@ -118,17 +118,21 @@ class RowStream:
         halo: int = DEFAULT_HALO,
         iterations: int = DEFAULT_ITERATIONS,
         value_range: tuple[float, float] | None = MODEL_RANGE,
+        block: int = DEFAULT_BLOCK,
     ) -> None:
+        if block < 1 or halo < 0:
+            raise ValueError(f"block must be at least 1 and halo at least 0, got {block} and {halo}")
         self.scale = scale
         self.halo = halo
         self.iterations = iterations
         self.value_range = value_range
+        self.block = block
         self._hr: list[np.ndarray] = []  # uncorrected output rows, buffered (b, s k, W) blocks
         self._lr: list[np.ndarray] = []
         self._valid: list[np.ndarray | None] = []
-        self._start = 0  # input row (absolute) of the buffer's first row
-        self._done = 0  # input rows (absolute) already returned
-        self._rows = 0  # input rows (absolute) pushed
+        self._start = 0  # input row of the buffer's first row
+        self._done = 0  # input rows already returned
+        self._rows = 0  # input rows pushed
 
     def push(self, hr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Add ``lr`` (b, k, w) and its output rows ``hr`` (b, s k, s w); return the output rows now final."""
@@ -140,13 +144,15 @@ class RowStream:
         self._lr.append(np.array(lr, np.float32))
         self._valid.append(None if valid is None else np.array(valid, bool))
         self._rows += lr.shape[1]
-        return self._emit(self._rows - self.halo)
+        # a block is final once ``halo`` rows below it have arrived (its window would not grow any more)
+        ready = (self._rows - self.halo) // self.block * self.block
+        return self._emit(ready, final=False)
 
     def finish(self) -> np.ndarray:
         """The output rows not returned yet, corrected up to the image's (mirrored) bottom edge."""
-        return self._emit(self._rows)
+        return self._emit(self._rows, final=True)
 
-    def _emit(self, until: int) -> np.ndarray:
+    def _emit(self, until: int, final: bool) -> np.ndarray:
         s = self.scale
         if until <= self._done:
             b, w = (self._hr[0].shape[0], self._hr[0].shape[2]) if self._hr else (0, 0)
@@ -158,18 +164,30 @@ class RowStream:
             valid = np.concatenate(
                 [np.ones(x.shape, bool) if v is None else v for x, v in zip(self._lr, self._valid)], axis=1
             )
-        a = max(self._start, self._done - self.halo) - self._start  # window start, buffer rows
-        e = self._rows - self._start  # window end: everything pushed
-        out = project(
-            hr[:, s * a : s * e], lr[:, a:e], s, None if valid is None else valid[:, a:e],
-            self.iterations, self.value_range,
-        )
-        first = self._done - self._start - a
-        result = out[:, s * first : s * (first + until - self._done)]
+        parts = []
+        for b0 in range(self._done, until, self.block):
+            b1 = min(b0 + self.block, until) if final else b0 + self.block
+            w0 = max(0, b0 - self.halo) - self._start  # the block's window, in buffer rows
+            w1 = min(self._rows, b1 + self.halo) - self._start
+            out = project(
+                hr[:, s * w0 : s * w1], lr[:, w0:w1], s, None if valid is None else valid[:, w0:w1],
+                self.iterations, self.value_range,
+            )
+            first = b0 - self._start - w0
+            parts.append(out[:, s * first : s * (first + b1 - b0)])
         self._done = until
-        # keep what the next window needs: ``halo`` rows above the next first row
+        # keep what the next window needs: ``halo`` rows above the next block
         keep = max(self._start, self._done - self.halo) - self._start
         self._hr, self._lr = [hr[:, s * keep :]], [lr[:, keep:]]
         self._valid = [None if valid is None else valid[:, keep:]]
         self._start += keep
-        return result
+        return np.concatenate(parts, axis=1)
+
+
+def project_rows(
+    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, **kwargs
+) -> np.ndarray:
+    """``project`` of a whole image in the blocks of ``RowStream``: the values ``geosr upscale`` writes for it."""
+    stream = RowStream(scale, **kwargs)
+    first = stream.push(hr, lr, valid)
+    return np.concatenate([first, stream.finish()], axis=1)

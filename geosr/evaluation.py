@@ -11,8 +11,9 @@ For every HR image of the split:
 4. the model's output is what ``geosr upscale`` writes for an LR raster with those pixels: the LR mapped to the model's
    range by the image's radiometry (the one upscale computes for the HR file), run through upscale's
    ``geosr.predictor.Predictor`` in tiles blended exactly as upscale blends them (``geosr.tiling.tile_array``, the
-   model card's tile size and overlap), mapped back by the same radiometry (clamped to the model's range, rounded half
-   away from zero to the image's integer grid);
+   model card's tile size and overlap), corrected for consistency with the LR as upscale corrects it
+   (``geosr.consistency``, unless switched off), mapped back by the same radiometry (clamped to the model's range,
+   rounded half away from zero to the image's integer grid);
 5. PSNR and SSIM against the HR with ``scale`` pixels cropped from every border, on 0..255.
 
 uint8 images are measured on their own values. Other dtypes are mapped to 0..255 by the per-band range of their
@@ -31,6 +32,7 @@ import rasterio
 import torch
 
 from geosr.checkpoint import ModelCard, default_overlap
+from geosr.consistency import project_rows
 from geosr.datasets import REMEDY, ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
 from geosr.metrics import psnr, ssim
@@ -119,15 +121,19 @@ def super_resolve(
     tile_size: int = DEFAULT_TILE_SIZE,
     overlap: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    consistency: bool = True,
 ) -> torch.Tensor:
     """Run ``model`` on x (C, h, w) in [-1, 1] as ``geosr upscale`` runs it on a raster; (C', s*h, s*w) float32 on the
-    CPU. tile_size, overlap: input pixels (overlap None: the card default, a quarter of the tile)."""
+    CPU. tile_size, overlap: input pixels (overlap None: the card default, a quarter of the tile); consistency: the
+    correction of ``geosr.consistency`` (then the output is also clamped to [-1, 1])."""
     x = x.numpy() if isinstance(x, torch.Tensor) else x
     overlap = default_overlap(tile_size) if overlap is None else overlap
     y = tile_array(
         model_predictor(model, device, precision), x, scale=model.config.scale, tile_size=tile_size,
         overlap=overlap, batch_size=batch_size,
     )
+    if consistency:
+        y = project_rows(np.clip(y, -1, 1), x, model.config.scale)
     return torch.from_numpy(y)
 
 
@@ -166,13 +172,14 @@ def evaluate_images(
     tile_size: int | None = None,
     overlap: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    consistency: bool = True,
     on_image: Callable[[ImageResult, Outputs], None] | None = None,
 ) -> list[ImageResult]:
     """PSNR/SSIM of ``model`` (if given) and of bicubic on every image, by the protocol in the module docstring.
 
     tile_size, overlap: the tiling of the model's output in LR pixels, the model card's (``card.tile_size``,
     ``card.overlap``) to measure what ``geosr upscale`` produces with that model; None takes DEFAULT_TILE_SIZE and a
-    quarter of the tile. on_image: called after each image with its result and outputs (progress, saving images).
+    quarter of the tile. consistency: correct the output as upscale does (``geosr.consistency``). on_image: called after each image with its result and outputs (progress, saving images).
     Raises DataError for unreadable images, ValueError for a model of another scale or an unusable tiling.
     """
     device = torch.device(device)
@@ -200,6 +207,8 @@ def evaluate_images(
         if predict is not None:
             x = pair.radiometry.to_model(pair.lr.numpy())
             y = tile_array(predict, x, scale=scale, tile_size=tile, overlap=overlap, batch_size=batch_size)
+            if consistency:
+                y = project_rows(np.clip(y, -1, 1), x, scale)
             if y.shape != tuple(pair.hr.shape):
                 raise DataError(
                     f"{item.path}: the model gives {tuple(y.shape)} for an HR image of {tuple(pair.hr.shape)}; "
@@ -254,6 +263,7 @@ class Report:
             "output made in blended tiles as geosr upscale makes it, rounded to the image's integer grid"
         )
     )
+    consistency: bool | None = None  # whether the model's output was corrected for consistency (None: no model)
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
         return summarise(self.results)
@@ -266,6 +276,7 @@ class Report:
             "scale": self.scale,
             "model": self.model,
             "protocol": self.protocol,
+            "consistency": self.consistency,
             "summary": self.summary(),
             "images": [asdict(r) for r in self.results],
         }

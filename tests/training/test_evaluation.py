@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from synthetic_images import smooth_image, write_image
 
+from geosr.consistency import project
 from geosr.datasets import ImageItem, find_images
 from geosr.evaluation import ImageResult, evaluate_images, format_table, load_pair, summarise, super_resolve
 from geosr.models import Generator, GeneratorConfig
@@ -43,9 +44,14 @@ def test_images_are_tiled_as_upscale_tiles_them_without_seams():
     x = torch.rand(3, 70, 83) * 2 - 1
     with torch.no_grad():
         whole = model(x[None])[0]
-    tiled = super_resolve(model, x, device=torch.device("cpu"), tile_size=64, overlap=32, batch_size=3)
+    tiled = super_resolve(model, x, device=torch.device("cpu"), tile_size=64, overlap=32, batch_size=3,
+                          consistency=False)
     assert tiled.shape == whole.shape == (3, 140, 166)
     assert torch.allclose(tiled, whole, atol=1e-5)
+    # with the consistency correction: the whole image's, corrected at once
+    corrected = super_resolve(model, x, device=torch.device("cpu"), tile_size=64, overlap=32, batch_size=3)
+    expected = project(np.clip(whole.numpy(), -1, 1), x.numpy(), 2)
+    np.testing.assert_allclose(corrected.numpy(), expected, atol=5e-5)  # a random model: residuals of ~0.5
 
 
 def test_summary_means_and_table():
