@@ -1,0 +1,379 @@
+"""geosr from Python: super-resolve files, folders, numpy arrays and xarray DataArrays; the functions of ``geosr``.
+
+    import geosr
+
+    geosr.upscale("scene.tif", "scene_x4.tif")                     # as `geosr upscale scene.tif -o scene_x4.tif`
+    summary = geosr.upscale_folder("tiles/", "tiles_x4/", report="tiles_x4.json")
+    model = geosr.load_model("degan-x4")                           # load once, pass as model= to every call
+    sr = geosr.upscale_array(rgb, model=model, nodata=0)           # (bands, H, W) -> (bands, 4H, 4W), same dtype
+    sr_da = geosr.upscale_dataarray(da, model=model)               # coordinates, CRS and transform follow
+
+The defaults are the command line's: the bundled model for the scale (x4 when neither model nor scale is given), the
+model card's tile size and overlap, device and precision "auto", consistency on. Errors are the exceptions of
+geosr.errors (``geosr.GeosrError`` and its subclasses, with one-line messages); an option that does not exist is a
+TypeError, as for any Python function. ``model`` is a bundled model's name, a model file, or a model from
+``load_model`` (which keeps its device and precision).
+
+Options (keyword arguments, in input pixels where they are sizes), the same as `geosr upscale`'s: tile_size, overlap,
+batch_size, bands (1-based, in output order), value_range ((min, max) mapped to the model's range instead of
+percentiles), consistency (bool), and for files also aoi (a GeoJSON file, WKT, a shapely polygon or a geosr.aoi.AOI),
+bbox ((minx, miny, maxx, maxy)), aoi_crs, cog, compress, overwrite, panel_width.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from affine import Affine
+
+from geosr.aoi import AOI, bbox_aoi, load_aoi
+from geosr.arrays import upscale_pixels
+from geosr.batch import BatchSummary, plan_outputs, upscale_batch
+from geosr.errors import ModelFileError, OptionError, RasterError
+from geosr.options import UpscaleOptions
+from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
+from geosr.predictor import Predictor, load_predictor
+from geosr.raster import check_output_location
+from geosr.report import BatchReport, settings_of
+
+log = logging.getLogger("geosr.api")
+
+PathLike = str | os.PathLike
+ModelSpec = str | os.PathLike | Predictor | None
+
+_FILE_OPTIONS = tuple(f.name for f in fields(UpscaleOptions)) + ("bbox", "aoi_crs")
+_ARRAY_OPTIONS = ("tile_size", "overlap", "batch_size", "bands", "consistency", "panel_width")
+
+
+# --- models ---------------------------------------------------------------------------------------------------------
+
+
+def load_model(
+    name_or_path: PathLike | None = None, device: str = "auto", precision: str = "auto", *, scale: int | None = None
+) -> Predictor:
+    """Load a model for inference: a bundled model's name ("degan-x4", ``geosr info`` lists them) or a model file.
+
+    None takes the bundled model for ``scale`` (4 when None too). device: auto, cpu, cuda, cuda:N or mps; precision:
+    auto, fp32, bf16 or fp16. Returns the predictor to pass as ``model=`` to the other functions (load it once for
+    many calls). Raises ModelFileError for a missing or invalid model file or one of another scale than ``scale``,
+    DeviceError for a device or precision this machine lacks.
+    """
+    return load_predictor(name_or_path, scale, device, precision)
+
+
+def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:
+    if isinstance(model, Predictor):
+        if scale is not None and scale != model.scale:
+            raise ModelFileError(f"{model.source} is a x{model.scale} model but scale={scale} asks for x{scale}; "
+                                 f"pass a x{scale} model or scale={model.scale}", option="--scale")
+        return model
+    return load_predictor(model, scale, device, precision)
+
+
+# --- options --------------------------------------------------------------------------------------------------------
+
+
+def _check_names(options: dict[str, Any], allowed: Sequence[str], where: str) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"{where}() got unexpected option(s) {', '.join(unknown)}; its options: "
+                        f"{', '.join(sorted(allowed))}")
+
+
+def _area(aoi: Any, bbox: Sequence[float] | None, aoi_crs: str | None) -> AOI | None:
+    if aoi is not None and bbox is not None:
+        raise OptionError("give aoi or bbox, not both", option="--bbox")
+    if aoi is None and bbox is None:
+        if aoi_crs is not None:
+            raise OptionError("aoi_crs needs aoi or bbox", option="--aoi-crs")
+        return None
+    if bbox is not None:
+        try:
+            values = tuple(float(v) for v in bbox)
+        except (TypeError, ValueError):
+            values = ()
+        if len(values) != 4:
+            raise OptionError(f"bbox {bbox!r}: expected four numbers (minx, miny, maxx, maxy)", option="--bbox")
+        return bbox_aoi(values, aoi_crs)  # type: ignore[arg-type]
+    if isinstance(aoi, AOI):
+        return aoi
+    if hasattr(aoi, "wkt"):  # a shapely geometry
+        return load_aoi(aoi.wkt, aoi_crs)
+    return load_aoi(os.fspath(aoi), aoi_crs)
+
+
+def _file_options(where: str, options: dict[str, Any]) -> UpscaleOptions:
+    """UpscaleOptions from keyword options; TypeError for a name that is no option, OptionError for a bad value."""
+    _check_names(options, _FILE_OPTIONS, where)
+    opts = dict(options)
+    area = _area(opts.pop("aoi", None), opts.pop("bbox", None), opts.pop("aoi_crs", None))
+    for key, example in (("bands", "[4, 3, 2]"), ("value_range", "(0, 3000)")):
+        value = opts.get(key)
+        if value is not None:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise OptionError(f"{key} {value!r}: expected a sequence, e.g. {key}={example}",
+                                  option=f"--{key.replace('_', '-')}")
+            opts[key] = tuple(value)
+    return UpscaleOptions(aoi=area, **opts)
+
+
+# --- files ----------------------------------------------------------------------------------------------------------
+
+
+def upscale(
+    src: PathLike,
+    dst: PathLike,
+    scale: int | None = None,
+    model: ModelSpec = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    skip_existing: bool = False,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> FileResult:
+    """Super-resolve the raster ``src`` into ``dst``, as ``geosr upscale SRC -o DST`` does.
+
+    dst: the output file (GeoTIFF; .png/.jpg for plain images), or an existing folder to hold it. scale: 2, 3 or 4
+    (None: the model's; 4 for the bundled default); model: see the module docstring. skip_existing: leave an existing
+    output alone (the result says "skipped"). progress: called with a geosr.pipeline.Progress as tiles are done.
+    options: see the module docstring. Returns the FileResult (status "done" or "skipped", seconds, output pixels,
+    tiles). Raises GeosrError (RasterError, ModelFileError, OutputExistsError, OptionError, ...) with a one-line
+    message; nothing of the output is left on any error or interruption.
+    """
+    if skip_existing and options.get("overwrite"):
+        raise OptionError("overwrite and skip_existing exclude each other", option="--skip-existing")
+    opts = _file_options("upscale", options)
+    if Path(src).is_dir():
+        raise RasterError(f"{src}: is a folder; geosr.upscale_folder super-resolves the rasters of a folder")
+    [(src_path, dst_path)] = plan_outputs([src], dst)
+    check_output_location(dst)
+    if skip_existing and dst_path.exists():
+        return FileResult(src_path, dst_path, "skipped", f"{dst_path}: exists (skip_existing)")
+    predictor = _predictor(model, scale, device, precision)
+    return upscale_raster(src_path, dst_path, predictor, opts, progress)
+
+
+def upscale_folder(
+    src: PathLike | Sequence[PathLike],
+    dst: PathLike,
+    scale: int | None = None,
+    model: ModelSpec = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    skip_existing: bool = False,
+    report: PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+    **options: Any,
+) -> BatchSummary:
+    """Super-resolve every raster of a folder (searched recursively; or of a list of files and folders) into ``dst``,
+    keeping the layout below the inputs' common folder, as ``geosr upscale FOLDER -o DST`` does.
+
+    A file that fails does not stop the batch: it is logged as a warning and recorded in the summary (its ``results``
+    have status "failed" and the message); ``summary.count("failed")`` says how many. skip_existing: leave existing
+    outputs alone (resumes an interrupted batch). report: write the JSON batch report there (geosr.report), also when
+    the batch fails or is interrupted. on_result: called with each file's FileResult. Other arguments as for
+    ``upscale``. Raises GeosrError before any file is done for missing inputs, a folder without rasters, a bad
+    option or model; KeyboardInterrupt stops the batch (the file under way leaves nothing behind).
+    """
+    if skip_existing and options.get("overwrite"):
+        raise OptionError("overwrite and skip_existing exclude each other", option="--skip-existing")
+    opts = _file_options("upscale_folder", options)
+    inputs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
+    book = BatchReport(report, settings=settings_of(opts, skip_existing=skip_existing)) if report else None
+
+    def run() -> BatchSummary:
+        pairs = plan_outputs(inputs, dst)
+        check_output_location(dst)
+        predictor = _predictor(model, scale, device, precision)
+
+        def each(result: FileResult) -> None:
+            if result.status == "failed":
+                log.warning("%s", result.message)
+            if book is not None:
+                book.add(result)
+            if on_result is not None:
+                on_result(result)
+
+        if book is not None:
+            book.plan(pairs)
+            book.use_model(predictor, settings_of(opts, predictor, skip_existing=skip_existing))
+            book.running()
+        return upscale_batch(pairs, predictor, opts, skip_existing=skip_existing, progress=progress, on_result=each)
+
+    if book is None:
+        return run()
+    with book:
+        return run()
+
+
+# --- arrays ---------------------------------------------------------------------------------------------------------
+
+
+def upscale_array(
+    array: np.ndarray,
+    scale: int | None = None,
+    model: ModelSpec = None,
+    nodata: float | None = None,
+    value_range: tuple[float, float] | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    **options: Any,
+) -> np.ndarray:
+    """Super-resolve a (bands, H, W) or (H, W) numpy array: the pixels ``geosr.upscale`` writes for a raster that
+    holds ``array`` (with ``nodata``), returned as an array of the same dtype, (bands, s*H, s*W) or (s*H, s*W).
+
+    The same radiometry (uint8 0..255; other dtypes by global per-band percentiles or ``value_range``), tiling,
+    blending, band groups (a 3-channel model runs 4 bands as (1, 2, 3), (4, pad, pad)), consistency correction and
+    nodata handling: the ``nodata`` value, NaN, +-Inf and extreme float fills (magnitude 1e30 or more) are invalid,
+    never reach valid pixels and stay nodata (NaN for floats without ``nodata``). Works by strips of tile rows: the
+    extra memory is a few float32 copies of a strip, not of the array. options: tile_size, overlap, batch_size,
+    bands, consistency, panel_width. Raises RasterError for an array geosr cannot super-resolve (shape or dtype),
+    OptionError for a bad option value (a nodata value the dtype cannot hold), ModelFileError for a bad model.
+    """
+    _check_names(options, _ARRAY_OPTIONS, "upscale_array")
+    data = np.asarray(array)
+    flat = data.ndim == 2
+    if flat:
+        data = data[None]
+    opts = _file_options("upscale_array", {**options, "value_range": value_range})
+    predictor = _predictor(model, scale, device, precision)
+    out = upscale_pixels(data, predictor, opts, nodata=nodata)
+    return out[0] if flat else out
+
+
+def upscale_dataarray(
+    da: Any,
+    scale: int | None = None,
+    model: ModelSpec = None,
+    nodata: float | None = None,
+    value_range: tuple[float, float] | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    **options: Any,
+) -> Any:
+    """Super-resolve an xarray DataArray of dims (band, y, x) or (y, x) (the last two are the rows and columns);
+    returns a DataArray of the same dims, dtype, name, attributes and non-spatial coordinates.
+
+    The x and y coordinates become the centres of the new pixels (``scale`` times as many, over the same extent);
+    a grid mapping's GeoTransform (rioxarray's ``spatial_ref``) becomes the new transform, so with rioxarray
+    installed ``result.rio.transform()`` is the input's times ``Affine.scale(1/s)`` and ``result.rio.crs`` the
+    input's. Coordinates that vary in both y and x (2-D lat/lon) are dropped. nodata: None takes rioxarray's
+    ``da.rio.nodata`` when installed, else the ``_FillValue`` or ``nodata`` attribute. Otherwise as ``upscale_array``.
+    Needs xarray (``pip install geosr[xarray]``); raises ImportError without it, RasterError for x/y coordinates that
+    are not a regular grid.
+    """
+    try:
+        import xarray as xr
+    except ImportError:
+        raise ImportError("geosr.upscale_dataarray needs xarray: pip install geosr[xarray]") from None
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(f"upscale_dataarray() takes an xarray.DataArray, got {type(da).__name__}")
+    if da.ndim not in (2, 3):
+        raise RasterError(f"expected a DataArray of dims (band, y, x) or (y, x), got dims {da.dims}")
+    ydim, xdim = da.dims[-2:]
+    if nodata is None:
+        nodata = _dataarray_nodata(da)
+    predictor = _predictor(model, scale, device, precision)
+    s = predictor.scale
+    transform = _dataarray_transform(da, ydim, xdim)
+    values = upscale_array(np.asarray(da.values), model=predictor, nodata=nodata, value_range=value_range,
+                           **options)
+    band_dim = da.dims[0] if da.ndim == 3 else None
+    picked = options.get("bands")
+    coords: dict[str, Any] = {}
+    for name, coord in da.coords.items():
+        spatial = [d for d in coord.dims if d in (ydim, xdim)]
+        if not spatial:
+            if picked is not None and band_dim in coord.dims:
+                coord = coord.isel({band_dim: [b - 1 for b in picked]})
+            coords[name] = coord
+        elif coord.dims == (ydim,) or coord.dims == (xdim,):
+            dim = coord.dims[0]
+            n = da.sizes[dim]
+            centres = _centres(transform, dim == xdim, s * n, s) if transform is not None else None
+            if centres is None:
+                centres = _axis_centres(np.asarray(coord.values, dtype=np.float64), s, f"{dim}")
+            coords[name] = xr.Variable((dim,), centres, attrs=coord.attrs)
+        else:
+            log.info("coordinate %s varies along y and x; dropped from the result", name)
+    result = xr.DataArray(values, dims=da.dims, coords=coords, attrs=dict(da.attrs), name=da.name)
+    result.encoding = dict(da.encoding)
+    if transform is not None:
+        new = transform @ Affine.scale(1 / s)
+        for coord in result.coords.values():
+            if "GeoTransform" in coord.attrs:
+                coord.attrs["GeoTransform"] = " ".join(str(v) for v in new.to_gdal())
+        if "transform" in result.attrs:
+            result.attrs["transform"] = tuple(new)[:6]
+    return result
+
+
+def _dataarray_nodata(da: Any) -> float | None:
+    try:
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+        value = da.rio.nodata
+    except ImportError:
+        value = da.attrs.get("_FillValue", da.attrs.get("nodata"))
+    if value is None:
+        return None
+    value = float(np.asarray(value).item())
+    if math.isnan(value) and da.dtype.kind != "f":
+        return None
+    return value
+
+
+def _dataarray_transform(da: Any, ydim: str, xdim: str):
+    """The affine transform of the DataArray's grid, or None when it has no x/y coordinates to place."""
+    if xdim not in da.coords and ydim not in da.coords:
+        return None
+    try:
+        import rioxarray  # noqa: F401
+    except ImportError:
+        return _transform_from_attrs(da)
+    try:
+        return da.rio.transform()
+    except Exception:  # rioxarray's own errors for a grid it cannot read: place the pixels from the coordinates
+        log.debug("rioxarray found no transform", exc_info=True)
+        return _transform_from_attrs(da)
+
+
+def _transform_from_attrs(da: Any):
+    """A GeoTransform attribute of a grid-mapping coordinate (written by rioxarray and GDAL), when there is one."""
+    for coord in da.coords.values():
+        text = coord.attrs.get("GeoTransform")
+        if text:
+            return Affine.from_gdal(*(float(v) for v in str(text).split()))
+    return None
+
+
+def _centres(transform, along_x: bool, n: int, s: int) -> np.ndarray | None:
+    """Centres of ``n`` new pixels along one axis of the new grid, from the input's transform (unrotated only)."""
+    if transform.b != 0 or transform.d != 0:
+        return None
+    if along_x:
+        return transform.c + (np.arange(n) + 0.5) * (transform.a / s)
+    return transform.f + (np.arange(n) + 0.5) * (transform.e / s)
+
+
+def _axis_centres(centres: np.ndarray, s: int, name: str) -> np.ndarray:
+    """The centres of the new pixels along an axis whose pixel centres are ``centres`` (regularly spaced)."""
+    n = len(centres)
+    if n < 2:
+        raise RasterError(f"the {name} coordinate has one value: its pixel size is unknown; install rioxarray and "
+                          "write the transform (da.rio.write_transform) or give two pixels or more")
+    step = (centres[-1] - centres[0]) / (n - 1)
+    if not np.allclose(np.diff(centres), step, rtol=1e-6, atol=0):
+        raise RasterError(f"the {name} coordinates are not regularly spaced; geosr needs a regular grid")
+    return centres[0] - step / 2 + (np.arange(s * n) + 0.5) * (step / s)
