@@ -144,6 +144,48 @@ def test_tree_bytes_counts_tracked_and_untracked_files_but_not_ignored_ones(tmp_
     assert bundle.tree_bytes(repo) == 1000 + 300 + len("bundle/\n")
 
 
+# --- run.sh's first steps on a small bundle: staging over calls, what it waits for, what it refuses --------------
+
+
+def _wheel_bundle(tmp_path: Path, python_version: str) -> Path:
+    """A two-part bundle whose deps.tar.xz (holding no wheel) spans both parts."""
+    deps = tmp_path / "units" / "deps.tar.xz"
+    deps.parent.mkdir(parents=True)
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(3000))
+    with tarfile.open(deps, "w:xz") as tar:
+        tar.add(payload, arcname="payload.bin")
+    cap = deps.stat().st_size // 2 + 1
+    bundle.write_parts([deps], tmp_path / "bundle", cap=cap,
+                       info={"created": "2026-01-01T00:00:00", "python_version": python_version})
+    return tmp_path / "bundle"
+
+
+def _run_sh(call: Path, stage: Path, out: Path) -> tuple[int, dict]:
+    proc = subprocess.run(["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call), "--stage",
+                           str(stage), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, GEOSR_GPU_PYTHON=sys.executable))
+    return proc.returncode, json.loads((out / "summary.json").read_text())
+
+
+def test_run_waits_for_the_missing_part_then_refuses_wheels_for_another_python(tmp_path):
+    parts = _wheel_bundle(tmp_path, python_version="2.7")
+    stage, out = tmp_path / "stage", tmp_path / "out"
+    rc, summary = _run_sh(_carry(tmp_path / "call", parts / "part1"), stage, out)
+    assert rc == 0
+    assert summary["this_call"]["install"]["status"] == "waiting"
+    assert summary["missing_parts"] == ["part2"]
+    assert "still to carry: part2" in (out / "summary.txt").read_text()
+
+    rc, summary = _run_sh(_carry(tmp_path / "call", parts / "part2"), stage, out)
+    assert rc == 1
+    assert summary["call"] == 2 and summary["missing_parts"] == []
+    assert summary["steps"]["install"]["status"] == "failed"
+    assert "CPython 2.7" in summary["steps"]["install"]["note"]
+    assert (stage / "wheels" / "payload.bin").is_file()  # the unit was assembled and unpacked
+    assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "summary.json", "summary.txt"]
+
+
 # --- the smoke run: prepare's bundle -> a venv with only PyTorch -> measure, train, export, evaluate ----------------
 
 

@@ -347,8 +347,9 @@ def step_measure(r: Run) -> None:
     facts = measure_facts(json.loads(result.read_text())) if ok else {}
     note = f"rc {rc} (see logs/measure.log)"
     if ok:
-        checked = {True: "CUDA vs CPU passed", False: "CUDA vs CPU FAILED"}.get(facts.get("consistency_passed"),
-                                                                              "CUDA vs CPU not measured")
+        dev = r.args.device
+        checked = {True: f"{dev} vs CPU passed", False: f"{dev} vs CPU FAILED"}.get(facts.get("consistency_passed"),
+                                                                                  f"{dev} vs CPU not measured")
         note = f"{checked}; {len(facts['speed'])} speed cases" + (
             f"; {facts['big']['size']}^2 x4 {facts['big']['seconds']:.0f} s" if facts.get("big", {}).get("seconds")
             else "")
@@ -519,7 +520,7 @@ def summary_lines(s: dict) -> list[str]:
     steps = s["steps"]
     m = steps.get("measure", {})
     if "consistency" in m:
-        lines.append(f"CUDA vs CPU fp32: {'passed' if m['consistency_passed'] else 'FAILED'} "
+        lines.append(f"{s['device']} vs CPU fp32: {'passed' if m['consistency_passed'] else 'FAILED'} "
                      + ", ".join(f"{k} mean {v['mean']:.3f} / p99.9 {v['p999']:.0f} levels"
                                  for k, v in m["consistency"].items()))
     for row in m.get("speed", []):
@@ -554,7 +555,8 @@ def main() -> int:
                    help="where the carried parts are (default benchmarks/gpu/bundle)")
     p.add_argument("--stage", default=os.environ.get("GEOSR_GPU_STAGE", "/tmp/geosr-gpu"),
                    help="staging folder kept between the calls of one machine (GEOSR_GPU_STAGE)")
-    p.add_argument("--out", default=os.environ.get("OUT") or "gpu-out", help="output folder (default $OUT)")
+    p.add_argument("--out", default=os.environ.get("OUT") or None,
+                   help="output folder (default $OUT, as the device tool sets it, else STAGE/out)")
     p.add_argument("--device", default=os.environ.get("GEOSR_GPU_DEVICE", "cuda"))
     p.add_argument("--python", default=os.environ.get("GEOSR_GPU_PYTHON", sys.executable),
                    help="the Python that has PyTorch (default: the one running this)")
@@ -571,6 +573,7 @@ def main() -> int:
                    help="tiny sizes, a few steps, 2 val images (GEOSR_GPU_SMOKE=1); use with --device cpu to test")
     p.add_argument("--fresh", action="store_true", help="forget the steps done in earlier calls")
     args = p.parse_args()
+    args.out = args.out or str(Path(args.stage) / "out")
     args.budget_s = args.budget_s or (240.0 if args.smoke else 540.0)
     args.measure_s = args.measure_s or (40.0 if args.smoke else 210.0)
     args.after_train_s = args.after_train_s if args.after_train_s is not None else (60.0 if args.smoke else 100.0)
