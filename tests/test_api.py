@@ -115,6 +115,25 @@ def test_the_radiometry_of_a_large_array_is_the_files(tmp_path, make_geotiff, sy
     assert array_radiometry(data, 0.0) == expected
 
 
+@pytest.mark.slow
+def test_upscale_array_needs_little_memory_beyond_its_result(synthetic_image, model):
+    """Numpy's allocations (tracemalloc) beyond the result: strips of tile rows, so 4x the rows add little."""
+    import tracemalloc
+
+    geosr.upscale_array(synthetic_image(3, 96, 256), model=model)  # warm caches (the consistency operators)
+    extra = []
+    for height in (96, 384):
+        data = synthetic_image(3, height, 256, seed=9, dtype=np.uint16, lo=0, hi=5000)
+        tracemalloc.start()
+        try:
+            out = geosr.upscale_array(data, model=model, nodata=0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        extra.append(peak - out.nbytes)
+    assert extra[1] < 1.25 * extra[0], extra  # a float32 copy of the larger output alone would add 4.7 MB
+
+
 # --- files and folders ------------------------------------------------------------------------------------------------
 
 
