@@ -475,7 +475,8 @@ def step_evaluate(r: Run) -> None:
     notes = [
         f"trained on {hardware} by benchmarks/gpu/run.sh: {train.get('steps')} steps in "
         f"{train.get('elapsed_s', 0) / 60:.1f} min from the shipped degan-x4 (--init-from), HR patches "
-        f"{train.get('patch_size')} px, batch {train.get('batch_size')}, bf16, content loss (MSE), lr {train.get('lr')}",
+        f"{train.get('patch_size')} px, batch {train.get('batch_size')}, bf16, content loss (MSE), "
+        f"lr {train.get('lr')}",
         f"train images: UC Merced 00-49 as {data.get('codec', '?')} copies (mean PSNR "
         f"{data.get('psnr_vs_original_db', float('nan')):.2f} dB against the originals: the 64 MiB a device call "
         f"may carry); val images lossless",
@@ -513,7 +514,8 @@ def summary_lines(s: dict) -> list[str]:
     lines = [f"geosr GPU run, call {s['call']} on {s['device']}{' (smoke)' if s['smoke'] else ''}: "
              f"{s['spent_s']:.0f} s of the {s['budget_s']:.0f} s budget spent over the calls"]
     for step, res in s["steps"].items():
-        lines.append(f"  {step:<9} {res['status']:<8} call {res['call']}, {res['seconds']:.0f} s  {res.get('note', '')}")
+        lines.append(f"  {step:<9} {res['status']:<8} call {res['call']}, {res['seconds']:.0f} s  "
+                     f"{res.get('note', '')}")
     for step, res in s["this_call"].items():
         if step not in s["steps"]:
             lines.append(f"  {step:<9} {res['status']:<8} {res.get('note', '')}")
