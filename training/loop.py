@@ -172,10 +172,12 @@ def _validate(
     """Mean PSNR/SSIM of ``model`` and of bicubic on ``items``, the images shared out among the processes.
 
     The model runs in eval mode and is left in train mode when ``train_after`` (the generator itself, not its EMA).
+    It runs as the exported model will run in ``geosr upscale``: in the card's tiles, corrected for consistency.
     """
     model.eval()
     share = items[ctx.rank :: ctx.world_size]
-    results = evaluate_images(share, cfg.scale, model, bands=bands, device=ctx.device, precision=precision)
+    results = evaluate_images(share, cfg.scale, model, bands=bands, device=ctx.device, precision=precision,
+                              tile_size=cfg.card_tile_size, overlap=cfg.card_overlap)
     model.train(train_after)
     sums = torch.tensor(
         [
