@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from geosr import __version__
-from geosr.errors import ModelFileError
+from geosr.errors import ModelFileError, one_line, printable
 from geosr.fileio import atomic_write
 from geosr.models.generator import Generator, GeneratorConfig
 from geosr.tiling import tiling_problem
@@ -46,6 +46,17 @@ DEFAULT_RADIOMETRY = {
     "uint8": "0..255 maps linearly to -1..1",
     "other": "a global per-band value range (percentiles or --value-range) maps linearly to -1..1",
 }
+
+
+def _printable_text(value: Any) -> Any:
+    """``value`` with every string in it (in lists and dicts too, keys included) through geosr.errors.printable."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [_printable_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_printable_text(k): _printable_text(v) for k, v in value.items()}
+    return value
 
 
 def default_overlap(tile_size: int) -> int:
@@ -105,6 +116,8 @@ class ModelCard:
             raise ModelFileError(f"{source}: unknown model card fields {unknown}; upgrade geosr")
         card = cls(config=config, **data)
         card.validate(source)
+        for key in ("name", "description", "bands", "radiometry", "training", "metrics", "geosr_version"):
+            setattr(card, key, _printable_text(getattr(card, key)))  # a card's text never drives a terminal
         return card
 
     def validate(self, source: str = "model card") -> None:
@@ -213,14 +226,18 @@ def _card_from_header(path: Path, header: dict[str, Any]) -> ModelCard:
 
 
 def load_generator(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[Generator, ModelCard]:
     """Rebuild the generator stored in ``path`` (a model file or a bundled model name); returns (model, card).
 
     The model is in eval mode, in float32, on ``device``; its weights are the file's, with no random initialisation
-    on the way. Raises ModelFileError for anything that is not a valid, complete geosr model file with finite weights.
+    on the way. ``memory_format=torch.channels_last`` lays out the conv weights so as they are read (what
+    ``model.to(memory_format=...)`` would do in a second pass). Raises ModelFileError for anything that is not a
+    valid, complete geosr model file with finite weights.
     """
-    card, tensors, model = _read_weights(path)
+    card, tensors, model = _read_weights(path, memory_format)
     model.load_state_dict(tensors, assign=True)  # the float32 tensors become the parameters, not copied again
     left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if left:  # a non-persistent buffer would stay empty: the generator must then compute it here
@@ -228,12 +245,15 @@ def load_generator(
     return model.to(device).eval(), card
 
 
-def _read_weights(spec: str | os.PathLike) -> tuple[ModelCard, dict[str, torch.Tensor], Generator]:
+def _read_weights(
+    spec: str | os.PathLike, memory_format: torch.memory_format = torch.contiguous_format
+) -> tuple[ModelCard, dict[str, torch.Tensor], Generator]:
     """The card and float32 tensors of a model file, and the storage-less (meta) generator of its card.
 
     The file is validated from its header (read once), weight names and shapes against that generator, before any
     tensor is loaded; each tensor is then a fresh float32 copy (fp16, bf16 and fp64 files load as float32, and
-    nothing keeps the file's memory map alive), refused if any value is NaN or infinite.
+    nothing keeps the file's memory map alive), 4-D ones in ``memory_format``, refused if any value is NaN or
+    infinite.
     """
     path = resolve_model(spec)
     header = _read_header(path)
@@ -243,8 +263,8 @@ def _read_weights(spec: str | os.PathLike) -> tuple[ModelCard, dict[str, torch.T
     try:
         stored = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt data
-        raise ModelFileError(f"{path}: corrupt model file ({' '.join(str(exc).split())})") from None
-    tensors = {name: _float32_copy(t) for name, t in stored.items()}
+        raise ModelFileError(f"{path}: corrupt model file ({one_line(exc)})") from None
+    tensors = {name: _float32_copy(t, memory_format) for name, t in stored.items()}
     del stored
     bad = _first_non_finite(tensors)
     if bad:
@@ -273,10 +293,11 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(np.isfinite(t.numpy()).all())
 
 
-def _float32_copy(t: torch.Tensor) -> torch.Tensor:
-    """A new float32 tensor with the values of the CPU tensor ``t``, in memory PyTorch allocated (and aligned) as
-    for any parameter it creates."""
-    out = torch.empty(t.shape, dtype=torch.float32)
+def _float32_copy(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """A new float32 tensor with the values of the CPU tensor ``t`` (in ``memory_format`` if 4-D), in memory PyTorch
+    allocated (and aligned) as for any parameter it creates."""
+    layout = memory_format if t.ndim == 4 else torch.contiguous_format
+    out = torch.empty(t.shape, dtype=torch.float32, memory_format=layout)
     if t.dtype == torch.bfloat16:
         out.copy_(t)
     else:
