@@ -56,13 +56,14 @@ def write_report(report, path: Path) -> None:
     if path.suffix.lower() == ".json":
         atomic_write(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode(), what="the report")
         return
-    cols = ["level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic"]
+    cols = ["level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "residual"]
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     for r in report.results:
         w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr,
-                    "ssim": r.ssim, "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic})
+                    "ssim": r.ssim, "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic,
+                    "residual": r.residual})
     for label, row in report.summary().items():
         level = "mean" if label == "mean" else "class"
         w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})

@@ -48,6 +48,10 @@ def metrics_from_report(path: Path, scale: int) -> dict:
             "val_ssim_bicubic": round(float(mean["ssim_bicubic"]), 4),
             "val_images": int(mean["images"]),
         }
+        if mean.get("residual") is not None:  # reports from before geosr measured it have none
+            data["val_residual"] = round(float(mean["residual"]), 4)
+        if report.get("consistency") is not None:
+            data["consistency"] = bool(report["consistency"])
         report_scale = int(report["scale"])
     except FileNotFoundError:
         raise ExportError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}",

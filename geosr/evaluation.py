@@ -32,7 +32,7 @@ import rasterio
 import torch
 
 from geosr.checkpoint import ModelCard, default_overlap
-from geosr.consistency import project_rows
+from geosr.consistency import degrade, project_rows
 from geosr.datasets import REMEDY, ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
 from geosr.metrics import psnr, ssim
@@ -150,6 +150,7 @@ class ImageResult:
     ssim_bicubic: float
     psnr: float | None = None
     ssim: float | None = None
+    residual: float | None = None  # mean |LR - D(SR)| in the image's units: how far the output is from consistent
 
 
 @dataclass
@@ -218,13 +219,14 @@ def evaluate_images(
             sr255 = pair.to_255(sr)
             res.psnr = float(psnr(sr255, hr255, crop=scale))
             res.ssim = float(ssim(sr255, hr255, crop=scale))
+            res.residual = float(np.abs(degrade(sr.numpy(), scale) - pair.lr.numpy()).mean())
         results.append(res)
         if on_image is not None:
             on_image(res, Outputs(pair, bic, sr))
     return results
 
 
-METRICS = ("psnr_bicubic", "ssim_bicubic", "psnr", "ssim")
+METRICS = ("psnr_bicubic", "ssim_bicubic", "psnr", "ssim", "residual")
 
 
 def summarise(results: Sequence[ImageResult]) -> dict[str, dict[str, float | int | None]]:
@@ -283,7 +285,8 @@ class Report:
 
 
 def format_table(summary: dict[str, dict[str, float | int | None]], with_model: bool = True) -> str:
-    """The summary as a fixed-width text table, one row per class and a mean row."""
+    """The summary as a fixed-width text table, one row per class and a mean row; ``residual`` is the mean absolute
+    difference between the LR and the bicubic downsampling of the model's output, in the image's units."""
 
     def num(v, fmt):
         if v is None:
@@ -293,7 +296,7 @@ def format_table(summary: dict[str, dict[str, float | int | None]], with_model: 
     width = max([len("class")] + [len(k) for k in summary])
     head = f"{'class':<{width}}  {'images':>6}  {'bicubic PSNR':>12}  {'SSIM':>6}"
     if with_model:
-        head += f"  {'model PSNR':>10}  {'SSIM':>6}  {'gain dB':>7}"
+        head += f"  {'model PSNR':>10}  {'SSIM':>6}  {'gain dB':>7}  {'residual':>8}"
     lines = [head, "-" * len(head)]
     for label, row in summary.items():
         if label == "mean":
@@ -306,7 +309,8 @@ def format_table(summary: dict[str, dict[str, float | int | None]], with_model: 
             gain = None
             if row["psnr"] is not None and row["psnr_bicubic"] is not None:
                 gain = row["psnr"] - row["psnr_bicubic"]
-            line += f"  {num(row['psnr'], '.3f'):>10}  {num(row['ssim'], '.4f'):>6}  {num(gain, '+.3f'):>7}"
+            line += (f"  {num(row['psnr'], '.3f'):>10}  {num(row['ssim'], '.4f'):>6}  {num(gain, '+.3f'):>7}"
+                     f"  {num(row.get('residual'), '.3f'):>8}")
         lines.append(line)
     return "\n".join(lines)
 

@@ -57,12 +57,14 @@ def test_table_json_csv_images_and_previews(folder, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "(folders, val split, 2 images)" in lines[0]
-    assert lines[1].split() == ["class", "images", "bicubic", "PSNR", "SSIM", "model", "PSNR", "SSIM", "gain", "dB"]
+    assert lines[1].split() == ["class", "images", "bicubic", "PSNR", "SSIM", "model", "PSNR", "SSIM", "gain", "dB",
+                                "residual"]
     assert [line.split()[0] for line in lines[3:] if not line.startswith("-")] == ["Farm", "Port", "mean"]
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["scale"] == 2 and report["split"] == "val" and len(report["images"]) == 2
     mean = report["summary"]["mean"]
     assert mean["images"] == 2 and 10 < mean["psnr_bicubic"] < 60 and 0 < mean["ssim"] <= 1
+    assert report["consistency"] is True and mean["residual"] >= 0
     assert sorted(p.relative_to(tmp_path / "sr").as_posix() for p in (tmp_path / "sr").rglob("*.png")) == [
         "Farm/farm_8.png", "Port/port_8.png"]
     with rasterio.open(tmp_path / "sr" / "Farm" / "farm_8.png") as src:
