@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -281,5 +283,36 @@ def handle_errors(func):
         except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback with -v
             raise fail(f"unexpected error: {type(exc).__name__}: {one_line(exc)} (run with -v for the "
                        "traceback, and report it)") from None
+
+    return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same cleanup runs (the
+    output under way is deleted, a batch report is written); ``exit_code`` is the shell's code for it."""
+
+    exit_code = 143
+
+
+def stop_on_sigterm(func):
+    """While the command runs, SIGTERM (a scheduler's or ``kill``'s stop) raises Terminated in the main thread; the
+    command then ends with "Terminated." and exit code 143. Place it under ``handle_errors``."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return func(*args, **kwargs)
+
+        def handle(signum, frame):
+            raise Terminated()
+
+        previous = signal.signal(signal.SIGTERM, handle)
+        try:
+            return func(*args, **kwargs)
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            click.get_current_context().exit(Terminated.exit_code)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
     return wrapper

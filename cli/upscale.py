@@ -7,6 +7,7 @@ own GPU (LOCAL_RANK); no process group is needed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -28,6 +29,7 @@ from geosr.cli.options import (
     overwrite_option,
     precision_option,
     scale_option,
+    stop_on_sigterm,
     tile_size_option,
     verbosity,
     verbosity_options,
@@ -44,6 +46,7 @@ from geosr.inference import (
 )
 from geosr.options import COMPRESSIONS, check_value_range
 from geosr.raster import check_output_location
+from geosr.report import BatchReport, rank_path, settings_of
 
 log = logging.getLogger("geosr")
 
@@ -111,11 +114,15 @@ class _Bars:
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate", show_default=True)
 @overwrite_option("Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True, help="Leave existing outputs alone (resumes a batch).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
+              help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
+              "settings) and the summary; also when the batch fails or is interrupted.")
 @verbosity_options
 @click.pass_context
 @handle_errors
+@stop_on_sigterm
 def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, device, precision,
-            bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing) -> None:
+            bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing, report) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -139,42 +146,58 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=area, value_range=value_range,
         cog=cog, compress=compress, overwrite=overwrite,
     )
-    pairs = plan_outputs(inputs, output)
-    check_output_location(output)
-    single = len(inputs) == 1 and inputs[0].is_file()
     job = torchrun_env()
-    mine = pairs[job.rank :: job.world_size]
-    who = f"rank {job.rank}/{job.world_size}: " if job.distributed else ""
-    if not mine:
-        log.info("%sno files for this process", who)
-        return
-    predictor = load_predictor(model, scale, device, precision, job.local_rank)
-    bars = _Bars(enabled=level >= 0 and job.rank == 0, files=len(mine))
-    try:
-        if single:
-            src, dst = mine[0]
-            if skip_existing and dst.exists():
-                log.warning("%s exists; skipped (--skip-existing)", dst)
-                return
-            result = upscale_raster(src, dst, predictor, options, progress=bars)
-            bars.close()
-            log.info("%s -> %s: %d tiles in %.1f s", src, dst, result.tiles, result.seconds)
+    book = None
+    if report is not None:  # under torchrun, one report per process: report.rank1.json, ...
+        book = BatchReport(rank_path(report, job.rank, job.world_size), command=sys.argv,
+                           settings=settings_of(options, skip_existing=skip_existing))
+    with book if book is not None else contextlib.nullcontext():  # written however the batch ends
+        pairs = plan_outputs(inputs, output)
+        check_output_location(output)
+        single = len(inputs) == 1 and inputs[0].is_file()
+        mine = pairs[job.rank :: job.world_size]
+        who = f"rank {job.rank}/{job.world_size}: " if job.distributed else ""
+        if book is not None:
+            book.plan(mine)
+        if not mine:
+            log.info("%sno files for this process", who)
             return
+        predictor = load_predictor(model, scale, device, precision, job.local_rank)
+        if book is not None:
+            book.use_model(predictor, settings_of(options, predictor, skip_existing=skip_existing))
+            book.running()
+        bars = _Bars(enabled=level >= 0 and job.rank == 0, files=len(mine))
+        try:
+            if single:
+                src, dst = mine[0]
+                if skip_existing and dst.exists():
+                    log.warning("%s exists; skipped (--skip-existing)", dst)
+                    if book is not None:
+                        book.add(FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)"))
+                    return
+                result = upscale_raster(src, dst, predictor, options, progress=bars)
+                if book is not None:
+                    book.add(result)
+                bars.close()
+                log.info("%s -> %s: %d tiles in %.1f s", src, dst, result.tiles, result.seconds)
+                return
 
-        def report(result: FileResult) -> None:
-            bars.file_done(result)
-            if result.status == "failed":
-                tqdm.write(f"{who}error: {result.message}", file=sys.stderr)
-            elif result.status == "skipped":
-                log.info("%sskipped: %s", who, result.message)
-            else:
-                log.info("%s%s -> %s (%.1f s)", who, result.src, result.dst, result.seconds)
+            def on_result(result: FileResult) -> None:
+                bars.file_done(result)
+                if book is not None:
+                    book.add(result)
+                if result.status == "failed":
+                    tqdm.write(f"{who}error: {result.message}", file=sys.stderr)
+                elif result.status == "skipped":
+                    log.info("%sskipped: %s", who, result.message)
+                else:
+                    log.info("%s%s -> %s (%.1f s)", who, result.src, result.dst, result.seconds)
 
-        summary = upscale_batch(
-            mine, predictor, options, skip_existing=skip_existing, progress=bars, on_result=report
-        )
-    finally:
-        bars.close()
+            summary = upscale_batch(
+                mine, predictor, options, skip_existing=skip_existing, progress=bars, on_result=on_result
+            )
+        finally:
+            bars.close()
     if level >= 0:
         click.echo(f"{who}{summary.line()}", err=True)
     if summary.count("failed"):
