@@ -44,7 +44,8 @@ def info(model: str | None, as_json: bool) -> None:
     """Show the model card of MODEL (a .safetensors model file or a bundled model name); without MODEL, list the
     models bundled with geosr.
 
-    Only the file's header is read: no weight is loaded and no model is built.
+    Only the file's header is read, and the weights it lists are checked against the card: no weight is loaded and no
+    model is built.
     """
     if model is None:
         models = bundled_models()
@@ -64,7 +65,7 @@ def info(model: str | None, as_json: bool) -> None:
             default = " (default)" if default_model_name(card.scale) == name else ""
             click.echo(f"{name:<16} x{card.scale}{default:<10} {quality}")
         return
-    card = read_card(model)
+    card = read_card(model, weights=True)  # the header's tensors against the card: a card edited to lie is refused
     if as_json:
         click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))
     else:

@@ -208,10 +208,18 @@ def _read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def read_card(path: str | os.PathLike) -> ModelCard:
-    """The model card of a model file (or bundled model name), validated; the weights are not read."""
+def read_card(path: str | os.PathLike, *, weights: bool = False) -> ModelCard:
+    """The model card of a model file (or bundled model name), validated; the weights are not read.
+
+    weights: also check the tensors the header lists against the card's architecture (names, shapes, dtypes; see
+    check_weights), still without reading them. Raises ModelFileError.
+    """
     path = resolve_model(path)
-    return _card_from_header(path, _read_header(path))
+    header = _read_header(path)
+    card = _card_from_header(path, header)
+    if weights:
+        check_weights(path, header, expected_shapes(card.config))
+    return card
 
 
 def _card_from_header(path: Path, header: dict[str, Any]) -> ModelCard:

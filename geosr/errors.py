@@ -8,6 +8,10 @@ traceback: 2 for an ``OptionError`` (a value wrong in itself, found before any f
 
 from __future__ import annotations
 
+import re
+
+OUT_OF_MEMORY = "out of memory; use a smaller --tile-size or --batch-size, or a machine with more memory"
+
 
 class GeosrError(Exception):
     """An error caused by the user's input, with a message that says how to fix it.
@@ -45,14 +49,40 @@ class OutputExistsError(WriteError):
     """An output file exists and was not to be replaced (or appeared meanwhile, written by another process)."""
 
 
-def one_line(exc: BaseException) -> str:
-    """The message of ``exc`` on one line (its type's name when it has none).
+class NotEnoughMemory(GeosrError):
+    """The model (or a buffer) needed more memory than the device has; ``option`` names the setting to lower."""
+
+
+# Characters that must not reach a terminal or a file's tags as they are: C0 and C1 controls (ANSI escape
+# sequences start with ESC), DEL, and the invisible marks that reorder text (bidirectional overrides).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, newlines, bidirectional overrides) written as Python
+    escapes (``\\x1b``, ``\\n``, ``\\u202e``), so that text from a file shows as what it is and cannot drive a
+    terminal."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def one_line(exc: BaseException, max_chars: int | None = None) -> str:
+    """The message of ``exc`` on one line (its type's name when it has none), control characters escaped.
 
     An error raised in a DataLoader worker process comes back with the worker's traceback in its message; only the
-    original message (the traceback's last line, without the exception's type) is kept.
+    original message (the traceback's last line, without the exception's type) is kept. max_chars: keep the
+    message's whole sentences that fit (at least the first one, never cut inside a sentence).
     """
     text = str(exc)
     if "Original Traceback" in text:
         last = text.strip().splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(text.split()) or type(exc).__name__
+    text = printable(" ".join(text.split())) or type(exc).__name__
+    if max_chars is not None and len(text) > max_chars:
+        sentences = re.split(r"(?<=[.!?])\s+", text)
+        kept = sentences[0]
+        for sentence in sentences[1:]:
+            if len(kept) + 1 + len(sentence) > max_chars:
+                break
+            kept += " " + sentence
+        text = kept if kept == text else kept + " [...]"
+    return text

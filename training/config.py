@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from geosr.checkpoint import default_overlap
-from geosr.device import PRECISIONS
-from geosr.errors import GeosrError
+from geosr.device import PRECISIONS, check_device_spec
+from geosr.errors import GeosrError, OptionError
 from geosr.models import ATTENTIONS, REFINERS
 from geosr.models.generator import GeneratorConfig
+from geosr.options import check_band_numbers
 from geosr.tiling import tiling_problem
 
 GROUPS = ("data", "model", "loss", "optim", "run")
@@ -176,13 +177,17 @@ class TrainConfig:
         return [f"band{b}" for b in self.bands]
 
     def validate(self) -> "TrainConfig":
-        """Check ranges and combinations; raises ConfigError naming the setting. Returns self."""
+        """Check ranges and combinations; raises ConfigError naming the setting, or OptionError (a usage error) for
+        no data, a device that is no device name and band numbers that are not 1-based or repeat. Returns self."""
 
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ConfigError(msg)
 
-        need(self.data is not None, "no training data: give --data DIR (or data = \"DIR\" in the config file)")
+        if self.data is None:  # a usage error, as a missing --data is
+            raise OptionError("no training data: give --data DIR (or data = \"DIR\" in the config file)",
+                              option="--data")
+        self.device = check_device_spec(self.device)
         try:
             self.generator_config()
         except ValueError as exc:
@@ -196,7 +201,7 @@ class TrainConfig:
              f"num_workers must be 'auto' or a number, got {self.num_workers!r}")
         need(self.cache_mb >= 0 and self.val_images >= 0, "cache_mb and val_images must be >= 0")
         if self.bands is not None:
-            need(len(self.bands) >= 1 and all(b >= 1 for b in self.bands), f"bands are 1-based, got {self.bands}")
+            self.bands = list(check_band_numbers(self.bands))
         if self.band_names is not None:
             need(len(self.band_names) == self.in_channels,
                  f"{len(self.band_names)} band_names for {self.in_channels} bands")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geosr.errors import GeosrError
+from geosr.errors import GeosrError, one_line
 from geosr.fileio import atomic_write, remove_stale_temporaries
 from geosr.training.ema import EMA
 from geosr.training.guard import DivergenceGuard
@@ -78,12 +78,23 @@ def load_state(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ResumeError(
-            f"{path}: unreadable training state ({' '.join(str(exc).split())[:200]}); start a new run with another "
+            f"{path}: unreadable training state ({_load_problem(exc)}); start a new run with another "
             "--out"
         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ResumeError(f"{path}: not a geosr training state of format {STATE_FORMAT}")
     return state
+
+
+def _load_problem(exc: BaseException) -> str:
+    """What torch.load found wrong, on one line, in whole sentences: for a file it refuses to unpickle, the paragraph
+    that names what the file holds (not PyTorch's advice to load it unsafely)."""
+    text = str(exc)
+    if text.startswith("Weights only load failed"):
+        paragraphs = [p for p in text.split("\n\n")[1:] if p.strip() and "documentation" not in p]
+        if paragraphs:
+            return one_line(ValueError(f"it holds objects other than tensors and plain data: {paragraphs[0]}"), 240)
+    return one_line(exc, 240)
 
 
 @dataclass

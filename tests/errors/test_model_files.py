@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import rasterio
 import torch
 
 import geosr.checkpoint
@@ -129,7 +130,7 @@ def test_metadata_with_absurd_or_missing_values(cmd, case, tiny_model, tmp_path,
     assert no_model_built == [] and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("cmd", ["upscale", "evaluate"])
+@pytest.mark.parametrize("cmd", COMMANDS)
 def test_weights_whose_shapes_do_not_match_the_card(cmd, tiny_model, tmp_path, data, no_model_built):
     """The card says 32 channels, the tensors hold 16: refused from the header, before a model is built."""
     bad = rewrite_header(tiny_model, tmp_path / "mismatch.safetensors",
@@ -185,3 +186,19 @@ def test_weights_holding_nan_are_refused_before_a_model_is_built(cmd, tiny_model
             else command(cmd, bad, data, tmp_path))
     refused(run(*args), 1, "nan.safetensors", f"weight {name} holds NaN or infinite values", "another model file")
     assert no_model_built == [] and not (tmp_path / "out").exists()
+
+
+def test_card_text_with_control_characters_is_shown_escaped_and_never_written_raw(tiny_model, tmp_path, data):
+    """A card whose name clears the screen and whose description reverses the text: info shows the escapes as text,
+    and the output's tags hold them as text too."""
+    evil = rewrite_header(tiny_model, tmp_path / "evil.safetensors", edit_card(
+        lambda c: c.update(name="\x1b[2J\x1b[31mevil\x07", description="safe\u202eexe.tif\nline two")))
+    shown = run("info", evil)
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\u202e" not in shown.output and "\x07" not in shown.output
+    assert "\\x1b[2J\\x1b[31mevil\\x07 - safe\\u202eexe.tif\\nline two" in shown.output
+    result = run(*command("upscale", evil, data, tmp_path))
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "out" / "x2.tif") as d:
+        tag = d.tags()["GEOSR_MODEL"]
+    assert "\\x1b[2J\\x1b[31mevil\\x07" in tag and "\x1b" not in tag

@@ -167,6 +167,31 @@ def test_an_unreadable_state_is_refused_on_resume(tmp_path, scenes):
     refused(train("--resume", out, "--max-steps", "2"), 1, "state.pt", "unreadable training state")
 
 
+def test_a_state_that_is_not_plain_data_is_named_in_whole_sentences(tmp_path):
+    """torch.load's refusal of a pickled function: the message says what the file holds, never cut mid-sentence, and
+    not PyTorch's advice to load it unsafely."""
+    from geosr.training.state import ResumeError, load_state
+
+    state = tmp_path / "state.pt"
+    torch.save({"format": 1, "hook": os.getcwd}, state)
+    with pytest.raises(ResumeError) as info:
+        load_state(state)
+    message = str(info.value)
+    assert "holds objects other than tensors and plain data: Trying to load unsupported GLOBAL posix.getcwd" in message
+    assert message.endswith("blocked.); start a new run with another --out") and "weights_only" not in message
+    assert "\n" not in message
+
+
+def test_a_config_file_without_data_is_a_usage_error_like_a_missing_data_option(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("[model]\nscale = 2\n")
+    refused(train("--config", config, "--out", tmp_path / "run"), 2, "--data", "no training data")
+    refused(train("--data", tmp_path, "--device", "tpu", "--out", tmp_path / "run"), 2, "--device", "'tpu'")
+    config.write_text('[data]\ndata = "x"\nbands = [1, 1, 2]\n')
+    refused(train("--config", config, "--out", tmp_path / "run"), 2, "--bands", "name each band once")
+    assert not (tmp_path / "run").exists()
+
+
 def test_ctrl_c_saves_the_state_at_the_current_step_and_exits_130(tmp_path, scenes):
     """SIGINT stops the run after the step under way: its state and last.safetensors are written, exit 130, and
     --resume continues from that step."""
