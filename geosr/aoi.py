@@ -3,20 +3,29 @@
 GeoJSON is in EPSG:4326 (RFC 7946) unless it names another CRS in a legacy "crs" member; WKT and bounding boxes are
 in the raster's own CRS unless a CRS is given, as with GDAL's -projwin. The geometry is reprojected to the raster's
 CRS with rasterio.warp.transform_geom after densifying its edges, so straight lines stay faithful.
+
+A polygon that is not valid (a self-intersecting "bowtie" ring, a hole that crosses its shell) is repaired with
+``shapely.make_valid`` (its "structure" method), which keeps all the area its shells enclose, and a warning says so.
+Coordinates that are not finite numbers are refused before any geometry operation.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import shapely
 from shapely import affinity
 from shapely.errors import GEOSException
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 from rasterio.warp import transform_geom
@@ -24,7 +33,9 @@ from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from geosr.errors import GeosrError, OptionError, RasterError, one_line
+from geosr.errors import GeosrError, OptionError, RasterError, one_line, printable
+
+log = logging.getLogger("geosr.aoi")
 
 
 class AOIError(GeosrError):
@@ -63,7 +74,9 @@ def load_aoi(spec: str, crs: str | None = None) -> AOI:
     if looks_like_file and not spec.lstrip().upper().startswith(("POLYGON", "MULTIPOLYGON")):
         return _load_geojson(path, crs)
     try:
-        geom = shapely.from_wkt(spec)
+        with warnings.catch_warnings():  # NaN coordinates: refused below, by name, instead of a raw warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            geom = shapely.from_wkt(spec)
     except GEOSException as exc:
         raise AOITextError(
             f"--aoi {_short(spec)}: neither a GeoJSON file nor valid WKT ({one_line(exc)}); give a .geojson path or "
@@ -117,11 +130,17 @@ def _check_crs(crs: str, where: str | None = None) -> None:
 
 
 def _load_geojson(path: Path, crs: str | None) -> AOI:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise AOIError(f"--aoi {path}: not a regular file (a named pipe or device); give a GeoJSON file",
+                       option="--aoi")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise AOIError(f"--aoi {path}: no such file (give a GeoJSON file or a WKT polygon)",
                        option="--aoi") from None
+    except RecursionError:
+        raise AOIError(f"--aoi {path}: nested too deeply to be GeoJSON; give a GeoJSON geometry, Feature or "
+                       "FeatureCollection", option="--aoi") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AOIError(f"--aoi {path}: not a GeoJSON file ({one_line(exc)})", option="--aoi") from None
     if not isinstance(data, dict):
@@ -133,7 +152,11 @@ def _load_geojson(path: Path, crs: str | None) -> AOI:
     else:
         geoms = [data]
     try:
-        shapes = [shape(g) for g in geoms if g]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shapes = [shape(g) for g in geoms if g]
+    except RecursionError:
+        raise AOIError(f"--aoi {path}: a geometry nested too deeply to be GeoJSON", option="--aoi") from None
     except (KeyError, TypeError, ValueError, AttributeError, GEOSException) as exc:
         raise AOIError(f"--aoi {path}: invalid GeoJSON geometry ({one_line(exc)})", option="--aoi") from None
     if not shapes:
@@ -142,25 +165,75 @@ def _load_geojson(path: Path, crs: str | None) -> AOI:
         named = ((data.get("crs") or {}).get("properties") or {}).get("name")
         crs = named or "EPSG:4326"
         _check_crs(crs, str(path))
-    geom = shapely.union_all([s.buffer(0) if not s.is_valid else s for s in shapes])
-    return AOI(_polygonal(geom, f"--aoi {path}"), crs, str(path))
+    what = f"--aoi {path}"
+    for s in shapes:
+        _check_finite(s, what, AOIError)
+    geom = shapely.union_all([_repaired(s, what) for s in shapes])
+    return AOI(_polygonal(geom, what), crs, str(path))
+
+
+def _check_finite(geom: BaseGeometry, what: str, error: type[AOIError]) -> None:
+    """Raise ``error`` when a coordinate of ``geom`` is NaN or infinite (before any operation, which would warn)."""
+    coords = shapely.get_coordinates(geom)
+    if coords.size and not np.isfinite(coords).all():
+        raise error(f"{what}: the polygon has coordinates that are not finite numbers (NaN or infinity); give "
+                    "numbers", option="--aoi")
+
+
+def _polygon_parts(geom: BaseGeometry) -> BaseGeometry:
+    """The polygons of ``geom`` (a GeometryCollection's lines and points dropped), as one geometry."""
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    if geom.geom_type == "GeometryCollection":
+        parts = [_polygon_parts(g) for g in geom.geoms]
+        return shapely.union_all([p for p in parts if not p.is_empty]) if parts else geom
+    return shapely.Polygon()
+
+
+def _repaired(geom: BaseGeometry, what: str) -> BaseGeometry:
+    """``geom`` itself when valid; otherwise repaired with shapely.make_valid so that no area its shells enclose is
+    lost (a bowtie becomes its two triangles), with a warning that says so."""
+    if geom.is_valid:
+        return geom
+    reason = shapely.is_valid_reason(geom)
+    try:
+        fixed = shapely.make_valid(geom, method="structure", keep_collapsed=False)
+    except (ValueError, GEOSException, TypeError):  # GEOS older than 3.10: the linework method
+        fixed = shapely.make_valid(geom)
+    fixed = _polygon_parts(fixed)
+    if not fixed.is_empty and fixed.area > 0:
+        n = len(fixed.geoms) if fixed.geom_type == "MultiPolygon" else 1
+        log.warning("%s: the polygon is not valid (%s); repaired into %d polygon(s) that keep all its area "
+                    "(%.6g square units)", printable(what), printable(reason), n, fixed.area)
+    return fixed
 
 
 def _polygonal(geom: BaseGeometry, what: str, error: type[AOIError] = AOIError) -> BaseGeometry:
     """``geom`` as a valid polygon or multipolygon of non-zero area (invalid rings repaired), or ``error``."""
+    _check_finite(geom, what, error)
     if geom.geom_type == "GeometryCollection":
-        geom = shapely.union_all([g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")])
+        geom = _polygon_parts(geom)
     if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
         raise error(f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})",
                     option="--aoi")
-    if not all(math.isfinite(v) for v in geom.bounds):
-        raise error(f"{what}: the polygon has coordinates that are not finite numbers", option="--aoi")
-    if not geom.is_valid:
-        geom = geom.buffer(0)
+    geom = _repaired(geom, what)
     if geom.is_empty or geom.area <= 0:
         raise error(f"{what}: the polygon encloses no area (a self-intersecting or degenerate ring); give a simple "
                     "polygon", option="--aoi")
     return geom
+
+
+def crs_name(crs: CRS) -> str:
+    """A short name of a CRS for messages: EPSG:n when it has one, else the name its WKT gives (never the whole
+    WKT or PROJJSON)."""
+    try:
+        epsg = crs.to_epsg()
+    except CRSError:
+        epsg = None
+    if epsg:
+        return f"EPSG:{epsg}"
+    m = re.match(r'\s*\w+\s*\[\s*"([^"]*)"', crs.to_wkt() or "")
+    return printable(_short(m.group(1))) if m else "an unnamed CRS"
 
 
 def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
@@ -178,17 +251,31 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
                               option="--aoi-crs")
         src_crs = CRS.from_user_input(aoi.crs)
         if src_crs != ds.crs:
+            local = [f"{name} ({crs_name(crs)})" for name, crs in ((f"{path}'s CRS", ds.crs), ("--aoi-crs", src_crs))
+                     if not (crs.is_geographic or crs.is_projected)]
             minx, miny, maxx, maxy = geom.bounds
             geom = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 64 or 1.0)
             try:
-                geom = shape(transform_geom(src_crs, ds.crs, mapping(geom)))
-            except (RasterioError, ValueError) as exc:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    geom = shape(transform_geom(src_crs, ds.crs, mapping(geom)))
+            except (RasterioError, CPLE_BaseError, ValueError) as exc:
+                if local:
+                    raise RasterError(
+                        f"{path}: the area of interest ({aoi.source}) cannot be converted from {crs_name(src_crs)} "
+                        f"to {crs_name(ds.crs)}: {local[0]} is a local (engineering) CRS, tied to no place on Earth; "
+                        "give the AOI in the raster's own coordinates, without --aoi-crs", option="--aoi-crs",
+                    ) from None
                 raise AOIMissError(
                     f"{path}: the area of interest ({aoi.source}) cannot be reprojected from {aoi.crs} to the "
-                    f"raster's CRS ({one_line(exc)}); check --aoi-crs", option="--aoi-crs",
+                    f"raster's CRS ({one_line(exc, 200)}); check --aoi-crs", option="--aoi-crs",
                 ) from None
+            coords = shapely.get_coordinates(geom)
+            if coords.size and not np.isfinite(coords).all():
+                raise AOIMissError(f"{path}: the area of interest ({aoi.source}) reaches beyond where {aoi.crs} can be "
+                                   f"converted to {crs_name(ds.crs)}; check --aoi-crs", option="--aoi-crs")
             if not geom.is_valid:
-                geom = geom.buffer(0)
+                geom = _repaired(geom, f"{aoi.option} {aoi.source} in {crs_name(ds.crs)}")
     inv = ~ds.transform
     return affinity.affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
 
