@@ -16,6 +16,7 @@ from geosr.cli.options import (
     consistency_option,
     device_option,
     handle_errors,
+    stop_on_sigterm,
     model_option,
     output_option,
     overlap_option,
@@ -97,6 +98,7 @@ def write_report(report, path: Path) -> None:
 @verbosity_options
 @click.pass_context
 @handle_errors
+@stop_on_sigterm
 def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, tile_size, overlap,
              batch_size, consistency, device, precision) -> None:
     """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the

@@ -20,6 +20,7 @@ import torch
 from geosr.checkpoint import default_overlap, load_generator, save_generator
 from geosr.cli.options import (
     handle_errors,
+    stop_on_sigterm,
     output_option,
     overlap_option,
     overwrite_option,
@@ -87,6 +88,7 @@ def metrics_from_report(path: Path, scale: int) -> dict:
 @overwrite_option("Replace an existing output file.")
 @verbosity_options
 @handle_errors
+@stop_on_sigterm
 def export(model, out, dtype, name, description, report, tile_size, overlap, notes, overwrite) -> None:
     """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics."""
     check_output_file(out, overwrite=overwrite)

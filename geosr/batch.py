@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from geosr.aoi import AOIMissError
-from geosr.errors import GeosrError, OutputExistsError, RasterError, one_line
+from geosr.errors import OUT_OF_MEMORY, GeosrError, OutputExistsError, RasterError, one_line
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.predictor import Predictor
-from geosr.raster import OUTPUT_SUFFIXES, RASTER_SUFFIXES, check_not_input, find_rasters, same_file
+from geosr.raster import (
+    OUTPUT_SUFFIXES,
+    RASTER_SUFFIXES,
+    check_not_input,
+    check_regular_file,
+    find_rasters,
+    remove_stale_outputs,
+    same_file,
+)
 
 log = logging.getLogger("geosr.batch")
 
@@ -44,6 +52,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike)
     for p in paths:
         if not p.exists():
             raise RasterError(f"{p}: no such file or folder")
+        check_regular_file(p)
     if len(paths) == 1 and paths[0].is_file():
         target = out / output_name(Path(paths[0].name)) if out.is_dir() else out
         check_not_input(paths[0], target)
@@ -114,6 +123,8 @@ def upscale_batch(
     """
     summary = BatchSummary()
     t0 = time.perf_counter()
+    for folder in sorted({dst.parent for _, dst in pairs}):
+        remove_stale_outputs(folder)  # what killed runs left, also beside outputs that --skip-existing keeps
     for src, dst in pairs:
         if skip_existing and dst.exists():
             result = FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)")
@@ -128,6 +139,9 @@ def upscale_batch(
                 result = FileResult(src, dst, status, str(exc), time.perf_counter() - t1)
             except GeosrError as exc:
                 result = FileResult(src, dst, "failed", str(exc), time.perf_counter() - t1)
+            except MemoryError:  # numpy's; the model's is a GeosrError (geosr.predictor)
+                log.debug("%s failed", src, exc_info=True)
+                result = FileResult(src, dst, "failed", f"{src}: {OUT_OF_MEMORY}", time.perf_counter() - t1)
             except Exception as exc:  # an unexpected failure in one file must not stop the batch
                 log.debug("%s failed", src, exc_info=True)
                 result = FileResult(

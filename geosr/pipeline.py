@@ -28,30 +28,34 @@ from typing import Callable
 
 import numpy as np
 import rasterio
-import rasterio.errors
 from affine import Affine
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from geosr.consistency import DEFAULT_HALO, RowStream
-from geosr.errors import RasterError
+from geosr.errors import NotEnoughMemory
 from geosr.options import UpscaleOptions
 from geosr.plan import Plan, make_plan
 from geosr.predictor import Predictor
 from geosr.radiometry import keep_off_nodata, valid_mask
 from geosr.raster import (
     BLOCK,
+    READ_ERRORS,
     check_free_space,
     check_output_file,
+    compression_sample,
     create_output,
     estimate_output_bytes,
     finish_output,
     gdal_message,
     gdal_options,
     open_raster,
+    output_driver,
     read_window,
     remove_quietly,
+    remove_stale_outputs,
     temp_path,
+    write_failure,
 )
 from geosr.tiling import StripAccumulator, TileGrid
 
@@ -146,7 +150,7 @@ class _Strip:
     panel: int
     row: int
     y0: int  # first input row (processed window)
-    x: np.ndarray  # (n_colour, >= tile, >= tile) float32 model values, nodata filled, padded to the tile size
+    x: np.ndarray  # (n_colour, h, w) float32 model values, nodata filled; a tile is at most h x w (never padded)
     valid: np.ndarray  # (n_colour, h, w) bool, not padded
     alpha: np.ndarray  # (n_alpha, h, w) raw alpha values, not padded
     todo: np.ndarray  # (n_tile_cols, n_groups) bool: whether a tile of a group holds any valid pixel
@@ -190,7 +194,6 @@ def _read_strips(
     try:
         with rasterio.Env(**gdal_options()):
             g = plan.grid
-            tile = g.tile_size
             real = plan.real
             for p, panel in enumerate(panels):
                 for r in rows:
@@ -204,10 +207,7 @@ def _read_strips(
                     data, m = read_window(ds, plan.src, window, bands, plan.masks)
                     n = len(plan.colour)
                     valid = valid_mask(data[:n], None if m is None else m[:n])
-                    x = plan.radiometry.to_model(data[:n], valid)
-                    ph, pw = max(0, tile - x.shape[1]), max(0, tile - x.shape[2])
-                    if ph or pw:
-                        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+                    x = plan.radiometry.to_model(data[:n], valid)  # no padding: tiles never exceed the raster
                     todo = np.zeros((len(panel.tiles), len(plan.groups)), bool)
                     for j, c in enumerate(panel.tiles):
                         a, b = g.cols.extent(c)
@@ -384,6 +384,8 @@ class _Writer:
                         self._flush()
                 finally:
                     self.dst.close()
+        except READ_ERRORS as exc:  # a write failed (a full disk): the output is named, not its temporary file
+            self.error = write_failure(self.plan.dst, gdal_message(exc))
         except BaseException as exc:
             self.error = exc
 
@@ -582,18 +584,22 @@ def upscale_raster(
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     check_output_file(dst, overwrite=options.overwrite, source=src, keep_hint=" (or --skip-existing to keep it)")
+    remove_stale_outputs(dst.parent, dst.name)
     with rasterio.Env(**gdal_options()), open_raster(src) as ds:
         plan = make_plan(ds, src, dst, predictor, options)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        check_free_space(dst, estimate_output_bytes(plan.spec, plan.cog))
+        sample = compression_sample(ds, src, plan.out, plan.bands)
+        check_free_space(dst, estimate_output_bytes(plan.spec, plan.cog, sample, copy=output_driver(dst) != "GTiff"))
+        p = plan.spec.profile
         tmp = temp_path(dst)
         try:
             tiles = _execute(plan, ds, tmp, predictor, progress)
             finish_output(tmp, dst, cog=plan.cog, compress=plan.compress, georeferenced=plan.georeferenced,
-                          overwrite=plan.overwrite)
-        except rasterio.errors.RasterioError as exc:  # a write or the final copy failed (reads map their own)
-            raise RasterError(f"{src}: {gdal_message(exc)}") from None
+                          overwrite=plan.overwrite, shape=(p["count"], p["height"], p["width"]))
+        except READ_ERRORS as exc:  # creating the output failed (reads, writes and copies map their own)
+            raise write_failure(dst, gdal_message(exc)) from None
+        except NotEnoughMemory as exc:  # the model's: say which file it was
+            raise NotEnoughMemory(f"{src}: {exc}", option=exc.option) from None
         finally:
             remove_quietly(tmp)
-    p = plan.spec.profile
     return FileResult(src, dst, "done", "", time.perf_counter() - t0, p["width"] * p["height"], tiles)

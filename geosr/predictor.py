@@ -17,7 +17,7 @@ import torch
 
 from geosr.checkpoint import ModelCard, default_model, load_generator, read_card, resolve_model
 from geosr.device import autocast, resolve_device, resolve_precision
-from geosr.errors import ModelFileError
+from geosr.errors import ModelFileError, NotEnoughMemory, one_line
 from geosr.models.generator import Generator
 
 log = logging.getLogger("geosr.predictor")
@@ -49,17 +49,43 @@ class Predictor:
         return self.device.type == "cuda" or (self.device.type == "cpu" and self.precision != "fp32")
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, C, h, w) float32 in [-1, 1] -> (B, C, s*h, s*w) float32."""
-        x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        else:
-            x = x.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            y = self.model(x)  # (B, C, s*h, s*w)
-        return y.to("cpu", torch.float32, memory_format=torch.contiguous_format).numpy()  # one pass
+        """(B, C, h, w) float32 in [-1, 1] -> (B, C, s*h, s*w) float32.
+
+        Raises NotEnoughMemory (naming the batch, the tile and the options to lower) when the device runs out of
+        memory.
+        """
+        try:
+            x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            else:
+                x = x.to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                y = self.model(x)  # (B, C, s*h, s*w)
+            return y.to("cpu", torch.float32, memory_format=torch.contiguous_format).numpy()  # one pass
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            x = y = None  # noqa: F841 - let the allocator have the memory back before the next file
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            b, _, h, w = tiles.shape
+            raise NotEnoughMemory(
+                f"out of memory running the model on {self.device.type} for {b} tile(s) of {h} x {w} input pixels "
+                f"at x{self.scale} ({one_line(exc, 160)}); use a smaller --batch-size or --tile-size, or a machine "
+                "with more memory", option="--batch-size" if b > 1 else "--tile-size",
+            ) from None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: Python's MemoryError, PyTorch's OutOfMemoryError (CUDA), the CPU
+    allocator's and the MPS backend's RuntimeError."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
 
 
 def select_model(model: str | os.PathLike | None, scale: int | None) -> Path:

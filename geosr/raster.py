@@ -17,9 +17,14 @@ predictor, BigTIFF when it may be needed), written to a temporary file beside th
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import math
 import os
+import re
 import shutil
+import socket
+import stat
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -36,7 +41,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from geosr.errors import GeosrError, OutputExistsError, RasterError
+from geosr.errors import GeosrError, OptionError, OutputExistsError, RasterError, WriteError
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 
 BLOCK = 512
@@ -71,7 +76,9 @@ def quiet_georeferencing() -> Iterator[None]:
         yield
 
 
-READ_ERRORS = (RasterioError, CPLE_BaseError)  # what rasterio raises for a file it cannot open or read
+READ_ERRORS = (RasterioError, CPLE_BaseError)  # what rasterio raises for a file it cannot open, read or write
+
+log = logging.getLogger("geosr.raster")
 
 
 def gdal_message(exc: BaseException) -> str:
@@ -103,6 +110,7 @@ def open_raster(
         raise error(f"{path}: no such file{remedy}")
     if path.is_dir():
         raise error(f"{path}: is a folder, not a raster{remedy}")
+    check_regular_file(path, error, remedy)
     with quiet_georeferencing():
         try:
             with rasterio.Env(**READ_CHECKS):  # some drivers decide at open how they will decode (PNG)
@@ -110,7 +118,36 @@ def open_raster(
         except READ_ERRORS as exc:
             raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){remedy}") from None
         with ds:
+            check_sources(ds, path, error, remedy)
             yield ds
+
+
+def check_regular_file(path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
+    """Raise ``error`` for a named pipe, socket or device: GDAL reads rasters by seeking, which those cannot do (a
+    pipe would be read once, or block forever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: the caller's open says so
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise error(f"{path}: is {kind}, not a file; geosr reads rasters from files: save the data to a file and "
+                    f"give that{remedy}")
+
+
+def check_sources(ds, path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
+    """Raise ``error`` naming the first missing file a raster reads its pixels from (a VRT's sources, a .ovr or .msk
+    that GDAL lists), which GDAL would only report, as a failed read, once that part is reached."""
+    if ds.driver != "VRT":
+        return
+    for name in ds.files[1:]:
+        if name.startswith("/vsi") or "://" in name:
+            continue
+        source = Path(name)
+        if not source.exists():
+            raise error(f"{path}: its source file {source} does not exist (a VRT reads its pixels from the files it "
+                        f"names); restore that file or fix the VRT{remedy}")
+        check_regular_file(source, error, remedy)
 
 
 # --- what an input holds -----------------------------------------------------------------------------------------
@@ -366,14 +403,69 @@ def create_output(path: Path, spec: OutputSpec):
     return dst
 
 
-def estimate_output_bytes(spec: OutputSpec, cog: bool) -> int:
-    """A rough size of the output on disk: half the uncompressed size when compressed; a COG needs room twice."""
+SAMPLE_SIDE = 96  # input pixels: the side of each of the SAMPLE_GRID x SAMPLE_GRID windows compressed to foresee
+SAMPLE_GRID = 3  # the output's size, spread over the raster so that fill areas and textures count as they occur
+COMPRESSION_MARGIN = 1.25  # on the sample's compressed fraction: a super-resolved output holds finer texture
+MIN_COMPRESSED_FRACTION = 0.05  # no output is foreseen smaller than this fraction of its raw size
+
+
+def compression_sample(ds, path, window: Window, bands: Sequence[int]) -> np.ndarray:
+    """Values (bands, h, w) of ``bands`` (1-based, in output order) of ``window``, in the raster's dtype: the whole
+    window when small, else SAMPLE_GRID x SAMPLE_GRID windows of SAMPLE_SIDE pixels spread evenly over it, side by
+    side. What ``estimate_output_bytes`` compresses to foresee the output's size."""
+    n = SAMPLE_GRID
+    h, w = int(window.height), int(window.width)
+    sh, sw = min(SAMPLE_SIDE, h // n) or h, min(SAMPLE_SIDE, w // n) or w
+    rows = [int(window.row_off) + (h - sh) * i // max(1, n - 1) for i in range(n)] if sh < h else [int(window.row_off)]
+    cols = [int(window.col_off) + (w - sw) * j // max(1, n - 1) for j in range(n)] if sw < w else [int(window.col_off)]
+    parts = [[read_window(ds, path, Window(c, r, sw, sh), bands, masks=False)[0] for c in cols] for r in rows]
+    return np.concatenate([np.concatenate(row, axis=2) for row in parts], axis=1)
+
+
+def compressed_fraction(sample: np.ndarray, profile: dict[str, Any]) -> float:
+    """The size of ``sample`` (bands, h, w) written as a GeoTIFF with the codec and predictor of ``profile``, as a
+    fraction of its raw size (1.0 for an uncompressed profile; at most 1.0)."""
+    if not profile.get("compress"):
+        return 1.0
+    b, h, w = sample.shape
+    options = {"compress": profile["compress"], "predictor": profile.get("predictor", 1)}
+    with rasterio.MemoryFile() as mem:
+        with quiet_georeferencing(), mem.open(driver="GTiff", width=w, height=h, count=b,
+                                              dtype=str(sample.dtype), interleave="pixel", **options) as d:
+            d.write(sample)
+        stored = mem.getbuffer().nbytes
+    return min(1.0, stored / max(1, sample.nbytes))
+
+
+def estimate_output_bytes(spec: OutputSpec, cog: bool, sample: np.ndarray | None = None, copy: bool = False) -> int:
+    """The room the output needs on disk while it is made, in bytes.
+
+    sample: input values (bands, h, w) in the output's dtype (``compression_sample``): the output's compressed size is
+    its raw size times the fraction the output's own codec and predictor achieve on the sample, with a margin
+    (COMPRESSION_MARGIN) and never below MIN_COMPRESSED_FRACTION; without a sample, the raw size. A COG needs room
+    for its overviews and, until it is complete, for the GeoTIFF it is copied from; a PNG or JPEG (``copy``) for
+    that GeoTIFF too.
+    """
     p = spec.profile
-    raw = p["width"] * p["height"] * p["count"] * np.dtype(p["dtype"]).itemsize
-    size = raw // 2 if p.get("compress") else raw
+    pixels = p["width"] * p["height"]
+    raw = pixels * p["count"] * np.dtype(p["dtype"]).itemsize
+    fraction = 1.0 if sample is None else min(1.0, max(MIN_COMPRESSED_FRACTION,
+                                                          COMPRESSION_MARGIN * compressed_fraction(sample, p)))
+    tiles = math.ceil(p["width"] / BLOCK) * math.ceil(p["height"] / BLOCK)
+    size = math.ceil(raw * fraction) + (pixels // 8 if spec.internal_mask else 0) + 16 * tiles + 65536
     if cog:
         size = size * 4 // 3 * 2  # overviews, and the temporary file beside the COG until it is complete
+    elif copy:
+        size *= 2  # the GeoTIFF and its PNG / JPEG copy, until the copy is complete
     return int(size)
+
+
+def size_str(n: float) -> str:
+    """A byte count for people: 512 bytes, 3.4 MB, 1.25 GB."""
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.{2 if unit == 'GB' else 1}f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def check_free_space(path: Path, needed: int) -> None:
@@ -381,8 +473,8 @@ def check_free_space(path: Path, needed: int) -> None:
     free = shutil.disk_usage(path.parent).free
     if needed > free:
         raise RasterError(
-            f"{path}: not enough disk space for the output: about {needed / 1e9:.2f} GB needed, "
-            f"{free / 1e9:.2f} GB free in {path.parent}; free some space or write the output elsewhere"
+            f"{path}: not enough disk space for the output: about {size_str(needed)} needed, "
+            f"{size_str(free)} free in {path.parent}; free some space or write the output elsewhere"
         )
 
 
@@ -452,9 +544,125 @@ def check_output_location(path: str | os.PathLike) -> None:
         )
 
 
+TEMP_SUFFIX = ".geosr-tmp"
+# This machine, as a short hash of its name: a temporary file names the machine and process that write it.
+_HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[\w-]+)?"
+                        + re.escape(TEMP_SUFFIX) + r"(?:\..+)?$")
+
+
 def temp_path(path: Path, tag: str = "") -> Path:
-    """A hidden temporary file name beside ``path``."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{tag}.geosr-tmp")
+    """A hidden temporary file name beside ``path`` that names its writer: ``.NAME.HOST-PID-RANDOM[TAG].geosr-tmp``,
+    HOST a hash of this machine's name and PID this process, so that a later run can tell a temporary file left by a
+    killed process (``remove_stale_outputs``) from one that is being written."""
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{tag}{TEMP_SUFFIX}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: a process of another user has that id
+        return True
+    return True
+
+
+def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporary outputs (with their GDAL sidecars) that geosr processes of this machine left in
+    ``folder`` when they were killed (kill -9, a power cut, an out-of-memory kill): those whose process is gone.
+
+    name: only those of the output of this file name. Temporary files of running processes and of other machines
+    (a shared network folder) are left alone, and so is everything else. Returns the removed paths.
+    """
+    prefix = "." if name is None else f".{name}."
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix) or TEMP_SUFFIX not in entry.name:
+            continue
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or m["host"] != _HOST or _process_alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    if removed:
+        log.info("%s: removed %d temporary file(s) of killed runs: %s", folder, len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
+# --- checking a finished output ------------------------------------------------------------------------------------
+
+
+FULL_DISK_BYTES = 1 << 20  # a disk with less free space than this after a failed write is taken as full
+
+
+def write_failure(path: Path, reason: str) -> WriteError:
+    """The error for an output that could not be written: names the output, GDAL's reason and, when its disk has
+    (next to) no space left, that; says nothing was kept."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < FULL_DISK_BYTES:
+        return WriteError(f"{path}: cannot write the output, the disk is full ({size_str(free)} free in "
+                          f"{path.parent}); nothing was kept under this name; free some space or write the output "
+                          f"elsewhere ({reason})", option="--output")
+    return WriteError(f"{path}: cannot write the output ({reason}); nothing was kept under this name; free some "
+                      "space or write the output elsewhere", option="--output")
+
+
+def _missing_blocks(ds) -> list[tuple[int, int]]:
+    """Blocks (column, row) of a tiled or striped GeoTIFF that have no data in the file: a failed write leaves them,
+    and GDAL would read them as zeros without an error."""
+    bh, bw = ds.block_shapes[0]
+    bands = [1] if ds.interleaving is None or ds.interleaving.name.lower() == "pixel" else range(1, ds.count + 1)
+    missing = []
+    for y in range(math.ceil(ds.height / bh)):
+        for x in range(math.ceil(ds.width / bw)):
+            sizes = [ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=b) for b in bands]
+            if not all(size and int(size) > 0 for size in sizes):
+                missing.append((x, y))
+    return missing
+
+
+def verify_output(path: Path, shape: tuple[int, int, int] | None = None, *, shown: Path | None = None) -> None:
+    """Raise WriteError unless the raster at ``path`` is complete: it opens, has ``shape`` (bands, height, width)
+    when given, every block of a GeoTIFF is in the file, and every pixel (and mask) reads without an error.
+
+    shown: the name to report (the final output's, when ``path`` is its temporary file). Reads block by block, so
+    memory stays small whatever the size.
+    """
+    shown = shown or path
+    try:
+        with rasterio.Env(**READ_CHECKS), quiet_georeferencing(), rasterio.open(path) as ds:
+            if shape is not None and (ds.count, ds.height, ds.width) != tuple(shape):
+                raise write_failure(shown, f"it has {ds.count} x {ds.height} x {ds.width} values where "
+                                           f"{' x '.join(map(str, shape))} were written")
+            if ds.driver in ("GTiff", "COG"):
+                missing = _missing_blocks(ds)
+                if missing:
+                    raise write_failure(shown, f"{len(missing)} block(s) of data are missing from the file, the "
+                                               f"first at block column {missing[0][0]}, row {missing[0][1]}")
+            masked = any(MaskFlags.per_dataset in flags for flags in ds.mask_flag_enums)
+            bh, bw = ds.block_shapes[0]
+            rows, cols = max(bh, min(BLOCK, ds.height)), bw if bw < ds.width else ds.width
+            for r in range(0, ds.height, rows):
+                for c in range(0, ds.width, cols):
+                    window = Window(c, r, min(cols, ds.width - c), min(rows, ds.height - r))
+                    ds.read(window=window)
+                    if masked:
+                        ds.read_masks(1, window=window)
+    except READ_ERRORS as exc:
+        reason = gdal_message(exc).replace(f"{path.name}, ", "").replace(f"{path}: ", "")
+        raise write_failure(shown, f"the file written does not read back: {reason}") from None
 
 
 def remove_quietly(path: Path) -> None:
@@ -491,42 +699,58 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
 
 
 def finish_output(
-    tmp: Path, path: Path, *, cog: bool, compress: str, georeferenced: bool = True, overwrite: bool = True
+    tmp: Path, path: Path, *, cog: bool, compress: str, georeferenced: bool = True, overwrite: bool = True,
+    shape: tuple[int, int, int] | None = None,
 ) -> None:
     """Turn the written temporary GeoTIFF ``tmp`` into ``path``: as is, as a COG, or copied to PNG / JPEG.
 
-    The final file appears under its name only once complete (an atomic rename or link on the same disk); without
-    ``overwrite`` an existing ``path`` is never replaced (OutputExistsError). A georeferenced PNG / JPEG keeps its
-    georeferencing in a ``.aux.xml`` sidecar; a stale sidecar of a replaced output is removed.
+    The final file appears under its name only once complete and verified (``verify_output``: it opens, has
+    ``shape`` when given, every block is in the file and reads without an error), in an atomic rename or link on the
+    same disk; WriteError otherwise, with nothing left under ``path``. Without ``overwrite`` an
+    existing ``path`` is never replaced (OutputExistsError). A georeferenced PNG / JPEG keeps its georeferencing in
+    a ``.aux.xml`` sidecar and a PNG its mask in a ``.msk`` sidecar; stale sidecars of a replaced output are removed.
     """
     driver = output_driver(path)
     final = tmp
     try:
-        if cog:
-            final = temp_path(path, ".cog")
-            options = {
-                "BLOCKSIZE": BLOCK,
-                "OVERVIEWS": "AUTO",
-                "OVERVIEW_RESAMPLING": "AVERAGE",
-                "BIGTIFF": "IF_SAFER",
-                "NUM_THREADS": "ALL_CPUS",
-                "COMPRESS": "NONE" if compress == "none" else compress.upper(),
-            }
-            if compress != "none":
-                options["PREDICTOR"] = "YES"
-            with quiet_georeferencing():
-                rasterio.shutil.copy(str(tmp), str(final), driver="COG", **options)
-        elif driver != "GTiff":
-            final = temp_path(path, path.suffix.lower())
-            options = {"WRITE_METADATA_AS_TEXT": "YES"} if driver == "PNG" else {"QUALITY": 95}
-            with quiet_georeferencing(), rasterio.Env(GDAL_PAM_ENABLED=georeferenced):
-                rasterio.shutil.copy(str(tmp), str(final), driver=driver, **options)
+        if final is tmp and not cog and driver == "GTiff":
+            verify_output(tmp, shape, shown=path)
+        else:
+            with rasterio.Env(**READ_CHECKS), quiet_georeferencing(), rasterio.open(tmp) as ds:
+                missing = _missing_blocks(ds)  # the copy would read them as zeros
+            if missing:
+                raise write_failure(path, f"{len(missing)} block(s) of data are missing from the file written")
+            if cog:
+                final = temp_path(path, ".cog")
+                options = {
+                    "BLOCKSIZE": BLOCK,
+                    "OVERVIEWS": "AUTO",
+                    "OVERVIEW_RESAMPLING": "AVERAGE",
+                    "BIGTIFF": "IF_SAFER",
+                    "NUM_THREADS": "ALL_CPUS",
+                    "COMPRESS": "NONE" if compress == "none" else compress.upper(),
+                }
+                if compress != "none":
+                    options["PREDICTOR"] = "YES"
+                with quiet_georeferencing():
+                    rasterio.shutil.copy(str(tmp), str(final), driver="COG", **options)
+            else:
+                final = temp_path(path, path.suffix.lower())
+                options = {"WRITE_METADATA_AS_TEXT": "YES"} if driver == "PNG" else {"QUALITY": 95}
+                with quiet_georeferencing(), rasterio.Env(GDAL_PAM_ENABLED=georeferenced):
+                    rasterio.shutil.copy(str(tmp), str(final), driver=driver, **options)
+            if georeferenced and driver != "GTiff" and not Path(f"{final}.aux.xml").exists():
+                raise write_failure(path, "the .aux.xml sidecar that holds its georeferencing was not written")
+            verify_output(final, shape, shown=path)
         publish(final, path, overwrite)
-        aux, old_aux = Path(f"{final}.aux.xml"), Path(f"{path}.aux.xml")
-        if aux.exists():
-            os.replace(aux, old_aux)
-        elif old_aux.exists():
-            old_aux.unlink()
+        for sidecar in (".aux.xml", ".msk"):
+            new, old = Path(f"{final}{sidecar}"), Path(f"{path}{sidecar}")
+            if new.exists():
+                os.replace(new, old)
+            elif old.exists():
+                old.unlink()
+    except READ_ERRORS as exc:  # the copy failed
+        raise write_failure(path, gdal_message(exc)) from None
     finally:
         if final != tmp:
             remove_quietly(final)

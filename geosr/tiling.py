@@ -7,7 +7,7 @@ Grid along one axis (size n, tile t, overlap o, all in input pixels)::
 
     starts 0, t - o, 2 (t - o), ...        every tile is t pixels long
     the last tile moves inward to n - t    rather than shrink
-    n <= t: one tile                       padded by reflection to t by the caller and cropped back
+    n <= t: one tile of n pixels           tiles never exceed the raster: a model runs on no padding
 
 Blending: two neighbours i and i + 1 overlap over [start(i+1), end(i)). Across a window of o / 2 input pixels centred
 in that overlap the weight of tile i + 1 ramps linearly from 0 to 1 and the weight of tile i from 1 to 0. So every
@@ -19,9 +19,9 @@ covered, and the blended result does not depend on the order in which the tiles 
 A model whose receptive field reaches at most o / 4 input pixels therefore gives tiled output equal to whole-image
 output (to float precision).
 
-``tile_array`` runs a predictor over a whole (bands, H, W) array with exactly this scheme (the grid, the weights, the
-reflection padding of an axis shorter than the tile, the float32 accumulation in tile order): what ``geosr upscale``
-computes for a raster with those pixels, without the raster I/O. ``geosr evaluate`` measures models through it.
+``tile_array`` runs a predictor over a whole (bands, H, W) array with exactly this scheme (the grid, the weights, tiles
+as short as an axis shorter than the tile, the float32 accumulation in tile order): what ``geosr upscale`` computes
+for a raster with those pixels, without the raster I/O. ``geosr evaluate`` measures models through it.
 """
 
 from __future__ import annotations
@@ -287,8 +287,8 @@ def tile_array(
     predict: maps (B, bands, t, t) float32 model values to (B, bands', scale*t, scale*t) float32 (a
     ``geosr.inference.Predictor`` or any callable like it). x: float32 model values, no invalid pixels left.
     tile_size, overlap: input pixels, as upscale's options (``tiling_problem`` rules); batch_size: tiles per call,
-    batched per tile row in near-equal batches as upscale batches them. An axis shorter than the tile is padded by
-    reflection to the tile and the padding is cropped from the output. Returns (bands', scale*H, scale*W) float32.
+    batched per tile row in near-equal batches as upscale batches them. Along an axis shorter than the tile, tiles
+    are as long as the axis (never padded). Returns (bands', scale*H, scale*W) float32.
     Raises ValueError for a tile size, overlap or batch size that is not usable, or a predictor that returns another
     size.
     """
@@ -299,25 +299,22 @@ def tile_array(
         raise ValueError(f"batch size {batch_size}: must be at least 1")
     _, h, w = x.shape
     grid = TileGrid(h, w, tile_size, overlap, scale)
-    ph, pw = max(0, tile_size - h), max(0, tile_size - w)
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    len_r, len_c = grid.rows.length, grid.cols.length
+    len_r, len_c = grid.rows.length, grid.cols.length  # the tile, clamped to the array
     acc: StripAccumulator | None = None
     for r, y0 in enumerate(grid.rows.starts):
         cols = grid.cols.starts
         for b0, b1 in even_splits(len(cols), math.ceil(len(cols) / batch_size)):
-            tiles = np.stack([x[:, y0 : y0 + tile_size, x0 : x0 + tile_size] for x0 in cols[b0:b1]])
-            outs = predict(tiles)  # (B, bands', s*tile, s*tile)
-            if outs.shape[0] != b1 - b0 or outs.shape[-2:] != (scale * tile_size, scale * tile_size):
+            tiles = np.stack([x[:, y0 : y0 + len_r, x0 : x0 + len_c] for x0 in cols[b0:b1]])
+            outs = predict(tiles)  # (B, bands', s*len_r, s*len_c)
+            if outs.shape[0] != b1 - b0 or outs.shape[-2:] != (scale * len_r, scale * len_c):
                 raise ValueError(
                     f"the predictor gave {tuple(outs.shape)} for tiles {tuple(tiles.shape)} at x{scale}"
                 )
             if acc is None:
                 acc = StripAccumulator(outs.shape[1], scale * h, 0, scale * w)
             for c, out in zip(range(b0, b1), outs):
-                acc.add(out[:, : scale * len_r, : scale * len_c], grid.weight(r, c), scale * y0, scale * cols[c])
+                acc.add(out, grid.weight(r, c), scale * y0, scale * cols[c])
     return acc.pop(scale * h)
 
 

@@ -184,13 +184,16 @@ def test_tile_array_blends_to_the_whole_array_result(h, w, tile, overlap, scale)
     assert all(c.shape[1:] == (3, tile, tile) for c in calls)
 
 
-def test_tile_array_pads_an_array_smaller_than_the_tile_by_reflection():
+def test_tile_array_clamps_the_tile_to_an_array_smaller_than_it():
     x = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
     calls = []
-    y = tile_array(nearest(2, calls), x, scale=2, tile_size=16, overlap=4)
+    y = tile_array(nearest(2, calls), x, scale=2, tile_size=1024, overlap=4)
     (tiles,) = calls
-    np.testing.assert_array_equal(tiles[0], np.pad(x, ((0, 0), (0, 11), (0, 9)), mode="reflect"))
-    np.testing.assert_array_equal(y, x.repeat(2, axis=1).repeat(2, axis=2))  # the padding is cropped
+    np.testing.assert_array_equal(tiles[0], x)  # one 5 x 7 tile: never padded to 1024 x 1024
+    np.testing.assert_array_equal(y, x.repeat(2, axis=1).repeat(2, axis=2))
+    calls.clear()
+    tile_array(nearest(2, calls), np.zeros((1, 6, 40), np.float32), scale=2, tile_size=16, overlap=4)
+    assert [c.shape for c in calls] == [(3, 1, 6, 16)]  # a thin strip: tiles 6 rows high, 16 wide
 
 
 def test_tile_array_refuses_unusable_settings_and_wrong_predictors():

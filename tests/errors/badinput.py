@@ -6,18 +6,24 @@ are a VRT or a sparse GeoTIFF: 10^10 pixels described in a few kilobytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
 from rasterio.rpc import RPC
 
 from geosr.cli.main import cli
+from geosr.predictor import Predictor
 
 TRANSFORM = Affine(10, 0, 500000, 0, -10, 4000000)
 
@@ -63,6 +69,43 @@ def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
 def subprocess_env() -> dict[str, str]:
     """The environment for geosr run as a program: one thread, this interpreter's packages."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def geosr_command(*args) -> list[str]:
+    """geosr ARGS as a program (for signals): this interpreter, ``python -m geosr.cli.main``."""
+    return [sys.executable, "-m", "geosr.cli.main", *map(str, args)]
+
+
+def recording(predictor: Predictor) -> "Recording":
+    """``predictor`` as a Recording: the same model, and the shape of every batch of tiles it is given."""
+    return Recording(**{f.name: getattr(predictor, f.name) for f in fields(Predictor)})
+
+
+@dataclass(frozen=True, eq=False)
+class Recording(Predictor):
+    """A real predictor that also notes the shape (B, C, h, w) of every batch it runs, in ``calls``."""
+
+    calls: list = field(default_factory=list)
+
+    def __call__(self, tiles):
+        self.calls.append(tuple(tiles.shape))
+        return super().__call__(tiles)
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "256k") -> Iterator[Path]:
+    """A real file system of ``size`` mounted at ``folder`` (a tmpfs, unmounted after): a disk that fills up. Skips
+    the test where this process may not mount (not root, or in a container without the right)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs to fill a disk ({done.stderr.strip() or 'mount failed'}); "
+                    "needs root or CAP_SYS_ADMIN")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 # --- rasters ------------------------------------------------------------------------------------------------------
