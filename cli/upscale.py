@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from geosr.aoi import bbox_aoi, load_aoi, parse_bbox
+from geosr.aoi import AOIMissError, bbox_aoi, load_aoi, parse_bbox
 from geosr.cli.options import (
     bands_option,
     batch_size_option,
@@ -45,7 +45,8 @@ from geosr.inference import (
     upscale_raster,
 )
 from geosr.options import COMPRESSIONS, check_value_range
-from geosr.raster import check_output_location
+from geosr.plan import card_tiling
+from geosr.raster import check_output_location, check_output_name
 from geosr.report import BatchReport, rank_path, settings_of
 
 log = logging.getLogger("geosr")
@@ -154,6 +155,8 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     with book if book is not None else contextlib.nullcontext():  # written however the batch ends
         pairs = plan_outputs(inputs, output)
         check_output_location(output)
+        for _, dst in pairs:  # a suffix geosr does not write, --cog with a .png / .jpg: usage errors, from the names
+            check_output_name(dst, cog)
         single = len(inputs) == 1 and inputs[0].is_file()
         mine = pairs[job.rank :: job.world_size]
         who = f"rank {job.rank}/{job.world_size}: " if job.distributed else ""
@@ -163,6 +166,7 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
             log.info("%sno files for this process", who)
             return
         predictor = load_predictor(model, scale, device, precision, job.local_rank)
+        card_tiling(predictor.card, predictor.source, tile_size, overlap)  # the same usage error for every file
         if book is not None:
             book.use_model(predictor, settings_of(options, predictor, skip_existing=skip_existing))
             book.running()
@@ -200,5 +204,12 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
             bars.close()
     if level >= 0:
         click.echo(f"{who}{summary.line()}", err=True)
+    missed = [r for r in summary.results if r.reason == "aoi"]
+    if missed and len(missed) == len(summary.results):
+        raise AOIMissError(f"the area of interest ({area.source}) meets none of the {len(missed)} input files "
+                           f"({missed[0].message}); check the area and its CRS (--aoi-crs)", option=area.option)
+    if missed:
+        names = ", ".join(r.src.name for r in missed[:3]) + (", ..." if len(missed) > 3 else "")
+        log.warning("%s%d file(s) skipped: the area of interest does not meet them (%s)", who, len(missed), names)
     if summary.count("failed"):
         ctx.exit(1)

@@ -118,8 +118,9 @@ def upscale_batch(
 ) -> BatchSummary:
     """Upscale every (input, output) pair in order with one predictor; failures are recorded, never raised.
 
-    skip_existing: leave outputs that exist alone (resumes an interrupted batch). An AOI that misses a file skips it.
-    KeyboardInterrupt stops the batch (the file in progress leaves nothing behind).
+    skip_existing: leave outputs that exist alone (resumes an interrupted batch); their results say reason
+    "exists". An AOI that misses a file skips it (reason "aoi"). Temporary files that killed runs left in the output
+    folders are removed first. KeyboardInterrupt stops the batch (the file in progress leaves nothing behind).
     """
     summary = BatchSummary()
     t0 = time.perf_counter()
@@ -127,16 +128,17 @@ def upscale_batch(
         remove_stale_outputs(folder)  # what killed runs left, also beside outputs that --skip-existing keeps
     for src, dst in pairs:
         if skip_existing and dst.exists():
-            result = FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)")
+            result = FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
         else:
             t1 = time.perf_counter()
             try:
                 result = upscale_raster(src, dst, predictor, options, progress)
             except AOIMissError as exc:
-                result = FileResult(src, dst, "skipped", str(exc), time.perf_counter() - t1)
+                result = FileResult(src, dst, "skipped", str(exc), time.perf_counter() - t1, reason="aoi")
             except OutputExistsError as exc:  # another process finished this output meanwhile
                 status = "skipped" if skip_existing else "failed"
-                result = FileResult(src, dst, status, str(exc), time.perf_counter() - t1)
+                result = FileResult(src, dst, status, str(exc), time.perf_counter() - t1,
+                                    reason="exists" if skip_existing else "")
             except GeosrError as exc:
                 result = FileResult(src, dst, "failed", str(exc), time.perf_counter() - t1)
             except MemoryError:  # numpy's; the model's is a GeosrError (geosr.predictor)

@@ -78,7 +78,8 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass(frozen=True)
 class FileResult:
-    """The outcome of one file: status 'done', 'skipped' or 'failed', with a one-line message for the last two."""
+    """The outcome of one file: status 'done', 'skipped' or 'failed', with a one-line message for the last two;
+    reason: why a file was skipped, 'exists' (--skip-existing) or 'aoi' (the area of interest misses it)."""
 
     src: Path
     dst: Path
@@ -87,6 +88,7 @@ class FileResult:
     seconds: float = 0.0
     pixels: int = 0
     tiles: int = 0
+    reason: str = ""
 
 
 # --- the work units ------------------------------------------------------------------------------------------------

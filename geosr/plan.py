@@ -23,19 +23,20 @@ from geosr import __version__
 from geosr.aoi import aoi_window
 from geosr.checkpoint import ModelCard
 from geosr.consistency import DEFAULT_HALO as CONSISTENCY_HALO
-from geosr.errors import GeosrError, ModelFileError, RasterError
+from geosr.errors import GeosrError, ModelFileError, OptionError, RasterError
 from geosr.options import PANEL_STEP, UpscaleOptions
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, compute_radiometry, valid_mask
 from geosr.raster import (
-    COPY_DTYPES,
     OutputSpec,
     alpha_bands,
+    check_output_name,
     check_input,
+    copy_format_problem,
     georeferencing,
     has_dataset_mask,
     has_masks,
-    output_driver,
+    output_nodata,
     output_spec,
     read_decimated,
 )
@@ -126,19 +127,19 @@ def card_tiling(card: ModelCard, source: str, tile_size: int | None = None, over
                 ) -> tuple[int, int]:
     """The tile size and overlap (input pixels) a run uses: the ones given, the model card's for those that are None.
 
-    source: the model file's name, for messages. Raises GeosrError (naming --overlap or --tile-size) when a value
-    given and one of the card's do not fit together (geosr.tiling.tiling_problem); values given both are checked
-    when they are made (geosr.options.check_tiling).
+    source: the model file's name, for messages. Raises OptionError (naming --overlap or --tile-size: a usage error,
+    whatever the rasters) when a value given and one of the card's do not fit together (geosr.tiling.tiling_problem);
+    values given both are checked when they are made (geosr.options.check_tiling).
     """
     tile = card.tile_size if tile_size is None else tile_size
     lap = card.overlap if overlap is None else overlap
     problem = tiling_problem(tile, lap)
     if problem and tile_size is None:
-        raise GeosrError(f"{problem}; {tile} is the tile size of the model card ({source}): lower --overlap or give "
-                         "--tile-size", option="--overlap")
+        raise OptionError(f"{problem}; {tile} is the tile size of the model card ({source}): lower --overlap or give "
+                          "--tile-size", option="--overlap")
     if problem:
-        raise GeosrError(f"{problem}; {lap} is the overlap of the model card ({source}): give --overlap with "
-                         f"--tile-size {tile}", option="--tile-size")
+        raise OptionError(f"{problem}; {lap} is the overlap of the model card ({source}): give --overlap with "
+                          f"--tile-size {tile}", option="--tile-size")
     return tile, lap
 
 
@@ -158,15 +159,11 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
             f"{predictor.source} maps {cfg.in_channels} bands to {cfg.out_channels}; geosr upscale needs a model "
             "with as many output bands as input bands"
         )
-    driver = output_driver(dst)
-    if driver != "GTiff" and options.cog:
-        raise GeosrError(f"{dst}: --cog writes GeoTIFF; name the output .tif", option="--cog")
+    driver = check_output_name(dst, options.cog)
 
     georef = georeferencing(ds, src)
     bands = options.bands or tuple(range(1, ds.count + 1))
     dtype = check_input(ds, src, bands)
-    if driver != "GTiff" and dtype not in COPY_DTYPES[driver]:
-        raise GeosrError(f"{dst}: {driver} cannot hold {dtype} values; name the output .tif", option="--output")
     alpha = tuple(alpha_bands(ds, bands))
     colour = tuple(b for b in bands if b not in alpha)
     if not colour:
@@ -180,6 +177,10 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
             src, len(colour), predictor.channels, len(groups), _groups_str(colour, groups, real),
         )
     masks = has_masks(ds, colour)
+    nodata = output_nodata(ds, src, colour)
+    problem = copy_format_problem(driver, dtype, [ds.colorinterp[b - 1] for b in bands], nodata)
+    if problem:
+        raise RasterError(f"{dst} (from {src}): {problem}", option="--output")
 
     aoi_px = None
     if options.aoi is not None:
@@ -206,7 +207,6 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     if options.value_range is not None and dtype == "uint8":
         log.info("%s: uint8 always maps 0..255; --value-range is ignored", src)
 
-    nodata = ds.nodata
     internal_mask = nodata is None and not alpha and (has_dataset_mask(ds, colour) or aoi_px is not None)
     fill = nodata if nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
     tags = {
@@ -223,7 +223,7 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         tags["GEOSR_ALPHA"] = f"bands {list(alpha)} upscaled nearest, not through the model"
     spec = output_spec(
         ds, src, scale=s, window=out, bands=bands, dtype=dtype, georef=georef, compress=options.compress,
-        internal_mask=internal_mask, tags=tags,
+        internal_mask=internal_mask, tags=tags, nodata=nodata,
     )
     return Plan(
         src=src, dst=dst, scale=s, tile_size=tile, overlap=overlap, batch_size=options.batch_size, bands=bands,

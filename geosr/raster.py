@@ -196,6 +196,61 @@ def check_input(ds, path: str | os.PathLike, bands: Sequence[int]) -> str:
     return dtype
 
 
+def output_nodata(ds, path, bands: Sequence[int]) -> float | None:
+    """The one nodata value of an output of ``bands`` (1-based; a GeoTIFF holds one value for all its bands).
+
+    The bands' nodata value when they share one (or None when none has one). Bands with different values (per-band
+    nodata, as a VRT or an ENVI file may have; or some bands with and some without) take the first value declared,
+    with a warning: the invalid pixels of every band are written with it, and valid pixels that equal it move to the
+    nearest other value (geosr.radiometry.keep_off_nodata), so nothing valid reads as nodata and nothing invalid as
+    data.
+    """
+    values = [ds.nodatavals[b - 1] for b in bands]
+    declared = [v for v in values if v is not None]
+    if not declared:
+        return None
+    first = declared[0]
+    same = all(v is not None and (v == first or (math.isnan(v) and math.isnan(first))) for v in values)
+    if not same:
+        shown = ", ".join(f"band {b}: {'none' if v is None else f'{v:g}'}" for b, v in zip(bands, values))
+        log.warning("%s: the bands have different nodata values (%s); a GeoTIFF holds one, so the output marks the "
+                    "invalid pixels of every band with %g (valid pixels equal to it move to the next value)",
+                    path, shown, first)
+    return first
+
+
+def copy_format_problem(driver: str, dtype: str, colorinterp: Sequence[ColorInterp], nodata: float | None) -> str:
+    """What keeps an output of bands with ``colorinterp`` (in output order), ``dtype`` and ``nodata`` from being
+    written faithfully as PNG or JPEG, with the remedy; "" when nothing does (always "" for GTiff).
+
+    PNG holds uint8 / uint16 in 1 to 4 bands, the 2nd of 2 and the 4th of 4 taken as alpha, and one nodata value
+    for its colour bands when it has no alpha band; JPEG holds uint8 in 1 or 3 bands and no nodata value (its lossy
+    compression changes the fill value and valid values near it: valid and nodata pixels would swap). Masks are
+    kept by both (a .msk sidecar for PNG, inside the file for JPEG).
+    """
+    if driver == "GTiff":
+        return ""
+    count = len(colorinterp)
+    tif = "name the output .tif"
+    if dtype not in COPY_DTYPES[driver]:
+        return f"{driver} cannot hold {dtype} values; {tif}"
+    if driver == "JPEG":
+        if count not in (1, 3):
+            return f"JPEG holds 1 or 3 bands, not {count}; {tif} or pick 1 or 3 bands with --bands"
+        if nodata is not None:
+            return (f"JPEG cannot keep nodata apart: its lossy compression changes the fill value {nodata:g} and the "
+                    "valid values near it, so valid and nodata pixels would swap; name the output .png or .tif")
+        return ""
+    if count > 4:
+        return f"PNG holds 1 to 4 bands, not {count}; {tif} or pick bands with --bands"
+    if count in (2, 4) and colorinterp[-1] != ColorInterp.alpha:
+        return (f"PNG takes the last of {count} bands as alpha (transparency), and band {count} of the output is "
+                f"not an alpha band; {tif} or pick bands with --bands")
+    if count in (2, 4) and nodata is not None:
+        return f"PNG cannot hold the nodata value {nodata:g} beside an alpha band; {tif}"
+    return ""
+
+
 def alpha_bands(ds, bands: Sequence[int]) -> list[int]:
     """Which of ``bands`` (1-based) are alpha bands, by colour interpretation."""
     return [b for b in bands if ds.colorinterp[b - 1] == ColorInterp.alpha]
@@ -316,10 +371,12 @@ def output_spec(
     compress: str,
     internal_mask: bool,
     tags: dict[str, str],
+    nodata: float | None,
 ) -> OutputSpec:
     """The output of super-resolving ``bands`` of ``window`` of ``ds`` by ``scale``: profile and metadata.
 
-    compress: one of COMPRESSIONS (checked by geosr.options.check_compression).
+    compress: one of COMPRESSIONS (checked by geosr.options.check_compression); nodata: the output's one nodata
+    value (``output_nodata``).
     """
     height, width = int(window.height) * scale, int(window.width) * scale
     profile: dict[str, Any] = {
@@ -328,7 +385,7 @@ def output_spec(
         "height": height,
         "count": len(bands),
         "dtype": dtype,
-        "nodata": ds.nodata,
+        "nodata": nodata,
         "tiled": True,
         "blockxsize": BLOCK,
         "blockysize": BLOCK,
@@ -482,14 +539,27 @@ OUTPUT_SUFFIXES = (".tif", ".tiff", ".gtif", *COPY_DRIVERS)
 
 
 def output_driver(path: Path) -> str:
-    """GTiff, or PNG / JPEG for outputs named .png / .jpg / .jpeg; RasterError for any other suffix."""
+    """GTiff, or PNG / JPEG for outputs named .png / .jpg / .jpeg; OptionError (on -o/--output) for any other
+    suffix."""
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
-        raise RasterError(
+        raise OptionError(
             f"{path}: geosr writes GeoTIFF (.tif), PNG (.png) or JPEG (.jpg), "
-            f"not {suffix or 'files without a suffix'}; name the output .tif"
+            f"not {suffix or 'files without a suffix'}; name the output .tif", option="--output"
         )
     return COPY_DRIVERS.get(suffix, "GTiff")
+
+
+def check_output_name(path: str | os.PathLike, cog: bool = False) -> str:
+    """The driver an output named ``path`` is written with (``output_driver``); OptionError (a usage error, found
+    from the name alone) for a suffix geosr does not write, and for ``cog`` with a PNG or JPEG name: the two
+    exclude each other."""
+    path = Path(path)
+    driver = output_driver(path)
+    if cog and driver != "GTiff":
+        raise OptionError(f"{path}: --cog writes a GeoTIFF, but the name asks for {driver}; drop --cog or name the "
+                          "output .tif", option="--cog")
+    return driver
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

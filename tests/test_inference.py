@@ -333,10 +333,10 @@ def test_options_are_checked_when_made(kwargs, option, message):
 def test_an_overlap_beyond_the_model_cards_tile_names_the_option(predictor, tmp_path, rgb_tif):
     with pytest.raises(GeosrError, match="overlap 20: .* 32 is the tile size of the model card") as info:
         upscale_raster(rgb_tif, tmp_path / "a.tif", predictor, UpscaleOptions(overlap=20))
-    assert info.value.option == "--overlap" and not isinstance(info.value, OptionError)
+    assert info.value.option == "--overlap" and isinstance(info.value, OptionError)  # as --tile-size 32 --overlap 20
     with pytest.raises(GeosrError, match="8 is the overlap of the model card") as info:
         upscale_raster(rgb_tif, tmp_path / "a.tif", predictor, UpscaleOptions(tile_size=12))
-    assert info.value.option == "--tile-size"
+    assert info.value.option == "--tile-size" and isinstance(info.value, OptionError)
     assert _files(tmp_path) == ["rgb.tif"]
 
 

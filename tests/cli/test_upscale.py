@@ -93,9 +93,9 @@ def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp
         (["--compress", "jpeg"], 2, "jpeg"),
         (["--scale", "5"], 2, "5"),
         (["--bands", "5"], 1, "rgb.tif has 3 bands; --bands takes 1-based indices up to 3, got 5"),
-        (["--overlap", "40"], 1, "overlap 40: must be an integer of 0..16 (half the tile size 32); 32 is the tile "
+        (["--overlap", "40"], 2, "overlap 40: must be an integer of 0..16 (half the tile size 32); 32 is the tile "
                                  "size of the model card"),
-        (["--tile-size", "10"], 1, "overlap 8: must be an integer of 0..5 (half the tile size 10); 8 is the overlap "
+        (["--tile-size", "10"], 2, "overlap 8: must be an integer of 0..5 (half the tile size 10); 8 is the overlap "
                                    "of the model card"),
         (["--tile-size", "32", "--overlap", "17"], 2, "overlap 17: must be an integer of 0..16"),
         (["--overlap", "17", "--tile-size", "32"], 2, "Invalid value for '--overlap'"),
@@ -132,9 +132,9 @@ def test_errors_about_files_name_the_file_and_the_remedy(tiny_model, rgb_tif, tm
     assert exists.exit_code == 1 and "--overwrite" in error_line(exists)
     assert (tmp_path / "kept.tif").read_bytes() == b"mine"
     cog_png = run(rgb_tif, "-o", tmp_path / "a.png", "--model", tiny_model, "-q", "--cog")
-    assert cog_png.exit_code == 1 and "name the output .tif" in error_line(cog_png)
+    assert cog_png.exit_code == 2 and "name the output .tif" in error_line(cog_png)  # options that exclude
     jp2 = run(rgb_tif, "-o", tmp_path / "a.jp2", "--model", tiny_model, "-q")
-    assert jp2.exit_code == 1 and "not .jp2; name the output .tif" in error_line(jp2)
+    assert jp2.exit_code == 2 and "not .jp2; name the output .tif" in error_line(jp2)  # a bad -o value
     cuda = run(rgb_tif, "-o", tmp_path / "a.tif", "--model", tiny_model, "-q", "--device", "cuda:7")
     assert cuda.exit_code == 1 and "--device cuda:7" in error_line(cuda)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "corrupt.tif", "kept.tif", "rgb.tif"]

@@ -215,6 +215,31 @@ def rpc_only(path: Path) -> Path:
     return write(path, image(3, 40, 40), crs=None, transform=None, rpcs=rpc)
 
 
+def per_band_nodata_vrt(path: Path, nodata: tuple) -> Path:
+    """A VRT over a 3-band GeoTIFF whose bands have their own nodata values (``None``: none): band b holds its nodata
+    value in a 4 x 4 corner of its own and nowhere else; a band may hold another band's nodata value as valid data
+    (row 10 holds every value 0..31 in every band)."""
+    data = image(3, 32, 32)
+    data[:, 10, :] = np.arange(32, dtype=np.uint8)
+    for b, value in enumerate(nodata):
+        data[b][data[b] == (value if value is not None else -1)] = 7
+    corners = [(slice(0, 4), slice(0, 4)), (slice(-4, None), slice(-4, None)), (slice(0, 4), slice(-4, None))]
+    for b, value in enumerate(nodata):
+        if value is not None:
+            data[b][corners[b]] = value
+    src = write(path.with_name("base_" + path.stem + ".tif"), data)
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}">'
+        + (f"<NoDataValue>{value}</NoDataValue>" if value is not None else "")
+        + f'<SimpleSource><SourceFilename relativeToVRT="1">{src.name}</SourceFilename><SourceBand>{b}</SourceBand>'
+        "</SimpleSource></VRTRasterBand>"
+        for b, value in enumerate(nodata, start=1)
+    )
+    path.write_text(f'<VRTDataset rasterXSize="32" rasterYSize="32"><SRS>EPSG:32633</SRS>'
+                    f"<GeoTransform>500000, 10, 0, 4000000, 0, -10</GeoTransform>{bands}</VRTDataset>")
+    return path
+
+
 BAD_INPUTS = {
     "not_a_raster": not_a_raster,
     "truncated": truncated,
