@@ -3,10 +3,11 @@
 ``upscale_pixels(data, predictor, options, nodata=...)`` takes a (bands, H, W) numpy array and returns the
 (bands, s*H, s*W) array of the same dtype that geosr.pipeline would write for a GeoTIFF with those pixels and that
 nodata value: the same global radiometry (computed from the same decimated sample, geosr.radiometry), the same tile
-grid, reflection padding, blend weights, tile batches and panels (geosr.tiling, geosr.plan), the same band groups
-for a model with fewer channels than bands (geosr.plan.band_groups), the same consistency correction
-(geosr.consistency.RowStream, pushed the same rows) and the same nodata handling: the nodata value, NaN, +-Inf and
-extreme float fills are invalid, never reach valid pixels, and stay nodata (NaN for floats without a nodata value).
+grid (tiles never larger than the array), blend weights, tile batches and panels (geosr.tiling, geosr.plan), the
+same band groups for a model with fewer channels than bands (geosr.plan.band_groups), the same consistency
+correction (geosr.consistency.RowStream, pushed the same rows) and the same nodata handling: the nodata value, NaN,
++-Inf and extreme float fills are invalid, never reach valid pixels, and stay nodata (NaN for floats without a nodata
+value).
 
 It runs the pipeline's loop (one column panel at a time, one tile row at a time, a StripAccumulator of a few tile
 rows) reading slices of the array instead of windows of a file, so besides the output it holds only the strips of
@@ -135,14 +136,11 @@ def upscale_pixels(
     out = np.empty((n, s * h, s * w), dtype)
 
     def strip_of(y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Model values (padded to the tile) and validity of data[:, y0:y1, x0:x1], as the pipeline's reader."""
+        """Model values and validity of data[:, y0:y1, x0:x1], as the pipeline's reader (never padded: a tile is at
+        most the array)."""
         raw = data[:, y0:y1, x0:x1]
         valid = valid_mask(raw, invalid_mask(raw, nodata))
-        x = radiometry.to_model(raw, valid)
-        ph, pw = max(0, tile - x.shape[1]), max(0, tile - x.shape[2])
-        if ph or pw:
-            x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-        return x, valid
+        return radiometry.to_model(raw, valid), valid
 
     def finish(values: np.ndarray, lo: int, c0: int) -> None:
         """Blended model values of output rows [lo, lo + h) and columns [c0, c0 + w) -> ``out``."""

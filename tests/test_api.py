@@ -66,6 +66,13 @@ def test_uint8_rgb_array_equals_the_file(tmp_path, make_geotiff, synthetic_image
     np.testing.assert_array_equal(from_array, from_file)
 
 
+def test_an_array_smaller_than_the_tile_equals_the_file(tmp_path, make_geotiff, synthetic_image, model):
+    """Tiles never exceed the raster, in both: a 6 x 40 strip with a tile of 64 runs as tiles of 6 x 40 pixels."""
+    data = synthetic_image(3, 6, 40, seed=2)
+    from_file, from_array = file_and_array(tmp_path, make_geotiff, data, model, tile_size=64, overlap=8)
+    np.testing.assert_array_equal(from_array, from_file)
+
+
 def test_uint16_array_with_nodata_equals_the_file_and_nodata_stays_nodata(
     tmp_path, make_geotiff, synthetic_image, model
 ):
