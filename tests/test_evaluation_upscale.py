@@ -2,10 +2,10 @@
 equals the one upscale writes, pixel for pixel.
 
 Both map the LR by the same radiometry, run the same forward pass (geosr.predictor.Predictor) on the same tiles
-(geosr.tiling's grid, reflection padding and blend weights, the same batches) and accumulate in float32 in the same
-order, so the pixels are identical here (CPU, fp32). The tests still allow one grey level at a few pixels: on a GPU
-upscale turns on cuDNN's autotuner, which may pick another convolution algorithm from one run to the next, and the
-last bits of a float that lands near a half may then round the other way.
+(geosr.tiling's grid, tiles clamped to the raster and blend weights, the same batches) and accumulate in float32 in
+the same order, so the pixels are identical here (CPU, fp32). The tests still allow one grey level at a few pixels:
+on a GPU upscale turns on cuDNN's autotuner, which may pick another convolution algorithm from one run to the next,
+and the last bits of a float that lands near a half may then round the other way.
 """
 
 from __future__ import annotations
