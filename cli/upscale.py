@@ -21,6 +21,7 @@ from geosr.cli.options import (
     bands_option,
     batch_size_option,
     checked,
+    consistency_option,
     device_option,
     handle_errors,
     model_option,
@@ -102,6 +103,7 @@ class _Bars:
 @tile_size_option()
 @overlap_option()
 @batch_size_option("Tiles per model call.", default=8)
+@consistency_option()
 @device_option()
 @precision_option()
 @bands_option()
@@ -122,8 +124,9 @@ class _Bars:
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, device, precision,
-            bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing, report) -> None:
+def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency, device,
+            precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing,
+            report) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -145,7 +148,7 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
         area = bbox_aoi(bbox, aoi_crs)
     options = UpscaleOptions(
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=area, value_range=value_range,
-        cog=cog, compress=compress, overwrite=overwrite,
+        cog=cog, compress=compress, overwrite=overwrite, consistency=consistency,
     )
     job = torchrun_env()
     book = None
