@@ -124,9 +124,10 @@ def load_predictor(
     path = select_model(model, scale)
     dev = resolve_device(device, local_rank)
     prec = resolve_precision(precision, dev)
-    net, card = load_generator(path, device=dev)
-    if dev.type == "cuda" or (dev.type == "cpu" and prec != "fp32"):
-        net = net.to(memory_format=torch.channels_last)
+    channels_last = dev.type == "cuda" or (dev.type == "cpu" and prec != "fp32")
+    # the weights laid out as they are converted: no second pass over them
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net, card = load_generator(path, device=dev, memory_format=fmt)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every call has the same tile shape: pick the fastest kernels once
     log.info("model %s (x%d) on %s at %s", path, card.scale, dev, prec)
