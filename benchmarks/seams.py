@@ -2,7 +2,8 @@
 
     python benchmarks/seams.py MODEL.safetensors [--tile N] [--overlap N] [--raster PATH]
 
-Upscales a 320 x 320 window from inside the scene of the raster (rasterio's RGB.byte.tif by default) with the model
+Upscales a 320 x 320 window from inside the scene of the raster (rasterio's RGB.byte.tif by default; written without
+compression, at an odd offset so that a JPEG source's 8-px blocks do not line up with the tile grid) with the model
 and prints the seam index at the tile period for the phases of the tile edges and of the blend window (1.0: no
 stronger steps there than at other phases of the same sub-pixel position). Without --tile/--overlap the model card's
 defaults are used.
@@ -38,8 +39,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         crop = Path(tmp) / "crop.tif"
         with rasterio.open(args.raster) as ds:
-            w = Window(230, 230, 320, 320)
-            profile = dict(ds.profile, width=w.width, height=w.height, transform=ds.window_transform(w))
+            # An odd offset: JPEG-compressed sources (cogeo.tif, NAIP) have 8-px block edges, which at an even
+            # offset fall on the measured phases of every tile period (a multiple of 8 input pixels here) and
+            # read as seams. The crop itself is written losslessly for the same reason.
+            w = Window(231, 231, 320, 320)
+            profile = dict(driver="GTiff", width=w.width, height=w.height, count=ds.count, dtype=ds.dtypes[0],
+                           crs=ds.crs, transform=ds.window_transform(w), nodata=ds.nodata)
             with rasterio.open(crop, "w", **profile) as d:
                 d.write(ds.read(window=w))
         upscale_raster(crop, Path(tmp) / "sr.tif", pred, UpscaleOptions(tile_size=tile, overlap=overlap))
