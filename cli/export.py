@@ -73,7 +73,8 @@ def metrics_from_report(path: Path, scale: int) -> dict:
 
 @click.command()
 @click.argument("model", metavar="MODEL")
-@output_option("The model file to write (.safetensors).", dest="out", metavar="FILE",
+@output_option("The model file to write: .safetensors (a geosr model), or .onnx (the generator as ONNX, with the "
+               "card in its metadata; needs the onnx extra).", dest="out", metavar="FILE",
                type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp16", show_default=True,
               help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).")
@@ -85,13 +86,38 @@ def metrics_from_report(path: Path, scale: int) -> dict:
 @overlap_option("Recommended overlap in input pixels, at most half the tile size [the model's; a quarter of "
                 "--tile-size when that is given].")
 @click.option("--note", "notes", multiple=True, help="A line for the card's training notes (repeatable).")
+@click.option("--opset", type=int, help="ONNX opset of a .onnx output, 18..23 [18].")
+@click.option("--deepness", is_flag=True,
+              help="A .onnx output in the form QGIS's Deepness plugin runs: input 1 x bands x TILE x TILE in [0, 1].")
+@click.option("--resolution-cm", type=float,
+              help="With --deepness: the imagery's resolution in cm per pixel, Deepness's processing resolution.")
 @overwrite_option("Replace an existing output file.")
 @verbosity_options
+@click.pass_context
 @handle_errors
 @stop_on_sigterm
-def export(model, out, dtype, name, description, report, tile_size, overlap, notes, overwrite) -> None:
-    """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics."""
+def export(ctx, model, out, dtype, name, description, report, tile_size, overlap, notes, opset, deepness,
+           resolution_cm, overwrite) -> None:
+    """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics; or,
+    to a .onnx output, its generator as ONNX (docs/onnx.md)."""
     check_output_file(out, overwrite=overwrite)
+    if out.suffix.lower() == ".onnx":
+        card_edits = {"dtype": "--dtype", "name": "--name", "description": "--description", "report": "--metrics",
+                      "notes": "--note"}
+        given = [flag for param, flag in card_edits.items()
+                 if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: not for an ONNX output; export a .safetensors model with "
+                                   "them first, then that file to .onnx")
+        from geosr.onnx import export_onnx
+
+        result = export_onnx(model, out, opset=opset, deepness=deepness, tile_size=tile_size, overlap=overlap,
+                             resolution_cm=resolution_cm, overwrite=overwrite)
+        shape = " x ".join(map(str, result.input_shape))
+        click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {result.size_bytes / 1e6:.1f} MB")
+        return
+    if opset is not None or deepness or resolution_cm is not None:
+        raise click.UsageError("--opset, --deepness and --resolution-cm are for an ONNX output (-o FILE.onnx)")
     net, card = load_generator(model)
     changes: dict = {}
     if name is not None:

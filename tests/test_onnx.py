@@ -243,3 +243,22 @@ def test_reading_a_file_that_is_not_onnx_is_a_one_line_error(tiny_model, tmp_pat
     with pytest.raises(OnnxError) as err:
         load_onnx(tmp_path / "missing.onnx")
     assert_one_line(err.value, "no such ONNX file")
+
+
+@pytest.mark.slow
+def test_geosr_export_writes_onnx_and_refuses_card_options(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    out = tmp_path / "tiny.onnx"
+    result = CliRunner().invoke(cli, ["export", str(tiny_model), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ONNX opset 18" in result.output and out.exists()
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["geosr_scale"]) == read_card(tiny_model).scale
+    result = CliRunner().invoke(cli, ["export", str(tiny_model), "-o", str(tmp_path / "b.onnx"), "--name", "x"])
+    assert result.exit_code == 2 and "--name: not for an ONNX output" in result.output
+    result = CliRunner().invoke(cli, ["export", str(tiny_model), "-o", str(tmp_path / "c.safetensors"), "--deepness"])
+    assert result.exit_code == 2 and "for an ONNX output" in result.output
+    assert not (tmp_path / "b.onnx").exists() and not (tmp_path / "c.safetensors").exists()
