@@ -127,10 +127,10 @@ def test_upscale_array_needs_little_memory_beyond_its_result(synthetic_image, mo
     """Numpy's allocations (tracemalloc) beyond the result: strips of tile rows, so 4x the rows add little."""
     import tracemalloc
 
-    geosr.upscale_array(synthetic_image(3, 96, 256), model=model)  # warm caches (the consistency operators)
     extra = []
     for height in (96, 384):
         data = synthetic_image(3, height, 256, seed=9, dtype=np.uint16, lo=0, hi=5000)
+        geosr.upscale_array(data, model=model, nodata=0)  # warm caches (the consistency operators of its windows)
         tracemalloc.start()
         try:
             out = geosr.upscale_array(data, model=model, nodata=0)
