@@ -32,7 +32,7 @@ import rasterio
 import torch
 
 from geosr.checkpoint import ModelCard, default_overlap
-from geosr.consistency import degrade, project_rows
+from geosr.consistency import project_rows, residual
 from geosr.datasets import REMEDY, ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
 from geosr.metrics import psnr, ssim
@@ -219,7 +219,7 @@ def evaluate_images(
             sr255 = pair.to_255(sr)
             res.psnr = float(psnr(sr255, hr255, crop=scale))
             res.ssim = float(ssim(sr255, hr255, crop=scale))
-            res.residual = float(np.abs(degrade(sr.numpy(), scale) - pair.lr.numpy()).mean())
+            res.residual = residual(sr.numpy(), pair.lr.numpy(), scale)
         results.append(res)
         if on_image is not None:
             on_image(res, Outputs(pair, bic, sr))

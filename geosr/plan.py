@@ -23,10 +23,10 @@ from geosr import __version__
 from geosr.aoi import aoi_window
 from geosr.checkpoint import ModelCard
 from geosr.consistency import DEFAULT_HALO as CONSISTENCY_HALO
-from geosr.errors import GeosrError, ModelFileError, OptionError, RasterError
+from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import PANEL_STEP, UpscaleOptions
 from geosr.predictor import Predictor
-from geosr.radiometry import Radiometry, compute_radiometry, valid_mask
+from geosr.radiometry import Radiometry
 from geosr.raster import (
     OutputSpec,
     alpha_bands,
@@ -38,7 +38,7 @@ from geosr.raster import (
     has_masks,
     output_nodata,
     output_spec,
-    read_decimated,
+    raster_radiometry,
 )
 from geosr.tiling import TileGrid, tiling_problem
 
@@ -196,14 +196,7 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     else:
         out = proc = Window(0, 0, ds.width, ds.height)
 
-    sample, sample_masks = read_decimated(ds, src, colour, masks)
-    valid = valid_mask(sample, sample_masks)
-    if not valid.any():
-        log.warning("%s: no valid pixel found in a decimated read; the raster may be all nodata", src)
-    try:
-        radiometry = compute_radiometry(sample, valid, dtype, options.value_range)
-    except ValueError as exc:
-        raise GeosrError(f"{src}: {exc} (--value-range)", option="--value-range") from None
+    radiometry = raster_radiometry(ds, src, colour, options.value_range)
     if options.value_range is not None and dtype == "uint8":
         log.info("%s: uint8 always maps 0..255; --value-range is ignored", src)
 

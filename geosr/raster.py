@@ -322,13 +322,19 @@ def raster_radiometry(
     """The global mapping of ``bands`` of a raster to the model's range (``geosr.radiometry``): from the valid pixels
     of a decimated read, or from ``value_range``. The same for upscale, evaluation and training.
 
-    Raises ``error`` naming the file for a damaged file or an empty ``value_range``.
+    Logs a warning when the sample holds no valid pixel. Raises ``error`` naming the file for a damaged file, and
+    GeosrError naming --value-range for an unusable ``value_range``.
     """
     dtype = ds.dtypes[bands[0] - 1]
     sample, sample_masks = read_decimated(ds, path, bands, has_masks(ds, bands), error=error, remedy=remedy)
+    valid = valid_mask(sample, sample_masks)
+    if not valid.any():
+        log.warning("%s: no valid pixel found in a decimated read; the raster may be all nodata", path)
     try:
-        return compute_radiometry(sample, valid_mask(sample, sample_masks), dtype, value_range)
+        return compute_radiometry(sample, valid, dtype, value_range)
     except ValueError as exc:
+        if value_range is not None:
+            raise GeosrError(f"{path}: {exc} (--value-range)", option="--value-range") from None
         raise error(f"{path}: {exc}") from None
 
 
