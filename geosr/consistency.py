@@ -105,8 +105,9 @@ class RowStream:
 
     Rows come in ``push`` calls of whole input rows: ``scale * k`` output rows with the ``k`` input rows under them
     (all columns of the panel being processed), from the image's first row on. The image is corrected in fixed blocks
-    of ``block`` input rows, each by a projection over a window reaching ``halo`` input rows beyond it on each side
-    (or to the image's edge). The windows depend only on the block size, the halo and the image's height, never on
+    of ``block`` input rows (and of as many columns), each by a projection over a window reaching ``halo`` input
+    pixels beyond it on each side (or to the image's edge), so that memory and work grow linearly with the width.
+    The windows depend only on the block size, the halo and the image's size, never on
     how the rows were pushed: an image pushed whole and one pushed in strips give the same values, bit for bit.
     ``push`` returns the output rows of the blocks it completed (possibly none), ``finish`` the rest; the rows
     returned, in order, cover every pushed row once.
@@ -169,9 +170,9 @@ class RowStream:
             b1 = min(b0 + self.block, until) if final else b0 + self.block
             w0 = max(0, b0 - self.halo) - self._start  # the block's window, in buffer rows
             w1 = min(self._rows, b1 + self.halo) - self._start
-            out = project(
+            out = _project_columns(
                 hr[:, s * w0 : s * w1], lr[:, w0:w1], s, None if valid is None else valid[:, w0:w1],
-                self.iterations, self.value_range,
+                self.iterations, self.value_range, self.block, self.halo,
             )
             first = b0 - self._start - w0
             parts.append(out[:, s * first : s * (first + b1 - b0)])
@@ -182,6 +183,26 @@ class RowStream:
         self._valid = [None if valid is None else valid[:, keep:]]
         self._start += keep
         return np.concatenate(parts, axis=1)
+
+
+def _project_columns(
+    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None, iterations: int,
+    value_range: tuple[float, float] | None, block: int, halo: int,
+) -> np.ndarray:
+    """``project`` of a block of rows in blocks of ``block`` input columns, each over a window reaching ``halo``
+    columns beyond it: the operators stay (block + 2 halo) wide, so memory and work grow linearly with the width."""
+    s = scale
+    w = lr.shape[2]
+    if w <= block + 2 * halo:
+        return project(hr, lr, s, valid, iterations, value_range)
+    out = np.empty(hr.shape, np.float32)
+    for c0 in range(0, w, block):
+        c1 = min(c0 + block, w)
+        a, b = max(0, c0 - halo), min(w, c1 + halo)
+        part = project(hr[:, :, s * a : s * b], lr[:, :, a:b], s, None if valid is None else valid[:, :, a:b],
+                       iterations, value_range)
+        out[:, :, s * c0 : s * c1] = part[:, :, s * (c0 - a) : s * (c1 - a)]
+    return out
 
 
 def project_rows(
