@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 
 import numpy as np
@@ -26,6 +28,20 @@ def test_ucmerced_layout_splits_by_number(scene_folder):
     assert {it.name for it in val.items} == {"fields50", "fields51", "roofs50", "roofs51"}
     assert len(find_images(scene_folder, "test")) == 0
     assert len(find_images(scene_folder, "all")) == 24
+
+
+def test_a_folder_given_through_dot_dot_or_a_hidden_folder_is_searched(scene_folder, tmp_path, monkeypatch):
+    """Hidden files and folders are skipped below the data folder only: ``../data`` and ``~/.cache/x`` hold images."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    relative = os.path.relpath(scene_folder, work)
+    assert relative.startswith("..")
+    assert len(find_images(relative, "val")) == 4
+    hidden = tmp_path / ".cache" / "scenes"
+    shutil.copytree(scene_folder, hidden)
+    (hidden / "fields" / ".fields52.tif").write_bytes((hidden / "fields" / "fields50.tif").read_bytes())
+    assert len(find_images(hidden, "val")) == 4
 
 
 def test_class_folders_and_flat_folders(tmp_path):
