@@ -8,24 +8,37 @@ on CUDA GPUs that support it and on CPUs with AMX or AVX-512-BF16, fp32 elsewher
 
 Under torchrun, ``torchrun_env()`` reads this process's place in the job (RANK, WORLD_SIZE, LOCAL_RANK,
 LOCAL_WORLD_SIZE): ``geosr upscale`` shares the files out by rank, ``geosr train`` joins a process group.
+
+Importing this module does not import PyTorch (the functions that need it do): the command line's options take their
+choices and checks from here while ``geosr --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import re
 from pathlib import Path
-from typing import Mapping, NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, Iterable, Mapping, NamedTuple
 
 from geosr.errors import GeosrError, OptionError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("geosr.device")
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# The CPU features (as /proc/cpuinfo names them) that compute bf16 natively; without one of them PyTorch runs bf16
+# convolutions in reference kernels, 10-60x slower than fp32.
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+SLOW_BF16_WARNING = ("--precision bf16 on a CPU without native bf16 (it lacks AMX and AVX512-BF16): bf16 convolutions "
+                     "run in slow reference kernels, often 10x or more slower than fp32; use --precision fp32 or auto")
+_warned_slow_bf16 = False  # SLOW_BF16_WARNING is logged once per process
 
 
 class DeviceError(GeosrError, ValueError):
@@ -50,6 +63,8 @@ def check_precision(precision: str) -> str:
 
 
 def _mps_available() -> bool:
+    import torch
+
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
@@ -58,6 +73,8 @@ def resolve_device(spec: str | None = "auto", local_rank: int | None = None) -> 
 
     Raises OptionError for a spec that names no kind of device, DeviceError for a device this machine lacks.
     """
+    import torch
+
     spec = check_device_spec(spec)
     cuda = torch.cuda.is_available()
     if spec == "auto":
@@ -81,40 +98,63 @@ def resolve_device(spec: str | None = "auto", local_rank: int | None = None) -> 
     return torch.device("cuda", index)
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX tiles or AVX-512-BF16)."""
+def read_cpu_flags(path: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The CPU's feature flags as Linux's /proc/cpuinfo lists them ('flags' on x86, 'Features' on ARM), None where
+    the file is missing or lists none (another system)."""
     try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:  # a torch without the probes: read the flags
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return None
+
+
+def cpu_supports_bf16(flags: Iterable[str] | None = None) -> bool:
+    """Whether the CPU computes bf16 natively: AMX (amx_bf16) or AVX512-BF16 (avx512_bf16). The one test behind
+    ``--precision auto`` on the CPU (bf16 only here) and the warning for an explicit bf16 elsewhere.
+
+    flags: the CPU's feature flags as /proc/cpuinfo names them (another CPU's, in tests); None asks PyTorch's probes
+    for this CPU, or reads /proc/cpuinfo with a PyTorch that lacks them.
+    """
+    if flags is None:
+        import torch
+
         try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return "amx_bf16" in flags or "avx512_bf16" in flags
+            return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+        except AttributeError:  # a torch without the probes: read the flags
+            flags = read_cpu_flags() or ()
+    return not NATIVE_BF16_FLAGS.isdisjoint(flags)
 
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (bf16 matrix units)."""
+    import torch
+
     try:
         return bool(torch.cpu._is_amx_tile_supported())
     except AttributeError:
-        try:
-            return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
+        return "amx_bf16" in (read_cpu_flags() or ())
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, *, cpu_flags: Iterable[str] | None = None) -> str:
     """The concrete precision ('fp32', 'bf16' or 'fp16') for ``precision`` on ``device``.
 
+    On a CPU without native bf16 (cpu_supports_bf16), 'auto' is fp32 and an explicit 'bf16' stays bf16 (as asked) but
+    logs SLOW_BF16_WARNING, once per process. cpu_flags: the CPU's feature flags for that test (None: this CPU's).
     Raises OptionError for a name that is no precision, DeviceError for one that ``device`` cannot compute in.
     """
+    import torch
+
+    global _warned_slow_bf16
     precision = check_precision(precision)
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         if device.type == "cpu":
-            return "bf16" if cpu_supports_bf16() else "fp32"
+            return "bf16" if cpu_supports_bf16(cpu_flags) else "fp32"
         return "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise DeviceError("--precision fp16 needs a GPU; on the CPU use bf16 (fast with AMX) or fp32",
@@ -124,11 +164,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
                           option="--precision")
     if precision == "bf16" and device.type == "mps":
         raise DeviceError("--precision bf16 is not available on MPS; use fp16 or fp32", option="--precision")
+    if precision == "bf16" and device.type == "cpu" and not _warned_slow_bf16 and not cpu_supports_bf16(cpu_flags):
+        _warned_slow_bf16 = True
+        log.warning(SLOW_BF16_WARNING)
     return precision
 
 
 def autocast(device: torch.device, precision: str):
     """The autocast context for a concrete precision (a no-op context for fp32)."""
+    import torch
+
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -137,6 +182,8 @@ def autocast(device: torch.device, precision: str):
 
 def describe_hardware(device: torch.device) -> str:
     """The device in words for provenance, e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: x86_64, 16 threads, AMX'."""
+    import torch
+
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
+import geosr.device
 from geosr.device import (
+    NATIVE_BF16_FLAGS,
     DeviceError,
     Torchrun,
     check_device_spec,
     check_precision,
     cpu_supports_bf16,
+    read_cpu_flags,
     resolve_device,
     resolve_precision,
     torchrun_env,
@@ -65,6 +70,94 @@ def test_a_device_this_machine_lacks_is_a_device_error_not_a_usage_error():
     with pytest.raises(DeviceError, match="fp16 needs a GPU") as info:
         resolve_precision("fp16", torch.device("cpu"))
     assert info.value.option == "--precision" and not isinstance(info.value, OptionError)
+
+
+# --- bf16 on CPUs without native bf16 -----------------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+AVX2_ONLY = frozenset({"fpu", "sse4_2", "avx", "avx2", "fma", "f16c"})  # a laptop or a cloud VM of a few years ago
+AVX512_BF16 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512_bf16"}  # Cooper Lake, Zen 4
+AMX = AVX512_BF16 | {"amx_tile", "amx_bf16", "amx_int8"}  # Sapphire Rapids and later
+THIS_CPU = read_cpu_flags()
+
+
+@pytest.fixture
+def slow_bf16_warnings(monkeypatch, caplog):
+    """The slow-bf16 warnings logged during the test (the once-per-process mark cleared first)."""
+    monkeypatch.setattr(geosr.device, "_warned_slow_bf16", False)
+    caplog.set_level(logging.WARNING, logger="geosr")
+    return lambda: [r for r in caplog.records if r.name == "geosr.device" and r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("flags, native", [(AVX2_ONLY, False), (AVX512_BF16, True), (AMX, True), ((), False),
+                                           ({"amx_tile", "avx512f"}, False), ({"bf16", "asimd"}, False)])
+def test_native_bf16_means_amx_or_avx512_bf16(flags, native):
+    assert cpu_supports_bf16(flags) is native
+
+
+def test_an_explicit_bf16_on_a_cpu_without_native_bf16_warns_once_and_still_runs_bf16(slow_bf16_warnings):
+    for _ in range(3):  # upscale's model, train's --precision and --val-precision: still one warning
+        assert resolve_precision("bf16", CPU, cpu_flags=AVX2_ONLY) == "bf16"
+    (record,) = slow_bf16_warnings()
+    message = record.getMessage()
+    assert "\n" not in message
+    assert "without native bf16" in message
+    assert "AMX" in message and "AVX512-BF16" in message and "reference kernels" in message  # the reason
+    assert "--precision fp32 or auto" in message  # the remedy
+
+
+@pytest.mark.parametrize("precision, flags", [("bf16", AMX), ("bf16", AVX512_BF16), ("fp32", AVX2_ONLY),
+                                              ("auto", AVX2_ONLY), ("auto", AMX)])
+def test_no_warning_on_a_native_cpu_nor_for_fp32_or_auto(precision, flags, slow_bf16_warnings):
+    expected = "bf16" if precision == "bf16" or (precision == "auto" and flags != AVX2_ONLY) else "fp32"
+    assert resolve_precision(precision, CPU, cpu_flags=flags) == expected
+    assert slow_bf16_warnings() == []
+
+
+def test_auto_takes_fp32_exactly_where_bf16_would_warn(slow_bf16_warnings):
+    """One test of the CPU decides both: auto's choice and the warning."""
+    for flags in (AVX2_ONLY, AVX512_BF16, AMX, ()):
+        geosr.device._warned_slow_bf16 = False
+        auto = resolve_precision("auto", CPU, cpu_flags=flags)
+        before = len(slow_bf16_warnings())
+        resolve_precision("bf16", CPU, cpu_flags=flags)
+        warned = len(slow_bf16_warnings()) > before
+        assert (auto == "fp32") is warned is (not cpu_supports_bf16(flags)), sorted(flags)
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert read_cpu_flags(x86) == {"fpu", "avx2", "amx_bf16"}
+    assert read_cpu_flags(arm) == {"fp", "asimd", "bf16"}
+    assert read_cpu_flags(tmp_path / "missing") is None
+
+
+@pytest.mark.skipif(not THIS_CPU or "avx" not in THIS_CPU, reason="no x86 flags in /proc/cpuinfo here")
+def test_this_cpu_is_judged_as_its_flags_say():
+    """PyTorch's probes (what cpu_supports_bf16() asks) agree with /proc/cpuinfo, whichever CPU runs the tests."""
+    assert cpu_supports_bf16() == cpu_supports_bf16(THIS_CPU)
+
+
+@pytest.mark.skipif(NATIVE_BF16_FLAGS.isdisjoint(THIS_CPU or ()),
+                    reason="this CPU lists neither amx_bf16 nor avx512_bf16 in /proc/cpuinfo")
+def test_this_cpu_has_native_bf16(slow_bf16_warnings):
+    assert cpu_supports_bf16()
+    assert resolve_precision("auto", CPU) == "bf16"
+    assert resolve_precision("bf16", CPU) == "bf16"
+    assert slow_bf16_warnings() == []
+
+
+def test_importing_geosr_device_leaves_torch_alone():
+    """The command line takes its device and precision choices from geosr.device before any command runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, geosr.device; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")

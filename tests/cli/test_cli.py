@@ -59,3 +59,32 @@ def test_info_refuses_a_pickle_with_one_line(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "weights.pth" in lines[0]
     assert "Traceback" not in result.output
+
+
+# A process that sees a CPU without native bf16 (PyTorch's probes say no AMX and no AVX512-BF16), then runs geosr.
+AVX2_ONLY_GEOSR = """
+import sys
+import torch
+torch.cpu._is_amx_tile_supported = lambda: False
+torch.cpu._is_avx512_bf16_supported = lambda: False
+from geosr.cli.main import main
+sys.argv = ["geosr", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("precision, warned", [("bf16", True), ("fp32", False), ("auto", False)])
+def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_one_warning_line(precision, warned, tiny_model, rgb_tif,
+                                                                          tmp_path):
+    out = tmp_path / f"{precision}.tif"
+    result = subprocess.run([sys.executable, "-c", AVX2_ONLY_GEOSR, "upscale", str(rgb_tif), "-o", str(out),
+                             "--model", str(tiny_model), "--device", "cpu", "--precision", precision],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()  # bf16 still runs: the user asked for it
+    warnings = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("WARNING:")]
+    if warned:
+        (line,) = warnings
+        assert "AVX512-BF16" in line and "--precision fp32 or auto" in line
+    else:
+        assert warnings == [], result.stderr
