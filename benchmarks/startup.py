@@ -1,7 +1,7 @@
 """Start-up cost of geosr, each figure from a fresh Python process: source trees compared in interleaved rounds.
 
     python benchmarks/startup.py --tree before=/tmp/geosr-before --tree after=. [--rounds 5]
-    python benchmarks/startup.py --profile [--tree after=.]      # where the start-up of `geosr upscale` goes
+    python benchmarks/startup.py --profile [--tree before=/tmp/geosr-before --tree after=.] [--rounds 5]
 
 Each measure starts a new process (``python benchmarks/startup.py --child ...``) that imports geosr from the named
 tree only (the tree first on sys.path, and ``geosr.cli`` / ``geosr.training`` mapped to its ``cli/`` and
@@ -15,32 +15,37 @@ tree only (the tree first on sys.path, and ``geosr.cli`` / ``geosr.training`` ma
                  defaults: ``import geosr.cli.main``, ``load_predictor()``, ``upscale_raster(..., progress=...)``
     cli          the whole ``geosr upscale IN -o OUT -q`` on that raster, process start to exit
     version      ``geosr --version``, process start to exit: a command that needs neither PyTorch nor a raster
+    help         ``geosr --help``, process start to exit
+    upscale-help ``geosr upscale --help``, process start to exit
 
 Rounds alternate the trees (and which goes first) so that drift in the machine's load falls on all of them; medians
 go to benchmarks/results/startup.json with every raw figure and the load average seen at each round. Timings are
 noisy on a shared machine: compare medians of several rounds, never one run.
 
-``--profile`` runs ``import geosr.cli.main`` from the first tree under ``python -X importtime`` and reports the largest
-imports by cumulative time, and for each heavy third-party package the geosr module whose import first pulls it in:
-the candidates for a lazy import.
+``--profile`` runs ``import geosr.cli.main`` from each tree under ``python -X importtime`` and reports the largest
+imports by cumulative time, and for each heavy third-party package the geosr module whose import first pulls it in
+(the candidates for a lazy import); then it times the commands that should not need PyTorch (``geosr --help``,
+``geosr upscale --help``, ``geosr --version``) in interleaved rounds, with the heavy packages each one loaded. Both go
+to benchmarks/results/startup_imports.json. (The child processes run this script, whose own imports are few: json,
+pathlib and importlib's finders; they add the same few milliseconds to every tree.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+# argparse, platform, statistics, subprocess and tempfile are imported where the parent uses them: the child processes,
+# whose start-up is measured, import only what they need.
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = ("degan-x2", "degan-x4", "degan-x4-gan")
 HEAVY = ("torch", "rasterio", "numpy", "shapely", "safetensors", "click", "tqdm", "affine", "pyproj", "scipy")
+NO_TORCH = ("version", "help", "upscale-help")  # commands that need neither PyTorch nor a raster
+ARGS = {"version": ["--version"], "help": ["--help"], "upscale-help": ["upscale", "--help"]}
 
 
 # --- the child: one measure in a fresh process --------------------------------------------------------------------
@@ -112,7 +117,7 @@ def child(kind: str, root: Path, t0: float, args: list[str]) -> dict:
         upscale_raster(src, dst, predictor, progress=progress)
         result["first_tile_s"] = stamps[0]
         result["done_s"] = time.time() - t0
-    elif kind in ("cli", "version"):
+    elif kind == "cli" or kind in NO_TORCH:
         import geosr.cli.main
 
         sys.argv = ["geosr", *args]
@@ -124,9 +129,9 @@ def child(kind: str, root: Path, t0: float, args: list[str]) -> dict:
         result["done_s"] = time.time() - t0
     else:
         raise ValueError(f"unknown measure {kind!r}")
-    import torch
-
-    result["torch_threads"] = torch.get_num_threads()
+    result["loaded"] = [name for name in HEAVY if name in sys.modules]
+    torch = sys.modules.get("torch")  # never imported here: a command that needs no torch is timed without it
+    result["torch_threads"] = torch.get_num_threads() if torch is not None else None
     result["foreign"] = _foreign_modules(root)
     return result
 
@@ -135,6 +140,8 @@ def child(kind: str, root: Path, t0: float, args: list[str]) -> dict:
 
 
 def run_child(kind: str, root: Path, args: list[str] = ()) -> dict:
+    import subprocess
+
     script = str(Path(__file__).resolve())
     t0 = time.time()
     proc = subprocess.run([sys.executable, script, "--child", kind, str(root), repr(t0), *args],
@@ -167,6 +174,8 @@ def make_raster(path: Path, size: int = 64) -> Path:
 
 
 def tree_info(root: Path) -> dict:
+    import subprocess
+
     def git(*args):
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout.strip()
 
@@ -175,7 +184,7 @@ def tree_info(root: Path) -> dict:
 
 
 def measures(models: tuple[str, ...]) -> list[str]:
-    return ["import", "version", *(f"load:{m}" for m in models), "first-tile", "cli"]
+    return ["import", *NO_TORCH, *(f"load:{m}" for m in models), "first-tile", "cli"]
 
 
 def headline(kind: str, r: dict) -> dict[str, float]:
@@ -187,14 +196,14 @@ def headline(kind: str, r: dict) -> dict[str, float]:
     if kind == "first-tile":
         return {"start to CLI imported": r["imported_s"], "start to model loaded": r["loaded_s"],
                 "start to first tiles": r["first_tile_s"], "start to output written": r["done_s"]}
-    if kind == "version":
-        return {"geosr --version, start to exit": r["process_s"]}
+    if kind in NO_TORCH:
+        return {f"geosr {' '.join(ARGS[kind])}, start to exit": r["process_s"]}
     return {"geosr upscale, start to exit": r["process_s"]}
 
 
-def _rounds(trees: dict[str, Path], rounds: int, models: tuple[str, ...], work: Path):
+def _rounds(trees: dict[str, Path], rounds: int, kinds: list[str], work: Path):
     """Every measure of every tree, ``rounds`` times: (raw figures, load average per round, torch threads)."""
-    src = make_raster(work / "tile.tif")
+    src = make_raster(work / "tile.tif") if {"first-tile", "cli"} & set(kinds) else None
     raw: list[dict] = []
     loads: list[list[float]] = []
     threads = None
@@ -203,7 +212,7 @@ def _rounds(trees: dict[str, Path], rounds: int, models: tuple[str, ...], work: 
         order = labels[rnd % len(labels):] + labels[: rnd % len(labels)]  # who goes first alternates
         load = os.getloadavg()
         loads.append([round(x, 2) for x in load])
-        for kind in measures(models):
+        for kind in kinds:
             for label in order:
                 args: list[str] = []
                 dst = work / f"{label}-{rnd}-{kind}.tif"
@@ -211,21 +220,29 @@ def _rounds(trees: dict[str, Path], rounds: int, models: tuple[str, ...], work: 
                     args = [str(src), str(dst)]
                 elif kind == "cli":
                     args = ["upscale", str(src), "-o", str(dst), "-q"]
-                elif kind == "version":
-                    args = ["--version"]
+                elif kind in NO_TORCH:
+                    args = ARGS[kind]
                 r = run_child(kind, trees[label], args)
                 for name, value in headline(kind, r).items():
                     raw.append({"round": rnd, "tree": label, "measure": name, "seconds": round(value, 4)})
                 if kind == "first-tile":
                     raw.append({"round": rnd, "tree": label, "measure": "precision", "value": r["precision"]})
-                threads = r["torch_threads"]
+                if kind in NO_TORCH:
+                    raw.append({"round": rnd, "tree": label, "measure": f"loaded by geosr {' '.join(ARGS[kind])}",
+                                "value": r["loaded"]})
+                threads = r["torch_threads"] if r["torch_threads"] is not None else threads
         print(f"round {rnd + 1}/{rounds} done, load average {load[0]:.2f}", file=sys.stderr, flush=True)
     return raw, loads, threads
 
 
-def compare(trees: dict[str, Path], rounds: int, models: tuple[str, ...], out: Path) -> dict:
+def _timed(trees: dict[str, Path], rounds: int, kinds: list[str]) -> dict:
+    """The measures ``kinds`` of every tree in interleaved rounds: medians, spreads, paired differences, raw figures."""
+    import platform
+    import statistics
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="geosr-startup-") as work:
-        raw, loads, threads = _rounds(trees, rounds, models, Path(work))
+        raw, loads, threads = _rounds(trees, rounds, kinds, Path(work))
     labels = list(trees)
     names = list(dict.fromkeys(x["measure"] for x in raw if "seconds" in x))
     medians = {name: {label: statistics.median(x["seconds"] for x in raw if x["measure"] == name and x["tree"] == label)
@@ -239,19 +256,35 @@ def compare(trees: dict[str, Path], rounds: int, models: tuple[str, ...], out: P
         by = {(x["measure"], x["tree"], x["round"]): x["seconds"] for x in raw if "seconds" in x}
         paired = {name: statistics.median(by[name, first, r] - by[name, last, r] for r in range(rounds))
                   for name in names}
-    report = {
-        "what": "seconds, medians over rounds, each figure from a fresh process; median_paired_difference: the "
-                "first tree's figure minus the second's in the same round; see benchmarks/startup.py",
+    loaded = {}  # the heavy packages each command loaded, per tree (the same in every round, or each round's)
+    for x in raw:
+        if x["measure"].startswith("loaded by "):
+            seen = loaded.setdefault(x["measure"][len("loaded by "):], {}).setdefault(x["tree"], [])
+            if x["value"] not in seen:
+                seen.append(x["value"])
+    return {
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "torch_threads": threads, "load_average_at_rounds": loads,
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
-        "raster": "64 x 64, 3 bands, uint8, x4 with the bundled default model (CLI defaults)",
         "trees": {label: tree_info(root) for label, root in trees.items()},
         "rounds": rounds,
         "medians": medians,
         "min_max": spread,
         "median_paired_difference": paired,
+        "heavy_packages_loaded": {cmd: {label: v[0] if len(v) == 1 else v for label, v in by_tree.items()}
+                                  for cmd, by_tree in loaded.items()},
         "raw": raw,
+    }
+
+
+def compare(trees: dict[str, Path], rounds: int, models: tuple[str, ...], out: Path) -> dict:
+    timed = _timed(trees, rounds, measures(models))
+    labels = list(trees)
+    report = {
+        "what": "seconds, medians over rounds, each figure from a fresh process; median_paired_difference: the "
+                "first tree's figure minus the second's in the same round; see benchmarks/startup.py",
+        "raster": "64 x 64, 3 bands, uint8, x4 with the bundled default model (CLI defaults)",
+        **timed,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
@@ -266,6 +299,8 @@ def _cpu_name() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    import platform
+
     return platform.processor()
 
 
@@ -291,6 +326,8 @@ def print_table(report: dict, labels: list[str]) -> None:
 def profile(root: Path, top: int = 25) -> dict:
     """Parse ``-X importtime`` of ``import geosr.cli.main`` run in ``root``: the biggest imports and who pulls each
     heavy package in."""
+    import subprocess
+
     cmd = [sys.executable, "-X", "importtime", str(Path(__file__).resolve()), "--child", "import", str(root),
            repr(time.time())]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -323,7 +360,7 @@ def profile(root: Path, top: int = 25) -> dict:
             j = parents[j]
         return chain
 
-    total = sum(r[3] for r in rows if r[0] == 1)
+    total = sum(r[3] for r in rows if r[0] == 1 and (r[1] == "geosr" or r[1].startswith("geosr.")))
     pulled = {}
     for i, (depth, name, _, cum) in enumerate(rows):
         if name in HEAVY and name not in pulled:
@@ -346,6 +383,8 @@ def profile(root: Path, top: int = 25) -> dict:
 def print_profile(p: dict) -> None:
     print(f"import geosr.cli.main in {p['tree']['root']} ({p['tree']['commit'][:7]}): {p['total_seconds']:.2f} s "
           f"(-X importtime, cumulative; load average {p['load_average'][0]:.1f})")
+    if not p["heavy_packages"]:
+        print("no heavy package is imported")
     print("heavy packages, cumulative seconds, and the geosr import chain that first pulls each in:")
     for name, info in p["heavy_packages"].items():
         chain = " -> ".join(info["first_importer_chain"]) or "(not via geosr)"
@@ -358,18 +397,48 @@ def print_profile(p: dict) -> None:
 # --- command line ----------------------------------------------------------------------------------------------------
 
 
+def profile_and_help(trees: dict[str, Path], rounds: int, out: Path) -> dict:
+    """``--profile``: the import profile of each tree, and the commands that need no torch timed in rounds."""
+    profiles = {}
+    for label, root in trees.items():
+        profiles[label] = profile(root)
+        print(f"[{label}] ", end="")
+        print_profile(profiles[label])
+    timed = _timed(trees, rounds, list(NO_TORCH))
+    report = {
+        "what": "profiles: -X importtime of `import geosr.cli.main` per tree (total_seconds: the geosr imports, "
+                "cumulative); help: `geosr --help`, `geosr upscale --help` and `geosr --version`, process start to "
+                "exit, seconds, medians over interleaved rounds, each from a fresh process, with the heavy packages "
+                "each one loaded; see benchmarks/startup.py",
+        "command": "python benchmarks/startup.py --profile " + " ".join(f"--tree {k}={v}" for k, v in trees.items())
+                   + f" --rounds {rounds}",
+        "profiles": profiles,
+        "help": timed,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print_table(timed, list(trees))
+    for cmd, by_tree in timed["heavy_packages_loaded"].items():
+        print(f"loaded by {cmd}: " + "; ".join(f"{label}: {', '.join(v) or 'none'}" for label, v in
+                                                     by_tree.items()))
+    return report
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, root, t0, *rest = sys.argv[2:]
         print(json.dumps(child(kind, Path(root).resolve(), float(t0), rest)))
         return
+    import argparse
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tree", action="append", metavar="LABEL=PATH",
                    help="a source tree to measure (repeatable); default: this checkout as 'here'")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--models", default=",".join(BUNDLED), help="bundled models to time load_generator on")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "startup.json")
-    p.add_argument("--profile", action="store_true", help="where the import time goes, in the first tree")
+    p.add_argument("--profile", action="store_true",
+                   help="where the import time goes, in each tree, and the times of --help and --version")
     args = p.parse_args()
     trees = {}
     for spec in args.tree or [f"here={REPO}"]:
@@ -378,10 +447,8 @@ def main() -> None:
             p.error(f"--tree {spec!r}: expected LABEL=PATH to a geosr source tree")
         trees[label] = Path(path).resolve()
     if args.profile:
-        result = profile(next(iter(trees.values())))
-        print_profile(result)
         out = args.out.with_name("startup_imports.json") if args.out.name == "startup.json" else args.out
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        profile_and_help(trees, args.rounds, out)
         return
     compare(trees, args.rounds, tuple(m for m in args.models.split(",") if m), args.out)
 

@@ -15,9 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
-import torch
 
-from geosr.checkpoint import default_overlap, load_generator, save_generator
 from geosr.cli.options import (
     handle_errors,
     stop_on_sigterm,
@@ -28,9 +26,8 @@ from geosr.cli.options import (
     verbosity_options,
 )
 from geosr.errors import GeosrError
-from geosr.raster import check_output_file
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # --dtype: the torch dtype's name
 
 
 class ExportError(GeosrError):
@@ -100,6 +97,8 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
            resolution_cm, overwrite) -> None:
     """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics; or,
     to a .onnx output, its generator as ONNX (docs/onnx.md)."""
+    from geosr.raster import check_output_file
+
     check_output_file(out, overwrite=overwrite)
     if out.suffix.lower() == ".onnx":
         card_edits = {"dtype": "--dtype", "name": "--name", "description": "--description", "report": "--metrics",
@@ -118,6 +117,10 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
         return
     if opset is not None or deepness or resolution_cm is not None:
         raise click.UsageError("--opset, --deepness and --resolution-cm are for an ONNX output (-o FILE.onnx)")
+    import torch
+
+    from geosr.checkpoint import default_overlap, load_generator, save_generator
+
     net, card = load_generator(model)
     changes: dict = {}
     if name is not None:
@@ -136,7 +139,7 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
         changes["training"] = {**card.training, "notes": [*card.training.get("notes", []), *notes]}
     card = replace(card, **changes)
     card.validate(str(out))
-    target = DTYPES[dtype]
+    target = getattr(torch, DTYPES[dtype])
     if target != torch.float32:
         limit = torch.finfo(target).max
         for key, value in net.state_dict().items():

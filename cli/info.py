@@ -7,12 +7,13 @@ import math
 
 import click
 
-from geosr.checkpoint import bundled_models, default_model_name, expected_shapes, read_card
 from geosr.cli.options import handle_errors, verbosity_options
 
 
 def format_card(card, path: str) -> str:
     """A readable, multi-line description of a model card."""
+    from geosr.checkpoint import expected_shapes
+
     cfg = card.config
     lines = [
         f"model file   {path}",
@@ -47,6 +48,8 @@ def info(model: str | None, as_json: bool) -> None:
     Only the file's header is read, and the weights it lists are checked against the card: no weight is loaded and no
     model is built.
     """
+    from geosr.checkpoint import bundled_models, default_model_name, read_card
+
     if model is None:
         models = bundled_models()
         if as_json:

@@ -8,12 +8,18 @@ of an option (``-o`` is an output file, folder or run folder); its names and its
 
 Library errors (GeosrError) become one-line click errors in ``handle_errors``: an ``OptionError`` a usage error on the
 option it names (exit 2), every other one exit 1; with -v the traceback is logged too.
+
+Start-up: the command line imports neither PyTorch nor rasterio before a command runs, so that ``geosr --help``,
+``geosr upscale --help`` and a usage error come back at once. The commands import the library inside their bodies; a
+check from a module that pulls them in is called through ``lazy``; and the few choices owned by such modules are
+copied here as constants (SCALES, COMPRESSIONS), which tests/cli/test_startup.py compares with their owners.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import logging
 import signal
 import threading
@@ -22,13 +28,34 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from geosr.device import DEVICES, PRECISIONS, check_device_spec
+from geosr.device import DEVICES, PRECISIONS, check_device_spec  # geosr.device imports torch only when it needs it
 from geosr.errors import GeosrError, OptionError, one_line
-from geosr.models.generator import SCALES
-from geosr.options import check_band_numbers, check_batch_size, check_tiling
 from geosr.tiling import MAX_TILE, MIN_TILE
 
 log = logging.getLogger("geosr")
+
+# geosr.models.generator.SCALES (that module imports torch) and geosr.raster.COMPRESSIONS (it imports rasterio), for
+# the choices of --scale and --compress; tests/cli/test_startup.py checks that they agree.
+SCALES = (2, 3, 4)
+COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
+
+
+def lazy(module: str, name: str) -> Callable:
+    """The function ``name`` of ``module``, imported at its first call: a library rule from a module that imports
+    rasterio or torch, kept out of the command line's import (and so out of --help)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{module}.{name}, imported when first called."
+    return call
+
+
+# the rules of geosr.options (which imports geosr.aoi and geosr.raster, and so rasterio)
+check_band_numbers = lazy("geosr.options", "check_band_numbers")
+check_batch_size = lazy("geosr.options", "check_batch_size")
+check_tiling = lazy("geosr.options", "check_tiling")
 
 
 # --- logging ------------------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""`geosr train`: train DEGAN from a TOML config and/or command-line settings; resume a run."""
+"""`geosr train`: train DEGAN from a TOML config and/or command-line settings; resume a run.
+
+Its options, one per TrainConfig setting, are made when the command is first used (``TrainCommand``): TrainConfig's
+module imports PyTorch, which ``geosr --help`` and the other commands need not load.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ import typing
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from tqdm import tqdm
 
 from geosr.cli.options import (
     bands_option,
@@ -24,7 +27,9 @@ from geosr.cli.options import (
     verbosity,
     verbosity_options,
 )
-from geosr.training.config import TrainConfig, _base_type, build_config, coerce, resume_config
+
+if TYPE_CHECKING:
+    from geosr.training.config import TrainConfig
 
 PATH_SETTINGS = ("data", "val_data", "vgg_weights", "out")
 
@@ -45,6 +50,8 @@ SHARED_OPTIONS = {
 def _setting_options(func):
     """One option per TrainConfig setting, named like the setting (n_blocks -> --n-blocks; out -> -o/--output, --out
     still accepted); all default to unset."""
+    from geosr.training.config import TrainConfig, _base_type
+
     hints = typing.get_type_hints(TrainConfig)
     for f in reversed(fields(TrainConfig)):
         tp, _ = _base_type(hints[f.name])
@@ -67,6 +74,8 @@ def _setting_options(func):
 
 def _overrides(raw: dict[str, Any]) -> dict[str, Any]:
     """Typed settings from the command line (comma lists split, paths made absolute); unset ones left out."""
+    from geosr.training.config import TrainConfig, _base_type, coerce
+
     hints = typing.get_type_hints(TrainConfig)
     out = {}
     for name, value in raw.items():
@@ -114,6 +123,8 @@ class _Bar:
                     f", {info['workers']} loader workers",
                     err=True,
                 )
+            from tqdm import tqdm
+
             self.bar = tqdm(total=info["total"], initial=info["step"], unit="step", disable=self.quiet,
                             dynamic_ncols=True)
         elif kind == "step" and self.bar is not None:
@@ -133,14 +144,42 @@ class _Bar:
             self.bar.close()
 
 
-@click.command(context_settings={"max_content_width": 120})
+def _setting_params() -> list[click.Parameter]:
+    """The options _setting_options adds, in their order."""
+
+    def settings() -> None:
+        pass
+
+    _setting_options(settings)
+    return settings.__click_params__[::-1]
+
+
+class TrainCommand(click.Command):
+    """geosr train, whose setting options (_setting_options) join its parameters, after --print-config, when they are
+    first read: for its own help, parsing or completion, never for ``geosr --help`` or another command."""
+
+    _settings_added = False
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        if not self._settings_added:
+            at = next(i for i, p in enumerate(self._params) if p.name == "print_config") + 1
+            self._params[at:at] = _setting_params()
+            self._settings_added = True
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._params = value
+
+
+@click.command(cls=TrainCommand, context_settings={"max_content_width": 120})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A TOML config file (see examples/configs); command-line settings override it.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last saved state (settings that do not "
               "change the model or the data may be overridden, e.g. --max-steps).")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration as TOML and exit.")
-@_setting_options
 @verbosity_options
 @click.pass_context
 @handle_errors
@@ -154,6 +193,8 @@ def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None,
     Under torchrun it trains data-parallel on every process (NCCL on GPUs, gloo on CPUs):
       torchrun --nproc_per_node 4 -m geosr.cli.main train --config FILE
     """
+    from geosr.training.config import build_config, resume_config
+
     overrides = _overrides(settings)
     if resume_dir is not None:
         if config_file is not None:

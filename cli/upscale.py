@@ -12,18 +12,19 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from tqdm import tqdm
 
-from geosr.aoi import AOIMissError, bbox_aoi, load_aoi, parse_bbox
 from geosr.cli.options import (
+    COMPRESSIONS,
     bands_option,
     batch_size_option,
     checked,
     consistency_option,
     device_option,
     handle_errors,
+    lazy,
     model_option,
     output_option,
     overlap_option,
@@ -35,20 +36,9 @@ from geosr.cli.options import (
     verbosity,
     verbosity_options,
 )
-from geosr.device import torchrun_env
-from geosr.inference import (
-    FileResult,
-    Progress,
-    UpscaleOptions,
-    load_predictor,
-    plan_outputs,
-    upscale_batch,
-    upscale_raster,
-)
-from geosr.options import COMPRESSIONS, check_value_range
-from geosr.plan import card_tiling
-from geosr.raster import check_output_location, check_output_name
-from geosr.report import BatchReport, rank_path, settings_of
+
+if TYPE_CHECKING:
+    from geosr.inference import FileResult, Progress
 
 log = logging.getLogger("geosr")
 
@@ -57,11 +47,14 @@ class _Bars:
     """tqdm bars on stderr: one per file (tiles, output megapixels per second) and one for the batch."""
 
     def __init__(self, enabled: bool, files: int) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
         self.enabled = enabled
         self.batch = tqdm(
             total=files, unit="file", desc="files", position=0, file=sys.stderr, disable=not enabled or files < 2
         )
-        self.bar: tqdm | None = None
+        self.bar = None
         self.path: Path | None = None
         self.t0 = 0.0
 
@@ -71,7 +64,7 @@ class _Bars:
         if p.path != self.path:
             self.close_file()
             self.path, self.t0 = p.path, time.perf_counter()
-            self.bar = tqdm(
+            self.bar = self.tqdm(
                 total=p.tiles_total, unit="tile", desc=p.path.name, position=1 if not self.batch.disable else 0,
                 leave=self.batch.disable, file=sys.stderr,
             )
@@ -108,10 +101,12 @@ class _Bars:
 @precision_option()
 @bands_option()
 @click.option("--aoi", metavar="GEOJSON|WKT", help="Area of interest: a GeoJSON file or a WKT polygon.")
-@click.option("--bbox", callback=checked(parse_bbox), metavar="MINX,MINY,MAXX,MAXY", help="Area of interest as a box.")
+@click.option("--bbox", callback=checked(lazy("geosr.aoi", "parse_bbox")), metavar="MINX,MINY,MAXX,MAXY",
+              help="Area of interest as a box.")
 @click.option("--aoi-crs", metavar="CRS",
               help="CRS of --aoi/--bbox [GeoJSON: EPSG:4326; WKT and --bbox: the raster's CRS].")
-@click.option("--value-range", nargs=2, type=float, metavar="MIN MAX", callback=checked(check_value_range),
+@click.option("--value-range", nargs=2, type=float, metavar="MIN MAX",
+              callback=checked(lazy("geosr.options", "check_value_range")),
               help="Values mapped to the model's range in every band (non-uint8 rasters) instead of percentiles.")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate", show_default=True)
@@ -133,6 +128,15 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     recursively for rasters): OUTPUT is a folder and the relative layout is kept. Georeferencing, dtype, bands, nodata
     and metadata are kept; the footprint is unchanged.
     """
+    from tqdm import tqdm
+
+    from geosr.aoi import AOIMissError, bbox_aoi, load_aoi
+    from geosr.device import torchrun_env
+    from geosr.inference import FileResult, UpscaleOptions, load_predictor, plan_outputs, upscale_batch, upscale_raster
+    from geosr.plan import card_tiling
+    from geosr.raster import check_output_location, check_output_name
+    from geosr.report import BatchReport, rank_path, settings_of
+
     level = verbosity(ctx)
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing exclude each other")

@@ -1,0 +1,91 @@
+"""Start-up of the command line: help, option parsing and usage errors import neither PyTorch nor rasterio.
+
+Each case runs geosr's entry point (geosr.cli.main:main, as the ``geosr`` script does) in a fresh interpreter and
+reads that interpreter's sys.modules afterwards. benchmarks/startup.py measures the times; these tests only check
+which modules were loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from geosr.cli import options
+from geosr.cli.main import cli
+
+HEAVY = ("torch", "rasterio")
+PROBE = """
+import json, sys
+from geosr.cli.main import main
+sys.argv = ["geosr", *sys.argv[1:]]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"exit": code, "loaded": [m for m in %r if m in sys.modules]}), file=sys.stderr)
+""" % (HEAVY,)
+
+
+def geosr_modules(*args: str, cwd=None) -> dict:
+    """Run ``geosr ARGS`` in a fresh interpreter: its exit code and which of HEAVY it imported."""
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=cwd)
+    return json.loads(result.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],
+    ["-h"],
+    ["--version"],
+    ["upscale", "--help"],
+    ["evaluate", "--help"],
+    ["export", "--help"],
+    ["info", "--help"],
+], ids=" ".join)
+def test_help_imports_neither_torch_nor_rasterio(args):
+    assert geosr_modules(*args) == {"exit": 0, "loaded": []}
+
+
+@pytest.mark.parametrize("args", [
+    ["upscale"],  # a missing argument
+    ["upscale", "in.tif", "-o", "out.tif", "--precision", "int8"],
+    ["upscale", "in.tif", "-o", "out.tif", "--scale", "5"],
+    ["upscale", "in.tif", "-o", "out.tif", "--device", "tpu"],
+    ["upscale", "in.tif", "-o", "out.tif", "--compress", "jpeg"],
+    ["upscale", "in.tif", "-o", "out.tif", "--no-such-option"],
+    ["evaluate", "-d", "data", "--precision", "fp8"],
+    ["export", "m.safetensors", "-o", "x.safetensors", "--dtype", "int8"],
+    ["nosuchcommand"],
+], ids=" ".join)
+def test_a_usage_error_imports_neither_torch_nor_rasterio(args, tmp_path):
+    assert geosr_modules(*args, cwd=tmp_path) == {"exit": 2, "loaded": []}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_choices_copied_for_the_options_agree_with_their_owners():
+    """geosr.cli.options copies SCALES and COMPRESSIONS so that its option definitions need no torch or rasterio."""
+    from geosr.models.generator import SCALES
+    from geosr.raster import COMPRESSIONS
+
+    assert options.SCALES == SCALES
+    assert options.COMPRESSIONS == COMPRESSIONS
+
+
+def test_a_lazy_rule_is_the_library_rule():
+    from geosr.options import check_batch_size
+
+    assert options.check_batch_size(3) == check_batch_size(3)
+    assert options.check_batch_size.__name__ == "check_batch_size"
+
+
+def test_train_has_its_setting_options_in_place():
+    """geosr train makes its options from TrainConfig when first read; they sit after --print-config, as before."""
+    names = [p.name for p in cli.commands["train"].params]
+    assert names[:4] == ["config_file", "resume_dir", "print_config", "data"]
+    assert names[-2:] == ["verbose", "quiet"] and len(names) == len(set(names))
+    result = CliRunner().invoke(cli, ["train", "--help"])
+    assert result.exit_code == 0 and "--n-blocks" in result.output and "--val-precision" in result.output
