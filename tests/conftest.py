@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import rasterio
 import torch
-from affine import Affine
+from testdata import require_shared_data, smooth_image, write_geotiff
 
 from geosr.checkpoint import ModelCard, save_generator
 from geosr.models.generator import Generator, GeneratorConfig
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO / ".." / "shared" / "data"
-
-
 # --- real data ----------------------------------------------------------------------------------------------------
-
-
-def require_shared_data() -> Path:
-    """../shared/data beside the repository; skips the test when absent (fails if GEOSR_REQUIRE_SHARED_DATA=1)."""
-    if SHARED_DATA.is_dir():
-        return SHARED_DATA.resolve()
-    reason = f"real test data not found at {SHARED_DATA} (a checkout without ../shared/data)"
-    if os.environ.get("GEOSR_REQUIRE_SHARED_DATA") == "1":
-        pytest.fail(reason + "; GEOSR_REQUIRE_SHARED_DATA=1 requires it")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data folder (../shared/data); see require_shared_data."""
+    """The real data folder (../shared/data); see testdata.require_shared_data."""
     return require_shared_data()
 
 
@@ -95,52 +78,15 @@ def local_model(models_dir: Path) -> Path:
 # --- synthetic rasters ------------------------------------------------------------------------------------------
 
 
-def write_geotiff(
-    path: Path,
-    data: np.ndarray,
-    *,
-    transform: Affine | None = Affine(10, 0, 500000, 0, -10, 4000000),
-    crs: str | None = "EPSG:32633",
-    nodata: float | None = None,
-    **profile,
-) -> Path:
-    """Write (bands, h, w) ``data`` as a GeoTIFF with a real CRS and transform (both optional)."""
-    kwargs = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype)
-    if transform is not None:
-        kwargs["transform"] = transform
-    if crs is not None:
-        kwargs["crs"] = crs
-    if nodata is not None:
-        kwargs["nodata"] = nodata
-    kwargs.update(profile)
-    with rasterio.open(path, "w", **kwargs) as dst:
-        dst.write(data)
-    return path
-
-
-def smooth_image(bands: int, height: int, width: int, seed: int = 0, dtype=np.uint8, lo=0.0, hi=255.0) -> np.ndarray:
-    """A smooth random image with some texture, in [lo, hi], as ``dtype``."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    out = np.empty((bands, height, width))
-    for b in range(bands):
-        f = rng.uniform(0.02, 0.15, 4)
-        out[b] = np.sin(f[0] * x + b) * np.cos(f[1] * y) + 0.5 * np.sin(f[2] * (x + y)) + 0.2 * rng.standard_normal(
-            (height, width)
-        )
-    out = (out - out.min()) / (np.ptp(out) or 1)
-    return (lo + out * (hi - lo)).astype(dtype)
-
-
 @pytest.fixture(scope="session")
 def make_geotiff():
-    """The write_geotiff factory: make_geotiff(path, data, transform=..., crs=..., nodata=..., **profile)."""
+    """testdata.write_geotiff: make_geotiff(path, data, transform=..., crs=..., nodata=..., **profile)."""
     return write_geotiff
 
 
 @pytest.fixture(scope="session")
 def synthetic_image():
-    """The smooth_image factory: synthetic_image(bands, height, width, seed=0, dtype=np.uint8, lo=0, hi=255)."""
+    """testdata.smooth_image: synthetic_image(bands, height, width, seed=0, dtype=np.uint8, lo=0, hi=255, look=...)."""
     return smooth_image
 
 

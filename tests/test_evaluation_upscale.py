@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from testdata import write_image
 
 from geosr.checkpoint import load_generator
 from geosr.cli.main import cli
@@ -24,14 +25,6 @@ from geosr.evaluation import evaluate_images, to_dtype
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def write_png(path: Path, data: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype="uint8") as dst:
-        dst.write(data)
-    return path
 
 
 def read(path: Path) -> np.ndarray:
@@ -44,8 +37,8 @@ def paired(tmp_path, synthetic_image) -> Path:
     """HR/a.png (140 x 180) and its LR LR_x2/a.png (70 x 90): several 64- or 32-pixel tiles, blended."""
     root = tmp_path / "data"
     hr = synthetic_image(3, 140, 180, seed=3)
-    write_png(root / "HR" / "a.png", hr)
-    write_png(root / "LR_x2" / "a.png", np.ascontiguousarray(hr[:, ::2, ::2]))
+    write_image(root / "HR" / "a.png", hr)
+    write_image(root / "LR_x2" / "a.png", np.ascontiguousarray(hr[:, ::2, ::2]))
     return root
 
 

@@ -14,11 +14,11 @@ from affine import Affine
 from rasterio.control import GroundControlPoint
 from rasterio.enums import ColorInterp
 from rasterio.rpc import RPC
+from testdata import SHARED_DATA
 
 from geosr.errors import RasterError
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 REAL = sorted((SHARED_DATA / "geotiff").glob("*/**/*.tif"))  # empty without ../shared/data: the fixture skips
 FAST = UpscaleOptions(tile_size=128, overlap=16)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,17 +10,11 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
+from testdata import write_image
 
 from geosr.checkpoint import ModelCard, save_generator
 from geosr.cli.main import cli
 from geosr.models import Generator, GeneratorConfig
-
-
-def write_png(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype="uint8") as dst:
-        dst.write(data)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +27,7 @@ def folder(tmp_path_factory):
         for i in range(10):
             f = rng.uniform(0.05, 0.3, size=3)
             img = np.stack([127 + 100 * np.sin(f[c] * xx + c) * np.cos(f[c] * yy) for c in range(3)])
-            write_png(root / cls / f"{cls.lower()}_{i}.png", img.round().astype(np.uint8))
+            write_image(root / cls / f"{cls.lower()}_{i}.png", img.round().astype(np.uint8))
     return root
 
 
@@ -83,7 +77,7 @@ def test_errors_are_one_line_and_name_the_remedy(folder, tmp_path):
     result = run("--model", model, "--data", tmp_path / "missing", "--split", "val")
     assert result.exit_code == 1 and "no such data folder" in result.output
     empty = tmp_path / "few"
-    write_png(empty / "a" / "a.png", np.zeros((3, 32, 32), np.uint8))  # 1 image: all train, no test
+    write_image(empty / "a" / "a.png", np.zeros((3, 32, 32), np.uint8))  # 1 image: all train, no test
     result = run("--model", model, "--data", empty)
     assert result.exit_code == 1 and "the test split has no images" in result.output and "--split" in result.output
     result = run("--model", model, "--data", folder, "--scale", "4")
@@ -103,8 +97,8 @@ def test_saved_images_are_what_upscale_writes_for_the_same_lr_image(tmp_path):
                            ModelCard(config=cfg, name="t16", tile_size=16, overlap=4))
     rng = np.random.default_rng(3)
     hr = rng.integers(0, 256, (3, 80, 96)).astype(np.uint8)
-    write_png(tmp_path / "data" / "HR" / "scene.png", hr)
-    write_png(tmp_path / "data" / "LR_x2" / "scene.png", hr[:, ::2, ::2].copy())
+    write_image(tmp_path / "data" / "HR" / "scene.png", hr)
+    write_image(tmp_path / "data" / "LR_x2" / "scene.png", hr[:, ::2, ::2].copy())
     result = run("-m", model, "-d", tmp_path / "data", "--split", "all", "--precision", "fp32", "--save-images",
                  tmp_path / "sr")
     assert result.exit_code == 0, result.output

@@ -18,14 +18,12 @@ from typing import Iterator
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from click.testing import CliRunner
 from rasterio.rpc import RPC
+from testdata import CRS, TRANSFORM, write_geotiff
 
 from geosr.cli.main import cli
 from geosr.predictor import Predictor
-
-TRANSFORM = Affine(10, 0, 500000, 0, -10, 4000000)
 
 
 # --- running the command line ---------------------------------------------------------------------------------------
@@ -108,19 +106,7 @@ def small_disk(folder: Path, size: str = "256k") -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-# --- rasters ------------------------------------------------------------------------------------------------------
-
-
-def write(path: Path, data: np.ndarray, **profile) -> Path:
-    """A GeoTIFF of (bands, h, w) ``data``, EPSG:32633 at 10 m unless the profile says otherwise."""
-    kwargs = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,
-                  crs="EPSG:32633", transform=TRANSFORM)
-    kwargs.update(profile)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", **kwargs) as dst:
-        dst.write(data)
-    return path
+# --- rasters (written by testdata.write_geotiff: EPSG:32633 at 10 m unless told otherwise) --------------------------
 
 
 def image(bands: int = 3, h: int = 40, w: int = 40, seed: int = 0, dtype=np.uint8) -> np.ndarray:
@@ -138,7 +124,7 @@ def not_a_raster(path: Path) -> Path:
 
 def truncated(path: Path) -> Path:
     """A GeoTIFF cut to 40 % of its bytes: the image data and (GDAL writes it last) the directory are lost."""
-    good = write(path.with_name("whole_" + path.name), image(3, 64, 64), compress="deflate")
+    good = write_geotiff(path.with_name("whole_" + path.name), image(3, 64, 64), compress="deflate")
     raw = good.read_bytes()
     good.unlink()
     path.write_bytes(raw[: len(raw) * 2 // 5])
@@ -148,7 +134,7 @@ def truncated(path: Path) -> Path:
 def corrupt_tiles(path: Path) -> Path:
     """A tiled GeoTIFF whose header and directory are intact but whose last row of tiles is garbage: opening it and
     reading its first tiles work, the failure comes mid-file."""
-    write(path, image(3, 128, 128), tiled=True, blockxsize=32, blockysize=32, compress="deflate")
+    write_geotiff(path, image(3, 128, 128), tiled=True, blockxsize=32, blockysize=32, compress="deflate")
     with rasterio.open(path) as ds:
         spans = [(int(ds.get_tag_item(f"BLOCK_OFFSET_{i}_3", "TIFF", bidx=1)),
                   int(ds.get_tag_item(f"BLOCK_SIZE_{i}_3", "TIFF", bidx=1))) for i in range(4)]
@@ -161,11 +147,11 @@ def corrupt_tiles(path: Path) -> Path:
 
 
 def one_pixel(path: Path) -> Path:
-    return write(path, np.full((3, 1, 1), 120, np.uint8))
+    return write_geotiff(path, np.full((3, 1, 1), 120, np.uint8))
 
 
 def all_nodata(path: Path) -> Path:
-    return write(path, np.zeros((3, 30, 30), np.uint8), nodata=0)
+    return write_geotiff(path, np.zeros((3, 30, 30), np.uint8), nodata=0)
 
 
 def nan_inf(path: Path) -> Path:
@@ -174,16 +160,16 @@ def nan_inf(path: Path) -> Path:
     data[:, :5, :5] = np.nan
     data[:, -5:, -5:] = np.inf
     data[0, 20, 20] = -np.inf
-    return write(path, data)
+    return write_geotiff(path, data)
 
 
 def many_bands(path: Path, bands: int = 200, size: int = 12) -> Path:
-    return write(path, image(bands, size, size))
+    return write_geotiff(path, image(bands, size, size))
 
 
 def huge_vrt(path: Path, size: int = 400_000) -> Path:
     """A size x size, 3-band VRT over a 64-pixel GeoTIFF: its x2 output would need about 3 size^2 bytes."""
-    small = write(path.with_name("small_" + path.stem + ".tif"), image(3, 64, 64))
+    small = write_geotiff(path.with_name("small_" + path.stem + ".tif"), image(3, 64, 64))
     bands = "".join(
         f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
         f'<SourceFilename relativeToVRT="1">{small.name}</SourceFilename><SourceBand>{b}</SourceBand>'
@@ -201,7 +187,7 @@ def huge_vrt(path: Path, size: int = 400_000) -> Path:
 def huge_sparse_tif(path: Path, size: int = 100_000) -> Path:
     """A size x size, 3-band GeoTIFF of which one tile is written (SPARSE_OK): a few hundred KB on disk."""
     with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
-                       blockxsize=512, blockysize=512, sparse_ok=True, crs="EPSG:32633", transform=TRANSFORM) as dst:
+                       blockxsize=512, blockysize=512, sparse_ok=True, crs=CRS, transform=TRANSFORM) as dst:
         dst.write(image(3, 512, 512), window=rasterio.windows.Window(0, 0, 512, 512))
     return path
 
@@ -212,7 +198,7 @@ def rpc_only(path: Path) -> Path:
     rpc = RPC(height_off=0, height_scale=100, lat_off=45, lat_scale=0.01, long_off=10, long_scale=0.01,
               line_off=20, line_scale=20, samp_off=20, samp_scale=20, line_num_coeff=[0, 0, -1] + coeffs[3:],
               line_den_coeff=[1] + coeffs[1:], samp_num_coeff=[0, 1] + coeffs[2:], samp_den_coeff=[1] + coeffs[1:])
-    return write(path, image(3, 40, 40), crs=None, transform=None, rpcs=rpc)
+    return write_geotiff(path, image(3, 40, 40), crs=None, transform=None, rpcs=rpc)
 
 
 def per_band_nodata_vrt(path: Path, nodata: tuple) -> Path:
@@ -227,7 +213,7 @@ def per_band_nodata_vrt(path: Path, nodata: tuple) -> Path:
     for b, value in enumerate(nodata):
         if value is not None:
             data[b][corners[b]] = value
-    src = write(path.with_name("base_" + path.stem + ".tif"), data)
+    src = write_geotiff(path.with_name("base_" + path.stem + ".tif"), data)
     bands = "".join(
         f'<VRTRasterBand dataType="Byte" band="{b}">'
         + (f"<NoDataValue>{value}</NoDataValue>" if value is not None else "")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from badinput import image, write
+from badinput import image
+from testdata import write_geotiff
 
 
 @pytest.fixture
 def good_tif(tmp_path) -> Path:
-    return write(tmp_path / "in" / "scene.tif", image(3, 40, 48))
+    return write_geotiff(tmp_path / "in" / "scene.tif", image(3, 40, 48))

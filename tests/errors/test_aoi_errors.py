@@ -11,7 +11,8 @@ import json
 import pytest
 import rasterio
 
-from badinput import image, refused, run, write
+from badinput import image, refused, run
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,7 +75,7 @@ LOCAL_CRS = ('LOCAL_CS["Site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],AXI
 
 
 def test_an_aoi_crs_on_a_raster_in_a_local_crs(tiny_model, tmp_path):
-    src = write(tmp_path / "site.tif", image(3, 40, 48), crs=rasterio.crs.CRS.from_wkt(LOCAL_CRS))
+    src = write_geotiff(tmp_path / "site.tif", image(3, 40, 48), crs=rasterio.crs.CRS.from_wkt(LOCAL_CRS))
     line = refused(upscale(tiny_model, src, "-o", tmp_path / "out.tif", "--bbox", "10,40,11,41", "--aoi-crs",
                            "EPSG:4326"), 1, "site.tif", "Site grid", "local (engineering) CRS", "without --aoi-crs")
     assert "{" not in line  # no PROJJSON dump

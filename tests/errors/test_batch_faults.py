@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from badinput import corrupt_tiles, files_in, image, run, subprocess_env, wait_for, write
+from badinput import corrupt_tiles, files_in, image, run, subprocess_env, wait_for
 from geosr.raster import OutputExistsError, finish_output
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiles(folder: Path, n: int, size: int) -> Path:
     for i in range(n):
-        write(folder / f"t{i}.tif", image(3, size, size, seed=i))
+        write_geotiff(folder / f"t{i}.tif", image(3, size, size, seed=i))
     return folder
 
 
@@ -94,12 +95,12 @@ def test_two_processes_writing_one_folder_do_not_clobber_each_other(tiny_model, 
 
 def test_the_final_name_is_never_taken_from_a_file_that_appeared_meanwhile(tmp_path):
     """Without --overwrite the finished temporary file takes its name atomically and only if it is still free."""
-    tmp = write(tmp_path / ".out.tif.1234.geosr-tmp", image(3, 8, 8))
+    tmp = write_geotiff(tmp_path / ".out.tif.1234.geosr-tmp", image(3, 8, 8))
     dst = tmp_path / "out.tif"
     dst.write_bytes(b"written by another process")
     with pytest.raises(OutputExistsError, match="--overwrite"):
         finish_output(tmp, dst, cog=False, compress="deflate", overwrite=False)
     assert dst.read_bytes() == b"written by another process" and not tmp.exists()
-    tmp = write(tmp_path / ".out.tif.5678.geosr-tmp", image(3, 8, 8))
+    tmp = write_geotiff(tmp_path / ".out.tif.5678.geosr-tmp", image(3, 8, 8))
     finish_output(tmp, dst, cog=False, compress="deflate", overwrite=True)
     assert complete(dst) and files_in(tmp_path) == ["out.tif"]

@@ -23,8 +23,8 @@ from badinput import (
     rpc_only,
     run,
     truncated,
-    write,
 )
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,7 +33,7 @@ def data_with(tmp_path: Path, make=None) -> Path:
     """A flat folder of two good 24-pixel images, and one made by ``make`` (named z_<make>.tif, measured last)."""
     root = tmp_path / "data"
     for i in range(2):
-        write(root / f"img{i}.tif", image(3, 24, 24, seed=i))
+        write_geotiff(root / f"img{i}.tif", image(3, 24, 24, seed=i))
     if make is not None:
         make(root / f"z_{make.__name__}.tif")
     return root

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import rasterio
 
-from badinput import files_in, image, refused, run, write
+from badinput import files_in, image, refused, run
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,7 +43,7 @@ def test_cog_with_a_png_output_is_a_usage_error(tiny_model, tmp_path, batch):
 def test_an_aoi_that_misses_every_file_of_a_batch_fails_and_says_why(tiny_model, tmp_path):
     src = tmp_path / "tiles"
     for name in ("a", "b"):
-        write(src / f"{name}.tif", image(3, 16, 16))
+        write_geotiff(src / f"{name}.tif", image(3, 16, 16))
     far = "POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))"  # in the rasters' CRS, 500 km away
     line = refused(upscale(tiny_model, src, "-o", tmp_path / "sr", "--aoi", far), 1, "meets none of the 2 input files",
                    "does not meet the raster", "--aoi-crs")
@@ -51,8 +52,8 @@ def test_an_aoi_that_misses_every_file_of_a_batch_fails_and_says_why(tiny_model,
 
 def test_an_aoi_that_misses_some_files_of_a_batch_says_so_without_v(tiny_model, tmp_path, caplog):
     src = tmp_path / "tiles"
-    write(src / "a.tif", image(3, 16, 16))
-    write(src / "b.tif", image(3, 16, 16), transform=rasterio.Affine(10, 0, 600000, 0, -10, 4000000))
+    write_geotiff(src / "a.tif", image(3, 16, 16))
+    write_geotiff(src / "b.tif", image(3, 16, 16), transform=rasterio.Affine(10, 0, 600000, 0, -10, 4000000))
     aoi = "POLYGON ((500000 3999900, 500100 3999900, 500100 4000000, 500000 4000000, 500000 3999900))"
     result = run("upscale", src, "-o", tmp_path / "sr", "--model", tiny_model, "--aoi", aoi)
     assert result.exit_code == 0, result.output

@@ -13,7 +13,8 @@ import rasterio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from badinput import files_in, image, run, write
+from badinput import files_in, image, run
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,8 +25,8 @@ FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None
 @pytest.fixture(scope="module")
 def seed_tif(tmp_path_factory) -> bytes:
     """A small tiled, compressed GeoTIFF: the bytes the mutations start from."""
-    path = write(tmp_path_factory.mktemp("seed") / "seed.tif", image(3, 24, 24), tiled=True, blockxsize=16,
-                 blockysize=16, compress="deflate")
+    path = write_geotiff(tmp_path_factory.mktemp("seed") / "seed.tif", image(3, 24, 24), tiled=True, blockxsize=16,
+                         blockysize=16, compress="deflate")
     return path.read_bytes()
 
 
@@ -84,7 +85,7 @@ OPTIONS = st.fixed_dictionaries(
 @given(options=OPTIONS, suffix=st.sampled_from([".tif", ".png", ".jpg", ".jp2"]))
 def test_random_option_combinations(tiny_model, tmp_path_factory, options, suffix):
     folder = tmp_path_factory.mktemp("options")
-    src = write(folder / "in.tif", image(3, 30, 20))
+    src = write_geotiff(folder / "in.tif", image(3, 30, 20))
     out = folder / "out" / f"x{suffix}"
     args = []
     for flag, value in options.items():

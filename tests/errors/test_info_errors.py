@@ -9,11 +9,12 @@ import struct
 
 import pytest
 
-from badinput import image, refused, run, write
+from badinput import image, refused, run
+from testdata import write_geotiff
 
 
 def test_a_geotiff_given_as_the_model(tmp_path):
-    tif = write(tmp_path / "scene.tif", image(3, 8, 8))
+    tif = write_geotiff(tmp_path / "scene.tif", image(3, 8, 8))
     refused(run("info", tif), 1, "scene.tif", "not a safetensors model file")
 
 

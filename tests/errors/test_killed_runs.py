@@ -16,15 +16,16 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from badinput import files_in, geosr_command, image, run, subprocess_env, wait_for, write
+from badinput import files_in, geosr_command, image, run, subprocess_env, wait_for
 from geosr.raster import TEMP_SUFFIX, remove_stale_outputs, temp_path
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scenes(folder: Path, n: int, size: int = 160) -> Path:
     for i in range(n):
-        write(folder / f"t{i}.tif", image(3, size, size, seed=i))
+        write_geotiff(folder / f"t{i}.tif", image(3, size, size, seed=i))
     return folder
 
 
@@ -55,7 +56,7 @@ def complete(path: Path) -> bool:
 
 
 def test_sigterm_mid_file_ends_like_ctrl_c_with_nothing_left(tiny_model_x4, tmp_path):
-    src = write(tmp_path / "scene.tif", image(3, 200, 200))
+    src = write_geotiff(tmp_path / "scene.tif", image(3, 200, 200))
     out = tmp_path / "out"
     proc = start(src, "-o", out / "scene_x4.tif", "--model", tiny_model_x4, "--tile-size", 32, "--overlap", 8)
     err = stop_mid_file(proc, out, signal.SIGTERM)

@@ -13,10 +13,11 @@ import sys
 import pytest
 import rasterio
 
-from badinput import files_in, image, recording, subprocess_env, write
+from badinput import files_in, image, recording, subprocess_env
 from geosr.options import UpscaleOptions
 from geosr.pipeline import upscale_raster
 from geosr.predictor import load_predictor
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("shape, tile, expected", [((8, 8), 1024, (8, 8)), ((6, 90), 64, (6, 64))],
                          ids=["small-raster-huge-tile", "thin-strip"])
 def test_tiles_never_exceed_the_raster(tiny_model, tmp_path, shape, tile, expected):
-    src = write(tmp_path / "small.tif", image(3, *shape))
+    src = write_geotiff(tmp_path / "small.tif", image(3, *shape))
     predictor = recording(load_predictor(tiny_model, device="cpu", precision="fp32"))
     upscale_raster(src, tmp_path / "x2.tif", predictor, UpscaleOptions(tile_size=tile, overlap=8))
     assert {c[2:] for c in predictor.calls} == {expected}  # the model never sees a tile padded beyond the raster
@@ -48,7 +49,7 @@ cli(sys.argv[2:], prog_name="geosr")
 def test_running_out_of_memory_is_one_line_naming_the_options_to_lower(tiny_model, tmp_path):
     """A real out-of-memory error: the process may use only 300 MB more than it holds after loading the model, and
     a batch of 4 tiles of 512 x 512 pixels needs gigabytes."""
-    src = write(tmp_path / "scene.tif", image(3, 512, 2048))
+    src = write_geotiff(tmp_path / "scene.tif", image(3, 512, 2048))
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_RUN, str(tiny_model), "upscale", str(src), "-o",
                            str(out / "x2.tif"), "--model", str(tiny_model), "-q", "--tile-size", "512",

@@ -15,7 +15,8 @@ import rasterio
 import torch
 
 import geosr.checkpoint
-from badinput import files_in, image, refused, run, write
+from badinput import files_in, image, refused, run
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def data(tmp_path) -> Path:
     root = tmp_path / "data"
     for i in range(3):
-        write(root / f"img{i}.tif", image(3, 24, 24, seed=i))
+        write_geotiff(root / f"img{i}.tif", image(3, 24, 24, seed=i))
     return root
 
 

@@ -10,7 +10,8 @@ import pytest
 import rasterio
 from rasterio.enums import ColorInterp
 
-from badinput import files_in, image, per_band_nodata_vrt, refused, run, write
+from badinput import files_in, image, per_band_nodata_vrt, refused, run
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,7 +23,7 @@ def upscale(model, *args):
 def test_jpeg_output_of_a_raster_with_nodata_is_refused(tiny_model, tmp_path):
     data = image(3, 24, 24)
     data[:, :6, :6] = 0
-    src = write(tmp_path / "in" / "scene.tif", data, nodata=0)
+    src = write_geotiff(tmp_path / "in" / "scene.tif", data, nodata=0)
     refused(upscale(tiny_model, src, "-o", tmp_path / "out" / "scene.jpg"), 1, "scene.jpg", "scene.tif",
             "JPEG cannot keep nodata apart", "valid and nodata pixels would swap", "name the output .png or .tif")
     assert not (tmp_path / "out").exists() or files_in(tmp_path / "out") == []
@@ -39,7 +40,7 @@ def test_jpeg_output_of_a_raster_with_nodata_is_refused(tiny_model, tmp_path):
     (".jpg", 2, "JPEG holds 1 or 3 bands, not 2"),
 ], ids=["png-4", "png-5", "jpg-4", "jpg-2"])
 def test_band_counts_a_png_or_jpeg_cannot_hold(tiny_model, tmp_path, suffix, count, message):
-    src = write(tmp_path / "in" / "bands.tif", image(count, 16, 16), photometric="MINISBLACK")
+    src = write_geotiff(tmp_path / "in" / "bands.tif", image(count, 16, 16), photometric="MINISBLACK")
     with rasterio.open(src) as d:
         assert ColorInterp.alpha not in d.colorinterp  # four measured bands (RGB + NIR), no transparency
     refused(upscale(tiny_model, src, "-o", tmp_path / "out" / f"x2{suffix}"), 1, f"x2{suffix}", message,

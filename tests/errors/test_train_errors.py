@@ -26,8 +26,8 @@ from badinput import (
     run,
     subprocess_env,
     truncated,
-    write,
 )
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,7 +42,7 @@ def scenes(tmp_path) -> Path:
     root = tmp_path / "scenes"
     for cls in ("fields", "roofs"):
         for n in (0, 1, 2, 3, 50):
-            write(root / cls / f"{cls}{n:02d}.tif", image(3, 40, 40, seed=n))
+            write_geotiff(root / cls / f"{cls}{n:02d}.tif", image(3, 40, 40, seed=n))
     return root
 
 

@@ -30,11 +30,11 @@ from badinput import (
     rpc_only,
     run,
     truncated,
-    write,
 )
 from geosr.errors import RasterError
 from geosr.pipeline import upscale_raster
 from geosr.predictor import load_predictor
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -211,7 +211,7 @@ def test_a_read_only_output_folder(tiny_model, good_tif, tmp_path, monkeypatch):
 def test_an_existing_output_in_a_batch_is_kept(tiny_model, tmp_path):
     src = tmp_path / "tiles"
     for name in ("a", "b"):
-        write(src / f"{name}.tif", image(3, 24, 24))
+        write_geotiff(src / f"{name}.tif", image(3, 24, 24))
     out = tmp_path / "sr"
     out.mkdir()
     (out / "a.tif").write_bytes(b"someone else's")
@@ -231,7 +231,7 @@ def test_a_named_pipe_given_as_the_input(tiny_model, tmp_path):
     refused(upscale(tiny_model, fifo, "-o", tmp_path / "out.tif"), 1, "stream.tif", "named pipe", "save the data")
     (tmp_path / "in").mkdir()
     os.mkfifo(tmp_path / "in" / "pipe.tif")
-    write(tmp_path / "in" / "a.tif", image(3, 8, 8))  # a folder search leaves the pipe alone
+    write_geotiff(tmp_path / "in" / "a.tif", image(3, 8, 8))  # a folder search leaves the pipe alone
     result = upscale(tiny_model, tmp_path / "in", "-o", tmp_path / "sr")
     assert result.exit_code == 0, result.output
     assert files_in(tmp_path / "sr") == ["a.tif"]

@@ -18,12 +18,13 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from badinput import files_in, image, recording, refused, run, small_disk, write
+from badinput import files_in, image, recording, refused, run, small_disk
 from geosr.errors import WriteError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import upscale_raster
 from geosr.predictor import load_predictor
 from geosr.raster import TEMP_SUFFIX, compressed_fraction, estimate_output_bytes, finish_output
+from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,7 +49,7 @@ def fill_when_written(disk: Path, stop: threading.Event) -> threading.Thread:
 @pytest.mark.parametrize("name, args", [("out.tif", []), ("out.tif", ["--cog"]), ("out.png", [])],
                          ids=["geotiff", "cog", "png"])
 def test_a_disk_that_fills_during_the_write_fails_the_file_and_keeps_nothing(tiny_model, tmp_path, name, args):
-    src = write(tmp_path / "scene.tif", image(3, 96, 96))
+    src = write_geotiff(tmp_path / "scene.tif", image(3, 96, 96))
     with small_disk(tmp_path / "disk", "1m") as disk:
         out = disk / name
         stop = threading.Event()
@@ -68,7 +69,7 @@ def test_a_disk_that_fills_during_the_write_fails_the_file_and_keeps_nothing(tin
 
 def test_an_output_the_disk_cannot_hold_is_refused_before_the_model_runs(tiny_model, tmp_path):
     rng = np.random.default_rng(0)
-    src = write(tmp_path / "noise.tif", rng.integers(0, 256, (3, 200, 200), dtype=np.uint8))
+    src = write_geotiff(tmp_path / "noise.tif", rng.integers(0, 256, (3, 200, 200), dtype=np.uint8))
     predictor = recording(load_predictor(tiny_model, device="cpu", precision="fp32"))
     with small_disk(tmp_path / "disk", "256k") as disk:
         with pytest.raises(Exception, match="not enough disk space for the output: about .* needed, .* free"):
@@ -129,7 +130,7 @@ def test_an_output_cut_short_never_takes_its_name(tmp_path):
 
 
 def test_an_output_of_another_size_than_written_never_takes_its_name(tmp_path):
-    tmp = write(tmp_path / ".out.tif.1234.geosr-tmp", image(3, 8, 8))
+    tmp = write_geotiff(tmp_path / ".out.tif.1234.geosr-tmp", image(3, 8, 8))
     with pytest.raises(WriteError, match=r"it has 3 x 8 x 8 values where 3 x 16 x 16 were written"):
         finish_output(tmp, tmp_path / "out.tif", cog=False, compress="deflate", shape=(3, 16, 16))
     assert files_in(tmp_path) == []

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_images import smooth_image, write_image
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-def shared_data_path(sub: str = "") -> Path:
-    """``../shared/data/<sub>`` beside the repository; skip (or fail with GEOSR_REQUIRE_SHARED_DATA=1) when absent."""
-    path = (SHARED_DATA / sub).resolve()
-    if not path.exists():
-        reason = f"{path} is absent (the shared real imagery beside the repository)"
-        if os.environ.get("GEOSR_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(reason + " and GEOSR_REQUIRE_SHARED_DATA=1")
-        pytest.skip(reason)
-    return path
+from testdata import require_shared_data, smooth_image, write_image
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +16,7 @@ def _tiny_models_on_one_thread(one_torch_thread):
 
 @pytest.fixture
 def ucmerced() -> Path:
-    return shared_data_path("ucmerced")
+    return require_shared_data("ucmerced")
 
 
 @pytest.fixture
@@ -40,5 +26,5 @@ def scene_folder(tmp_path) -> Path:
     root = tmp_path / "scenes"
     for cls in ("fields", "roofs"):
         for n in list(range(10)) + [50, 51]:
-            write_image(root / cls / f"{cls}{n:02d}.tif", smooth_image(rng, 64))
+            write_image(root / cls / f"{cls}{n:02d}.tif", smooth_image(3, 64, 64, seed=rng, look="scene"))
     return root

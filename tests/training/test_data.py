@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from synthetic_images import smooth_image, write_image
+from testdata import smooth_image, write_image
 
 from geosr.datasets import find_images, spread
 from geosr.errors import DataError
@@ -42,7 +42,7 @@ def test_patches_are_deterministic_and_identical_from_disk_and_memory(scene_fold
 
 def test_small_images_are_mirror_padded_to_the_patch(tmp_path):
     rng = np.random.default_rng(0)
-    write_image(tmp_path / "small" / "a.png", smooth_image(rng, 20))
+    write_image(tmp_path / "small" / "a.png", smooth_image(3, 20, 20, seed=rng, look="scene"))
     ds = dataset(tmp_path / "small", patch_size=32)
     assert ds.padded == 1
     hr, lr = ds[(0, 0, 0)]
@@ -52,7 +52,7 @@ def test_small_images_are_mirror_padded_to_the_patch(tmp_path):
 def test_paired_layout_uses_its_own_aligned_lr(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(3):
-        hr = smooth_image(rng, 64)
+        hr = smooth_image(3, 64, 64, seed=rng, look="scene")
         write_image(tmp_path / "train" / "HR" / f"{i}.png", hr)
         block_means = np.floor(hr.reshape(3, 32, 2, 32, 2).mean(axis=(2, 4)) + 0.5).astype(np.uint8)
         write_image(tmp_path / "train" / "LR_x2" / f"{i}x2.png", block_means)
@@ -67,7 +67,7 @@ def test_paired_layout_uses_its_own_aligned_lr(tmp_path):
 
 def test_uint16_images_use_their_band_range(tmp_path):
     rng = np.random.default_rng(2)
-    data = (smooth_image(rng, 48).astype(np.uint16) * 40 + 5000)
+    data = (smooth_image(3, 48, 48, seed=rng, look="scene").astype(np.uint16) * 40 + 5000)
     write_image(tmp_path / "u16" / "scene.tif", data)
     ds = dataset(tmp_path / "u16", patch_size=32)
     hr, lr = ds[(0, 0, 0)]

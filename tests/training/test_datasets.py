@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from synthetic_images import smooth_image, write_image
+from testdata import smooth_image, write_image
 
 from geosr.datasets import default_bands, find_images, read_image, split_of_index
 from geosr.errors import DataError
@@ -48,14 +48,15 @@ def test_class_folders_and_flat_folders(tmp_path):
     rng = np.random.default_rng(1)
     for cls in ("Beach", "Port"):
         for i in range(10):
-            write_image(tmp_path / "aid" / cls / f"{cls.lower()}_{i + 1}.jpg", smooth_image(rng, 32))
+            image = smooth_image(3, 32, 32, seed=rng, look="scene")
+            write_image(tmp_path / "aid" / cls / f"{cls.lower()}_{i + 1}.jpg", image)
     val = find_images(tmp_path / "aid", "val")
     assert val.layout == "folders" and [it.label for it in val.items] == ["Beach", "Port"]
     # names sorted as strings: _1, _10, _2, ..., _9 -> val is the 9th name, test the 10th
     assert [it.name for it in val.items] == ["beach_8", "port_8"]
     assert [it.name for it in find_images(tmp_path / "aid", "test").items] == ["beach_9", "port_9"]
     for i in range(3):
-        write_image(tmp_path / "flat" / f"tile{i}.png", smooth_image(rng, 32))
+        write_image(tmp_path / "flat" / f"tile{i}.png", smooth_image(3, 32, 32, seed=rng, look="scene"))
     flat = find_images(tmp_path / "flat", "train")
     assert len(flat) == 3 and flat.classes == [""]
 
@@ -64,7 +65,7 @@ def test_paired_layout_with_split_folders_and_lr_names(tmp_path):
     rng = np.random.default_rng(2)
     for split in ("train", "val"):
         for i in range(2):
-            hr = smooth_image(rng, 64)
+            hr = smooth_image(3, 64, 64, seed=rng, look="scene")
             write_image(tmp_path / split / "HR" / f"{i:04d}.png", hr)
             write_image(tmp_path / split / "LR_x4" / f"{i:04d}x4.png", hr[:, ::4, ::4].copy())
             write_image(tmp_path / split / "LR_x2" / f"{i:04d}.png", hr[:, ::2, ::2].copy())
@@ -88,7 +89,7 @@ def test_errors_name_the_folder_and_remedy(tmp_path):
 
 def test_bands_are_checked_and_plain_images_raise_no_georeferencing_warning(tmp_path):
     rng = np.random.default_rng(3)
-    rgba = np.concatenate([smooth_image(rng, 32), np.full((1, 32, 32), 255, np.uint8)])
+    rgba = np.concatenate([smooth_image(3, 32, 32, seed=rng, look="scene"), np.full((1, 32, 32), 255, np.uint8)])
     path = write_image(tmp_path / "rgba.png", rgba)
     assert default_bands(path, 3) == [1, 2, 3]
     with warnings.catch_warnings(record=True) as caught:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-from synthetic_images import smooth_image, write_image
+from testdata import smooth_image, write_image
 
 from geosr.consistency import project
 from geosr.datasets import ImageItem, find_images
@@ -17,7 +17,7 @@ from geosr.resize import downscale
 
 def test_the_paired_layout_uses_its_own_lr(tmp_path):
     rng = np.random.default_rng(0)
-    hr = smooth_image(rng, 66)  # not a multiple of 4: cropped to 64 by the LR's size
+    hr = smooth_image(3, 66, 66, seed=rng, look="scene")  # not a multiple of 4: cropped to 64 by the LR's size
     lr = np.ascontiguousarray(hr[:, 1:64:4, 1:64:4])  # a decimation, not the protocol's bicubic
     write_image(tmp_path / "HR" / "a.png", hr)
     write_image(tmp_path / "LR_x4" / "ax4.png", lr)
@@ -31,7 +31,7 @@ def test_the_paired_layout_uses_its_own_lr(tmp_path):
 
 def test_uint16_images_are_measured_on_their_range(tmp_path):
     rng = np.random.default_rng(1)
-    data = smooth_image(rng, 64).astype(np.uint16) * 100 + 1000
+    data = smooth_image(3, 64, 64, seed=rng, look="scene").astype(np.uint16) * 100 + 1000
     write_image(tmp_path / "u16" / "s.tif", data)
     (res,) = evaluate_images(find_images(tmp_path / "u16").items, 2)
     assert 15 < res.psnr_bicubic < 60 and 0 < res.ssim_bicubic <= 1
