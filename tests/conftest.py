@@ -25,9 +25,13 @@ def geotiff_dir(shared_data: Path) -> Path:
     return shared_data / "geotiff"
 
 
-@pytest.fixture(scope="module")
+# --- torch --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
 def one_torch_thread():
-    """Run a module's tiny models on one thread: on a small, shared CPU, two threads are slower for such models."""
+    """Tiny models on one torch thread, for each test that asks (a module: pytestmark = usefixtures): on a small CPU
+    shared with other work, a second thread mostly waits."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -75,7 +79,7 @@ def local_model(models_dir: Path) -> Path:
     )
 
 
-# --- synthetic rasters ------------------------------------------------------------------------------------------
+# --- synthetic rasters --------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -104,12 +108,3 @@ def make_model(models_dir: Path):
 def rgb_tif(tmp_path: Path) -> Path:
     """A 3-band uint8 GeoTIFF, 70 x 90 pixels, EPSG:32633, 10 m."""
     return write_geotiff(tmp_path / "rgb.tif", smooth_image(3, 70, 90))
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models on one torch thread: on a small CPU shared with other work, a second thread mostly waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
