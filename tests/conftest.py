@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from testdata import require_shared_data, smooth_image, write_geotiff
+from testdata import require_shared_data, smooth_image, write_geotiff, write_image
 
 from geosr.checkpoint import ModelCard, save_generator
 from geosr.models.generator import Generator, GeneratorConfig
@@ -21,8 +22,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def geotiff_dir(shared_data: Path) -> Path:
-    return shared_data / "geotiff"
+def geotiff_dir() -> Path:
+    """../shared/data/geotiff: real GeoTIFFs of several sources."""
+    return require_shared_data("geotiff")
+
+
+@pytest.fixture(scope="session")
+def ucmerced() -> Path:
+    """../shared/data/ucmerced: the UC Merced land-use scenes (numbers 00-59 of each class)."""
+    return require_shared_data("ucmerced")
 
 
 # --- torch --------------------------------------------------------------------------------------------------------
@@ -108,3 +116,14 @@ def make_model(models_dir: Path):
 def rgb_tif(tmp_path: Path) -> Path:
     """A 3-band uint8 GeoTIFF, 70 x 90 pixels, EPSG:32633, 10 m."""
     return write_geotiff(tmp_path / "rgb.tif", smooth_image(3, 70, 90))
+
+
+@pytest.fixture
+def scene_folder(tmp_path: Path) -> Path:
+    """A UC Merced-like folder: 2 classes x 12 plain 64 x 64 GeoTIFFs, numbers 00..09 (train) and 50, 51 (val)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "scenes"
+    for cls in ("fields", "roofs"):
+        for n in list(range(10)) + [50, 51]:
+            write_image(root / cls / f"{cls}{n:02d}.tif", smooth_image(3, 64, 64, seed=rng, look="scene"))
+    return root

@@ -7,7 +7,7 @@ import pytest
 import torch
 from testdata import smooth_image, write_image
 
-from geosr.datasets import find_images, spread
+from geosr.datasets import find_images
 from geosr.errors import DataError
 from geosr.resize import downscale
 from geosr.training.data import PatchDataset, ResumableSampler, make_loader
@@ -94,12 +94,6 @@ def test_loader_batches_and_too_small_data(scene_folder):
     assert len(batches) == 2 and batches[0][0].shape == (8, 3, 32, 32)
     with pytest.raises(DataError, match="fewer than a batch of 64"):
         make_loader(ds, batch_size=64, workers=0, device=torch.device("cpu"))
-
-
-def test_spread_picks_evenly():
-    assert spread(list(range(10)), 0) == list(range(10))
-    assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
-    assert spread(list(range(210)), 3) == [0, 70, 140]
 
 
 def test_worker_processes_give_the_same_batches(scene_folder):

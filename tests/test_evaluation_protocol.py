@@ -16,7 +16,7 @@ import rasterio
 from geosr.datasets import find_images
 from geosr.evaluation import evaluate_images
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""The evaluation library: paired LR, non-8-bit images, tiled inference of big images, the summary table."""
+"""geosr.evaluation: paired LR, non-8-bit images, tiled inference of big images, the summary table."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
 import torch
 from testdata import smooth_image, write_image
 
@@ -13,6 +14,8 @@ from geosr.datasets import ImageItem, find_images
 from geosr.evaluation import ImageResult, evaluate_images, format_table, load_pair, summarise, super_resolve
 from geosr.models import Generator, GeneratorConfig
 from geosr.resize import downscale
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_paired_layout_uses_its_own_lr(tmp_path):

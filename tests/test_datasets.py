@@ -1,4 +1,4 @@
-"""Data set layouts, their deterministic splits, and reading images."""
+"""geosr.datasets: data set layouts, their deterministic splits, reading images, picking images evenly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from testdata import smooth_image, write_image
 
-from geosr.datasets import default_bands, find_images, read_image, split_of_index
+from geosr.datasets import default_bands, find_images, read_image, split_of_index, spread
 from geosr.errors import DataError
 
 
@@ -100,3 +100,9 @@ def test_bands_are_checked_and_plain_images_raise_no_georeferencing_warning(tmp_
         read_image(path, [1, 5])
     with pytest.raises(DataError, match="has 4 bands but the model takes 6"):
         default_bands(path, 6)
+
+
+def test_spread_picks_evenly():
+    assert spread(list(range(10)), 0) == list(range(10))
+    assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    assert spread(list(range(210)), 3) == [0, 70, 140]
