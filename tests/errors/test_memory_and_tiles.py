@@ -38,6 +38,7 @@ import resource, sys
 import torch
 from geosr.cli.main import cli
 from geosr.predictor import load_predictor
+import geosr.cli.upscale, geosr.aoi, geosr.inference, geosr.report, tqdm  # what the command imports when it runs
 torch.set_num_threads(1)
 load_predictor(sys.argv[1], device="cpu", precision="fp32")  # imports and first allocations, within the limit
 used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
