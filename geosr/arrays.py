@@ -167,7 +167,7 @@ def upscale_pixels(
         tiles = grid.cols.tiles_for(e0, e1)
         x0, x1 = grid.cols.extent(tiles[0])[0], grid.cols.extent(tiles[-1])[1]
         acc = StripAccumulator(n, s * length_r, e0, e1, origin=s * grid.rows.starts[rows[0]])
-        stream = RowStream(s, halo=halo) if options.consistency else None
+        stream = RowStream(s, halo=halo, device=predictor.device) if options.consistency else None
         next_row = row_lo  # with consistency: the first output row the stream has not returned yet
         for i, r in enumerate(rows):
             y0, y1 = grid.rows.extent(r)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 
 from .radiometry import MODEL_RANGE
 from .resize import _weight_matrix
@@ -65,31 +66,71 @@ def project(
     valid: np.ndarray | None = None,
     iterations: int = DEFAULT_ITERATIONS,
     value_range: tuple[float, float] | None = MODEL_RANGE,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """The output ``hr`` (bands, s h, s w) corrected to be consistent with the input ``lr`` (bands, h, w).
 
     valid: (bands, h, w) bool, the input pixels that constrain the output (None: all). value_range: the range the
-    output is clipped to after each projection (None: no clipping, one projection is then exact). Returns a new
-    float32 array; ``hr`` is not changed. Raises ValueError when the shapes do not match the scale.
+    output is clipped to after each projection (None: no clipping, one projection is then exact). device: where the
+    matrix products run (the model's device: a GPU does them in microseconds). Returns a new float32 array; ``hr`` is
+    not changed. Raises ValueError when the shapes do not match the scale.
     """
     b, h, w = lr.shape
     if hr.shape != (b, scale * h, scale * w):
         raise ValueError(f"HR shape {hr.shape} does not match LR shape {lr.shape} at x{scale}")
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
-    dh, ph = _axis_operators(h, scale)
-    dw, pw = _axis_operators(w, scale)
-    y = np.array(hr, dtype=np.float32, copy=True)
-    x = lr.astype(np.float32, copy=False)
-    rounds = 1 if value_range is None else iterations
-    for _ in range(rounds):
-        r = x - dh @ y @ dw.T  # (b, h, w) residual in the input's grid
-        if valid is not None:
-            r = np.where(valid, r, np.float32(0))
-        y += ph @ r @ pw.T
-        if value_range is not None:
-            np.clip(y, *value_range, out=y)
+    y, x, ok = _tensors(hr, lr, valid, torch.device(device))
+    return _project(y, x, ok, scale, iterations, value_range).cpu().numpy()
+
+
+def _tensors(hr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None, device: torch.device):
+    """float32 tensors on ``device``: a copy of ``hr`` (corrected in place), ``lr`` and ``valid``."""
+    y = torch.from_numpy(np.array(hr, dtype=np.float32, copy=True)).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device)
+    ok = None if valid is None else torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)).to(device)
+    return y, x, ok
+
+
+def _project(
+    y: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None, scale: int, iterations: int,
+    value_range: tuple[float, float] | None,
+) -> torch.Tensor:
+    """``project`` on tensors, ``y`` corrected in place (and returned)."""
+    b, h, w = x.shape
+    dh, ph = _device_operators(h, scale, y.device)
+    dw, pw = _device_operators(w, scale, y.device)
+    if value_range is None:
+        return _project_once(y, x, valid, dh, dw, ph, pw)
+    lo, hi = value_range
+    bands = None  # the bands still being corrected (None: all): a band that needed no clipping is exact already
+    for _ in range(iterations):
+        part = y if bands is None else y[bands]
+        part = _project_once(part, x if bands is None else x[bands],
+                             None if valid is None else (valid if bands is None else valid[bands]), dh, dw, ph, pw)
+        clipped = (part.amin(dim=(1, 2)) < lo) | (part.amax(dim=(1, 2)) > hi)
+        part.clamp_(lo, hi)
+        if bands is not None:
+            y[bands] = part
+        bands = (torch.arange(b, device=y.device) if bands is None else bands)[clipped]
+        if not len(bands):
+            break
     return y
+
+
+def _project_once(y, x, valid, dh, dw, ph, pw) -> torch.Tensor:
+    """y + P (x - D y), in place in ``y``."""
+    r = x - dh @ y @ dw.T  # (b, h, w) residual in the input's grid
+    if valid is not None:
+        r = torch.where(valid, r, 0.0)
+    y += ph @ r @ pw.T
+    return y
+
+
+@functools.lru_cache(maxsize=128)
+def _device_operators(n: int, scale: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    d, p = _axis_operators(n, scale)
+    return torch.tensor(d, device=device), torch.tensor(p, device=device)
 
 
 def residual(hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None) -> float:
@@ -120,6 +161,7 @@ class RowStream:
         iterations: int = DEFAULT_ITERATIONS,
         value_range: tuple[float, float] | None = MODEL_RANGE,
         block: int = DEFAULT_BLOCK,
+        device: str | torch.device = "cpu",
     ) -> None:
         if block < 1 or halo < 0:
             raise ValueError(f"block must be at least 1 and halo at least 0, got {block} and {halo}")
@@ -128,6 +170,7 @@ class RowStream:
         self.iterations = iterations
         self.value_range = value_range
         self.block = block
+        self.device = torch.device(device)
         self._hr: list[np.ndarray] = []  # uncorrected output rows, buffered (b, s k, W) blocks
         self._lr: list[np.ndarray] = []
         self._valid: list[np.ndarray | None] = []
@@ -172,7 +215,7 @@ class RowStream:
             w1 = min(self._rows, b1 + self.halo) - self._start
             out = _project_columns(
                 hr[:, s * w0 : s * w1], lr[:, w0:w1], s, None if valid is None else valid[:, w0:w1],
-                self.iterations, self.value_range, self.block, self.halo,
+                self.iterations, self.value_range, self.block, self.halo, self.device,
             )
             first = b0 - self._start - w0
             parts.append(out[:, s * first : s * (first + b1 - b0)])
@@ -187,22 +230,31 @@ class RowStream:
 
 def _project_columns(
     hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None, iterations: int,
-    value_range: tuple[float, float] | None, block: int, halo: int,
+    value_range: tuple[float, float] | None, block: int, halo: int, device: torch.device,
 ) -> np.ndarray:
     """``project`` of a block of rows in blocks of ``block`` input columns, each over a window reaching ``halo``
-    columns beyond it: the operators stay (block + 2 halo) wide, so memory and work grow linearly with the width."""
+    columns beyond it: the operators stay (block + 2 halo) wide, so memory and work grow linearly with the width.
+
+    The block moves to ``device`` once. Windows of the same width (all but those at the edges) share their operators
+    and are corrected together, stacked along the band axis: a few large matrix products instead of many small ones,
+    which keeps every core (or the GPU) busy."""
     s = scale
-    w = lr.shape[2]
-    if w <= block + 2 * halo:
-        return project(hr, lr, s, valid, iterations, value_range)
-    out = np.empty(hr.shape, np.float32)
-    for c0 in range(0, w, block):
-        c1 = min(c0 + block, w)
-        a, b = max(0, c0 - halo), min(w, c1 + halo)
-        part = project(hr[:, :, s * a : s * b], lr[:, :, a:b], s, None if valid is None else valid[:, :, a:b],
-                       iterations, value_range)
-        out[:, :, s * c0 : s * c1] = part[:, :, s * (c0 - a) : s * (c1 - a)]
-    return out
+    b, h, w = lr.shape
+    y, x, ok = _tensors(hr, lr, valid, device)
+    windows: dict[int, list[tuple[int, int, int, int]]] = {}  # width -> [(a, b, c0, c1)]
+    for c0 in range(0, w, block) if w > block + 2 * halo else [0]:
+        c1 = min(c0 + block, w) if w > block + 2 * halo else w
+        a, e = max(0, c0 - halo), min(w, c1 + halo)
+        windows.setdefault(e - a, []).append((a, e, c0, c1))
+    out = torch.empty_like(y)
+    for group in windows.values():
+        ys = torch.cat([y[:, :, s * a : s * e] for a, e, _, _ in group])  # (len(group) * b, s h, s width)
+        xs = torch.cat([x[:, :, a:e] for a, e, _, _ in group])
+        oks = None if ok is None else torch.cat([ok[:, :, a:e] for a, e, _, _ in group])
+        ys = _project(ys, xs, oks, s, iterations, value_range)
+        for i, (a, _, c0, c1) in enumerate(group):
+            out[:, :, s * c0 : s * c1] = ys[i * b : (i + 1) * b, :, s * (c0 - a) : s * (c1 - a)]
+    return out.cpu().numpy()
 
 
 def project_rows(

@@ -301,8 +301,8 @@ class _Consistency:
     out, in order, from the first row pushed, once ``halo`` input rows below them have been pushed.
     """
 
-    def __init__(self, plan: Plan, panel: _Panel, first_row: int) -> None:
-        self.stream = RowStream(plan.scale, halo=_halo(plan))
+    def __init__(self, plan: Plan, panel: _Panel, first_row: int, device) -> None:
+        self.stream = RowStream(plan.scale, halo=_halo(plan), device=device)  # the model's device
         self.next_row = first_row  # output row (processed window) of the next row that comes out
         self.cols = slice(panel.e0 // plan.scale - panel.x0, panel.e1 // plan.scale - panel.x0)
         self.scale = plan.scale
@@ -477,7 +477,7 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
             origin = s * g.rows.starts[rows[0]]
             acc = StripAccumulator(len(plan.colour), s * length_r, panel.e0, panel.e1, origin=origin)
             held = _InputRows()
-            stage = _Consistency(plan, panel, row_lo) if plan.consistency else None
+            stage = _Consistency(plan, panel, row_lo, predictor.device) if plan.consistency else None
             for i, r in enumerate(rows):
                 strip = _next_strip(strips, reader)
                 held.add(strip, length_r)

@@ -79,3 +79,35 @@ def test_shapes_are_checked():
         project(hr[:, :-1], lr, 2)
     with pytest.raises(ValueError, match="multiple of the scale"):
         degrade(hr[:, :-1], 2)
+
+
+def test_bands_that_need_no_clipping_stop_after_one_projection():
+    """A band inside the range after its first projection is exact: further rounds would change nothing, and
+    stopping it does not change the bands that go on."""
+    hr, lr = _pair(4, bands=2)
+    hr[0] = np.clip(hr[0], -0.5, 0.5)
+    lr[0] = np.clip(degrade(hr[0][None], 4)[0] * 0.9, -0.5, 0.5)  # band 0 stays well inside [-1, 1]
+    y = project(hr, lr, 4, iterations=3)
+    np.testing.assert_allclose(y[0], project(hr[:1], lr[:1], 4, value_range=None)[0], atol=1e-6)
+    np.testing.assert_array_equal(y[1], project(hr[1:], lr[1:], 4, iterations=3)[0])
+
+
+def test_wide_images_are_corrected_in_column_windows_that_match_the_whole_image():
+    """Windows of equal width are stacked into one product; the result matches one projection of the whole image."""
+    scale = 2
+    hr, lr = _pair(scale, h=30, w=250)  # 250 columns: several 64-column blocks and two narrower edge windows
+    whole = project(hr, lr, scale)
+    rows = project_rows(hr, lr, scale)
+    np.testing.assert_allclose(rows, whole, atol=2e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_the_projection_runs_on_the_models_device(device):
+    hr, lr = _pair(4, h=70, w=90)
+    valid = np.ones(lr.shape, bool)
+    valid[2, :9, :9] = False
+    on_cpu = project_rows(hr, lr, 4, valid)
+    on_device = project_rows(hr, lr, 4, valid, device=device)
+    assert isinstance(on_device, np.ndarray) and on_device.dtype == np.float32
+    np.testing.assert_allclose(on_device, on_cpu, atol=2e-5)
