@@ -30,7 +30,9 @@ def test_a_default_model_ships_for_x2_and_x4(scale):
     assert card.scale == scale and card.name == f"degan-x{scale}"
     t, m = card.training, card.metrics
     assert "ucmerced" in t["data"] and t["split"] == "train" and t["steps"] > 0 and t["wall_time_s"] > 0
-    assert t["hardware"] and card.tile_size * scale == t["patch_size"] and card.overlap == card.tile_size // 4
+    assert t["hardware"] and card.tile_size * scale == t["patch_size"] and 0 < card.overlap <= card.tile_size // 4
+    if card.overlap != card.tile_size // 4:  # less than the quarter only by measurement, which the card names
+        assert any("overlap" in note and "benchmarks/overlap.py" in note for note in t.get("notes", []))
     assert m["split"] == "val" and m["val_images"] == 210  # the whole val split, measured by geosr evaluate
     assert m["val_psnr"] - m["val_psnr_bicubic"] >= BAR[scale]
     assert m["val_ssim"] > m["val_ssim_bicubic"]
