@@ -9,9 +9,9 @@ correction (geosr.consistency.RowStream, pushed the same rows) and the same noda
 +-Inf and extreme float fills are invalid, never reach valid pixels, and stay nodata (NaN for floats without a nodata
 value).
 
-It runs the pipeline's loop (one column panel at a time, one tile row at a time, a StripAccumulator of a few tile
-rows) reading slices of the array instead of windows of a file, so besides the output it holds only the strips of
-a panel: a few float32 copies of a tile row, never of the whole array. It runs in the calling thread.
+It runs the pipeline's loop (geosr.strips: one column panel at a time, one tile row at a time, a StripAccumulator of
+a few tile rows) reading slices of the array instead of windows of a file, so besides the output it holds only the
+strips of a panel: a few float32 copies of a tile row, never of the whole array. It runs in the calling thread.
 
 Kept in step with geosr.pipeline by tests/test_api.py, which compares the two pixel for pixel.
 """
@@ -23,13 +23,13 @@ import math
 
 import numpy as np
 
-from geosr.consistency import DEFAULT_HALO, RowStream
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
 from geosr.plan import auto_panel_width, band_groups, card_tiling
 from geosr.predictor import Predictor
-from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, keep_off_nodata, valid_mask
-from geosr.tiling import StripAccumulator, TileGrid, even_splits
+from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
+from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows, to_output
+from geosr.tiling import TileGrid
 
 log = logging.getLogger("geosr.arrays")
 
@@ -131,75 +131,22 @@ def upscale_pixels(
     radiometry = array_radiometry(data, nodata, options.value_range)
     fill = nodata if nodata is not None else (float("nan") if dtype.kind == "f" else 0)
     grid = TileGrid(h, w, tile, overlap, s)
-    panel_width = options.panel_width or auto_panel_width(n, s, min(tile, h))
-    halo = DEFAULT_HALO if options.consistency else 0
+    panel_width = options.panel_width or auto_panel_width(n, s, min(tile, h))  # as geosr.plan.make_plan
     out = np.empty((n, s * h, s * w), dtype)
 
-    def strip_of(y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Model values and validity of data[:, y0:y1, x0:x1], as the pipeline's reader (never padded: a tile is at
-        most the array)."""
-        raw = data[:, y0:y1, x0:x1]
-        valid = valid_mask(raw, invalid_mask(raw, nodata))
-        return radiometry.to_model(raw, valid), valid
+    def strip_of(panel: Panel, r: int) -> Strip:
+        """The strip of a tile row, as the pipeline's reader reads it (never padded: a tile is at most the array)."""
+        y0, y1 = grid.rows.extent(r)
+        raw = data[:, y0:y1, panel.x0 : panel.x1]
+        return make_strip(grid, panel, groups, real, radiometry, y0, raw, invalid_mask(raw, nodata), raw[:0])
 
-    def finish(values: np.ndarray, lo: int, c0: int) -> None:
-        """Blended model values of output rows [lo, lo + h) and columns [c0, c0 + w) -> ``out``."""
+    def put(values: np.ndarray, r0: int, c0: int, held: InputRows) -> None:
         _, rows, cols = values.shape
-        if rows == 0:
-            return
-        block = radiometry.from_model(values)
-        keep_off_nodata(block, nodata)
-        if masks:
-            r0, c0_in = lo // s, c0 // s
-            raw = data[:, r0 : (lo + rows - 1) // s + 1, c0_in : (c0 + cols - 1) // s + 1]
-            valid = valid_mask(raw, invalid_mask(raw, nodata))
-            valid = valid[:, (lo + np.arange(rows)) // s - r0][:, :, (c0 + np.arange(cols)) // s - c0_in]
-            if not valid.all():
-                block[~valid] = fill
-        out[:, lo : lo + rows, c0 : c0 + cols] = block
+        valid = held.under(held.valid, r0, c0, rows, cols) if masks else None
+        out[:, r0 : r0 + rows, c0 : c0 + cols] = to_output(values, valid, radiometry, nodata, fill)
 
-    length_r, length_c = grid.rows.length, grid.cols.length
-    row_lo, row_hi = 0, s * h
-    rows = grid.rows.tiles_for(row_lo, row_hi)
-    for c0 in range(0, s * w, s * panel_width):  # column panels, as geosr.pipeline._panels
-        c1 = min(s * w, c0 + s * panel_width)
-        e0, e1 = max(0, c0 - s * halo), min(s * w, c1 + s * halo)
-        tiles = grid.cols.tiles_for(e0, e1)
-        x0, x1 = grid.cols.extent(tiles[0])[0], grid.cols.extent(tiles[-1])[1]
-        acc = StripAccumulator(n, s * length_r, e0, e1, origin=s * grid.rows.starts[rows[0]])
-        stream = RowStream(s, halo=halo, device=predictor.device) if options.consistency else None
-        next_row = row_lo  # with consistency: the first output row the stream has not returned yet
-        for i, r in enumerate(rows):
-            y0, y1 = grid.rows.extent(r)
-            x, valid = strip_of(y0, y1, x0, x1)
-            items = []
-            for j, c in enumerate(tiles):
-                a, b = grid.cols.extent(c)
-                tile_valid = valid[:, :, a - x0 : b - x0]
-                items += [(j, k) for k, grp in enumerate(groups) if tile_valid[list(grp[: real[k]])].any()]
-            for b0, b1 in even_splits(len(items), -(-len(items) // options.batch_size)):
-                batch = items[b0:b1]
-                xs = [grid.cols.starts[tiles[j]] - x0 for j, _ in batch]
-                batch_tiles = np.stack([x[list(groups[k]), :tile, xj : xj + tile] for (_, k), xj in zip(batch, xs)])
-                outs = predictor(batch_tiles)  # (B, C, s*tile, s*tile)
-                for (j, k), o in zip(batch, outs):
-                    c = tiles[j]
-                    acc.add(o[: real[k], : s * length_r, : s * length_c], grid.weight(r, c), s * y0,
-                            s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
-            last = i == len(rows) - 1
-            stop_row = s * (y0 + length_r) if last else s * grid.rows.starts[rows[i + 1]]
-            lo, hi = max(acc.origin, row_lo), min(stop_row, row_hi)
-            if hi > lo:
-                values = acc.rows(stop_row)[:, lo - acc.origin : hi - acc.origin]
-                if stream is not None:
-                    a = lo // s - y0
-                    b = a + values.shape[1] // s
-                    cols = slice(e0 // s - x0, e1 // s - x0)
-                    values = stream.push(values, x[:, a:b, cols], valid[:, a:b, cols] if masks else None)
-                    lo, next_row = next_row, next_row + values.shape[1]
-                finish(values[:, :, c0 - e0 : c1 - e0], lo, c0)
-            acc.advance(stop_row)
-        if stream is not None:
-            finish(stream.finish()[:, :, c0 - e0 : c1 - e0], next_row, c0)
+    panels = column_panels(grid, (0, s * w), panel_width, options.consistency)
+    rows = tile_rows(grid, (0, s * h), options.consistency)
+    run_strips(grid, panels, rows, strip_of, predictor, put, groups=groups, real=real, batch_size=options.batch_size,
+               consistency=options.consistency, masks=masks, out_rows=(0, s * h))
     return out
-

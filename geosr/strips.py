@@ -1,0 +1,207 @@
+"""The strip loop of ``geosr upscale``, one for files (geosr.pipeline) and arrays (geosr.arrays).
+
+``run_strips`` goes one column panel at a time, one tile row at a time: the tiles of a strip (a tile row of a panel)
+that hold a valid pixel, batched through the model, are blended into a StripAccumulator (geosr.tiling); the rows no
+later tile row reaches are corrected for consistency with the input (geosr.consistency.RowStream, unless switched
+off), cropped to the output and handed to a sink with the input rows under them. Where strips come from (a reader
+thread, slices of an array) and where finished rows go (a writer thread, an array) is the caller's.
+
+Coordinates are those of the grid's window: input pixels, or output pixels (``scale`` times as many) where named so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from geosr.consistency import DEFAULT_HALO, RowStream
+from geosr.predictor import Predictor
+from geosr.radiometry import Radiometry, keep_off_nodata, valid_mask
+from geosr.tiling import StripAccumulator, TileGrid, even_splits
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Output columns [c0, c1) and the tile columns that reach them.
+
+    [e0, e1) are the columns blended: [c0, c1) and, with consistency, its halo on each side (within the window),
+    which the correction needs as context.
+    """
+
+    c0: int
+    c1: int
+    tiles: tuple[int, ...]
+    x0: int  # first input column read
+    x1: int
+    e0: int
+    e1: int
+
+
+def _blended(lo: int, hi: int, size: int, scale: int, consistency: bool) -> tuple[int, int]:
+    """Output pixels [lo, hi) of an axis of ``size`` input pixels and, with consistency, their halo."""
+    halo = scale * DEFAULT_HALO if consistency else 0
+    return max(0, lo - halo), min(scale * size, hi + halo)
+
+
+def column_panels(grid: TileGrid, cols: tuple[int, int], width: int, consistency: bool) -> list[Panel]:
+    """The output columns ``cols`` (output pixels [lo, hi)) in panels of ``width`` input columns."""
+    s = grid.scale
+    out = []
+    for c0 in range(cols[0], cols[1], s * width):
+        c1 = min(cols[1], c0 + s * width)
+        e0, e1 = _blended(c0, c1, grid.width, s, consistency)
+        tiles = grid.cols.tiles_for(e0, e1)
+        out.append(Panel(c0, c1, tiles, grid.cols.extent(tiles[0])[0], grid.cols.extent(tiles[-1])[1], e0, e1))
+    return out
+
+
+def tile_rows(grid: TileGrid, rows: tuple[int, ...], consistency: bool) -> tuple[int, ...]:
+    """The tile rows that reach the output rows ``rows`` (output pixels [lo, hi)) or their halo."""
+    return grid.rows.tiles_for(*_blended(*rows, grid.height, grid.scale, consistency))
+
+
+@dataclass
+class Strip:
+    """One tile row of one panel, read and normalised (input pixels; columns from panel.x0)."""
+
+    y0: int  # first input row
+    x: np.ndarray  # (bands, h, w) float32 model values, invalid pixels filled; a tile is at most h x w (never padded)
+    valid: np.ndarray  # (bands, h, w) bool
+    extra: np.ndarray  # (k, h, w) other input values the sink needs under its rows (the pipeline's alpha bands)
+    todo: np.ndarray  # (n_tile_cols, n_groups) bool: whether a tile of a group holds any valid pixel
+
+
+def make_strip(
+    grid: TileGrid, panel: Panel, groups, real, radiometry: Radiometry, y0: int, raw: np.ndarray,
+    masks: np.ndarray | None, extra: np.ndarray,
+) -> Strip:
+    """The strip of raw values (bands, h, w) from input row ``y0`` and column ``panel.x0``, with their GDAL band masks
+    (geosr.radiometry.valid_mask); groups, real: the band groups (geosr.plan.band_groups)."""
+    valid = valid_mask(raw, masks)
+    todo = np.zeros((len(panel.tiles), len(groups)), bool)
+    for j, c in enumerate(panel.tiles):
+        a, b = grid.cols.extent(c)
+        tile_valid = valid[:, :, a - panel.x0 : b - panel.x0]
+        for k, grp in enumerate(groups):
+            todo[j, k] = tile_valid[list(grp[: real[k]])].any()
+    return Strip(y0, radiometry.to_model(raw, valid), valid, extra, todo)
+
+
+class InputRows:
+    """A panel's input rows (validity, extra values) kept until the output rows over them are finished.
+
+    Without consistency each strip's rows are finished with the strip; with it, output rows are finished up to
+    ``halo`` input rows later, when they may lie under an earlier strip.
+    """
+
+    def __init__(self, scale: int, x0: int) -> None:
+        self.scale, self.x0 = scale, x0  # x0: the input column of the first one held
+        self.start = 0  # first row held
+        self.valid: np.ndarray | None = None  # (bands, rows, cols)
+        self.extra: np.ndarray | None = None  # (k, rows, cols)
+
+    def add(self, strip: Strip, length: int) -> None:
+        """Hold the strip's rows from the first one not held yet (strips overlap)."""
+        v, e = strip.valid[:, :length], strip.extra[:, :length]
+        if self.valid is None:
+            self.start, self.valid, self.extra = strip.y0, v, e
+            return
+        skip = self.start + self.valid.shape[1] - strip.y0  # rows of the strip already held
+        self.valid = np.concatenate([self.valid, v[:, skip:]], axis=1)
+        self.extra = np.concatenate([self.extra, e[:, skip:]], axis=1)
+
+    def drop_before(self, row: int) -> None:
+        k = row - self.start
+        if self.valid is not None and k > 0:
+            self.valid, self.extra = self.valid[:, k:], self.extra[:, k:]
+            self.start = row
+
+    def under(self, a: np.ndarray, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+        """``a`` (self.valid or self.extra) under output rows [r0, r0 + h) x columns [c0, c0 + w), upsampled nearest."""
+        s = self.scale
+        return a[:, (r0 + np.arange(h)) // s - self.start][:, :, (c0 + np.arange(w)) // s - self.x0]
+
+
+def to_output(
+    values: np.ndarray, valid: np.ndarray | None, radiometry: Radiometry, nodata: float | None, fill: float
+) -> np.ndarray:
+    """Blended model values -> the output dtype: valid values kept off ``nodata``, ``fill`` where ``valid`` is False."""
+    out = radiometry.from_model(values)
+    keep_off_nodata(out, nodata)
+    if valid is not None and not valid.all():
+        out[~valid] = fill
+    return out
+
+
+Sink = Callable[[np.ndarray, int, int, InputRows], None]
+
+
+def run_strips(
+    grid: TileGrid, panels: list[Panel], rows: tuple[int, ...], strip_of: Callable[[Panel, int], Strip],
+    predictor: Predictor, sink: Sink, *, groups, real, batch_size: int, consistency: bool, masks: bool,
+    out_rows: tuple[int, int], tiles_done: Callable[[int, bool], None] | None = None,
+) -> int:
+    """Super-resolve the panels' strips; returns the tiles (x band groups) run through the model.
+
+    strip_of(panel, r): the strip of tile row r (of ``rows``, from tile_rows) in a panel, asked for in order.
+    sink(values, r0, c0, held): finished model values (bands, h, w) of output rows from r0 (within ``out_rows``)
+    and the panel's output columns from c0, with the panel's input rows ``held`` that lie under them.
+    masks: whether the input may hold invalid pixels (the consistency correction then leaves them unconstrained).
+    tiles_done(n, ran): after each batch of n tiles through the model (ran), and with the n tiles of a strip skipped
+    for holding no valid pixel.
+    """
+    s, tile = grid.scale, grid.tile_size
+    length_r, length_c = grid.rows.length, grid.cols.length
+    row_lo, row_hi = _blended(*out_rows, grid.height, s, consistency)
+    computed = 0
+
+    def emit(panel: Panel, values: np.ndarray, lo: int, held: InputRows) -> None:
+        """Blended (and corrected) rows [lo, lo + h) x [e0, e1) -> the sink, cropped to the output."""
+        a, b = max(lo, out_rows[0]), min(lo + values.shape[1], out_rows[1])
+        if b > a:
+            sink(values[:, a - lo : b - lo, panel.c0 - panel.e0 : panel.c1 - panel.e0], a, panel.c0, held)
+
+    for panel in panels:
+        origin = s * grid.rows.starts[rows[0]]
+        acc = StripAccumulator(sum(real), s * length_r, panel.e0, panel.e1, origin=origin)  # sum(real): the bands
+        held = InputRows(s, panel.x0)
+        stream = RowStream(s, halo=DEFAULT_HALO, device=predictor.device) if consistency else None  # the model's
+        next_row = row_lo  # with consistency: the first output row the stream has not returned yet
+        cols = slice(panel.e0 // s - panel.x0, panel.e1 // s - panel.x0)
+        for i, r in enumerate(rows):
+            strip = strip_of(panel, r)
+            held.add(strip, length_r)
+            # tiles of this strip, batched through the model
+            items = [(j, k) for j in range(len(panel.tiles)) for k in range(len(groups)) if strip.todo[j, k]]
+            if tiles_done is not None:
+                tiles_done(len(panel.tiles) * len(groups) - len(items), False)
+            for b0, b1 in even_splits(len(items), -(-len(items) // batch_size)):
+                batch = items[b0:b1]
+                xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
+                outs = predictor(np.stack([strip.x[list(groups[k]), :tile, x : x + tile]
+                                           for (_, k), x in zip(batch, xs)]))  # (B, C, s*tile, s*tile)
+                for (j, k), out in zip(batch, outs):
+                    c = panel.tiles[j]
+                    acc.add(out[: real[k], : s * length_r, : s * length_c], grid.weight(r, c), s * strip.y0,
+                            s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
+                computed += len(batch)
+                if tiles_done is not None:
+                    tiles_done(len(batch), True)
+            # rows that no later tile row reaches are blended
+            stop_row = s * (strip.y0 + length_r) if i == len(rows) - 1 else s * grid.rows.starts[rows[i + 1]]
+            lo, hi = max(acc.origin, row_lo), min(stop_row, row_hi)
+            if hi > lo:
+                values = acc.rows(stop_row)[:, lo - acc.origin : hi - acc.origin]
+                if stream is not None:  # the rows now final, ``halo`` input rows behind
+                    a = lo // s - strip.y0
+                    b = a + values.shape[1] // s
+                    values = stream.push(values, strip.x[:, a:b, cols], strip.valid[:, a:b, cols] if masks else None)
+                    lo, next_row = next_row, next_row + values.shape[1]
+                emit(panel, values, lo, held)
+            acc.advance(stop_row)
+            held.drop_before((stop_row if stream is None else next_row) // s)
+        if stream is not None:
+            emit(panel, stream.finish(), next_row, held)
+    return computed
