@@ -9,6 +9,7 @@ functions.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,10 @@ def write_image(path: Path, data: np.ndarray) -> Path:
     .tif."""
     driver = {".png": "PNG", ".jpg": "JPEG", ".tif": "GTiff"}[path.suffix]
     return _write(path, data, driver=driver)
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child process that a test stops with SIGINT: Ctrl-C's default action in the child, also
+    when the tests themselves run in the background (a non-interactive shell starts background jobs with SIGINT
+    ignored, and children inherit that, so the child would never see the signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

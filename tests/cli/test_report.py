@@ -15,6 +15,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geosr.cli.main import cli
+from testdata import interruptible
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -112,7 +113,7 @@ def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, mak
     proc = subprocess.Popen(
         [sys.executable, "-m", "geosr.cli.main", "upscale", str(tiles), "-o", str(out), "--model", str(tiny_model_x4),
          "--tile-size", "32", "--overlap", "8", "-q", "--report", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
     )
     try:  # a_small.tif is done once b_big.tif's temporary output appears
         assert _wait_for(lambda: any(p.name.startswith(".b_big") for p in out.glob(".*")), 120), "never started b"

@@ -14,6 +14,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geosr.cli.main import cli
+from testdata import interruptible
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GEOSR = Path(sys.executable).parent / "geosr"
@@ -172,7 +173,7 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tiny_model_x4, tmp_path, make_geoti
     proc = subprocess.Popen(
         [sys.executable, "-m", "geosr.cli.main", "upscale", str(src), "-o", str(out / "big_x4.tif"),
          "--model", str(tiny_model_x4), "--tile-size", "32", "--overlap", "8", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
     )
     try:
         assert _wait_for(lambda: any(out.iterdir()), 120), "the run never started writing"

@@ -14,7 +14,7 @@ import rasterio
 
 from badinput import corrupt_tiles, files_in, image, run, subprocess_env, wait_for
 from geosr.raster import OutputExistsError, finish_output
-from testdata import write_geotiff
+from testdata import interruptible, write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -54,7 +54,7 @@ def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(
     proc = subprocess.Popen(
         geosr("upscale", str(src), "-o", str(out), "--model", str(tiny_model_x4), "-q", "--tile-size", "32",
               "--overlap", "8"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), preexec_fn=interruptible,
     )
     try:
         assert wait_for(lambda: (out / "t0.tif").exists(), 120), "the first file never finished"

@@ -18,7 +18,7 @@ import rasterio
 
 from badinput import files_in, geosr_command, image, run, subprocess_env, wait_for
 from geosr.raster import TEMP_SUFFIX, remove_stale_outputs, temp_path
-from testdata import write_geotiff
+from testdata import interruptible, write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,7 +35,7 @@ def temporaries(folder: Path) -> list[str]:
 
 def start(*args) -> subprocess.Popen:
     return subprocess.Popen(geosr_command("upscale", *args, "-q"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=subprocess_env())
+                            text=True, env=subprocess_env(), preexec_fn=interruptible)
 
 
 def stop_mid_file(proc: subprocess.Popen, out: Path, sig: int) -> str:
