@@ -11,8 +11,8 @@ option it names (exit 2), every other one exit 1; with -v the traceback is logge
 
 Start-up: the command line imports neither PyTorch nor rasterio before a command runs, so that ``geosr --help``,
 ``geosr upscale --help`` and a usage error come back at once. The commands import the library inside their bodies; a
-check from a module that pulls them in is called through ``lazy``; and the few choices owned by such modules are
-copied here as constants (SCALES, COMPRESSIONS), which tests/cli/test_startup.py compares with their owners.
+check from a module that pulls them in is called through ``lazy``; and the fixed choices and bounds come from
+``geosr.limits``, which imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -30,14 +30,10 @@ import click
 
 from geosr.device import DEVICES, PRECISIONS, check_device_spec  # geosr.device imports torch only when it needs it
 from geosr.errors import GeosrError, OptionError, one_line
-from geosr.tiling import MAX_TILE, MIN_TILE
+from geosr.limits import COMPRESSIONS, MAX_TILE, MIN_TILE, SCALES
 
 log = logging.getLogger("geosr")
 
-# geosr.models.generator.SCALES (that module imports torch) and geosr.raster.COMPRESSIONS (it imports rasterio), for
-# the choices of --scale and --compress; tests/cli/test_startup.py checks that they agree.
-SCALES = (2, 3, 4)
-COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 
 
 def lazy(module: str, name: str) -> Callable:

@@ -41,11 +41,11 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from geosr.limits import COMPRESSIONS  # noqa: F401 - the output codecs, re-exported for geosr.options
 from geosr.errors import GeosrError, OptionError, OutputExistsError, RasterError, WriteError
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 
 BLOCK = 512
-COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 # Suffixes of the rasters a folder search picks up (GDAL reads many more; name files explicitly for those).
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".j2k", ".png", ".jpg", ".jpeg", ".img", ".webp", ".bmp")
 # Output formats chosen by the output file's suffix; anything else is written as GeoTIFF.

@@ -33,9 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-
-MIN_TILE = 8
-MAX_TILE = 4096
+from geosr.limits import MAX_TILE, MIN_TILE  # noqa: F401 - the tile bounds, re-exported
 
 
 def tiling_problem(tile: object, overlap: object) -> str | None:

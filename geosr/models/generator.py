@@ -31,9 +31,8 @@ from torch import nn
 
 from geosr.models.attention import ATTENTIONS, make_attention
 from geosr.models.blocks import ConvReLU, ResidualStack, SubPixelUpsample, conv3x3
+from geosr.limits import SCALES
 from geosr.models.refiner import REFINERS, Refiner
-
-SCALES = (2, 3, 4)
 
 
 @dataclass(frozen=True)

@@ -66,13 +66,14 @@ def test_a_usage_error_imports_neither_torch_nor_rasterio(args, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_choices_copied_for_the_options_agree_with_their_owners():
-    """geosr.cli.options copies SCALES and COMPRESSIONS so that its option definitions need no torch or rasterio."""
+def test_the_options_choices_are_their_owners_own():
+    """One owner: the command line's choices are the very objects the library checks against (geosr.limits)."""
     from geosr.models.generator import SCALES
     from geosr.raster import COMPRESSIONS
+    from geosr.tiling import MAX_TILE, MIN_TILE
 
-    assert options.SCALES == SCALES
-    assert options.COMPRESSIONS == COMPRESSIONS
+    assert options.SCALES is SCALES and options.COMPRESSIONS is COMPRESSIONS
+    assert (options.MIN_TILE, options.MAX_TILE) == (MIN_TILE, MAX_TILE)
 
 
 def test_a_lazy_rule_is_the_library_rule():
