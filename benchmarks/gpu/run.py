@@ -12,11 +12,12 @@ Run from the repository root of the tree the device tool copied, with one part o
    ``pip install --no-index --find-links``, and geosr from this call's working tree;
 3. **measures** the GPU path (measure.py: CUDA against the CPU, output Mpx/s per tile and precision, peak GPU memory,
    a 10980 x 10980 uint16 raster at x4) within --measure-s;
-4. **trains** x4 once the images are there: ``geosr train`` on the UC Merced train split at 256-px patches, batch
-   16, content loss only, from the shipped degan-x4 (--init-from), bf16, checkpointing, for the time the budget
-   leaves (--max-minutes); a run cut short in an earlier call is resumed;
-5. **exports** the best model in fp16 and **evaluates** it on the whole val split (and the shipped degan-x4 on the
-   same images, same GPU), then puts the val metrics and where it trained into its card.
+4. **trains** x4 (``--scale 2``: x2) once the images are there: ``geosr train`` on the UC Merced train split at
+   256-px patches (``--patch``), batch 16, content loss only, from the shipped degan-x4 or degan-x2 (--init-from),
+   bf16, checkpointing, for the time the budget leaves (--max-minutes); a run cut short in an earlier call is
+   resumed (one scale per machine: ``--fresh`` starts over for the other);
+5. **exports** the best model in fp16 and **evaluates** it on the whole val split (and the shipped model it started
+   from on the same images, same GPU), then puts the val metrics and where it trained into its card.
 
 Steps done in an earlier call are not repeated (``--fresh`` forgets them). The budget (9 minutes by default) counts
 this script's wall time over all calls. Every step logs to a file; a failing step does not lose what the others
@@ -47,8 +48,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bundle  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = REPO / "geosr" / "weights" / "degan-x4.safetensors"
-MODEL_NAME = "degan-x4-gpu.safetensors"
+
+
+def shipped(scale: int) -> Path:
+    """The bundled model that training starts from and the trained model is compared with."""
+    return REPO / "geosr" / "weights" / f"degan-x{scale}.safetensors"
+
+
+def model_name(scale: int) -> str:
+    return f"degan-x{scale}-gpu.safetensors"
+
 SOURCE = ["geosr", "cli", "training", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
 STEPS = ("measure", "train", "evaluate")
 
@@ -119,7 +128,7 @@ class Run:
         for src, name in ((self.work / "measure" / "measure.json", "measure.json"),
                           (self.work / "run" / "log.csv", "train_log.csv"),
                           (self.work / "eval_val.json", "eval_val.json"),
-                          (self.work / MODEL_NAME, MODEL_NAME)):
+                          (self.work / model_name(self.args.scale), model_name(self.args.scale))):
             if src.is_file():
                 shutil.copyfile(src, self.out / name)
         tmp = self.out / "logs.tar.gz.tmp"
@@ -395,17 +404,18 @@ def step_train(r: Run) -> None:
         return
     t = time.monotonic()
     manifest = bundle.staged_manifest(r.stage) or {}
-    patch, batch = (64, 2) if r.args.smoke else (256, 16)  # HR patch side, patches per step
+    patch, batch = (64, 2) if r.args.smoke else (r.args.patch, 16)  # HR patch side, patches per step
+    scale = r.args.scale
     if (run_dir / "checkpoints" / "state.pt").is_file():
         cmd = r.geosr + ["train", "--resume", str(run_dir), "--max-minutes", f"{minutes:.2f}"]
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
         cmd = r.geosr + ["train", "--data", str(r.data), "--out", str(run_dir),
-               "--scale", "4", "--global-skip", "--res-scale", "0.1", "--no-diffusion",
+               "--scale", str(scale), "--global-skip", "--res-scale", "0.1", "--no-diffusion",
                "--mse-weight", "1", "--perceptual-weight", "0", "--adversarial-weight", "0",
-               "--feature-matching-weight", "0", "--init-from", str(SHIPPED), "--lr-g", str(r.args.lr),
+               "--feature-matching-weight", "0", "--init-from", str(shipped(scale)), "--lr-g", str(r.args.lr),
                "--lr-decay-epochs", "", "--epochs", "1000", "--val-every", "0", "--device", r.args.device,
-               "--precision", "bf16", "--max-minutes", f"{minutes:.2f}", "--name", "degan-x4", "--seed", "0"]
+               "--precision", "bf16", "--max-minutes", f"{minutes:.2f}", "--name", f"degan-x{scale}", "--seed", "0"]
         cmd += ["--patch-size", str(patch), "--batch-size", str(batch)]
         if r.args.smoke:
             cmd += ["--max-steps", "2", "--val-images", "2", "--val-every-steps", "2", "--checkpoint-every-steps", "1",
@@ -451,30 +461,31 @@ def step_evaluate(r: Run) -> None:
     source = run_dir / "best.safetensors"
     if not source.is_file():
         source = run_dir / "last.safetensors"
-    model = r.work / MODEL_NAME
+    scale = r.args.scale
+    model = r.work / model_name(scale)
     geosr = r.geosr
-    rc = r.run("export", geosr + ["export", str(source), "-o", str(model), "--name", "degan-x4", "--dtype", "fp16",
+    rc = r.run("export", geosr + ["export", str(source), "-o", str(model), "--name", f"degan-x{scale}", "--dtype", "fp16",
                                   "--overwrite"], 300)
     if rc:
         r.record("evaluate", "failed", time.monotonic() - t, note=f"export rc {rc} (see logs/export.log)")
         return
     limit = ["--max-images", "2"] if r.args.smoke else []
-    evaluate = ["evaluate", "-d", str(r.data), "--split", "val", "--scale", "4", "--device", r.args.device,
+    evaluate = ["evaluate", "-d", str(r.data), "--split", "val", "--scale", str(scale), "--device", r.args.device,
                 "--precision", "fp32"] + limit
     report = r.work / "eval_val.json"
     rc = r.run("evaluate", geosr + evaluate + ["-m", str(model), "-o", str(report)], max(120, r.left()))
     if rc or not report.is_file():
         r.record("evaluate", "failed", time.monotonic() - t, note=f"evaluate rc {rc} (see logs/evaluate.log)")
         return
-    shipped = r.work / "eval_shipped.json"
+    baseline = r.work / "eval_shipped.json"
     if r.left() > 30:
-        r.run("evaluate", geosr + evaluate + ["-m", str(SHIPPED), "-o", str(shipped)], max(60, r.left()))
+        r.run("evaluate", geosr + evaluate + ["-m", str(shipped(scale)), "-o", str(baseline)], max(60, r.left()))
     train = r.state["steps"]["train"]
     data = (bundle.staged_manifest(r.stage) or {}).get("data", {}).get("train", {})
     hardware = r.state["steps"].get("install", {}).get("versions", {}).get("hardware", r.args.device)
     notes = [
         f"trained on {hardware} by benchmarks/gpu/run.sh: {train.get('steps')} steps in "
-        f"{train.get('elapsed_s', 0) / 60:.1f} min from the shipped degan-x4 (--init-from), HR patches "
+        f"{train.get('elapsed_s', 0) / 60:.1f} min from the shipped degan-x{scale} (--init-from), HR patches "
         f"{train.get('patch_size')} px, batch {train.get('batch_size')}, bf16, content loss (MSE), "
         f"lr {train.get('lr')}",
         f"train images: UC Merced 00-49 as {data.get('codec', '?')} copies (mean PSNR "
@@ -486,8 +497,9 @@ def step_evaluate(r: Run) -> None:
     r.run("card", geosr + ["info", str(model)], 120, tail=0)
     shutil.copyfile(r.logs / "card.log", r.work / "card.txt")
     facts = {"model": evaluation_means(report)}
-    if shipped.is_file():
-        facts["shipped_degan_x4"] = evaluation_means(shipped)
+    if baseline.is_file():
+        facts["shipped"] = evaluation_means(baseline)
+    facts["scale"] = scale
     r.record("evaluate", "ok" if rc == 0 else "failed", time.monotonic() - t,
              note=_eval_note(facts) if rc == 0 else f"export --metrics rc {rc}", **facts)
 
@@ -501,9 +513,10 @@ def evaluation_means(path: Path) -> dict:
 def _eval_note(facts: dict) -> str:
     m = facts["model"]
     note = f"val {m.get('psnr', float('nan')):.3f} dB / {m.get('ssim', float('nan')):.4f}"
-    if "shipped_degan_x4" in facts:
-        s = facts["shipped_degan_x4"]
-        note += f" (shipped degan-x4 {s.get('psnr', float('nan')):.3f} / {s.get('ssim', float('nan')):.4f})"
+    if "shipped" in facts:
+        s = facts["shipped"]
+        note += (f" (shipped degan-x{facts.get('scale', 4)} {s.get('psnr', float('nan')):.3f} / "
+                 f"{s.get('ssim', float('nan')):.4f})")
     return note
 
 
@@ -571,6 +584,11 @@ def main() -> int:
     p.add_argument("--steps", default=os.environ.get("GEOSR_GPU_STEPS", ",".join(STEPS)),
                    help="which of measure,train,evaluate to run (GEOSR_GPU_STEPS)")
     p.add_argument("--lr", type=float, default=float(os.environ.get("GEOSR_GPU_LR", "1e-4")))
+    p.add_argument("--scale", type=int, choices=(2, 4), default=int(os.environ.get("GEOSR_GPU_SCALE", "4")),
+                   help="the model to train, from the shipped degan-xSCALE (GEOSR_GPU_SCALE; default 4)")
+    p.add_argument("--patch", type=int, default=int(os.environ.get("GEOSR_GPU_PATCH", "256")),
+                   help="HR training patch side; the card's tile is patch / scale (GEOSR_GPU_PATCH; default 256, the "
+                        "paper's; 128 keeps degan-x2's 64-px tiles)")
     p.add_argument("--smoke", action="store_true", default=smoke_env,
                    help="tiny sizes, a few steps, 2 val images (GEOSR_GPU_SMOKE=1); use with --device cpu to test")
     p.add_argument("--fresh", action="store_true", help="forget the steps done in earlier calls")
