@@ -241,9 +241,10 @@ def _project_columns(
     s = scale
     b, h, w = lr.shape
     y, x, ok = _tensors(hr, lr, valid, device)
-    windows: dict[int, list[tuple[int, int, int, int]]] = {}  # width -> [(a, b, c0, c1)]
-    for c0 in range(0, w, block) if w > block + 2 * halo else [0]:
-        c1 = min(c0 + block, w) if w > block + 2 * halo else w
+    step = block if w > block + 2 * halo else w  # a narrow block is one window
+    windows: dict[int, list[tuple[int, int, int, int]]] = {}  # width -> [(a, e, c0, c1)]
+    for c0 in range(0, w, step):
+        c1 = min(c0 + step, w)
         a, e = max(0, c0 - halo), min(w, c1 + halo)
         windows.setdefault(e - a, []).append((a, e, c0, c1))
     out = torch.empty_like(y)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,13 @@ def interruptible() -> None:
     when the tests themselves run in the background (a non-interactive shell starts background jobs with SIGINT
     ignored, and children inherit that, so the child would never see the signal)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False

@@ -15,7 +15,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geosr.cli.main import cli
-from testdata import interruptible
+from testdata import interruptible, wait_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,15 +92,6 @@ def test_a_report_that_cannot_be_written_stops_the_batch_before_any_file(tiny_mo
     assert not (tmp_path / "sr").exists()
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, make_geotiff, synthetic_image, sig, code):
     tiles = tmp_path / "tiles"
@@ -116,7 +107,7 @@ def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, mak
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
     )
     try:  # a_small.tif is done once b_big.tif's temporary output appears
-        assert _wait_for(lambda: any(p.name.startswith(".b_big") for p in out.glob(".*")), 120), "never started b"
+        assert wait_for(lambda: any(p.name.startswith(".b_big") for p in out.glob(".*")), 120), "never started b"
         running = load(path)  # written when the files started
         assert running["state"] == "running" and running["exit_code"] is None
         assert [r["status"] for r in running["files"]][1:] == ["pending", "pending"]

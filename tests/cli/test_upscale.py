@@ -14,7 +14,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geosr.cli.main import cli
-from testdata import interruptible
+from testdata import interruptible, wait_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GEOSR = Path(sys.executable).parent / "geosr"
@@ -156,15 +156,6 @@ def test_plain_images_make_no_warning_noise(tiny_model, tmp_path, synthetic_imag
     assert "warning" not in result.stderr.lower()
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_ctrl_c_exits_130_and_leaves_no_file(tiny_model_x4, tmp_path, make_geotiff, synthetic_image):
     src = make_geotiff(tmp_path / "big.tif", synthetic_image(3, 600, 600))
     out = tmp_path / "out"
@@ -176,7 +167,7 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tiny_model_x4, tmp_path, make_geoti
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
     )
     try:
-        assert _wait_for(lambda: any(out.iterdir()), 120), "the run never started writing"
+        assert wait_for(lambda: any(out.iterdir()), 120), "the run never started writing"
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)

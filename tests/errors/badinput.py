@@ -10,7 +10,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +19,7 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 from rasterio.rpc import RPC
-from testdata import CRS, TRANSFORM, write_geotiff
+from testdata import CRS, TRANSFORM, wait_for, write_geotiff  # noqa: F401 - wait_for for the tests here
 
 from geosr.cli.main import cli
 from geosr.predictor import Predictor
@@ -55,13 +54,11 @@ def files_in(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+def complete(path: Path) -> bool:
+    """A raster that opens and reads to the end."""
+    with rasterio.open(path) as d:
+        d.read()
+    return True
 
 
 def subprocess_env() -> dict[str, str]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import rasterio
 
-from badinput import corrupt_tiles, files_in, image, run, subprocess_env, wait_for
+from badinput import complete, corrupt_tiles, files_in, geosr_command, image, run, subprocess_env, wait_for
 from geosr.raster import OutputExistsError, finish_output
 from testdata import interruptible, write_geotiff
 
@@ -23,13 +21,6 @@ def tiles(folder: Path, n: int, size: int) -> Path:
     for i in range(n):
         write_geotiff(folder / f"t{i}.tif", image(3, size, size, seed=i))
     return folder
-
-
-def complete(path: Path) -> bool:
-    """A raster that opens and reads to the end."""
-    with rasterio.open(path) as d:
-        d.read()
-    return True
 
 
 def test_a_file_failing_mid_read_does_not_stop_the_batch(tiny_model, tmp_path):
@@ -44,15 +35,11 @@ def test_a_file_failing_mid_read_does_not_stop_the_batch(tiny_model, tmp_path):
     assert files_in(out) == ["t0.tif", "t2.tif"] and all(complete(out / f) for f in files_in(out))
 
 
-def geosr(*args: str) -> list[str]:
-    return [sys.executable, "-m", "geosr.cli.main", *args]
-
-
 def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(tiny_model_x4, tmp_path):
     src = tiles(tmp_path / "in", 4, 160)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        geosr("upscale", str(src), "-o", str(out), "--model", str(tiny_model_x4), "-q", "--tile-size", "32",
+        geosr_command("upscale", str(src), "-o", str(out), "--model", str(tiny_model_x4), "-q", "--tile-size", "32",
               "--overlap", "8"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), preexec_fn=interruptible,
     )
@@ -80,7 +67,7 @@ def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(
 def test_two_processes_writing_one_folder_do_not_clobber_each_other(tiny_model, tmp_path):
     src = tiles(tmp_path / "in", 8, 48)
     out = tmp_path / "out"
-    args = geosr("upscale", str(src), "-o", str(out), "--model", str(tiny_model), "--skip-existing")
+    args = geosr_command("upscale", str(src), "-o", str(out), "--model", str(tiny_model), "--skip-existing")
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=subprocess_env()) for _ in range(2)]
     results = [p.communicate(timeout=180) for p in procs]

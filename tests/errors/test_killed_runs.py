@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import rasterio
 
-from badinput import files_in, geosr_command, image, run, subprocess_env, wait_for
+from badinput import complete, files_in, geosr_command, image, run, subprocess_env, wait_for
 from geosr.raster import TEMP_SUFFIX, remove_stale_outputs, temp_path
 from testdata import interruptible, write_geotiff
 
@@ -47,12 +46,6 @@ def stop_mid_file(proc: subprocess.Popen, out: Path, sig: int) -> str:
     finally:
         proc.kill()
     return err
-
-
-def complete(path: Path) -> bool:
-    with rasterio.open(path) as d:
-        d.read()
-    return True
 
 
 def test_sigterm_mid_file_ends_like_ctrl_c_with_nothing_left(tiny_model_x4, tmp_path):
