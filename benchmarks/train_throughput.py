@@ -1,6 +1,7 @@
 """Training throughput of geosr train's step (HR patches per second) on this machine.
 
     python benchmarks/train_throughput.py [--scale 4] [--patch 128] [--batch 8] [--steps 4] [--device cpu]
+        [--attention-dropouts 0.1,0]
 
 Measures, for the default DEGAN generator: the content-only step (MSE, diffusion noise on) and the full GAN step
 (G: MSE + adversarial, D: real/fake), in each precision (bf16 autocast and fp32 on the CPU; bf16/fp16/fp32 on CUDA),
@@ -22,15 +23,17 @@ import torch
 
 from geosr.device import describe_hardware, resolve_device
 from geosr.models import Discriminator, Generator, GeneratorConfig
+from geosr.models.refiner import set_attention_dropout
 from geosr.training.gan import Amp, LossWeights, discriminator_step, generator_step
 from geosr.training.losses import ContentLoss
 
 
-def setup(mode: str, precision: str, args, device: torch.device):
-    """A callable that runs one training step of ``mode`` in ``precision``."""
+def setup(mode: str, precision: str, dropout: float, args, device: torch.device):
+    """A callable that runs one training step of ``mode`` in ``precision`` with attention dropout ``dropout``."""
     torch.manual_seed(0)
     cl = torch.channels_last
     g = Generator(GeneratorConfig(scale=args.scale)).to(device, memory_format=cl)
+    set_attention_dropout(g, dropout)
     d = Discriminator(in_channels=3).to(device, memory_format=cl) if mode == "gan" else None
     opt_g = torch.optim.Adam(g.parameters(), 1e-4)
     opt_d = torch.optim.Adam(d.parameters(), 1e-4) if d is not None else None
@@ -61,6 +64,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precisions", default=None, help="comma list; default bf16,fp32 (CPU) or bf16,fp16,fp32")
     p.add_argument("--modes", default="content,gan")
+    p.add_argument("--attention-dropouts", default="0.1",
+                   help="comma list of the refiner's training attention dropout (0.1: the paper's; 0: fused kernel)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -70,21 +75,24 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{describe_hardware(device)}; DEGAN x{args.scale}, HR patch {args.patch}, batch {args.batch}", flush=True)
-    cases = {(m, p): setup(m, p, args, device) for m in args.modes.split(",") for p in precisions}
+    dropouts = [float(x) for x in args.attention_dropouts.split(",")]
+    cases = {(m, p, a): setup(m, p, a, args, device)
+             for m in args.modes.split(",") for p in precisions for a in dropouts}
     times: dict = {k: [] for k in cases}
     for r in range(args.steps):
         for key, step in cases.items():
             t0 = time.perf_counter()
             step()
             times[key].append(time.perf_counter() - t0)
-        print(f"round {r + 1}: " + ", ".join(f"{m}/{p} {args.batch / times[(m, p)][-1]:.2f}" for m, p in cases),
-              flush=True)
+        print(f"round {r + 1}: " + ", ".join(f"{m}/{p}/drop {a:g} {args.batch / times[(m, p, a)][-1]:.2f}"
+                                            for m, p, a in cases), flush=True)
     rows = []
-    for (mode, prec), ts in times.items():
+    for (mode, prec, drop), ts in times.items():
         med, best = args.batch / statistics.median(ts), args.batch / min(ts)
-        rows.append({"mode": mode, "precision": prec, "patches_per_s_median": round(med, 3),
-                     "patches_per_s_best": round(best, 3), "step_s": [round(t, 2) for t in ts]})
-        print(f"{mode:8s} {prec:5s} median {med:6.2f}  best {best:6.2f} HR patches/s")
+        rows.append({"mode": mode, "precision": prec, "attention_dropout": drop,
+                     "patches_per_s_median": round(med, 3), "patches_per_s_best": round(best, 3),
+                     "step_s": [round(t, 2) for t in ts]})
+        print(f"{mode:8s} {prec:5s} attention dropout {drop:<4g} median {med:6.2f}  best {best:6.2f} HR patches/s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"hardware": describe_hardware(device), "threads": torch.get_num_threads(), "args": vars(args),

@@ -80,6 +80,7 @@ def training_info(cfg: TrainConfig, facts: RunFacts, *, step: int, wall_time_s: 
             "adversarial": cfg.adversarial_weight,
             "feature_matching": cfg.feature_matching_weight,
         },
+        "attention_dropout": cfg.attention_dropout,
         "diffusion": {"train_noise": cfg.diffusion, "t_max": cfg.diffusion_t_max, "inference_t": 0.0},
         "optimizer": {
             "adam_betas": [cfg.betas[0], cfg.betas[1]], "lr_g": cfg.lr_g,

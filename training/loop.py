@@ -41,6 +41,7 @@ from geosr.device import describe_hardware, resolve_precision
 from geosr.errors import DataError
 from geosr.evaluation import evaluate_images
 from geosr.models import Discriminator, Generator
+from geosr.models.refiner import set_attention_dropout
 from geosr.training import distributed
 from geosr.training.card import RunFacts, model_card
 from geosr.training.config import ConfigError, TrainConfig
@@ -282,6 +283,7 @@ def _fit(
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     gcfg = cfg.generator_config()
     g = Generator(gcfg)
+    set_attention_dropout(g, cfg.attention_dropout)
     init_report = None
     if cfg.init_from and not resume:
         init_report = init_from_model(g, cfg.init_from)

@@ -73,6 +73,22 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
+def set_attention_dropout(model: nn.Module, p: float) -> int:
+    """Set the training dropout on the attention weights of every encoder layer in ``model``; the layers changed.
+
+    Only this dropout decides which kernel ``scaled_dot_product_attention`` takes: PyTorch's fused CPU kernel has
+    none, so with p > 0 a CPU training step builds the (tokens x tokens) weights of every head and draws a mask over
+    them (half of a step at 256-px patches). The FFN and residual dropouts are element-wise and stay as built.
+    Inference never drops anything.
+    """
+    if not 0 <= p < 1:
+        raise ValueError(f"attention dropout must be in [0, 1), got {p}")
+    layers = [m for m in model.modules() if isinstance(m, EncoderLayer)]
+    for layer in layers:
+        layer.dropout_p = float(p)
+    return len(layers)
+
+
 class Refiner(nn.Module):
     """U-Net refiner with an optional transformer bottleneck; see the module docstring for the layout."""
 

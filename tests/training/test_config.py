@@ -20,6 +20,7 @@ def test_defaults_are_the_papers():
     assert c.generator_config().n_blocks == 14 and not c.global_skip and c.diffusion
     assert c.card_tile_size == 64 and c.card_overlap == 16
     assert c.uses_discriminator and not TrainConfig(data="x", adversarial_weight=0).uses_discriminator
+    assert c.attention_dropout == 0.1
 
 
 def test_toml_round_trip(tmp_path):
@@ -56,6 +57,9 @@ def test_checks_name_the_setting(tmp_path):
     assert resume_config(cfg, {"max_steps": 10, "val_images": 3}).max_steps == 10
     with pytest.raises(ConfigError, match="cannot change scale"):
         resume_config(cfg, {"scale": 2})
+    assert resume_config(cfg, {"attention_dropout": 0.0}).attention_dropout == 0.0  # a recipe, not the model
+    with pytest.raises(ConfigError, match=r"attention_dropout must be in \[0, 1\), got 1.0"):
+        TrainConfig(data="x", attention_dropout=1.0).validate()
 
 
 def test_the_example_configs_are_valid():

@@ -47,6 +47,7 @@ def test_a_run_writes_its_folder_and_a_model_file_with_a_full_card(scene_folder,
     vals = [r for r in rows if r["kind"] == "val"]
     best_step = int(max(vals, key=lambda r: float(r["val_psnr"]))["step"])
     assert t["steps"] == best_step and t["split"] == "train" and t["losses"]["adversarial"] == 0.1
+    assert t["attention_dropout"] == 0.1
     assert {"val_psnr", "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic"} <= set(card.metrics)
     assert read_card(paths["last"]).training["steps"] == 3
     assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 16, 16)
