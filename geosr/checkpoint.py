@@ -31,6 +31,7 @@ from safetensors.torch import save as safetensors_bytes
 from geosr import __version__
 from geosr.errors import ModelFileError, one_line, printable
 from geosr.fileio import atomic_write
+from geosr.limits import default_overlap  # noqa: F401 - the card's default overlap, re-exported
 from geosr.models.generator import Generator, GeneratorConfig
 from geosr.tiling import tiling_problem
 
@@ -57,11 +58,6 @@ def _printable_text(value: Any) -> Any:
     if isinstance(value, dict):
         return {_printable_text(k): _printable_text(v) for k, v in value.items()}
     return value
-
-
-def default_overlap(tile_size: int) -> int:
-    """The overlap a card recommends for ``tile_size`` when none is given: a quarter of the tile."""
-    return tile_size // 4
 
 
 @dataclass

@@ -17,15 +17,15 @@ import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from geosr.checkpoint import default_overlap
 from geosr.device import PRECISIONS, check_device_spec
 from geosr.errors import GeosrError, OptionError
-from geosr.models import ATTENTIONS, REFINERS
-from geosr.models.generator import GeneratorConfig
-from geosr.options import check_band_numbers
+from geosr.limits import ATTENTIONS, REFINERS, default_overlap
 from geosr.tiling import tiling_problem
+
+if TYPE_CHECKING:
+    from geosr.models.generator import GeneratorConfig
 
 GROUPS = ("data", "model", "loss", "optim", "run")
 VGG_LAYERS = ("conv2_2", "conv3_4", "conv4_4", "conv5_4", "relu2_2", "relu3_4", "relu4_4", "relu5_4")
@@ -145,6 +145,8 @@ class TrainConfig:
         return [f.name for f in fields(cls)]
 
     def generator_config(self) -> GeneratorConfig:
+        from geosr.models.generator import GeneratorConfig  # here: settings and --help need no PyTorch
+
         c = self.in_channels
         return GeneratorConfig(
             scale=self.scale, in_channels=c, out_channels=c, channels=self.channels, n_blocks=self.n_blocks,
@@ -204,6 +206,8 @@ class TrainConfig:
              f"num_workers must be 'auto' or a number, got {self.num_workers!r}")
         need(self.cache_mb >= 0 and self.val_images >= 0, "cache_mb and val_images must be >= 0")
         if self.bands is not None:
+            from geosr.options import check_band_numbers  # here: it brings rasterio, which --help does not need
+
             self.bands = list(check_band_numbers(self.bands))
         if self.band_names is not None:
             need(len(self.band_names) == self.in_channels,

@@ -69,7 +69,7 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.mlp(x.mean(dim=(2, 3), keepdim=True)))
 
 
-ATTENTIONS = ("none", "se", "cam", "sam", "cbam")
+from geosr.limits import ATTENTIONS  # noqa: E402 - the choices, re-exported (geosr.limits owns them)
 
 
 def make_attention(kind: str, channels: int) -> nn.Module:

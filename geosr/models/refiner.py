@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REFINERS = ("none", "unet", "unet-transformer")
+from geosr.limits import REFINERS  # noqa: E402 - the choices, re-exported (geosr.limits owns them)
 
 
 class TimeEmbedding(nn.Sequential):

@@ -45,6 +45,7 @@ def geosr_modules(*args: str, cwd=None) -> dict:
     ["evaluate", "--help"],
     ["export", "--help"],
     ["info", "--help"],
+    ["train", "--help"],
 ], ids=" ".join)
 def test_help_imports_neither_torch_nor_rasterio(args):
     assert geosr_modules(*args) == {"exit": 0, "loaded": []}
@@ -74,6 +75,12 @@ def test_the_options_choices_are_their_owners_own():
 
     assert options.SCALES is SCALES and options.COMPRESSIONS is COMPRESSIONS
     assert (options.MIN_TILE, options.MAX_TILE) == (MIN_TILE, MAX_TILE)
+    from geosr.checkpoint import default_overlap
+    from geosr.models import ATTENTIONS, REFINERS
+    from geosr.training import config
+
+    assert (config.ATTENTIONS, config.REFINERS, config.default_overlap) == (ATTENTIONS, REFINERS, default_overlap)
+    assert config.ATTENTIONS is ATTENTIONS and config.default_overlap is default_overlap
 
 
 def test_a_lazy_rule_is_the_library_rule():
