@@ -171,42 +171,43 @@ class RowStream:
         self.value_range = value_range
         self.block = block
         self.device = torch.device(device)
-        self._hr: list[np.ndarray] = []  # uncorrected output rows, buffered (b, s k, W) blocks
-        self._lr: list[np.ndarray] = []
-        self._valid: list[np.ndarray | None] = []
+        self._hr: list[torch.Tensor] = []  # uncorrected output rows, buffered (b, s k, W) blocks, on ``device``
+        self._lr: list[torch.Tensor] = []
+        self._valid: list[torch.Tensor | None] = []
         self._start = 0  # input row of the buffer's first row
         self._done = 0  # input rows already returned
         self._rows = 0  # input rows pushed
 
-    def push(self, hr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-        """Add ``lr`` (b, k, w) and its output rows ``hr`` (b, s k, s w); return the output rows now final."""
+    def push(self, hr, lr, valid=None) -> torch.Tensor:
+        """Add ``lr`` (b, k, w) and its output rows ``hr`` (b, s k, s w), arrays or tensors (copied to the stream's
+        device: callers may reuse their buffers); return the output rows now final, a float32 tensor there."""
         s = self.scale
         if hr.shape[1] != s * lr.shape[1] or hr.shape[2] != s * lr.shape[2]:
-            raise ValueError(f"HR rows {hr.shape} do not match LR rows {lr.shape} at x{s}")
-        # copies: callers may reuse their buffers (an accumulator's rows) once this returns
-        self._hr.append(np.array(hr, np.float32))
-        self._lr.append(np.array(lr, np.float32))
-        self._valid.append(None if valid is None else np.array(valid, bool))
+            raise ValueError(f"HR rows {tuple(hr.shape)} do not match LR rows {tuple(lr.shape)} at x{s}")
+        self._hr.append(_copy(hr, torch.float32, self.device))
+        self._lr.append(_copy(lr, torch.float32, self.device))
+        self._valid.append(None if valid is None else _copy(valid, torch.bool, self.device))
         self._rows += lr.shape[1]
         # a block is final once ``halo`` rows below it have arrived (its window would not grow any more)
         ready = (self._rows - self.halo) // self.block * self.block
         return self._emit(ready, final=False)
 
-    def finish(self) -> np.ndarray:
+    def finish(self) -> torch.Tensor:
         """The output rows not returned yet, corrected up to the image's (mirrored) bottom edge."""
         return self._emit(self._rows, final=True)
 
-    def _emit(self, until: int, final: bool) -> np.ndarray:
+    def _emit(self, until: int, final: bool) -> torch.Tensor:
         s = self.scale
         if until <= self._done:
             b, w = (self._hr[0].shape[0], self._hr[0].shape[2]) if self._hr else (0, 0)
-            return np.zeros((b, 0, w), np.float32)
-        hr = np.concatenate(self._hr, axis=1)
-        lr = np.concatenate(self._lr, axis=1)
+            return torch.zeros((b, 0, w), dtype=torch.float32, device=self.device)
+        hr = torch.cat(self._hr, dim=1)
+        lr = torch.cat(self._lr, dim=1)
         valid = None
         if any(v is not None for v in self._valid):
-            valid = np.concatenate(
-                [np.ones(x.shape, bool) if v is None else v for x, v in zip(self._lr, self._valid)], axis=1
+            valid = torch.cat(
+                [torch.ones(x.shape, dtype=torch.bool, device=self.device) if v is None else v
+                 for x, v in zip(self._lr, self._valid)], dim=1
             )
         parts = []
         for b0 in range(self._done, until, self.block):
@@ -215,7 +216,7 @@ class RowStream:
             w1 = min(self._rows, b1 + self.halo) - self._start
             out = _project_columns(
                 hr[:, s * w0 : s * w1], lr[:, w0:w1], s, None if valid is None else valid[:, w0:w1],
-                self.iterations, self.value_range, self.block, self.halo, self.device,
+                self.iterations, self.value_range, self.block, self.halo,
             )
             first = b0 - self._start - w0
             parts.append(out[:, s * first : s * (first + b1 - b0)])
@@ -225,37 +226,44 @@ class RowStream:
         self._hr, self._lr = [hr[:, s * keep :]], [lr[:, keep:]]
         self._valid = [None if valid is None else valid[:, keep:]]
         self._start += keep
-        return np.concatenate(parts, axis=1)
+        return torch.cat(parts, dim=1)
+
+
+def _copy(a, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A copy of an array or tensor as ``dtype`` on ``device``."""
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+    return a.to(device=device, dtype=dtype, copy=True)
 
 
 def _project_columns(
-    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None, iterations: int,
-    value_range: tuple[float, float] | None, block: int, halo: int, device: torch.device,
-) -> np.ndarray:
-    """``project`` of a block of rows in blocks of ``block`` input columns, each over a window reaching ``halo``
-    columns beyond it: the operators stay (block + 2 halo) wide, so memory and work grow linearly with the width.
+    hr: torch.Tensor, lr: torch.Tensor, scale: int, valid: torch.Tensor | None, iterations: int,
+    value_range: tuple[float, float] | None, block: int, halo: int,
+) -> torch.Tensor:
+    """``project`` of a block of rows (tensors on one device, where it runs) in blocks of ``block`` input columns,
+    each over a window reaching ``halo`` columns beyond it: the operators stay (block + 2 halo) wide, so memory and
+    work grow linearly with the width.
 
-    The block moves to ``device`` once. Windows of the same width (all but those at the edges) share their operators
-    and are corrected together, stacked along the band axis: a few large matrix products instead of many small ones,
-    which keeps every core (or the GPU) busy."""
+    Windows of the same width (all but those at the edges) share their operators and are corrected together, stacked
+    along the band axis: a few large matrix products instead of many small ones, which keeps every core (or the GPU)
+    busy."""
     s = scale
     b, h, w = lr.shape
-    y, x, ok = _tensors(hr, lr, valid, device)
-    step = block if w > block + 2 * halo else w  # a narrow block is one window
     windows: dict[int, list[tuple[int, int, int, int]]] = {}  # width -> [(a, e, c0, c1)]
+    step = block if w > block + 2 * halo else w  # a narrow block is one window
     for c0 in range(0, w, step):
         c1 = min(c0 + step, w)
         a, e = max(0, c0 - halo), min(w, c1 + halo)
         windows.setdefault(e - a, []).append((a, e, c0, c1))
-    out = torch.empty_like(y)
+    out = torch.empty_like(hr)
     for group in windows.values():
-        ys = torch.cat([y[:, :, s * a : s * e] for a, e, _, _ in group])  # (len(group) * b, s h, s width)
-        xs = torch.cat([x[:, :, a:e] for a, e, _, _ in group])
-        oks = None if ok is None else torch.cat([ok[:, :, a:e] for a, e, _, _ in group])
+        ys = torch.cat([hr[:, :, s * a : s * e] for a, e, _, _ in group])  # (len(group) * b, s h, s width), a copy
+        xs = torch.cat([lr[:, :, a:e] for a, e, _, _ in group])
+        oks = None if valid is None else torch.cat([valid[:, :, a:e] for a, e, _, _ in group])
         ys = _project(ys, xs, oks, s, iterations, value_range)
         for i, (a, _, c0, c1) in enumerate(group):
             out[:, :, s * c0 : s * c1] = ys[i * b : (i + 1) * b, :, s * (c0 - a) : s * (c1 - a)]
-    return out.cpu().numpy()
+    return out
 
 
 def project_rows(
@@ -264,4 +272,4 @@ def project_rows(
     """``project`` of a whole image in the blocks of ``RowStream``: the values ``geosr upscale`` writes for it."""
     stream = RowStream(scale, **kwargs)
     first = stream.push(hr, lr, valid)
-    return np.concatenate([first, stream.finish()], axis=1)
+    return torch.cat([first, stream.finish()], dim=1).cpu().numpy()

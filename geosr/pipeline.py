@@ -6,8 +6,9 @@ plan (geosr.plan) and runs it in three stages that overlap in time:
     reader thread   strips of tile rows, one column panel at a time: read, mask, normalise, fill nodata
     this thread     geosr.strips' loop: tiles of the strip, batched through the model, blended into a
                     StripAccumulator; finished rows corrected for consistency with the input (geosr.consistency,
-                    unless switched off), then back to the dtype with nodata / alpha / mask
-    writer thread   finished rows written (and compressed by GDAL) in whole 512-row blocks
+                    unless switched off) and mapped back to the dtype, all on the model's device; then nodata /
+                    alpha / mask on the CPU
+    writer thread   finished rows written (and compressed by GDAL, on every core) in whole 512-row blocks
 
 GDAL and numpy release the GIL, so reading and writing run while the model computes. Only a strip of tile rows of at
 most ``plan.panel_width`` input columns is ever held, so memory does not grow with the raster (see geosr.tiling for

@@ -49,22 +49,29 @@ class Predictor:
         return self.device.type == "cuda" or (self.device.type == "cpu" and self.precision != "fp32")
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, C, h, w) float32 in [-1, 1] -> (B, C, s*h, s*w) float32.
+        """(B, C, h, w) float32 in [-1, 1] -> (B, C, s*h, s*w) float32, numpy in and out (see ``run``)."""
+        x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
+        return self.run(x).to("cpu", memory_format=torch.contiguous_format).numpy()
 
-        Raises NotEnoughMemory (naming the batch, the tile and the options to lower) when the device runs out of
-        memory.
+    def run(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) float32 tiles in [-1, 1], on any device -> (B, C, s*h, s*w) float32 on the model's device.
+
+        The output stays where the model computed it, so that blending and the consistency correction run there
+        too (geosr.strips). Raises NotEnoughMemory (naming the batch, the tile and the options to lower) when the
+        device runs out of memory.
         """
         try:
-            x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
-            if self.device.type == "cuda":
-                x = x.pin_memory().to(self.device, non_blocking=True)
-            else:
-                x = x.to(self.device)
+            x = tiles
+            if x.device != self.device:
+                if self.device.type == "cuda" and x.device.type == "cpu":
+                    x = x.pin_memory().to(self.device, non_blocking=True)
+                else:
+                    x = x.to(self.device)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(self.device, self.precision):
                 y = self.model(x)  # (B, C, s*h, s*w)
-            return y.to("cpu", torch.float32, memory_format=torch.contiguous_format).numpy()  # one pass
+            return y.to(torch.float32, memory_format=torch.contiguous_format)
         except (MemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise

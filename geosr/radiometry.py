@@ -37,6 +37,8 @@ PERCENTILES = (0.05, 99.95)
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 EXTREME = 1e30  # float values at or beyond this magnitude are fill values, not measurements
 _FLOAT32_EXACT = ("uint8", "int8", "uint16", "int16", "float32")
+# raster dtypes of _FLOAT32_EXACT -> the torch dtype that holds them (uint16 only where this PyTorch has it)
+_TORCH_DTYPES = {"uint8": "uint8", "int8": "int8", "int16": "int16", "float32": "float32", "uint16": "uint16"}
 
 
 def dtype_range(dtype: str | np.dtype) -> tuple[float, float]:
@@ -138,6 +140,10 @@ class Radiometry:
         from zero. This is the one inverse mapping: every caller gets the clamp.
         """
         work = self._work()
+        if not isinstance(values, np.ndarray):  # a torch tensor (geosr.strips: on the model's device)
+            if work is np.float32:
+                return self._from_model_tensor(values, bands)
+            values = values.cpu().numpy()
         lo, hi, _ = self._coeffs(bands, work)
         x = values.astype(work)  # a copy, then in place: one temporary only
         np.clip(x, *MODEL_RANGE, out=x)
@@ -146,6 +152,33 @@ class Radiometry:
         x += lo
         np.clip(x, lo, hi, out=x)  # float rounding of the line above must not leave the range
         return to_dtype_grid(x, self.dtype).astype(self.dtype)
+
+    def _from_model_tensor(self, values, bands) -> np.ndarray:
+        """``from_model`` of a float32 tensor, computed on its device with the same float32 operations as the numpy
+        path (so the same values, bit for bit); only the result, in the raster's dtype, comes back to the CPU."""
+        import torch
+
+        lo, hi, _ = self._coeffs(bands, np.float32)
+        lo_t, hi_t = (torch.from_numpy(v).to(values.device) for v in (lo, hi))
+        k = torch.from_numpy((hi - lo) / np.float32(2.0)).to(values.device)
+        x = values.to(torch.float32, copy=True)
+        x.clamp_(*MODEL_RANGE)
+        x += 1.0
+        x *= k
+        x += lo_t
+        x.clamp_(lo_t, hi_t)  # np.clip with per-band bounds: max with low, then min with high
+        x.clamp_(*dtype_range(self.dtype))
+        if np.dtype(self.dtype).kind in "iu":  # round_half_away, in place
+            sign = x.sign()
+            x.abs_().add_(0.5).floor_().mul_(sign)
+        target = getattr(torch, _TORCH_DTYPES.get(self.dtype, ""), None)
+        if target is not None:
+            try:
+                return x.to(target).cpu().numpy()
+            except (RuntimeError, NotImplementedError, TypeError):  # a cast this device or PyTorch lacks (uint16)
+                pass
+        return x.to(torch.int32 if np.dtype(self.dtype).kind in "iu" else torch.float64).cpu().numpy().astype(
+            self.dtype)  # exact values, cast on the CPU
 
     def fill_values(self, bands=slice(None)) -> np.ndarray:
         """The fill of each band in raster units, on the dtype's grid (float64, (b,))."""

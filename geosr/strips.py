@@ -6,6 +6,11 @@ later tile row reaches are corrected for consistency with the input (geosr.consi
 off), cropped to the output and handed to a sink with the input rows under them. Where strips come from (a reader
 thread, slices of an array) and where finished rows go (a writer thread, an array) is the caller's.
 
+Everything per output pixel happens on the model's device: the tiles stay where the model computed them, are
+blended there (with weights made there), corrected there, and mapped back to the raster's dtype there
+(Radiometry.from_model), so a GPU hands the CPU only finished rows in the output dtype, and the CPU's work per
+strip does not grow with the scale squared. On the CPU the same code runs on CPU tensors.
+
 Coordinates are those of the grid's window: input pixels, or output pixels (``scale`` times as many) where named so.
 """
 
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from geosr.consistency import DEFAULT_HALO, RowStream
 from geosr.predictor import Predictor
@@ -125,7 +131,8 @@ class InputRows:
 
 
 def to_output(
-    values: np.ndarray, valid: np.ndarray | None, radiometry: Radiometry, nodata: float | None, fill: float
+    values: "torch.Tensor | np.ndarray", valid: np.ndarray | None, radiometry: Radiometry, nodata: float | None,
+    fill: float,
 ) -> np.ndarray:
     """Blended model values -> the output dtype: valid values kept off ``nodata``, ``fill`` where ``valid`` is False."""
     out = radiometry.from_model(values)
@@ -135,7 +142,33 @@ def to_output(
     return out
 
 
-Sink = Callable[[np.ndarray, int, int, InputRows], None]
+Sink = Callable[["torch.Tensor", int, int, InputRows], None]
+
+
+def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A float32 array as a tensor on ``device`` (through pinned memory to a GPU)."""
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+class _DeviceWeights:
+    """A grid's 2-D blend weights on a device, made there from its 1-D weights (kept per tile row and column)."""
+
+    def __init__(self, grid: TileGrid, device: torch.device) -> None:
+        self.grid, self.device = grid, device
+        self._rows: dict[int, torch.Tensor] = {}
+        self._cols: dict[int, torch.Tensor] = {}
+
+    def _axis(self, cache: dict, axis, i: int) -> torch.Tensor:
+        if i not in cache:
+            cache[i] = torch.from_numpy(axis.weights(i).copy()).to(self.device)
+        return cache[i]
+
+    def __call__(self, r: int, c: int) -> torch.Tensor:
+        """What TileGrid.weight(r, c) gives (the same float32 products), as a tensor on the device."""
+        return self._axis(self._rows, self.grid.rows, r)[:, None] * self._axis(self._cols, self.grid.cols, c)[None, :]
 
 
 def run_strips(
@@ -146,8 +179,9 @@ def run_strips(
     """Super-resolve the panels' strips; returns the tiles (x band groups) run through the model.
 
     strip_of(panel, r): the strip of tile row r (of ``rows``, from tile_rows) in a panel, asked for in order.
-    sink(values, r0, c0, held): finished model values (bands, h, w) of output rows from r0 (within ``out_rows``)
-    and the panel's output columns from c0, with the panel's input rows ``held`` that lie under them.
+    sink(values, r0, c0, held): finished model values (bands, h, w), a float32 tensor on the model's device, of
+    output rows from r0 (within ``out_rows``) and the panel's output columns from c0, with the panel's input rows
+    ``held`` that lie under them.
     masks: whether the input may hold invalid pixels (the consistency correction then leaves them unconstrained).
     tiles_done(n, ran): after each batch of n tiles through the model (ran), and with the n tiles of a strip skipped
     for holding no valid pixel.
@@ -157,22 +191,25 @@ def run_strips(
     row_lo, row_hi = _blended(*out_rows, grid.height, s, consistency)
     computed = 0
 
-    def emit(panel: Panel, values: np.ndarray, lo: int, held: InputRows) -> None:
+    def emit(panel: Panel, values: torch.Tensor, lo: int, held: InputRows) -> None:
         """Blended (and corrected) rows [lo, lo + h) x [e0, e1) -> the sink, cropped to the output."""
         a, b = max(lo, out_rows[0]), min(lo + values.shape[1], out_rows[1])
         if b > a:
             sink(values[:, a - lo : b - lo, panel.c0 - panel.e0 : panel.c1 - panel.e0], a, panel.c0, held)
 
+    device = predictor.device
+    weights = _DeviceWeights(grid, device)
     for panel in panels:
         origin = s * grid.rows.starts[rows[0]]
-        acc = StripAccumulator(sum(real), s * length_r, panel.e0, panel.e1, origin=origin)  # sum(real): the bands
+        acc = StripAccumulator(sum(real), s * length_r, panel.e0, panel.e1, origin=origin, device=device)
         held = InputRows(s, panel.x0)
-        stream = RowStream(s, halo=DEFAULT_HALO, device=predictor.device) if consistency else None  # the model's
+        stream = RowStream(s, halo=DEFAULT_HALO, device=device) if consistency else None
         next_row = row_lo  # with consistency: the first output row the stream has not returned yet
         cols = slice(panel.e0 // s - panel.x0, panel.e1 // s - panel.x0)
         for i, r in enumerate(rows):
             strip = strip_of(panel, r)
             held.add(strip, length_r)
+            x_dev = _to_device(strip.x, device)  # the strip's model values, moved once for its tiles and the stream
             # tiles of this strip, batched through the model
             items = [(j, k) for j in range(len(panel.tiles)) for k in range(len(groups)) if strip.todo[j, k]]
             if tiles_done is not None:
@@ -180,11 +217,11 @@ def run_strips(
             for b0, b1 in even_splits(len(items), -(-len(items) // batch_size)):
                 batch = items[b0:b1]
                 xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
-                outs = predictor(np.stack([strip.x[list(groups[k]), :tile, x : x + tile]
-                                           for (_, k), x in zip(batch, xs)]))  # (B, C, s*tile, s*tile)
+                outs = predictor.run(torch.stack([x_dev[list(groups[k]), :tile, x : x + tile]
+                                                  for (_, k), x in zip(batch, xs)]))  # (B, C, s*tile, s*tile)
                 for (j, k), out in zip(batch, outs):
                     c = panel.tiles[j]
-                    acc.add(out[: real[k], : s * length_r, : s * length_c], grid.weight(r, c), s * strip.y0,
+                    acc.add(out[: real[k], : s * length_r, : s * length_c], weights(r, c), s * strip.y0,
                             s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
                 computed += len(batch)
                 if tiles_done is not None:
@@ -197,7 +234,7 @@ def run_strips(
                 if stream is not None:  # the rows now final, ``halo`` input rows behind
                     a = lo // s - strip.y0
                     b = a + values.shape[1] // s
-                    values = stream.push(values, strip.x[:, a:b, cols], strip.valid[:, a:b, cols] if masks else None)
+                    values = stream.push(values, x_dev[:, a:b, cols], strip.valid[:, a:b, cols] if masks else None)
                     lo, next_row = next_row, next_row + values.shape[1]
                 emit(panel, values, lo, held)
             acc.advance(stop_row)

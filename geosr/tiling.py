@@ -209,24 +209,35 @@ class TileGrid:
 
 
 class StripAccumulator:
-    """Weighted sums of tile outputs for a strip of output rows, never the whole output.
+    """Weighted sums of tile outputs for a strip of output rows, never the whole output, on a torch device.
 
     Holds output rows [origin, origin + capacity) and columns [col0, col1) (output pixels); ``add`` sums a weighted
     tile into it (cropped to the columns), ``rows(stop)`` shows the finished rows [origin, stop), ``advance(stop)``
-    moves the strip down past them (``pop`` does both, with a copy). Rows must be added in non-decreasing order of their start, as a tile-row-by-tile-row pass does.
+    moves the strip down past them (``pop`` does both, with a copy). Rows must be added in non-decreasing order of
+    their start, as a tile-row-by-tile-row pass does. The sums live on ``device`` (the model's: on a GPU the tiles
+    are blended where they were computed); float32 products summed in the order of the ``add`` calls, as numpy would.
     """
 
-    def __init__(self, bands: int, capacity: int, col0: int, col1: int, origin: int = 0) -> None:
+    def __init__(self, bands: int, capacity: int, col0: int, col1: int, origin: int = 0, device="cpu") -> None:
+        import torch  # here, not at the top: the grid and its rules stay importable without PyTorch's start-up
+
         self.col0, self.col1 = col0, col1
         self.origin = origin
-        self._buf = np.zeros((bands, capacity, col1 - col0), dtype=np.float32)
+        self._buf = torch.zeros((bands, capacity, col1 - col0), dtype=torch.float32, device=device)
 
     @property
     def capacity(self) -> int:
         return self._buf.shape[1]
 
-    def add(self, values: np.ndarray, weight: np.ndarray, row: int, col: int, bands=slice(None)) -> None:
-        """Add ``values * weight`` with its top-left output pixel at (row, col); values (b, h, w), weight (h, w)."""
+    @property
+    def device(self):
+        return self._buf.device
+
+    def add(self, values, weight, row: int, col: int, bands=slice(None)) -> None:
+        """Add ``values * weight`` with its top-left output pixel at (row, col); values (b, h, w), weight (h, w),
+        float32 tensors or arrays (moved to the strip's device)."""
+        import torch
+
         _, h, w = values.shape
         c0, c1 = max(col, self.col0), min(col + w, self.col1)
         if c1 <= c0:
@@ -236,31 +247,37 @@ class StripAccumulator:
             raise ValueError(
                 f"rows {row}..{row + h} fall outside the strip {self.origin}..{self.origin + self.capacity}"
             )
-        v = values[:, :, c0 - col : c1 - col]
-        wt = weight[:, c0 - col : c1 - col]
-        self._buf[bands, r0 : r0 + h, c0 - self.col0 : c1 - self.col0] += v * wt
+        v = torch.as_tensor(values, device=self.device)[:, :, c0 - col : c1 - col]
+        wt = torch.as_tensor(weight, device=self.device)[:, c0 - col : c1 - col]
+        if not isinstance(bands, slice) and list(bands) == list(range(bands[0], bands[0] + len(bands))):
+            bands = slice(bands[0], bands[0] + len(bands))  # consecutive bands (the usual case): a view, added in place
+        if isinstance(bands, slice):
+            self._buf[bands, r0 : r0 + h, c0 - self.col0 : c1 - self.col0] += v * wt
+        else:
+            target = self._buf[:, r0 : r0 + h, c0 - self.col0 : c1 - self.col0]
+            target[bands] = target[bands] + v * wt
 
-    def rows(self, stop: int) -> np.ndarray:
-        """A read-only view of the finished rows [origin, stop), (bands, stop - origin, width); valid until advance."""
+    def rows(self, stop: int):
+        """The finished rows [origin, stop), (bands, stop - origin, width): a view, unchanged by later calls."""
         n = stop - self.origin
         if not 0 <= n <= self.capacity:
             raise ValueError(f"cannot take rows {self.origin}..{stop} from a strip of {self.capacity} rows")
-        view = self._buf[:, :n]
-        view.flags.writeable = False
-        return view
+        return self._buf[:, :n]
 
     def advance(self, stop: int) -> None:
-        """Drop the rows before ``stop`` and move the strip down to start there."""
+        """Drop the rows before ``stop`` and move the strip down to start there (into a new buffer, so that views
+        from ``rows`` keep their values)."""
         n = stop - self.origin
         if not 0 <= n <= self.capacity:
             raise ValueError(f"cannot advance from row {self.origin} to {stop} in a strip of {self.capacity} rows")
-        self._buf[:, : self.capacity - n] = self._buf[:, n:]
-        self._buf[:, self.capacity - n :] = 0.0
+        buf = self._buf.new_zeros(self._buf.shape)
+        buf[:, : self.capacity - n] = self._buf[:, n:]
+        self._buf = buf
         self.origin = stop
 
-    def pop(self, stop: int) -> np.ndarray:
-        """The finished rows [origin, stop) as a new array; the strip moves to stop."""
-        done = self.rows(stop).copy()
+    def pop(self, stop: int):
+        """The finished rows [origin, stop) (a tensor no later call changes); the strip moves to stop."""
+        done = self.rows(stop)
         self.advance(stop)
         return done
 
@@ -313,7 +330,7 @@ def tile_array(
                 acc = StripAccumulator(outs.shape[1], scale * h, 0, scale * w)
             for c, out in zip(range(b0, b1), outs):
                 acc.add(out, grid.weight(r, c), scale * y0, scale * cols[c])
-    return acc.pop(scale * h)
+    return acc.pop(scale * h).numpy()
 
 
 def seam_index(

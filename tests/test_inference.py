@@ -351,9 +351,9 @@ def test_the_plan_carries_the_destination_and_the_batch_size(predictor, tmp_path
     sizes = []
 
     class Recording(Predictor):
-        def __call__(self, tiles):
+        def run(self, tiles):
             sizes.append(len(tiles))
-            return super().__call__(tiles)
+            return super().run(tiles)
 
     recording = Recording(predictor.model, predictor.card, predictor.device, predictor.precision, predictor.source)
     result = upscale_raster(rgb_tif, dst, recording, options)

@@ -64,6 +64,22 @@ def test_the_inverse_mapping_and_the_preview_round_halves_the_same_way():
     assert to_uint8_image(torch.tensor([[[0.5, 2.5, 254.5]]]), pair).tolist() == [[[1, 3, 255]]]
 
 
+@pytest.mark.parametrize("dtype, low, high", [
+    ("uint8", [0, 0], [255, 255]), ("uint16", [1200, 0], [4000.5, 65535]), ("int16", [-8, -300], [8, 2500]),
+    ("float32", [0.1, -2.0], [0.9, 3.0]), ("int32", [-70000, 0], [90000, 1e6]),  # int32: float64 work, numpy path
+])
+def test_the_inverse_mapping_of_a_tensor_equals_the_arrays_bit_for_bit(dtype, low, high):
+    """geosr.strips maps the blended values back on the model's device: the same values as the numpy path."""
+    r = mapping(dtype, low, high)
+    rng = np.random.default_rng(3)
+    m = rng.uniform(-1.2, 1.2, (2, 64, 64)).astype(np.float32)  # beyond the range too: the clamp
+    m[:, 0, :6] = np.array(HALVES, np.float32) / 8  # and some halves
+    expected = r.from_model(m)
+    got = r.from_model(torch.from_numpy(m.copy()))
+    assert got.dtype == expected.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, expected)
+
+
 # --- forward and inverse ------------------------------------------------------------------------------------------
 
 
@@ -179,9 +195,9 @@ class Recording:
     def __getattr__(self, name):
         return getattr(self._predictor, name)
 
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        self.tiles.append(tiles.copy())
-        return self._predictor(tiles)
+    def run(self, tiles):
+        self.tiles.append(tiles.cpu().numpy().copy())
+        return self._predictor.run(tiles)
 
 
 def nodata_raster(kind: str) -> tuple[np.ndarray, float]:
@@ -256,9 +272,9 @@ def test_extreme_fill_values_are_filled_in_training_and_evaluation_data(tmp_path
 class Overshooting(Recording):
     """A predictor whose output overshoots the model's range: 1.5 times the nearest upsampling of its input."""
 
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+    def run(self, tiles):
         s = self.scale
-        return 1.5 * tiles.repeat(s, axis=2).repeat(s, axis=3)
+        return 1.5 * tiles.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
 
 
 @pytest.mark.parametrize("dtype, lo, hi", [("uint16", 1200, 4000), ("float32", 0.5, 2.0)])

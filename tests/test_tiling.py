@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -130,6 +131,27 @@ def test_accumulator_crops_columns_and_refuses_rows_outside():
     assert acc.pop(2).tolist() == [[[1, 1, 1, 1]] * 2]
     with pytest.raises(ValueError, match="outside"):
         acc.add(np.ones((1, 8, 8), np.float32), np.ones((8, 8), np.float32), 0, 0)
+
+
+def test_accumulator_sums_into_the_bands_named_and_keeps_popped_rows():
+    """Band groups add into their own bands (consecutive or not); rows taken before an advance keep their values."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 2, 4, 5), dtype=np.float32)
+    w = rng.random((4, 5), dtype=np.float32)
+    acc = StripAccumulator(3, 8, 0, 5)
+    acc.add(a, w, 0, 0, bands=[0, 2])
+    acc.add(torch.from_numpy(b), torch.from_numpy(w), 2, 0, bands=[1, 2])
+    expected = np.zeros((3, 8, 5), np.float32)
+    expected[[0, 2], 0:4] += a * w
+    expected[1:3, 2:6] += b * w
+    first = acc.rows(3)
+    acc.advance(3)
+    acc.add(a, w, 4, 0, bands=[0, 2])
+    expected2 = expected[:, 3:].copy()
+    expected2 = np.concatenate([expected2, np.zeros((3, 3, 5), np.float32)], axis=1)
+    expected2[[0, 2], 1:5] += a * w
+    np.testing.assert_array_equal(first.numpy(), expected[:, :3])  # unchanged by the advance and the add after it
+    np.testing.assert_array_equal(acc.pop(11).numpy(), expected2)
 
 
 def test_seam_index_finds_a_seam_and_ignores_smooth_images():

@@ -12,7 +12,9 @@
    tiles, end-to-end output Mpx/s of ``upscale_raster`` on a synthetic uint8 raster with the same tiles and batches,
    their ratio counting the recomputed overlap (benchmarks/bench.py's functions), and the peak GPU memory of the
    end-to-end run (``torch.cuda.max_memory_allocated``).
-3. **A Sentinel-2-size tile at x4**: a 10980 x 10980 3-band uint16 synthetic GeoTIFF written to local disk first,
+3. **The pipeline's ceiling**: ``upscale_raster`` of the same synthetic raster with benchmarks/pipeline_only.py's
+   stand-in model (almost free) on the device, with and without the consistency correction.
+4. **A Sentinel-2-size tile at x4**: a 10980 x 10980 3-band uint16 synthetic GeoTIFF written to local disk first,
    then upscaled with the default output settings (deflate); when the budget runs out first the run stops and the
    time is extrapolated from the tiles done, and labelled so.
 
@@ -22,6 +24,7 @@ Writes ``measure.json`` and ``measure.txt`` to --out. Every section records its 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import platform
@@ -38,16 +41,17 @@ REAL_RASTER = REPO / "examples" / "data" / "RGB.byte.tif"
 DEFAULT_MODEL = REPO / "geosr" / "weights" / "degan-x4.safetensors"
 
 
-def _bench():
-    """benchmarks/bench.py as a module: its model-only and end-to-end timers and raster helpers are reused here."""
-    path = REPO / "benchmarks" / "bench.py"
-    spec = importlib.util.spec_from_file_location("geosr_bench", path)
+def _module(name: str):
+    """benchmarks/NAME.py as a module (bench.py: its model-only and end-to-end timers and raster helpers;
+    pipeline_only.py: its stand-in model)."""
+    path = REPO / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"geosr_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench = _bench()
+bench = _module("bench")
 from geosr.device import describe_hardware  # noqa: E402
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster  # noqa: E402
 
@@ -170,6 +174,23 @@ def speed(model: Path, device: str, precisions: list[str], tiles: list[int], bat
             "skipped_for_time": skipped}
 
 
+def pipeline_ceiling(model: Path, device: str, synthetic: Path, tile: int, batch: int, repeats: int) -> dict:
+    """End-to-end output Mpx/s of ``upscale_raster`` with benchmarks/pipeline_only.py's stand-in model (a nearest
+    enlargement, almost free) on the device: what the pipeline around the model allows, with and without the
+    consistency correction. End to end can reach a share of model-only speed only below this ceiling."""
+    stand_in = _module("pipeline_only").StandIn
+    predictor = load_predictor(model, device=device, precision="fp32")
+    predictor = dataclasses.replace(predictor, model=stand_in(predictor.scale).to(predictor.device))
+    with rasterio.open(synthetic) as ds:
+        out_mpx = ds.width * ds.height * predictor.scale**2 / 1e6
+    rows = {}
+    for consistency in (True, False):
+        options = UpscaleOptions(tile_size=tile, overlap=tile // 8, batch_size=batch, consistency=consistency)
+        seconds = bench.end_to_end(synthetic, predictor, options, repeats)
+        rows["on" if consistency else "off"] = {"seconds": seconds, "output_mpx_s": out_mpx / seconds}
+    return {"synthetic": synthetic.name, "tile": tile, "overlap": tile // 8, "batch": batch, "consistency": rows}
+
+
 def gflop_per_output_mpx(predictor, tile: int) -> float:
     """GFLOP per output megapixel of one forward at ``tile`` (counted on the predictor's device, in fp32)."""
     x = torch.zeros(1, predictor.channels, tile, tile, device=predictor.device)
@@ -286,6 +307,13 @@ def summary_lines(r: dict) -> list[str]:
             lines.append(f"  skipped for time: {', '.join(s['skipped_for_time'])}")
     elif "error" in s:
         lines.append(f"speed: {s['error']}")
+    pc = r.get("pipeline", {})
+    if "consistency" in pc:
+        c_on, c_off = pc["consistency"]["on"], pc["consistency"]["off"]
+        lines.append(f"pipeline with a stand-in model (tile {pc['tile']}, batch {pc['batch']}): "
+                     f"{c_on['output_mpx_s']:.3g} output Mpx/s with consistency, {c_off['output_mpx_s']:.3g} without")
+    elif "error" in pc:
+        lines.append(f"pipeline: {pc['error']}")
     b = r.get("big", {})
     if "label" in b:
         t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
@@ -342,6 +370,8 @@ def main() -> None:
     # the speed sweep may use up to 45 % of the budget; the big raster gets the rest (about 110 s of 210)
     section(results, "speed", lambda: speed(model, args.device, precisions, tiles, batches, synthetic, repeats,
                                             clock, stop_at=0.45 * args.budget_s))
+    section(results, "pipeline", lambda: pipeline_ceiling(model, args.device, synthetic, args.big_tile,
+                                                          batches[args.big_tile], repeats))
     big_prec = "bf16" if "bf16" in precisions else precisions[0]
     section(results, "big", lambda: big_raster(model, args.device, big_prec, big, args.big_tile,
                                                batches[args.big_tile], work, args.budget_s - 5, clock))

@@ -82,9 +82,9 @@ class Recording(Predictor):
 
     calls: list = field(default_factory=list)
 
-    def __call__(self, tiles):
+    def run(self, tiles):
         self.calls.append(tuple(tiles.shape))
-        return super().__call__(tiles)
+        return super().run(tiles)
 
 
 @contextlib.contextmanager
