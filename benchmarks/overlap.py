@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import crop_raster  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
+from common import SHARED_GEOTIFFS as DATA  # noqa: E402
 RASTERS = ["rasterio/RGB.byte.tif", "rasterio/cogeo.tif", "opengeos-data/naip/m_4709963_se_14_1_20180716.tif"]
 
 

@@ -170,6 +170,16 @@ def resolve_precision(precision: str, device: torch.device, *, cpu_flags: Iterab
     return precision
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: a CPU tensor goes to a GPU through pinned memory without blocking the host (the copy is
+    queued before the kernels that use it); elsewhere a plain move, or ``t`` itself when it is there already."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context for a concrete precision (a no-op context for fp32)."""
     import torch

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from geosr.checkpoint import ModelCard, default_model, load_generator, read_card, resolve_model
-from geosr.device import autocast, resolve_device, resolve_precision
+from geosr.device import autocast, resolve_device, resolve_precision, to_device
 from geosr.errors import ModelFileError, NotEnoughMemory, one_line
 from geosr.models.generator import Generator
 
@@ -61,12 +61,7 @@ class Predictor:
         device runs out of memory.
         """
         try:
-            x = tiles
-            if x.device != self.device:
-                if self.device.type == "cuda" and x.device.type == "cpu":
-                    x = x.pin_memory().to(self.device, non_blocking=True)
-                else:
-                    x = x.to(self.device)
+            x = to_device(tiles, self.device)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(self.device, self.precision):

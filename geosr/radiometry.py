@@ -68,11 +68,17 @@ def round_half_away(x):
     return x.sign() * (x.abs() + 0.5).floor()
 
 
-def to_dtype_grid(x: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
-    """Float values (in place) -> on ``dtype``'s grid: clipped to its range, rounded half away for integers."""
-    np.clip(x, *dtype_range(dtype), out=x)
+def to_dtype_grid(x, dtype: str | np.dtype):
+    """Float values -> on ``dtype``'s grid: clipped to its range, rounded half away for integers.
+
+    x: a numpy array (changed in place and returned) or a torch tensor (clipped in place; the rounded tensor is
+    returned)."""
+    if isinstance(x, np.ndarray):
+        np.clip(x, *dtype_range(dtype), out=x)
+    else:
+        x.clamp_(*dtype_range(dtype))
     if np.dtype(dtype).kind in "iu":
-        round_half_away(x)
+        x = round_half_away(x)
     return x
 
 
@@ -167,10 +173,7 @@ class Radiometry:
         x *= k
         x += lo_t
         x.clamp_(lo_t, hi_t)  # np.clip with per-band bounds: max with low, then min with high
-        x.clamp_(*dtype_range(self.dtype))
-        if np.dtype(self.dtype).kind in "iu":  # round_half_away, in place
-            sign = x.sign()
-            x.abs_().add_(0.5).floor_().mul_(sign)
+        x = to_dtype_grid(x, self.dtype)
         target = getattr(torch, _TORCH_DTYPES.get(self.dtype, ""), None)
         if target is not None:
             try:

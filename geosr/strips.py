@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from geosr.consistency import DEFAULT_HALO, RowStream
+from geosr.device import to_device
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, keep_off_nodata, valid_mask
 from geosr.tiling import StripAccumulator, TileGrid, even_splits
@@ -145,14 +146,6 @@ def to_output(
 Sink = Callable[["torch.Tensor", int, int, InputRows], None]
 
 
-def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A float32 array as a tensor on ``device`` (through pinned memory to a GPU)."""
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 class _DeviceWeights:
     """A grid's 2-D blend weights on a device, made there from its 1-D weights (kept per tile row and column)."""
 
@@ -209,7 +202,7 @@ def run_strips(
         for i, r in enumerate(rows):
             strip = strip_of(panel, r)
             held.add(strip, length_r)
-            x_dev = _to_device(strip.x, device)  # the strip's model values, moved once for its tiles and the stream
+            x_dev = to_device(torch.from_numpy(strip.x), device)  # moved once, for its tiles and the stream
             # tiles of this strip, batched through the model
             items = [(j, k) for j in range(len(panel.tiles)) for k in range(len(groups)) if strip.todo[j, k]]
             if tiles_done is not None:

@@ -213,7 +213,7 @@ class StripAccumulator:
 
     Holds output rows [origin, origin + capacity) and columns [col0, col1) (output pixels); ``add`` sums a weighted
     tile into it (cropped to the columns), ``rows(stop)`` shows the finished rows [origin, stop), ``advance(stop)``
-    moves the strip down past them (``pop`` does both, with a copy). Rows must be added in non-decreasing order of
+    moves the strip down past them (``pop`` does both). Rows must be added in non-decreasing order of
     their start, as a tile-row-by-tile-row pass does. The sums live on ``device`` (the model's: on a GPU the tiles
     are blended where they were computed); float32 products summed in the order of the ``add`` calls, as numpy would.
     """
