@@ -13,16 +13,73 @@ ratio of two runs does.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import make_synthetic  # noqa: E402
 
 from geosr.batch import plan_outputs, upscale_batch  # noqa: E402
 from geosr.inference import Predictor, UpscaleOptions, load_predictor, upscale_raster  # noqa: E402
+
+
+class ModelClock:
+    """Times every model call of the pipeline (``Predictor.run``, which ``__call__`` goes through too) while active;
+    on a GPU each call is synchronised, so its kernels count where they run."""
+
+    def __init__(self) -> None:
+        self.seconds, self.tiles = 0.0, 0
+
+    def __enter__(self) -> "ModelClock":
+        run = self._run = Predictor.run
+
+        def timed(predictor, tiles):
+            t0 = time.perf_counter()
+            out = run(predictor, tiles)
+            if out.device.type == "cuda":
+                torch.cuda.synchronize(out.device)
+            self.seconds += time.perf_counter() - t0
+            self.tiles += len(tiles)
+            return out
+
+        Predictor.run = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        Predictor.run = self._run
+
+
+def model_share(predictor: Predictor, work: Path, size: int, files: int = 0, batch: int = 8) -> dict:
+    """The share of wall time in the model: one synthetic size x size uint8 GeoTIFF (files=0) or a folder of
+    ``files`` copies of it upscaled as one batch, after a warm-up run of one file; work: an empty folder."""
+    src = make_synthetic(work / "in.tif", size)
+    options = UpscaleOptions(batch_size=batch, overwrite=True)
+    upscale_raster(src, work / "warm-up.tif", predictor, options)
+    if files:
+        folder = work / "tiles"
+        folder.mkdir()
+        for i in range(files):
+            (folder / f"tile{i:04d}.tif").write_bytes(src.read_bytes())
+        pairs = plan_outputs([folder], work / "out")
+    with ModelClock() as clock:
+        t0 = time.perf_counter()
+        if files:
+            summary = upscale_batch(pairs, predictor, options)
+            if summary.count("done") != files:
+                raise RuntimeError(f"the folder's batch did not finish: {summary.line()}")
+        else:
+            upscale_raster(src, work / "out.tif", predictor, options)
+        total = time.perf_counter() - t0
+    return {"precision": predictor.precision, "device": str(predictor.device), "size": size, "files": files,
+            "input": f"a folder of {files} files of {size}^2" if files else f"{size}^2 input",
+            "tile": predictor.card.tile_size, "overlap": predictor.card.overlap, "batch": batch,
+            "total_s": round(total, 4), "model_s": round(clock.seconds, 4), "model_tiles": clock.tiles,
+            "share": round(clock.seconds / total, 4)}
 
 
 def main() -> None:
@@ -32,43 +89,17 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--files", type=int, default=0, help="a folder of this many size x size files (0: one file)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="geosr-share-"))
-    src = make_synthetic(tmp / "in.tif", args.size)
-    predictor = load_predictor(args.model, device="cpu", precision=args.precision)
-    spent = [0.0, 0]
-    call = Predictor.__call__
+    predictor = load_predictor(args.model, device=args.device, precision=args.precision)
+    r = model_share(predictor, Path(tempfile.mkdtemp(prefix="geosr-share-")), args.size, args.files, args.batch)
+    print(f"{Path(args.model).name} {r['precision']} {r['input']}, tile {r['tile']} overlap {r['overlap']}, "
+          f"batch {r['batch']}: {r['total_s']:.2f} s, of which {r['model_s']:.2f} s in the model "
+          f"({r['model_tiles']} tiles): {r['share']:.1%}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": Path(args.model).name, **r}, indent=1) + "\n")
 
-    def timed(self, tiles):
-        t0 = time.perf_counter()
-        out = call(self, tiles)
-        spent[0] += time.perf_counter() - t0
-        spent[1] += len(tiles)
-        return out
-
-    Predictor.__call__ = timed
-    options = UpscaleOptions(batch_size=args.batch, overwrite=True)
-    upscale_raster(src, tmp / "out.tif", predictor, options)  # warm-up
-    spent[:] = [0.0, 0]
-    if args.files:
-        folder = tmp / "tiles"
-        folder.mkdir()
-        for i in range(args.files):
-            (folder / f"tile{i:04d}.tif").write_bytes(src.read_bytes())
-        pairs = plan_outputs([folder], tmp / "out")
-        t0 = time.perf_counter()
-        summary = upscale_batch(pairs, predictor, options)
-        total = time.perf_counter() - t0
-        assert summary.count("done") == args.files, summary.line()
-        what = f"a folder of {args.files} files of {args.size}^2"
-    else:
-        t0 = time.perf_counter()
-        upscale_raster(src, tmp / "out.tif", predictor, options)
-        total = time.perf_counter() - t0
-        what = f"{args.size}^2 input"
-    print(f"{Path(args.model).name} {args.precision} {what}, tile {predictor.card.tile_size} overlap "
-          f"{predictor.card.overlap}, batch {args.batch}: {total:.2f} s, of which {spent[0]:.2f} s in the model "
-          f"({spent[1]} tiles): {spent[0] / total:.1%}")
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,10 @@
    end-to-end run (``torch.cuda.max_memory_allocated``).
 3. **The pipeline's ceiling**: ``upscale_raster`` of the same synthetic raster with benchmarks/pipeline_only.py's
    stand-in model (almost free) on the device, with and without the consistency correction.
-4. **A Sentinel-2-size tile at x4**: a 10980 x 10980 3-band uint16 synthetic GeoTIFF written to local disk first,
+4. **A folder of small tiles**: ``upscale_batch`` over a folder of 64 synthetic 256 x 256 uint8 GeoTIFFs (what
+   ``geosr upscale DIR -o DIR`` runs) with the card's tiles, and the share of its wall time inside the model's calls
+   (benchmarks/model_share.py, each call synchronised).
+5. **A Sentinel-2-size tile at x4**: a 10980 x 10980 3-band uint16 synthetic GeoTIFF written to local disk first,
    then upscaled with the default output settings (deflate); when the budget runs out first the run stops and the
    time is extrapolated from the tiles done, and labelled so.
 
@@ -28,6 +31,7 @@ import dataclasses
 import importlib.util
 import json
 import platform
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -191,6 +195,19 @@ def pipeline_ceiling(model: Path, device: str, synthetic: Path, tile: int, batch
     return {"synthetic": synthetic.name, "tile": tile, "overlap": tile // 8, "batch": batch, "consistency": rows}
 
 
+def folder_share(model: Path, device: str, precision: str, files: int, size: int, batch: int, work: Path) -> dict:
+    """benchmarks/model_share.py's share of wall time in the model, for a folder of ``files`` size x size tiles."""
+    predictor = load_predictor(model, device=device, precision=precision)
+    folder = work / "folder"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    try:
+        return _module("model_share").model_share(predictor, folder, size, files, batch)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def gflop_per_output_mpx(predictor, tile: int) -> float:
     """GFLOP per output megapixel of one forward at ``tile`` (counted on the predictor's device, in fp32)."""
     x = torch.zeros(1, predictor.channels, tile, tile, device=predictor.device)
@@ -314,6 +331,12 @@ def summary_lines(r: dict) -> list[str]:
                      f"{c_on['output_mpx_s']:.3g} output Mpx/s with consistency, {c_off['output_mpx_s']:.3g} without")
     elif "error" in pc:
         lines.append(f"pipeline: {pc['error']}")
+    f = r.get("folder", {})
+    if "share" in f:
+        lines.append(f"{f['input']} ({f['precision']}, tile {f['tile']}, batch {f['batch']}): {f['total_s']:.2f} s, "
+                     f"{f['share']:.0%} of it in the model")
+    elif "error" in f:
+        lines.append(f"folder: {f['error']}")
     b = r.get("big", {})
     if "label" in b:
         t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
@@ -338,6 +361,8 @@ def main() -> None:
                    "(default 1024; smoke 48)")
     p.add_argument("--big", type=int, default=None, help="side of the uint16 raster (default 10980; smoke 512)")
     p.add_argument("--big-tile", type=int, default=64, help="tile for the big raster (64: a 256-px model's card)")
+    p.add_argument("--folder-files", type=int, default=None, help="files in the folder (default 64; smoke 3)")
+    p.add_argument("--folder-size", type=int, default=None, help="side of each file (default 256; smoke 48)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, to test the script on a CPU")
     args = p.parse_args()
@@ -373,6 +398,9 @@ def main() -> None:
     section(results, "pipeline", lambda: pipeline_ceiling(model, args.device, synthetic, args.big_tile,
                                                           batches[args.big_tile], repeats))
     big_prec = "bf16" if "bf16" in precisions else precisions[0]
+    section(results, "folder", lambda: folder_share(model, args.device, big_prec, args.folder_files or (3 if smoke
+                                                    else 64), args.folder_size or (48 if smoke else 256),
+                                                    batches[args.big_tile], work))
     section(results, "big", lambda: big_raster(model, args.device, big_prec, big, args.big_tile,
                                                batches[args.big_tile], work, args.budget_s - 5, clock))
     results["elapsed_s"] = clock.elapsed()
