@@ -40,11 +40,10 @@ from geosr.predictor import Predictor
 from geosr.raster import (
     BLOCK,
     READ_ERRORS,
-    check_free_space,
     check_output_file,
+    check_output_room,
     compression_sample,
     create_output,
-    estimate_output_bytes,
     finish_output,
     gdal_message,
     gdal_options,
@@ -382,8 +381,8 @@ def upscale_raster(
     with rasterio.Env(**gdal_options()), open_raster(src) as ds:
         plan = make_plan(ds, src, dst, predictor, options)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        sample = compression_sample(ds, src, plan.out, plan.bands)
-        check_free_space(dst, estimate_output_bytes(plan.spec, plan.cog, sample, copy=output_driver(dst) != "GTiff"))
+        check_output_room(dst, plan.spec, plan.cog, lambda: compression_sample(ds, src, plan.out, plan.bands),
+                          copy=output_driver(dst) != "GTiff")
         p = plan.spec.profile
         tmp = temp_path(dst)
         try:

@@ -29,7 +29,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -539,6 +539,16 @@ def check_free_space(path: Path, needed: int) -> None:
             f"{path}: not enough disk space for the output: about {size_str(needed)} needed, "
             f"{size_str(free)} free in {path.parent}; free some space or write the output elsewhere"
         )
+
+
+def check_output_room(path: Path, spec: OutputSpec, cog: bool, sample: Callable[[], np.ndarray],
+                      copy: bool = False) -> None:
+    """``check_free_space`` for the output ``spec`` (``estimate_output_bytes``). The raw size, an upper bound of the
+    estimate, is tried first; ``sample()`` (``compression_sample``: a few reads) is asked for only when that does not
+    fit, so small outputs and roomy disks cost no reading."""
+    if estimate_output_bytes(spec, cog, None, copy) <= shutil.disk_usage(path.parent).free:
+        return
+    check_free_space(path, estimate_output_bytes(spec, cog, sample(), copy))
 
 
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".gtif", *COPY_DRIVERS)

@@ -9,6 +9,7 @@ GeoTIFFs with the damage a failed write leaves: blocks never written, or a file 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -19,11 +20,11 @@ import rasterio
 from rasterio.windows import Window
 
 from badinput import files_in, image, recording, refused, run, small_disk
-from geosr.errors import WriteError
+from geosr.errors import RasterError, WriteError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import upscale_raster
 from geosr.predictor import load_predictor
-from geosr.raster import TEMP_SUFFIX, compressed_fraction, estimate_output_bytes, finish_output
+from geosr.raster import TEMP_SUFFIX, check_output_room, compressed_fraction, estimate_output_bytes, finish_output
 from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -95,6 +96,31 @@ def test_the_space_check_compresses_a_sample_with_the_outputs_own_codec():
     assert estimate_output_bytes(Spec, cog=False, sample=calm) < raw // 10
     assert estimate_output_bytes(Spec, cog=False, sample=calm, copy=True) == 2 * estimate_output_bytes(
         Spec, cog=False, sample=calm)  # a PNG / JPEG and the GeoTIFF it is copied from
+
+
+def test_the_sample_is_read_only_when_the_raw_size_does_not_fit(tmp_path, monkeypatch):
+    class Spec:
+        internal_mask = False
+        profile = {"width": 4096, "height": 4096, "count": 3, "dtype": "uint8", "compress": "deflate", "predictor": 2}
+
+    calm = np.full((3, 256, 256), 100, np.uint8)
+    asked = []
+
+    def sample():
+        asked.append(1)
+        return calm
+
+    raw = estimate_output_bytes(Spec, cog=False)
+    out = tmp_path / "out.tif"
+    for free, reads in ((raw, 0), (raw - 1, 1)):  # the raw size fits: no read; one byte less: the compressed size
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: shutil._ntuple_diskusage(10**12, 0, free))
+        asked.clear()
+        check_output_room(out, Spec, cog=False, sample=sample)
+        assert len(asked) == reads
+    small = estimate_output_bytes(Spec, cog=False, sample=calm)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, small - 1))
+    with pytest.raises(RasterError, match="out.tif: not enough disk space for the output"):
+        check_output_room(out, Spec, cog=False, sample=sample)
 
 
 def _sparse_output(path, written_blocks):
