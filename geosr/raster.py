@@ -719,16 +719,26 @@ def _missing_blocks(ds) -> list[tuple[int, int]]:
     return missing
 
 
+VERIFY_READ_BYTES = 64 * 2**20  # at most this much per read while verifying an output
+
+
+def decode_threads() -> dict[str, Any]:
+    """GDAL settings that decode the blocks of one read on every core (GDAL_NUM_THREADS), unless the user's
+    environment sets the number of threads."""
+    return {} if "GDAL_NUM_THREADS" in os.environ else {"GDAL_NUM_THREADS": "ALL_CPUS"}
+
+
 def verify_output(path: Path, shape: tuple[int, int, int] | None = None, *, shown: Path | None = None) -> None:
     """Raise WriteError unless the raster at ``path`` is complete: it opens, has ``shape`` (bands, height, width)
     when given, every block of a GeoTIFF is in the file, and every pixel (and mask) reads without an error.
 
-    shown: the name to report (the final output's, when ``path`` is its temporary file). Reads block by block, so
-    memory stays small whatever the size.
+    shown: the name to report (the final output's, when ``path`` is its temporary file). Reads a row of blocks at a
+    time, at most VERIFY_READ_BYTES per read (memory stays small whatever the size), each read's blocks decoded on
+    every core (``decode_threads``): on a GPU machine the check of a large output is not one core's work.
     """
     shown = shown or path
     try:
-        with rasterio.Env(**READ_CHECKS), quiet_georeferencing(), rasterio.open(path) as ds:
+        with rasterio.Env(**READ_CHECKS, **decode_threads()), quiet_georeferencing(), rasterio.open(path) as ds:
             if shape is not None and (ds.count, ds.height, ds.width) != tuple(shape):
                 raise write_failure(shown, f"it has {ds.count} x {ds.height} x {ds.width} values where "
                                            f"{' x '.join(map(str, shape))} were written")
@@ -739,7 +749,12 @@ def verify_output(path: Path, shape: tuple[int, int, int] | None = None, *, show
                                                f"first at block column {missing[0][0]}, row {missing[0][1]}")
             masked = any(MaskFlags.per_dataset in flags for flags in ds.mask_flag_enums)
             bh, bw = ds.block_shapes[0]
-            rows, cols = max(bh, min(BLOCK, ds.height)), bw if bw < ds.width else ds.width
+            rows = max(bh, min(BLOCK, ds.height))
+            if bw < ds.width:  # a read of whole blocks, as many side by side as the bound allows
+                per_block = rows * bw * ds.count * max(np.dtype(d).itemsize for d in ds.dtypes)
+                cols = min(ds.width, bw * max(1, VERIFY_READ_BYTES // per_block))
+            else:
+                cols = ds.width
             for r in range(0, ds.height, rows):
                 for c in range(0, ds.width, cols):
                     window = Window(c, r, min(cols, ds.width - c), min(rows, ds.height - r))

@@ -23,6 +23,7 @@ from badinput import files_in, image, recording, refused, run, small_disk
 from geosr.errors import RasterError, WriteError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import upscale_raster
+from geosr import raster
 from geosr.predictor import load_predictor
 from geosr.raster import TEMP_SUFFIX, check_output_room, compressed_fraction, estimate_output_bytes, finish_output
 from testdata import write_geotiff
@@ -152,6 +153,27 @@ def test_an_output_cut_short_never_takes_its_name(tmp_path):
     tmp.write_bytes(raw[: len(raw) * 3 // 4])
     with pytest.raises(WriteError, match="out.tif: cannot write the output"):
         finish_output(tmp, tmp_path / "out.tif", cog=False, compress="deflate", overwrite=True, shape=(3, 64, 64))
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("read_bytes", [None, 3 * (64 * 32 * 3)], ids=["whole-row", "three-blocks"])
+def test_a_damaged_block_inside_a_read_of_many_fails_the_check(tmp_path, monkeypatch, read_bytes):
+    """The check reads many blocks at once, decoded on several threads: a block whose compressed bytes are damaged
+    still fails it, wherever it lies in the read."""
+    if read_bytes is not None:
+        monkeypatch.setattr(raster, "VERIFY_READ_BYTES", read_bytes)
+    tmp = tmp_path / ".out.tif.1234.geosr-tmp"
+    with rasterio.open(tmp, "w", driver="GTiff", width=320, height=64, count=3, dtype="uint8", tiled=True,
+                       blockxsize=32, blockysize=32, compress="deflate", interleave="pixel") as dst:
+        dst.write(image(3, 64, 320))
+    raster.verify_output(tmp)  # whole, it passes
+    with rasterio.open(tmp) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_7_1", "TIFF", bidx=1))
+    data = bytearray(tmp.read_bytes())
+    data[offset + 8 : offset + 40] = bytes(range(200, 232))
+    tmp.write_bytes(bytes(data))
+    with pytest.raises(WriteError, match="out.tif: cannot write the output .*does not read back"):
+        finish_output(tmp, tmp_path / "out.tif", cog=False, compress="deflate", overwrite=True, shape=(3, 64, 320))
     assert files_in(tmp_path) == []
 
 
