@@ -10,7 +10,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 
 from geosr.inference import load_predictor
 
@@ -41,3 +43,16 @@ def test_model_share_counts_every_model_call(tiny_model, tmp_path, files):
     assert type(predictor).run is run
     if files:
         assert len(list((tmp_path / "out").glob("*.tif"))) == files
+
+
+def test_output_io_writes_geosrs_profile_and_times_the_read_back(tmp_path):
+    """output_io.py measures geosr's own output profile (tiled, deflate) and its verify_output."""
+    io = _benchmark("output_io")
+    profile = io.profile_for(600, tmp_path)
+    assert profile["tiled"] and profile["compress"] == "deflate" and profile["num_threads"] == "ALL_CPUS"
+    rows = [io.synthetic_rows(600, r0, min(512, 600 - r0), np.random.default_rng(0)) for r0 in (0, 512)]
+    out = tmp_path / "out.tif"
+    assert io.write(out, profile, rows) > 0
+    with rasterio.open(out) as ds:
+        assert ds.shape == (600, 600) and ds.count == 3 and (ds.read()[:, 512:] == rows[1]).all()
+    assert io.read_one_block_at_a_time(out) > 0
