@@ -2,6 +2,7 @@
 
     python benchmarks/model_share.py [--model geosr/weights/degan-x4.safetensors] [--precision bf16] [--size 256]
     python benchmarks/model_share.py --files 64 --size 64      # a folder of 64 small tiles, as `geosr upscale DIR`
+    python benchmarks/model_share.py --files 64 --size 64 --files-in-flight 4
 
 Runs `upscale_raster` once on a synthetic size x size GeoTIFF (after a warm-up run), or with ``--files N`` the batch
 of a folder of N such files (``upscale_batch``, what `geosr upscale DIR -o DIR` runs), with the model's calls timed
@@ -54,22 +55,25 @@ class ModelClock:
         Predictor.run = self._run
 
 
-def model_share(predictor: Predictor, work: Path, size: int, files: int = 0, batch: int = 8) -> dict:
+def model_share(predictor: Predictor, work: Path, size: int, files: int = 0, batch: int = 8,
+                in_flight: int = 1) -> dict:
     """The share of wall time in the model: one synthetic size x size uint8 GeoTIFF (files=0) or a folder of
-    ``files`` copies of it upscaled as one batch, after a warm-up run of one file; work: an empty folder."""
+    ``files`` copies of it upscaled as one batch with ``in_flight`` files at once, after a warm-up run of one file;
+    work: an empty folder. With several files in flight the model's calls still come one at a time, so their sum is
+    the time the model was busy."""
     src = make_synthetic(work / "in.tif", size)
     options = UpscaleOptions(batch_size=batch, overwrite=True)
     upscale_raster(src, work / "warm-up.tif", predictor, options)
     if files:
         folder = work / "tiles"
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         for i in range(files):
             (folder / f"tile{i:04d}.tif").write_bytes(src.read_bytes())
         pairs = plan_outputs([folder], work / "out")
     with ModelClock() as clock:
         t0 = time.perf_counter()
         if files:
-            summary = upscale_batch(pairs, predictor, options)
+            summary = upscale_batch(pairs, predictor, options, files_in_flight=in_flight)
             if summary.count("done") != files:
                 raise RuntimeError(f"the folder's batch did not finish: {summary.line()}")
         else:
@@ -77,6 +81,7 @@ def model_share(predictor: Predictor, work: Path, size: int, files: int = 0, bat
         total = time.perf_counter() - t0
     return {"precision": predictor.precision, "device": str(predictor.device), "size": size, "files": files,
             "input": f"a folder of {files} files of {size}^2" if files else f"{size}^2 input",
+            "files_in_flight": in_flight,
             "tile": predictor.card.tile_size, "overlap": predictor.card.overlap, "batch": batch,
             "total_s": round(total, 4), "model_s": round(clock.seconds, 4), "model_tiles": clock.tiles,
             "share": round(clock.seconds / total, 4)}
@@ -89,12 +94,15 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--files", type=int, default=0, help="a folder of this many size x size files (0: one file)")
+    p.add_argument("--files-in-flight", type=int, default=1, help="files at once (upscale --files-in-flight)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args()
     predictor = load_predictor(args.model, device=args.device, precision=args.precision)
-    r = model_share(predictor, Path(tempfile.mkdtemp(prefix="geosr-share-")), args.size, args.files, args.batch)
-    print(f"{Path(args.model).name} {r['precision']} {r['input']}, tile {r['tile']} overlap {r['overlap']}, "
+    r = model_share(predictor, Path(tempfile.mkdtemp(prefix="geosr-share-")), args.size, args.files, args.batch,
+                    args.files_in_flight)
+    flight = f", {args.files_in_flight} files in flight" if args.files_in_flight > 1 else ""
+    print(f"{Path(args.model).name} {r['precision']} {r['input']}{flight}, tile {r['tile']} overlap {r['overlap']}, "
           f"batch {r['batch']}: {r['total_s']:.2f} s, of which {r['model_s']:.2f} s in the model "
           f"({r['model_tiles']} tiles): {r['share']:.1%}")
     if args.json:

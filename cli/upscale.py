@@ -46,11 +46,12 @@ log = logging.getLogger("geosr")
 class _Bars:
     """tqdm bars on stderr: one per file (tiles, output megapixels per second) and one for the batch."""
 
-    def __init__(self, enabled: bool, files: int) -> None:
+    def __init__(self, enabled: bool, files: int, per_file: bool = True) -> None:
         from tqdm import tqdm
 
         self.tqdm = tqdm
         self.enabled = enabled
+        self.per_file = per_file  # off with several files in flight: their bars would take each other's line
         self.batch = tqdm(
             total=files, unit="file", desc="files", position=0, file=sys.stderr, disable=not enabled or files < 2
         )
@@ -59,7 +60,7 @@ class _Bars:
         self.t0 = 0.0
 
     def __call__(self, p: Progress) -> None:
-        if not self.enabled:
+        if not self.enabled or not self.per_file:
             return
         if p.path != self.path:
             self.close_file()
@@ -112,6 +113,9 @@ class _Bars:
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate", show_default=True)
 @overwrite_option("Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True, help="Leave existing outputs alone (resumes a batch).")
+@click.option("--files-in-flight", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Files of a batch processed at once, their tiles sharing the model's calls: for folders of small "
+              "files on a GPU.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
               help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
               "settings) and the summary; also when the batch fails or is interrupted.")
@@ -120,7 +124,7 @@ class _Bars:
 @handle_errors
 @stop_on_sigterm
 def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency, device,
-            precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing,
+            precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing, files_in_flight,
             report) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
@@ -158,7 +162,7 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     book = None
     if report is not None:  # under torchrun, one report per process: report.rank1.json, ...
         book = BatchReport(rank_path(report, job.rank, job.world_size), command=sys.argv,
-                           settings=settings_of(options, skip_existing=skip_existing))
+                           settings=settings_of(options, skip_existing=skip_existing, files_in_flight=files_in_flight))
     with book if book is not None else contextlib.nullcontext():  # written however the batch ends
         pairs = plan_outputs(inputs, output)
         check_output_location(output)
@@ -175,9 +179,10 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
         predictor = load_predictor(model, scale, device, precision, job.local_rank)
         card_tiling(predictor.card, predictor.source, tile_size, overlap)  # the same usage error for every file
         if book is not None:
-            book.use_model(predictor, settings_of(options, predictor, skip_existing=skip_existing))
+            book.use_model(predictor, settings_of(options, predictor, skip_existing=skip_existing,
+                                                  files_in_flight=files_in_flight))
             book.running()
-        bars = _Bars(enabled=level >= 0 and job.rank == 0, files=len(mine))
+        bars = _Bars(enabled=level >= 0 and job.rank == 0, files=len(mine), per_file=files_in_flight == 1)
         try:
             if single:
                 src, dst = mine[0]
@@ -205,7 +210,8 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
                     log.info("%s%s -> %s (%.1f s)", who, result.src, result.dst, result.seconds)
 
             summary = upscale_batch(
-                mine, predictor, options, skip_existing=skip_existing, progress=bars, on_result=on_result
+                mine, predictor, options, skip_existing=skip_existing, progress=bars, on_result=on_result,
+                files_in_flight=files_in_flight,
             )
         finally:
             bars.close()

@@ -34,7 +34,7 @@ from affine import Affine
 
 from geosr.aoi import AOI, bbox_aoi, load_aoi
 from geosr.arrays import upscale_pixels
-from geosr.batch import BatchSummary, plan_outputs, upscale_batch
+from geosr.batch import BatchSummary, check_files_in_flight, plan_outputs, upscale_batch
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
@@ -169,6 +169,7 @@ def upscale_folder(
     device: str = "auto",
     precision: str = "auto",
     skip_existing: bool = False,
+    files_in_flight: int = 1,
     report: PathLike | None = None,
     progress: ProgressCallback | None = None,
     on_result: Callable[[FileResult], None] | None = None,
@@ -179,7 +180,8 @@ def upscale_folder(
 
     A file that fails does not stop the batch: it is logged as a warning and recorded in the summary (its ``results``
     have status "failed" and the message); ``summary.count("failed")`` says how many. skip_existing: leave existing
-    outputs alone (resumes an interrupted batch). report: write the JSON batch report there (geosr.report), also when
+    outputs alone (resumes an interrupted batch). files_in_flight: files processed at once, their tiles sharing the
+    model's calls (``geosr.batch.upscale_batch``; for folders of small files on a GPU). report: write the JSON batch report there (geosr.report), also when
     the batch fails or is interrupted. on_result: called with each file's FileResult. Other arguments as for
     ``upscale``. Raises GeosrError before any file is done for missing inputs, a folder without rasters, a bad
     option or model; KeyboardInterrupt stops the batch (the file under way leaves nothing behind).
@@ -187,8 +189,10 @@ def upscale_folder(
     if skip_existing and options.get("overwrite"):
         raise OptionError("overwrite and skip_existing exclude each other", option="--skip-existing")
     opts = _file_options("upscale_folder", options)
+    check_files_in_flight(files_in_flight)
     inputs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
-    book = BatchReport(report, settings=settings_of(opts, skip_existing=skip_existing)) if report else None
+    book = BatchReport(report, settings=settings_of(opts, skip_existing=skip_existing,
+                                                   files_in_flight=files_in_flight)) if report else None
 
     def run() -> BatchSummary:
         pairs = plan_outputs(inputs, dst)
@@ -205,9 +209,11 @@ def upscale_folder(
 
         if book is not None:
             book.plan(pairs)
-            book.use_model(predictor, settings_of(opts, predictor, skip_existing=skip_existing))
+            book.use_model(predictor, settings_of(opts, predictor, skip_existing=skip_existing,
+                                                  files_in_flight=files_in_flight))
             book.running()
-        return upscale_batch(pairs, predictor, opts, skip_existing=skip_existing, progress=progress, on_result=each)
+        return upscale_batch(pairs, predictor, opts, skip_existing=skip_existing, progress=progress, on_result=each,
+                             files_in_flight=files_in_flight)
 
     if book is None:
         return run()

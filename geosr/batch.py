@@ -1,21 +1,24 @@
 """Many files: where each input's output goes, and a batch run with one loaded predictor.
 
 ``plan_outputs(inputs, output)`` pairs every input raster (files, or folders searched recursively) with its output
-path, keeping the layout below the inputs' common folder; ``upscale_batch(pairs, predictor, options)`` runs them in
-order: a file that fails is reported and the rest go on.
+path, keeping the layout below the inputs' common folder; ``upscale_batch(pairs, predictor, options)`` runs them
+(one after the other, or several in flight sharing the model's calls): a file that fails is reported and the rest
+go on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from geosr.aoi import AOIMissError
-from geosr.errors import OUT_OF_MEMORY, GeosrError, OutputExistsError, RasterError, one_line
+from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, RasterError, one_line
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.predictor import Predictor
@@ -107,6 +110,13 @@ class BatchSummary:
         )
 
 
+def check_files_in_flight(n: int) -> int:
+    """``n`` if it is an integer of at least 1, else OptionError."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise OptionError(f"files in flight {n!r}: must be an integer of at least 1", option="--files-in-flight")
+    return n
+
+
 def upscale_batch(
     pairs: Sequence[tuple[Path, Path]],
     predictor: Predictor,
@@ -115,43 +125,199 @@ def upscale_batch(
     skip_existing: bool = False,
     progress: ProgressCallback | None = None,
     on_result: Callable[[FileResult], None] | None = None,
+    files_in_flight: int = 1,
 ) -> BatchSummary:
-    """Upscale every (input, output) pair in order with one predictor; failures are recorded, never raised.
+    """Upscale every (input, output) pair with one predictor; failures are recorded, never raised.
 
     skip_existing: leave outputs that exist alone (resumes an interrupted batch); their results say reason
     "exists". An AOI that misses a file skips it (reason "aoi"). Temporary files that killed runs left in the output
     folders are removed first. KeyboardInterrupt stops the batch (the file in progress leaves nothing behind).
+
+    files_in_flight: files processed at once, each on its own thread, their tiles sharing the model's calls
+    (``SharedModel``): for folders of small files on a GPU, where one file's reading, planning and writing would leave
+    the device idle. With 1 (the default) the files run one after the other on this thread. Either way the results
+    are in the order of ``pairs``; ``on_result`` hears of each file as it ends (on this thread), ``progress`` from
+    the file's thread (one call at a time).
     """
+    check_files_in_flight(files_in_flight)
     summary = BatchSummary()
     t0 = time.perf_counter()
     for folder in sorted({dst.parent for _, dst in pairs}):
         remove_stale_outputs(folder)  # what killed runs left, also beside outputs that --skip-existing keeps
-    for src, dst in pairs:
-        if skip_existing and dst.exists():
-            result = FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
-        else:
-            t1 = time.perf_counter()
-            try:
-                result = upscale_raster(src, dst, predictor, options, progress)
-            except AOIMissError as exc:
-                result = FileResult(src, dst, "skipped", str(exc), time.perf_counter() - t1, reason="aoi")
-            except OutputExistsError as exc:  # another process finished this output meanwhile
-                status = "skipped" if skip_existing else "failed"
-                result = FileResult(src, dst, status, str(exc), time.perf_counter() - t1,
-                                    reason="exists" if skip_existing else "")
-            except GeosrError as exc:
-                result = FileResult(src, dst, "failed", str(exc), time.perf_counter() - t1)
-            except MemoryError:  # numpy's; the model's is a GeosrError (geosr.predictor)
-                log.debug("%s failed", src, exc_info=True)
-                result = FileResult(src, dst, "failed", f"{src}: {OUT_OF_MEMORY}", time.perf_counter() - t1)
-            except Exception as exc:  # an unexpected failure in one file must not stop the batch
-                log.debug("%s failed", src, exc_info=True)
-                result = FileResult(
-                    src, dst, "failed", f"{src}: {type(exc).__name__}: {one_line(exc)}", time.perf_counter() - t1
-                )
+
+    def finished(result: FileResult) -> None:
         summary.results.append(result)
         summary.seconds = time.perf_counter() - t0
         if on_result is not None:
             on_result(result)
+
+    if files_in_flight == 1 or len(pairs) < 2:
+        for src, dst in pairs:
+            finished(_upscale_file(src, dst, predictor, options, progress, skip_existing))
+    else:
+        order = {pair: i for i, pair in enumerate(pairs)}
+        _in_flight(pairs, predictor, options, progress, skip_existing, files_in_flight, finished)
+        summary.results.sort(key=lambda r: order[(r.src, r.dst)])
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _upscale_file(src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions,
+                  progress: ProgressCallback | None, skip_existing: bool) -> FileResult:
+    """One file of a batch: its result, whatever went wrong with it (KeyboardInterrupt and the like pass)."""
+    if skip_existing and dst.exists():
+        return FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
+    t1 = time.perf_counter()
+    try:
+        return upscale_raster(src, dst, predictor, options, progress)
+    except AOIMissError as exc:
+        return FileResult(src, dst, "skipped", str(exc), time.perf_counter() - t1, reason="aoi")
+    except OutputExistsError as exc:  # another process finished this output meanwhile
+        status = "skipped" if skip_existing else "failed"
+        return FileResult(src, dst, status, str(exc), time.perf_counter() - t1,
+                          reason="exists" if skip_existing else "")
+    except GeosrError as exc:
+        return FileResult(src, dst, "failed", str(exc), time.perf_counter() - t1)
+    except MemoryError:  # numpy's; the model's is a GeosrError (geosr.predictor)
+        log.debug("%s failed", src, exc_info=True)
+        return FileResult(src, dst, "failed", f"{src}: {OUT_OF_MEMORY}", time.perf_counter() - t1)
+    except Exception as exc:  # an unexpected failure in one file must not stop the batch
+        log.debug("%s failed", src, exc_info=True)
+        return FileResult(src, dst, "failed", f"{src}: {type(exc).__name__}: {one_line(exc)}",
+                          time.perf_counter() - t1)
+
+
+def _in_flight(pairs, predictor: Predictor, options: UpscaleOptions, progress: ProgressCallback | None,
+               skip_existing: bool, n: int, finished: Callable[[FileResult], None]) -> None:
+    """Run the pairs ``n`` at a time on worker threads sharing the model; ``finished`` each result on this thread.
+
+    Anything that stops the batch here (KeyboardInterrupt, or an exception out of ``finished`` or ``progress``)
+    cancels the model calls still waiting, lets the files under way end (each removes its temporary file) and is
+    raised once they have.
+    """
+    shared = SharedModel(predictor, options.batch_size)
+    lock = threading.Lock()
+
+    def report(p) -> None:
+        with lock:
+            progress(p)
+
+    todo = iter(pairs)
+    running: dict[Future, tuple[Path, Path]] = {}
+    with ThreadPoolExecutor(n, thread_name_prefix="geosr-file") as pool:
+
+        def start_next() -> None:
+            for src, dst in todo:
+                running[pool.submit(_upscale_file, src, dst, shared, options, report if progress else None,
+                                    skip_existing)] = (src, dst)
+                return
+
+        try:
+            for _ in range(n):
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: running[f]):
+                    del running[future]
+                    finished(future.result())
+                    start_next()
+        except BaseException:
+            shared.cancel()
+            wait(running)
+            raise
+
+
+class Cancelled(BaseException):
+    """A model call given up because the batch stopped (a BaseException: no file records it as its failure)."""
+
+
+class SharedModel:
+    """One predictor shared by the threads of the files in flight: the tiles that wait while the model is busy run
+    together in its next call, up to ``limit`` tiles of one shape (the oldest request first; a request is never
+    split). Everything else (card, scale, device, ...) is the predictor's."""
+
+    def __init__(self, predictor: Predictor, limit: int) -> None:
+        self._predictor = predictor
+        self._limit = limit
+        self._cond = threading.Condition()
+        self._waiting: list[_Request] = []
+        self._busy = False
+        self._cancelled = False
+        self.calls: list[int] = []  # the tiles of each call made, in order
+
+    def __getattr__(self, name: str):
+        return getattr(self._predictor, name)
+
+    def cancel(self) -> None:
+        """Fail every call not yet running, and every later one, with Cancelled."""
+        with self._cond:
+            self._cancelled = True
+            self._cond.notify_all()
+
+    def __call__(self, tiles):
+        return Predictor.__call__(self, tiles)  # numpy in and out, through run
+
+    def run(self, tiles):
+        """As ``Predictor.run``; may run other threads' tiles in the same call."""
+        request = _Request(tiles)
+        with self._cond:
+            self._waiting.append(request)
+            while not request.done:
+                if self._cancelled and request in self._waiting:
+                    self._waiting.remove(request)
+                    raise Cancelled()
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                batch = self._take()
+                self._busy = True
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._cond.notify_all()
+        if request.error is not None:
+            raise request.error
+        return request.out
+
+    def _take(self) -> list[_Request]:
+        """The oldest waiting request and the later ones of its shape that fit under the limit."""
+        first = self._waiting[0]
+        key = _key(first.tiles)
+        batch, count = [], 0
+        for r in list(self._waiting):
+            if _key(r.tiles) == key and (not batch or count + len(r.tiles) <= self._limit):
+                batch.append(r)
+                count += len(r.tiles)
+                self._waiting.remove(r)
+        return batch
+
+    def _run(self, batch: list[_Request]) -> None:
+        import torch
+
+        try:
+            x = batch[0].tiles if len(batch) == 1 else torch.cat([r.tiles for r in batch])
+            y = self._predictor.run(x)
+        except BaseException as exc:  # every thread of the call hears of it, none waits for ever
+            for r in batch:
+                r.error, r.done = exc, True
+            return
+        self.calls.append(len(x))
+        start = 0
+        for r in batch:
+            r.out, r.done = y[start : start + len(r.tiles)], True
+            start += len(r.tiles)
+
+
+@dataclass
+class _Request:
+    tiles: Any
+    out: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+def _key(tiles) -> tuple:
+    return tuple(tiles.shape[1:]), tiles.dtype, tiles.device

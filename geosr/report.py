@@ -194,13 +194,15 @@ class BatchReport:
     # --- the document -----------------------------------------------------------------------------------------------
 
     def records(self) -> list[dict[str, Any]]:
-        """One record per file: the results so far, then the file under way (if the batch stopped in it) and the
-        pending ones."""
+        """One record per file: the results so far (in the order they came), then the files under way (if the batch
+        stopped in them: the first ``files_in_flight`` of those left) and the pending ones."""
         out = [self._record(r.src, r.dst, r.status, r.message, r.seconds, r.pixels, r.tiles) for r in self.results]
-        rest = self.pairs[len(self.results):]
+        ended = {(r.src, r.dst) for r in self.results}
+        rest = [pair for pair in self.pairs if pair not in ended]
+        under_way = self.settings.get("files_in_flight") or 1  # the first ones left were running when it stopped
         for i, (src, dst) in enumerate(rest):
             status, message = ("pending", "not started")
-            if i == 0 and self._running and self._stopped is not None:
+            if i < under_way and self._running and self._stopped is not None:
                 status, message = self._stopped
             out.append(self._record(src, dst, status, message, 0.0, 0, 0))
         return out

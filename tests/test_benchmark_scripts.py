@@ -29,14 +29,14 @@ def _benchmark(name: str):
     return module
 
 
-@pytest.mark.parametrize("files", [0, 3])
-def test_model_share_counts_every_model_call(tiny_model, tmp_path, files):
-    """model_share.py times the pipeline's model calls (one tile per 24 x 24 file at tile 32), and leaves the
-    predictor as it found it."""
+@pytest.mark.parametrize("files, in_flight", [(0, 1), (3, 1), (3, 2)])
+def test_model_share_counts_every_model_call(tiny_model, tmp_path, files, in_flight):
+    """model_share.py times the pipeline's model calls (one tile per 24 x 24 file at tile 32), also with files in
+    flight, and leaves the predictor as it found it."""
     share = _benchmark("model_share")
     predictor = load_predictor(tiny_model, device="cpu", precision="fp32")
     run = type(predictor).run
-    r = share.model_share(predictor, tmp_path, size=24, files=files, batch=4)
+    r = share.model_share(predictor, tmp_path, size=24, files=files, batch=4, in_flight=in_flight)
     assert r["model_tiles"] == max(files, 1)
     assert 0 < r["model_s"] < r["total_s"]
     assert r["share"] == pytest.approx(r["model_s"] / r["total_s"], abs=0.01)

@@ -295,6 +295,80 @@ def test_a_batch_goes_on_after_a_failed_file(predictor, tmp_path, make_geotiff, 
     assert [r.status for r in again.results] == ["skipped", "failed", "skipped"]
 
 
+def _small_files(folder: Path, make_geotiff, synthetic_image, sizes) -> None:
+    folder.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        make_geotiff(folder / f"t{i}.tif", synthetic_image(3, h, w, seed=i))
+
+
+class _SlowModel:
+    """The predictor, each model call taking at least ``delay`` seconds (so that other files' tiles wait) and
+    recorded by its number of tiles."""
+
+    def __init__(self, predictor, delay: float = 0.05) -> None:
+        self.predictor, self.delay, self.calls = predictor, delay, []
+
+    def __getattr__(self, name):
+        return getattr(self.predictor, name)
+
+    def run(self, tiles):
+        import time
+
+        time.sleep(self.delay)
+        self.calls.append(len(tiles))
+        return self.predictor.run(tiles)
+
+
+def test_files_in_flight_give_the_same_outputs_in_the_same_order(predictor, tmp_path, make_geotiff, synthetic_image):
+    """Several files at once, their tiles merged into shared model calls: every output equals the one-at-a-time
+    output bit for bit, a failed file is recorded in its place, results come in the order of the pairs."""
+    sizes = [(40, 50), (24, 24), (90, 130), (24, 24), (30, 20), (24, 24), (50, 40)]
+    _small_files(tmp_path / "in", make_geotiff, synthetic_image, sizes)
+    (tmp_path / "in" / "t3.tif").write_bytes(b"II*\x00corrupt")
+    options = UpscaleOptions(tile_size=32, overlap=8, batch_size=4)
+    serial = upscale_batch(plan_outputs([tmp_path / "in"], tmp_path / "one"), predictor, options)
+    slow = _SlowModel(predictor)
+    seen = []
+    pairs = plan_outputs([tmp_path / "in"], tmp_path / "many")
+    summary = upscale_batch(pairs, slow, options, files_in_flight=3, on_result=seen.append)
+    assert [(r.src, r.status) for r in summary.results] == [(r.src, r.status) for r in serial.results]
+    assert [r.status for r in summary.results] == ["done"] * 3 + ["failed"] + ["done"] * 3
+    assert "t3.tif" in summary.results[3].message
+    assert sorted(seen, key=lambda r: pairs.index((r.src, r.dst))) == summary.results
+    for name in _files(tmp_path / "one"):
+        assert np.array_equal(read(tmp_path / "one" / name), read(tmp_path / "many" / name)), name
+    assert _files(tmp_path / "many") == _files(tmp_path / "one")
+    assert max(slow.calls) > 1 and max(slow.calls) <= 4  # tiles of several files in one call, never above the batch
+    assert sum(slow.calls) == sum(r.tiles for r in summary.results)
+
+
+def test_a_batch_with_files_in_flight_stops_cleanly(predictor, tmp_path, make_geotiff, synthetic_image):
+    """KeyboardInterrupt on one file's thread stops the batch: raised here once the other files under way have
+    ended, no temporary file left, every output present complete."""
+    _small_files(tmp_path / "in", make_geotiff, synthetic_image, [(60, 60)] * 6)
+    calls = []
+
+    def progress(p):
+        calls.append(p)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+
+    pairs = plan_outputs([tmp_path / "in"], tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        upscale_batch(pairs, _SlowModel(predictor, 0.02), UpscaleOptions(tile_size=32, overlap=8, batch_size=2),
+                      progress=progress, files_in_flight=3)
+    left = _files(tmp_path / "out")
+    assert len(left) < 6 and all(name.endswith(".tif") and not name.startswith(".") for name in left)
+    for name in left:
+        assert read(tmp_path / "out" / name).shape == (3, 120, 120)
+
+
+def test_files_in_flight_must_be_a_positive_integer(predictor, tmp_path):
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(OptionError, match="files in flight .*: must be an integer of at least 1"):
+            upscale_batch([], predictor, files_in_flight=bad)
+
+
 def test_distributed_rank_is_kept_for_scripts(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)

@@ -15,7 +15,8 @@
 3. **The pipeline's ceiling**: ``upscale_raster`` of the same synthetic raster with benchmarks/pipeline_only.py's
    stand-in model (almost free) on the device, with and without the consistency correction.
 4. **A folder of small tiles**: ``upscale_batch`` over a folder of 64 synthetic 256 x 256 uint8 GeoTIFFs (what
-   ``geosr upscale DIR -o DIR`` runs) with the card's tiles, and the share of its wall time inside the model's calls
+   ``geosr upscale DIR -o DIR`` runs) with the card's tiles, one file at a time and 4 in flight sharing the model's
+   calls (``--files-in-flight 4``): wall time and the share of it inside the model's calls
    (benchmarks/model_share.py, each call synchronised).
 5. **A Sentinel-2-size tile at x4**: a 10980 x 10980 3-band uint16 synthetic GeoTIFF written to local disk first,
    then upscaled with the default output settings (deflate); when the budget runs out first the run stops and the
@@ -195,17 +196,23 @@ def pipeline_ceiling(model: Path, device: str, synthetic: Path, tile: int, batch
     return {"synthetic": synthetic.name, "tile": tile, "overlap": tile // 8, "batch": batch, "consistency": rows}
 
 
-def folder_share(model: Path, device: str, precision: str, files: int, size: int, batch: int, work: Path) -> dict:
-    """benchmarks/model_share.py's share of wall time in the model, for a folder of ``files`` size x size tiles."""
+def folder_share(model: Path, device: str, precision: str, files: int, size: int, batch: int, work: Path,
+                 in_flight: tuple[int, ...] = (1, 4)) -> dict:
+    """benchmarks/model_share.py's share of wall time in the model, for a folder of ``files`` size x size tiles, one
+    file at a time and with several in flight (``upscale --files-in-flight``): the wall times say which is faster."""
     predictor = load_predictor(model, device=device, precision=precision)
-    folder = work / "folder"
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir()
-    try:
-        return _module("model_share").model_share(predictor, folder, size, files, batch)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    share = _module("model_share").model_share
+    rows = []
+    for k in in_flight:
+        folder = work / "folder"
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        try:
+            rows.append(share(predictor, folder, size, files, batch, in_flight=k))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"files": files, "size": size, "precision": precision, "batch": batch, "rows": rows}
 
 
 def gflop_per_output_mpx(predictor, tile: int) -> float:
@@ -332,9 +339,10 @@ def summary_lines(r: dict) -> list[str]:
     elif "error" in pc:
         lines.append(f"pipeline: {pc['error']}")
     f = r.get("folder", {})
-    if "share" in f:
-        lines.append(f"{f['input']} ({f['precision']}, tile {f['tile']}, batch {f['batch']}): {f['total_s']:.2f} s, "
-                     f"{f['share']:.0%} of it in the model")
+    if "rows" in f:
+        for row in f["rows"]:
+            lines.append(f"{row['input']}, {row['files_in_flight']} in flight ({row['precision']}, tile {row['tile']}, "
+                         f"batch {row['batch']}): {row['total_s']:.2f} s, {row['share']:.0%} of it in the model")
     elif "error" in f:
         lines.append(f"folder: {f['error']}")
     b = r.get("big", {})

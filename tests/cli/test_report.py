@@ -125,3 +125,35 @@ def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, mak
     assert report["summary"]["done"] == 1 and report["summary"]["pending"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["a_small.tif"]  # nothing of b, and no temporary file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "sr", "tiles"]  # nor of the report
+
+
+def test_a_batch_interrupted_with_files_in_flight_names_every_file_under_way(tiny_model_x4, tmp_path, make_geotiff,
+                                                                               synthetic_image):
+    """Ctrl-C with two files in flight: both are reported interrupted, neither leaves a file, the exit code is 130."""
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    make_geotiff(tiles / "a_small.tif", synthetic_image(3, 20, 20, seed=0))
+    for name in ("b_big.tif", "c_big.tif"):
+        make_geotiff(tiles / name, synthetic_image(3, 600, 600, seed=1))
+    out, path = tmp_path / "sr", tmp_path / "report.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geosr.cli.main", "upscale", str(tiles), "-o", str(out), "--model", str(tiny_model_x4),
+         "--tile-size", "32", "--overlap", "8", "-q", "--report", str(path), "--files-in-flight", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
+    )
+    try:  # both big files under way: a_small.tif is done and c_big.tif has started
+        assert wait_for(lambda: (out / "a_small.tif").exists()
+                        and any(p.name.startswith(".c_big") for p in out.glob(".*")), 120), "never started c"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    report = load(path)
+    assert report["state"] == "interrupted" and report["settings"]["files_in_flight"] == 2
+    assert [(Path(r["input"]).name, r["status"]) for r in report["files"]] == [
+        ("a_small.tif", "done"), ("b_big.tif", "interrupted"), ("c_big.tif", "interrupted")]
+    assert sorted(p.name for p in out.iterdir()) == ["a_small.tif"]  # nothing of b or c, no temporary file

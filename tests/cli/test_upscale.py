@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +62,23 @@ def test_a_folder_keeps_its_layout_and_a_summary_closes_the_run(tiny_model, thre
     assert result.exit_code == 0, result.output
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tif")) == ["a.tif", "b.tif", "sub/c.tif"]
     assert "3 done, 0 skipped, 0 failed" in result.stderr and "megapixels/s" in result.stderr
+
+
+def test_files_in_flight_from_the_command_line(tiny_model, three, tmp_path):
+    (three / "b.tif").write_bytes(b"II*\x00 not a tiff")
+    out = tmp_path / "sr"
+    report = tmp_path / "report.json"
+    result = run(three, "-o", out, "--model", tiny_model, "--files-in-flight", 2, "--report", report)
+    assert result.exit_code == 1
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tif")) == ["a.tif", "sub/c.tif"]
+    assert "2 done, 0 skipped, 1 failed" in result.stderr and "b.tif" in error_or_warning(result)
+    assert json.loads(report.read_text())["settings"]["files_in_flight"] == 2
+    bad = run(three, "-o", tmp_path / "x", "--model", tiny_model, "--files-in-flight", 0)
+    assert bad.exit_code == 2 and "--files-in-flight" in bad.stderr and "0 is not in the range x>=1" in bad.stderr
+
+
+def error_or_warning(result) -> str:
+    return "\n".join(line for line in result.stderr.splitlines() if line.startswith("error:"))
 
 
 def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp_path):
