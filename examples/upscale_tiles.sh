@@ -6,6 +6,8 @@
 # Safe to rerun: --skip-existing resumes an interrupted batch, and outputs only appear once complete.
 # Files that fail are reported and the rest go on; the exit code is 1 when any failed.
 # On a machine with several GPUs, set GPUS=N to split the files between N processes (one GPU each).
+# One process runs the whole folder, the model loaded once. On a GPU with many small tiles, try --files-in-flight 4:
+# several files under way, their tiles sharing model calls (not yet measured on a GPU: docs/gpu.md).
 set -euo pipefail
 
 if [ $# -lt 3 ]; then

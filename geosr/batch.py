@@ -155,9 +155,9 @@ def upscale_batch(
         for src, dst in pairs:
             finished(_upscale_file(src, dst, predictor, options, progress, skip_existing))
     else:
-        order = {pair: i for i, pair in enumerate(pairs)}
+        order = {(Path(a), Path(b)): i for i, (a, b) in enumerate(pairs)}
         _in_flight(pairs, predictor, options, progress, skip_existing, files_in_flight, finished)
-        summary.results.sort(key=lambda r: order[(r.src, r.dst)])
+        summary.results.sort(key=lambda r: order[(Path(r.src), Path(r.dst))])
     summary.seconds = time.perf_counter() - t0
     return summary
 
