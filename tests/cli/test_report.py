@@ -92,20 +92,26 @@ def test_a_report_that_cannot_be_written_stops_the_batch_before_any_file(tiny_mo
     assert not (tmp_path / "sr").exists()
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, make_geotiff, synthetic_image, sig, code):
+def _start_batch(model, tmp_path, make_geotiff, synthetic_image, *extra: str) -> subprocess.Popen:
+    """``geosr upscale`` of tmp_path/tiles (a_small.tif, 20 x 20, then b_big.tif and c_big.tif, 600 x 600) into
+    tmp_path/sr with the report tmp_path/report.json, started in a process that a signal can interrupt."""
     tiles = tmp_path / "tiles"
     tiles.mkdir()
     make_geotiff(tiles / "a_small.tif", synthetic_image(3, 20, 20, seed=0))
     for name in ("b_big.tif", "c_big.tif"):
         make_geotiff(tiles / name, synthetic_image(3, 600, 600, seed=1))
-    out, path = tmp_path / "sr", tmp_path / "report.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geosr.cli.main", "upscale", str(tiles), "-o", str(out), "--model", str(tiny_model_x4),
-         "--tile-size", "32", "--overlap", "8", "-q", "--report", str(path)],
+    return subprocess.Popen(
+        [sys.executable, "-m", "geosr.cli.main", "upscale", str(tiles), "-o", str(tmp_path / "sr"), "--model",
+         str(model), "--tile-size", "32", "--overlap", "8", "-q", "--report", str(tmp_path / "report.json"), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
     )
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, make_geotiff, synthetic_image, sig, code):
+    out, path = tmp_path / "sr", tmp_path / "report.json"
+    proc = _start_batch(tiny_model_x4, tmp_path, make_geotiff, synthetic_image)
     try:  # a_small.tif is done once b_big.tif's temporary output appears
         assert wait_for(lambda: any(p.name.startswith(".b_big") for p in out.glob(".*")), 120), "never started b"
         running = load(path)  # written when the files started
@@ -130,18 +136,8 @@ def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, mak
 def test_a_batch_interrupted_with_files_in_flight_names_every_file_under_way(tiny_model_x4, tmp_path, make_geotiff,
                                                                                synthetic_image):
     """Ctrl-C with two files in flight: both are reported interrupted, neither leaves a file, the exit code is 130."""
-    tiles = tmp_path / "tiles"
-    tiles.mkdir()
-    make_geotiff(tiles / "a_small.tif", synthetic_image(3, 20, 20, seed=0))
-    for name in ("b_big.tif", "c_big.tif"):
-        make_geotiff(tiles / name, synthetic_image(3, 600, 600, seed=1))
     out, path = tmp_path / "sr", tmp_path / "report.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "geosr.cli.main", "upscale", str(tiles), "-o", str(out), "--model", str(tiny_model_x4),
-         "--tile-size", "32", "--overlap", "8", "-q", "--report", str(path), "--files-in-flight", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
-    )
+    proc = _start_batch(tiny_model_x4, tmp_path, make_geotiff, synthetic_image, "--files-in-flight", "2")
     try:  # both big files under way: a_small.tif is done and c_big.tif has started
         assert wait_for(lambda: (out / "a_small.tif").exists()
                         and any(p.name.startswith(".c_big") for p in out.glob(".*")), 120), "never started c"
