@@ -21,6 +21,7 @@ from geosr.cli.options import (
     output_option,
     overlap_option,
     precision_option,
+    self_ensemble_option,
     scale_option,
     tile_size_option,
     verbosity,
@@ -93,6 +94,7 @@ def write_report(report, path: Path) -> None:
 @overlap_option("Overlap of neighbouring tiles in input pixels, as geosr upscale takes it [model card].")
 @batch_size_option("Tiles per model call.", default=8)
 @consistency_option()
+@self_ensemble_option()
 @device_option()
 @precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
 @verbosity_options
@@ -100,7 +102,7 @@ def write_report(report, path: Path) -> None:
 @handle_errors
 @stop_on_sigterm
 def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, tile_size, overlap,
-             batch_size, consistency, device, precision) -> None:
+             batch_size, consistency, self_ensemble, device, precision) -> None:
     """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the
     protocol of the UC Merced super-resolution literature: mean of per-channel PSNR on 0..255, Gaussian SSIM
     (11, sigma 1.5) averaged over channels, SCALE pixels cropped at each border, LR by MATLAB-style bicubic
@@ -159,11 +161,12 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
 
     try:
         results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, tile_size=tile,
-                                  overlap=lap, batch_size=batch_size, consistency=consistency, on_image=on_image)
+                                  overlap=lap, batch_size=batch_size, consistency=consistency,
+                                  self_ensemble=self_ensemble, on_image=on_image)
     finally:
         bar.close()
     report = Report(data=str(Path(data).resolve()), layout=images.layout, split=split, scale=scale, model=str(path),
-                    results=results, consistency=consistency)
+                    results=results, consistency=consistency, self_ensemble=self_ensemble)
     click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
     click.echo(format_table(report.summary()))
     if out is not None:

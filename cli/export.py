@@ -50,6 +50,9 @@ def metrics_from_report(path: Path, scale: int) -> dict:
             data["val_residual"] = round(float(mean["residual"]), 4)
         if report.get("consistency") is not None:
             data["consistency"] = bool(report["consistency"])
+        if report.get("self_ensemble"):  # the card's figures would not be what upscale gives by default
+            raise ExportError(f"{path}: measured with --self-ensemble; a card's metrics are of the model as upscale "
+                              "runs it by default: evaluate without --self-ensemble", option="--metrics")
         report_scale = int(report["scale"])
     except FileNotFoundError:
         raise ExportError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}",

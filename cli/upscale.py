@@ -30,6 +30,7 @@ from geosr.cli.options import (
     overlap_option,
     overwrite_option,
     precision_option,
+    self_ensemble_option,
     scale_option,
     stop_on_sigterm,
     tile_size_option,
@@ -98,6 +99,7 @@ class _Bars:
 @overlap_option()
 @batch_size_option("Tiles per model call.", default=8)
 @consistency_option()
+@self_ensemble_option()
 @device_option()
 @precision_option()
 @bands_option()
@@ -123,9 +125,9 @@ class _Bars:
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency, device,
-            precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite, skip_existing, files_in_flight,
-            report) -> None:
+def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency,
+            self_ensemble, device, precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite,
+            skip_existing, files_in_flight, report) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -176,7 +178,7 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
         if not mine:
             log.info("%sno files for this process", who)
             return
-        predictor = load_predictor(model, scale, device, precision, job.local_rank)
+        predictor = load_predictor(model, scale, device, precision, job.local_rank, self_ensemble)
         card_tiling(predictor.card, predictor.source, tile_size, overlap)  # the same usage error for every file
         if book is not None:
             book.use_model(predictor, settings_of(options, predictor, skip_existing=skip_existing,

@@ -55,16 +55,18 @@ _ARRAY_OPTIONS = ("tile_size", "overlap", "batch_size", "bands", "consistency", 
 
 
 def load_model(
-    name_or_path: PathLike | None = None, device: str = "auto", precision: str = "auto", *, scale: int | None = None
+    name_or_path: PathLike | None = None, device: str = "auto", precision: str = "auto", *, scale: int | None = None,
+    self_ensemble: bool = False,
 ) -> Predictor:
     """Load a model for inference: a bundled model's name ("degan-x4", ``geosr info`` lists them) or a model file.
 
     None takes the bundled model for ``scale`` (4 when None too). device: auto, cpu, cuda, cuda:N or mps; precision:
-    auto, fp32, bf16 or fp16. Returns the predictor to pass as ``model=`` to the other functions (load it once for
+    auto, fp32, bf16 or fp16; self_ensemble: every tile runs 8 times, flipped and transposed, and the outputs are
+    averaged (higher PSNR for 8 times the compute). Returns the predictor to pass as ``model=`` to the other functions (load it once for
     many calls). Raises ModelFileError for a missing or invalid model file or one of another scale than ``scale``,
     DeviceError for a device or precision this machine lacks.
     """
-    return load_predictor(name_or_path, scale, device, precision)
+    return load_predictor(name_or_path, scale, device, precision, self_ensemble=self_ensemble)
 
 
 def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:

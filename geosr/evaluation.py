@@ -105,11 +105,13 @@ def bicubic(pair: Pair, scale: int) -> torch.Tensor:
     return upscale(pair.lr, scale, integer_range=pair.integer)
 
 
-def model_predictor(model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> Predictor:
+def model_predictor(model: torch.nn.Module, device: torch.device, precision: str = "fp32",
+                    self_ensemble: bool = False) -> Predictor:
     """``model`` (on ``device``, in eval mode) as the ``geosr.predictor.Predictor`` that ``geosr upscale`` runs: the
-    same forward pass, memory format and precision. Its card is a stand-in built from the model's config (the
-    predictor needs only the scale and the bands from it)."""
-    return Predictor(model, ModelCard(config=model.config), torch.device(device), precision, "evaluation")
+    same forward pass, memory format and precision (and self-ensemble, if asked). Its card is a stand-in built from
+    the model's config (the predictor needs only the scale and the bands from it)."""
+    return Predictor(model, ModelCard(config=model.config), torch.device(device), precision, "evaluation",
+                     self_ensemble)
 
 
 def super_resolve(
@@ -174,13 +176,15 @@ def evaluate_images(
     overlap: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     consistency: bool = True,
+    self_ensemble: bool = False,
     on_image: Callable[[ImageResult, Outputs], None] | None = None,
 ) -> list[ImageResult]:
     """PSNR/SSIM of ``model`` (if given) and of bicubic on every image, by the protocol in the module docstring.
 
     tile_size, overlap: the tiling of the model's output in LR pixels, the model card's (``card.tile_size``,
     ``card.overlap``) to measure what ``geosr upscale`` produces with that model; None takes DEFAULT_TILE_SIZE and a
-    quarter of the tile. consistency: correct the output as upscale does (``geosr.consistency``). on_image: called after each image with its result and outputs (progress, saving images).
+    quarter of the tile. consistency: correct the output as upscale does (``geosr.consistency``). self_ensemble: the
+    mean over the 8 flips and transposes of each tile (``geosr.predictor.geometric_ensemble``). on_image: called after each image with its result and outputs (progress, saving images).
     Raises DataError for unreadable images, ValueError for a model of another scale or an unusable tiling.
     """
     device = torch.device(device)
@@ -188,7 +192,7 @@ def evaluate_images(
         raise ValueError(f"the model is x{model.config.scale}, the evaluation x{scale}")
     tile = DEFAULT_TILE_SIZE if tile_size is None else tile_size
     overlap = default_overlap(tile) if overlap is None else overlap
-    predict = model_predictor(model, device, precision) if model is not None else None
+    predict = model_predictor(model, device, precision, self_ensemble) if model is not None else None
     results = []
     for item in items:
         pair = load_pair(item, scale, bands)
@@ -266,6 +270,7 @@ class Report:
         )
     )
     consistency: bool | None = None  # whether the model's output was corrected for consistency (None: no model)
+    self_ensemble: bool | None = None  # whether each tile was the mean over its 8 flips and transposes (None: no model)
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
         return summarise(self.results)
@@ -279,6 +284,7 @@ class Report:
             "model": self.model,
             "protocol": self.protocol,
             "consistency": self.consistency,
+            "self_ensemble": self.self_ensemble,
             "summary": self.summary(),
             "images": [asdict(r) for r in self.results],
         }

@@ -210,6 +210,8 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         "GEOSR_TILING": f"tile {tile}, overlap {overlap} input pixels",
         "GEOSR_PRECISION": predictor.precision,
     }
+    if predictor.self_ensemble:
+        tags["GEOSR_SELF_ENSEMBLE"] = "mean of the 8 flips and transposes of each tile"
     if len(groups) > 1 or real[0] < predictor.channels:
         tags["GEOSR_BAND_GROUPS"] = _groups_str(colour, groups, real)
     if alpha:

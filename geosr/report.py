@@ -84,6 +84,7 @@ def settings_of(options: UpscaleOptions, predictor: Predictor | None = None, **e
     if predictor is not None:
         settings["device"] = str(predictor.device)
         settings["precision"] = predictor.precision
+        settings["self_ensemble"] = predictor.self_ensemble
     settings.update(extra)
     return settings
 

@@ -3,6 +3,7 @@ and, marked slow, the seam index of a default-architecture DEGAN and the peak me
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -367,6 +368,45 @@ def test_files_in_flight_must_be_a_positive_integer(predictor, tmp_path):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(OptionError, match="files in flight .*: must be an integer of at least 1"):
             upscale_batch([], predictor, files_in_flight=bad)
+
+
+def test_the_self_ensemble_is_the_mean_over_the_squares_eight_symmetries(predictor):
+    """Each of the 8 flips and transposes is undone by its inverse, all 8 differ, and the ensemble is the mean of the
+    model's turned-back outputs: exact for a model that commutes with them (nearest upsampling), not the plain output
+    for one that does not (a random generator)."""
+    from geosr.predictor import _dihedral, geometric_ensemble
+
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)
+    assert all(torch.equal(_dihedral(_dihedral(x, k), k, inverse=True), x) for k in range(8))
+    assert len({tuple(_dihedral(x[:, :, :5, :5], k).flatten().tolist()) for k in range(8)}) == 8
+    nearest = torch.nn.Upsample(scale_factor=2, mode="nearest")
+    assert torch.equal(geometric_ensemble(nearest, x), nearest(x))
+    tiles = torch.rand(2, 3, 12, 20) * 2 - 1
+    model = predictor.model
+    with torch.inference_mode():
+        expected = sum(_dihedral(model(_dihedral(tiles, k)), k, inverse=True) for k in range(8)) / 8
+        plain = model(tiles)
+    ensembled = dataclasses.replace(predictor, self_ensemble=True).run(tiles)
+    assert ensembled.shape == (2, 3, 24, 40) and torch.allclose(ensembled, expected, atol=1e-5)
+    assert not torch.allclose(ensembled, plain, atol=1e-3)
+
+
+def test_self_ensemble_from_the_command_line_is_recorded_in_the_output(tiny_model, rgb_tif, tmp_path):
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    outs = {}
+    for name, extra in (("plain", []), ("ens", ["--self-ensemble"])):
+        outs[name] = tmp_path / f"{name}.tif"
+        r = CliRunner().invoke(cli, ["-q", "upscale", str(rgb_tif), "-o", str(outs[name]), "--model", str(tiny_model),
+                                     "--precision", "fp32", *extra])
+        assert r.exit_code == 0, r.output
+    with rasterio.open(outs["ens"]) as d:
+        assert "flips and transposes" in d.tags()["GEOSR_SELF_ENSEMBLE"] and d.shape == (140, 180)
+    with rasterio.open(outs["plain"]) as d:
+        assert "GEOSR_SELF_ENSEMBLE" not in d.tags()
+    assert not np.array_equal(read(outs["plain"]), read(outs["ens"]))
 
 
 def test_distributed_rank_is_kept_for_scripts(monkeypatch):

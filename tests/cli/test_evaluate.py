@@ -72,6 +72,23 @@ def test_table_json_csv_images_and_previews(folder, tmp_path):
     assert [r["level"] for r in rows] == ["image"] * 4 + ["class", "class", "mean"]
 
 
+def test_self_ensemble_is_measured_and_recorded(folder, tmp_path):
+    """--self-ensemble: the report says so, the figures differ from the plain run's, and export refuses to put them on
+    a card (a card's metrics are those of upscale's default)."""
+    model = model_file(tmp_path / "tiny.safetensors")
+    for name, extra in (("plain", ()), ("ens", ("--self-ensemble",))):
+        result = run("--model", model, "--data", folder, "--split", "val", "--out", tmp_path / f"{name}.json", *extra)
+        assert result.exit_code == 0, result.output
+    plain, ens = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "ens"))
+    assert plain["self_ensemble"] is False and ens["self_ensemble"] is True
+    assert ens["summary"]["mean"]["psnr"] != plain["summary"]["mean"]["psnr"]
+    assert ens["summary"]["mean"]["psnr_bicubic"] == plain["summary"]["mean"]["psnr_bicubic"]
+    r = CliRunner().invoke(cli, ["export", str(model), "-o", str(tmp_path / "m.safetensors"), "--metrics",
+                                 str(tmp_path / "ens.json")])
+    assert r.exit_code == 1 and "measured with --self-ensemble" in r.output and "\n" not in r.output.strip()
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_errors_are_one_line_and_name_the_remedy(folder, tmp_path):
     model = model_file(tmp_path / "tiny.safetensors")
     result = run("--model", model, "--data", tmp_path / "missing", "--split", "val")
