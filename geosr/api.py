@@ -62,8 +62,8 @@ def load_model(
 
     None takes the bundled model for ``scale`` (4 when None too). device: auto, cpu, cuda, cuda:N or mps; precision:
     auto, fp32, bf16 or fp16; self_ensemble: every tile runs 8 times, flipped and transposed, and the outputs are
-    averaged (higher PSNR for 8 times the compute). Returns the predictor to pass as ``model=`` to the other functions (load it once for
-    many calls). Raises ModelFileError for a missing or invalid model file or one of another scale than ``scale``,
+    averaged (higher PSNR for 8 times the compute). Returns the predictor to pass as ``model=`` to the other functions
+    (load it once for many calls). Raises ModelFileError for a missing or invalid model file or one of another scale than ``scale``,
     DeviceError for a device or precision this machine lacks.
     """
     return load_predictor(name_or_path, scale, device, precision, self_ensemble=self_ensemble)
@@ -183,8 +183,8 @@ def upscale_folder(
     A file that fails does not stop the batch: it is logged as a warning and recorded in the summary (its ``results``
     have status "failed" and the message); ``summary.count("failed")`` says how many. skip_existing: leave existing
     outputs alone (resumes an interrupted batch). files_in_flight: files processed at once, their tiles sharing the
-    model's calls (``geosr.batch.upscale_batch``; for folders of small files on a GPU). report: write the JSON batch report there (geosr.report), also when
-    the batch fails or is interrupted. on_result: called with each file's FileResult. Other arguments as for
+    model's calls (``geosr.batch.upscale_batch``; for folders of small files on a GPU). report: write the JSON batch
+    report there (geosr.report), also when the batch fails or is interrupted. on_result: called with each file's FileResult. Other arguments as for
     ``upscale``. Raises GeosrError before any file is done for missing inputs, a folder without rasters, a bad
     option or model; KeyboardInterrupt stops the batch (the file under way leaves nothing behind).
     """

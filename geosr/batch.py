@@ -243,7 +243,6 @@ class SharedModel:
         self._waiting: list[_Request] = []
         self._busy = False
         self._cancelled = False
-        self.calls: list[int] = []  # the tiles of each call made, in order
 
     def __getattr__(self, name: str):
         return getattr(self._predictor, name)
@@ -253,9 +252,6 @@ class SharedModel:
         with self._cond:
             self._cancelled = True
             self._cond.notify_all()
-
-    def __call__(self, tiles):
-        return Predictor.__call__(self, tiles)  # numpy in and out, through run
 
     def run(self, tiles):
         """As ``Predictor.run``; may run other threads' tiles in the same call."""
@@ -304,7 +300,6 @@ class SharedModel:
             for r in batch:
                 r.error, r.done = exc, True
             return
-        self.calls.append(len(x))
         start = 0
         for r in batch:
             r.out, r.done = y[start : start + len(r.tiles)], True

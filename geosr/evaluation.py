@@ -184,7 +184,8 @@ def evaluate_images(
     tile_size, overlap: the tiling of the model's output in LR pixels, the model card's (``card.tile_size``,
     ``card.overlap``) to measure what ``geosr upscale`` produces with that model; None takes DEFAULT_TILE_SIZE and a
     quarter of the tile. consistency: correct the output as upscale does (``geosr.consistency``). self_ensemble: the
-    mean over the 8 flips and transposes of each tile (``geosr.predictor.geometric_ensemble``). on_image: called after each image with its result and outputs (progress, saving images).
+    mean over the 8 flips and transposes of each tile (``geosr.predictor.geometric_ensemble``). on_image: called
+    after each image with its result and outputs (progress, saving images).
     Raises DataError for unreadable images, ValueError for a model of another scale or an unusable tiling.
     """
     device = torch.device(device)

@@ -66,10 +66,8 @@ class Predictor:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(self.device, self.precision):
-                if self.self_ensemble:
-                    return geometric_ensemble(self.model, x, self.channels_last)
-                y = self.model(x)  # (B, C, s*h, s*w)
-            return y.to(torch.float32, memory_format=torch.contiguous_format)
+                y = geometric_ensemble(self.model, x, self.channels_last) if self.self_ensemble else self.model(x)
+            return y.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, s*h, s*w)
         except (MemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -86,11 +84,14 @@ class Predictor:
 
 def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
     """The k-th (0..7) of the square's 8 symmetries on the last two axes (bit 2: transpose, bit 0: flip the columns,
-    bit 1: flip the rows), or its inverse."""
-    steps = [lambda t: t.transpose(-1, -2) if k & 4 else t, lambda t: t.flip(-1) if k & 1 else t,
-             lambda t: t.flip(-2) if k & 2 else t]
-    for step in reversed(steps) if inverse else steps:
-        x = step(x)
+    bit 1: flip the rows; the transpose first), or its inverse (the flips first)."""
+    flips = [dim for bit, dim in ((1, -1), (2, -2)) if k & bit]
+    if k & 4 and not inverse:
+        x = x.transpose(-1, -2)
+    if flips:
+        x = x.flip(flips)
+    if k & 4 and inverse:
+        x = x.transpose(-1, -2)
     return x
 
 
@@ -147,8 +148,8 @@ def load_predictor(
     """Load a model file (or the bundled model for ``scale`` when ``model`` is None) for inference.
 
     device, precision: see geosr.device; local_rank: this process's GPU under torchrun (device 'auto' or 'cuda');
-    self_ensemble: every tile runs 8 times, flipped and transposed, and the outputs are averaged (``geometric_ensemble``:
-    higher PSNR for 8 times the compute).
+    self_ensemble: every tile runs 8 times, flipped and transposed, and the outputs are averaged
+    (``geometric_ensemble``: higher PSNR for 8 times the compute).
     Raises ModelFileError for a missing or invalid model file, or one whose scale differs from ``scale``;
     DeviceError for a device or precision this machine lacks.
     """

@@ -308,50 +308,59 @@ def section(results: dict, name: str, fn) -> None:
     print(f"[measure] {name}: {time.perf_counter() - t:.1f} s", flush=True)
 
 
+def _consistency_lines(c: dict) -> list[str]:
+    lines = [f"device vs CPU fp32 on {c['raster']}: {'PASSED' if c['passed'] else 'FAILED'}"]
+    for prec, d in c["cases"].items():
+        lines.append(f"  {prec:<5} mean {d['mean']:.3f}  p99.9 {d['p999']:.0f}  max {d['max']:.0f} levels, "
+                     f"{d['share_above_1']:.3%} above 1, PSNR {d['psnr_db']:.1f} dB")
+    return lines
+
+
+def _speed_lines(s: dict) -> list[str]:
+    lines = [f"{'tile':>5} {'batch':>5} {'prec':<5} {'model Mpx/s':>11} {'TFLOP/s':>8} {'e2e Mpx/s':>10} "
+             f"{'e2e/model':>9} {'recompute':>9} {'peak GiB':>8}"]
+    for row in s["rows"]:
+        peak = f"{row['peak_gpu_memory_gib']:.2f}" if row["peak_gpu_memory_gib"] is not None else "-"
+        lines.append(f"{row['tile']:>5} {row['batch']:>5} {row['precision']:<5} {row['model_only_mpx_s']:>11.3g} "
+                     f"{row['model_only_tflop_s']:>8.3g} {row['end_to_end_mpx_s']:>10.3g} "
+                     f"{row['end_to_end_over_model_only']:>9.0%} {row['recompute']:>9.2f} {peak:>8}")
+    if s["skipped_for_time"]:
+        lines.append(f"  skipped for time: {', '.join(s['skipped_for_time'])}")
+    return lines
+
+
+def _pipeline_lines(pc: dict) -> list[str]:
+    c_on, c_off = pc["consistency"]["on"], pc["consistency"]["off"]
+    return [f"pipeline with a stand-in model (tile {pc['tile']}, batch {pc['batch']}): "
+            f"{c_on['output_mpx_s']:.3g} output Mpx/s with consistency, {c_off['output_mpx_s']:.3g} without"]
+
+
+def _folder_lines(f: dict) -> list[str]:
+    return [f"{row['input']}, {row['files_in_flight']} in flight ({row['precision']}, tile {row['tile']}, "
+            f"batch {row['batch']}): {row['total_s']:.2f} s, {row['share']:.0%} of it in the model"
+            for row in f["rows"]]
+
+
+def _big_lines(b: dict) -> list[str]:
+    t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
+    return [f"{b['size']} x {b['size']} x {b['bands']} {b['dtype']} at x{b['scale']} (tile {b['tile']}, "
+            f"batch {b['batch']}, {b['precision']}): {t} ({b['label']})"]
+
+
+# section name, the key a measured section has, its lines, the name its error is shown under
+SUMMARIES = (("consistency", "cases", _consistency_lines, "consistency"), ("speed", "rows", _speed_lines, "speed"),
+             ("pipeline", "consistency", _pipeline_lines, "pipeline"), ("folder", "rows", _folder_lines, "folder"),
+             ("big", "label", _big_lines, "big raster"))
+
+
 def summary_lines(r: dict) -> list[str]:
     lines = [f"{r['hardware']} | torch {r['torch']} | Python {r['python']} | model {r['model']}"]
-    c = r.get("consistency", {})
-    if "cases" in c:
-        lines.append(f"device vs CPU fp32 on {c['raster']}: {'PASSED' if c['passed'] else 'FAILED'}")
-        for prec, d in c["cases"].items():
-            lines.append(f"  {prec:<5} mean {d['mean']:.3f}  p99.9 {d['p999']:.0f}  max {d['max']:.0f} levels, "
-                         f"{d['share_above_1']:.3%} above 1, PSNR {d['psnr_db']:.1f} dB")
-    elif "error" in c:
-        lines.append(f"consistency: {c['error']}")
-    s = r.get("speed", {})
-    if "rows" in s:
-        lines.append(f"{'tile':>5} {'batch':>5} {'prec':<5} {'model Mpx/s':>11} {'TFLOP/s':>8} {'e2e Mpx/s':>10} "
-                     f"{'e2e/model':>9} {'recompute':>9} {'peak GiB':>8}")
-        for row in s["rows"]:
-            peak = f"{row['peak_gpu_memory_gib']:.2f}" if row["peak_gpu_memory_gib"] is not None else "-"
-            lines.append(f"{row['tile']:>5} {row['batch']:>5} {row['precision']:<5} {row['model_only_mpx_s']:>11.3g} "
-                         f"{row['model_only_tflop_s']:>8.3g} {row['end_to_end_mpx_s']:>10.3g} "
-                         f"{row['end_to_end_over_model_only']:>9.0%} {row['recompute']:>9.2f} {peak:>8}")
-        if s["skipped_for_time"]:
-            lines.append(f"  skipped for time: {', '.join(s['skipped_for_time'])}")
-    elif "error" in s:
-        lines.append(f"speed: {s['error']}")
-    pc = r.get("pipeline", {})
-    if "consistency" in pc:
-        c_on, c_off = pc["consistency"]["on"], pc["consistency"]["off"]
-        lines.append(f"pipeline with a stand-in model (tile {pc['tile']}, batch {pc['batch']}): "
-                     f"{c_on['output_mpx_s']:.3g} output Mpx/s with consistency, {c_off['output_mpx_s']:.3g} without")
-    elif "error" in pc:
-        lines.append(f"pipeline: {pc['error']}")
-    f = r.get("folder", {})
-    if "rows" in f:
-        for row in f["rows"]:
-            lines.append(f"{row['input']}, {row['files_in_flight']} in flight ({row['precision']}, tile {row['tile']}, "
-                         f"batch {row['batch']}): {row['total_s']:.2f} s, {row['share']:.0%} of it in the model")
-    elif "error" in f:
-        lines.append(f"folder: {f['error']}")
-    b = r.get("big", {})
-    if "label" in b:
-        t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
-        lines.append(f"{b['size']} x {b['size']} x {b['bands']} {b['dtype']} at x{b['scale']} (tile {b['tile']}, "
-                     f"batch {b['batch']}, {b['precision']}): {t} ({b['label']})")
-    elif "error" in b:
-        lines.append(f"big raster: {b['error']}")
+    for name, key, format_lines, shown in SUMMARIES:
+        part = r.get(name, {})
+        if key in part:
+            lines += format_lines(part)
+        elif "error" in part:
+            lines.append(f"{shown}: {part['error']}")
     return lines
 
 
