@@ -110,11 +110,13 @@ def geometric_ensemble(model: torch.nn.Module, x: torch.Tensor, channels_last: b
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says that memory ran out: Python's MemoryError, PyTorch's OutOfMemoryError (CUDA), the CPU
-    allocator's and the MPS backend's RuntimeError."""
+    allocator's and the MPS backend's RuntimeError, and oneDNN's "could not create a primitive" on the CPU, which is
+    how it reports that the memory for a convolution's scratchpad could not be had (the message keeps its text)."""
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
     text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
+    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
+                                   "could not create a primitive"))
 
 
 def select_model(model: str | os.PathLike | None, scale: int | None) -> Path:

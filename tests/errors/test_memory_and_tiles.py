@@ -37,19 +37,28 @@ OUT_OF_MEMORY_RUN = """
 import resource, sys
 import torch
 from geosr.cli.main import cli
-from geosr.predictor import load_predictor
-import geosr.cli.upscale, geosr.aoi, geosr.inference, geosr.report, tqdm  # what the command imports when it runs
+from geosr.predictor import Predictor
 torch.set_num_threads(1)
-load_predictor(sys.argv[1], device="cpu", precision="fp32")  # imports and first allocations, within the limit
-used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-resource.setrlimit(resource.RLIMIT_AS, (used + 300 * 2**20, resource.RLIM_INFINITY))  # 300 MB more, no more
+run = Predictor.run
+
+
+def limited(self, tiles):  # the model's calls may use only 100 MB more than the process holds when they start
+    used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + 100 * 2**20, resource.RLIM_INFINITY))
+    try:
+        return run(self, tiles)
+    finally:  # the rest of the process (GDAL's threads, the reader, the writer) is not starved with it
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+Predictor.run = limited
 cli(sys.argv[2:], prog_name="geosr")
 """
 
 
 def test_running_out_of_memory_is_one_line_naming_the_options_to_lower(tiny_model, tmp_path):
-    """A real out-of-memory error: the process may use only 300 MB more than it holds after loading the model, and
-    a batch of 4 tiles of 512 x 512 pixels needs gigabytes."""
+    """A real out-of-memory error: the model's calls may use only 100 MB more than the process holds when they
+    start, and a batch of tiles of 512 x 512 pixels needs more."""
     src = write_geotiff(tmp_path / "scene.tif", image(3, 512, 2048))
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_RUN, str(tiny_model), "upscale", str(src), "-o",
@@ -63,3 +72,13 @@ def test_running_out_of_memory_is_one_line_naming_the_options_to_lower(tiny_mode
     assert re.search(r"\d tile\(s\) of 512 x 512 input pixels at x2 \(.*\); use a smaller --batch-size or "
                      r"--tile-size", lines[0]), lines[0]
     assert not out.exists() or files_in(out) == []
+
+
+def test_every_way_pytorch_says_memory_ran_out_counts_as_out_of_memory():
+    from geosr.predictor import is_out_of_memory
+
+    for exc in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
+                                            "memory: you tried to allocate 268435456 bytes"),
+                RuntimeError("could not create a primitive"), RuntimeError("MPS backend out of memory")):
+        assert is_out_of_memory(exc), exc
+    assert not is_out_of_memory(RuntimeError("Given groups=1, weight of size [16, 3, 3, 3], expected input"))
