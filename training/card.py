@@ -75,6 +75,7 @@ def training_info(cfg: TrainConfig, facts: RunFacts, *, step: int, wall_time_s: 
         "wall_time_s": round(wall_time_s, 1),
         "losses": {
             "mse": cfg.mse_weight,
+            "l1": cfg.l1_weight,
             "perceptual": cfg.perceptual_weight,
             "perceptual_layer": cfg.vgg_layer if cfg.perceptual_weight > 0 else None,
             "adversarial": cfg.adversarial_weight,
@@ -85,7 +86,9 @@ def training_info(cfg: TrainConfig, facts: RunFacts, *, step: int, wall_time_s: 
         "optimizer": {
             "adam_betas": [cfg.betas[0], cfg.betas[1]], "lr_g": cfg.lr_g,
             "lr_d": cfg.lr_d if facts.discriminator else None, "lr_decay_steps": list(facts.lr_decay_steps),
-            "lr_gamma": cfg.lr_gamma, "pretrain_epochs": cfg.pretrain_epochs,
+            "lr_gamma": cfg.lr_gamma, "lr_schedule": cfg.lr_schedule,
+            "lr_min_factor": cfg.lr_min_factor if cfg.lr_schedule == "cosine" else None,
+            "lr_warmup_steps": cfg.lr_warmup_steps, "pretrain_epochs": cfg.pretrain_epochs,
         },
         "weights": "ema" if facts.ema else "generator",
         "ema_decay": cfg.ema_decay if facts.ema else None,

@@ -23,6 +23,7 @@ from geosr.device import PRECISIONS, check_device_spec
 from geosr.errors import GeosrError, OptionError
 from geosr.limits import ATTENTIONS, REFINERS, default_overlap
 from geosr.tiling import tiling_problem
+from geosr.training.schedule import SCHEDULES
 
 if TYPE_CHECKING:
     from geosr.models.generator import GeneratorConfig
@@ -91,6 +92,8 @@ class TrainConfig:
     overlap: int | None = _f(None, "model", "Recommended tile overlap in LR pixels for the card (default tile/4).")
     # --- loss
     mse_weight: float = _f(0.5, "loss", "Weight of the pixel MSE.")
+    l1_weight: float = _f(0.0, "loss", "Weight of the pixel L1 (mean absolute error), the content loss of EDSR "
+                          "and most PSNR-oriented SR models.")
     perceptual_weight: float = _f(0.5, "loss", "Weight of the VGG19-feature Charbonnier loss; 0 needs no VGG "
                                   "weights at all.")
     adversarial_weight: float = _f(0.1, "loss", "Weight of the adversarial BCE loss; 0 together with "
@@ -113,6 +116,11 @@ class TrainConfig:
     lr_decay_steps: list[int] = _f(None, "optim", "Steps after which they are (in addition to the epochs).",
                                    default_factory=_list([]))
     lr_gamma: float = _f(0.1, "optim", "Learning-rate factor at each decay.")
+    lr_schedule: str = _f("step", "optim", "Learning-rate shape: step (x lr_gamma at each decay epoch or step) or "
+                          "cosine (from the rate down to lr_min_factor times it at the run's last step).")
+    lr_min_factor: float = _f(0.01, "optim", "Where the cosine schedule ends, as a factor on the rate.")
+    lr_warmup_steps: int = _f(0, "optim", "Linear warm-up of the learning rates over this many steps (of the run; "
+                              "a run started with --init-from benefits from a short one).")
     epochs: int = _f(100, "optim", "Epochs to train (one epoch: every training image dataset_repeat times).")
     max_steps: int | None = _f(None, "optim", "Stop after this many steps in total (an optimiser step of G).")
     max_minutes: float | None = _f(None, "optim", "Stop after this many minutes of this invocation (then validate "
@@ -214,9 +222,10 @@ class TrainConfig:
                  f"{len(self.band_names)} band_names for {self.in_channels} bands")
         need(self.d_blocks >= 2 and self.d_blocks % 2 == 0, f"d_blocks must be even and >= 2, got {self.d_blocks}")
         need(self.d_base >= 8, f"d_base must be at least 8, got {self.d_base}")
-        for key in ("mse_weight", "perceptual_weight", "adversarial_weight", "feature_matching_weight"):
+        weights = ("mse_weight", "l1_weight", "perceptual_weight", "adversarial_weight", "feature_matching_weight")
+        for key in weights:
             need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
-        need(self.mse_weight + self.perceptual_weight + self.adversarial_weight + self.feature_matching_weight > 0,
+        need(sum(getattr(self, key) for key in weights) > 0,
              "every loss weight is 0: nothing to train")
         need(self.vgg_layer in VGG_LAYERS, f"vgg_layer must be one of {', '.join(VGG_LAYERS)}, got {self.vgg_layer}")
         need(self.perceptual_weight == 0 or self.in_channels == 3,
@@ -226,6 +235,10 @@ class TrainConfig:
         need(self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two numbers in [0, 1)")
         need(self.lr_gamma > 0, "lr_gamma must be positive")
+        need(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}, got "
+             f"{self.lr_schedule!r}")
+        need(0 <= self.lr_min_factor <= 1, f"lr_min_factor must be in [0, 1], got {self.lr_min_factor}")
+        need(self.lr_warmup_steps >= 0, f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         need(self.max_steps is None or self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}")
         need(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive")

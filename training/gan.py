@@ -28,6 +28,7 @@ class LossWeights:
     perceptual: float = 0.5
     adversarial: float = 0.1
     feature_matching: float = 0.0
+    l1: float = 0.0
 
 
 @dataclass

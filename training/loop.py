@@ -4,20 +4,21 @@
 
     set up: processes (torchrun or one), device, precision, seeds; the VGG19 weights first (fail before the data)
     data: train split -> PatchDataset -> DataLoader (resumable DistributedSampler); val split (or --val-data)
-    nets: G (+ D unless content-only) (+ EMA of G); Adam for each; MultiStepLR (decay epochs -> steps); GradScaler
+    nets: G (+ D unless content-only) (+ EMA of G); Adam for each; the learning-rate schedule (schedule.py); GradScaler
     state: fresh, or restored from the run folder (state.py: resume_run)
     loop:
         validate when due and once at the end (PSNR/SSIM of the model and of bicubic; a new best -> best.safetensors)
         checkpoint when due and at the end (state.py: training_state), never during an MSE spike
         stop: at the step limit, after --max-minutes, or on Ctrl-C/SIGTERM (StopRequest; the state is saved)
-        G step (content loss alone during warm-up or without D), D step; EMA update; scheduler steps
+        G step (content loss alone during warm-up or without D), D step, at the step's learning rates; EMA update
         one all-reduce: the logged values (means over processes) and the stop flags
         divergence guard (guard.py): a NaN/Inf value or an exploding MSE stops the run, without saving
         log.csv row; progress callback
     end: last.safetensors (its card, like best's: card.py)
 
-Steps count generator updates; an epoch is len(train split) * dataset_repeat // batch_size steps. The learning-rate
-decay epochs become steps, so a resumed run continues the same schedule. Rank 0 alone writes files.
+Steps count generator updates; an epoch is len(train split) * dataset_repeat // batch_size steps. The learning rate
+is a function of the step (decay epochs become steps), so a resumed run continues the same schedule. Rank 0 alone
+writes files.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from geosr.training.ema import EMA
 from geosr.training.gan import Amp, LossWeights, discriminator_step, generator_step
 from geosr.training.guard import DivergenceGuard, TrainingDiverged
 from geosr.training.losses import ContentLoss
+from geosr.training.schedule import LrSchedule, ScheduledOptimiser
 from geosr.training.state import (
     Checkpointed,
     CsvLog,
@@ -66,7 +68,7 @@ __all__ = ["FitResult", "StopRequest", "TrainingDiverged", "fit", "run_paths"]
 
 log = logging.getLogger("geosr.training")
 
-TERMS = ("g_total", "mse", "perceptual", "adversarial", "feature_matching", "d_total", "d_real", "d_fake")
+TERMS = ("g_total", "mse", "l1", "perceptual", "adversarial", "feature_matching", "d_total", "d_real", "d_fake")
 LOGGED = TERMS + ("d_logit_real", "d_logit_fake")  # D's mean logits: in log.csv, not on the progress bar
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -297,13 +299,16 @@ def _fit(
     eval_model = ema.model if ema is not None else g  # what is validated and exported
     if cfg.perceptual_weight > 0:
         vgg = vgg.to(device, memory_format=memory_format)
-    content = ContentLoss(vgg if cfg.perceptual_weight > 0 else None, cfg.charbonnier_eps)
+    content = ContentLoss(vgg if cfg.perceptual_weight > 0 else None, cfg.charbonnier_eps, l1=cfg.l1_weight > 0)
     betas = (cfg.betas[0], cfg.betas[1])
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=betas) if d is not None else None
     milestones = sorted({e * steps_per_epoch for e in cfg.lr_decay_epochs} | set(cfg.lr_decay_steps))
-    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones, cfg.lr_gamma)
-    sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones, cfg.lr_gamma) if opt_d else None
+    schedule = LrSchedule(cfg.lr_schedule, tuple(milestones), cfg.lr_gamma, total_steps, cfg.lr_warmup_steps,
+                          cfg.lr_min_factor)
+    rates = [ScheduledOptimiser(opt_g, cfg.lr_g, schedule)]
+    if opt_d is not None:
+        rates.append(ScheduledOptimiser(opt_d, cfg.lr_d, schedule))
     amp = Amp.create(device, precision)
     g_train: nn.Module = g
     d_train: nn.Module | None = d
@@ -311,18 +316,17 @@ def _fit(
         ids = [device.index] if device.type == "cuda" else None
         g_train = DDP(g, device_ids=ids)
         d_train = DDP(d, device_ids=ids) if d is not None else None
-    weights = LossWeights(cfg.mse_weight, cfg.perceptual_weight, cfg.adversarial_weight, cfg.feature_matching_weight)
+    weights = LossWeights(cfg.mse_weight, cfg.perceptual_weight, cfg.adversarial_weight, cfg.feature_matching_weight,
+                          cfg.l1_weight)
     guard = DivergenceGuard(cfg.divergence_factor)
 
     # --- state: fresh, or restored from the run folder ---------------------------------------------------------
-    parts = Checkpointed(g=g, opt_g=opt_g, sched_g=sched_g, scaler=amp.scaler, guard=guard, d=d, opt_d=opt_d,
-                         sched_d=sched_d, ema=ema)
+    parts = Checkpointed(g=g, opt_g=opt_g, scaler=amp.scaler, guard=guard, d=d, opt_d=opt_d, ema=ema)
     step, elapsed_before, best, last_val = 0, 0.0, {"val_psnr": None, "step": None}, None
     saved_step = None  # the step of the last state on disk
     if resume:
         step, elapsed_before, best, last_val = resume_run(
-            paths["state"], parts, lr_g=cfg.lr_g, lr_d=cfg.lr_d, milestones=milestones, gamma=cfg.lr_gamma,
-            seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+            paths["state"], parts, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
         )
         saved_step = step
         log.info("resumed %s at step %d", run_dir, step)
@@ -399,7 +403,9 @@ def _fit(
         if stopped is not None:
             break
 
-        # One training step: G (D frozen), then D; the EMA; the learning-rate schedules.
+        # One training step at this step's learning rates: G (D frozen), then D; the EMA.
+        for rate in rates:
+            rate.apply(step)
         epoch = step // steps_per_epoch
         hr, lr = next(batches)
         hr = hr.to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -417,9 +423,6 @@ def _fit(
         window_steps += 1
         if ema is not None:
             ema.update(g)
-        sched_g.step()
-        if sched_d is not None:
-            sched_d.step()
 
         # One collective per step: the logged values (means over processes), the time-limit and stop flags.
         out_of_time = cfg.max_minutes is not None and (time.monotonic() - t0) / 60 >= cfg.max_minutes

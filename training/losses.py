@@ -1,6 +1,7 @@
 """The losses of DEGAN (the paper's Section 2.4), as modules that return named, unweighted terms.
 
     generator:     mse_weight * MSE(SR, HR)
+                 + l1_weight * L1(SR, HR)                                        (optional; 0 in the paper)
                  + perceptual_weight * Charbonnier(VGG19(SR), VGG19(HR))        (features of ``vgg_layer``)
                  + adversarial_weight * BCEWithLogits(D(SR), real)
                  + feature_matching_weight * mean over D's blocks of L1(D_k(SR), D_k(HR))   (optional, VGG-free)
@@ -25,15 +26,19 @@ def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Te
 
 
 class ContentLoss(nn.Module):
-    """Pixel MSE and, when a VGG is given, the VGG-feature Charbonnier loss; returns {'mse': ..., 'perceptual': ...}."""
+    """Pixel MSE, the pixel L1 when ``l1``, and the VGG-feature Charbonnier loss when a VGG is given; returns
+    {'mse': ..., 'l1': ..., 'perceptual': ...}."""
 
-    def __init__(self, vgg: nn.Module | None = None, eps: float = 1e-3) -> None:
+    def __init__(self, vgg: nn.Module | None = None, eps: float = 1e-3, *, l1: bool = False) -> None:
         super().__init__()
         self.vgg = vgg
         self.eps = eps
+        self.l1 = l1
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {"mse": F.mse_loss(sr.float(), hr.float())}
+        if self.l1:
+            terms["l1"] = F.l1_loss(sr.float(), hr.float())
         if self.vgg is not None:
             with torch.no_grad():
                 target = self.vgg(hr)

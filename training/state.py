@@ -4,7 +4,7 @@
     RUN_DIR/log.csv                one row per logged step (kind=train: losses, the discriminator's mean logits,
                                    learning rates, throughput) and per validation (kind=val: PSNR/SSIM of the model
                                    and of bicubic); LOG_COLUMNS
-    RUN_DIR/checkpoints/state.pt   the latest full state (``training_state``): both nets, optimisers, schedulers, EMA,
+    RUN_DIR/checkpoints/state.pt   the latest full state (``training_state``): both nets, optimisers, EMA,
                                    gradient scaler, divergence guard, step, wall time, best and last validation, the
                                    configuration, and every process's RNG states
     RUN_DIR/best.safetensors       the best generator by val PSNR, a model file for geosr upscale / evaluate
@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import random
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,7 +37,7 @@ from geosr.training.guard import DivergenceGuard
 
 STATE_FORMAT = 1
 LOG_COLUMNS = (
-    "kind", "step", "epoch", "elapsed_s", "lr_g", "lr_d", "g_total", "mse", "perceptual", "adversarial",
+    "kind", "step", "epoch", "elapsed_s", "lr_g", "lr_d", "g_total", "mse", "l1", "perceptual", "adversarial",
     "feature_matching", "d_total", "d_real", "d_fake", "d_logit_real", "d_logit_fake", "patches_per_s", "val_psnr",
     "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic", "val_images",
 )
@@ -99,17 +98,15 @@ def _load_problem(exc: BaseException) -> str:
 
 @dataclass
 class Checkpointed:
-    """The objects whose state a checkpoint carries. Without a discriminator d, opt_d and sched_d are None; without
-    --ema, ema is None."""
+    """The objects whose state a checkpoint carries. Without a discriminator d and opt_d are None; without --ema,
+    ema is None. The learning rate is a function of the step (schedule.py) and needs no state of its own."""
 
     g: nn.Module
     opt_g: torch.optim.Optimizer
-    sched_g: torch.optim.lr_scheduler.MultiStepLR
     scaler: torch.amp.GradScaler
     guard: DivergenceGuard
     d: nn.Module | None = None
     opt_d: torch.optim.Optimizer | None = None
-    sched_d: torch.optim.lr_scheduler.MultiStepLR | None = None
     ema: EMA | None = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -118,7 +115,7 @@ class Checkpointed:
 
         return {
             "g": self.g.state_dict(), "d": state(self.d), "ema": state(self.ema), "opt_g": self.opt_g.state_dict(),
-            "opt_d": state(self.opt_d), "sched_g": self.sched_g.state_dict(), "sched_d": state(self.sched_d),
+            "opt_d": state(self.opt_d),
             "scaler": self.scaler.state_dict(), "guard": self.guard.state_dict(),
         }
 
@@ -129,11 +126,9 @@ class Checkpointed:
             raise ResumeError(f"{source}: saved with a different discriminator setting")
         self.g.load_state_dict(state["g"])
         self.opt_g.load_state_dict(state["opt_g"])
-        self.sched_g.load_state_dict(state["sched_g"])
         if self.d is not None:
             self.d.load_state_dict(state["d"])
             self.opt_d.load_state_dict(state["opt_d"])
-            self.sched_d.load_state_dict(state["sched_d"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.scaler.load_state_dict(state["scaler"])
@@ -162,46 +157,22 @@ class Resumed(NamedTuple):
     last_val: dict[str, Any] | None
 
 
-def resume_run(
-    path: Path, parts: Checkpointed, *, lr_g: float, lr_d: float, milestones: list[int], gamma: float, seed: int,
-    rank: int, world_size: int,
-) -> Resumed:
+def resume_run(path: Path, parts: Checkpointed, *, seed: int, rank: int, world_size: int) -> Resumed:
     """Restore ``parts`` and this process's random-number states from the training state at ``path``.
 
-    The optimisers and schedulers continue from the saved step with the given learning rates, milestones (in steps)
-    and decay factor, which a resumed run may change. Saved with another number of processes, each process gets a
-    fresh stream seeded from (seed, rank, step). Raises ResumeError for a missing, unreadable or mismatched state.
+    The loop sets the learning rates of the resumed config from the saved step (schedule.py), so a resumed run may
+    change them. Saved with another number of processes, each process gets a fresh stream seeded from
+    (seed, rank, step). Raises ResumeError for a missing, unreadable or mismatched state.
     """
     state = load_state(path)
     parts.load_state_dict(state, path)
     step = state["step"]
-    follow_schedule(parts.opt_g, parts.sched_g, lr_g, milestones, gamma, step)
-    if parts.opt_d is not None:
-        follow_schedule(parts.opt_d, parts.sched_d, lr_d, milestones, gamma, step)
     rngs = state["rng"]
     if len(rngs) == world_size:
         restore_rng(rngs[rank])
     else:
         seed_all(seed + 7919 * rank + step)
     return Resumed(step, state["elapsed_s"], state["best"], state.get("last_val"))
-
-
-def follow_schedule(
-    opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.MultiStepLR, lr: float, milestones: list[int],
-    gamma: float, step: int,
-) -> None:
-    """Make a restored optimiser and MultiStepLR follow ``lr`` decayed by ``gamma`` at ``milestones`` from ``step``.
-
-    The saved states carry the learning rate and milestones they were saved with; the resumed config's take over.
-    """
-    factor = gamma ** sum(1 for m in milestones if m <= step)
-    for group in opt.param_groups:
-        group["initial_lr"] = lr
-        group["lr"] = lr * factor
-    sched.base_lrs = [lr] * len(opt.param_groups)
-    sched.milestones = Counter(milestones)
-    sched.gamma = gamma
-    sched._last_lr = [group["lr"] for group in opt.param_groups]
 
 
 def seed_all(seed: int) -> None:

@@ -4,6 +4,7 @@ divergence guard in a run, atomic writes, content-only mode, the discriminator's
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -68,7 +69,7 @@ def test_two_plus_two_steps_with_resume_equal_four_steps(scene_folder, tmp_path)
     for k, v in a["ema"]["model"].items():
         assert torch.equal(v, b["ema"]["model"][k]), k
     assert a["opt_g"]["state"][0]["exp_avg"].equal(b["opt_g"]["state"][0]["exp_avg"])
-    assert a["sched_g"]["last_epoch"] == b["sched_g"]["last_epoch"] == 4
+    assert a["opt_g"]["param_groups"][0]["lr"] == b["opt_g"]["param_groups"][0]["lr"]
     rows_a = [r for r in read_log(run_paths(tmp_path / "a")["log"]) if r["kind"] == "train"]
     rows_b = [r for r in read_log(run_paths(tmp_path / "b")["log"]) if r["kind"] == "train"]
     assert [r["g_total"] for r in rows_a] == [r["g_total"] for r in rows_b]  # the same curve, no duplicate rows
@@ -198,6 +199,24 @@ def test_a_resumed_run_takes_the_new_learning_rate_and_milestones(scene_folder, 
            if r["kind"] == "train"}
     assert lrs[1] == lrs[2] == 1e-4  # before the resume, as saved
     assert lrs[3] == 4e-4 and lrs[5] == 2e-4  # the new rate, decayed at the new milestone (after step 4)
+
+
+def test_a_cosine_schedule_warms_up_decays_to_its_floor_and_survives_a_resume(scene_folder, tmp_path):
+    """A cosine run with a warm-up, stopped and resumed, logs the rates of the uninterrupted schedule: rising over
+    the warm-up, then falling to lr * lr_min_factor at the last step; the L1 term is logged when it has a weight."""
+    settings = dict(adversarial_weight=0.0, lr_g=1e-3, lr_schedule="cosine", lr_warmup_steps=2, lr_min_factor=0.1,
+                    l1_weight=1.0, mse_weight=0.0)
+    first = tiny(scene_folder, tmp_path / "run", max_steps=3, **settings)
+    fit(first)
+    fit(resume_config(first, {"max_steps": 6}), resume=True)
+    rows = [r for r in read_log(run_paths(tmp_path / "run")["log"]) if r["kind"] == "train"]
+    lrs = [float(r["lr_g"]) for r in rows]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == pytest.approx(1e-3)  # warm-up: 1/2, 2/2
+    assert lrs[1] == lrs[2] > lrs[3] > lrs[4] > lrs[5]  # the cosine starts at its top after the warm-up
+    # max_steps 3 at first, 6 after the resume: the schedule is the resumed run's, over 6 steps
+    assert lrs[5] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 3 / 4))))
+    assert all(float(r["l1"]) > 0 for r in rows)
 
 
 def test_init_from_copies_every_matching_weight_of_another_scale(scene_folder, tmp_path):

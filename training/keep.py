@@ -1,0 +1,158 @@
+"""Training that does not stop: cycles of ``geosr train`` that continue a shipped model whenever a machine is free.
+
+    python -m geosr.training.keep --scale 4 --root ~/geosr-runs --minutes 150 --threads 1
+
+Each cycle is one run folder ``ROOT/x<scale>/cycle-<k>``: a new run started with ``--init-from`` the best model so
+far (at first the bundled one) and a short learning-rate warm-up (a fresh Adam on trained weights otherwise takes a
+few harmful steps), then a cosine decay to a small rate over ``--cycle-steps`` steps, content loss only, at
+``--patch-size`` HR pixels. Invocations end after ``--minutes``; the next one resumes the cycle under way
+(``geosr train --resume``), so the process may be killed at any time and started again. When a cycle has run all
+its steps, its EMA weights are exported (fp16, the card's tiles) and measured on the whole val split by
+``geosr evaluate`` at the shipped model's settings; the result joins ``ROOT/x<scale>/cycles.json``. A cycle that
+beats the best val PSNR so far becomes the start of the next cycle and is copied to ``ROOT/x<scale>/ship.safetensors``:
+the candidate to ship (committing it to ``geosr/weights`` stays a decision made by a person, with its reports).
+A cycle that does not beat it is kept for the record and the next cycle starts again from the best, with another
+seed. When the run folders are gone, the next cycle starts from the bundled model again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from geosr.checkpoint import default_model, read_card
+from geosr.fileio import atomic_write
+
+
+def _geosr(*args: str, threads: int) -> int:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "geosr.cli.main", *args]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, env=env)
+
+
+def _last_train_step(run: Path) -> int:
+    log = run / "log.csv"
+    if not log.is_file():
+        return 0
+    with log.open(newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["kind"] == "train"]
+    return max(steps, default=0)
+
+
+def _load_history(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"cycles": []}
+
+
+def _best(history: dict[str, Any], shipped: dict[str, Any]) -> dict[str, Any]:
+    """The best measured model so far: the shipped one until a cycle beats it on the whole val split."""
+    best = {"model": shipped["model"], "val_psnr": shipped["val_psnr"], "val_ssim": shipped["val_ssim"]}
+    for entry in history["cycles"]:
+        if entry["val_psnr"] > best["val_psnr"] and Path(entry["model"]).is_file():
+            best = entry
+    return best
+
+
+def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list[str]:
+    return [
+        "train", "--data", a.data, "--out", str(run), "--scale", str(a.scale), "--init-from", start,
+        "--global-skip", "--res-scale", "0.1", "--no-diffusion", "--attention-dropout", "0",
+        "--patch-size", str(a.patch_size), "--batch-size", str(a.batch_size),
+        "--mse-weight", str(a.mse_weight), "--l1-weight", str(a.l1_weight), "--perceptual-weight", "0",
+        "--adversarial-weight", "0", "--feature-matching-weight", "0",
+        "--lr-g", str(a.lr), "--lr-decay-epochs", "", "--lr-schedule", "cosine", "--lr-min-factor", "0.02",
+        "--lr-warmup-steps", str(a.warmup_steps), "--max-steps", str(a.cycle_steps), "--epochs", "100000",
+        "--val-every", "0", "--val-every-steps", str(a.val_every_steps), "--val-images", "21",
+        "--checkpoint-every-steps", "10", "--precision", a.precision, "--device", a.device,
+        "--name", f"degan-x{a.scale}", "--seed", str(seed),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", type=int, choices=(2, 4), default=4)
+    p.add_argument("--root", type=Path, default=Path.home() / "geosr-runs")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ucmerced"))
+    p.add_argument("--minutes", type=float, default=150.0, help="Stop after this many minutes (resumable).")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--patch-size", type=int, default=192)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--cycle-steps", type=int, default=600)
+    p.add_argument("--warmup-steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--mse-weight", type=float, default=1.0)
+    p.add_argument("--l1-weight", type=float, default=0.0)
+    p.add_argument("--val-every-steps", type=int, default=200)
+    p.add_argument("--eval-precision", default="bf16", help="Precision of the whole-val measurement (the shipped "
+                   "cards' figures are bf16 on the development CPU).")
+    a = p.parse_args(argv)
+
+    t0 = time.monotonic()
+    home = a.root / f"x{a.scale}"
+    home.mkdir(parents=True, exist_ok=True)
+    history_path = home / "cycles.json"
+    shipped_path = default_model(a.scale)
+    card = read_card(shipped_path)
+    shipped = {"model": str(shipped_path), "val_psnr": card.metrics["val_psnr"], "val_ssim": card.metrics["val_ssim"]}
+
+    def minutes_left() -> float:
+        return a.minutes - (time.monotonic() - t0) / 60
+
+    while minutes_left() > 1:
+        history = _load_history(history_path)
+        best = _best(history, shipped)
+        k = len(history["cycles"])
+        run = home / f"cycle-{k}"
+        done = _last_train_step(run)
+        if done < a.cycle_steps:
+            if (run / "checkpoints" / "state.pt").is_file():
+                args = ["train", "--resume", str(run)]
+            else:
+                if run.exists():
+                    shutil.rmtree(run)  # a cycle that never saved a state: start it again
+                args = _train_args(a, run, best["model"], seed=k)
+            rc = _geosr(*args, "--max-minutes", f"{max(1.0, minutes_left() - 1):.1f}", threads=a.threads)
+            if rc not in (0, 130):
+                print(f"geosr train exited with {rc}; stopping", file=sys.stderr)
+                return rc
+            if _last_train_step(run) < a.cycle_steps:
+                break  # out of time (or interrupted): the next invocation resumes this cycle
+        # The cycle is complete: export its EMA weights and measure them on the whole val split.
+        exported = run / f"degan-x{a.scale}-cycle{k}.safetensors"
+        report = run / "val.json"
+        if _geosr("export", str(run / "last.safetensors"), "-o", str(exported), "--name", f"degan-x{a.scale}",
+                  "--overwrite", threads=a.threads):
+            return 1
+        report.unlink(missing_ok=True)
+        if _geosr("evaluate", "--model", str(exported), "--data", a.data, "--split", "val",
+                  "--precision", a.eval_precision, "-o", str(report), threads=a.threads):
+            return 1
+        summary = json.loads(report.read_text())["summary"]["mean"]
+        entry = {"cycle": k, "model": str(exported), "report": str(report), "start": best["model"],
+                 "val_psnr": summary["psnr"], "val_ssim": summary["ssim"], "steps": a.cycle_steps,
+                 "patch_size": a.patch_size, "batch_size": a.batch_size, "lr": a.lr,
+                 "beats": best["val_psnr"]}
+        history["cycles"].append(entry)
+        atomic_write(history_path, json.dumps(history, indent=1).encode(), what="the cycle history")
+        verdict = "beats" if entry["val_psnr"] > best["val_psnr"] else "does not beat"
+        print(f"cycle {k}: val {entry['val_psnr']:.4f} dB / {entry['val_ssim']:.4f} {verdict} "
+              f"{best['val_psnr']:.4f} dB ({best['model']})", flush=True)
+        if entry["val_psnr"] > best["val_psnr"]:
+            shutil.copyfile(exported, home / "ship.safetensors")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
