@@ -306,8 +306,11 @@ class SharedModel:
             start += len(r.tiles)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
+    """One thread's tiles waiting for the model; compared by identity (two requests may hold equal tiles, and tiles
+    of different shapes cannot be compared at all)."""
+
     tiles: Any
     out: Any = None
     error: BaseException | None = None
