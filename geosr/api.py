@@ -6,6 +6,7 @@
     summary = geosr.upscale_folder("tiles/", "tiles_x4/", report="tiles_x4.json")
     model = geosr.load_model("degan-x4")                           # load once, pass as model= to every call
     sr = geosr.upscale_array(rgb, model=model, nodata=0)           # (bands, H, W) -> (bands, 4H, 4W), same dtype
+    sr = geosr.upscale_array(img, model=model, band_axis=-1)       # (H, W, bands) -> (4H, 4W, bands)
     sr_da = geosr.upscale_dataarray(da, model=model)               # coordinates, CRS and transform follow
 
 The defaults are the command line's: the bundled model for the scale (x4 when neither model nor scale is given), the
@@ -33,7 +34,8 @@ import numpy as np
 from affine import Affine
 
 from geosr.aoi import AOI, bbox_aoi, load_aoi
-from geosr.arrays import upscale_pixels
+from geosr.arraylayout import dataarray_grid, dataarray_layout, numpy_layout, upscaled_coords
+from geosr.arrays import upscale_in_layout
 from geosr.batch import BatchSummary, check_files_in_flight, plan_outputs, upscale_batch
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
@@ -235,28 +237,32 @@ def upscale_array(
     *,
     device: str = "auto",
     precision: str = "auto",
+    band_axis: int | None = None,
     **options: Any,
 ) -> np.ndarray:
     """Super-resolve a (bands, H, W) or (H, W) numpy array: the pixels ``geosr.upscale`` writes for a raster that
     holds ``array`` (with ``nodata``), returned as an array of the same dtype, (bands, s*H, s*W) or (s*H, s*W).
+
+    band_axis: the axis of the bands of a 3-D array (-1: (H, W, bands), returned as (s*H, s*W, bands)); the other
+    two are the rows and the columns, in that order. None takes the first axis but refuses, naming band_axis, an
+    array that looks band-last (first axis over 16, last at most 4: an (H, W, 3) image); a 2-D array is one band.
+    A numpy.ma.MaskedArray's masked pixels are invalid as nodata pixels are, and the result is a MaskedArray masked
+    over each masked pixel's s x s block (its data there: ``nodata``, NaN for floats, 0 for integers).
 
     The same radiometry (uint8 0..255; other dtypes by global per-band percentiles or ``value_range``), tiling,
     blending, band groups (a 3-channel model runs 4 bands as (1, 2, 3), (4, pad, pad)), consistency correction and
     nodata handling: the ``nodata`` value, NaN, +-Inf and extreme float fills (magnitude 1e30 or more) are invalid,
     never reach valid pixels and stay nodata (NaN for floats without ``nodata``). Works by strips of tile rows: the
     extra memory is a few float32 copies of a strip, not of the array. options: tile_size, overlap, batch_size,
-    bands, consistency, panel_width. Raises RasterError for an array geosr cannot super-resolve (shape or dtype),
-    OptionError for a bad option value (a nodata value the dtype cannot hold), ModelFileError for a bad model.
+    bands, consistency, panel_width. Raises RasterError for an array geosr cannot super-resolve (shape, dtype, a
+    band-last look), OptionError for a bad option value (a nodata value the dtype cannot hold, a band_axis that is
+    no axis), ModelFileError for a bad model.
     """
     _check_names(options, _ARRAY_OPTIONS, "upscale_array")
-    data = np.asarray(array)
-    flat = data.ndim == 2
-    if flat:
-        data = data[None]
+    layout = numpy_layout(np.shape(array), band_axis)
     opts = _file_options("upscale_array", {**options, "value_range": value_range})
     predictor = _predictor(model, scale, device, precision)
-    out = upscale_pixels(data, predictor, opts, nodata=nodata)
-    return out[0] if flat else out
+    return upscale_in_layout(array, layout, predictor, opts, nodata=nodata)
 
 
 def upscale_dataarray(
@@ -270,16 +276,21 @@ def upscale_dataarray(
     precision: str = "auto",
     **options: Any,
 ) -> Any:
-    """Super-resolve an xarray DataArray of dims (band, y, x) or (y, x) (the last two are the rows and columns);
-    returns a DataArray of the same dims, dtype, name, attributes and non-spatial coordinates.
+    """Super-resolve an xarray DataArray of dims (band, y, x) or (y, x), in any order; returns a DataArray of the
+    same dims (in the same order), dtype, name, attributes and non-spatial coordinates.
 
-    The x and y coordinates become the centres of the new pixels (``scale`` times as many, over the same extent);
-    a grid mapping's GeoTransform (rioxarray's ``spatial_ref``) becomes the new transform, so with rioxarray
-    installed ``result.rio.transform()`` is the input's times ``Affine.scale(1/s)`` and ``result.rio.crs`` the
-    input's. Coordinates that vary in both y and x (2-D lat/lon) are dropped. nodata: None takes rioxarray's
-    ``da.rio.nodata`` when installed, else the ``_FillValue`` or ``nodata`` attribute. Otherwise as ``upscale_array``.
-    Needs xarray (``pip install geosr[xarray]``); raises ImportError without it, RasterError for x/y coordinates that
-    are not a regular grid.
+    Dims are told by name (geosr.arraylayout.dataarray_layout): band, bands, channel(s), spectral or wavelength; y,
+    lat, latitude or row; x, lon, longitude or col (or CF axis attributes). The x and y coordinates must be a
+    regular grid (evenly spaced within 1e-6 of a step, no repeats) and become the centres of the new pixels
+    (``scale`` times as many, over the same extent); a single coordinate takes its pixel size from the stored
+    transform (rioxarray's ``spatial_ref`` GeoTransform or a ``transform`` attribute). The new transform is written
+    to the GeoTransform (and ``transform`` attribute) there, so with rioxarray installed ``result.rio.transform()``
+    is the input's times ``Affine.scale(1/s)`` and ``result.rio.crs`` the input's. Coordinates that vary in both y
+    and x (2-D lat/lon) are dropped. nodata: None takes rioxarray's ``da.rio.nodata`` when installed, else the
+    ``_FillValue`` or ``nodata`` attribute. Otherwise as ``upscale_array``. Needs xarray (``pip install
+    geosr[xarray]``); raises ImportError without it, RasterError, naming the dimension and the remedy, for dims it
+    cannot tell apart, x/y coordinates that are not a regular grid (irregular, repeated) or a single coordinate
+    without a stored transform.
     """
     try:
         import xarray as xr
@@ -287,38 +298,20 @@ def upscale_dataarray(
         raise ImportError("geosr.upscale_dataarray needs xarray: pip install geosr[xarray]") from None
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"upscale_dataarray() takes an xarray.DataArray, got {type(da).__name__}")
-    if da.ndim not in (2, 3):
-        raise RasterError(f"expected a DataArray of dims (band, y, x) or (y, x), got dims {da.dims}")
-    ydim, xdim = da.dims[-2:]
+    _check_names(options, _ARRAY_OPTIONS, "upscale_dataarray")
+    layout = dataarray_layout(da)  # RasterError for dims it cannot tell apart
+    grid = dataarray_grid(da, layout)  # RasterError for x/y coordinates that are not a regular grid
+    opts = _file_options("upscale_dataarray", {**options, "value_range": value_range})
     if nodata is None:
         nodata = _dataarray_nodata(da)
     predictor = _predictor(model, scale, device, precision)
     s = predictor.scale
-    transform = _dataarray_transform(da, ydim, xdim)
-    values = upscale_array(np.asarray(da.values), model=predictor, nodata=nodata, value_range=value_range,
-                           **options)
-    band_dim = da.dims[0] if da.ndim == 3 else None
-    picked = options.get("bands")
-    coords: dict[str, Any] = {}
-    for name, coord in da.coords.items():
-        spatial = [d for d in coord.dims if d in (ydim, xdim)]
-        if not spatial:
-            if picked is not None and band_dim in coord.dims:
-                coord = coord.isel({band_dim: [b - 1 for b in picked]})
-            coords[name] = coord
-        elif coord.dims == (ydim,) or coord.dims == (xdim,):
-            dim = coord.dims[0]
-            n = da.sizes[dim]
-            centres = _centres(transform, dim == xdim, s * n, s) if transform is not None else None
-            if centres is None:
-                centres = _axis_centres(np.asarray(coord.values, dtype=np.float64), s, f"{dim}")
-            coords[name] = xr.Variable((dim,), centres, attrs=coord.attrs)
-        else:
-            log.info("coordinate %s varies along y and x; dropped from the result", name)
+    values = upscale_in_layout(np.asarray(da.values), layout, predictor, opts, nodata=nodata)
+    coords = upscaled_coords(da, layout, grid, s, opts.bands)
     result = xr.DataArray(values, dims=da.dims, coords=coords, attrs=dict(da.attrs), name=da.name)
     result.encoding = dict(da.encoding)
-    if transform is not None:
-        new = transform @ Affine.scale(1 / s)
+    if grid.transform is not None:
+        new = grid.transform @ Affine.scale(1 / s)
         for coord in result.coords.values():
             if "GeoTransform" in coord.attrs:
                 coord.attrs["GeoTransform"] = " ".join(str(v) for v in new.to_gdal())
@@ -340,48 +333,3 @@ def _dataarray_nodata(da: Any) -> float | None:
     if math.isnan(value) and da.dtype.kind != "f":
         return None
     return value
-
-
-def _dataarray_transform(da: Any, ydim: str, xdim: str):
-    """The affine transform of the DataArray's grid, or None when it has no x/y coordinates to place."""
-    if xdim not in da.coords and ydim not in da.coords:
-        return None
-    try:
-        import rioxarray  # noqa: F401
-    except ImportError:
-        return _transform_from_attrs(da)
-    try:
-        return da.rio.transform()
-    except Exception:  # rioxarray's own errors for a grid it cannot read: place the pixels from the coordinates
-        log.debug("rioxarray found no transform", exc_info=True)
-        return _transform_from_attrs(da)
-
-
-def _transform_from_attrs(da: Any):
-    """A GeoTransform attribute of a grid-mapping coordinate (written by rioxarray and GDAL), when there is one."""
-    for coord in da.coords.values():
-        text = coord.attrs.get("GeoTransform")
-        if text:
-            return Affine.from_gdal(*(float(v) for v in str(text).split()))
-    return None
-
-
-def _centres(transform, along_x: bool, n: int, s: int) -> np.ndarray | None:
-    """Centres of ``n`` new pixels along one axis of the new grid, from the input's transform (unrotated only)."""
-    if transform.b != 0 or transform.d != 0:
-        return None
-    if along_x:
-        return transform.c + (np.arange(n) + 0.5) * (transform.a / s)
-    return transform.f + (np.arange(n) + 0.5) * (transform.e / s)
-
-
-def _axis_centres(centres: np.ndarray, s: int, name: str) -> np.ndarray:
-    """The centres of the new pixels along an axis whose pixel centres are ``centres`` (regularly spaced)."""
-    n = len(centres)
-    if n < 2:
-        raise RasterError(f"the {name} coordinate has one value: its pixel size is unknown; install rioxarray and "
-                          "write the transform (da.rio.write_transform) or give two pixels or more")
-    step = (centres[-1] - centres[0]) / (n - 1)
-    if not np.allclose(np.diff(centres), step, rtol=1e-6, atol=0):
-        raise RasterError(f"the {name} coordinates are not regularly spaced; geosr needs a regular grid")
-    return centres[0] - step / 2 + (np.arange(s * n) + 0.5) * (step / s)

@@ -13,7 +13,14 @@ It runs the pipeline's loop (geosr.strips: one column panel at a time, one tile 
 a few tile rows) reading slices of the array instead of windows of a file, so besides the output it holds only the
 strips of a panel: a few float32 copies of a tile row, never of the whole array. It runs in the calling thread.
 
-Kept in step with geosr.pipeline by tests/test_api.py, which compares the two pixel for pixel.
+``upscale_in_layout(array, layout, predictor, options, nodata=...)`` is the entry of geosr.upscale_array and
+geosr.upscale_dataarray: an array of any layout (geosr.arraylayout: bands first, last or between) is read through a
+(bands, H, W) view and its result written in the same layout, without a copy of either; a numpy.ma.MaskedArray's
+masked pixels are invalid exactly as nodata pixels are, and its result is a MaskedArray masked where its pixels
+lie under masked input pixels.
+
+Kept in step with geosr.pipeline by tests/test_api.py, which compares the two pixel for pixel, and checked on hostile
+inputs (band-last, masked, irregular DataArrays) by tests/test_array_inputs.py.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import math
 
 import numpy as np
 
+from geosr.arraylayout import BANDS_FIRST, Layout, upscaled_mask
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
 from geosr.plan import auto_panel_width, band_groups, card_tiling
@@ -62,6 +70,18 @@ def invalid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray | None:
     return np.where(data == data.dtype.type(nodata), np.uint8(0), np.uint8(255))
 
 
+def band_masks(data: np.ndarray, nodata: float | None, invalid: np.ndarray | None) -> np.ndarray | None:
+    """invalid_mask of ``data`` for ``nodata``, with 0 also where ``invalid`` (bool, as data) is True; None when
+    neither marks any pixel."""
+    masks = invalid_mask(data, nodata)
+    if invalid is None:
+        return masks
+    if masks is None:
+        return np.where(invalid, np.uint8(0), np.uint8(255))
+    masks[invalid] = 0
+    return masks
+
+
 def decimated(data: np.ndarray, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
     """The nearest-neighbour sample of (b, H, W) ``data`` that geosr.raster.read_decimated reads from a raster of
     those pixels: at most ``max_pixels`` per band, GDAL's choice of source pixels (the one under each output centre).
@@ -77,11 +97,13 @@ def decimated(data: np.ndarray, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
 
 
 def array_radiometry(
-    data: np.ndarray, nodata: float | None, value_range: tuple[float, float] | None = None
+    data: np.ndarray, nodata: float | None, value_range: tuple[float, float] | None = None,
+    invalid: np.ndarray | None = None,
 ) -> Radiometry:
-    """The global mapping of ``data`` to the model's range, as upscale computes it for a raster of these pixels."""
+    """The global mapping of ``data`` to the model's range, as upscale computes it for a raster of these pixels;
+    ``invalid`` (bool, as data): pixels that are invalid besides those of ``nodata``."""
     sample = decimated(data)
-    valid = valid_mask(sample, invalid_mask(sample, nodata))
+    valid = valid_mask(sample, band_masks(sample, nodata, None if invalid is None else decimated(invalid)))
     if not valid.any():
         log.warning("the array has no valid pixel (all nodata, NaN or extreme values)")
     try:
@@ -96,13 +118,18 @@ def upscale_pixels(
     options: UpscaleOptions = UpscaleOptions(),
     *,
     nodata: float | None = None,
+    invalid: np.ndarray | None = None,
+    layout: Layout = BANDS_FIRST,
 ) -> np.ndarray:
-    """Super-resolve a (bands, H, W) array; returns (len(bands), s*H, s*W) in ``data``'s dtype.
+    """Super-resolve a (bands, H, W) array (any strides); returns (len(bands), s*H, s*W) in ``data``'s dtype.
 
     options: as for a file; ``bands`` picks and orders bands (1-based), ``aoi`` is refused (crop the array instead),
     the output-file settings (cog, compress, overwrite) do not apply. nodata: the value that marks invalid pixels.
-    Raises RasterError for an array geosr cannot super-resolve (shape, dtype), OptionError for a nodata value the
-    dtype cannot hold or an ``aoi``, GeosrError/ModelFileError for a tiling that does not fit the model card.
+    invalid: a bool array as ``data``, True for pixels that are invalid as nodata pixels are (a mask). layout: the
+    layout of the returned array (``data`` is a (bands, H, W) view of an array of that layout, which the result
+    keeps). Raises RasterError for an array geosr cannot super-resolve (shape, dtype), OptionError for a nodata
+    value the dtype cannot hold or an ``aoi``, GeosrError/ModelFileError for a tiling that does not fit the model
+    card.
     """
     if options.aoi is not None:
         raise OptionError("an AOI applies to files; crop the array instead", option="aoi")
@@ -112,12 +139,18 @@ def upscale_pixels(
     dtype = data.dtype
     if dtype.name not in SUPPORTED_DTYPES:
         raise RasterError(f"dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} arrays")
+    if invalid is not None:
+        if invalid.shape != data.shape:
+            raise RasterError(f"a mask of shape {invalid.shape} for an array of shape {data.shape}; they must match")
+        invalid = invalid.astype(bool, copy=False)
     nodata = check_nodata(nodata, dtype)
     if options.bands is not None:
         if max(options.bands) > data.shape[0]:
             raise OptionError(f"the array has {data.shape[0]} band{'s' * (data.shape[0] > 1)}; bands takes 1-based "
                               f"indices up to {data.shape[0]}, got {max(options.bands)}", option="bands")
-        data = data[[b - 1 for b in options.bands]]
+        picked = [b - 1 for b in options.bands]
+        data = data[picked]
+        invalid = None if invalid is None else invalid[picked]
 
     card = predictor.card
     s = predictor.scale
@@ -127,18 +160,19 @@ def upscale_pixels(
                              f"{card.config.out_channels}; upscaling needs as many output bands as input bands")
     n, h, w = data.shape
     groups, real = band_groups(n, predictor.channels)
-    masks = nodata is not None or dtype.kind == "f"  # as geosr.raster.has_masks for such a raster
-    radiometry = array_radiometry(data, nodata, options.value_range)
+    masks = nodata is not None or dtype.kind == "f" or invalid is not None  # as geosr.raster.has_masks
+    radiometry = array_radiometry(data, nodata, options.value_range, invalid)
     fill = nodata if nodata is not None else (float("nan") if dtype.kind == "f" else 0)
     grid = TileGrid(h, w, tile, overlap, s)
     panel_width = options.panel_width or auto_panel_width(n, s, min(tile, h))  # as geosr.plan.make_plan
-    out = np.empty((n, s * h, s * w), dtype)
+    result, out = layout.empty(n, s * h, s * w, dtype)  # out: the (n, s*h, s*w) view of result
 
     def strip_of(panel: Panel, r: int) -> Strip:
         """The strip of a tile row, as the pipeline's reader reads it (never padded: a tile is at most the array)."""
         y0, y1 = grid.rows.extent(r)
         raw = data[:, y0:y1, panel.x0 : panel.x1]
-        return make_strip(grid, panel, groups, real, radiometry, y0, raw, invalid_mask(raw, nodata), raw[:0])
+        held = None if invalid is None else invalid[:, y0:y1, panel.x0 : panel.x1]
+        return make_strip(grid, panel, groups, real, radiometry, y0, raw, band_masks(raw, nodata, held), raw[:0])
 
     def put(values: np.ndarray, r0: int, c0: int, held: InputRows) -> None:
         _, rows, cols = values.shape
@@ -149,4 +183,30 @@ def upscale_pixels(
     rows = tile_rows(grid, (0, s * h), options.consistency)
     run_strips(grid, panels, rows, strip_of, predictor, put, groups=groups, real=real, batch_size=options.batch_size,
                consistency=options.consistency, masks=masks, out_rows=(0, s * h))
-    return out
+    return result
+
+
+def upscale_in_layout(
+    array: np.ndarray,
+    layout: Layout,
+    predictor: Predictor,
+    options: UpscaleOptions = UpscaleOptions(),
+    *,
+    nodata: float | None = None,
+) -> np.ndarray:
+    """Super-resolve ``array`` of ``layout`` (geosr.arraylayout) into an array of the same layout and dtype.
+
+    A numpy.ma.MaskedArray's masked pixels are invalid as nodata pixels are (they never reach valid pixels) and
+    the result is a MaskedArray (of the input's fill_value) masked over each masked pixel's s x s block, whose data
+    there is ``nodata`` (NaN for floats, 0 for integers without one); an array with no masked pixel gives exactly
+    the values of the same array unmasked. Raises as upscale_pixels.
+    """
+    masked = isinstance(array, np.ma.MaskedArray)
+    data = np.ma.getdata(array) if masked else np.asarray(array)
+    mask = np.ma.getmaskarray(array) if masked and np.ma.is_masked(array) else None
+    invalid = None if mask is None else layout.bands_first(mask)
+    out = upscale_pixels(layout.bands_first(data), predictor, options, nodata=nodata, invalid=invalid, layout=layout)
+    if not masked:
+        return out
+    out_mask = np.ma.nomask if mask is None else upscaled_mask(mask, layout, predictor.scale, options.bands)
+    return np.ma.MaskedArray(out, mask=out_mask, fill_value=array.fill_value)
