@@ -102,6 +102,9 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
     to a .onnx output, its generator as ONNX (docs/onnx.md)."""
     from geosr.raster import check_output_file
 
+    if out.suffix.lower() not in (".safetensors", ".onnx"):
+        raise click.UsageError(f"{out}: geosr export writes a geosr model (.safetensors) or ONNX (.onnx), chosen by "
+                               "the name; name the output FILE.safetensors or FILE.onnx")
     check_output_file(out, overwrite=overwrite)
     if out.suffix.lower() == ".onnx":
         card_edits = {"dtype": "--dtype", "name": "--name", "description": "--description", "report": "--metrics",

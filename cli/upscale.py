@@ -118,6 +118,9 @@ class _Bars:
 @click.option("--files-in-flight", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Files of a batch processed at once, their tiles sharing the model's calls: for folders of small "
               "files on a GPU.")
+@click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
+              help="Output pixels a file may have before geosr asks for --yes [what the device does in a day].")
+@click.option("--yes", is_flag=True, help="Go on with files past --max-pixels (or a day's work).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
               help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
               "settings) and the summary; also when the batch fails or is interrupted.")
@@ -127,7 +130,7 @@ class _Bars:
 @stop_on_sigterm
 def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency,
             self_ensemble, device, precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite,
-            skip_existing, files_in_flight, report) -> None:
+            skip_existing, files_in_flight, max_pixels, yes, report) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -158,13 +161,14 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
         area = bbox_aoi(bbox, aoi_crs)
     options = UpscaleOptions(
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=area, value_range=value_range,
-        cog=cog, compress=compress, overwrite=overwrite, consistency=consistency,
+        cog=cog, compress=compress, overwrite=overwrite, consistency=consistency, max_pixels=max_pixels, yes=yes,
     )
     job = torchrun_env()
     book = None
     if report is not None:  # under torchrun, one report per process: report.rank1.json, ...
         book = BatchReport(rank_path(report, job.rank, job.world_size), command=sys.argv,
-                           settings=settings_of(options, skip_existing=skip_existing, files_in_flight=files_in_flight))
+                           settings=settings_of(options, skip_existing=skip_existing, files_in_flight=files_in_flight),
+                           overwrite=overwrite, inputs=inputs)
     with book if book is not None else contextlib.nullcontext():  # written however the batch ends
         pairs = plan_outputs(inputs, output)
         check_output_location(output)

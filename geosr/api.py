@@ -195,8 +195,8 @@ def upscale_folder(
     opts = _file_options("upscale_folder", options)
     check_files_in_flight(files_in_flight)
     inputs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
-    book = BatchReport(report, settings=settings_of(opts, skip_existing=skip_existing,
-                                                   files_in_flight=files_in_flight)) if report else None
+    book = BatchReport(report, settings=settings_of(opts, skip_existing=skip_existing, files_in_flight=files_in_flight),
+                       overwrite=bool(options.get("overwrite")), inputs=inputs) if report else None
 
     def run() -> BatchSummary:
         pairs = plan_outputs(inputs, dst)

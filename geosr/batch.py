@@ -28,6 +28,7 @@ from geosr.raster import (
     check_not_input,
     check_regular_file,
     find_rasters,
+    printable,
     remove_stale_outputs,
     same_file,
 )
@@ -72,10 +73,17 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike)
     else:
         base = Path(os.path.commonpath([p.absolute().parent for p in paths]))
     pairs: dict[Path, Path] = {}
+    left_out = []
     for p in paths:
-        files = find_rasters(p, exclude=[out]) if p.is_dir() else [p]
-        if p.is_dir() and not files:
-            log.warning("%s: no rasters found (%s)", p, ", ".join(RASTER_SUFFIXES))
+        files = [p]
+        if p.is_dir():
+            found = find_rasters(p, exclude=[out])
+            files = found.files
+            if found.describe_skipped():
+                left_out.append(f"{printable(p)}: {found.describe_skipped()}")
+                log.warning("%s: left out %s", printable(p), found.describe_skipped())
+            if not files:
+                log.warning("%s: no rasters found (%s)", printable(p), ", ".join(RASTER_SUFFIXES))
         for f in files:
             target = out / output_name(f.absolute().relative_to(base))
             if target in pairs.values():
@@ -84,7 +92,8 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike)
             check_not_input(f, target)
             pairs[f] = target
     if not pairs:
-        raise GeosrError(f"no rasters found in {', '.join(map(str, paths))}")
+        why = f"; left out: {'; '.join(left_out)}" if left_out else f" (names ending {', '.join(RASTER_SUFFIXES)})"
+        raise GeosrError(f"no rasters found in {', '.join(map(printable, paths))}{why}")
     return sorted(pairs.items())
 
 

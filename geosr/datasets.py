@@ -318,6 +318,6 @@ def default_bands(path: str | Path, channels: int) -> list[int]:
     if info.count < channels:
         raise DataError(
             f"{path} has {info.count} band{'s' if info.count != 1 else ''} but the model takes {channels}; "
-            "pass --bands to pick them, or use a model with fewer input bands"
+            f"pass --bands to pick {channels} of them, or leave out images with fewer bands"
         )
     return list(range(1, channels + 1))

@@ -1,4 +1,11 @@
-"""Atomic file writes: a file on disk is always either its previous version or the complete new one.
+"""What geosr may write, and atomic file writes: a file on disk is always either its previous version or the new one.
+
+``check_target(path, ...)`` is the one rule for every file geosr writes (outputs, reports, exported models, maps),
+checked before any work starts: never an input of the run, never another output of the run, never an existing file
+without ``overwrite`` (a previous version of the same kind of file, e.g. an earlier batch report, may be declared
+replaceable), never a folder, and never a special file renamed over: a character device or a named pipe is written
+into where that is what the user evidently asks (a report to ``/dev/stdout`` or a FIFO: ``stream_ok``) and refused
+otherwise.
 
 ``atomic_write(path, data)`` writes to a temporary file beside ``path`` (``.NAME.XXXXXXXX.tmp``, same folder, so the
 rename never crosses file systems), flushes it to disk (fsync), gives it the permissions of an ordinary new file and
@@ -9,13 +16,122 @@ untouched and at most one temporary file, which ``remove_stale_temporaries(path)
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
-from geosr.errors import WriteError
+from geosr.errors import OptionError, OutputExistsError, WriteError
 
 DEFAULT_REMEDY = "free some space or fix the permissions"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked path to write: a regular file written atomically, or (``stream``) a device or pipe written into."""
+
+    path: Path
+    stream: bool = False
+
+
+def _same(a: Path, b: Path) -> bool:
+    if a.absolute() == b.absolute():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _special_kind(mode: int) -> str | None:
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
+def check_target(
+    path: str | os.PathLike,
+    *,
+    what: str,
+    option: str,
+    overwrite: bool,
+    inputs: Sequence[str | os.PathLike] = (),
+    outputs: Sequence[tuple[str, str | os.PathLike]] = (),
+    replaceable: Callable[[Path], bool] | None = None,
+    stream_ok: bool = False,
+) -> Target:
+    """Raise unless ``what`` (e.g. "the batch report") may be written at ``path``, named by ``option``.
+
+    inputs: the files the run reads (compared through links, ``..`` and hard links); outputs: (description, path)
+    of the other files the run writes; replaceable(path): whether an existing file is an earlier version of this
+    kind of file, which may be replaced without ``overwrite``; stream_ok: a character device or a named pipe is
+    written into (``Target.stream``) instead of refused. Errors: OptionError for a clash with an input or an
+    output, a folder or a special file; OutputExistsError for an existing file without ``overwrite``.
+    """
+    path = Path(path)
+    for source in inputs:
+        if _same(path, Path(source)):
+            raise OptionError(f"{path}: is an input of this run; geosr never writes over its inputs: give {option} "
+                              "another path", option=option)
+    for label, other in outputs:
+        if _same(path, Path(other)):
+            raise OptionError(f"{path}: is also {label} of this run; give {option} another path", option=option)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink() and not overwrite:  # a dangling link: writing would replace the link
+            raise OutputExistsError(f"{path}: exists (a link to a missing file); pass --overwrite to replace it",
+                                    option="--overwrite") from None
+        return Target(path)
+    except OSError as exc:  # a file where a folder should be, no permission to look
+        raise WriteError(f"{path}: cannot write {what} ({exc.strerror}); nothing was written; give {option} another "
+                         "path") from None
+    if stat.S_ISDIR(mode):
+        raise OptionError(f"{path}: is a folder; give {option} a file name", option=option)
+    kind = _special_kind(mode)
+    if kind is not None:
+        if stream_ok and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+            return Target(path, stream=True)
+        raise OptionError(f"{path}: is {kind}, not a regular file; geosr writes {what} only to a file: give "
+                          f"{option} a file path", option=option)
+    if not overwrite and not (replaceable is not None and replaceable(path)):
+        earlier = f" (and is not {what} of an earlier run)" if replaceable is not None else ""
+        raise OutputExistsError(f"{path}: already exists{earlier}; pass --overwrite to replace it, or give {option} "
+                                "another path", option="--overwrite")
+    return Target(path)
+
+
+def remedy_for(exc: OSError, remedy: str) -> str:
+    """The remedy of a failed write: ``remedy``, with free space named for a full disk and never for a place that
+    cannot be written (no permission, a read-only disk), where more space would not help."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and "space" not in remedy:
+        return f"free some space or {remedy}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and "space" in remedy:
+        return "write it where this user may write (no permission here, or a read-only disk)"
+    return remedy
+
+
+def write_target(target: Target, data: bytes, *, what: str = "", remedy: str = DEFAULT_REMEDY) -> Path:
+    """Write ``data`` to a checked target: atomically to a file, or straight into a device or pipe."""
+    if not target.stream:
+        return atomic_write(target.path, data, what=what, remedy=remedy)
+    try:
+        with open(target.path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        subject = f" {what}" if what else ""
+        raise WriteError(f"{target.path}: cannot write{subject} ({exc.strerror or exc}); "
+                         f"{remedy_for(exc, remedy)}") from None
+    return target.path
 
 
 def _umask() -> int:
@@ -56,7 +172,8 @@ def atomic_write(
             Path(tmp).unlink(missing_ok=True)
         kept = "its previous version is kept" if path.exists() else "nothing was written"
         subject = f" {what}" if what else ""
-        raise WriteError(f"{path}: cannot write{subject} ({exc.strerror or exc}); {kept}; {remedy}") from None
+        raise WriteError(f"{path}: cannot write{subject} ({exc.strerror or exc}); {kept}; "
+                         f"{remedy_for(exc, remedy)}") from None
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)

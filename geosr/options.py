@@ -95,7 +95,9 @@ class UpscaleOptions:
     lzw or none; overwrite: replace an existing output; panel_width: input columns processed per pass, a multiple of
     512 (None: as many as keep the strip accumulator within geosr.plan.ACCUMULATOR_BYTES, at most 2048).
     consistency: correct the output so that its bicubic degradation gives back the input
-    (geosr.consistency; on by default).
+    (geosr.consistency; on by default). max_pixels: output pixels one file may have before it needs ``yes``
+    (None: what the device finishes in a day at geosr's measured rate, geosr.limits.day_of_work); yes: go on
+    with a file beyond that.
     """
 
     tile_size: int | None = None
@@ -109,8 +111,14 @@ class UpscaleOptions:
     overwrite: bool = False
     panel_width: int | None = None
     consistency: bool = True
+    max_pixels: int | None = None
+    yes: bool = False
 
     def __post_init__(self) -> None:
+        if self.max_pixels is not None and (isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int)
+                                            or self.max_pixels < 1):
+            raise OptionError(f"max pixels {self.max_pixels!r}: must be a whole number of at least 1",
+                              option="--max-pixels")
         check_tiling(self.tile_size, self.overlap)
         check_batch_size(self.batch_size)
         if self.bands is not None:

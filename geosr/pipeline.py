@@ -56,6 +56,7 @@ from geosr.raster import (
     write_failure,
 )
 from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows, to_output
+from geosr.worksize import check_work_size
 
 log = logging.getLogger("geosr.pipeline")
 
@@ -384,6 +385,8 @@ def upscale_raster(
         check_output_room(dst, plan.spec, plan.cog, lambda: compression_sample(ds, src, plan.out, plan.bands),
                           copy=output_driver(dst) != "GTiff")
         p = plan.spec.profile
+        check_work_size(str(src), p["width"] * p["height"], predictor.device.type,
+                        self_ensemble=predictor.self_ensemble, max_pixels=options.max_pixels, yes=options.yes)
         tmp = temp_path(dst)
         try:
             tiles = _execute(plan, ds, tmp, predictor, progress)

@@ -111,6 +111,7 @@ def open_raster(
     if path.is_dir():
         raise error(f"{path}: is a folder, not a raster{remedy}")
     check_regular_file(path, error, remedy)
+    check_name_encoding(path, error)
     with quiet_georeferencing():
         try:
             with rasterio.Env(**READ_CHECKS):  # some drivers decide at open how they will decode (PNG)
@@ -120,6 +121,21 @@ def open_raster(
         with ds:
             check_sources(ds, path, error, remedy)
             yield ds
+
+
+def printable(path: str | os.PathLike) -> str:
+    """``path`` as text that any terminal or log takes: bytes that are not UTF-8 shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_name_encoding(path: str | os.PathLike, error: type[GeosrError] = RasterError) -> None:
+    """Raise ``error`` for a path whose name is not valid UTF-8: GDAL takes UTF-8 names only (the file exists, but
+    no GDAL call could open or create it)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{printable(path)}: the name is not valid UTF-8, which GDAL (and so geosr) needs for file names; "
+                    "rename it (e.g. convmv -f latin1 -t utf8) and run again") from None
 
 
 def check_regular_file(path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
@@ -570,6 +586,10 @@ def check_output_name(path: str | os.PathLike, cog: bool = False) -> str:
     """The driver an output named ``path`` is written with (``output_driver``); OptionError (a usage error, found
     from the name alone) for a suffix geosr does not write, and for ``cog`` with a PNG or JPEG name: the two
     exclude each other."""
+    if str(path).startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(path)):
+        raise OptionError(f"{path}: geosr writes outputs to local files (a temporary file, checked, then renamed), "
+                          "not to GDAL's virtual file systems or URLs; give a local path and copy the result",
+                          option="--output")
     path = Path(path)
     driver = output_driver(path)
     if cog and driver != "GTiff":
@@ -608,6 +628,14 @@ def check_output_file(
         check_not_input(source, path)
     if path.is_dir():
         raise RasterError(f"{path}: is a folder; give an output file name", option="--output")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode):  # a device or a pipe: a rename over it would replace the node itself (/dev/null)
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise RasterError(f"{path}: is {kind}, not a file; geosr writes outputs only to files: give another "
+                          "output path", option="--output")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it{keep_hint}",
                                 option="--overwrite")
@@ -618,6 +646,7 @@ def check_output_location(path: str | os.PathLike) -> None:
 
     The nearest existing folder on the way must be a folder, and one this process may write in; nothing is created.
     """
+    check_name_encoding(path, OptionError)
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
@@ -858,18 +887,55 @@ def finish_output(
         remove_quietly(tmp)
 
 
-def find_rasters(folder: Path, exclude: Sequence[Path] = ()) -> list[Path]:
-    """Rasters under ``folder`` (recursively, by suffix), sorted; hidden files and ``exclude`` folders left out."""
-    excluded = [e.resolve() for e in exclude]
-    found = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in RASTER_SUFFIXES:
-            continue
-        if not p.is_file():
-            continue
-        rp = p.resolve()
-        if any(rp == e or e in rp.parents for e in excluded):
-            continue
-        found.append(p)
-    return sorted(found)
+@dataclass
+class FoundRasters:
+    """The rasters under a folder and what was left out of the search, by reason (hidden names aside)."""
+
+    files: list[Path]
+    skipped: dict[str, list[Path]]
+
+    def describe_skipped(self) -> str:
+        """One phrase for the log: "2 broken links (a.tif, b.tif), 1 link to a folder, not followed (sub)"."""
+        parts = []
+        for reason, paths in self.skipped.items():
+            if paths:
+                names = ", ".join(printable(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+                parts.append(f"{len(paths)} {reason} ({names})")
+        return "; ".join(parts)
+
+
+SKIP_REASONS = ("broken link(s)", "link(s) to folders, not followed", "file(s) under the output folder")
+
+
+def find_rasters(folder: Path, exclude: Sequence[Path] = ()) -> FoundRasters:
+    """Rasters under ``folder`` (recursively, by suffix), sorted. Hidden files and folders are left out; links to
+    files are followed, links to folders are not (a link may loop back); ``exclude``: folders inside ``folder``
+    whose rasters are not inputs (the output folder of a run; one that holds ``folder`` excludes nothing)."""
+    root = folder.resolve()
+    excluded = [e.resolve() for e in exclude if root in e.resolve().parents]
+    found: list[Path] = []
+    skipped: dict[str, list[Path]] = {reason: [] for reason in SKIP_REASONS}
+    broken, linked, under_output = skipped.values()
+    for here, dirs, files in os.walk(folder):
+        base = Path(here)
+        for d in list(dirs):
+            if d.startswith("."):
+                dirs.remove(d)
+            elif (base / d).is_symlink():
+                dirs.remove(d)
+                linked.append(base / d)
+        for name in files:  # a broken link is listed here too
+            p = base / name
+            if name.startswith(".") or p.suffix.lower() not in RASTER_SUFFIXES:
+                continue
+            if not p.exists():
+                broken.append(p)
+                continue
+            if not p.is_file():
+                continue
+            rp = p.resolve()
+            if any(rp == e or e in rp.parents for e in excluded):
+                under_output.append(p)
+                continue
+            found.append(p)
+    return FoundRasters(sorted(found), {k: sorted(v) for k, v in skipped.items()})

@@ -2,7 +2,8 @@
 
 ``BatchReport(path)`` is filled as a batch goes (``plan``, ``use_model``, ``running``, ``add`` for every file) and
 written with ``geosr.fileio.atomic_write``, so whoever reads it sees either the previous complete version or the new
-one: when the files are known (state "running", every file "pending"), at most every ``interval`` seconds while
+one (its path is checked first by ``geosr.fileio.check_target``: never an input or output of the run, an existing
+file only when it is an earlier report or with --overwrite; a device or pipe gets the final version, written into it): when the files are known (state "running", every file "pending"), at most every ``interval`` seconds while
 they run, and once at the end, also when the batch fails or is interrupted (used as a context manager, the
 exception that stops the batch is recorded and passed on). Only a SIGKILL or a power cut leaves the last
 intermediate version. The document (``FORMAT`` 1)::
@@ -38,11 +39,12 @@ from typing import Any, Sequence
 
 from geosr import __version__
 from geosr.errors import GeosrError, OptionError, WriteError, one_line
-from geosr.fileio import atomic_write
+from geosr.fileio import Target, check_target, write_target
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult
 from geosr.plan import card_tiling
 from geosr.predictor import Predictor
+from geosr.raster import RASTER_SUFFIXES
 
 log = logging.getLogger("geosr.report")
 
@@ -104,8 +106,13 @@ class BatchReport:
         command: Sequence[str] | None = None,
         settings: dict[str, Any] | None = None,
         interval: float = 5.0,
+        overwrite: bool = False,
+        inputs: Sequence[str | os.PathLike] = (),
     ) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
+        self.inputs = [Path(p) for p in inputs]
+        self.target: Target | None = self._check(())
         self.command = None if command is None else [str(a) for a in command]
         self.settings: dict[str, Any] = dict(settings or {})
         self.interval = interval
@@ -124,9 +131,27 @@ class BatchReport:
 
     # --- filling it in ----------------------------------------------------------------------------------------------
 
+    def _check(self, pairs: Sequence[tuple[Path, Path]]) -> Target:
+        """The report's path checked against the run's inputs and outputs (geosr.fileio.check_target); an earlier
+        geosr report is replaced without --overwrite, a device or a pipe (/dev/stdout, a FIFO) is written into."""
+        # a raster-named report inside an input folder would be read as an input: one, even before the folder is searched
+        inside = [self.path for d in self.inputs if d.is_dir() and self.path.suffix.lower() in RASTER_SUFFIXES
+                  and d.resolve() in self.path.absolute().resolve().parents]
+        try:
+            return check_target(
+                self.path, what="the batch report", option="--report", overwrite=self.overwrite,
+                inputs=self.inputs + inside + [a for a, _ in pairs], outputs=[("an output raster", b) for _, b in pairs],
+                replaceable=is_report, stream_ok=True,
+            )
+        except GeosrError:
+            self.target = None  # never written: it would replace a file of the run or of the user
+            raise
+
     def plan(self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]]) -> None:
-        """The (input, output) pairs of the batch, in the order they run."""
+        """The (input, output) pairs of the batch, in the order they run; raises OptionError (and the report is
+        never written) when the report's path is one of their files."""
         self.pairs = [(Path(a), Path(b)) for a, b in pairs]
+        self.target = self._check(self.pairs)
 
     def use_model(self, predictor: Predictor, settings: dict[str, Any] | None = None) -> None:
         """The model the files run through; ``settings`` (as ``settings_of`` gives them) replace the ones so far."""
@@ -144,15 +169,18 @@ class BatchReport:
             self.settings = dict(settings)
 
     def running(self) -> None:
-        """The files start now; writes the report (every file pending). Raises WriteError if it cannot be written."""
+        """The files start now; writes the report (every file pending; a pipe or device gets the final version
+        only). Raises WriteError if it cannot be written."""
         self._running = True
-        self.write()
+        if self.target is not None and not self.target.stream:
+            self.write()
 
     def add(self, result: FileResult) -> None:
         """The outcome of the next file; the report is rewritten if ``interval`` seconds passed since the last write
         (a failure to write it then is logged, not raised: the batch goes on)."""
         self.results.append(result)
-        if time.perf_counter() - self._written >= self.interval:
+        streamed = self.target is not None and self.target.stream  # a pipe or device gets the final version only
+        if not streamed and time.perf_counter() - self._written >= self.interval:
             try:
                 self.write()
             except WriteError as exc:
@@ -248,11 +276,25 @@ class BatchReport:
         }
 
     def write(self) -> Path:
-        """Write the report now (atomically); raises WriteError naming the file when it cannot be written."""
+        """Write the report now (atomically; into a device or pipe at once); raises WriteError naming the file when
+        it cannot be written. Nothing is written when the path failed its check."""
+        if self.target is None:
+            return self.path
         data = json.dumps(self.to_dict(), indent=1).encode() + b"\n"
-        atomic_write(self.path, data, what="the batch report", remedy="free some space or choose another --report")
+        write_target(self.target, data, what="the batch report", remedy="choose another --report")
         self._written = time.perf_counter()
         return self.path
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` holds a batch report of geosr (which a new batch may replace without --overwrite)."""
+    try:
+        if path.stat().st_size > (64 << 20):
+            return False
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"format", "geosr_version", "files", "summary"} <= doc.keys()
 
 
 def rank_path(path: str | os.PathLike, rank: int, world_size: int) -> Path:

@@ -59,3 +59,23 @@ def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
     assert remove_stale_temporaries(path) == [stale]
     assert sorted(os.listdir(tmp_path)) == [".log.csv.abc.tmp", "state.pt"]
     assert remove_stale_temporaries(tmp_path / "missing" / "x") == []
+
+
+def test_a_refused_place_is_not_told_to_free_space(tmp_path, monkeypatch):
+    """No permission or a read-only disk: the remedy is another place, not space; a full disk names space."""
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(WriteError) as err:
+        atomic_write(tmp_path / "r.json", b"{}", what="the batch report")
+    assert "Permission denied" in str(err.value) and "free some space" not in str(err.value)
+    assert "no permission here, or a read-only disk" in str(err.value)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("tempfile.mkstemp", full)
+    with pytest.raises(WriteError, match="free some space or choose another --report"):
+        atomic_write(tmp_path / "r.json", b"{}", remedy="choose another --report")

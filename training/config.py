@@ -420,6 +420,6 @@ def resume_config(saved: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     if fixed:
         raise ConfigError(
             f"cannot change {', '.join(fixed)} when resuming a run (they define its model or data); start a new run "
-            "with --out instead"
+            "with another -o/--output instead"
         )
     return replace(saved, **changes).validate()

@@ -237,7 +237,7 @@ def _fit(
     paths = run_paths(run_dir)
     if not resume and paths["state"].exists():
         raise ConfigError(
-            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose another --out"
+            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose another -o/--output"
         )
     if cfg.batch_size % ctx.world_size:
         raise ConfigError(

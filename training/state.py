@@ -78,7 +78,7 @@ def load_state(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise ResumeError(
             f"{path}: unreadable training state ({_load_problem(exc)}); start a new run with another "
-            "--out"
+            "-o/--output"
         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ResumeError(f"{path}: not a geosr training state of format {STATE_FORMAT}")

@@ -178,7 +178,7 @@ def test_a_state_that_is_not_plain_data_is_named_in_whole_sentences(tmp_path):
         load_state(state)
     message = str(info.value)
     assert "holds objects other than tensors and plain data: Trying to load unsupported GLOBAL posix.getcwd" in message
-    assert message.endswith("blocked.); start a new run with another --out") and "weights_only" not in message
+    assert message.endswith("blocked.); start a new run with another -o/--output") and "weights_only" not in message
     assert "\n" not in message
 
 
