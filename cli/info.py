@@ -1,13 +1,15 @@
-"""`geosr info`: print a model file's card."""
+"""`geosr info`: print a model file's card, list the bundled models, or show how a raster geosr wrote was made."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import click
 
 from geosr.cli.options import handle_errors, verbosity_options
+from geosr.errors import printable
 
 
 def format_card(card, path: str) -> str:
@@ -36,21 +38,75 @@ def format_card(card, path: str) -> str:
     return "\n".join(lines)
 
 
+def _facts(p) -> tuple[str, str, str]:
+    """(size, CRS, pixel size) of a geosr.provenance.RasterProvenance, as text."""
+    bands = f"{p.count} band{'s' if p.count != 1 else ''} {'/'.join(p.dtypes)}"
+    size = f"{p.width} x {p.height} pixels, {bands}"
+    if p.georeferencing == "gcps":
+        return size, f"{p.crs or 'none'} (by ground control points)", "none (ground control points, no geotransform)"
+    if p.georeferencing == "none":
+        return size, "none (not georeferenced)", "none (not georeferenced)"
+    pixel = f"{p.pixel_size[0]:.6g} x {p.pixel_size[1]:.6g}" + (f" {p.units}" if p.units else "")
+    return size, p.crs or "none (a geotransform without a CRS)", pixel
+
+
+def format_provenance(p) -> str:
+    """How a raster geosr wrote was made: its size, CRS and pixel size, and every GEOSR_* tag, one per line; for a
+    raster not written by geosr one line that says so, with the same facts."""
+    size, crs, pixel = _facts(p)
+    path = printable(str(p.path))
+    if not p.written_by_geosr:
+        return f"{path}: not written by geosr (no GEOSR_* tags); {size}, CRS {crs}, pixel size {pixel}"
+    width = max(12, *(len(k) for k in p.tags))
+    lines = [f"{'raster':<{width}} {path}", f"{'size':<{width}} {size}", f"{'crs':<{width}} {crs}",
+             f"{'pixel size':<{width}} {pixel}"]
+    lines += [f"{k:<{width}} {printable(v)}" for k, v in p.tags.items()]
+    return "\n".join(lines)
+
+
+def read_raster(target: str):
+    """The geosr.provenance.RasterProvenance of ``target`` when it is meant as a raster, else None (a model).
+
+    A name with a raster suffix is a raster (RasterError when GDAL cannot read it); a .safetensors file or a name
+    that is no file (a bundled model's) is a model; any other file is a raster if GDAL reads it, else a model (whose
+    reading then says what is wrong with it).
+    """
+    from geosr.errors import RasterError
+    from geosr.provenance import read_provenance
+    from geosr.raster import RASTER_SUFFIXES
+
+    path = Path(target)
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        return read_provenance(path)
+    if not path.is_file() or path.suffix.lower() == ".safetensors":
+        return None
+    try:
+        return read_provenance(path)
+    except RasterError:
+        return None
+
+
 @click.command()
-@click.argument("model", metavar="[MODEL]", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@click.argument("target", metavar="[MODEL | RASTER]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the card (or the raster's facts and tags) as JSON.")
 @verbosity_options
 @handle_errors
-def info(model: str | None, as_json: bool) -> None:
+def info(target: str | None, as_json: bool) -> None:
     """Show the model card of MODEL (a .safetensors model file or a bundled model name); without MODEL, list the
-    models bundled with geosr.
+    models bundled with geosr. Given a RASTER written by geosr (geosr upscale's output), show how it was made: its
+    size, CRS and pixel size, and every GEOSR_* tag (model, model file SHA-256, scale, tiling, precision,
+    consistency, self-ensemble, radiometry), one per line.
 
-    Only the file's header is read, and the weights it lists are checked against the card: no weight is loaded and no
-    model is built.
+    A raster not written by geosr (no GEOSR_* tags) gets one line that says so, with its size, CRS and pixel size;
+    the exit status is 0 for it too (--json says "written_by_geosr": false). A path that is neither a model file nor
+    a raster GDAL reads is an error (exit 1).
+
+    Of a model file only the header is read, and the weights it lists are checked against the card: no weight is
+    loaded and no model is built. Of a raster only the metadata is read.
     """
     from geosr.checkpoint import bundled_models, default_model_name, read_card
 
-    if model is None:
+    if target is None:
         models = bundled_models()
         if as_json:
             click.echo(json.dumps({name: read_card(path).to_dict() for name, path in models.items()}, indent=2,
@@ -68,8 +124,12 @@ def info(model: str | None, as_json: bool) -> None:
             default = " (default)" if default_model_name(card.scale) == name else ""
             click.echo(f"{name:<16} x{card.scale}{default:<10} {quality}")
         return
-    card = read_card(model, weights=True)  # the header's tensors against the card: a card edited to lie is refused
+    raster = read_raster(target)
+    if raster is not None:
+        click.echo(json.dumps(raster.to_dict(), indent=2) if as_json else format_provenance(raster))
+        return
+    card = read_card(target, weights=True)  # the header's tensors against the card: a card edited to lie is refused
     if as_json:
         click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))
     else:
-        click.echo(format_card(card, model))
+        click.echo(format_card(card, target))

@@ -41,7 +41,9 @@ from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.predictor import Predictor, load_predictor
-from geosr.raster import check_output_location
+from geosr.plan import card_tiling
+from geosr.provenance import provenance_tags
+from geosr.raster import carried_tags, check_output_location
 from geosr.report import BatchReport, settings_of
 
 log = logging.getLogger("geosr.api")
@@ -277,7 +279,9 @@ def upscale_dataarray(
     **options: Any,
 ) -> Any:
     """Super-resolve an xarray DataArray of dims (band, y, x) or (y, x), in any order; returns a DataArray of the
-    same dims (in the same order), dtype, name, attributes and non-spatial coordinates.
+    same dims (in the same order), dtype, name, attributes and non-spatial coordinates. Its attributes drop
+    the input's STATISTICS_* and GEOSR_* and add the run's GEOSR_* provenance (geosr.provenance); its encoding keeps
+    only ``grid_mapping`` (the source file's dtype, scale_factor, _FillValue and chunks do not describe the result).
 
     Dims are told by name (geosr.arraylayout.dataarray_layout): band, bands, channel(s), spectral or wavelength; y,
     lat, latitude or row; x, lon, longitude or col (or CF axis attributes). The x and y coordinates must be a
@@ -308,8 +312,11 @@ def upscale_dataarray(
     s = predictor.scale
     values = upscale_in_layout(np.asarray(da.values), layout, predictor, opts, nodata=nodata)
     coords = upscaled_coords(da, layout, grid, s, opts.bands)
-    result = xr.DataArray(values, dims=da.dims, coords=coords, attrs=dict(da.attrs), name=da.name)
-    result.encoding = dict(da.encoding)
+    result = xr.DataArray(values, dims=da.dims, coords=coords, attrs=_dataarray_attrs(da, predictor, nodata, options),
+                          name=da.name)
+    # the input's encoding says how its source file stored it (dtype, scale_factor, _FillValue, chunk sizes, ...),
+    # not how the new pixels are stored: only the link to the grid mapping is kept
+    result.encoding = {k: v for k, v in da.encoding.items() if k in KEPT_ENCODING}
     if grid.transform is not None:
         new = grid.transform @ Affine.scale(1 / s)
         for coord in result.coords.values():
@@ -318,6 +325,22 @@ def upscale_dataarray(
         if "transform" in result.attrs:
             result.attrs["transform"] = tuple(new)[:6]
     return result
+
+
+KEPT_ENCODING = ("grid_mapping",)  # the one entry of a DataArray's encoding that its result keeps
+
+
+def _dataarray_attrs(da: Any, predictor: Predictor, nodata: float | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The result's attributes: the input's but its STATISTICS_* and GEOSR_* (geosr.raster.carried_tags), the run's
+    GEOSR_* provenance (geosr.provenance), and ``nodata`` as ``_FillValue`` where the input declared its nodata
+    value in its encoding only (rioxarray's masked reads), which the result does not keep."""
+    attrs = carried_tags(da.attrs)
+    if nodata is not None and "_FillValue" in da.encoding and not {"_FillValue", "nodata"} & set(attrs):
+        attrs["_FillValue"] = nodata
+    opts = _file_options("upscale_dataarray", options)
+    tile, overlap = card_tiling(predictor.card, predictor.source, opts.tile_size, opts.overlap)
+    attrs.update(provenance_tags(predictor, tile=tile, overlap=overlap, consistency=opts.consistency))
+    return attrs
 
 
 def _dataarray_nodata(da: Any) -> float | None:

@@ -16,6 +16,7 @@ hold NaN or infinite values are refused once read. Every refusal is a one-line `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -247,6 +248,25 @@ def load_generator(
     if left:  # a non-persistent buffer would stay empty: the generator must then compute it here
         raise RuntimeError(f"{path}: model files hold no value for the generator's tensors {left}")
     return model.to(device).eval(), card
+
+
+SHA256_CHUNK = 1 << 20  # bytes read at a time while a model file is hashed
+
+
+def model_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of the bytes of the model file ``path``, read in chunks of SHA256_CHUNK (memory stays small
+    whatever the file's size). What outputs record as GEOSR_MODEL_SHA256; ``sha256sum MODEL`` gives the same.
+
+    Raises ModelFileError when the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        with Path(path).open("rb") as f:
+            while chunk := f.read(SHA256_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    return digest.hexdigest()
 
 
 def _read_weights(

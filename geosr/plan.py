@@ -19,13 +19,13 @@ from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.prepared import prep
 
-from geosr import __version__
 from geosr.aoi import aoi_window
 from geosr.checkpoint import ModelCard
 from geosr.consistency import DEFAULT_HALO as CONSISTENCY_HALO
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import PANEL_STEP, UpscaleOptions
 from geosr.predictor import Predictor
+from geosr.provenance import provenance_tags
 from geosr.radiometry import Radiometry
 from geosr.raster import (
     OutputSpec,
@@ -202,16 +202,8 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
 
     internal_mask = nodata is None and not alpha and (has_dataset_mask(ds, colour) or aoi_px is not None)
     fill = nodata if nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
-    tags = {
-        "GEOSR_VERSION": __version__,
-        "GEOSR_MODEL": f"{predictor.source} ({card.name}, x{s})",
-        "GEOSR_SCALE": str(s),
-        "GEOSR_RADIOMETRY": radiometry.describe(),
-        "GEOSR_TILING": f"tile {tile}, overlap {overlap} input pixels",
-        "GEOSR_PRECISION": predictor.precision,
-    }
-    if predictor.self_ensemble:
-        tags["GEOSR_SELF_ENSEMBLE"] = "mean of the 8 flips and transposes of each tile"
+    tags = provenance_tags(predictor, tile=tile, overlap=overlap, consistency=options.consistency)
+    tags["GEOSR_RADIOMETRY"] = radiometry.describe()
     if len(groups) > 1 or real[0] < predictor.channels:
         tags["GEOSR_BAND_GROUPS"] = _groups_str(colour, groups, real)
     if alpha:

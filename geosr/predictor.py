@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geosr.checkpoint import ModelCard, default_model, load_generator, read_card, resolve_model
+from geosr.checkpoint import ModelCard, default_model, load_generator, model_sha256, read_card, resolve_model
 from geosr.device import autocast, resolve_device, resolve_precision, to_device
 from geosr.errors import ModelFileError, NotEnoughMemory, one_line
 from geosr.models.generator import Generator
@@ -27,7 +27,8 @@ log = logging.getLogger("geosr.predictor")
 class Predictor:
     """A loaded generator on a device at a precision: maps batches of model-range tiles to super-resolved tiles.
 
-    It holds no state between calls, so one predictor serves any number of files (and threads).
+    It holds no state between calls, so one predictor serves any number of files (and threads). ``model_sha256`` is
+    the SHA-256 of the model file it was loaded from (None for a model built in memory), recorded in outputs.
     """
 
     model: Generator
@@ -36,6 +37,7 @@ class Predictor:
     precision: str
     source: str
     self_ensemble: bool = False  # average the outputs of the 8 flips and transposes of each tile (8x the compute)
+    model_sha256: str | None = None  # of the model file's bytes (geosr.checkpoint.model_sha256)
 
     @property
     def scale(self) -> int:
@@ -152,8 +154,9 @@ def load_predictor(
     device, precision: see geosr.device; local_rank: this process's GPU under torchrun (device 'auto' or 'cuda');
     self_ensemble: every tile runs 8 times, flipped and transposed, and the outputs are averaged
     (``geometric_ensemble``: higher PSNR for 8 times the compute).
-    Raises ModelFileError for a missing or invalid model file, or one whose scale differs from ``scale``;
-    DeviceError for a device or precision this machine lacks.
+    The predictor records the SHA-256 of the model file (``model_sha256``). Raises ModelFileError for a missing or
+    invalid model file, one whose scale differs from ``scale`` or one that changed while it was loaded; DeviceError
+    for a device or precision this machine lacks.
     """
     path = select_model(model, scale)
     dev = resolve_device(device, local_rank)
@@ -161,8 +164,25 @@ def load_predictor(
     channels_last = dev.type == "cuda" or (dev.type == "cpu" and prec != "fp32")
     # the weights laid out as they are converted: no second pass over them
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    # the file's SHA-256, once per load, for the outputs' provenance: the bytes hashed are the bytes loaded unless
+    # the file was rewritten or replaced in between, which its identity before and after tells
+    before = _identity(path)
     net, card = load_generator(path, device=dev, memory_format=fmt)
+    sha256 = model_sha256(path)
+    if _identity(path) != before:
+        raise ModelFileError(f"{path}: the model file changed while it was loaded (being written or replaced?); "
+                             "load it again once it is complete")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every call has the same tile shape: pick the fastest kernels once
     log.info("model %s (x%d) on %s at %s%s", path, card.scale, dev, prec, ", self-ensemble" if self_ensemble else "")
-    return Predictor(net, card, dev, prec, Path(path).name, self_ensemble)
+    return Predictor(net, card, dev, prec, Path(path).name, self_ensemble, sha256)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, modification time in ns) of a file, what changes when it is rewritten or replaced; None
+    when it cannot be read (the load that follows says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns

@@ -381,6 +381,19 @@ class OutputSpec:
     internal_mask: bool = False
 
 
+# Tags of the input that are not carried to the output. STATISTICS_* (GDAL's band statistics: minimum, maximum, mean,
+# standard deviation, valid percent, ...) describe the input's pixels, not the new ones: they are dropped, not
+# recomputed, since recomputing them would take a second pass over the whole output after it is written (GDAL
+# computes them on demand: gdalinfo -stats). GEOSR_* describe an earlier run of geosr (when the input is itself an
+# output): the run writes its own.
+DROPPED_TAG_PREFIXES = ("STATISTICS_", "GEOSR_")
+
+
+def carried_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The tags (dataset or band) of an input that its output keeps: all but DROPPED_TAG_PREFIXES."""
+    return {k: v for k, v in tags.items() if not str(k).upper().startswith(DROPPED_TAG_PREFIXES)}
+
+
 def output_spec(
     ds,
     path,
@@ -396,6 +409,9 @@ def output_spec(
     nodata: float | None,
 ) -> OutputSpec:
     """The output of super-resolving ``bands`` of ``window`` of ``ds`` by ``scale``: profile and metadata.
+
+    The input's dataset and band tags are copied (``carried_tags``: not its STATISTICS_* and GEOSR_* tags), and
+    ``tags`` (the run's GEOSR_* provenance) added.
 
     compress: one of COMPRESSIONS (checked by geosr.options.check_compression); nodata: the output's one nodata
     value (``output_nodata``).
@@ -441,13 +457,13 @@ def output_spec(
             crs,
         )
     idx = [b - 1 for b in bands]
-    all_tags = dict(ds.tags())
+    all_tags = carried_tags(ds.tags())
     all_tags.update(tags)
     return OutputSpec(
         profile=profile,
         gcps=gcps,
         tags=all_tags,
-        band_tags=[dict(ds.tags(b)) for b in bands],
+        band_tags=[carried_tags(ds.tags(b)) for b in bands],
         descriptions=[ds.descriptions[i] for i in idx],
         colorinterp=[ds.colorinterp[i] for i in idx],
         units=[ds.units[i] for i in idx],
