@@ -13,9 +13,11 @@ from badinput import image, refused, run
 from testdata import write_geotiff
 
 
-def test_a_geotiff_given_as_the_model(tmp_path):
+def test_a_geotiff_not_written_by_geosr_is_described_not_taken_for_a_model(tmp_path):
     tif = write_geotiff(tmp_path / "scene.tif", image(3, 8, 8))
-    refused(run("info", tif), 1, "scene.tif", "not a safetensors model file")
+    result = run("info", tif)
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "scene.tif: not written by geosr" in result.output and "8 x 8 pixels" in result.output
 
 
 @pytest.mark.parametrize(
