@@ -36,14 +36,14 @@ from affine import Affine
 from geosr.aoi import AOI, bbox_aoi, load_aoi
 from geosr.arraylayout import dataarray_grid, dataarray_layout, numpy_layout, upscaled_coords
 from geosr.arrays import upscale_in_layout
-from geosr.batch import BatchSummary, check_files_in_flight, plan_outputs, upscale_batch
+from geosr.batch import BatchSummary, check_files_in_flight, upscale_batch
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.predictor import Predictor, load_predictor
 from geosr.plan import card_tiling
 from geosr.provenance import provenance_tags
-from geosr.raster import carried_tags, check_output_location
+from geosr.raster import carried_tags, check_output_location, plan_outputs
 from geosr.report import BatchReport, settings_of
 
 log = logging.getLogger("geosr.api")

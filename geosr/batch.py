@@ -1,7 +1,6 @@
-"""Many files: where each input's output goes, and a batch run with one loaded predictor.
+"""Many files: a batch run with one loaded predictor.
 
-``plan_outputs(inputs, output)`` pairs every input raster (files, or folders searched recursively) with its output
-path, keeping the layout below the inputs' common folder; ``upscale_batch(pairs, predictor, options)`` runs them
+``upscale_batch(pairs, predictor, options)`` runs the (input, output) pairs that ``geosr.raster.plan_outputs`` made
 (one after the other, or several in flight sharing the model's calls): a file that fails is reported and the rest
 go on.
 """
@@ -9,7 +8,6 @@ go on.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -18,83 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from geosr.aoi import AOIMissError
-from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, RasterError, one_line
+from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.predictor import Predictor
-from geosr.raster import (
-    OUTPUT_SUFFIXES,
-    RASTER_SUFFIXES,
-    check_not_input,
-    check_regular_file,
-    find_rasters,
-    printable,
-    remove_stale_outputs,
-    same_file,
-)
+from geosr.raster import remove_stale_outputs
 
 log = logging.getLogger("geosr.batch")
-
-
-def output_name(rel: Path) -> Path:
-    """The output's relative path for an input's: the same, with a .tif suffix unless TIFF, PNG or JPEG."""
-    return rel if rel.suffix.lower() in OUTPUT_SUFFIXES else rel.with_suffix(".tif")
-
-
-def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """(input, output) pairs, sorted by input.
-
-    One input file: ``output`` is the output file (or a folder that exists, to hold it). Several inputs or a folder
-    (searched recursively for rasters): ``output`` is a folder, and the inputs' layout below their common folder is
-    kept. Raises GeosrError for missing inputs, no rasters found, an output that is an input or two inputs that would
-    share an output.
-    """
-    paths = [Path(p) for p in inputs]
-    out = Path(output)
-    if not paths:
-        raise GeosrError("no input given")
-    for p in paths:
-        if not p.exists():
-            raise RasterError(f"{p}: no such file or folder")
-        check_regular_file(p)
-    if len(paths) == 1 and paths[0].is_file():
-        target = out / output_name(Path(paths[0].name)) if out.is_dir() else out
-        check_not_input(paths[0], target)
-        return [(paths[0], target)]
-    if out.exists() and not out.is_dir():
-        raise GeosrError(f"{out}: is a file; with several inputs or a folder, -o names an output folder",
-                         option="--output")
-    for p in paths:
-        if p.is_dir() and same_file(p, out):
-            raise GeosrError(f"{out}: the output folder is the input folder; choose another output folder",
-                             option="--output")
-    if len(paths) == 1:
-        base = paths[0].absolute()
-    else:
-        base = Path(os.path.commonpath([p.absolute().parent for p in paths]))
-    pairs: dict[Path, Path] = {}
-    left_out = []
-    for p in paths:
-        files = [p]
-        if p.is_dir():
-            found = find_rasters(p, exclude=[out])
-            files = found.files
-            if found.describe_skipped():
-                left_out.append(f"{printable(p)}: {found.describe_skipped()}")
-                log.warning("%s: left out %s", printable(p), found.describe_skipped())
-            if not files:
-                log.warning("%s: no rasters found (%s)", printable(p), ", ".join(RASTER_SUFFIXES))
-        for f in files:
-            target = out / output_name(f.absolute().relative_to(base))
-            if target in pairs.values():
-                other = next(k for k, v in pairs.items() if v == target)
-                raise GeosrError(f"{f} and {other} would both be written to {target}; rename one of them")
-            check_not_input(f, target)
-            pairs[f] = target
-    if not pairs:
-        why = f"; left out: {'; '.join(left_out)}" if left_out else f" (names ending {', '.join(RASTER_SUFFIXES)})"
-        raise GeosrError(f"no rasters found in {', '.join(map(printable, paths))}{why}")
-    return sorted(pairs.items())
 
 
 @dataclass

@@ -19,11 +19,12 @@ GeosrError subclasses (geosr.errors) with one-line messages.
 
 from __future__ import annotations
 
-from geosr.batch import BatchSummary, output_name, plan_outputs, upscale_batch
+from geosr.batch import BatchSummary, upscale_batch
 from geosr.device import torchrun_env
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, Progress, ProgressCallback, upscale_raster
 from geosr.predictor import Predictor, load_predictor
+from geosr.raster import output_name, plan_outputs
 
 __all__ = [
     "BatchSummary",

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
-
 from badinput import files_in, image, recording, refused, run, small_disk
+from rasterio.windows import Window
+from testdata import write_geotiff
+
 from geosr.errors import RasterError, WriteError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import upscale_raster
-from geosr import raster
 from geosr.predictor import load_predictor
 from geosr.raster import TEMP_SUFFIX, check_output_room, compressed_fraction, estimate_output_bytes, finish_output
-from testdata import write_geotiff
+from geosr.raster import writing as raster_writing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -161,12 +161,12 @@ def test_a_damaged_block_inside_a_read_of_many_fails_the_check(tmp_path, monkeyp
     """The check reads many blocks at once, decoded on several threads: a block whose compressed bytes are damaged
     still fails it, wherever it lies in the read."""
     if read_bytes is not None:
-        monkeypatch.setattr(raster, "VERIFY_READ_BYTES", read_bytes)
+        monkeypatch.setattr(raster_writing, "VERIFY_READ_BYTES", read_bytes)
     tmp = tmp_path / ".out.tif.1234.geosr-tmp"
     with rasterio.open(tmp, "w", driver="GTiff", width=320, height=64, count=3, dtype="uint8", tiled=True,
                        blockxsize=32, blockysize=32, compress="deflate", interleave="pixel") as dst:
         dst.write(image(3, 64, 320))
-    raster.verify_output(tmp)  # whole, it passes
+    raster_writing.verify_output(tmp)  # whole, it passes
     with rasterio.open(tmp) as ds:
         offset = int(ds.get_tag_item("BLOCK_OFFSET_7_1", "TIFF", bidx=1))
     data = bytearray(tmp.read_bytes())

@@ -1,0 +1,158 @@
+"""Output naming and location: the driver an output's name asks for, outputs that would be inputs, existing
+outputs, special files, and folders that cannot be written; all checked before any work. ``plan_outputs`` pairs
+the inputs of a run (files, or folders searched recursively) with their outputs, keeping the layout below the inputs'
+common folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Sequence
+
+from geosr.errors import GeosrError, OptionError, OutputExistsError, RasterError
+from geosr.raster.profile import OUTPUT_SUFFIXES, output_driver
+from geosr.raster.reading import RASTER_SUFFIXES, check_name_encoding, check_regular_file, find_rasters, printable
+
+log = logging.getLogger("geosr.raster")
+
+
+def check_output_name(path: str | os.PathLike, cog: bool = False) -> str:
+    """The driver an output named ``path`` is written with (``output_driver``); OptionError (a usage error, found
+    from the name alone) for a suffix geosr does not write, and for ``cog`` with a PNG or JPEG name: the two
+    exclude each other."""
+    if str(path).startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(path)):
+        raise OptionError(f"{path}: geosr writes outputs to local files (a temporary file, checked, then renamed), "
+                          "not to GDAL's virtual file systems or URLs; give a local path and copy the result",
+                          option="--output")
+    path = Path(path)
+    driver = output_driver(path)
+    if cog and driver != "GTiff":
+        raise OptionError(f"{path}: --cog writes a GeoTIFF, but the name asks for {driver}; drop --cog or name the "
+                          "output .tif", option="--cog")
+    return driver
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder: the same absolute path, or one file through links."""
+    a, b = Path(a), Path(b)
+    if a.absolute() == b.absolute():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_input(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Raise RasterError when the output ``path`` is the input ``source`` (also through a link)."""
+    if same_file(source, path):
+        raise RasterError(f"{path}: the output is the input; choose another output path", option="--output")
+
+
+def check_output_file(
+    path: str | os.PathLike, *, overwrite: bool, source: str | os.PathLike | None = None, keep_hint: str = ""
+) -> None:
+    """Raise unless an output file may be written at ``path``.
+
+    RasterError when ``path`` is ``source`` (the input it is made from) or a folder; OutputExistsError when it exists
+    (a dangling link included) and ``overwrite`` is false, with ``keep_hint`` appended to the remedy.
+    """
+    path = Path(path)
+    if source is not None:
+        check_not_input(source, path)
+    if path.is_dir():
+        raise RasterError(f"{path}: is a folder; give an output file name", option="--output")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode):  # a device or a pipe: a rename over it would replace the node itself (/dev/null)
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise RasterError(f"{path}: is {kind}, not a file; geosr writes outputs only to files: give another "
+                          "output path", option="--output")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it{keep_hint}",
+                                option="--overwrite")
+
+
+def check_output_location(path: str | os.PathLike) -> None:
+    """Raise RasterError unless outputs can be written at ``path`` (a file, or a folder, made if missing).
+
+    The nearest existing folder on the way must be a folder, and one this process may write in; nothing is created.
+    """
+    check_name_encoding(path, OptionError)
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise RasterError(f"{path}: {folder} is a file, not a folder; choose another output path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RasterError(
+            f"{path}: cannot write in {folder} (no permission or a read-only disk); choose another output path"
+        )
+
+
+def output_name(rel: Path) -> Path:
+    """The output's relative path for an input's: the same, with a .tif suffix unless TIFF, PNG or JPEG."""
+    return rel if rel.suffix.lower() in OUTPUT_SUFFIXES else rel.with_suffix(".tif")
+
+
+def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(input, output) pairs, sorted by input.
+
+    One input file: ``output`` is the output file (or a folder that exists, to hold it). Several inputs or a folder
+    (searched recursively for rasters): ``output`` is a folder, and the inputs' layout below their common folder is
+    kept. Raises GeosrError for missing inputs, no rasters found, an output that is an input or two inputs that would
+    share an output.
+    """
+    paths = [Path(p) for p in inputs]
+    out = Path(output)
+    if not paths:
+        raise GeosrError("no input given")
+    for p in paths:
+        if not p.exists():
+            raise RasterError(f"{p}: no such file or folder")
+        check_regular_file(p)
+    if len(paths) == 1 and paths[0].is_file():
+        target = out / output_name(Path(paths[0].name)) if out.is_dir() else out
+        check_not_input(paths[0], target)
+        return [(paths[0], target)]
+    if out.exists() and not out.is_dir():
+        raise GeosrError(f"{out}: is a file; with several inputs or a folder, -o names an output folder",
+                         option="--output")
+    for p in paths:
+        if p.is_dir() and same_file(p, out):
+            raise GeosrError(f"{out}: the output folder is the input folder; choose another output folder",
+                             option="--output")
+    if len(paths) == 1:
+        base = paths[0].absolute()
+    else:
+        base = Path(os.path.commonpath([p.absolute().parent for p in paths]))
+    pairs: dict[Path, Path] = {}
+    left_out = []
+    for p in paths:
+        files = [p]
+        if p.is_dir():
+            found = find_rasters(p, exclude=[out])
+            files = found.files
+            if found.describe_skipped():
+                left_out.append(f"{printable(p)}: {found.describe_skipped()}")
+                log.warning("%s: left out %s", printable(p), found.describe_skipped())
+            if not files:
+                log.warning("%s: no rasters found (%s)", printable(p), ", ".join(RASTER_SUFFIXES))
+        for f in files:
+            target = out / output_name(f.absolute().relative_to(base))
+            if target in pairs.values():
+                other = next(k for k, v in pairs.items() if v == target)
+                raise GeosrError(f"{f} and {other} would both be written to {target}; rename one of them")
+            check_not_input(f, target)
+            pairs[f] = target
+    if not pairs:
+        why = f"; left out: {'; '.join(left_out)}" if left_out else f" (names ending {', '.join(RASTER_SUFFIXES)})"
+        raise GeosrError(f"no rasters found in {', '.join(map(printable, paths))}{why}")
+    return sorted(pairs.items())

@@ -1,0 +1,294 @@
+"""Reading inputs: open and check a raster (one line naming the file for anything wrong), read all of it, a window
+or a decimated sample, compute its radiometry, and find the rasters of a folder (saying what the search left out).
+
+They are the only readers of input pixels in geosr (upscale, evaluation and the training loader) and map every
+rasterio/GDAL failure to the caller's error class (RasterError by default, DataError for data sets). Reads run with
+``READ_CHECKS``: GDAL's whole-image PNG decoder off (it returns the garbage of a truncated PNG without an error) and
+libjpeg's warnings (a truncated JPEG) errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.windows import Window
+
+from geosr.errors import GeosrError, RasterError
+from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
+from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, gdal_message, quiet_georeferencing
+
+log = logging.getLogger("geosr.raster")
+
+
+# Suffixes of the rasters a folder search picks up (GDAL reads many more; name files explicitly for those).
+RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt", ".jp2", ".j2k", ".png", ".jpg", ".jpeg", ".img", ".webp", ".bmp")
+
+
+@contextlib.contextmanager
+def open_raster(
+    path: str | os.PathLike, error: type[GeosrError] = RasterError, remedy: str = ""
+) -> Iterator[rasterio.io.DatasetReader]:
+    """Open ``path`` for reading under ``READ_CHECKS``, with rasterio's warning about plain images silenced.
+
+    A missing file, a folder or anything GDAL cannot open raises ``error`` naming the file, followed by ``remedy``
+    (e.g. "; remove it from the data or replace it").
+    """
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: no such file{remedy}")
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a raster{remedy}")
+    check_regular_file(path, error, remedy)
+    check_name_encoding(path, error)
+    with quiet_georeferencing():
+        try:
+            with rasterio.Env(**READ_CHECKS):  # some drivers decide at open how they will decode (PNG)
+                ds = rasterio.open(path)
+        except READ_ERRORS as exc:
+            raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){remedy}") from None
+        with ds:
+            check_sources(ds, path, error, remedy)
+            yield ds
+
+
+def printable(path: str | os.PathLike) -> str:
+    """``path`` as text that any terminal or log takes: bytes that are not UTF-8 shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_name_encoding(path: str | os.PathLike, error: type[GeosrError] = RasterError) -> None:
+    """Raise ``error`` for a path whose name is not valid UTF-8: GDAL takes UTF-8 names only (the file exists, but
+    no GDAL call could open or create it)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{printable(path)}: the name is not valid UTF-8, which GDAL (and so geosr) needs for file names; "
+                    "rename it (e.g. convmv -f latin1 -t utf8) and run again") from None
+
+
+def check_regular_file(path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
+    """Raise ``error`` for a named pipe, socket or device: GDAL reads rasters by seeking, which those cannot do (a
+    pipe would be read once, or block forever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: the caller's open says so
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise error(f"{path}: is {kind}, not a file; geosr reads rasters from files: save the data to a file and "
+                    f"give that{remedy}")
+
+
+def check_sources(ds, path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
+    """Raise ``error`` naming the first missing file a raster reads its pixels from (a VRT's sources, a .ovr or .msk
+    that GDAL lists), which GDAL would only report, as a failed read, once that part is reached."""
+    if ds.driver != "VRT":
+        return
+    for name in ds.files[1:]:
+        if name.startswith("/vsi") or "://" in name:
+            continue
+        source = Path(name)
+        if not source.exists():
+            raise error(f"{path}: its source file {source} does not exist (a VRT reads its pixels from the files it "
+                        f"names); restore that file or fix the VRT{remedy}")
+        check_regular_file(source, error, remedy)
+
+
+def georeferencing(ds, path: str | os.PathLike) -> str:
+    """'transform', 'gcps' or 'none' (a plain image); raises RasterError for a raster referenced by RPCs only."""
+    if ds.transform != Affine.identity() or (ds.crs is not None and not ds.gcps[0]):
+        return "transform"
+    if ds.gcps[0]:
+        return "gcps"
+    if ds.rpcs is not None:
+        raise RasterError(
+            f"{path}: georeferenced by RPCs only, which geosr cannot carry to a finer grid; orthorectify it first "
+            "(e.g. gdalwarp -rpc) and upscale the result"
+        )
+    return "none"
+
+
+def check_input(ds, path: str | os.PathLike, bands: Sequence[int]) -> str:
+    """Check that ``bands`` (1-based) of ``ds`` can be super-resolved; returns their common dtype.
+
+    Raises RasterError for a band index out of range, a dtype geosr does not handle, bands of mixed dtypes or a
+    paletted band.
+    """
+    for b in bands:
+        if not 1 <= b <= ds.count:
+            raise RasterError(
+                f"{path} has {ds.count} band{'s' if ds.count > 1 else ''}; --bands takes 1-based indices up to "
+                f"{ds.count}, got {b}"
+            )
+    dtypes = sorted({ds.dtypes[b - 1] for b in bands})
+    if len(dtypes) > 1:
+        raise RasterError(f"{path}: the bands have different dtypes {dtypes}; pick bands of one dtype with --bands")
+    dtype = dtypes[0]
+    if dtype not in SUPPORTED_DTYPES:
+        raise RasterError(
+            f"{path}: dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} rasters"
+        )
+    for b in bands:
+        if ds.colorinterp[b - 1] == ColorInterp.palette:
+            raise RasterError(
+                f"{path}: band {b} is paletted (class codes, not intensities) and cannot be super-resolved; "
+                "expand it to RGB first (gdal_translate -expand rgb)"
+            )
+    return dtype
+
+
+def alpha_bands(ds, bands: Sequence[int]) -> list[int]:
+    """Which of ``bands`` (1-based) are alpha bands, by colour interpretation."""
+    return [b for b in bands if ds.colorinterp[b - 1] == ColorInterp.alpha]
+
+
+def has_masks(ds, bands: Sequence[int]) -> bool:
+    """Whether any of ``bands`` can hold invalid pixels (nodata, alpha, internal mask, or NaN in floats)."""
+    if any(ds.dtypes[b - 1].startswith("float") for b in bands):
+        return True
+    return any(ds.mask_flag_enums[b - 1] != [MaskFlags.all_valid] for b in bands)
+
+
+def has_dataset_mask(ds, bands: Sequence[int]) -> bool:
+    """Whether ``bands`` are masked by an internal (per-dataset) mask or by an alpha band."""
+    return any(
+        MaskFlags.per_dataset in ds.mask_flag_enums[b - 1] or MaskFlags.alpha in ds.mask_flag_enums[b - 1]
+        for b in bands
+    )
+
+
+def _read(ds, path, bands: Sequence[int], masks: bool, where: str, error: type[GeosrError], remedy: str, **kwargs):
+    """(values, masks or None) of ``ds.read(bands, **kwargs)`` under READ_CHECKS; failures raise ``error``."""
+    try:
+        with rasterio.Env(**READ_CHECKS):
+            data = ds.read(list(bands), **kwargs)
+            m = ds.read_masks(list(bands), **kwargs) if masks else None
+    except READ_ERRORS as exc:
+        raise error(f"{path}: read failed{where}, the file is damaged ({gdal_message(exc)}){remedy}") from None
+    return data, m
+
+
+def read_whole(
+    ds, path, bands: Sequence[int], masks: bool, *, error: type[GeosrError] = RasterError, remedy: str = ""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values (b, h, w) of ``bands`` (1-based) of the whole raster and, if ``masks``, GDAL's band masks (b, h, w)
+    uint8 (0 invalid). A damaged file raises ``error`` naming it, followed by ``remedy``."""
+    return _read(ds, path, bands, masks, "", error, remedy)
+
+
+def read_window(
+    ds, path, window: Window, bands: Sequence[int], masks: bool, *, error: type[GeosrError] = RasterError,
+    remedy: str = "",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values (b, h, w) and, if ``masks``, GDAL's band masks (b, h, w) uint8 of a window (raster pixels).
+
+    A damaged file raises ``error`` naming it and the window, followed by ``remedy``.
+    """
+    return _read(ds, path, bands, masks, f" at {window_str(window)}", error, remedy, window=window)
+
+
+def read_decimated(
+    ds, path, bands: Sequence[int], masks: bool, max_pixels: int = 1 << 20, *, error: type[GeosrError] = RasterError,
+    remedy: str = "",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The whole raster read at reduced resolution (at most ``max_pixels`` per band, nearest neighbour).
+
+    Returns (values, band masks or None), each (b, h, w). Overviews are used when the file has them. A damaged file
+    raises ``error`` naming it, followed by ``remedy``.
+    """
+    f = max(1, math.ceil(math.sqrt(ds.height * ds.width / max_pixels)))
+    shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
+    return _read(ds, path, bands, masks, "", error, remedy, out_shape=shape, resampling=Resampling.nearest)
+
+
+def raster_radiometry(
+    ds, path, bands: Sequence[int], value_range: tuple[float, float] | None = None, *,
+    error: type[GeosrError] = RasterError, remedy: str = "",
+) -> Radiometry:
+    """The global mapping of ``bands`` of a raster to the model's range (``geosr.radiometry``): from the valid pixels
+    of a decimated read, or from ``value_range``. The same for upscale, evaluation and training.
+
+    Logs a warning when the sample holds no valid pixel. Raises ``error`` naming the file for a damaged file, and
+    GeosrError naming --value-range for an unusable ``value_range``.
+    """
+    dtype = ds.dtypes[bands[0] - 1]
+    sample, sample_masks = read_decimated(ds, path, bands, has_masks(ds, bands), error=error, remedy=remedy)
+    valid = valid_mask(sample, sample_masks)
+    if not valid.any():
+        log.warning("%s: no valid pixel found in a decimated read; the raster may be all nodata", path)
+    try:
+        return compute_radiometry(sample, valid, dtype, value_range)
+    except ValueError as exc:
+        if value_range is not None:
+            raise GeosrError(f"{path}: {exc} (--value-range)", option="--value-range") from None
+        raise error(f"{path}: {exc}") from None
+
+
+def window_str(w: Window) -> str:
+    return f"cols {w.col_off}..{w.col_off + w.width}, rows {w.row_off}..{w.row_off + w.height}"
+
+
+@dataclass
+class FoundRasters:
+    """The rasters under a folder and what was left out of the search, by reason (hidden names aside)."""
+
+    files: list[Path]
+    skipped: dict[str, list[Path]]
+
+    def describe_skipped(self) -> str:
+        """One phrase for the log: "2 broken links (a.tif, b.tif), 1 link to a folder, not followed (sub)"."""
+        parts = []
+        for reason, paths in self.skipped.items():
+            if paths:
+                names = ", ".join(printable(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+                parts.append(f"{len(paths)} {reason} ({names})")
+        return "; ".join(parts)
+
+
+SKIP_REASONS = ("broken link(s)", "link(s) to folders, not followed", "file(s) under the output folder")
+
+
+def find_rasters(folder: Path, exclude: Sequence[Path] = ()) -> FoundRasters:
+    """Rasters under ``folder`` (recursively, by suffix), sorted. Hidden files and folders are left out; links to
+    files are followed, links to folders are not (a link may loop back); ``exclude``: folders inside ``folder``
+    whose rasters are not inputs (the output folder of a run; one that holds ``folder`` excludes nothing)."""
+    root = folder.resolve()
+    excluded = [e.resolve() for e in exclude if root in e.resolve().parents]
+    found: list[Path] = []
+    skipped: dict[str, list[Path]] = {reason: [] for reason in SKIP_REASONS}
+    broken, linked, under_output = skipped.values()
+    for here, dirs, files in os.walk(folder):
+        base = Path(here)
+        for d in list(dirs):
+            if d.startswith("."):
+                dirs.remove(d)
+            elif (base / d).is_symlink():
+                dirs.remove(d)
+                linked.append(base / d)
+        for name in files:  # a broken link is listed here too
+            p = base / name
+            if name.startswith(".") or p.suffix.lower() not in RASTER_SUFFIXES:
+                continue
+            if not p.exists():
+                broken.append(p)
+                continue
+            if not p.is_file():
+                continue
+            rp = p.resolve()
+            if any(rp == e or e in rp.parents for e in excluded):
+                under_output.append(p)
+                continue
+            found.append(p)
+    return FoundRasters(sorted(found), {k: sorted(v) for k, v in skipped.items()})
