@@ -7,7 +7,6 @@ own GPU (LOCAL_RANK); no process group is needed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import time
@@ -47,18 +46,21 @@ log = logging.getLogger("geosr")
 class _Bars:
     """tqdm bars on stderr: one per file (tiles, output megapixels per second) and one for the batch."""
 
-    def __init__(self, enabled: bool, files: int, per_file: bool = True) -> None:
+    def __init__(self, enabled: bool, per_file: bool = True) -> None:
         from tqdm import tqdm
 
         self.tqdm = tqdm
         self.enabled = enabled
         self.per_file = per_file  # off with several files in flight: their bars would take each other's line
-        self.batch = tqdm(
-            total=files, unit="file", desc="files", position=0, file=sys.stderr, disable=not enabled or files < 2
-        )
+        self.batch = tqdm(total=0, disable=True)  # until ``start`` knows how many files there are
         self.bar = None
         self.path: Path | None = None
         self.t0 = 0.0
+
+    def start(self, files: int) -> None:
+        """The batch's bar, for ``files`` files (none for one)."""
+        self.batch = self.tqdm(total=files, unit="file", desc="files", position=0, file=sys.stderr,
+                               disable=not self.enabled or files < 2)
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled or not self.per_file:
@@ -139,96 +141,41 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     """
     from tqdm import tqdm
 
-    from geosr.aoi import AOIMissError, bbox_aoi, load_aoi
+    from geosr.aoi import bbox_aoi, load_aoi
+    from geosr.batch import BatchJob, check_exclusions, run_batch
     from geosr.device import torchrun_env
-    from geosr.inference import FileResult, UpscaleOptions, load_predictor, plan_outputs, upscale_batch, upscale_raster
-    from geosr.plan import card_tiling
-    from geosr.raster import check_output_location, check_output_name
-    from geosr.report import BatchReport, rank_path, settings_of
+    from geosr.inference import UpscaleOptions, load_predictor
 
     level = verbosity(ctx)
-    if overwrite and skip_existing:
-        raise click.UsageError("--overwrite and --skip-existing exclude each other")
-    if aoi is not None and bbox is not None:
-        raise click.UsageError("give --aoi or --bbox, not both")
-    if aoi_crs is not None and aoi is None and bbox is None:
-        raise click.UsageError("--aoi-crs needs --aoi or --bbox")
-
-    area = None
-    if aoi is not None:
-        area = load_aoi(aoi, aoi_crs)
-    elif bbox is not None:
-        area = bbox_aoi(bbox, aoi_crs)
+    check_exclusions(overwrite=overwrite, skip_existing=skip_existing, aoi=aoi is not None, bbox=bbox is not None,
+                     aoi_crs=aoi_crs is not None)
+    area = load_aoi(aoi, aoi_crs) if aoi is not None else bbox_aoi(bbox, aoi_crs) if bbox is not None else None
     options = UpscaleOptions(
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=area, value_range=value_range,
         cog=cog, compress=compress, overwrite=overwrite, consistency=consistency, max_pixels=max_pixels, yes=yes,
     )
-    job = torchrun_env()
-    book = None
-    if report is not None:  # under torchrun, one report per process: report.rank1.json, ...
-        book = BatchReport(rank_path(report, job.rank, job.world_size), command=sys.argv,
-                           settings=settings_of(options, skip_existing=skip_existing, files_in_flight=files_in_flight),
-                           overwrite=overwrite, inputs=inputs)
-    with book if book is not None else contextlib.nullcontext():  # written however the batch ends
-        pairs = plan_outputs(inputs, output)
-        check_output_location(output)
-        for _, dst in pairs:  # a suffix geosr does not write, --cog with a .png / .jpg: usage errors, from the names
-            check_output_name(dst, cog)
-        single = len(inputs) == 1 and inputs[0].is_file()
-        mine = pairs[job.rank :: job.world_size]
-        who = f"rank {job.rank}/{job.world_size}: " if job.distributed else ""
-        if book is not None:
-            book.plan(mine)
-        if not mine:
-            log.info("%sno files for this process", who)
-            return
-        predictor = load_predictor(model, scale, device, precision, job.local_rank, self_ensemble)
-        card_tiling(predictor.card, predictor.source, tile_size, overlap)  # the same usage error for every file
-        if book is not None:
-            book.use_model(predictor, settings_of(options, predictor, skip_existing=skip_existing,
-                                                  files_in_flight=files_in_flight))
-            book.running()
-        bars = _Bars(enabled=level >= 0 and job.rank == 0, files=len(mine), per_file=files_in_flight == 1)
-        try:
-            if single:
-                src, dst = mine[0]
-                if skip_existing and dst.exists():
-                    log.warning("%s exists; skipped (--skip-existing)", dst)
-                    if book is not None:
-                        book.add(FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)"))
-                    return
-                result = upscale_raster(src, dst, predictor, options, progress=bars)
-                if book is not None:
-                    book.add(result)
-                bars.close()
-                log.info("%s -> %s: %d tiles in %.1f s", src, dst, result.tiles, result.seconds)
-                return
+    env = torchrun_env()
+    who = f"rank {env.rank}/{env.world_size}: " if env.distributed else ""
+    job = BatchJob(tuple(inputs), output, options, skip_existing, files_in_flight, report, tuple(sys.argv),
+                   env.rank, env.world_size)
+    bars = _Bars(enabled=level >= 0 and env.rank == 0, per_file=files_in_flight == 1)
 
-            def on_result(result: FileResult) -> None:
-                bars.file_done(result)
-                if book is not None:
-                    book.add(result)
-                if result.status == "failed":
-                    tqdm.write(f"{who}error: {result.message}", file=sys.stderr)
-                elif result.status == "skipped":
-                    log.info("%sskipped: %s", who, result.message)
-                else:
-                    log.info("%s%s -> %s (%.1f s)", who, result.src, result.dst, result.seconds)
+    def on_result(result: FileResult) -> None:
+        bars.file_done(result)
+        if result.status == "failed":
+            tqdm.write(f"{who}error: {result.message}", file=sys.stderr)
+        elif result.status == "skipped":
+            log.log(logging.WARNING if job.single else logging.INFO, "%sskipped: %s", who, result.message)
+        else:
+            log.info("%s%s -> %s: %d tiles in %.1f s", who, result.src, result.dst, result.tiles, result.seconds)
 
-            summary = upscale_batch(
-                mine, predictor, options, skip_existing=skip_existing, progress=bars, on_result=on_result,
-                files_in_flight=files_in_flight,
-            )
-        finally:
-            bars.close()
-    if level >= 0:
+    try:
+        summary = run_batch(job, lambda: load_predictor(model, scale, device, precision, env.local_rank,
+                                                        self_ensemble),
+                            progress=bars, on_result=on_result, on_plan=bars.start)
+    finally:
+        bars.close()
+    if level >= 0 and not job.single and summary.results:
         click.echo(f"{who}{summary.line()}", err=True)
-    missed = [r for r in summary.results if r.reason == "aoi"]
-    if missed and len(missed) == len(summary.results):
-        raise AOIMissError(f"the area of interest ({area.source}) meets none of the {len(missed)} input files "
-                           f"({missed[0].message}); check the area and its CRS (--aoi-crs)", option=area.option)
-    if missed:
-        names = ", ".join(r.src.name for r in missed[:3]) + (", ..." if len(missed) > 3 else "")
-        log.warning("%s%d file(s) skipped: the area of interest does not meet them (%s)", who, len(missed), names)
     if summary.count("failed"):
         ctx.exit(1)

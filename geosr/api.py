@@ -36,15 +36,14 @@ from affine import Affine
 from geosr.aoi import AOI, bbox_aoi, load_aoi
 from geosr.arraylayout import dataarray_grid, dataarray_layout, numpy_layout, upscaled_coords
 from geosr.arrays import upscale_in_layout
-from geosr.batch import BatchSummary, check_files_in_flight, upscale_batch
+from geosr.batch import BatchJob, BatchSummary, check_exclusions, run_batch
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
-from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
+from geosr.pipeline import FileResult, ProgressCallback
 from geosr.predictor import Predictor, load_predictor
 from geosr.plan import card_tiling
 from geosr.provenance import provenance_tags
-from geosr.raster import carried_tags, check_output_location, plan_outputs
-from geosr.report import BatchReport, settings_of
+from geosr.raster import carried_tags
 
 log = logging.getLogger("geosr.api")
 
@@ -93,11 +92,8 @@ def _check_names(options: dict[str, Any], allowed: Sequence[str], where: str) ->
 
 
 def _area(aoi: Any, bbox: Sequence[float] | None, aoi_crs: str | None) -> AOI | None:
-    if aoi is not None and bbox is not None:
-        raise OptionError("give aoi or bbox, not both", option="--bbox")
+    check_exclusions(aoi=aoi is not None, bbox=bbox is not None, aoi_crs=aoi_crs is not None)
     if aoi is None and bbox is None:
-        if aoi_crs is not None:
-            raise OptionError("aoi_crs needs aoi or bbox", option="--aoi-crs")
         return None
     if bbox is not None:
         try:
@@ -153,17 +149,11 @@ def upscale(
     tiles). Raises GeosrError (RasterError, ModelFileError, OutputExistsError, OptionError, ...) with a one-line
     message; nothing of the output is left on any error or interruption.
     """
-    if skip_existing and options.get("overwrite"):
-        raise OptionError("overwrite and skip_existing exclude each other", option="--skip-existing")
-    opts = _file_options("upscale", options)
     if Path(src).is_dir():
         raise RasterError(f"{src}: is a folder; geosr.upscale_folder super-resolves the rasters of a folder")
-    [(src_path, dst_path)] = plan_outputs([src], dst)
-    check_output_location(dst)
-    if skip_existing and dst_path.exists():
-        return FileResult(src_path, dst_path, "skipped", f"{dst_path}: exists (skip_existing)")
-    predictor = _predictor(model, scale, device, precision)
-    return upscale_raster(src_path, dst_path, predictor, opts, progress)
+    job = BatchJob((Path(src),), Path(dst), _file_options("upscale", options), skip_existing)
+    [result] = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress).results
+    return result
 
 
 def upscale_folder(
@@ -192,39 +182,17 @@ def upscale_folder(
     ``upscale``. Raises GeosrError before any file is done for missing inputs, a folder without rasters, a bad
     option or model; KeyboardInterrupt stops the batch (the file under way leaves nothing behind).
     """
-    if skip_existing and options.get("overwrite"):
-        raise OptionError("overwrite and skip_existing exclude each other", option="--skip-existing")
-    opts = _file_options("upscale_folder", options)
-    check_files_in_flight(files_in_flight)
     inputs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
-    book = BatchReport(report, settings=settings_of(opts, skip_existing=skip_existing, files_in_flight=files_in_flight),
-                       overwrite=bool(options.get("overwrite")), inputs=inputs) if report else None
+    job = BatchJob(tuple(Path(p) for p in inputs), Path(dst), _file_options("upscale_folder", options), skip_existing,
+                   files_in_flight, Path(report) if report else None)
 
-    def run() -> BatchSummary:
-        pairs = plan_outputs(inputs, dst)
-        check_output_location(dst)
-        predictor = _predictor(model, scale, device, precision)
+    def each(result: FileResult) -> None:
+        if result.status == "failed":
+            log.warning("%s", result.message)
+        if on_result is not None:
+            on_result(result)
 
-        def each(result: FileResult) -> None:
-            if result.status == "failed":
-                log.warning("%s", result.message)
-            if book is not None:
-                book.add(result)
-            if on_result is not None:
-                on_result(result)
-
-        if book is not None:
-            book.plan(pairs)
-            book.use_model(predictor, settings_of(opts, predictor, skip_existing=skip_existing,
-                                                  files_in_flight=files_in_flight))
-            book.running()
-        return upscale_batch(pairs, predictor, opts, skip_existing=skip_existing, progress=progress, on_result=each,
-                             files_in_flight=files_in_flight)
-
-    if book is None:
-        return run()
-    with book:
-        return run()
+    return run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress, on_result=each)
 
 
 # --- arrays ---------------------------------------------------------------------------------------------------------

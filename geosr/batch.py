@@ -7,6 +7,7 @@ go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -20,7 +21,9 @@ from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsErr
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.predictor import Predictor
-from geosr.raster import remove_stale_outputs
+from geosr.plan import card_tiling
+from geosr.raster import check_output_file, check_output_location, check_output_name, plan_outputs, remove_stale_outputs
+from geosr.report import BatchReport, rank_path, settings_of
 
 log = logging.getLogger("geosr.batch")
 
@@ -45,6 +48,122 @@ class BatchSummary:
             f"{self.count('done')} done, {self.count('skipped')} skipped, {self.count('failed')} failed in "
             f"{self.seconds:.1f} s ({self.megapixels_per_second:.2f} output megapixels/s)"
         )
+
+
+def check_exclusions(*, overwrite: bool = False, skip_existing: bool = False, aoi: bool = False, bbox: bool = False,
+                     aoi_crs: bool = False) -> None:
+    """The options that exclude each other, in one wording for the command line and the Python API (OptionError)."""
+    if overwrite and skip_existing:
+        raise OptionError("--overwrite and --skip-existing exclude each other", option="--skip-existing")
+    if aoi and bbox:
+        raise OptionError("give --aoi or --bbox, not both", option="--bbox")
+    if aoi_crs and not (aoi or bbox):
+        raise OptionError("--aoi-crs needs --aoi or --bbox", option="--aoi-crs")
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One run of ``geosr upscale INPUT... -o OUTPUT``: what ``run_batch`` needs besides the model.
+
+    report: the JSON batch report's path (geosr.report; under torchrun one per process); command: the command line
+    it records; rank, world_size: this process's share of the files under torchrun (every world_size-th file).
+    """
+
+    inputs: tuple[Path, ...]
+    output: Path
+    options: UpscaleOptions = UpscaleOptions()
+    skip_existing: bool = False
+    files_in_flight: int = 1
+    report: Path | None = None
+    command: tuple[str, ...] | None = None
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def single(self) -> bool:
+        """One input file (its errors are raised, as one file's are) rather than a batch (recorded, never raised)."""
+        return len(self.inputs) == 1 and self.inputs[0].is_file()
+
+
+def run_batch(
+    job: BatchJob,
+    load: Callable[[], Predictor],
+    *,
+    progress: ProgressCallback | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+) -> BatchSummary:
+    """The whole flow of an upscale run, for the command line and the Python API alike.
+
+    Pairs the inputs with their outputs and checks every output path and the report's (before any work), keeps
+    this process's share, loads the model with ``load`` (only when there is a file to do), runs the files (one input
+    file: its errors raised; a batch: ``upscale_batch``), fills the report however the run ends, and raises
+    AOIMissError when the area of interest meets none of the files. ``on_plan`` hears how many files this process
+    will do, ``on_result`` of every file's result.
+    """
+    check_exclusions(overwrite=job.options.overwrite, skip_existing=job.skip_existing)
+    check_files_in_flight(job.files_in_flight)
+    book = None
+    if job.report is not None:
+        book = BatchReport(rank_path(job.report, job.rank, job.world_size), command=job.command,
+                           settings=settings_of(job.options, skip_existing=job.skip_existing,
+                                                files_in_flight=job.files_in_flight),
+                           overwrite=job.options.overwrite, inputs=job.inputs)
+    with book if book is not None else contextlib.nullcontext():  # the report is written however the run ends
+        summary = _run(job, load, book, progress, on_result, on_plan)
+    missed = [r for r in summary.results if r.reason == "aoi"]
+    if missed and len(missed) == len(summary.results) and not job.single:
+        raise AOIMissError(f"the area of interest ({job.options.aoi.source}) meets none of the {len(missed)} input "
+                           f"files ({missed[0].message}); check the area and its CRS (--aoi-crs)",
+                           option=job.options.aoi.option)
+    if missed:
+        names = ", ".join(r.src.name for r in missed[:3]) + (", ..." if len(missed) > 3 else "")
+        log.warning("%d file(s) skipped: the area of interest does not meet them (%s)", len(missed), names)
+    return summary
+
+
+def _run(job: BatchJob, load: Callable[[], Predictor], book: BatchReport | None,
+         progress: ProgressCallback | None, on_result: Callable[[FileResult], None] | None,
+         on_plan: Callable[[int], None] | None) -> BatchSummary:
+    pairs = plan_outputs(job.inputs, job.output)
+    check_output_location(job.output)
+    for src, dst in pairs:  # a suffix geosr does not write, --cog with a .png: usage errors, from the names
+        check_output_name(dst, job.options.cog)
+        if job.single and not job.skip_existing:
+            check_output_file(dst, overwrite=job.options.overwrite, source=src,
+                              keep_hint=" (or --skip-existing to keep it)")
+    mine = pairs[job.rank :: job.world_size]
+    if book is not None:
+        book.plan(mine)
+    if on_plan is not None:
+        on_plan(len(mine))
+    if not mine:
+        log.info("no files for this process (rank %d of %d)", job.rank, job.world_size)
+        return BatchSummary()
+    predictor = load()
+    card_tiling(predictor.card, predictor.source, job.options.tile_size, job.options.overlap)  # one usage error
+    if book is not None:
+        book.use_model(predictor, settings_of(job.options, predictor, skip_existing=job.skip_existing,
+                                              files_in_flight=job.files_in_flight))
+        book.running()
+
+    def each(result: FileResult) -> None:
+        if book is not None:
+            book.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    if not job.single:
+        return upscale_batch(mine, predictor, job.options, skip_existing=job.skip_existing, progress=progress,
+                             on_result=each, files_in_flight=job.files_in_flight)
+    t0 = time.perf_counter()
+    [(src, dst)] = mine
+    if job.skip_existing and dst.exists():
+        result = FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
+    else:
+        result = upscale_raster(src, dst, predictor, job.options, progress)
+    each(result)
+    return BatchSummary([result], time.perf_counter() - t0)
 
 
 def check_files_in_flight(n: int) -> int:

@@ -9,10 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from badinput import complete, corrupt_tiles, files_in, geosr_command, image, run, subprocess_env, wait_for
-from geosr.raster import OutputExistsError, finish_output
 from testdata import interruptible, write_geotiff
+
+from geosr.errors import OutputExistsError
+from geosr.raster import finish_output
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
