@@ -18,10 +18,10 @@ import click
 
 from geosr.cli.options import (
     handle_errors,
-    stop_on_sigterm,
     output_option,
     overlap_option,
     overwrite_option,
+    stop_on_sigterm,
     tile_size_option,
     verbosity_options,
 )
@@ -125,7 +125,8 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
         raise click.UsageError("--opset, --deepness and --resolution-cm are for an ONNX output (-o FILE.onnx)")
     import torch
 
-    from geosr.checkpoint import default_overlap, load_generator, save_generator
+    from geosr.checkpoint import load_generator, save_generator
+    from geosr.limits import default_overlap
 
     net, card = load_generator(model)
     changes: dict = {}

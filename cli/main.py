@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from geosr import __version__
 from geosr.cli.evaluate import evaluate
 from geosr.cli.export import export
 from geosr.cli.info import info
 from geosr.cli.options import verbosity_options
 from geosr.cli.train import train
 from geosr.cli.upscale import upscale
+from geosr.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

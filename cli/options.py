@@ -30,7 +30,7 @@ import click
 
 from geosr.device import DEVICES, PRECISIONS, check_device_spec  # geosr.device imports torch only when it needs it
 from geosr.errors import GeosrError, OptionError, one_line
-from geosr.limits import COMPRESSIONS, MAX_TILE, MIN_TILE, SCALES
+from geosr.limits import MAX_TILE, MIN_TILE, SCALES
 
 log = logging.getLogger("geosr")
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import click
 
 from geosr.cli.options import (
-    COMPRESSIONS,
     bands_option,
     batch_size_option,
     checked,
@@ -29,13 +28,14 @@ from geosr.cli.options import (
     overlap_option,
     overwrite_option,
     precision_option,
-    self_ensemble_option,
     scale_option,
+    self_ensemble_option,
     stop_on_sigterm,
     tile_size_option,
     verbosity,
     verbosity_options,
 )
+from geosr.limits import COMPRESSIONS
 
 if TYPE_CHECKING:
     from geosr.inference import FileResult, Progress

@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from geosr.errors import DataError, GeosrError, ModelFileError, OptionError, OutputExistsError, RasterError, WriteError
-
-__version__ = "0.1.0"
+from geosr.version import __version__
 
 _API = ("upscale", "upscale_folder", "load_model", "upscale_array", "upscale_dataarray")
 

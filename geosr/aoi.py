@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from shapely import affinity
-from shapely.errors import GEOSException
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
+from shapely import affinity
+from shapely.errors import GEOSException
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 

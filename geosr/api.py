@@ -40,8 +40,8 @@ from geosr.batch import BatchJob, BatchSummary, check_exclusions, run_batch
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback
-from geosr.predictor import Predictor, load_predictor
 from geosr.plan import card_tiling
+from geosr.predictor import Predictor, load_predictor
 from geosr.provenance import provenance_tags
 from geosr.raster import carried_tags
 

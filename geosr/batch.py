@@ -20,8 +20,8 @@ from geosr.aoi import AOIMissError
 from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
-from geosr.predictor import Predictor
 from geosr.plan import card_tiling
+from geosr.predictor import Predictor
 from geosr.raster import check_output_file, check_output_location, check_output_name, plan_outputs, remove_stale_outputs
 from geosr.report import BatchReport, rank_path, settings_of
 

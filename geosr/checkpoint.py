@@ -29,12 +29,11 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from geosr import __version__
 from geosr.errors import ModelFileError, one_line, printable
 from geosr.fileio import atomic_write
-from geosr.limits import default_overlap  # noqa: F401 - the card's default overlap, re-exported
 from geosr.models.generator import Generator, GeneratorConfig
 from geosr.tiling import tiling_problem
+from geosr.version import __version__
 
 CARD_KEY = "geosr_card"
 FORMAT_VERSION = 1

@@ -31,10 +31,11 @@ import numpy as np
 import rasterio
 import torch
 
-from geosr.checkpoint import ModelCard, default_overlap
+from geosr.checkpoint import ModelCard
 from geosr.consistency import project_rows, residual
 from geosr.datasets import REMEDY, ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
+from geosr.limits import default_overlap
 from geosr.metrics import psnr, ssim
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, integer_range, round_half_away

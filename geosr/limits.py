@@ -1,9 +1,7 @@
 """The fixed choices and bounds of geosr's options, in a module that imports nothing heavy.
 
-Their owners re-export them (``geosr.models.generator.SCALES``, ``geosr.raster.COMPRESSIONS``,
-``geosr.tiling.MIN_TILE`` / ``MAX_TILE``, ``geosr.models.ATTENTIONS`` / ``REFINERS``,
-``geosr.checkpoint.default_overlap``); the command line and ``geosr train``'s settings read them from here so that
-their option definitions, and so ``geosr --help`` and ``geosr train --help``, need no PyTorch.
+Every module imports them from here, and only from here: the command line and ``geosr train``'s settings too, so
+that their option definitions, and so ``geosr --help`` and ``geosr train --help``, need no PyTorch.
 """
 
 SCALES = (2, 3, 4)  # the integer factors a DEGAN generator upsamples by

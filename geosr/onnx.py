@@ -50,12 +50,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geosr import __version__
-from geosr.checkpoint import ModelCard, default_overlap, load_generator
+from geosr.checkpoint import ModelCard, load_generator
 from geosr.errors import GeosrError, OptionError, OutputExistsError, WriteError
 from geosr.fileio import atomic_write
+from geosr.limits import default_overlap
 from geosr.models.generator import Generator
 from geosr.tiling import tiling_problem
+from geosr.version import __version__
 
 log = logging.getLogger("geosr.onnx")
 

@@ -15,8 +15,8 @@ from typing import Sequence
 
 from geosr.aoi import AOI
 from geosr.errors import OptionError
-from geosr.raster import COMPRESSIONS
-from geosr.tiling import MAX_TILE, tiling_problem
+from geosr.limits import COMPRESSIONS, MAX_TILE
+from geosr.tiling import tiling_problem
 
 PANEL_STEP = 512  # input columns; panels are whole multiples of the output's block size
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geosr import __version__
 from geosr.raster import open_raster
+from geosr.version import __version__
 
 if TYPE_CHECKING:  # reading a raster's provenance (geosr info) needs no torch
     from geosr.predictor import Predictor

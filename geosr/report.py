@@ -37,7 +37,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from geosr import __version__
 from geosr.errors import GeosrError, OptionError, WriteError, one_line
 from geosr.fileio import Target, check_target, write_target
 from geosr.options import UpscaleOptions
@@ -45,6 +44,7 @@ from geosr.pipeline import FileResult
 from geosr.plan import card_tiling
 from geosr.predictor import Predictor
 from geosr.raster import RASTER_SUFFIXES
+from geosr.version import __version__
 
 log = logging.getLogger("geosr.report")
 

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from geosr.limits import MAX_TILE, MIN_TILE  # noqa: F401 - the tile bounds, re-exported
+from geosr.limits import MAX_TILE, MIN_TILE
 
 
 def tiling_problem(tile: object, overlap: object) -> str | None:

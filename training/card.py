@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from geosr import __version__
 from geosr.checkpoint import DEFAULT_RADIOMETRY, ModelCard
 from geosr.training.config import TrainConfig
+from geosr.version import __version__
 
 METRICS_PROTOCOL = "geosr evaluate (UC Merced SR literature), val split"
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geosr.limits import ATTENTIONS
+
 
 def _bottleneck_mlp(channels: int, reduction: int) -> nn.Sequential:
     """The shared MLP of channel attention, as 1x1 convs: C -> C/reduction -> C."""
@@ -67,9 +69,6 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.mlp(x.mean(dim=(2, 3), keepdim=True)))
-
-
-from geosr.limits import ATTENTIONS  # noqa: E402 - the choices, re-exported (geosr.limits owns them)
 
 
 def make_attention(kind: str, channels: int) -> nn.Module:

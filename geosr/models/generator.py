@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geosr.models.attention import ATTENTIONS, make_attention
+from geosr.limits import ATTENTIONS, REFINERS, SCALES
+from geosr.models.attention import make_attention
 from geosr.models.blocks import ConvReLU, ResidualStack, SubPixelUpsample, conv3x3
-from geosr.limits import SCALES
-from geosr.models.refiner import REFINERS, Refiner
+from geosr.models.refiner import Refiner
 
 
 @dataclass(frozen=True)

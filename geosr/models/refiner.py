@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geosr.limits import REFINERS  # noqa: E402 - the choices, re-exported (geosr.limits owns them)
-
 
 class TimeEmbedding(nn.Sequential):
     """t in [0, 1], shape (B,), to a (B, dim) embedding: Linear(1, dim)-ReLU-Linear(dim, dim)."""

@@ -12,7 +12,6 @@ writing import those below them; nothing here imports the pipeline. Every public
 ``from geosr.raster import open_raster`` works as it always did.
 """
 
-from geosr.limits import COMPRESSIONS  # the output codecs, re-exported for geosr.options
 from geosr.raster.gdal import (
     READ_CHECKS,
     READ_ERRORS,
@@ -93,7 +92,6 @@ from geosr.raster.writing import (
 __all__ = [
     "output_name",
     "plan_outputs",
-    "COMPRESSIONS",
     "READ_CHECKS",
     "gdal_options",
     "quiet_georeferencing",

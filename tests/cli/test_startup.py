@@ -69,15 +69,15 @@ def test_a_usage_error_imports_neither_torch_nor_rasterio(args, tmp_path):
 
 def test_the_options_choices_are_their_owners_own():
     """One owner: the command line's choices are the very objects the library checks against (geosr.limits)."""
-    from geosr.models.generator import SCALES
-    from geosr.raster import COMPRESSIONS
-    from geosr.tiling import MAX_TILE, MIN_TILE
-
-    assert options.SCALES is SCALES and options.COMPRESSIONS is COMPRESSIONS
-    assert (options.MIN_TILE, options.MAX_TILE) == (MIN_TILE, MAX_TILE)
-    from geosr.checkpoint import default_overlap
-    from geosr.models import ATTENTIONS, REFINERS
+    from geosr import options as library_options
+    from geosr.limits import ATTENTIONS, COMPRESSIONS, MAX_TILE, MIN_TILE, REFINERS, SCALES, default_overlap
+    from geosr.models import generator
     from geosr.training import config
+
+    assert options.SCALES is SCALES is generator.SCALES
+    assert library_options.COMPRESSIONS is COMPRESSIONS and library_options.MAX_TILE == MAX_TILE
+    assert (options.MIN_TILE, options.MAX_TILE) == (MIN_TILE, MAX_TILE)
+    assert generator.ATTENTIONS is ATTENTIONS and generator.REFINERS is REFINERS
 
     assert (config.ATTENTIONS, config.REFINERS, config.default_overlap) == (ATTENTIONS, REFINERS, default_overlap)
     assert config.ATTENTIONS is ATTENTIONS and config.default_overlap is default_overlap

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from geosr.models import ATTENTIONS, REFINERS, Generator, GeneratorConfig, count_parameters
+from geosr.limits import ATTENTIONS, REFINERS
+from geosr.models import Generator, GeneratorConfig, count_parameters
 
 torch.set_num_threads(2)
 
