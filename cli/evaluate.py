@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 from pathlib import Path
 
 import click
@@ -28,7 +24,6 @@ from geosr.cli.options import (
     verbosity_options,
 )
 from geosr.errors import DataError, GeosrError
-from geosr.fileio import atomic_write
 
 REPORT_SUFFIXES = (".json", ".csv")
 
@@ -37,39 +32,6 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
     if value is not None and value.suffix.lower() not in REPORT_SUFFIXES:
         raise click.BadParameter(f"{value}: write .json or .csv")
     return value
-
-
-def _finite(v):
-    """JSON has no infinity (identical images): write it as the string 'inf'."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_finite(x) for x in v]
-    return v
-
-
-def write_report(report, path: Path) -> None:
-    """``-o``: JSON (settings, summary, per image) or CSV (one row per image, per class and the mean).
-
-    Written to a temporary file and renamed: a failure leaves no partial report.
-    """
-    if path.suffix.lower() == ".json":
-        atomic_write(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode(), what="the report")
-        return
-    cols = ["level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "residual"]
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    for r in report.results:
-        w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr,
-                    "ssim": r.ssim, "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic,
-                    "residual": r.residual})
-    for label, row in report.summary().items():
-        level = "mean" if label == "mean" else "class"
-        w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
-    atomic_write(path, buf.getvalue().encode(), what="the report")
 
 
 @click.command(context_settings={"max_content_width": 120})
@@ -118,14 +80,8 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
     from geosr.checkpoint import load_generator, read_card
     from geosr.datasets import default_bands, find_images, split_rule, spread
     from geosr.device import resolve_device, resolve_precision
-    from geosr.evaluation import (
-        Report,
-        evaluate_images,
-        format_table,
-        preview_strip,
-        save_image,
-        to_dtype,
-    )
+    from geosr.evaluation import Report, evaluate_images, format_table, to_dtype, write_report
+    from geosr.pictures import preview_strip, save_image
     from geosr.plan import card_tiling
     from geosr.predictor import select_model
 

@@ -10,7 +10,6 @@ weights (after the cast to fp16) measure.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,43 +31,6 @@ DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # --dtype: 
 
 class ExportError(GeosrError):
     """A model that cannot be exported as asked."""
-
-
-def metrics_from_report(path: Path, scale: int) -> dict:
-    """The card's metrics from a `geosr evaluate` JSON report of a model of ``scale``."""
-    try:
-        report = json.loads(path.read_text())
-        mean = report["summary"]["mean"]
-        data = {
-            "val_psnr": round(float(mean["psnr"]), 4),
-            "val_ssim": round(float(mean["ssim"]), 4),
-            "val_psnr_bicubic": round(float(mean["psnr_bicubic"]), 4),
-            "val_ssim_bicubic": round(float(mean["ssim_bicubic"]), 4),
-            "val_images": int(mean["images"]),
-        }
-        if mean.get("residual") is not None:  # reports from before geosr measured it have none
-            data["val_residual"] = round(float(mean["residual"]), 4)
-        if report.get("consistency") is not None:
-            data["consistency"] = bool(report["consistency"])
-        if report.get("self_ensemble"):  # the card's figures would not be what upscale gives by default
-            raise ExportError(f"{path}: measured with --self-ensemble; a card's metrics are of the model as upscale "
-                              "runs it by default: evaluate without --self-ensemble", option="--metrics")
-        report_scale = int(report["scale"])
-    except FileNotFoundError:
-        raise ExportError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}",
-                          option="--metrics") from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ExportError(
-            f"{path}: not a geosr evaluate JSON report with a model (write one with geosr evaluate -m MODEL ... -o "
-            "FILE.json)"
-        ) from None
-    if report_scale != scale:
-        raise ExportError(f"{path}: a x{report_scale} report for a x{scale} model; evaluate this model")
-    data.update(
-        split=report.get("split"), data=report.get("data"), protocol=report.get("protocol"),
-        report_model=report.get("model"),
-    )
-    return data
 
 
 @click.command()
@@ -126,6 +88,7 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
     import torch
 
     from geosr.checkpoint import load_generator, save_generator
+    from geosr.evaluation import card_metrics
     from geosr.limits import default_overlap
 
     net, card = load_generator(model)
@@ -141,7 +104,7 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
     if overlap is not None:
         changes["overlap"] = overlap
     if report is not None:
-        changes["metrics"] = metrics_from_report(report, card.scale)
+        changes["metrics"] = card_metrics(report, card.scale)
     if notes:
         changes["training"] = {**card.training, "notes": [*card.training.get("notes", []), *notes]}
     card = replace(card, **changes)

@@ -22,24 +22,26 @@ radiometry (the range the model sees), without rounding.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import rasterio
 import torch
 
 from geosr.checkpoint import ModelCard
 from geosr.consistency import project_rows, residual
-from geosr.datasets import REMEDY, ImageItem, check_bands, image_info, image_radiometry, read_image
+from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
+from geosr.fileio import atomic_write
 from geosr.limits import default_overlap
 from geosr.metrics import psnr, ssim
 from geosr.predictor import Predictor
-from geosr.radiometry import Radiometry, integer_range, round_half_away
-from geosr.raster import open_raster, quiet_georeferencing
+from geosr.radiometry import Radiometry, integer_range
 from geosr.resize import downscale, upscale
 from geosr.tiling import tile_array
 
@@ -323,63 +325,70 @@ def format_table(summary: dict[str, dict[str, float | int | None]], with_model: 
     return "\n".join(lines)
 
 
-def to_uint8_image(x: torch.Tensor, pair: Pair) -> np.ndarray:
-    """Image values (C, H, W) -> uint8 for a preview (the 0..255 mapping of the metrics, rounded half away)."""
-    y = pair.to_255(x).numpy().astype(np.float64)  # a copy
-    return round_half_away(np.clip(y, 0, 255, out=y)).astype(np.uint8)
+# --- the report's file format (geosr evaluate -o FILE.json|.csv; read back by geosr export --metrics) -------------
+
+CSV_COLUMNS = ("level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "residual")
 
 
-def preview_strip(outputs: Outputs, size: int = 160, zoom: int = 2, gap: int = 4) -> np.ndarray:
-    """A side-by-side crop HR | bicubic | model (uint8, (3 or C, h, w)) of the image's centre for a person to look at.
-
-    size: crop side in HR pixels (smaller images are shown whole); zoom: nearest-neighbour enlargement; gap: white
-    pixels between the panels.
-    """
-    pair = outputs.pair
-    panels = [pair.hr, outputs.bicubic] + ([outputs.sr] if outputs.sr is not None else [])
-    _, h, w = pair.hr.shape
-    ch, cw = min(size, h), min(size, w)
-    r0, c0 = (h - ch) // 2, (w - cw) // 2
-    crops = [to_uint8_image(p[:, r0 : r0 + ch, c0 : c0 + cw], pair) for p in panels]
-    if crops[0].shape[0] > 3:
-        crops = [c[:3] for c in crops]
-    crops = [c.repeat(zoom, axis=1).repeat(zoom, axis=2) for c in crops]
-    white = np.full((crops[0].shape[0], ch * zoom, gap), 255, np.uint8)
-    pieces = []
-    for i, c in enumerate(crops):
-        if i:
-            pieces.append(white)
-        pieces.append(c)
-    return np.concatenate(pieces, axis=2)
+def _finite(v):
+    """JSON has no NaN or infinity: such values are written as the strings "nan", "inf", "-inf"."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
 
-def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = None) -> Path:
-    """Write (C, H, W) ``data`` as an image: PNG for uint8 with 1-4 bands and no georeferencing, else GeoTIFF.
+def write_report(report: Report, path: Path) -> None:
+    """JSON (settings, summary, per image) or CSV (one row per image, per class and the mean), by the suffix;
+    written atomically (geosr.fileio): a failure leaves no partial report."""
+    if path.suffix.lower() == ".json":
+        atomic_write(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode(), what="the report")
+        return
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    w.writeheader()
+    for r in report.results:
+        w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr, "ssim": r.ssim,
+                    "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic, "residual": r.residual})
+    for label, row in report.summary().items():
+        level = "mean" if label == "mean" else "class"
+        w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
+    atomic_write(path, buf.getvalue().encode(), what="the report")
 
-    like: the source image; its CRS and transform are copied (the SR output covers the same ground as the HR, on
-    the HR pixel grid, cropped at the bottom and right to a multiple of the scale). Returns the path written.
-    """
-    path = Path(path)
-    crs = transform = None
-    if like is not None:
-        with open_raster(like, DataError, REMEDY) as src:
-            if src.crs is not None:
-                crs, transform = src.crs, src.transform
-    png = data.dtype == np.uint8 and data.shape[0] <= 4 and crs is None
-    path = path.with_suffix(".png" if png else ".tif")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="PNG" if png else "GTiff", width=data.shape[2], height=data.shape[1],
-                   count=data.shape[0], dtype=data.dtype)
-    if crs is not None:
-        profile.update(crs=crs, transform=transform)
-    if not png:
-        profile.update(compress="deflate", tiled=data.shape[1] >= 256 and data.shape[2] >= 256)
-    with quiet_georeferencing(), rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    aux = path.with_name(path.name + ".aux.xml")
-    if png and aux.exists():
-        aux.unlink()
-    return path
+
+def card_metrics(path: Path, scale: int) -> dict:
+    """A model card's metrics from a JSON report of a model of ``scale``; DataError (option --metrics) for a file
+    that is none, of another scale, or measured with the self-ensemble (the card describes upscale's default)."""
+    try:
+        report = json.loads(path.read_text())
+        mean = report["summary"]["mean"]
+        data = {key: round(float(mean[field]), 4) for key, field in (
+            ("val_psnr", "psnr"), ("val_ssim", "ssim"), ("val_psnr_bicubic", "psnr_bicubic"),
+            ("val_ssim_bicubic", "ssim_bicubic"))}
+        data["val_images"] = int(mean["images"])
+        if mean.get("residual") is not None:  # reports from before geosr measured it have none
+            data["val_residual"] = round(float(mean["residual"]), 4)
+        if report.get("consistency") is not None:
+            data["consistency"] = bool(report["consistency"])
+        self_ensemble, report_scale = report.get("self_ensemble"), int(report["scale"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}",
+                        option="--metrics") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{path}: not a geosr evaluate JSON report with a model (write one with geosr evaluate -m "
+                        "MODEL ... -o FILE.json)", option="--metrics") from None
+    if self_ensemble:
+        raise DataError(f"{path}: measured with --self-ensemble; a card's metrics are of the model as upscale runs "
+                        "it by default: evaluate without --self-ensemble", option="--metrics")
+    if report_scale != scale:
+        raise DataError(f"{path}: a x{report_scale} report for a x{scale} model; evaluate this model",
+                        option="--metrics")
+    data.update(split=report.get("split"), data=report.get("data"), protocol=report.get("protocol"),
+                report_model=report.get("model"))
+    return data
 
 
 def to_dtype(x: torch.Tensor, dtype: str) -> np.ndarray:

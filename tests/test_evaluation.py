@@ -67,3 +67,29 @@ def test_summary_means_and_table():
     table = format_table(summary)
     assert table.splitlines()[-1].split()[:3] == ["mean", "3", f"{82 / 3 - 1:.3f}"]
     assert "+1.000" in table  # the gain over bicubic
+
+
+def test_the_report_written_is_the_report_read_back_for_a_card(tmp_path):
+    """geosr.evaluation owns the report's format: what write_report writes, card_metrics reads (and refuses a report
+    of another scale or one measured with the self-ensemble)."""
+    from geosr.errors import DataError
+    from geosr.evaluation import Report, card_metrics, write_report
+
+    results = [ImageResult("a", "x", "a.tif", 8, 8, 25.0, 0.7, 27.0, 0.8, 0.05),
+               ImageResult("b", "y", "b.tif", 8, 8, 26.0, 0.6, 28.0, 0.7, 0.07)]
+    report = Report("data", "folders", "val", 4, "m.safetensors", results, consistency=True, self_ensemble=False)
+    write_report(report, tmp_path / "r.json")
+    write_report(report, tmp_path / "r.csv")
+    metrics = card_metrics(tmp_path / "r.json", 4)
+    assert metrics["val_psnr"] == 27.5 and metrics["val_ssim_bicubic"] == 0.65 and metrics["val_images"] == 2
+    assert metrics["val_residual"] == 0.06 and metrics["consistency"] is True and metrics["split"] == "val"
+    assert (tmp_path / "r.csv").read_text().splitlines()[0] == "level,class,name,images,psnr,ssim,psnr_bicubic," \
+                                                               "ssim_bicubic,residual"
+    with pytest.raises(DataError, match="a x4 report for a x2 model"):
+        card_metrics(tmp_path / "r.json", 2)
+    ensemble = Report("data", "folders", "val", 4, "m", results, consistency=True, self_ensemble=True)
+    write_report(ensemble, tmp_path / "e.json")
+    with pytest.raises(DataError, match="self-ensemble"):
+        card_metrics(tmp_path / "e.json", 4)
+    with pytest.raises(DataError, match="not a geosr evaluate JSON report"):
+        card_metrics(tmp_path / "r.csv", 4)

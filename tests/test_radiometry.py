@@ -15,8 +15,9 @@ import rasterio
 import torch
 
 from geosr.datasets import find_images, image_radiometry, read_image
-from geosr.evaluation import load_pair, to_uint8_image
+from geosr.evaluation import load_pair
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
+from geosr.pictures import to_uint8_image
 from geosr.radiometry import (
     EXTREME,
     MODEL_RANGE,
