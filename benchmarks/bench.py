@@ -265,7 +265,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="geosr-bench-"))
     if args.sweep:
-        from geosr.checkpoint import resolve_model
+        from geosr.bundled import resolve_model
 
         model_path = resolve_model(args.model) if args.model else make_model(args, workdir)
         result = precision_sweep(model_path, [int(t) for t in args.sweep.split(",")], args)

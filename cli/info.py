@@ -104,7 +104,8 @@ def info(target: str | None, as_json: bool) -> None:
     Of a model file only the header is read, and the weights it lists are checked against the card: no weight is
     loaded and no model is built. Of a raster only the metadata is read.
     """
-    from geosr.checkpoint import bundled_models, default_model_name, read_card
+    from geosr.bundled import bundled_models, default_model_name
+    from geosr.checkpoint import read_card
 
     if target is None:
         models = bundled_models()

@@ -50,7 +50,8 @@ SHARED_OPTIONS = {
 def _setting_options(func):
     """One option per TrainConfig setting, named like the setting (n_blocks -> --n-blocks; out -> -o/--output, --out
     still accepted); all default to unset."""
-    from geosr.training.config import TrainConfig, _base_type
+    from geosr.training.config import TrainConfig
+    from geosr.training.configfile import _base_type
 
     hints = typing.get_type_hints(TrainConfig)
     for f in reversed(fields(TrainConfig)):
@@ -74,7 +75,8 @@ def _setting_options(func):
 
 def _overrides(raw: dict[str, Any]) -> dict[str, Any]:
     """Typed settings from the command line (comma lists split, paths made absolute); unset ones left out."""
-    from geosr.training.config import TrainConfig, _base_type, coerce
+    from geosr.training.config import TrainConfig
+    from geosr.training.configfile import _base_type, coerce
 
     hints = typing.get_type_hints(TrainConfig)
     out = {}
@@ -193,7 +195,7 @@ def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None,
     Under torchrun it trains data-parallel on every process (NCCL on GPUs, gloo on CPUs):
       torchrun --nproc_per_node 4 -m geosr.cli.main train --config FILE
     """
-    from geosr.training.config import build_config, resume_config
+    from geosr.training.configfile import build_config, resume_config
 
     overrides = _overrides(settings)
     if resume_dir is not None:

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from geosr.bundled import resolve_model
 from geosr.errors import ModelFileError, one_line, printable
 from geosr.fileio import atomic_write
 from geosr.models.generator import Generator, GeneratorConfig
@@ -38,7 +39,6 @@ from geosr.version import __version__
 CARD_KEY = "geosr_card"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-BUNDLED_DIR = Path(__file__).parent / "weights"
 
 # The radiometric convention every geosr generator uses: inputs and outputs are in [-1, 1].
 # uint8 data maps 0..255 to -1..1; other dtypes map a global per-band value range to -1..1 (see geosr.radiometry).
@@ -390,39 +390,3 @@ def init_from_model(model: torch.nn.Module, path: str | os.PathLike) -> dict[str
         raise ModelFileError(f"{path}: no weight matches this model's architecture; nothing to start from")
     model.load_state_dict(matched, strict=False)
     return {"model": path.name, "card": card.name, "copied": len(matched), "total": len(own)}
-
-
-def bundled_models() -> dict[str, Path]:
-    """The model files that ship inside the package, by name (file name without .safetensors)."""
-    if not BUNDLED_DIR.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.safetensors"))}
-
-
-def default_model_name(scale: int) -> str:
-    """The name of the bundled model ``geosr upscale`` and ``geosr evaluate`` use for ``scale`` without --model."""
-    return f"degan-x{scale}"
-
-
-def default_model(scale: int) -> Path:
-    """The bundled default model for ``scale``; raises ModelFileError when none ships."""
-    models = bundled_models()
-    name = default_model_name(scale)
-    if name not in models:
-        raise ModelFileError(
-            f"no bundled model for x{scale} ships with this version of geosr; pass --model PATH "
-            "(a .safetensors model file from geosr train)"
-        )
-    return models[name]
-
-
-def resolve_model(spec: str | os.PathLike) -> Path:
-    """A model file path for ``spec``: an existing path, or the name of a bundled model (e.g. 'degan-x4')."""
-    path = Path(spec)
-    if path.exists():
-        return path
-    models = bundled_models()
-    if str(spec) in models:
-        return models[str(spec)]
-    hint = f"; bundled models: {', '.join(models)}" if models else ""
-    raise ModelFileError(f"{spec}: no such model file{hint}")

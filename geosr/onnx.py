@@ -27,7 +27,7 @@ Two layouts:
     (``model_type``, ``tile_size``, ``tiles_overlap``, ``standardization_mean``/``std``, ``resolution``) are written
     with it; see docs/onnx.md for their source and the caveats.
 
-``load_onnx(path)`` opens an exported file with onnxruntime and returns an ``OnnxPredictor``, a callable from
+``geosr.onnxrun.load_onnx(path)`` opens an exported file with onnxruntime and returns an ``OnnxPredictor``, a callable from
 (B, bands, h, w) float32 tiles to super-resolved tiles, like ``geosr.predictor.Predictor``; ``read_onnx_metadata``
 reads the metadata back. ``onnx``, ``onnxscript`` and ``onnxruntime`` are optional (``pip install geosr[onnx]``);
 a missing one is an ``OnnxError`` saying what to install.
@@ -41,11 +41,9 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -350,94 +348,3 @@ def _require(*names: str):
         except ImportError:
             raise OnnxError(f"ONNX support needs the {name} package, which is not installed; {INSTALL_HINT}") from None
     return modules[0]
-
-
-# --- reading and running an exported file -------------------------------------------------------------------------
-
-
-def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of an ONNX file, each value parsed from JSON (kept as text where it is not JSON).
-
-    Raises OnnxError when ``path`` is missing or not an ONNX model file.
-    """
-    onnx = _require("onnx")
-    path = Path(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except FileNotFoundError:
-        raise OnnxError(f"{path}: no such ONNX file") from None
-    except IsADirectoryError:
-        raise OnnxError(f"{path}: is a folder, not an ONNX file") from None
-    except Exception:  # protobuf's DecodeError and friends
-        raise OnnxError(f"{path}: not an ONNX model file (unreadable)") from None
-    if not proto.graph.node:
-        raise OnnxError(f"{path}: not an ONNX model file (no graph)")
-    return {p.key: _parse(p.value) for p in proto.metadata_props}
-
-
-def _parse(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-@dataclass(frozen=True, eq=False)
-class OnnxPredictor:
-    """An exported geosr model opened with onnxruntime: maps batches of tiles to super-resolved tiles.
-
-    Call it with (B, bands, h, w) float32 values in ``input_range`` (the dynamic layout: [-1, 1], geosr's model range,
-    so it serves ``geosr.tiling.tile_array`` as a ``Predictor`` does); it returns (B, bands_out, s*h, s*w) float32 in
-    ``output_range``. It keeps no state between calls.
-    """
-
-    session: Any
-    path: Path
-    metadata: dict[str, Any]
-
-    @cached_property
-    def card(self) -> ModelCard:
-        return ModelCard.from_dict(self.metadata["geosr_card"], source=str(self.path))
-
-    @property
-    def scale(self) -> int:
-        return int(self.metadata["geosr_scale"])
-
-    @property
-    def input_range(self) -> tuple[float, float]:
-        return tuple(self.metadata["geosr_input_range"])
-
-    @property
-    def output_range(self) -> tuple[float, float]:
-        return tuple(self.metadata["geosr_output_range"])
-
-    @property
-    def input_shape(self) -> tuple[int | str, ...]:
-        return tuple(self.session.get_inputs()[0].shape)
-
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, bands, h, w) float32 -> (B, bands_out, s*h, s*w) float32; see the class docstring for the ranges."""
-        x = np.ascontiguousarray(tiles, dtype=np.float32)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-
-
-def load_onnx(path: str | os.PathLike, *, threads: int | None = None) -> OnnxPredictor:
-    """Open an ONNX file written by ``export_onnx`` with onnxruntime's CPU provider.
-
-    threads: onnxruntime's intra-op threads (None: its default, all cores). Raises OnnxError when onnx or onnxruntime
-    is missing, or ``path`` is not an ONNX file exported by geosr.
-    """
-    ort = _require("onnxruntime")
-    path = Path(path)
-    metadata = read_onnx_metadata(path)
-    if "geosr_card" not in metadata:
-        raise OnnxError(f"{path}: an ONNX model without geosr metadata; it was not exported by geosr export")
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # errors only
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own error types
-        raise OnnxError(f"{path}: onnxruntime cannot open this model ({_first_line(exc)})") from None
-    return OnnxPredictor(session=session, path=path, metadata=metadata)

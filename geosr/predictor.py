@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geosr.checkpoint import ModelCard, default_model, load_generator, model_sha256, read_card, resolve_model
+from geosr.bundled import default_model, resolve_model
+from geosr.checkpoint import ModelCard, load_generator, model_sha256, read_card
 from geosr.device import autocast, resolve_device, resolve_precision, to_device
 from geosr.errors import ModelFileError, NotEnoughMemory, one_line
 from geosr.models.generator import Generator

@@ -10,7 +10,8 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from geosr.checkpoint import bundled_models, default_model, load_generator, read_card
+from geosr.bundled import bundled_models, default_model
+from geosr.checkpoint import load_generator, read_card
 from geosr.cli.main import cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from geosr.checkpoint import ModelCard, load_generator, read_card, resolve_model, save_generator
+from geosr.bundled import resolve_model
+from geosr.checkpoint import ModelCard, load_generator, read_card, save_generator
 from geosr.errors import ModelFileError
 from geosr.models import Generator, GeneratorConfig
 

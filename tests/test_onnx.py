@@ -32,9 +32,8 @@ from geosr.onnx import (  # noqa: E402
     DEFAULT_OPSET,
     OnnxError,
     export_onnx,
-    load_onnx,
-    read_onnx_metadata,
 )
+from geosr.onnxrun import load_onnx, read_onnx_metadata  # noqa: E402
 from geosr.tiling import tile_array  # noqa: E402
 
 TOLERANCE = 1e-4  # max abs difference, model range [-1, 1], fp32

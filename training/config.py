@@ -11,12 +11,8 @@ command line. Settings that are unset (None) are left out of the written file.
 
 from __future__ import annotations
 
-import difflib
 import json
-import tomllib
-import typing
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from geosr.device import PRECISIONS, check_device_spec
@@ -233,7 +229,7 @@ class TrainConfig:
              "--perceptual-weight 0 (and, if you like, --feature-matching-weight)")
         need(0 < self.diffusion_t_max <= 10, f"diffusion_t_max must be in (0, 10], got {self.diffusion_t_max}")
         need(self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive")
-        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two numbers in [0, 1)")
+        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas must be two numbers in [0, 1)")
         need(self.lr_gamma > 0, "lr_gamma must be positive")
         need(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}, got "
              f"{self.lr_schedule!r}")
@@ -284,142 +280,3 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} as TOML")
-
-
-def _types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
-
-
-def _base_type(tp: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed)."""
-    args = typing.get_args(tp)
-    if type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
-    return tp, False
-
-
-def coerce(name: str, value: Any, source: str) -> Any:
-    """Check (and, for numbers, convert) one value read from TOML; raises ConfigError naming it."""
-    types = _types()
-    if name not in types:
-        close = difflib.get_close_matches(name, TrainConfig.names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{source}: unknown setting {name!r}{hint}")
-    tp, optional = _base_type(types[name])
-    if value is None and optional:
-        return None
-    origin = typing.get_origin(tp)
-
-    def bad() -> ConfigError:
-        return ConfigError(f"{source}: {name} = {value!r} is not a valid {_type_name(tp)}")
-
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise bad()
-        return [_scalar(item, x, bad) for x in value]
-    if name == "num_workers" and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _scalar(tp, value, bad)
-
-
-def _scalar(tp: Any, value: Any, bad) -> Any:
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
-    raise bad()
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is list:
-        return f"list of {typing.get_args(tp)[0].__name__}"
-    return tp.__name__
-
-
-def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The settings of a config file (with its ``base`` chain applied), checked; paths stay as written."""
-    path = Path(path)
-    if path.resolve() in _seen:
-        raise ConfigError(f"{path}: 'base' files include each other in a loop")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    out: dict[str, Any] = {}
-    base = doc.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: base must be a file name")
-        out.update(read_toml(path.parent / base, _seen + (path.resolve(),)))
-    flat: dict[str, Any] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            if key not in GROUPS:
-                raise ConfigError(f"{path}: unknown table [{key}]; tables are {', '.join(GROUPS)}")
-            for k, v in value.items():
-                group = _group_of(k)
-                if group is not None and group != key:
-                    raise ConfigError(f"{path}: {k} belongs in [{group}], not [{key}]")
-                flat[k] = v
-        else:
-            flat[key] = value
-    for key, value in flat.items():
-        out[key] = coerce(key, value, str(path))
-    return out
-
-
-def _group_of(name: str) -> str | None:
-    for f in fields(TrainConfig):
-        if f.name == name:
-            return f.metadata["group"]
-    return None
-
-
-def build_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults < config file (and its bases) < ``overrides`` (already typed, None = not given); validated."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        values.update(read_toml(config_file))
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            if key not in TrainConfig.names():
-                raise ConfigError(f"unknown setting {key!r}")
-            values[key] = value
-    return TrainConfig(**values).validate()
-
-
-# Settings a resumed run may not change: they define the model, the data stream or the step accounting.
-FIXED_ON_RESUME = (
-    "data", "bands", "patch_size", "batch_size", "dataset_repeat", "scale", "channels", "n_blocks", "attention",
-    "refiner", "refiner_base", "global_skip", "res_scale", "d_base", "d_blocks", "seed", "adversarial_weight",
-    "feature_matching_weight",
-)
-
-
-def resume_config(saved: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """The saved config of a run with ``overrides`` applied; ConfigError for a setting that cannot change."""
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    fixed = [k for k in changes if k in FIXED_ON_RESUME and changes[k] != getattr(saved, k)]
-    if fixed:
-        raise ConfigError(
-            f"cannot change {', '.join(fixed)} when resuming a run (they define its model or data); start a new run "
-            "with another -o/--output instead"
-        )
-    return replace(saved, **changes).validate()

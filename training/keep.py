@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from geosr.checkpoint import default_model, read_card
+from geosr.bundled import default_model
+from geosr.checkpoint import read_card
 from geosr.fileio import atomic_write
 
 

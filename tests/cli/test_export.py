@@ -73,7 +73,7 @@ def test_export_refuses_a_report_of_another_scale(tiny_model, tmp_path):
 def test_info_without_a_model_lists_the_bundled_models():
     r = CliRunner().invoke(cli, ["info"])
     assert r.exit_code == 0, r.output
-    from geosr.checkpoint import bundled_models
+    from geosr.bundled import bundled_models
 
     for name in bundled_models():
         assert name in r.output

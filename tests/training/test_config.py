@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from geosr.training.config import ConfigError, TrainConfig, build_config, read_toml, resume_config
+from geosr.training.config import ConfigError, TrainConfig
+from geosr.training.configfile import build_config, read_toml, resume_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "configs"
 

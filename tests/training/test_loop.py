@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from geosr.checkpoint import init_from_model, load_generator, read_card
-from geosr.models import Generator
 from geosr.errors import DataError
+from geosr.models import Generator
 from geosr.training import guard as guardmod
 from geosr.training import loop as loopmod
-from geosr.training.config import ConfigError, TrainConfig, resume_config
+from geosr.training.config import ConfigError, TrainConfig
+from geosr.training.configfile import resume_config
 from geosr.training.loop import TrainingDiverged, fit, run_paths
 from geosr.training.state import LOG_COLUMNS, load_state, read_log, save_state
 from geosr.training.vgg import VGGFeatures
