@@ -30,8 +30,8 @@ from geosr.radiometry import Radiometry
 from geosr.raster import (
     OutputSpec,
     alpha_bands,
-    check_output_name,
     check_input,
+    check_output_name,
     copy_format_problem,
     georeferencing,
     has_dataset_mask,
@@ -143,13 +143,55 @@ def card_tiling(card: ModelCard, source: str, tile_size: int | None = None, over
     return tile, lap
 
 
+@dataclass(frozen=True)
+class _Bands:
+    """The bands of a run (1-based input indices) and how they go through the model; fields as in Plan."""
+
+    bands: tuple[int, ...]
+    dtype: str  # their common dtype
+    colour: tuple[int, ...]
+    alpha: tuple[int, ...]
+    layout: tuple[tuple[str, int], ...]
+    groups: tuple[tuple[int, ...], ...]
+    real: tuple[int, ...]
+    grouping: str | None  # the groups in words when they are not one full model call, else None
+
+
 def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions) -> Plan:
     """Check the source ``ds`` (open, read from ``src``) against the options and the model, and decide the run.
 
-    Raises GeosrError (RasterError, ModelFileError) naming the file, the value and the remedy.
+    The steps, in the order of their checks: the model and its tiles, the output's name and driver, the
+    georeferencing, the bands, nodata and the output's format, the windows (AOI), the radiometry, the output's
+    profile and tags. Raises GeosrError (RasterError, ModelFileError) naming the file, the value and the remedy.
     """
-    card = predictor.card
     s = predictor.scale
+    tile, overlap = _model_tiling(src, predictor, options)
+    driver = check_output_name(dst, options.cog)
+    georef = georeferencing(ds, src)
+    b = _bands(ds, src, predictor, options.bands)
+    masks = has_masks(ds, b.colour)
+    nodata = _nodata(ds, src, dst, driver, b)
+    out, proc, aoi_px = _windows(ds, src, options, overlap)
+    radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
+    if options.value_range is not None and b.dtype == "uint8":
+        log.info("%s: uint8 always maps 0..255; --value-range is ignored", src)
+    spec = _output_spec(ds, src, predictor, options, b, tile=tile, overlap=overlap, out=out, georef=georef,
+                        nodata=nodata, radiometry=radiometry, aoi_px=aoi_px)
+    fill = nodata if nodata is not None else (float("nan") if np.dtype(b.dtype).kind == "f" else 0)
+    return Plan(
+        src=src, dst=dst, scale=s, tile_size=tile, overlap=overlap, batch_size=options.batch_size, bands=b.bands,
+        colour=b.colour, alpha=b.alpha, layout=b.layout, groups=b.groups, real=b.real, masks=masks, proc=proc,
+        out=out, grid=TileGrid(int(proc.height), int(proc.width), tile, overlap, s), radiometry=radiometry,
+        spec=spec, nodata=nodata, fill=fill, aoi_px=aoi_px,
+        panel_width=options.panel_width or auto_panel_width(len(b.colour), s, min(tile, int(proc.height))),
+        cog=options.cog, compress=options.compress, overwrite=options.overwrite, consistency=options.consistency,
+    )
+
+
+def _model_tiling(src: Path, predictor: Predictor, options: UpscaleOptions) -> tuple[int, int]:
+    """The tile size and overlap of the run (card_tiling), a warning for an overlap below the card's; raises
+    ModelFileError for a model that does not map its bands to as many bands."""
+    card = predictor.card
     tile, overlap = card_tiling(card, predictor.source, options.tile_size, options.overlap)
     if overlap < card.overlap and options.overlap is not None:
         log.warning("%s: overlap %d is below the model card's %d; seams may show", src, overlap, card.overlap)
@@ -159,10 +201,13 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
             f"{predictor.source} maps {cfg.in_channels} bands to {cfg.out_channels}; geosr upscale needs a model "
             "with as many output bands as input bands"
         )
-    driver = check_output_name(dst, options.cog)
+    return tile, overlap
 
-    georef = georeferencing(ds, src)
-    bands = options.bands or tuple(range(1, ds.count + 1))
+
+def _bands(ds, src: Path, predictor: Predictor, bands: tuple[int, ...] | None) -> _Bands:
+    """The output bands (``bands``, or all of them), the alpha bands among them, the colour bands in groups of the
+    model's channels. Raises RasterError for bands geosr cannot read (check_input) or only alpha bands."""
+    bands = bands or tuple(range(1, ds.count + 1))
     dtype = check_input(ds, src, bands)
     alpha = tuple(alpha_bands(ds, bands))
     colour = tuple(b for b in bands if b not in alpha)
@@ -171,52 +216,56 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
                           option="--bands")
     layout = tuple(("a", alpha.index(b)) if b in alpha else ("c", colour.index(b)) for b in bands)
     groups, real = band_groups(len(colour), predictor.channels)
+    grouping = None
     if len(groups) > 1 or real[0] < predictor.channels:
-        log.info(
-            "%s: %d bands through a %d-channel model in %d group(s) %s",
-            src, len(colour), predictor.channels, len(groups), _groups_str(colour, groups, real),
-        )
-    masks = has_masks(ds, colour)
-    nodata = output_nodata(ds, src, colour)
-    problem = copy_format_problem(driver, dtype, [ds.colorinterp[b - 1] for b in bands], nodata)
+        grouping = _groups_str(colour, groups, real)
+        log.info("%s: %d bands through a %d-channel model in %d group(s) %s", src, len(colour), predictor.channels,
+                 len(groups), grouping)
+    return _Bands(bands, dtype, colour, alpha, layout, groups, real, grouping)
+
+
+def _nodata(ds, src: Path, dst: Path, driver: str, b: _Bands) -> float | None:
+    """The output's nodata value (output_nodata); raises RasterError when the output's format (PNG, JPEG) cannot
+    hold the bands, their dtype and that value faithfully."""
+    nodata = output_nodata(ds, src, b.colour)
+    problem = copy_format_problem(driver, b.dtype, [ds.colorinterp[i - 1] for i in b.bands], nodata)
     if problem:
         raise RasterError(f"{dst} (from {src}): {problem}", option="--output")
+    return nodata
 
-    aoi_px = None
-    if options.aoi is not None:
-        out, aoi_px = aoi_window(options.aoi, ds, src)
-        if prep(aoi_px).contains(box(out.col_off, out.row_off, out.col_off + out.width, out.row_off + out.height)):
-            aoi_px = None  # the whole output window lies inside the AOI
-        # context around the output window: the tiles' overlap, and the consistency correction's halo
-        ctx = overlap + (CONSISTENCY_HALO if options.consistency else 0)
-        c0, r0 = max(0, out.col_off - ctx), max(0, out.row_off - ctx)
-        c1 = min(ds.width, out.col_off + out.width + ctx)
-        r1 = min(ds.height, out.row_off + out.height + ctx)
-        proc = Window(c0, r0, c1 - c0, r1 - r0)
-    else:
-        out = proc = Window(0, 0, ds.width, ds.height)
 
-    radiometry = raster_radiometry(ds, src, colour, options.value_range)
-    if options.value_range is not None and dtype == "uint8":
-        log.info("%s: uint8 always maps 0..255; --value-range is ignored", src)
+def _windows(ds, src: Path, options: UpscaleOptions, overlap: int) -> tuple[Window, Window, Any]:
+    """(output window, processed window, AOI in pixels or None), input pixels: the whole raster without an AOI;
+    with one, the window covering it, and around it the context of the tiles' overlap and the consistency halo.
+    The AOI is None when the output window lies inside it. Raises AOIMissError."""
+    if options.aoi is None:
+        out = Window(0, 0, ds.width, ds.height)
+        return out, out, None
+    out, aoi_px = aoi_window(options.aoi, ds, src)
+    if prep(aoi_px).contains(box(out.col_off, out.row_off, out.col_off + out.width, out.row_off + out.height)):
+        aoi_px = None  # the whole output window lies inside the AOI
+    # context around the output window: the tiles' overlap, and the consistency correction's halo
+    ctx = overlap + (CONSISTENCY_HALO if options.consistency else 0)
+    c0, r0 = max(0, out.col_off - ctx), max(0, out.row_off - ctx)
+    c1 = min(ds.width, out.col_off + out.width + ctx)
+    r1 = min(ds.height, out.row_off + out.height + ctx)
+    return out, Window(c0, r0, c1 - c0, r1 - r0), aoi_px
 
-    internal_mask = nodata is None and not alpha and (has_dataset_mask(ds, colour) or aoi_px is not None)
-    fill = nodata if nodata is not None else (float("nan") if np.dtype(dtype).kind == "f" else 0)
+
+def _output_spec(
+    ds, src: Path, predictor: Predictor, options: UpscaleOptions, b: _Bands, *, tile: int, overlap: int, out: Window,
+    georef: str, nodata: float | None, radiometry: Radiometry, aoi_px: Any,
+) -> OutputSpec:
+    """The output's profile and tags (provenance, radiometry, band groups, alpha bands); an internal mask when
+    nothing else marks invalid pixels (no nodata value, no alpha band) and some may be: a masked input or an AOI."""
+    internal_mask = nodata is None and not b.alpha and (has_dataset_mask(ds, b.colour) or aoi_px is not None)
     tags = provenance_tags(predictor, tile=tile, overlap=overlap, consistency=options.consistency)
     tags["GEOSR_RADIOMETRY"] = radiometry.describe()
-    if len(groups) > 1 or real[0] < predictor.channels:
-        tags["GEOSR_BAND_GROUPS"] = _groups_str(colour, groups, real)
-    if alpha:
-        tags["GEOSR_ALPHA"] = f"bands {list(alpha)} upscaled nearest, not through the model"
-    spec = output_spec(
-        ds, src, scale=s, window=out, bands=bands, dtype=dtype, georef=georef, compress=options.compress,
-        internal_mask=internal_mask, tags=tags, nodata=nodata,
-    )
-    return Plan(
-        src=src, dst=dst, scale=s, tile_size=tile, overlap=overlap, batch_size=options.batch_size, bands=bands,
-        colour=colour, alpha=alpha, layout=layout, groups=groups, real=real, masks=masks, proc=proc, out=out,
-        grid=TileGrid(int(proc.height), int(proc.width), tile, overlap, s), radiometry=radiometry, spec=spec,
-        nodata=nodata, fill=fill, aoi_px=aoi_px,
-        panel_width=options.panel_width or auto_panel_width(len(colour), s, min(tile, int(proc.height))),
-        cog=options.cog, compress=options.compress, overwrite=options.overwrite, consistency=options.consistency,
+    if b.grouping is not None:
+        tags["GEOSR_BAND_GROUPS"] = b.grouping
+    if b.alpha:
+        tags["GEOSR_ALPHA"] = f"bands {list(b.alpha)} upscaled nearest, not through the model"
+    return output_spec(
+        ds, src, scale=predictor.scale, window=out, bands=b.bands, dtype=b.dtype, georef=georef,
+        compress=options.compress, internal_mask=internal_mask, tags=tags, nodata=nodata,
     )

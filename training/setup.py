@@ -1,0 +1,188 @@
+"""The set-up of ``fit`` (geosr.training.loop) around its data and networks; the phases return frozen values:
+
+    run_paths    the files of a run folder by role
+    StopRequest  SIGINT/SIGTERM ask the run to stop after the current step and save its state
+    setup_run    the precisions, the run folder and its refusals, determinism, the VGG19 weights (before any data is
+                 decoded), the seeds -> RunSetup
+    restore      where the loop starts: fresh, or from the run folder's state (state.py: resume_run); config.toml
+                 written and log.csv opened on rank 0 -> Start
+    Clock        the run's wall time, earlier invocations of a resumed run included
+
+The data and the networks are built in loop.py itself (``_data``, ``_networks``), between setup_run and restore.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geosr.device import resolve_precision
+from geosr.training import distributed
+from geosr.training.config import ConfigError, TrainConfig
+from geosr.training.state import Checkpointed, CsvLog, atomic_write_bytes, resume_run, seed_all
+from geosr.training.vgg import VGGFeatures, VGGWeightsError, load_vgg19_weights
+
+__all__ = ["Clock", "RunSetup", "Start", "StopRequest", "restore", "run_paths", "setup_run"]
+
+log = logging.getLogger("geosr.training")
+
+
+def run_paths(run_dir: str | Path) -> dict[str, Path]:
+    """The files of a run folder by role: config, log, state, best, last (see geosr.training.state)."""
+    run_dir = Path(run_dir)
+    return {
+        "config": run_dir / "config.toml",
+        "log": run_dir / "log.csv",
+        "state": run_dir / "checkpoints" / "state.pt",
+        "best": run_dir / "best.safetensors",
+        "last": run_dir / "last.safetensors",
+    }
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM ask the run to stop after the current step, save its state and export
+    last.safetensors; a second signal stops at once (KeyboardInterrupt). Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step and saving the state (press Ctrl-C again to stop at once, unsaved)")
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What is settled before the data is read: the precisions, the run folder, the perceptual loss's features."""
+
+    precision: str  # of training: 'fp32', 'bf16' or 'fp16'
+    val_precision: str  # of validation
+    run_dir: Path
+    paths: dict[str, Path]  # run_paths(run_dir)
+    vgg: nn.Module | None  # the feature network of the perceptual loss; None without one
+
+
+def setup_run(cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg: nn.Module | None) -> RunSetup:
+    """Check what can be checked before the data (precisions, the run folder, the batch split among processes), set
+    determinism, load the VGG19 weights unless ``vgg`` is given, and seed every generator with ``cfg.seed``.
+
+    Raises ConfigError (a run folder that holds a run without ``resume``, an unusable precision or batch size) and
+    VGGWeightsError.
+    """
+    try:
+        precision = resolve_precision(cfg.precision, ctx.device)
+        val_precision = resolve_precision(cfg.val_precision, ctx.device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    run_dir = Path(cfg.out)
+    paths = run_paths(run_dir)
+    if not resume and paths["state"].exists():
+        raise ConfigError(
+            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose another "
+            "-o/--output"
+        )
+    if cfg.batch_size % ctx.world_size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} does not split evenly among {ctx.world_size} processes; use a multiple"
+        )
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    if cfg.perceptual_weight > 0 and vgg is None:
+        vgg = _load_vgg(cfg, ctx)  # first: without weights, fail before the data is decoded
+    seed_all(cfg.seed)  # the same initial weights in every process
+    return RunSetup(precision, val_precision, run_dir, paths, vgg if cfg.perceptual_weight > 0 else None)
+
+
+def _load_vgg(cfg: TrainConfig, ctx: distributed.DistContext) -> VGGFeatures:
+    """Rank 0 fetches the weights into torch hub's cache first; then every process loads them."""
+    error = None
+    if ctx.is_main:
+        try:
+            weights = load_vgg19_weights(cfg.vgg_weights)
+        except VGGWeightsError as exc:
+            error = str(exc)
+    error = distributed.broadcast_object(error, ctx)
+    if error:
+        raise VGGWeightsError(error)
+    if not ctx.is_main:
+        weights = load_vgg19_weights(cfg.vgg_weights, download=False)
+    return VGGFeatures(weights, cfg.vgg_layer)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where the loop starts: its step, the wall time of earlier invocations (seconds), the best validation so far
+    ({"val_psnr", "step"}), the last validation's metrics and the step of the state on disk (None: none yet)."""
+
+    step: int
+    elapsed_s: float
+    best: dict[str, Any]
+    last_val: dict[str, Any] | None
+    saved_step: int | None
+    csv_log: CsvLog | None  # log.csv, open on rank 0; None elsewhere
+
+
+def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts: Checkpointed, resume: bool
+            ) -> Start:
+    """With ``resume``, restore ``parts`` and the random-number states from the run folder; else start at step 0,
+    each process with its own random-number stream. Rank 0 writes config.toml and opens log.csv (dropping the rows
+    after the resumed step). Raises ResumeError."""
+    step, elapsed_s, best, last_val = 0, 0.0, {"val_psnr": None, "step": None}, None
+    saved_step = None
+    if resume:
+        step, elapsed_s, best, last_val = resume_run(
+            run.paths["state"], parts, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+        )
+        saved_step = step
+        log.info("resumed %s at step %d", run.run_dir, step)
+    elif ctx.rank:
+        seed_all(cfg.seed + 7919 * ctx.rank)  # each process its own noise (the weights are already equal)
+    csv_log = None
+    if ctx.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run.paths["config"], cfg.to_toml().encode())
+        csv_log = CsvLog(run.paths["log"], resume_step=step if resume else None)
+    return Start(step, elapsed_s, best, last_val, saved_step, csv_log)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Wall time from its creation (time.monotonic), plus ``before_s`` seconds of a resumed run's earlier
+    invocations."""
+
+    before_s: float = 0.0
+    t0: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        """Training wall time in seconds, earlier invocations of a resumed run included."""
+        return self.before_s + time.monotonic() - self.t0
+
+    def minutes(self) -> float:
+        """Minutes of this invocation alone (what --max-minutes limits)."""
+        return (time.monotonic() - self.t0) / 60
