@@ -153,7 +153,7 @@ def _setting_params() -> list[click.Parameter]:
         pass
 
     _setting_options(settings)
-    return settings.__click_params__[::-1]
+    return settings.__click_params__[::-1]  # type: ignore[attr-defined]  # where click's decorators keep them
 
 
 class TrainCommand(click.Command):

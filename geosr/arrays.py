@@ -209,4 +209,4 @@ def upscale_in_layout(
     if not masked:
         return out
     out_mask = np.ma.nomask if mask is None else upscaled_mask(mask, layout, predictor.scale, options.bands)
-    return np.ma.MaskedArray(out, mask=out_mask, fill_value=array.fill_value)
+    return np.ma.MaskedArray(out, mask=out_mask, fill_value=array.fill_value)  # type: ignore[attr-defined]

@@ -255,6 +255,7 @@ def _in_flight(pairs, predictor: Predictor, options: UpscaleOptions, progress: P
     lock = threading.Lock()
 
     def report(p) -> None:
+        assert progress is not None  # passed on only when there is one
         with lock:
             progress(p)
 

@@ -216,9 +216,8 @@ class BatchReport:
     def __enter__(self) -> "BatchReport":
         return self
 
-    def __exit__(self, typ, exc, tb) -> bool:
-        self.finish(exc)
-        return False
+    def __exit__(self, typ, exc, tb) -> None:
+        self.finish(exc)  # and the exception, if any, goes on
 
     # --- the document -----------------------------------------------------------------------------------------------
 

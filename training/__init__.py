@@ -1,6 +1,8 @@
 """Training of the DEGAN GAN (imported as ``geosr.training``); see docs/training.md.
 
-    config.py       TrainConfig: every setting, TOML files with ``base`` inheritance, command-line overrides
+    config.py       TrainConfig: every setting, its meaning and its checks
+    configfile.py   TOML files with ``base`` inheritance, command-line overrides typed like the settings, resume rules
+    schedule.py     the learning rate as a function of the step: step decays or a cosine, with a warm-up
     data.py         PatchDataset (random HR crops, flips/rotations, LR on the fly), the resumable sampler, loaders
     degradation.py  LR = MATLAB-style bicubic downsampling on the image's integer grid
     vgg.py          VGG19 features with torchvision's layout and ImageNet weights (never silently random)
@@ -11,5 +13,8 @@
     card.py         the model card of a run's exported model files (provenance, settings, metrics)
     state.py        the run folder: what a checkpoint holds, resuming from it, RNG states, log.csv
     distributed.py  torchrun / DDP set-up (NCCL on GPUs, gloo on CPUs)
-    loop.py         fit(): the training loop, with validation, checkpoints and model-file export when due
+    setup.py        a run's set-up: the run folder, precisions, VGG19 weights, seeds, a fresh or restored start
+    records.py      what the loop writes: validations, log rows, checkpoints, the model files at the end
+    loop.py         fit(): the phases, then the training loop
+    keep.py         training that does not stop: resumable cycles that continue a shipped model
 """

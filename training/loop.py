@@ -363,7 +363,7 @@ def _fit(
         progress("step", {"step": step, "total": data.total_steps, "epoch": step / data.steps_per_epoch,
                           "losses": losses})
         stopped = limit if step >= data.total_steps else request
-    batches.close()
+    batches.close()  # type: ignore[attr-defined]  # a generator
 
     # --- the end: last.safetensors (the validation and the state of the last step are done above) -----------------
     last_model = rec.finish(nets.eval_model, step=step, last_val=last_val)

@@ -70,7 +70,7 @@ def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> 
     prefix = "." if name is None else f".{name}."
     removed = []
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     for entry in entries:
