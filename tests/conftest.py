@@ -11,6 +11,7 @@ from testdata import require_shared_data, smooth_image, write_geotiff, write_ima
 
 from geosr.checkpoint import ModelCard, save_generator
 from geosr.models.generator import Generator, GeneratorConfig
+from geosr.predictor import Predictor, load_predictor
 
 # --- real data ----------------------------------------------------------------------------------------------------
 
@@ -85,6 +86,12 @@ def local_model(models_dir: Path) -> Path:
         models_dir / "local-x2.safetensors", scale=2, channels=16, n_blocks=1, attention="none", refiner="none",
         tile_size=80, overlap=40,
     )
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model: Path) -> Predictor:
+    """tiny_model loaded on the CPU at fp32, once per test module."""
+    return load_predictor(tiny_model, device="cpu", precision="fp32")
 
 
 # --- synthetic rasters --------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ import pytest
 import rasterio
 from affine import Affine
 
+from geosr.options import UpscaleOptions
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / ".." / "shared" / "data"
 REQUIRE_SHARED_DATA = "GEOSR_REQUIRE_SHARED_DATA"  # set to 1 by .ci/run: absent real data fails instead of skipping
@@ -26,7 +28,7 @@ TRANSFORM = Affine(10, 0, 500000, 0, -10, 4000000)  # 10 m pixels in UTM 33N
 CRS = "EPSG:32633"
 
 
-# --- real data ----------------------------------------------------------------------------------------------------
+# --- real data --------------------------------------------------------------------------------------------------------
 
 
 def require_shared_data(sub: str = "") -> Path:
@@ -41,7 +43,7 @@ def require_shared_data(sub: str = "") -> Path:
     pytest.skip(reason)
 
 
-# --- synthetic images ---------------------------------------------------------------------------------------------
+# --- synthetic images -------------------------------------------------------------------------------------------------
 
 
 def smooth_image(
@@ -93,7 +95,7 @@ def smooth_image(
     raise ValueError(f"unknown look {look!r}: 'texture' or 'scene'")
 
 
-# --- writing them -------------------------------------------------------------------------------------------------
+# --- writing them -----------------------------------------------------------------------------------------------------
 
 
 def _write(path: Path, data: np.ndarray, **profile) -> Path:
@@ -125,6 +127,28 @@ def write_image(path: Path, data: np.ndarray) -> Path:
     .tif."""
     driver = {".png": "PNG", ".jpg": "JPEG", ".tif": "GTiff"}[path.suffix]
     return _write(path, data, driver=driver)
+
+
+# --- reading what a run wrote -----------------------------------------------------------------------------------------
+
+
+def read_raster(path: Path) -> np.ndarray:
+    """Every band of the raster at ``path``, (bands, h, w) in its dtype."""
+    with rasterio.open(path) as d:
+        return d.read()
+
+
+def file_names(folder: Path) -> list[str]:
+    """The names in ``folder``, sorted: what a run left there (its outputs and no temporary file, or nothing)."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+# tile 64, overlap 16: a quarter of the tiles of the tiny models' cards (tile 32, overlap 8), for tests where the
+# tiling does not matter
+FAST = UpscaleOptions(tile_size=64, overlap=16)
+
+
+# --- child processes, waiting -----------------------------------------------------------------------------------------
 
 
 def interruptible() -> None:
