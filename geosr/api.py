@@ -38,6 +38,7 @@ from geosr.arraylayout import dataarray_grid, dataarray_layout, numpy_layout, up
 from geosr.arrays import upscale_in_layout
 from geosr.batch import BatchJob, BatchSummary, check_exclusions, run_batch
 from geosr.errors import ModelFileError, OptionError, RasterError
+from geosr.lazy import fixed_radiometry, is_dask_array, model_ref, upscale_lazy
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback
 from geosr.plan import card_tiling
@@ -248,8 +249,15 @@ def upscale_dataarray(
 ) -> Any:
     """Super-resolve an xarray DataArray of dims (band, y, x) or (y, x), in any order; returns a DataArray of the
     same dims (in the same order), dtype, name, attributes and non-spatial coordinates. Its attributes drop
-    the input's STATISTICS_* and GEOSR_* and add the run's GEOSR_* provenance (geosr.provenance); its encoding keeps
-    only ``grid_mapping`` (the source file's dtype, scale_factor, _FillValue and chunks do not describe the result).
+    the input's STATISTICS_* and GEOSR_* and add the run's GEOSR_* provenance (geosr.provenance) and
+    GEOSR_RADIOMETRY; its encoding keeps only ``grid_mapping`` (the source file's dtype, scale_factor, _FillValue
+    and chunks do not describe the result).
+
+    A Dask-backed DataArray (``rioxarray.open_rasterio(path, chunks=...)``) gives a Dask-backed result that has
+    computed no pixel (geosr.lazy): its blocks run where Dask runs them, threads or the workers of a
+    dask.distributed cluster, which load the model from its file (a bundled name, a model file, or a loaded model's
+    file, at the same path on every worker), and give the in-memory result's pixels within 1 grey level. The
+    radiometry is fixed once for the whole array, from a decimated sample computed here.
 
     Dims are told by name (geosr.arraylayout.dataarray_layout): band, bands, channel(s), spectral or wavelength; y,
     lat, latitude or row; x, lon, longitude or col (or CF axis attributes). The x and y coordinates must be a
@@ -278,10 +286,17 @@ def upscale_dataarray(
         nodata = _dataarray_nodata(da)
     predictor = _predictor(model, scale, device, precision)
     s = predictor.scale
-    values = upscale_in_layout(np.asarray(da.values), layout, predictor, opts, nodata=nodata)
+    data = da.data if is_dask_array(da.data) else np.asarray(da.values)
+    radiometry = fixed_radiometry(layout.bands_first(data), opts, nodata)  # once for the whole array
+    if is_dask_array(data):
+        ref = model_ref(predictor, device, precision, loaded=isinstance(model, Predictor))
+        values = upscale_lazy(data, layout, predictor, opts, nodata=nodata, radiometry=radiometry, model=ref)
+    else:
+        values = upscale_in_layout(data, layout, predictor, opts, nodata=nodata, radiometry=radiometry)
     coords = upscaled_coords(da, layout, grid, s, opts.bands)
     result = xr.DataArray(values, dims=da.dims, coords=coords, attrs=_dataarray_attrs(da, predictor, nodata, options),
                           name=da.name)
+    result.attrs["GEOSR_RADIOMETRY"] = radiometry.describe()
     # the input's encoding says how its source file stored it (dtype, scale_factor, _FillValue, chunk sizes, ...),
     # not how the new pixels are stored: only the link to the grid mapping is kept
     result.encoding = {k: v for k, v in da.encoding.items() if k in KEPT_ENCODING}

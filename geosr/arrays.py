@@ -112,6 +112,26 @@ def array_radiometry(
         raise OptionError(f"{exc} (value_range)", option="value_range") from None
 
 
+def check_array(
+    shape: tuple[int, ...], dtype: np.dtype, options: UpscaleOptions, nodata: float | None
+) -> float | None:
+    """The checks of upscale_pixels that need no pixel, for a (bands, H, W) array of ``shape`` and ``dtype``;
+    returns ``nodata`` as a float (check_nodata). Raises RasterError for a shape or dtype geosr cannot
+    super-resolve, OptionError for an ``aoi``, a nodata value the dtype cannot hold or a band that is not there.
+    """
+    if options.aoi is not None:
+        raise OptionError("an AOI applies to files; crop the array instead", option="aoi")
+    if len(shape) != 3 or min(shape) < 1:
+        raise RasterError(f"expected a (bands, height, width) array with at least one pixel, got shape {shape}")
+    if dtype.name not in SUPPORTED_DTYPES:
+        raise RasterError(f"dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} arrays")
+    nodata = check_nodata(nodata, dtype)
+    if options.bands is not None and max(options.bands) > shape[0]:
+        raise OptionError(f"the array has {shape[0]} band{'s' * (shape[0] > 1)}; bands takes 1-based indices up to "
+                          f"{shape[0]}, got {max(options.bands)}", option="bands")
+    return nodata
+
+
 def upscale_pixels(
     data: np.ndarray,
     predictor: Predictor,
@@ -120,6 +140,7 @@ def upscale_pixels(
     nodata: float | None = None,
     invalid: np.ndarray | None = None,
     layout: Layout = BANDS_FIRST,
+    radiometry: Radiometry | None = None,
 ) -> np.ndarray:
     """Super-resolve a (bands, H, W) array (any strides); returns (len(bands), s*H, s*W) in ``data``'s dtype.
 
@@ -127,27 +148,22 @@ def upscale_pixels(
     the output-file settings (cog, compress, overwrite) do not apply. nodata: the value that marks invalid pixels.
     invalid: a bool array as ``data``, True for pixels that are invalid as nodata pixels are (a mask). layout: the
     layout of the returned array (``data`` is a (bands, H, W) view of an array of that layout, which the result
-    keeps). Raises RasterError for an array geosr cannot super-resolve (shape, dtype), OptionError for a nodata
-    value the dtype cannot hold or an ``aoi``, GeosrError/ModelFileError for a tiling that does not fit the model
-    card.
+    keeps). radiometry: the mapping of the picked bands to the model's range, fixed for a whole array of which
+    ``data`` is a block (geosr.lazy); None computes it from ``data`` (array_radiometry). Raises RasterError for an
+    array geosr cannot super-resolve (shape, dtype), OptionError for a nodata value the dtype cannot hold or an
+    ``aoi``, GeosrError/ModelFileError for a tiling that does not fit the model card, ValueError for a
+    ``radiometry`` of other bands or another dtype.
     """
-    if options.aoi is not None:
-        raise OptionError("an AOI applies to files; crop the array instead", option="aoi")
-    if not isinstance(data, np.ndarray) or data.ndim != 3 or min(data.shape) < 1:
-        shape = getattr(data, "shape", None)
-        raise RasterError(f"expected a (bands, height, width) array with at least one pixel, got shape {shape}")
+    if not isinstance(data, np.ndarray):
+        raise RasterError(f"expected a (bands, height, width) array with at least one pixel, got shape "
+                          f"{getattr(data, 'shape', None)}")
+    nodata = check_array(data.shape, data.dtype, options, nodata)
     dtype = data.dtype
-    if dtype.name not in SUPPORTED_DTYPES:
-        raise RasterError(f"dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} arrays")
     if invalid is not None:
         if invalid.shape != data.shape:
             raise RasterError(f"a mask of shape {invalid.shape} for an array of shape {data.shape}; they must match")
         invalid = invalid.astype(bool, copy=False)
-    nodata = check_nodata(nodata, dtype)
     if options.bands is not None:
-        if max(options.bands) > data.shape[0]:
-            raise OptionError(f"the array has {data.shape[0]} band{'s' * (data.shape[0] > 1)}; bands takes 1-based "
-                              f"indices up to {data.shape[0]}, got {max(options.bands)}", option="bands")
         picked = [b - 1 for b in options.bands]
         data = data[picked]
         invalid = None if invalid is None else invalid[picked]
@@ -161,7 +177,10 @@ def upscale_pixels(
     n, h, w = data.shape
     groups, real = band_groups(n, predictor.channels)
     masks = nodata is not None or dtype.kind == "f" or invalid is not None  # as geosr.raster.has_masks
-    radiometry = array_radiometry(data, nodata, options.value_range, invalid)
+    if radiometry is None:
+        radiometry = array_radiometry(data, nodata, options.value_range, invalid)
+    elif (radiometry.bands, radiometry.dtype) != (n, dtype.name):
+        raise ValueError(f"a radiometry of {radiometry.bands} {radiometry.dtype} bands for {n} {dtype} bands")
     fill = nodata if nodata is not None else (float("nan") if dtype.kind == "f" else 0)
     grid = TileGrid(h, w, tile, overlap, s)
     panel_width = options.panel_width or auto_panel_width(n, s, min(tile, h))  # as geosr.plan.make_plan
@@ -193,19 +212,21 @@ def upscale_in_layout(
     options: UpscaleOptions = UpscaleOptions(),
     *,
     nodata: float | None = None,
+    radiometry: Radiometry | None = None,
 ) -> np.ndarray:
     """Super-resolve ``array`` of ``layout`` (geosr.arraylayout) into an array of the same layout and dtype.
 
     A numpy.ma.MaskedArray's masked pixels are invalid as nodata pixels are (they never reach valid pixels) and
     the result is a MaskedArray (of the input's fill_value) masked over each masked pixel's s x s block, whose data
     there is ``nodata`` (NaN for floats, 0 for integers without one); an array with no masked pixel gives exactly
-    the values of the same array unmasked. Raises as upscale_pixels.
+    the values of the same array unmasked. radiometry: as for upscale_pixels. Raises as upscale_pixels.
     """
     masked = isinstance(array, np.ma.MaskedArray)
     data = np.ma.getdata(array) if masked else np.asarray(array)
     mask = np.ma.getmaskarray(array) if masked and np.ma.is_masked(array) else None
     invalid = None if mask is None else layout.bands_first(mask)
-    out = upscale_pixels(layout.bands_first(data), predictor, options, nodata=nodata, invalid=invalid, layout=layout)
+    out = upscale_pixels(layout.bands_first(data), predictor, options, nodata=nodata, invalid=invalid, layout=layout,
+                         radiometry=radiometry)
     if not masked:
         return out
     out_mask = np.ma.nomask if mask is None else upscaled_mask(mask, layout, predictor.scale, options.bands)

@@ -39,6 +39,7 @@ class Predictor:
     source: str
     self_ensemble: bool = False  # average the outputs of the 8 flips and transposes of each tile (8x the compute)
     model_sha256: str | None = None  # of the model file's bytes (geosr.checkpoint.model_sha256)
+    path: str | None = None  # the model file (None for a model built in memory): where other processes load it
 
     @property
     def scale(self) -> int:
@@ -176,7 +177,7 @@ def load_predictor(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every call has the same tile shape: pick the fastest kernels once
     log.info("model %s (x%d) on %s at %s%s", path, card.scale, dev, prec, ", self-ensemble" if self_ensemble else "")
-    return Predictor(net, card, dev, prec, Path(path).name, self_ensemble, sha256)
+    return Predictor(net, card, dev, prec, Path(path).name, self_ensemble, sha256, str(Path(path).resolve()))
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
