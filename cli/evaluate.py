@@ -23,6 +23,8 @@ from geosr.cli.options import (
     verbosity,
     verbosity_options,
 )
+from geosr.cli.progress import progress_bar
+from geosr.cli.threads import threads_option
 from geosr.errors import DataError, GeosrError
 
 REPORT_SUFFIXES = (".json", ".csv")
@@ -57,14 +59,19 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
 @batch_size_option("Tiles per model call.", default=8)
 @consistency_option()
 @self_ensemble_option()
+@click.option("--uncertainty", is_flag=True, default=False,
+              help="Also measure geosr upscale's error map (--uncertainty there) against the actual error: Spearman "
+                   "per pixel and per 8x8 block against the bicubic gradient's, and its calibration. Implies "
+                   "--self-ensemble.")
 @device_option()
 @precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
+@threads_option
 @verbosity_options
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
 def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, tile_size, overlap,
-             batch_size, consistency, self_ensemble, device, precision) -> None:
+             batch_size, consistency, self_ensemble, uncertainty, device, precision) -> None:
     """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the
     protocol of the UC Merced super-resolution literature: mean of per-channel PSNR on 0..255, Gaussian SSIM
     (11, sigma 1.5) averaged over channels, SCALE pixels cropped at each border, LR by MATLAB-style bicubic
@@ -75,15 +82,14 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
     \b
     geosr evaluate --model runs/x4/best.safetensors --data ../shared/data/ucmerced --split val
     """
-    from tqdm import tqdm
-
-    from geosr.checkpoint import load_generator, read_card
+    from geosr.checkpoint import load_generator, model_sha256, read_card
     from geosr.datasets import default_bands, find_images, split_rule, spread
     from geosr.device import resolve_device, resolve_precision
-    from geosr.evaluation import Report, evaluate_images, format_table, to_dtype, write_report
-    from geosr.pictures import preview_strip, save_image
+    from geosr.evaluation import Report, evaluate_images, format_table, write_report
+    from geosr.pictures import preview_strip, save_image, to_dtype
     from geosr.plan import card_tiling
     from geosr.predictor import select_model
+    from geosr.uncertainty import calibration_factor, format_summary, summarise_measures
 
     path = select_model(model_spec, scale)  # the card and the weights' shapes are checked before the model is built
     tile, lap = card_tiling(read_card(path), path.name, tile_size, overlap)
@@ -95,6 +101,8 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
         hint = "; use --split val or --split all" if split == "test" else "; use --split all"
         raise DataError(f"{data}: the {split} split has no images (split rule: {rule}){hint}")
     model, card = load_generator(path, device=dev)
+    k = calibration_factor(card, model_sha256(path)) if uncertainty else None
+    self_ensemble = self_ensemble or uncertainty  # the map's output is the self-ensemble's mean
     scale = card.scale
     items = spread(images.items, max_images)
     c = card.config.in_channels
@@ -104,7 +112,7 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
         raise GeosrError(f"--bands: {len(bands)} bands given, but {path} takes {c}; name {c} bands", option="--bands")
 
     quiet = verbosity(ctx) < 0
-    bar = tqdm(total=len(items), unit="image", disable=quiet, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(items), unit="image", disable=quiet, leave=False, dynamic_ncols=True)
 
     def on_image(result, outputs):
         bar.update(1)
@@ -118,12 +126,14 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
     try:
         results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, tile_size=tile,
                                   overlap=lap, batch_size=batch_size, consistency=consistency,
-                                  self_ensemble=self_ensemble, on_image=on_image)
+                                  self_ensemble=self_ensemble, uncertainty_k=k, on_image=on_image)
     finally:
         bar.close()
     report = Report(data=str(Path(data).resolve()), layout=images.layout, split=split, scale=scale, model=str(path),
                     results=results, consistency=consistency, self_ensemble=self_ensemble)
     click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
     click.echo(format_table(report.summary()))
+    if uncertainty:
+        click.echo(format_summary(summarise_measures([r.uncertainty for r in results])))
     if out is not None:
         write_report(report, out)

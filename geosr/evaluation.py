@@ -44,6 +44,7 @@ from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, integer_range
 from geosr.resize import downscale, upscale
 from geosr.tiling import tile_array
+from geosr.uncertainty import error_map, measure, summarise_measures, with_spread
 
 # The tiling of a model whose card is not at hand: a card's own defaults. Callers with a card pass its values.
 DEFAULT_TILE_SIZE = ModelCard.tile_size
@@ -156,6 +157,7 @@ class ImageResult:
     psnr: float | None = None
     ssim: float | None = None
     residual: float | None = None  # mean |LR - D(SR)| in the image's units: how far the output is from consistent
+    uncertainty: dict[str, float] | None = None  # the error map's measures (geosr.uncertainty.measure), if asked
 
 
 @dataclass
@@ -180,6 +182,7 @@ def evaluate_images(
     batch_size: int = DEFAULT_BATCH_SIZE,
     consistency: bool = True,
     self_ensemble: bool = False,
+    uncertainty_k: float | None = None,
     on_image: Callable[[ImageResult, Outputs], None] | None = None,
 ) -> list[ImageResult]:
     """PSNR/SSIM of ``model`` (if given) and of bicubic on every image, by the protocol in the module docstring.
@@ -187,8 +190,9 @@ def evaluate_images(
     tile_size, overlap: the tiling of the model's output in LR pixels, the model card's (``card.tile_size``,
     ``card.overlap``) to measure what ``geosr upscale`` produces with that model; None takes DEFAULT_TILE_SIZE and a
     quarter of the tile. consistency: correct the output as upscale does (``geosr.consistency``). self_ensemble: the
-    mean over the 8 flips and transposes of each tile (``geosr.predictor.geometric_ensemble``). on_image: called
-    after each image with its result and outputs (progress, saving images).
+    mean over the 8 flips and transposes of each tile (``geosr.predictor.geometric_ensemble``). uncertainty_k: also
+    measure upscale's error map with this k (geosr.uncertainty; implies the self-ensemble). on_image: called after
+    each image with its result and outputs (progress, saving images).
     Raises DataError for unreadable images, ValueError for a model of another scale or an unusable tiling.
     """
     device = torch.device(device)
@@ -215,7 +219,9 @@ def evaluate_images(
         sr = None
         if predict is not None:
             x = pair.radiometry.to_model(pair.lr.numpy())
-            y = tile_array(predict, x, scale=scale, tile_size=tile, overlap=overlap, batch_size=batch_size)
+            run = predict if uncertainty_k is None else with_spread(predict)  # mean and spread, blended alike
+            y = tile_array(run, x, scale=scale, tile_size=tile, overlap=overlap, batch_size=batch_size)
+            y, spread = (y, None) if uncertainty_k is None else np.split(y, 2)
             if consistency:
                 y = project_rows(np.clip(y, -1, 1), x, scale)
             if y.shape != tuple(pair.hr.shape):
@@ -228,6 +234,8 @@ def evaluate_images(
             res.psnr = float(psnr(sr255, hr255, crop=scale))
             res.ssim = float(ssim(sr255, hr255, crop=scale))
             res.residual = residual(sr.numpy(), pair.lr.numpy(), scale)
+            if spread is not None:
+                res.uncertainty = measure(error_map(spread, pair.radiometry, uncertainty_k), sr, pair.hr, bic, scale)
         results.append(res)
         if on_image is not None:
             on_image(res, Outputs(pair, bic, sr))
@@ -290,6 +298,7 @@ class Report:
             "consistency": self.consistency,
             "self_ensemble": self.self_ensemble,
             "summary": self.summary(),
+            "uncertainty": summarise_measures([r.uncertainty for r in self.results]),
             "images": [asdict(r) for r in self.results],
         }
 
@@ -389,10 +398,3 @@ def card_metrics(path: Path, scale: int) -> dict:
     data.update(split=report.get("split"), data=report.get("data"), protocol=report.get("protocol"),
                 report_model=report.get("model"))
     return data
-
-
-def to_dtype(x: torch.Tensor, dtype: str) -> np.ndarray:
-    """Image values (already on the dtype's grid for integers) -> a numpy array of ``dtype``."""
-    rng = integer_range(dtype)
-    y = x.clamp(*rng) if rng is not None else x
-    return y.numpy().astype(dtype)

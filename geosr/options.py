@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from geosr.aoi import AOI
@@ -97,7 +98,8 @@ class UpscaleOptions:
     consistency: correct the output so that its bicubic degradation gives back the input
     (geosr.consistency; on by default). max_pixels: output pixels one file may have before it needs ``yes``
     (None: what the device finishes in a day at geosr's measured rate, geosr.limits.day_of_work); yes: go on
-    with a file beyond that.
+    with a file beyond that. uncertainty: also write the error map there (geosr.uncertainty; one input file only;
+    the output is then the self-ensemble's mean).
     """
 
     tile_size: int | None = None
@@ -113,6 +115,7 @@ class UpscaleOptions:
     consistency: bool = True
     max_pixels: int | None = None
     yes: bool = False
+    uncertainty: Path | None = None
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and (isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int)

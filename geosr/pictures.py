@@ -14,7 +14,7 @@ import torch
 from geosr.datasets import REMEDY
 from geosr.errors import DataError
 from geosr.evaluation import Outputs, Pair
-from geosr.radiometry import round_half_away
+from geosr.radiometry import integer_range, round_half_away
 from geosr.raster import open_raster, quiet_georeferencing
 
 
@@ -22,6 +22,13 @@ def to_uint8_image(x: torch.Tensor, pair: Pair) -> np.ndarray:
     """Image values (C, H, W) -> uint8 for a preview (the 0..255 mapping of the metrics, rounded half away)."""
     y = pair.to_255(x).numpy().astype(np.float64)  # a copy
     return round_half_away(np.clip(y, 0, 255, out=y)).astype(np.uint8)
+
+
+def to_dtype(x: torch.Tensor, dtype: str) -> np.ndarray:
+    """Image values (already on the dtype's grid for integers) -> a numpy array of ``dtype``."""
+    rng = integer_range(dtype)
+    y = x.clamp(*rng) if rng is not None else x
+    return y.numpy().astype(dtype)
 
 
 def preview_strip(outputs: Outputs, size: int = 160, zoom: int = 2, gap: int = 4) -> np.ndarray:

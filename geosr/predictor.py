@@ -58,18 +58,21 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32))
         return self.run(x).to("cpu", memory_format=torch.contiguous_format).numpy()
 
-    def run(self, tiles: torch.Tensor) -> torch.Tensor:
+    def run(self, tiles: torch.Tensor, spread: bool = False):
         """(B, C, h, w) float32 tiles in [-1, 1], on any device -> (B, C, s*h, s*w) float32 on the model's device.
 
         The output stays where the model computed it, so that blending and the consistency correction run there
-        too (geosr.strips). Raises NotEnoughMemory (naming the batch, the tile and the options to lower) when the
-        device runs out of memory.
+        too (geosr.strips). spread: return (mean, spread) of the self-ensemble instead (``ensemble_spread``; the
+        8 passes whatever ``self_ensemble`` says). Raises NotEnoughMemory (naming the batch, the tile and the
+        options to lower) when the device runs out of memory.
         """
         try:
             x = to_device(tiles, self.device)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(self.device, self.precision):
+                if spread:
+                    return ensemble_spread(self.model, x, self.channels_last)  # (B, C, s*h, s*w) twice
                 y = geometric_ensemble(self.model, x, self.channels_last) if self.self_ensemble else self.model(x)
             return y.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, s*h, s*w)
         except (MemoryError, RuntimeError) as exc:
@@ -110,6 +113,27 @@ def geometric_ensemble(model: torch.nn.Module, x: torch.Tensor, channels_last: b
         y = y.to(torch.float32, memory_format=torch.contiguous_format)
         total = y if total is None else total.add_(y)
     return total.div_(8)
+
+
+def ensemble_spread(
+    model: torch.nn.Module, x: torch.Tensor, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``geometric_ensemble``'s mean (the same float32 sums, so the same values) and the spread of its 8 passes: the
+    mean over the passes of |pass - mean|, per pixel and band, in the model's range (geosr.uncertainty turns it into
+    an error map). Both (B, C, s*h, s*w) float32, contiguous; the 8 passes are held at once (8x a tile's output)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    passes = []
+    for k in range(8):
+        y = _dihedral(model(_dihedral(x, k).contiguous(memory_format=fmt)), k, inverse=True)
+        passes.append(y.to(torch.float32, memory_format=torch.contiguous_format))
+    total = passes[0].clone()
+    for y in passes[1:]:
+        total.add_(y)
+    mean = total.div_(8)
+    spread = torch.zeros_like(mean)
+    for y in passes:
+        spread.add_((y - mean).abs_())
+    return mean, spread.div_(8)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

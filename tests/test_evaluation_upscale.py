@@ -21,7 +21,8 @@ from testdata import write_image
 from geosr.checkpoint import load_generator
 from geosr.cli.main import cli
 from geosr.datasets import find_images
-from geosr.evaluation import evaluate_images, to_dtype
+from geosr.evaluation import evaluate_images
+from geosr.pictures import to_dtype
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
