@@ -29,10 +29,9 @@ from typing import Callable
 
 import numpy as np
 import rasterio
-from affine import Affine
-from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
+from geosr.blocks import Block, finish_rows, map_block, map_spec
 from geosr.errors import NotEnoughMemory
 from geosr.options import UpscaleOptions
 from geosr.plan import Plan, make_plan
@@ -55,7 +54,8 @@ from geosr.raster import (
     temp_path,
     write_failure,
 )
-from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows, to_output
+from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows
+from geosr.uncertainty import calibration_factor, check_map_target, describe_map
 from geosr.worksize import check_work_size
 
 log = logging.getLogger("geosr.pipeline")
@@ -91,16 +91,6 @@ class FileResult:
 
 
 # --- the work units ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Block:
-    """Finished output rows [r0, r0 + h) x cols [c0, c0 + w) (output pixels of the output window), ready to write."""
-
-    r0: int
-    c0: int
-    data: np.ndarray  # (bands, h, w) in the output dtype, in output band order
-    mask: np.ndarray | None  # (h, w) uint8 internal mask, when the output has one
 
 
 class _Failed:
@@ -150,38 +140,6 @@ def _read_strips(
         _put(q, _Failed(exc), stop)
 
 
-def _finish_rows(plan: Plan, values: np.ndarray, r0: int, c0: int, held: InputRows) -> _Block:
-    """Blended model values (n_colour, h, w) -> an output block in the output dtype, with nodata, alpha and mask.
-
-    r0, c0: the block's top-left output pixel (processed window); held: the input rows under it (validity, alpha).
-    """
-    s = plan.scale
-    _, h, w = values.shape
-    valid = held.under(held.valid, r0, c0, h, w) if plan.masks else None  # input validity, upsampled nearest
-    alpha = held.under(held.extra, r0, c0, h, w) if plan.alpha else held.extra
-    dy, dx = plan.offset
-    r0, c0 = r0 - s * dy, c0 - s * dx  # in the output window from here on
-    inside = None
-    if plan.aoi_px is not None:
-        # output pixels whose centres lie inside the AOI (given in input pixel units)
-        t = Affine.translation(plan.out.col_off + c0 / s, plan.out.row_off + r0 / s)
-        inside = geometry_mask([plan.aoi_px], (h, w), t @ Affine.scale(1 / s), invert=True)
-        valid = np.broadcast_to(inside, (len(plan.colour), h, w)) if valid is None else valid & inside
-    out_values = to_output(values, valid, plan.radiometry, plan.nodata, plan.fill)
-    if inside is not None and plan.alpha:
-        alpha[:, ~inside] = 0
-    if not plan.alpha and [k for _, k in plan.layout] == list(range(len(plan.layout))):
-        data = out_values  # the common case: every band through the model, in order
-    else:
-        data = np.empty((len(plan.layout), h, w), dtype=out_values.dtype)
-        for i, (kind, k) in enumerate(plan.layout):
-            data[i] = out_values[k] if kind == "c" else alpha[k]
-    mask = None
-    if plan.spec.internal_mask:
-        mask = np.full((h, w), 255, np.uint8) if valid is None else (valid.any(axis=0) * np.uint8(255))
-    return _Block(r0, c0, data, mask)
-
-
 class _Writer:
     """Writer thread: write finished blocks in whole 512-row blocks (GDAL compresses them here).
 
@@ -200,7 +158,7 @@ class _Writer:
         self.rows = 0  # rows the buffer holds before the next block boundary
         self.filled = 0
 
-    def put(self, block: _Block) -> None:
+    def put(self, block: Block) -> None:
         while True:
             if self.error is not None:
                 raise self.error
@@ -247,7 +205,7 @@ class _Writer:
         except BaseException as exc:
             self.error = exc
 
-    def _add(self, block: _Block) -> None:
+    def _add(self, block: Block) -> None:
         """Copy a block's rows into the buffer, writing the buffer at each block boundary."""
         data, mask = block.data, block.mask
         h, width = data.shape[1:]
@@ -282,7 +240,8 @@ class _Writer:
         self.at, self.filled = None, 0
 
 
-def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: ProgressCallback | None) -> int:
+def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: ProgressCallback | None,
+             map_tmp: Path | None = None) -> int:
     """Run the plan from the open source ``ds`` into a new GeoTIFF ``tmp``; returns the tiles run through the model.
 
     From here on each dataset is used by one thread only: ``ds`` by the reader, the output by the writer. ``ds`` is
@@ -309,8 +268,11 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
         target=_read_strips, args=(ds, plan, panels, rows, strips, stop), name="geosr-reader", daemon=True
     )
     writer = _Writer(plan, dst_ds, stop)
+    k = calibration_factor(predictor.card, predictor.model_sha256)
+    maps = _Writer(plan, create_output(map_tmp, map_spec(plan, describe_map(k))), stop) if map_tmp else None
     reader.start()
-    writer.thread.start()
+    for w in (writer, maps) if maps else (writer,):
+        w.thread.start()
 
     def tiles_done(n: int, ran: bool) -> None:
         nonlocal done
@@ -318,9 +280,11 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
         if ran:
             report()
 
-    def write(values: np.ndarray, r0: int, c0: int, held: InputRows) -> None:
+    def write(values: np.ndarray, r0: int, c0: int, held: InputRows, spread=None) -> None:
         nonlocal pixels
-        writer.put(_finish_rows(plan, values, r0, c0, held))
+        if spread is not None:
+            maps.put(map_block(plan, spread, r0, c0, held, k))
+        writer.put(finish_rows(plan, values, r0, c0, held))
         pixels += values.shape[1] * values.shape[2]
         report()
 
@@ -328,9 +292,11 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
         computed = run_strips(
             plan.grid, panels, rows, lambda panel, r: _next_strip(strips, reader), predictor, write,
             groups=plan.groups, real=plan.real, batch_size=plan.batch_size, consistency=plan.consistency,
-            masks=plan.masks, out_rows=out_rows, tiles_done=tiles_done,
+            masks=plan.masks, out_rows=out_rows, tiles_done=tiles_done, spread=maps is not None,
         )
         writer.close()
+        if maps is not None:
+            maps.close()
     finally:
         stop.set()
         reader.join(timeout=30)
@@ -340,6 +306,10 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
         writer.thread.join(timeout=60)
         if not writer.thread.is_alive():
             dst_ds.close()
+        if maps is not None:
+            maps.thread.join(timeout=60)
+            if not maps.thread.is_alive():
+                maps.dst.close()
     return computed
 
 
@@ -378,6 +348,7 @@ def upscale_raster(
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     check_output_file(dst, overwrite=options.overwrite, source=src, keep_hint=" (or --skip-existing to keep it)")
+    predictor = check_map_target(options, src, dst, predictor)  # with --uncertainty: the self-ensemble's
     remove_stale_outputs(dst.parent, dst.name)
     with rasterio.Env(**gdal_options()), open_raster(src) as ds:
         plan = make_plan(ds, src, dst, predictor, options)
@@ -387,9 +358,12 @@ def upscale_raster(
         p = plan.spec.profile
         check_work_size(str(src), p["width"] * p["height"], predictor.device.type,
                         self_ensemble=predictor.self_ensemble, max_pixels=options.max_pixels, yes=options.yes)
-        tmp = temp_path(dst)
+        tmp, map_tmp = temp_path(dst), options.uncertainty and temp_path(options.uncertainty)
         try:
-            tiles = _execute(plan, ds, tmp, predictor, progress)
+            tiles = _execute(plan, ds, tmp, predictor, progress, map_tmp)
+            if map_tmp:  # published first: the output's appearance says that everything is done
+                finish_output(map_tmp, options.uncertainty, cog=False, compress=plan.compress,
+                              overwrite=plan.overwrite, shape=(len(plan.layout), p["height"], p["width"]))
             finish_output(tmp, dst, cog=plan.cog, compress=plan.compress, georeferenced=plan.georeferenced,
                           overwrite=plan.overwrite, shape=(p["count"], p["height"], p["width"]))
         except READ_ERRORS as exc:  # creating the output failed (reads, writes and copies map their own)
@@ -398,4 +372,6 @@ def upscale_raster(
             raise NotEnoughMemory(f"{src}: {exc}", option=exc.option) from None
         finally:
             remove_quietly(tmp)
+            if map_tmp:
+                remove_quietly(map_tmp)
     return FileResult(src, dst, "done", "", time.perf_counter() - t0, p["width"] * p["height"], tiles)

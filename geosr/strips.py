@@ -164,10 +164,37 @@ class _DeviceWeights:
         return self._axis(self._rows, self.grid.rows, r)[:, None] * self._axis(self._cols, self.grid.cols, c)[None, :]
 
 
+class _SpreadRows:
+    """The self-ensemble's spread of a panel: blended in its own StripAccumulator (with the values' weights), its
+    released rows held until the values' rows over them are released (with consistency, up to ``halo`` input rows
+    later)."""
+
+    def __init__(self, bands: int, capacity: int, panel: Panel, origin: int, device: torch.device) -> None:
+        self.acc = StripAccumulator(bands, capacity, panel.e0, panel.e1, origin=origin, device=device)
+        self.start = 0  # output row of the first row held
+        self.rows: torch.Tensor | None = None  # (bands, n, e1 - e0)
+
+    def hold(self, stop: int, lo: int, hi: int) -> None:
+        """Hold rows [lo, hi) of the accumulator, all blended up to ``stop`` (views stay valid as it moves on)."""
+        new = self.acc.rows(stop)[:, lo - self.acc.origin : hi - self.acc.origin]
+        if self.rows is None:
+            self.start, self.rows = lo, new
+        else:
+            self.rows = torch.cat([self.rows, new], dim=1)
+
+    def take(self, lo: int, hi: int) -> torch.Tensor:
+        """Rows [lo, hi), held, and let go of every row before ``hi``."""
+        if self.rows is None:
+            return torch.zeros((0, 0, 0))
+        out = self.rows[:, lo - self.start : hi - self.start]
+        self.rows, self.start = self.rows[:, hi - self.start :], hi
+        return out
+
+
 def run_strips(
     grid: TileGrid, panels: list[Panel], rows: tuple[int, ...], strip_of: Callable[[Panel, int], Strip],
     predictor: Predictor, sink: Sink, *, groups, real, batch_size: int, consistency: bool, masks: bool,
-    out_rows: tuple[int, int], tiles_done: Callable[[int, bool], None] | None = None,
+    out_rows: tuple[int, int], tiles_done: Callable[[int, bool], None] | None = None, spread: bool = False,
 ) -> int:
     """Super-resolve the panels' strips; returns the tiles (x band groups) run through the model.
 
@@ -178,6 +205,8 @@ def run_strips(
     masks: whether the input may hold invalid pixels (the consistency correction then leaves them unconstrained).
     tiles_done(n, ran): after each batch of n tiles through the model (ran), and with the n tiles of a strip skipped
     for holding no valid pixel.
+    spread: also blend the self-ensemble's spread (Predictor.run(spread=True); the values are then its mean) with
+    the same weights, and pass its rows to the sink with the values over them: sink(values, r0, c0, held, spread).
     """
     s, tile = grid.scale, grid.tile_size
     length_r, length_c = grid.rows.length, grid.cols.length
@@ -187,8 +216,10 @@ def run_strips(
     def emit(panel: Panel, values: torch.Tensor, lo: int, held: InputRows) -> None:
         """Blended (and corrected) rows [lo, lo + h) x [e0, e1) -> the sink, cropped to the output."""
         a, b = max(lo, out_rows[0]), min(lo + values.shape[1], out_rows[1])
+        extra = {} if spread_rows is None else {"spread": spread_rows.take(lo, lo + values.shape[1])}
         if b > a:
-            sink(values[:, a - lo : b - lo, panel.c0 - panel.e0 : panel.c1 - panel.e0], a, panel.c0, held)
+            crop = (slice(None), slice(a - lo, b - lo), slice(panel.c0 - panel.e0, panel.c1 - panel.e0))
+            sink(values[crop], a, panel.c0, held, **{key: v[crop] for key, v in extra.items()})
 
     device = predictor.device
     weights = _DeviceWeights(grid, device)
@@ -196,6 +227,7 @@ def run_strips(
         origin = s * grid.rows.starts[rows[0]]
         acc = StripAccumulator(sum(real), s * length_r, panel.e0, panel.e1, origin=origin, device=device)
         held = InputRows(s, panel.x0)
+        spread_rows = _SpreadRows(sum(real), s * length_r, panel, origin, device) if spread else None
         stream = RowStream(s, halo=DEFAULT_HALO, device=device) if consistency else None
         next_row = row_lo  # with consistency: the first output row the stream has not returned yet
         cols = slice(panel.e0 // s - panel.x0, panel.e1 // s - panel.x0)
@@ -210,8 +242,15 @@ def run_strips(
             for b0, b1 in even_splits(len(items), -(-len(items) // batch_size)):
                 batch = items[b0:b1]
                 xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
-                outs = predictor.run(torch.stack([x_dev[list(groups[k]), :tile, x : x + tile]
-                                                  for (_, k), x in zip(batch, xs)]))  # (B, C, s*tile, s*tile)
+                tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile] for (_, k), x in zip(batch, xs)])
+                if spread_rows is None:
+                    outs = predictor.run(tiles)  # (B, C, s*tile, s*tile)
+                else:
+                    outs, spreads = predictor.run(tiles, spread=True)  # mean and spread, (B, C, s*tile, s*tile)
+                    for (j, k), sp in zip(batch, spreads):
+                        c = panel.tiles[j]
+                        spread_rows.acc.add(sp[: real[k], : s * length_r, : s * length_c], weights(r, c),
+                                            s * strip.y0, s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
                 for (j, k), out in zip(batch, outs):
                     c = panel.tiles[j]
                     acc.add(out[: real[k], : s * length_r, : s * length_c], weights(r, c), s * strip.y0,
@@ -224,6 +263,8 @@ def run_strips(
             lo, hi = max(acc.origin, row_lo), min(stop_row, row_hi)
             if hi > lo:
                 values = acc.rows(stop_row)[:, lo - acc.origin : hi - acc.origin]
+                if spread_rows is not None:
+                    spread_rows.hold(stop_row, lo, hi)
                 if stream is not None:  # the rows now final, ``halo`` input rows behind
                     a = lo // s - strip.y0
                     b = a + values.shape[1] // s
@@ -231,6 +272,8 @@ def run_strips(
                     lo, next_row = next_row, next_row + values.shape[1]
                 emit(panel, values, lo, held)
             acc.advance(stop_row)
+            if spread_rows is not None:
+                spread_rows.acc.advance(stop_row)
             held.drop_before((stop_row if stream is None else next_row) // s)
         if stream is not None:
             emit(panel, stream.finish(), next_row, held)

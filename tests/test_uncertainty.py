@@ -1,0 +1,113 @@
+"""geosr.uncertainty and ``--uncertainty``: the error map's mechanics (grid, georeferencing, nodata, blending, path
+rules) with a tiny random-weight model, and its meaning with the bundled degan-x4 on UC Merced val images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geosr.errors import OptionError, OutputExistsError, RasterError
+from geosr.options import UpscaleOptions
+from geosr.pipeline import upscale_raster
+from geosr.predictor import geometric_ensemble, load_predictor
+from geosr.radiometry import Radiometry
+from geosr.tiling import tile_array
+from geosr.uncertainty import block_means, calibration_factor, error_map, ranks, spearman, with_spread
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model: Path):
+    return load_predictor(tiny_model, device="cpu", precision="fp32")
+
+
+def test_ranks_average_ties_and_spearman_is_pearson_of_ranks():
+    np.testing.assert_array_equal(ranks(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert spearman(x, x**3) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0, 4.0])) == pytest.approx(0.9486833)
+    assert np.isnan(spearman(np.ones(4), x[:4]))
+    assert block_means(np.arange(16.0).reshape(4, 4), 2).tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+def test_spread_mean_is_the_self_ensemble_and_spread_is_the_mean_absolute_deviation(tiny):
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    mean, spread = tiny.run(x, spread=True)
+    with torch.inference_mode():
+        assert torch.equal(mean, geometric_ensemble(tiny.model, x))
+    assert spread.shape == mean.shape and bool((spread >= 0).all()) and float(spread.mean()) > 0
+
+
+def test_map_is_on_the_output_grid_blended_as_the_output_and_the_output_is_the_self_ensemble(
+        tiny, tiny_model: Path, rgb_tif: Path, tmp_path: Path):
+    out, emap, ensemble = tmp_path / "out.tif", tmp_path / "err.tif", tmp_path / "ens.tif"
+    upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=emap, consistency=False))
+    plain_ensemble = load_predictor(tiny_model, device="cpu", precision="fp32", self_ensemble=True)
+    upscale_raster(rgb_tif, ensemble, plain_ensemble, UpscaleOptions(tile_size=16, overlap=4, consistency=False))
+    with rasterio.open(out) as o, rasterio.open(emap) as e, rasterio.open(ensemble) as s, rasterio.open(rgb_tif) as i:
+        assert (e.width, e.height, e.count) == (o.width, o.height, o.count) == (2 * i.width, 2 * i.height, 3)
+        assert e.transform == o.transform and e.crs == o.crs and e.dtypes[0] == "float32"
+        assert np.isnan(e.nodata)
+        np.testing.assert_array_equal(o.read(), s.read())  # the output is the self-ensemble's, bit for bit
+        got = e.read()
+        x = i.read().astype(np.float32) / np.float32(127.5) - 1
+    # the same blend as tile_array's (the evaluation's) of the same spread, in uint8 units times k
+    spread = tile_array(with_spread(tiny), x, scale=2, tile_size=16, overlap=4)[3:]
+    want = error_map(spread, Radiometry("uint8", (0.0,) * 3, (255.0,) * 3, (0.0,) * 3, "uint8"),
+                     calibration_factor(tiny.card, tiny.model_sha256))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert float(got.mean()) > 0
+
+
+def test_map_with_consistency_is_nan_where_the_output_is_nodata(tiny, rgb_tif: Path, tmp_path: Path, make_geotiff):
+    with rasterio.open(rgb_tif) as src:
+        data = src.read()
+    data[:, 10:30, 20:50] = 0
+    scene = make_geotiff(tmp_path / "holes.tif", data, nodata=0)
+    out, emap = tmp_path / "out.tif", tmp_path / "err.tif"
+    upscale_raster(scene, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=emap))
+    with rasterio.open(out) as o, rasterio.open(emap) as e:
+        nodata = o.read() == o.nodata
+        got = e.read()
+    assert nodata.any()
+    np.testing.assert_array_equal(np.isnan(got), nodata)
+
+
+def test_map_path_rules(tiny, rgb_tif: Path, tmp_path: Path):
+    out = tmp_path / "out.tif"
+    with pytest.raises(OptionError, match="also the output"):
+        upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=out))
+    with pytest.raises(OptionError, match="GeoTIFF"):
+        upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=tmp_path / "e.png"))
+    with pytest.raises(RasterError):
+        upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=rgb_tif))
+    existing = tmp_path / "err.tif"
+    existing.write_bytes(b"keep")
+    with pytest.raises(OutputExistsError):
+        upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=existing))
+    assert existing.read_bytes() == b"keep" and not out.exists()  # checked before any work
+
+
+@pytest.mark.slow
+def test_map_ranks_the_real_error_better_than_the_bicubic_gradient(ucmerced: Path):
+    """The bundled degan-x4 on 10 UC Merced val images (about 60 s on one thread)."""
+    from geosr.checkpoint import load_generator
+    from geosr.datasets import find_images, spread
+    from geosr.evaluation import evaluate_images
+    from geosr.predictor import select_model
+    from geosr.uncertainty import summarise_measures
+
+    path = select_model("degan-x4", 4)
+    model, card = load_generator(path, device="cpu")
+    items = spread(find_images(ucmerced, "val").items, 10)
+    results = evaluate_images(items, 4, model, bands=[1, 2, 3], precision="bf16", tile_size=card.tile_size,
+                              overlap=card.overlap, self_ensemble=True, uncertainty_k=7.0)
+    m = summarise_measures([r.uncertainty for r in results])
+    assert m["spearman_block"] >= 0.5
+    assert m["spearman_block"] > m["gradient_spearman_block"]
