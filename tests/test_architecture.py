@@ -16,8 +16,8 @@ LAYERS = [
     ("foundations", {"errors", "limits", "version", "fileio", "bundled", "device", "radiometry", "tiling", "resize", "metrics",
                      "aoi", "arraylayout", "worksize"}),
     ("files and networks", {"raster", "models", "checkpoint", "consistency", "predictor", "datasets"}),
-    ("one raster", {"options", "provenance", "plan", "strips", "pipeline", "arrays", "lazy", "evaluation",
-                    "pictures", "onnx", "onnxrun"}),
+    ("one raster", {"options", "provenance", "plan", "strips", "blocks", "pipeline", "arrays", "lazy", "evaluation",
+                    "uncertainty", "pictures", "onnx", "onnxrun"}),
     ("many rasters", {"batch", "report", "inference", "api"}),
     ("entry points", {"cli", "training"}),
 ]
