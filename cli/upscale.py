@@ -93,7 +93,7 @@ class _Bars:
 
 
 @click.command(short_help="Super-resolve rasters.")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path())  # text: URLs keep their //
 @output_option("Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
 @model_option()
 @scale_option("Upscaling factor; the model's by default (4 for the bundled model).")
@@ -105,6 +105,8 @@ class _Bars:
 @device_option()
 @precision_option()
 @bands_option()
+@click.option("--assets", metavar="KEY,...",
+              help="INPUT is a STAC item (JSON file or URL): read these assets as its bands, in order.")
 @click.option("--aoi", metavar="GEOJSON|WKT", help="Area of interest: a GeoJSON file or a WKT polygon.")
 @click.option("--bbox", callback=checked(lazy("geosr.aoi", "parse_bbox")), metavar="MINX,MINY,MAXX,MAXY",
               help="Area of interest as a box.")
@@ -132,12 +134,13 @@ class _Bars:
 @stop_on_sigterm
 def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency,
             self_ensemble, device, precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite,
-            skip_existing, files_in_flight, max_pixels, yes, report) -> None:
+            skip_existing, files_in_flight, max_pixels, yes, report, assets) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
     recursively for rasters): OUTPUT is a folder and the relative layout is kept. Georeferencing, dtype, bands, nodata
-    and metadata are kept; the footprint is unchanged.
+    and metadata are kept; the footprint is unchanged. An input may be any path GDAL reads: http(s)://, s3://, gs://,
+    az:// and zip://archive.zip!/a.tif addresses and /vsi paths, with GDAL's credentials and settings.
     """
     from tqdm import tqdm
 
@@ -145,6 +148,7 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     from geosr.batch import BatchJob, check_exclusions, run_batch
     from geosr.device import torchrun_env
     from geosr.inference import UpscaleOptions, load_predictor
+    from geosr.stac import resolve_inputs
 
     level = verbosity(ctx)
     check_exclusions(overwrite=overwrite, skip_existing=skip_existing, aoi=aoi is not None, bbox=bbox is not None,
@@ -156,7 +160,9 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     )
     env = torchrun_env()
     who = f"rank {env.rank}/{env.world_size}: " if env.distributed else ""
-    job = BatchJob(tuple(inputs), output, options, skip_existing, files_in_flight, report, tuple(sys.argv),
+    keys = None if assets is None else [k.strip() for k in assets.split(",") if k.strip()]
+    sources = resolve_inputs(inputs, keys)  # URLs, /vsi paths, STAC items: as GDAL reads them (geosr.sources)
+    job = BatchJob(sources, output, options, skip_existing, files_in_flight, report, tuple(sys.argv),
                    env.rank, env.world_size)
     bars = _Bars(enabled=level >= 0 and env.rank == 0, per_file=files_in_flight == 1)
 

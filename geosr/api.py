@@ -45,6 +45,8 @@ from geosr.plan import card_tiling
 from geosr.predictor import Predictor, load_predictor
 from geosr.provenance import provenance_tags
 from geosr.raster import carried_tags
+from geosr.sources import is_remote
+from geosr.stac import resolve_inputs
 
 log = logging.getLogger("geosr.api")
 
@@ -139,20 +141,24 @@ def upscale(
     precision: str = "auto",
     skip_existing: bool = False,
     progress: ProgressCallback | None = None,
+    assets: Sequence[str] | None = None,
     **options: Any,
 ) -> FileResult:
     """Super-resolve the raster ``src`` into ``dst``, as ``geosr upscale SRC -o DST`` does.
 
-    dst: the output file (GeoTIFF; .png/.jpg for plain images), or an existing folder to hold it. scale: 2, 3 or 4
-    (None: the model's; 4 for the bundled default); model: see the module docstring. skip_existing: leave an existing
-    output alone (the result says "skipped"). progress: called with a geosr.pipeline.Progress as tiles are done.
-    options: see the module docstring. Returns the FileResult (status "done" or "skipped", seconds, output pixels,
-    tiles). Raises GeosrError (RasterError, ModelFileError, OutputExistsError, OptionError, ...) with a one-line
-    message; nothing of the output is left on any error or interruption.
+    src: a local file, or any path GDAL reads (geosr.sources: an http(s):// URL, s3://, gs://, az://, zip://, a /vsi
+    path), or a STAC item (a JSON file or URL) with ``assets``: the keys of the assets read as its bands, in order
+    (geosr.stac). dst: the output file (GeoTIFF; .png/.jpg for plain images), or an existing folder to hold it.
+    scale: 2, 3 or 4 (None: the model's; 4 for the bundled default); model: see the module docstring. skip_existing:
+    leave an existing output alone (the result says "skipped"). progress: called with a geosr.pipeline.Progress as
+    tiles are done. options: see the module docstring. Returns the FileResult (status "done" or "skipped", seconds,
+    output pixels, tiles). Raises GeosrError (RasterError, ModelFileError, OutputExistsError, OptionError, ...) with
+    a one-line message; nothing of the output is left on any error or interruption.
     """
-    if Path(src).is_dir():
+    [source] = resolve_inputs([src], assets)
+    if not is_remote(source) and source.is_dir():
         raise RasterError(f"{src}: is a folder; geosr.upscale_folder super-resolves the rasters of a folder")
-    job = BatchJob((Path(src),), Path(dst), _file_options("upscale", options), skip_existing)
+    job = BatchJob((source,), Path(dst), _file_options("upscale", options), skip_existing)
     [result] = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress).results
     return result
 
@@ -184,7 +190,7 @@ def upscale_folder(
     option or model; KeyboardInterrupt stops the batch (the file under way leaves nothing behind).
     """
     inputs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
-    job = BatchJob(tuple(Path(p) for p in inputs), Path(dst), _file_options("upscale_folder", options), skip_existing,
+    job = BatchJob(resolve_inputs(inputs), Path(dst), _file_options("upscale_folder", options), skip_existing,
                    files_in_flight, Path(report) if report else None)
 
     def each(result: FileResult) -> None:

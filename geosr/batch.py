@@ -24,6 +24,7 @@ from geosr.plan import card_tiling
 from geosr.predictor import Predictor
 from geosr.raster import check_output_file, check_output_location, check_output_name, plan_outputs, remove_stale_outputs
 from geosr.report import BatchReport, rank_path, settings_of
+from geosr.sources import RemoteSource, input_spec, is_remote
 
 log = logging.getLogger("geosr.batch")
 
@@ -65,11 +66,12 @@ def check_exclusions(*, overwrite: bool = False, skip_existing: bool = False, ao
 class BatchJob:
     """One run of ``geosr upscale INPUT... -o OUTPUT``: what ``run_batch`` needs besides the model.
 
+    inputs: local paths, and remote inputs (geosr.sources: URLs, /vsi paths, STAC items) as RemoteSource or text;
     report: the JSON batch report's path (geosr.report; under torchrun one per process); command: the command line
     it records; rank, world_size: this process's share of the files under torchrun (every world_size-th file).
     """
 
-    inputs: tuple[Path, ...]
+    inputs: tuple[Path | RemoteSource, ...]
     output: Path
     options: UpscaleOptions = UpscaleOptions()
     skip_existing: bool = False
@@ -82,7 +84,7 @@ class BatchJob:
     @property
     def single(self) -> bool:
         """One input file (its errors are raised, as one file's are) rather than a batch (recorded, never raised)."""
-        return len(self.inputs) == 1 and self.inputs[0].is_file()
+        return len(self.inputs) == 1 and (is_remote(self.inputs[0]) or Path(self.inputs[0]).is_file())
 
 
 def run_batch(
@@ -211,9 +213,9 @@ def upscale_batch(
         for src, dst in pairs:
             finished(_upscale_file(src, dst, predictor, options, progress, skip_existing))
     else:
-        order = {(Path(a), Path(b)): i for i, (a, b) in enumerate(pairs)}
+        order = {(input_spec(a), Path(b)): i for i, (a, b) in enumerate(pairs)}
         _in_flight(pairs, predictor, options, progress, skip_existing, files_in_flight, finished)
-        summary.results.sort(key=lambda r: order[(Path(r.src), Path(r.dst))])
+        summary.results.sort(key=lambda r: order[(input_spec(r.src), Path(r.dst))])
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -54,6 +54,7 @@ from geosr.raster import (
     temp_path,
     write_failure,
 )
+from geosr.sources import RemoteSource, input_spec
 from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows
 from geosr.uncertainty import calibration_factor, check_map_target, describe_map
 from geosr.worksize import check_work_size
@@ -80,7 +81,7 @@ class FileResult:
     """The outcome of one file: status 'done', 'skipped' or 'failed', with a one-line message for the last two;
     reason: why a file was skipped, 'exists' (--skip-existing) or 'aoi' (the area of interest misses it)."""
 
-    src: Path
+    src: Path | RemoteSource
     dst: Path
     status: str
     message: str = ""
@@ -332,7 +333,7 @@ def _next_strip(q: queue.Queue, reader: threading.Thread) -> Strip:
 
 
 def upscale_raster(
-    src: str | os.PathLike,
+    src: str | os.PathLike | RemoteSource,
     dst: str | os.PathLike,
     predictor: Predictor,
     options: UpscaleOptions = UpscaleOptions(),
@@ -346,7 +347,7 @@ def upscale_raster(
     partial output on any error or interruption, and never replaces an existing ``dst`` unless ``options.overwrite``.
     """
     t0 = time.perf_counter()
-    src, dst = Path(src), Path(dst)
+    src, dst = input_spec(src), Path(dst)  # a URL or /vsi path stays as GDAL reads it (geosr.sources)
     check_output_file(dst, overwrite=options.overwrite, source=src, keep_hint=" (or --skip-existing to keep it)")
     predictor = check_map_target(options, src, dst, predictor)  # with --uncertainty: the self-ensemble's
     remove_stale_outputs(dst.parent, dst.name)

@@ -44,6 +44,7 @@ from geosr.pipeline import FileResult
 from geosr.plan import card_tiling
 from geosr.predictor import Predictor
 from geosr.raster import RASTER_SUFFIXES
+from geosr.sources import RemoteSource, input_spec, is_remote, local_files, redact
 from geosr.version import __version__
 
 log = logging.getLogger("geosr.report")
@@ -58,7 +59,7 @@ def _now() -> str:
 
 
 def _path(p: str | os.PathLike) -> str:
-    return str(Path(p).absolute())
+    return redact(p) if is_remote(p) else str(Path(p).absolute())
 
 
 def settings_of(options: UpscaleOptions, predictor: Predictor | None = None, **extra: Any) -> dict[str, Any]:
@@ -111,14 +112,14 @@ class BatchReport:
     ) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
-        self.inputs = [Path(p) for p in inputs]
+        self.inputs = [f for p in inputs for f in local_files(p)]  # a URL: none
         self.target: Target | None = self._check(())
         self.command = None if command is None else [str(a) for a in command]
         self.settings: dict[str, Any] = dict(settings or {})
         self.interval = interval
         self.model: dict[str, Any] | None = None
         self.model_label = ""
-        self.pairs: list[tuple[Path, Path]] = []
+        self.pairs: list[tuple[Path | RemoteSource, Path]] = []
         self.results: list[FileResult] = []
         self.state = "running"
         self.exit_code: int | None = None
@@ -140,7 +141,8 @@ class BatchReport:
         try:
             return check_target(
                 self.path, what="the batch report", option="--report", overwrite=self.overwrite,
-                inputs=self.inputs + inside + [a for a, _ in pairs], outputs=[("an output raster", b) for _, b in pairs],
+                inputs=self.inputs + inside + [f for a, _ in pairs for f in local_files(a)],
+                outputs=[("an output raster", b) for _, b in pairs],
                 replaceable=is_report, stream_ok=True,
             )
         except GeosrError:
@@ -150,7 +152,7 @@ class BatchReport:
     def plan(self, pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]]) -> None:
         """The (input, output) pairs of the batch, in the order they run; raises OptionError (and the report is
         never written) when the report's path is one of their files."""
-        self.pairs = [(Path(a), Path(b)) for a, b in pairs]
+        self.pairs = [(input_spec(a), Path(b)) for a, b in pairs]
         self.target = self._check(self.pairs)
 
     def use_model(self, predictor: Predictor, settings: dict[str, Any] | None = None) -> None:

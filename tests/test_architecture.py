@@ -14,8 +14,8 @@ PACKAGES = {"geosr": "geosr", "cli": "geosr.cli", "training": "geosr.training"}
 # Bottom to top; a module may import its own layer and the layers below, never above.
 LAYERS = [
     ("foundations", {"errors", "limits", "version", "fileio", "bundled", "device", "radiometry", "tiling", "resize", "metrics",
-                     "aoi", "arraylayout", "worksize"}),
-    ("files and networks", {"raster", "models", "checkpoint", "consistency", "predictor", "datasets"}),
+                     "aoi", "arraylayout", "worksize", "sources"}),
+    ("files and networks", {"raster", "models", "checkpoint", "consistency", "predictor", "datasets", "stac"}),
     ("one raster", {"options", "provenance", "plan", "strips", "blocks", "pipeline", "arrays", "lazy", "evaluation",
                     "uncertainty", "pictures", "onnx", "onnxrun"}),
     ("many rasters", {"batch", "report", "inference", "api"}),

@@ -16,6 +16,7 @@ from typing import Sequence
 from geosr.errors import GeosrError, OptionError, OutputExistsError, RasterError
 from geosr.raster.profile import OUTPUT_SUFFIXES, output_driver
 from geosr.raster.reading import RASTER_SUFFIXES, check_name_encoding, check_regular_file, find_rasters, printable
+from geosr.sources import RemoteSource, input_spec, is_remote
 
 log = logging.getLogger("geosr.raster")
 
@@ -36,8 +37,12 @@ def check_output_name(path: str | os.PathLike, cog: bool = False) -> str:
     return driver
 
 
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Whether ``a`` and ``b`` name one file or folder: the same absolute path, or one file through links."""
+def same_file(a: str | os.PathLike | RemoteSource, b: str | os.PathLike | RemoteSource) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder: the same absolute path, or one file through links. A remote
+    input (geosr.sources) is none of the local files but those it reads (``local_files``)."""
+    if is_remote(a) or is_remote(b):
+        return any(same_file(f, other) for one, other in ((a, b), (b, a)) if isinstance(one, RemoteSource)
+                   for f in one.local_files)
     a, b = Path(a), Path(b)
     if a.absolute() == b.absolute():
         return True
@@ -102,23 +107,28 @@ def output_name(rel: Path) -> Path:
     return rel if rel.suffix.lower() in OUTPUT_SUFFIXES else rel.with_suffix(".tif")
 
 
-def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """(input, output) pairs, sorted by input.
+def plan_outputs(
+    inputs: Sequence[str | os.PathLike | RemoteSource], output: str | os.PathLike
+) -> list[tuple[Path | RemoteSource, Path]]:
+    """(input, output) pairs, sorted by input (remote inputs last, in the order given).
 
     One input file: ``output`` is the output file (or a folder that exists, to hold it). Several inputs or a folder
     (searched recursively for rasters): ``output`` is a folder, and the inputs' layout below their common folder is
-    kept. Raises GeosrError for missing inputs, no rasters found, an output that is an input or two inputs that would
-    share an output.
+    kept. A remote input (geosr.sources: a URL, a /vsi path) is one file, whose output in a folder takes its base
+    name; whether it exists is GDAL's to say when it opens it. Raises GeosrError for missing inputs, no rasters found,
+    an output that is an input or two inputs that would share an output.
     """
-    paths = [Path(p) for p in inputs]
+    paths = [input_spec(p) for p in inputs]
     out = Path(output)
     if not paths:
         raise GeosrError("no input given")
     for p in paths:
+        if is_remote(p):
+            continue
         if not p.exists():
             raise RasterError(f"{p}: no such file or folder")
         check_regular_file(p)
-    if len(paths) == 1 and paths[0].is_file():
+    if len(paths) == 1 and (is_remote(paths[0]) or paths[0].is_file()):
         target = out / output_name(Path(paths[0].name)) if out.is_dir() else out
         check_not_input(paths[0], target)
         return [(paths[0], target)]
@@ -126,18 +136,19 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike)
         raise GeosrError(f"{out}: is a file; with several inputs or a folder, -o names an output folder",
                          option="--output")
     for p in paths:
-        if p.is_dir() and same_file(p, out):
+        if not is_remote(p) and p.is_dir() and same_file(p, out):
             raise GeosrError(f"{out}: the output folder is the input folder; choose another output folder",
                              option="--output")
+    local = [p for p in paths if isinstance(p, Path)]
     if len(paths) == 1:
         base = paths[0].absolute()
     else:
-        base = Path(os.path.commonpath([p.absolute().parent for p in paths]))
-    pairs: dict[Path, Path] = {}
+        base = Path(os.path.commonpath([p.absolute().parent for p in local])) if local else out
+    pairs: dict[Path | RemoteSource, Path] = {}
     left_out = []
     for p in paths:
         files = [p]
-        if p.is_dir():
+        if not is_remote(p) and p.is_dir():
             found = find_rasters(p, exclude=[out])
             files = found.files
             if found.describe_skipped():
@@ -146,7 +157,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike)
             if not files:
                 log.warning("%s: no rasters found (%s)", printable(p), ", ".join(RASTER_SUFFIXES))
         for f in files:
-            target = out / output_name(f.absolute().relative_to(base))
+            target = out / output_name(Path(f.name) if is_remote(f) else f.absolute().relative_to(base))
             if target in pairs.values():
                 other = next(k for k, v in pairs.items() if v == target)
                 raise GeosrError(f"{f} and {other} would both be written to {target}; rename one of them")
@@ -155,4 +166,5 @@ def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike)
     if not pairs:
         why = f"; left out: {'; '.join(left_out)}" if left_out else f" (names ending {', '.join(RASTER_SUFFIXES)})"
         raise GeosrError(f"no rasters found in {', '.join(map(printable, paths))}{why}")
-    return sorted(pairs.items())
+    remote = [pair for pair in pairs.items() if is_remote(pair[0])]  # after the local files, in the order given
+    return sorted(pair for pair in pairs.items() if not is_remote(pair[0])) + remote

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from geosr.errors import GeosrError, RasterError
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, gdal_message, quiet_georeferencing
+from geosr.sources import RemoteSource, input_spec, is_network, redact, remote_options
 
 log = logging.getLogger("geosr.raster")
 
@@ -43,22 +44,34 @@ def open_raster(
     """Open ``path`` for reading under ``READ_CHECKS``, with rasterio's warning about plain images silenced.
 
     A missing file, a folder or anything GDAL cannot open raises ``error`` naming the file, followed by ``remedy``
-    (e.g. "; remove it from the data or replace it").
+    (e.g. "; remove it from the data or replace it"). A remote input (geosr.sources: a URL, a /vsi path) is opened
+    by GDAL as it is, and named without credentials.
     """
-    path = Path(path)
-    if not path.exists():
-        raise error(f"{path}: no such file{remedy}")
-    if path.is_dir():
-        raise error(f"{path}: is a folder, not a raster{remedy}")
-    check_regular_file(path, error, remedy)
-    check_name_encoding(path, error)
+    source = input_spec(path)
+    if isinstance(source, RemoteSource):
+        path, target, options = source, source.gdal, remote_options(source.gdal)
+    else:
+        path = target = source
+        options = {}
+        if not path.exists():
+            raise error(f"{path}: no such file{remedy}")
+        if path.is_dir():
+            raise error(f"{path}: is a folder, not a raster{remedy}")
+        check_regular_file(path, error, remedy)
+        check_name_encoding(path, error)
     with quiet_georeferencing():
         try:
-            with rasterio.Env(**READ_CHECKS):  # some drivers decide at open how they will decode (PNG)
-                ds = rasterio.open(path)
+            with rasterio.Env(**READ_CHECKS, **options):  # some drivers decide at open how they will decode (PNG)
+                ds = rasterio.open(target)
         except READ_ERRORS as exc:
+            if isinstance(path, RemoteSource):
+                check = ("the address, and GDAL's credentials and network settings (its environment variables)"
+                         if is_network(target) else "the path")
+                raise error(f"{path}: cannot read it as a raster ({redact(gdal_message(exc))}); check {check}"
+                            f"{remedy}") from None
             raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){remedy}") from None
-        with ds:
+        # the remote settings hold while it is open: a VRT (a STAC item's) opens its sources as it reads them
+        with ds, rasterio.Env(**options) if options else contextlib.nullcontext():
             check_sources(ds, path, error, remedy)
             yield ds
 
@@ -176,6 +189,9 @@ def _read(ds, path, bands: Sequence[int], masks: bool, where: str, error: type[G
             data = ds.read(list(bands), **kwargs)
             m = ds.read_masks(list(bands), **kwargs) if masks else None
     except READ_ERRORS as exc:
+        if isinstance(path, RemoteSource) and is_network(path.gdal):  # a network failure as often as a damaged file
+            raise error(f"{path}: read failed{where} ({redact(gdal_message(exc))}); check the network and run "
+                        f"again{remedy}") from None
         raise error(f"{path}: read failed{where}, the file is damaged ({gdal_message(exc)}){remedy}") from None
     return data, m
 

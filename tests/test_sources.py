@@ -1,0 +1,260 @@
+"""Inputs where the data lives: URLs, cloud addresses, archives and /vsi paths (geosr.sources), and STAC items whose
+assets are read as the bands of one raster (geosr.stac), against a web server on 127.0.0.1 (tests/rangeserver.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+from testdata import CRS, TRANSFORM, read_raster, smooth_image, write_geotiff
+
+import geosr
+from geosr.cli.main import cli
+from geosr.errors import OptionError
+from geosr.raster import plan_outputs
+from geosr.sources import RemoteSource, gdal_path, input_spec, is_remote, redact
+from geosr.stac import asset_href
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class Server:
+    """tests/rangeserver.py serving ``root`` in its own process."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("rangeserver.py")), str(root)],
+                                        stdout=subprocess.PIPE, text=True)
+        self.port = int(self.process.stdout.readline())
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def served(self) -> int:
+        """Bytes of files served so far."""
+        with urllib.request.urlopen(self.url("__served__"), timeout=10) as response:
+            return int(response.read())
+
+    def requests(self) -> list[str]:
+        """The requests so far: "GET /red.tif", ..."""
+        with urllib.request.urlopen(self.url("__requests__"), timeout=10) as response:
+            return response.read().decode().splitlines()
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    root = tmp_path / "www"
+    root.mkdir()
+    s = Server(root)
+    yield s
+    s.process.kill()
+    s.process.wait()
+    s.process.stdout.close()
+
+
+def write_cog(path: Path, data: np.ndarray, **profile) -> Path:
+    """(bands, h, w) ``data`` as a Cloud-Optimized GeoTIFF (512-pixel tiles, overviews where the image is larger),
+    EPSG:32633 at 10 m."""
+    bands, h, w = data.shape
+    with rasterio.open(path, "w", driver="COG", width=w, height=h, count=bands, dtype=data.dtype, crs=CRS,
+                       transform=TRANSFORM, **profile) as d:
+        d.write(data)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["upscale", *map(str, args)], catch_exceptions=False)
+
+
+def error_line(result) -> str:
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def assert_same_raster(a: Path, b: Path) -> None:
+    """The same pixels and georeferencing."""
+    with rasterio.open(a) as da, rasterio.open(b) as db:
+        assert (da.shape, da.count, da.crs, da.transform) == (db.shape, db.count, db.crs, db.transform)
+        np.testing.assert_array_equal(da.read(), db.read())
+
+
+# --- addresses --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "gdal"), [
+    ("https://h.example/a/scene.tif", "/vsicurl/https://h.example/a/scene.tif"),
+    ("s3://bucket/k/scene.tif", "/vsis3/bucket/k/scene.tif"),
+    ("gs://bucket/scene.tif", "/vsigs/bucket/scene.tif"),
+    ("az://container/scene.tif", "/vsiaz/container/scene.tif"),
+    ("zip://data/a.zip!/sub/scene.tif", "/vsizip/{data/a.zip}/sub/scene.tif"),
+    ("zip+https://h.example/a.zip!/scene.tif", "/vsizip/{/vsicurl/https://h.example/a.zip}/scene.tif"),
+    ("/vsizip//vsicurl/https://h.example/a.zip/scene.tif", "/vsizip//vsicurl/https://h.example/a.zip/scene.tif"),
+])
+def test_remote_inputs_are_kept_as_text_and_mapped_to_gdal_paths(spec, gdal):
+    source = input_spec(spec)
+    assert is_remote(spec) and isinstance(source, RemoteSource)
+    assert source.gdal == gdal == gdal_path(spec) and source.name == "scene.tif"
+
+
+def test_local_paths_stay_paths_and_an_unknown_scheme_is_a_usage_error():
+    assert input_spec("tiles/a.tif") == Path("tiles/a.tif") and not is_remote("tiles/a.tif")
+    assert input_spec("file:///data/a%20b.tif") == Path("/data/a b.tif")
+    with pytest.raises(OptionError, match=r"geosr reads local files, http\(s\)://.* not ftps://"):
+        input_spec("ftps://h.example/a.tif")
+
+
+def test_messages_show_an_address_without_credentials_or_query_string():
+    spec = "https://user:secret@h.example/a/scene.tif?X-Amz-Signature=abc&X-Amz-Credential=key"
+    assert str(input_spec(spec)) == redact(spec) == "https://h.example/a/scene.tif"
+    assert repr(input_spec(spec)) == "RemoteSource('https://h.example/a/scene.tif')"
+    assert redact(f"HTTP error on /vsicurl/{spec}: 403") == "HTTP error on /vsicurl/https://h.example/a/scene.tif: 403"
+
+
+def test_a_remote_input_is_written_to_the_output_file_or_under_its_base_name_in_a_folder(tmp_path):
+    url = "https://h.example/a/scene.jp2?token=abc"
+    assert plan_outputs([url], tmp_path / "out.tif") == [(input_spec(url), tmp_path / "out.tif")]
+    assert plan_outputs([url], tmp_path) == [(input_spec(url), tmp_path / "scene.tif")]
+
+
+# --- reading over HTTP ------------------------------------------------------------------------------------------------
+
+
+def test_a_url_upscales_as_the_local_file(server, tiny_model, tmp_path):
+    write_cog(server.root / "scene.tif", smooth_image(3, 96, 128))
+    remote = run(server.url("scene.tif"), "-o", tmp_path / "remote.tif", "--model", tiny_model, "-q")
+    assert remote.exit_code == 0, remote.output
+    local = run(server.root / "scene.tif", "-o", tmp_path / "local.tif", "--model", tiny_model, "-q")
+    assert local.exit_code == 0, local.output
+    assert_same_raster(tmp_path / "remote.tif", tmp_path / "local.tif")
+    out = tmp_path / "sr"
+    out.mkdir()
+    assert run(server.url("scene.tif"), "-o", out, "--model", tiny_model, "-q").exit_code == 0
+    assert_same_raster(out / "scene.tif", tmp_path / "local.tif")  # -o a folder: the file's base name
+    assert set(server.requests()) == {"HEAD /scene.tif", "GET /scene.tif"}  # no folder listing, no sidecar probes
+
+
+def test_urls_in_a_batch_are_named_by_their_files_and_recorded_without_their_query_strings(server, tiny_model,
+                                                                                           tmp_path):
+    for name in ("a.tif", "b.tif"):
+        write_cog(server.root / name, smooth_image(3, 40, 60))
+    local = write_geotiff(tmp_path / "c.tif", smooth_image(3, 40, 60))
+    urls = [server.url(name) + "?sig=secret" for name in ("a.tif", "b.tif")]
+    out, report = tmp_path / "sr", tmp_path / "report.json"
+    result = run(*urls, local, "-o", out, "--model", tiny_model, "--files-in-flight", 2, "--report", report, "-q")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "b.tif", "c.tif"]
+    records = json.loads(report.read_text())["files"]
+    assert sorted(r["input"] for r in records) == sorted([server.url("a.tif"), server.url("b.tif"), str(local)])
+    assert "secret" not in report.read_text()
+
+
+def test_a_bbox_reads_a_small_part_of_a_remote_file(server, tiny_model, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (1, 2048, 2048), dtype=np.uint8)  # ~5 MB, overviews included
+    size = write_cog(server.root / "big.tif", noise, compress="deflate").stat().st_size
+    # 48 x 48 pixels inside the third 512-pixel tile of the third row (cols and rows 1100..1148)
+    x0, y1 = TRANSFORM @ (1100, 1100)
+    bbox = f"{x0},{y1 - 480},{x0 + 480},{y1}"
+    result = run(server.url("big.tif"), "-o", tmp_path / "part.tif", "--model", tiny_model, "--bbox", bbox, "-q")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "part.tif") as d:
+        assert d.shape == (96, 96)
+    assert server.served() < size / 2, f"{server.served()} of {size} bytes fetched for a 48 x 48 pixel box"
+
+
+def test_a_missing_url_is_one_line_naming_it_without_its_query_string(server, tiny_model, tmp_path):
+    url = server.url("missing.tif") + "?X-Amz-Signature=secret"
+    result = run(url, "-o", tmp_path / "out.tif", "--model", tiny_model)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert server.url("missing.tif") in line and "404" in line and "secret" not in line and "?" not in line
+
+
+def test_zip_archives_read_through_zip_and_vsizip_equal_the_local_file(predictor, tmp_path):
+    scene = write_geotiff(tmp_path / "scene.tif", smooth_image(3, 60, 80))
+    with zipfile.ZipFile(tmp_path / "scenes.zip", "w") as z:
+        z.write(scene, "sub/scene.tif")
+    geosr.upscale(scene, tmp_path / "local.tif", model=predictor)
+    geosr.upscale(f"zip://{tmp_path}/scenes.zip!/sub/scene.tif", tmp_path / "zip.tif", model=predictor)
+    geosr.upscale(f"/vsizip/{tmp_path}/scenes.zip/sub/scene.tif", tmp_path / "vsizip.tif", model=predictor)
+    assert_same_raster(tmp_path / "zip.tif", tmp_path / "local.tif")
+    assert_same_raster(tmp_path / "vsizip.tif", tmp_path / "local.tif")
+
+
+# --- STAC items -------------------------------------------------------------------------------------------------------
+
+
+def write_item(path: Path, hrefs: dict[str, str]) -> Path:
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": path.stem, "geometry": None, "properties": {},
+            "links": [], "assets": {key: {"href": href, "type": "image/tiff"} for key, href in hrefs.items()}}
+    path.write_text(json.dumps(item))
+    return path
+
+
+def test_a_stac_items_assets_upscale_as_the_bands_of_one_raster(server, tiny_model, tmp_path):
+    rgb = smooth_image(3, 96, 128, seed=1)
+    for key, band in zip(("red", "green", "blue"), rgb):
+        write_cog(server.root / f"{key}.tif", band[None])
+    write_geotiff(tmp_path / "stack.tif", rgb)
+    item = write_item(tmp_path / "item.json", {k: server.url(f"{k}.tif") for k in ("blue", "green", "red", "nir")})
+    result = run(item, "--assets", "red,green,blue", "-o", tmp_path / "stac.tif", "--model", tiny_model, "-q")
+    assert result.exit_code == 0, result.output
+    assert run(tmp_path / "stack.tif", "-o", tmp_path / "local.tif", "--model", tiny_model, "-q").exit_code == 0
+    assert_same_raster(tmp_path / "stac.tif", tmp_path / "local.tif")
+    assert {r.split()[1] for r in server.requests()} == {"/red.tif", "/green.tif", "/blue.tif"}  # nor the sources'
+    # an item served over HTTP, its hrefs relative to it
+    write_item(server.root / "item.json", {k: f"./{k}.tif" for k in ("red", "green", "blue")})
+    result = run(server.url("item.json"), "--assets", "red,green,blue", "-o", tmp_path, "--model", tiny_model, "-q")
+    assert result.exit_code == 0, result.output
+    assert_same_raster(tmp_path / "item.tif", tmp_path / "local.tif")
+
+
+def test_asset_hrefs_are_resolved_against_the_items_location(tmp_path):
+    local = input_spec(tmp_path / "items" / "item.json")
+    assert asset_href(local, {"href": "../data/red.tif"}) == str(tmp_path / "items" / ".." / "data" / "red.tif")
+    assert asset_href(local, {"href": "s3://bucket/red.tif"}) == "s3://bucket/red.tif"
+    remote = input_spec("https://h.example/items/item.json")
+    assert asset_href(remote, {"href": "./red.tif"}) == "https://h.example/items/red.tif"
+    assert asset_href(remote, {"href": "/data/red.tif"}) == "/data/red.tif"  # an absolute local path stays
+
+
+def test_stac_usage_errors_are_one_line_and_say_what_to_give(tmp_path, tiny_model):
+    rgb = smooth_image(3, 40, 60)
+    for key, band in zip(("red", "green", "blue"), rgb):
+        write_geotiff(tmp_path / f"{key}.tif", band[None])
+    write_geotiff(tmp_path / "nir20.tif", smooth_image(1, 20, 30), transform=TRANSFORM @ Affine.scale(2))
+    item = write_item(tmp_path / "item.json", {k: f"{k}.tif" for k in ("red", "green", "blue", "nir20")})
+    out = tmp_path / "out.tif"
+
+    no_assets = run(item, "-o", out, "--model", tiny_model)
+    assert no_assets.exit_code == 2 and "--assets" in no_assets.stderr and "red, green, blue, nir20" in no_assets.stderr
+    missing = run(item, "--assets", "red,nir", "-o", out, "--model", tiny_model)
+    assert missing.exit_code == 2 and "no asset 'nir'" in missing.stderr and "red, green, blue, nir20" in missing.stderr
+    not_an_item = run(tmp_path / "red.tif", "--assets", "red", "-o", out, "--model", tiny_model)
+    assert not_an_item.exit_code == 2 and "STAC item" in not_an_item.stderr
+    other_grid = run(item, "--assets", "red,nir20", "-o", out, "--model", tiny_model)
+    line = error_line(other_grid)
+    assert other_grid.exit_code == 1 and "asset nir20" in line and "same resolution" in line
+    assert not out.exists()
+
+
+def test_a_stac_item_never_gets_an_output_over_one_of_its_local_assets(tmp_path, tiny_model):
+    for key, band in zip(("red", "green", "blue"), smooth_image(3, 40, 60)):
+        write_geotiff(tmp_path / f"{key}.tif", band[None])
+    item = write_item(tmp_path / "item.json", {k: f"{k}.tif" for k in ("red", "green", "blue")})
+    before = read_raster(tmp_path / "red.tif")
+    result = run(item, "--assets", "red,green,blue", "-o", tmp_path / "red.tif", "--overwrite", "--model", tiny_model)
+    assert result.exit_code != 0 and "input" in error_line(result)
+    np.testing.assert_array_equal(read_raster(tmp_path / "red.tif"), before)
