@@ -1,13 +1,16 @@
-"""benchmarks/gpu: the bundle's parts and their staging, and the one-command GPU run in smoke mode on the CPU.
+"""benchmarks/gpu: the bundle's parts and their staging, the training plan, and the one-command GPU run in smoke mode
+on the CPU.
 
 The bundle logic (cutting units into parts that fit a device call, staging them in any order over several calls,
-checksums) is tested on small files. The end-to-end smoke run needs a bundle built for this machine's Python
+checksums) is tested on small files, the training plan (the time split between the scales, each schedule's length
+from a rate, the restart rule) on numbers. The end-to-end smoke run needs a bundle built for this machine's Python
 (``bash benchmarks/gpu/prepare.sh --smoke --python-version 3.11 --out benchmarks/gpu/bundle-smoke --part-mb 12``);
 it is skipped with that command as its reason when the bundle is absent.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -33,6 +36,7 @@ def _module(name: str):
 
 
 bundle = _module("bundle")
+plan = _module("plan")
 
 
 # --- cutting units into parts -----------------------------------------------------------------------------------------
@@ -144,6 +148,96 @@ def test_tree_bytes_counts_tracked_and_untracked_files_but_not_ignored_ones(tmp_
     assert bundle.tree_bytes(repo) == 1000 + 300 + len("bundle/\n")
 
 
+# --- the training plan: time per scale, schedule length, restart ---------------------------------------------------
+
+
+GPU_TIMING = plan.Timing.for_run(smoke=False, after_s=100)  # 145 s kept per scale
+
+
+def test_scales_and_shares_are_parsed_and_checked():
+    assert plan.parse_scales(None, None) == [4, 2]
+    assert plan.parse_scales("2", None) == [2] and plan.parse_scales(None, 2) == [2]
+    assert plan.parse_scales(None, "4") == [4]  # GEOSR_GPU_SCALE, as the environment gives it
+    for bad in ("3", "4,4", "", "4;2"):
+        with pytest.raises(ValueError):
+            plan.parse_scales(bad or ",", None)
+    with pytest.raises(ValueError, match="both"):
+        plan.parse_scales("4,2", 2)
+    assert plan.parse_shares(None, [4, 2]) == {4: 0.6, 2: 0.4}
+    assert plan.parse_shares(None, [2]) == {2: 1.0}
+    assert plan.parse_shares("3,1", [4, 2]) == {4: 0.75, 2: 0.25}
+    for bad in ("1", "1,0", "a,b"):
+        with pytest.raises(ValueError, match="shares"):
+            plan.parse_shares(bad, [4, 2])
+
+
+def test_the_training_time_is_split_by_share_after_each_scale_keeps_its_setup_and_evaluation():
+    shares = {4: 0.6, 2: 0.4}
+    split = plan.split_training(500, [4, 2], shares, GPU_TIMING)  # 2 x (45 + 100) kept
+    assert split == pytest.approx({4: 126, 2: 84})
+    # x4 done, with time to spare: x2 gets all that is left after its own set-up and evaluation
+    assert plan.split_training(300, [2], shares, GPU_TIMING) == pytest.approx({2: 155})
+    # without the evaluation step only the set-up is kept
+    assert plan.split_training(500, [4, 2], shares, GPU_TIMING, evaluate=False) == pytest.approx({4: 246, 2: 164})
+
+
+def test_a_later_scale_that_would_get_too_little_leaves_its_time_to_the_earlier_ones():
+    shares = {4: 0.6, 2: 0.4}
+    assert plan.split_training(330, [4, 2], shares, GPU_TIMING) == pytest.approx({4: 185})  # x2 would get 16 s
+    assert plan.split_training(100, [4], shares, GPU_TIMING) == {4: 0.0}  # too little for any: the caller skips
+
+
+def test_smoke_runs_cap_each_scale_at_a_few_seconds():
+    timing = plan.Timing.for_run(smoke=True, after_s=60)
+    assert plan.split_training(900, [4, 2], {4: 0.6, 2: 0.4}, timing) == {4: 30, 2: 30}
+
+
+def test_the_schedule_length_is_what_the_seconds_hold_at_the_rate():
+    # the H200 run: 25 steps/s; 126 s of x4 less two validations inside the clock, at 92 % of the steady rate
+    assert plan.planned_steps(0, 25.0, 126, GPU_TIMING) == int(0.92 * 25 * (126 - 12))
+    assert plan.planned_steps(3000, 25.0, 0, GPU_TIMING) == 3001  # always past the current step
+    assert plan.val_every(2622) == 874 and plan.val_every(2) == 1
+
+
+def test_a_length_off_by_more_than_the_tolerance_is_corrected_where_the_restart_pays():
+    restart = plan.restart
+    assert not restart(1000, 1100, 5000, GPU_TIMING) and not restart(1000, 880, 870, GPU_TIMING)  # within 15 %
+    # too short: time would be left; restarted only if the restarted run then trains longer
+    assert restart(1000, 1400, 1200, GPU_TIMING) and not restart(1000, 1400, 1100, GPU_TIMING)
+    # too long (--max-minutes cuts the cosine): restarted if it keeps 3/4 of the kept run's steps
+    assert restart(1500, 1200, 950, GPU_TIMING) and not restart(1500, 1200, 850, GPU_TIMING)
+    smoke = plan.Timing.for_run(smoke=True, after_s=60)
+    assert restart(500, 20, 10, smoke)  # in smoke runs always, to exercise the restart
+
+
+def _log(path: Path, rows: list[tuple[str, int, float, str]]) -> Path:
+    lines = ["kind,step,elapsed_s,patches_per_s,val_psnr"] + [f"{k},{s},{e},{r}," for k, s, e, r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_rate_is_probed_after_the_first_row_of_an_invocation(tmp_path):
+    log = tmp_path / "log.csv"
+    rows = [("train", 10, 14.35, "11.2"), ("train", 20, 14.75, "400")]
+    assert plan.probe(plan.log_rows(_log(log, rows[:1])), 0, 0.0, 16, 20) is None  # only the set-up's row yet
+    found = plan.probe(plan.log_rows(_log(log, rows)), 0, 0.0, 16, 20)
+    assert found.steps_per_s == 25.0 and found.step == 20 and found.clock_s == 14.75
+    assert found.first_steps_s == pytest.approx(14.35 - 10 / 25)
+    # a resumed invocation: its rows only, its clock from where the run's stood
+    resumed = rows + [("val", 20, 20.0, ""), ("train", 30, 35.0, "200"), ("train", 35, 35.4, "200")]
+    assert [r.kind for r in plan.log_rows(_log(log, resumed))] == ["train", "train", "val", "train", "train"]
+    assert plan.probe(plan.log_rows(log), 20, 20.0, 16, 20) is None  # 20 steps past the start not reached
+    resumed.append(("train", 40, 35.8, "200"))
+    found = plan.probe(plan.log_rows(_log(log, resumed)), 20, 20.0, 16, 20)
+    assert found.steps_per_s == 12.5 and found.step == 40 and found.clock_s == pytest.approx(15.8)
+
+
+def test_a_row_being_written_is_not_read(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("kind,step,elapsed_s,patches_per_s\ntrain,10,1.0,100\ntrain,2")
+    assert [(r.kind, r.step) for r in plan.log_rows(log)] == [("train", 10)]
+
+
 # --- run.sh's first steps on a small bundle: staging over calls, what it waits for, what it refuses --------------
 
 
@@ -186,6 +280,40 @@ def test_run_waits_for_the_missing_part_then_refuses_wheels_for_another_python(t
     assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "summary.json", "summary.txt"]
 
 
+def _run_with_results(tmp_path: Path, scales: list[int]):
+    """A Run whose stage holds what training and evaluation leave for ``scales``, its $OUT written."""
+    run = _module("run")
+    args = argparse.Namespace(stage=str(tmp_path / "stage"), out=str(tmp_path / "out"), fresh=False, smoke=True,
+                              after_train_s=60.0, scales=scales, shares=plan.parse_shares(None, scales),
+                              budget_s=240.0, device="cpu")
+    r = run.Run(args)
+    (r.work / "measure").mkdir(parents=True)
+    (r.work / "measure" / "measure.json").write_text("{}")
+    for s in scales:
+        r.run_dir(s).mkdir(parents=True)
+        (r.run_dir(s) / "log.csv").write_text("kind,step\n")
+        (r.run_dir(s) / "config.toml").write_text("")
+        for name in (f"eval_val_x{s}.json", f"eval_shipped_x{s}.json", f"card_x{s}.txt", run.model_name(s)):
+            (r.work / name).write_text("{}")
+    r.write_out()
+    return r
+
+
+def test_out_holds_one_scales_files_as_before_and_two_scales_in_six(tmp_path):
+    r = _run_with_results(tmp_path / "one", [2])
+    assert sorted(p.name for p in r.out.iterdir()) == sorted([
+        "summary.txt", "summary.json", "measure.json", "train_log.csv", "eval_val.json", "degan-x2-gpu.safetensors",
+        "logs.tar.gz"])
+    r = _run_with_results(tmp_path / "two", [4, 2])
+    assert sorted(p.name for p in r.out.iterdir()) == sorted([
+        "summary.txt", "summary.json", "measure.json", "degan-x4-gpu.safetensors", "degan-x2-gpu.safetensors",
+        "logs.tar.gz"])
+    with tarfile.open(r.out / "logs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {f"x{s}/{n}" for s in (4, 2) for n in ("config.toml", "train_log.csv", "eval_val.json",
+                                                  "eval_shipped.json", "card.txt")} <= names
+
+
 # --- the smoke run: prepare's bundle -> a venv with only PyTorch -> measure, train, export, evaluate ----------------
 
 
@@ -224,15 +352,15 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
         if k < len(parts):
             assert summary["missing_parts"], f"call {k}: nothing left to carry before the last part"
     steps = summary["steps"]
-    assert {s: steps[s]["status"] for s in ("stage", "install", "measure", "train", "evaluate")} == dict.fromkeys(
-        ("stage", "install", "measure", "train", "evaluate"), "ok")
-    assert summary["missing_parts"] == []
+    names = ("stage", "install", "measure", "train_x4", "evaluate_x4", "train_x2", "evaluate_x2")
+    assert list(steps) == list(names) and {s: steps[s]["status"] for s in names} == dict.fromkeys(names, "ok")
+    assert summary["missing_parts"] == [] and summary["scales"] == [4, 2]
 
-    # what comes back: at most 8 files, none over 16 MiB, no sub-folders
+    # what comes back: at most 7 files (the tool takes 8), none over 16 MiB, no sub-folders; each scale's model
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) <= 8 and all(p.is_file() and p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
-    assert {"summary.txt", "summary.json", "measure.json", "train_log.csv", "eval_val.json",
-            "degan-x4-gpu.safetensors", "logs.tar.gz"} <= set(files)
+    assert len(files) <= 7 and all(p.is_file() and p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
+    assert set(files) == {"summary.txt", "summary.json", "measure.json", "logs.tar.gz", "degan-x4-gpu.safetensors",
+                          "degan-x2-gpu.safetensors"}
 
     measure = json.loads((out / "measure.json").read_text())
     assert measure["consistency"]["cases"]["fp32"]["max"] == 0  # the CPU against itself
@@ -244,20 +372,35 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     assert big["size"] == 512 and big["seconds"] > 0
     assert big["complete"] or "extrapolated" in big["label"]
 
-    assert steps["train"]["steps"] == 2
-    evaluation = json.loads((out / "eval_val.json").read_text())["summary"]["mean"]
-    assert evaluation["images"] == 2 and evaluation["psnr"] > evaluation["psnr_bicubic"]
-    assert steps["evaluate"]["shipped"]["images"] == 2 and steps["evaluate"]["scale"] == 4
-
-    # the exported model carries the val metrics and says where it trained
-    info = subprocess.run([sys.executable, "-m", "geosr.cli.main", "info", str(out / "degan-x4-gpu.safetensors")],
-                          capture_output=True, text=True, cwd=REPO)
-    assert info.returncode == 0, info.stderr
-    assert "benchmarks/gpu/run.sh" in info.stdout and "val_psnr" in info.stdout
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {"logs/install.log", "logs/measure.log", "logs/train.log", "logs/evaluate.log", "config.toml",
-            "eval_shipped.json"} <= names
+        archived = {n: tar.extractfile(n).read().decode() for n in names if n.startswith(("x4/", "x2/"))}
+    assert {"logs/install.log", "logs/measure.log", "logs/train_x4.log", "logs/evaluate_x4.log", "logs/train_x2.log",
+            "logs/evaluate_x2.log"} <= names
+    text = (out / "summary.txt").read_text()
+    for scale in (4, 2):
+        assert {f"x{scale}/{n}" for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json",
+                                          "card.txt")} <= names
+        train, plan_ = steps[f"train_x{scale}"], summary["plans"][str(scale)]
+        # the length first estimated from the H200's rate is far off on a CPU: measured over the first 2 steps,
+        # the run restarted (in its warm-up) with the length its 30 s hold
+        assert plan_["restarts"] == 1 and 0 < plan_["measured_steps_per_s"] < plan_["recorded_steps_per_s"] / 5
+        assert train["plan"] == plan_ and train["steps"] >= 2 and train["hardware"].startswith("cpu")
+        config = archived[f"x{scale}/config.toml"]
+        assert 'lr_schedule = "cosine"' in config and "lr_warmup_steps = 3" in config
+        assert "lr_min_factor = 0.02" in config and f"max_steps = {plan_['max_steps']}" in config
+        evaluation = json.loads(archived[f"x{scale}/eval_val.json"])["summary"]["mean"]
+        assert evaluation["images"] == 2 and evaluation["psnr"] > evaluation["psnr_bicubic"]
+        assert steps[f"evaluate_x{scale}"]["shipped"]["images"] == 2 and steps[f"evaluate_x{scale}"]["scale"] == scale
+        assert f"train x{scale}: {train['steps']} steps" in text and f"evaluate x{scale} (val split)" in text
+
+        # the exported model carries the val metrics and says where, how long and how it trained
+        model = out / f"degan-x{scale}-gpu.safetensors"
+        info = subprocess.run([sys.executable, "-m", "geosr.cli.main", "info", str(model)], capture_output=True,
+                              text=True, cwd=REPO)
+        assert info.returncode == 0, info.stderr
+        assert f"scale        x{scale}" in info.stdout and "val_psnr" in info.stdout
+        assert "by benchmarks/gpu/run.sh on " in info.stdout and "cosine decay to 0.02" in info.stdout
 
     # a further call with nothing carried repeats nothing
     call = tmp_path / "empty-call"

@@ -284,7 +284,7 @@ def main() -> None:
             link.symlink_to(path)
             named.append(link)
         info = {
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
             "python_version": args.python_version, "smoke": args.smoke, "git": git_facts(),
             "tree_bytes": tree, "margin_bytes": margin, "device_limit_bytes": DEVICE_LIMIT,
             "wheels": {"deps": [w.name for w in deps], "extras": [w.name for w in extras]},

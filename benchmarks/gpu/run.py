@@ -1,6 +1,7 @@
 """The one command on the GPU machine: stage the carried bundle part, install, measure, train, export, evaluate.
 
-    bash benchmarks/gpu/run.sh [--out DIR] [--device cuda] [--budget-s 540] [--smoke] [--steps measure,train,evaluate]
+    bash benchmarks/gpu/run.sh [--out DIR] [--device cuda] [--budget-s 720] [--smoke] [--steps measure,train,evaluate]
+                               [--scales 4,2 | --scale N] [--shares 0.6,0.4]
 
 Run from the repository root of the tree the device tool copied, with one part of the bundle carried
 (``benchmarks/gpu/bundle/partN``, built by prepare.sh). Each call:
@@ -12,18 +13,23 @@ Run from the repository root of the tree the device tool copied, with one part o
    ``pip install --no-index --find-links``, and geosr from this call's working tree;
 3. **measures** the GPU path (measure.py: CUDA against the CPU, output Mpx/s per tile and precision, peak GPU memory,
    a 10980 x 10980 uint16 raster at x4) within --measure-s;
-4. **trains** x4 (``--scale 2``: x2) once the images are there: ``geosr train`` on the UC Merced train split at
-   256-px patches (``--patch``), batch 16, content loss only, from the shipped degan-x4 or degan-x2 (--init-from),
-   bf16, checkpointing, for the time the budget leaves (--max-minutes); a run cut short in an earlier call is
-   resumed (one scale per machine: ``--fresh`` starts over for the other);
-5. **exports** the best model in fp16 and **evaluates** it on the whole val split (and the shipped model it started
-   from on the same images, same GPU), then puts the val metrics and where it trained into its card.
+4. **trains** each of ``--scales`` in turn (x4, then x2; ``--scale N``: that one alone) once the images are there:
+   ``geosr train`` on the UC Merced train split at 256-px patches (``--patch``), batch 16, content loss only, from
+   the shipped degan-x4 or degan-x2 (--init-from), bf16, lr 1e-4 with a 50-step warm-up and a cosine decay to 0.02
+   of it at the last step, checkpointing, each in its own run folder (``STAGE/work/run-xN``). The training time the
+   budget leaves is shared by ``--shares`` (60 % x4, 40 % x2), and each schedule's length is the steps its minutes
+   hold at the rate measured over the run's first 20 steps (plan.py). A run cut short in an earlier call is resumed;
+5. **exports** each trained model in fp16 right after its training and **evaluates** it on the whole val split (and
+   the shipped model it started from on the same images, same GPU), then puts the val metrics and where and how long
+   it trained into its card.
 
-Steps done in an earlier call are not repeated (``--fresh`` forgets them). The budget (9 minutes by default) counts
-this script's wall time over all calls. Every step logs to a file; a failing step does not lose what the others
-did. ``--out`` (default $OUT, as the device tool sets it) receives at most 7 files, none over 16 MiB (the tool brings
-back 8): summary.txt, summary.json, measure.json, train_log.csv, eval_val.json, the model file and logs.tar.gz (every
-log, measure.txt, the run's config.toml, the shipped model's evaluation, the manifests).
+Steps done in an earlier call are not repeated (``--fresh`` forgets them and starts the training over). The budget
+(12 minutes by default) counts this script's wall time over all calls. Every step logs to a file; a failing step
+does not lose what the others did. ``--out`` (default $OUT, as the device tool sets it) receives at most 7 files,
+none over 16 MiB (the tool brings back 8): summary.txt, summary.json, measure.json, logs.tar.gz (every log,
+measure.txt, the manifests and, per scale in ``xN/``, the run's config.toml, log.csv, the evaluations of the trained
+and the shipped model and the card) and each scale's model file; with one scale also train_log.csv and
+eval_val.json, as before.
 
 Standard library only: this runs before anything is installed.
 """
@@ -42,10 +48,12 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bundle  # noqa: E402
+import plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,10 +85,11 @@ class Run:
         for d in (self.stage, self.logs, self.work, self.out):
             d.mkdir(parents=True, exist_ok=True)
         self.state_file = self.stage / "state.json"
-        fresh = {"calls": 0, "spent_s": 0.0, "unpacked": [], "steps": {}}
-        self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else fresh
+        fresh = {"calls": 0, "spent_s": 0.0, "unpacked": [], "steps": {}, "plans": {}}
+        self.state = {**fresh, **json.loads(self.state_file.read_text())} if self.state_file.is_file() else fresh
         if args.fresh:
-            self.state.update(spent_s=0.0, steps={})
+            self.state.update(spent_s=0.0, steps={}, plans={})
+        self.timing = plan.Timing.for_run(smoke=args.smoke, after_s=args.after_train_s)
         self.state["calls"] += 1
         self.call = self.state["calls"]
         self.spent_before = self.state["spent_s"]
@@ -121,33 +130,48 @@ class Run:
             f.write(line + "\n")
 
     def write_out(self) -> None:
-        """$OUT: the summary, the small result files, and every log in one archive (at most 7 files)."""
+        """$OUT: the summary, the small result files, each scale's model and every log in one archive (at most 7
+        files for two scales; one scale also gets its train_log.csv and eval_val.json, as before)."""
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (self.out / "summary.txt").write_text("\n".join(summary_lines(summary)) + "\n")
-        for src, name in ((self.work / "measure" / "measure.json", "measure.json"),
-                          (self.work / "run" / "log.csv", "train_log.csv"),
-                          (self.work / "eval_val.json", "eval_val.json"),
-                          (self.work / model_name(self.args.scale), model_name(self.args.scale))):
+        scales = self.args.scales
+        copies = [(self.work / "measure" / "measure.json", "measure.json")]
+        copies += [(self.work / model_name(s), model_name(s)) for s in scales]
+        if len(scales) == 1:
+            copies += [(self.run_dir(scales[0]) / "log.csv", "train_log.csv"),
+                       (self.work / f"eval_val_x{scales[0]}.json", "eval_val.json")]
+        for src, name in copies:
             if src.is_file():
                 shutil.copyfile(src, self.out / name)
+        members = [(self.work / "measure" / "measure.txt", "measure.txt"),
+                   (self.stage / bundle.MANIFEST, bundle.MANIFEST), (self.state_file, self.state_file.name)]
+        for s in scales:
+            members += [(self.run_dir(s) / "config.toml", f"x{s}/config.toml"),
+                        (self.run_dir(s) / "log.csv", f"x{s}/train_log.csv"),
+                        (self.work / f"eval_val_x{s}.json", f"x{s}/eval_val.json"),
+                        (self.work / f"eval_shipped_x{s}.json", f"x{s}/eval_shipped.json"),
+                        (self.work / f"card_x{s}.txt", f"x{s}/card.txt")]
         tmp = self.out / "logs.tar.gz.tmp"
         with tarfile.open(tmp, "w:gz") as tar:
             for p in sorted(self.logs.glob("*.log")):
                 tar.add(p, arcname=f"logs/{p.name}")
-            for p in (self.work / "measure" / "measure.txt", self.work / "run" / "config.toml",
-                      self.work / "eval_shipped.json", self.work / "card.txt", self.stage / bundle.MANIFEST,
-                      self.state_file):
+            for p, name in members:
                 if p.is_file():
-                    tar.add(p, arcname=p.name)
+                    tar.add(p, arcname=name)
         tmp.replace(self.out / "logs.tar.gz")
+
+    def run_dir(self, scale: int) -> Path:
+        """The training run folder of one scale (resumed by a later call while the machine is warm)."""
+        return self.work / f"run-x{scale}"
 
     def summary(self) -> dict:
         manifest = bundle.staged_manifest(self.stage) or {}
         return {
             "call": self.call, "device": self.args.device, "smoke": self.args.smoke,
             "budget_s": self.args.budget_s, "spent_s": round(self.spent_before + self.elapsed(), 1),
-            "this_call": self.results, "steps": self.state["steps"],
+            "scales": self.args.scales, "shares": self.args.shares,
+            "this_call": self.results, "steps": self.state["steps"], "plans": self.state["plans"],
             "bundle": {"created": manifest.get("created"), "parts": len(manifest.get("parts", [])),
                        "data": manifest.get("data", {}), "git": manifest.get("git")},
             "missing_parts": self.state.get("missing_parts", []),
@@ -159,28 +183,41 @@ class Run:
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         return env
 
-    def run(self, name: str, cmd: list[str], timeout: float, tail: int = 12) -> int:
+    def run(self, name: str, cmd: list[str], timeout: float, tail: int = 12,
+            watch: Callable[[], bool] | None = None) -> int:
         """Run ``cmd`` from the repository root with its output appended to logs/<name>.log; on timeout SIGTERM its
-        process group (geosr train then saves its state), SIGKILL 30 s later. Returns the exit status (124 for a
-        timeout)."""
+        process group (geosr train then saves its state), SIGKILL 30 s later. ``watch``, when given, is called about
+        four times a second while the command runs: once it returns True, the command's own process (not its
+        workers) gets a SIGTERM and is waited for. Returns the exit status (124 for a timeout)."""
         log = self.logs / f"{name}.log"
+        deadline = time.monotonic() + max(1.0, timeout)
+        offset = log.stat().st_size if log.is_file() else 0
         with open(log, "a") as f:
             f.write(f"\n[call {self.call}] $ {shlex.join(cmd)}\n")
             f.flush()
             p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=self.env(),
                                  start_new_session=True)
-            try:
-                rc = p.wait(timeout=max(1.0, timeout))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGTERM)
+            rc = None
+            while rc is None:
                 try:
-                    p.wait(timeout=30)
+                    rc = p.wait(timeout=max(0.0, min(deadline - time.monotonic(), 0.25 if watch else 1e9)))
                 except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
-                rc = 124
-                f.write(f"[run.py] stopped after {timeout:.0f} s\n")
-        lines = log.read_text(errors="replace").splitlines()[-tail:] if tail else []
+                    if time.monotonic() < deadline:
+                        if watch is not None and watch():
+                            p.send_signal(signal.SIGTERM)
+                            watch = None
+                        continue
+                    os.killpg(p.pid, signal.SIGTERM)
+                    try:
+                        p.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+                    rc = 124
+                    f.write(f"[run.py] stopped after {timeout:.0f} s\n")
+        with open(log, "rb") as f:  # what this command wrote
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()[-tail:] if tail else []
         for line in lines:
             print(f"    {name}| {line}", flush=True)
         return rc
@@ -389,46 +426,134 @@ def data_ready(r: Run) -> bool:
     return {"train.zip", "val.zip"} <= set(r.state["unpacked"])
 
 
-def step_train(r: Run) -> None:
-    if "train" not in r.args.steps or r.done("train"):
+def patch_and_batch(r: Run) -> tuple[int, int]:
+    """HR patch side and patches per step."""
+    return (64, 2) if r.args.smoke else (r.args.patch, 16)
+
+
+def step_train(r: Run, scale: int, pending: list[int]) -> None:
+    """Train ``scale`` for its share of what the budget leaves; ``pending``: the scales still to train, this first."""
+    key = f"train_x{scale}"
+    if "train" not in r.args.steps or r.done(key):
         return
     if not data_ready(r):
-        r.record("train", "waiting", 0, note="the images (train.zip, val.zip) are not all staged yet")
+        r.record(key, "waiting", 0, note="the images (train.zip, val.zip) are not all staged yet")
         return
-    run_dir = r.work / "run"
-    after = r.args.after_train_s  # export, two evaluations, the summary
-    setup = 20 if r.args.smoke else 45  # start-up, data, model, final validation and save
-    minutes = (r.left() - after - setup) / 60
-    if minutes < (0.05 if r.args.smoke else 0.5):
-        r.record("train", "skipped", 0, note=f"{r.left():.0f} s of the budget left")
+    timing = r.timing
+    split = plan.split_training(r.left(), pending, r.args.shares, timing, "evaluate" in r.args.steps)
+    seconds = split.get(scale, 0.0)
+    if seconds < timing.min_train_s:
+        r.record(key, "skipped", 0, note=f"{r.left():.0f} s of the budget left: {seconds:.0f} s of training for "
+                 f"x{scale}, under the {timing.min_train_s:.0f} s a scale needs")
         return
+    r.say(f"{key}: {seconds:.0f} s of training (" + ", ".join(f"x{s} {v:.0f} s" for s, v in split.items())
+          + f" of {r.left():.0f} s left)")
     t = time.monotonic()
-    manifest = bundle.staged_manifest(r.stage) or {}
-    patch, batch = (64, 2) if r.args.smoke else (r.args.patch, 16)  # HR patch side, patches per step
-    scale = r.args.scale
-    if (run_dir / "checkpoints" / "state.pt").is_file():
-        cmd = r.geosr + ["train", "--resume", str(run_dir), "--max-minutes", f"{minutes:.2f}"]
-    else:
+    run_dir = r.run_dir(scale)
+    if r.args.fresh or not (run_dir / "checkpoints" / "state.pt").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
-        cmd = r.geosr + ["train", "--data", str(r.data), "--out", str(run_dir),
-               "--scale", str(scale), "--global-skip", "--res-scale", "0.1", "--no-diffusion",
-               "--mse-weight", "1", "--perceptual-weight", "0", "--adversarial-weight", "0",
-               "--feature-matching-weight", "0", "--init-from", str(shipped(scale)), "--lr-g", str(r.args.lr),
-               "--lr-decay-epochs", "", "--epochs", "1000", "--val-every", "0", "--device", r.args.device,
-               "--precision", "bf16", "--max-minutes", f"{minutes:.2f}", "--name", f"degan-x{scale}", "--seed", "0"]
-        cmd += ["--patch-size", str(patch), "--batch-size", str(batch)]
-        if r.args.smoke:
-            cmd += ["--max-steps", "2", "--val-images", "2", "--val-every-steps", "2", "--checkpoint-every-steps", "1",
-                    "--num-workers", "0"]
-        else:
-            cmd += ["--val-images", "21", "--val-every-steps", "200", "--checkpoint-every-steps", "200",
-                    "--log-every", "10"]
-    rc = r.run("train", cmd, minutes * 60 + setup + 120, tail=15)  # geosr stops itself at --max-minutes
+        r.state["plans"].pop(str(scale), None)
+    rc = train_run(r, scale, run_dir, seconds)
     facts = train_facts(run_dir)
-    facts.update(patch_size=patch, batch_size=batch, lr=r.args.lr, data=manifest.get("data", {}).get("train", {}))
+    patch, batch = patch_and_batch(r)
+    manifest = bundle.staged_manifest(r.stage) or {}
+    hardware = r.state["steps"].get("install", {}).get("versions", {}).get("hardware", r.args.device)
+    facts.update(scale=scale, hardware=hardware, train_s=round(seconds), plan=r.state["plans"].get(str(scale)),
+                 patch_size=patch, batch_size=batch, lr=r.args.lr, lr_min_factor=r.args.lr_min_factor,
+                 warmup_steps=r.args.warmup_steps, data=manifest.get("data", {}).get("train", {}),
+                 date=time.strftime("%Y-%m-%d", time.gmtime()))
     ok = rc in (0, 130) and (run_dir / "last.safetensors").is_file()
-    r.record("train", "ok" if ok else "failed", time.monotonic() - t,
-             note=(f"{facts.get('steps', 0)} steps" if ok else f"rc {rc} (see logs/train.log)"), **facts)
+    r.record(key, "ok" if ok else "failed", time.monotonic() - t,
+             note=(f"{facts.get('steps', 0)} steps" if ok else f"rc {rc} (see logs/{key}.log)"), **facts)
+
+
+def train_run(r: Run, scale: int, run_dir: Path, seconds: float) -> int:
+    """geosr train for ``seconds`` of training: a new run or the one in ``run_dir``, its schedule as long as the
+    rate allows (a recorded rate first; the measured one after a restart if they differ). Returns the exit status."""
+    timing, launch = r.timing, time.monotonic()
+    rows = plan.log_rows(run_dir / "log.csv")
+    start, before = (rows[-1].step, rows[-1].elapsed_s) if rows else (0, 0.0)
+    p = r.state["plans"].get(str(scale))
+    if p is None:  # the length from the recorded rate, until the run's own is measured
+        rate = plan.RECORDED_STEPS_PER_S[scale]
+        p = {"max_steps": plan.planned_steps(start, rate, seconds - timing.first_steps_s, timing),
+             "recorded_steps_per_s": rate, "measured_steps_per_s": None, "restarts": 0}
+        r.state["plans"][str(scale)] = p
+        r.save()
+    resume = (run_dir / "checkpoints" / "state.pt").is_file()
+    watch = None
+    if not p["measured_steps_per_s"]:
+        watch = RateWatch(run_dir / "log.csv", start, before, seconds, p["max_steps"], patch_and_batch(r)[1], timing,
+                          launch)
+    name = f"train_x{scale}"
+    rc = r.run(name, train_command(r, scale, run_dir, p["max_steps"], seconds, resume=resume),
+               seconds + timing.setup_s + 120, tail=15, watch=watch)
+    if watch is None or watch.probe is None:
+        return rc
+    p.update(measured_steps_per_s=round(watch.probe.steps_per_s, 3))
+    if watch.stopped and rc in (0, 130):
+        left = seconds - (time.monotonic() - launch)
+        stop = max([row.step for row in plan.log_rows(run_dir / "log.csv")] + [watch.probe.step])
+        was = p["max_steps"]
+        p.update(max_steps=plan.planned_steps(stop, watch.probe.steps_per_s, left - watch.probe.first_steps_s,
+                                              timing), restarts=p["restarts"] + 1)
+        r.say(f"{name}: {watch.probe.steps_per_s:.1f} steps/s measured; the schedule set for {was} steps is "
+              f"resumed at step {stop} for {p['max_steps']}")
+        r.save()
+        rc = r.run(name, train_command(r, scale, run_dir, p["max_steps"], left, resume=True),
+                   left + timing.setup_s + 120, tail=15)
+    r.save()
+    return rc
+
+
+class RateWatch:
+    """Polled while geosr train runs (launched at ``launch``, time.monotonic, for ``seconds`` of training): once its
+    first steps are logged (plan.probe), whether to restart it for another length (plan.restart). ``probe`` and
+    ``stopped`` say what it found; True asks for the run to be stopped."""
+
+    def __init__(self, log: Path, start: int, before_s: float, seconds: float, planned: int, batch: int,
+                 timing: plan.Timing, launch: float) -> None:
+        self.log, self.start, self.before_s, self.seconds = log, start, before_s, seconds
+        self.planned, self.batch, self.timing, self.launch = planned, batch, timing, launch
+        self.probe: plan.Probe | None = None
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        if self.probe is not None:
+            return False
+        self.probe = plan.probe(plan.log_rows(self.log), self.start, self.before_s, self.batch,
+                                self.timing.probe_steps)
+        if self.probe is None:
+            return False
+        found, timing = self.probe, self.timing
+        kept = plan.planned_steps(found.step, found.steps_per_s, self.seconds - found.clock_s, timing)
+        left = self.seconds - (time.monotonic() - self.launch) - found.first_steps_s  # as train_run resumes it
+        restarted = plan.planned_steps(found.step, found.steps_per_s, left, timing)
+        self.stopped = plan.restart(self.planned, kept, restarted, timing)
+        return self.stopped
+
+
+def train_command(r: Run, scale: int, run_dir: Path, max_steps: int, seconds: float, *, resume: bool) -> list[str]:
+    """geosr train for at most ``seconds`` of training, its cosine schedule ending at step ``max_steps``."""
+    limits = ["--max-steps", str(max_steps), "--max-minutes", f"{max(seconds, 6.0) / 60:.2f}",
+              "--val-every-steps", str(plan.val_every(max_steps))]
+    if resume:
+        return r.geosr + ["train", "--resume", str(run_dir)] + limits
+    patch, batch = patch_and_batch(r)
+    cmd = r.geosr + [
+        "train", "--data", str(r.data), "--out", str(run_dir), "--scale", str(scale), "--global-skip",
+        "--res-scale", "0.1", "--no-diffusion", "--mse-weight", "1", "--perceptual-weight", "0",
+        "--adversarial-weight", "0", "--feature-matching-weight", "0", "--init-from", str(shipped(scale)),
+        "--lr-g", str(r.args.lr), "--lr-schedule", "cosine", "--lr-min-factor", str(r.args.lr_min_factor),
+        "--lr-warmup-steps", str(r.args.warmup_steps), "--lr-decay-epochs", "", "--epochs", "1000",
+        "--val-every", "0", "--device", r.args.device, "--precision", "bf16", "--name", f"degan-x{scale}",
+        "--seed", "0", "--patch-size", str(patch), "--batch-size", str(batch), "--log-every",
+        str(r.timing.log_every)]
+    if r.args.smoke:
+        cmd += ["--val-images", "2", "--checkpoint-every-steps", "1", "--num-workers", "0"]
+    else:
+        cmd += ["--val-images", "21", "--checkpoint-every-steps", "200"]
+    return cmd + limits
 
 
 def train_facts(run_dir: Path) -> dict:
@@ -453,55 +578,69 @@ def train_facts(run_dir: Path) -> dict:
 # --- 5. export and evaluate -------------------------------------------------------------------------------------------
 
 
-def step_evaluate(r: Run) -> None:
-    if "evaluate" not in r.args.steps or r.done("evaluate") or not r.done("train"):
+def step_evaluate(r: Run, scale: int) -> None:
+    key = f"evaluate_x{scale}"
+    if "evaluate" not in r.args.steps or r.done(key) or not r.done(f"train_x{scale}"):
         return
     t = time.monotonic()
-    run_dir = r.work / "run"
+    run_dir = r.run_dir(scale)
     source = run_dir / "best.safetensors"
     if not source.is_file():
         source = run_dir / "last.safetensors"
-    scale = r.args.scale
     model = r.work / model_name(scale)
     geosr = r.geosr
-    rc = r.run("export", geosr + ["export", str(source), "-o", str(model), "--name", f"degan-x{scale}", "--dtype", "fp16",
-                                  "--overwrite"], 300)
+    export, evaluate_log = f"export_x{scale}", f"evaluate_x{scale}"
+    rc = r.run(export, geosr + ["export", str(source), "-o", str(model), "--name", f"degan-x{scale}", "--dtype",
+                                "fp16", "--overwrite"], 300)
     if rc:
-        r.record("evaluate", "failed", time.monotonic() - t, note=f"export rc {rc} (see logs/export.log)")
+        r.record(key, "failed", time.monotonic() - t, note=f"export rc {rc} (see logs/{export}.log)")
         return
     limit = ["--max-images", "2"] if r.args.smoke else []
     evaluate = ["evaluate", "-d", str(r.data), "--split", "val", "--scale", str(scale), "--device", r.args.device,
                 "--precision", "fp32"] + limit
-    report = r.work / "eval_val.json"
-    rc = r.run("evaluate", geosr + evaluate + ["-m", str(model), "-o", str(report)], max(120, r.left()))
+    report = r.work / f"eval_val_x{scale}.json"
+    rc = r.run(evaluate_log, geosr + evaluate + ["-m", str(model), "-o", str(report)], max(120, r.left()))
     if rc or not report.is_file():
-        r.record("evaluate", "failed", time.monotonic() - t, note=f"evaluate rc {rc} (see logs/evaluate.log)")
+        r.record(key, "failed", time.monotonic() - t, note=f"evaluate rc {rc} (see logs/{evaluate_log}.log)")
         return
-    baseline = r.work / "eval_shipped.json"
+    baseline = r.work / f"eval_shipped_x{scale}.json"
     if r.left() > 30:
-        r.run("evaluate", geosr + evaluate + ["-m", str(shipped(scale)), "-o", str(baseline)], max(60, r.left()))
-    train = r.state["steps"]["train"]
-    data = (bundle.staged_manifest(r.stage) or {}).get("data", {}).get("train", {})
-    hardware = r.state["steps"].get("install", {}).get("versions", {}).get("hardware", r.args.device)
-    notes = [
-        f"trained on {hardware} by benchmarks/gpu/run.sh: {train.get('steps')} steps in "
-        f"{train.get('elapsed_s', 0) / 60:.1f} min from the shipped degan-x{scale} (--init-from), HR patches "
-        f"{train.get('patch_size')} px, batch {train.get('batch_size')}, bf16, content loss (MSE), "
-        f"lr {train.get('lr')}",
-        f"train images: UC Merced 00-49 as {data.get('codec', '?')} copies (mean PSNR "
-        f"{data.get('psnr_vs_original_db', float('nan')):.2f} dB against the originals: the 64 MiB a device call "
-        f"may carry); val images lossless",
-    ]
-    rc = r.run("export", geosr + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"]
+        r.run(evaluate_log, geosr + evaluate + ["-m", str(shipped(scale)), "-o", str(baseline)], max(60, r.left()))
+    notes = card_notes(r.state["steps"][f"train_x{scale}"])
+    rc = r.run(export, geosr + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"]
                + [a for n in notes for a in ("--note", n)], 300)
-    r.run("card", geosr + ["info", str(model)], 120, tail=0)
-    shutil.copyfile(r.logs / "card.log", r.work / "card.txt")
+    r.run(f"card_x{scale}", geosr + ["info", str(model)], 120, tail=0)
+    shutil.copyfile(r.logs / f"card_x{scale}.log", r.work / f"card_x{scale}.txt")
     facts = {"model": evaluation_means(report)}
     if baseline.is_file():
         facts["shipped"] = evaluation_means(baseline)
     facts["scale"] = scale
-    r.record("evaluate", "ok" if rc == 0 else "failed", time.monotonic() - t,
+    r.record(key, "ok" if rc == 0 else "failed", time.monotonic() - t,
              note=_eval_note(facts) if rc == 0 else f"export --metrics rc {rc}", **facts)
+
+
+def card_notes(train: dict) -> list[str]:
+    """The card's notes on where, when, how long and how the model trained (``train``: its train step's facts)."""
+    scale, p = train["scale"], train.get("plan") or {}
+    measured, recorded = p.get("measured_steps_per_s"), p.get("recorded_steps_per_s", float("nan"))
+    if measured and p.get("restarts"):
+        rate = f"the {measured:.1f} steps/s measured over its first steps (restarted in its warm-up to fit them)"
+    elif measured:
+        rate = f"the {recorded:.1f} steps/s planned with (plan.py), {measured:.1f} measured over its first steps"
+    else:
+        rate = f"the {recorded:.1f} steps/s planned with (plan.py; not measured)"
+    data = train.get("data", {})
+    return [
+        f"trained on {train.get('hardware')} by benchmarks/gpu/run.sh on {train.get('date')}: {train.get('steps')} "
+        f"steps in {train.get('elapsed_s', 0) / 60:.1f} min of a {train.get('train_s', 0) / 60:.1f}-min share of "
+        f"the device call, from the shipped degan-x{scale} (--init-from), HR patches {train.get('patch_size')} px, "
+        f"batch {train.get('batch_size')}, bf16, content loss (MSE)",
+        f"lr {train.get('lr')} after a {train.get('warmup_steps')}-step linear warm-up, cosine decay to "
+        f"{train.get('lr_min_factor')} of it at step {p.get('max_steps')}: the steps the share holds at {rate}",
+        f"train images: UC Merced 00-49 as {data.get('codec', '?')} copies (mean PSNR "
+        f"{data.get('psnr_vs_original_db', float('nan')):.2f} dB against the originals: the 64 MiB a device call "
+        f"may carry); val images lossless",
+    ]
 
 
 def evaluation_means(path: Path) -> dict:
@@ -527,11 +666,11 @@ def summary_lines(s: dict) -> list[str]:
     lines = [f"geosr GPU run, call {s['call']} on {s['device']}{' (smoke)' if s['smoke'] else ''}: "
              f"{s['spent_s']:.0f} s of the {s['budget_s']:.0f} s budget spent over the calls"]
     for step, res in s["steps"].items():
-        lines.append(f"  {step:<9} {res['status']:<8} call {res['call']}, {res['seconds']:.0f} s  "
+        lines.append(f"  {step:<11} {res['status']:<8} call {res['call']}, {res['seconds']:.0f} s  "
                      f"{res.get('note', '')}")
     for step, res in s["this_call"].items():
         if step not in s["steps"]:
-            lines.append(f"  {step:<9} {res['status']:<8} {res.get('note', '')}")
+            lines.append(f"  {step:<11} {res['status']:<8} {res.get('note', '')}")
     steps = s["steps"]
     m = steps.get("measure", {})
     if "consistency" in m:
@@ -547,19 +686,31 @@ def summary_lines(s: dict) -> list[str]:
         b = m["big"]
         t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
         lines.append(f"  {b['size']} x {b['size']} uint16 at x4: {t} ({b['label']})")
-    t = steps.get("train", {})
+    for scale in s["scales"]:
+        lines += _scale_lines(scale, steps.get(f"train_x{scale}", {}), steps.get(f"evaluate_x{scale}", {}))
+    if s.get("missing_parts"):
+        lines.append(f"still to carry: {', '.join(s['missing_parts'])} (one per call, same command)")
+    return lines
+
+
+def _scale_lines(scale: int, t: dict, e: dict) -> list[str]:
+    """Where, how long and how one scale trained, its validations, and its evaluation."""
+    lines = []
     if t.get("steps"):
-        rate = t.get("patches_per_s_median")
-        lines.append(f"train: {t['steps']} steps in {t.get('elapsed_s', 0):.0f} s"
-                     + (f", {rate:.1f} HR patches/s" if rate else ""))
+        rate, p = t.get("patches_per_s_median"), t.get("plan") or {}
+        measured = p.get("measured_steps_per_s")
+        sized = f"recorded {p.get('recorded_steps_per_s', float('nan')):.1f} steps/s" + (
+            f", measured {measured:.1f}" if measured else ", not measured") + (
+            f", {p['restarts']} restart" + ("s" if p["restarts"] > 1 else "") if p.get("restarts") else "")
+        lines.append(f"train x{scale}: {t['steps']} steps in {t.get('elapsed_s', 0):.0f} s on {t.get('hardware')}"
+                     + (f", {rate:.1f} HR patches/s" if rate else "")
+                     + f"; cosine to {t.get('lr_min_factor')} x lr {t.get('lr')} at step {p.get('max_steps')} "
+                     f"({sized})")
         for v in t.get("val", []):
             lines.append(f"  step {v['step']:>5}: val PSNR {v['psnr']:.3f} dB, SSIM {v['ssim']:.4f} "
                          f"(bicubic {v['psnr_bicubic']:.3f})")
-    e = steps.get("evaluate", {})
     if "model" in e:
-        lines.append(f"evaluate (val split): {_eval_note(e)}")
-    if s.get("missing_parts"):
-        lines.append(f"still to carry: {', '.join(s['missing_parts'])} (one per call, same command)")
+        lines.append(f"evaluate x{scale} (val split): {_eval_note(e)}")
     return lines
 
 
@@ -576,27 +727,47 @@ def main() -> int:
     p.add_argument("--python", default=os.environ.get("GEOSR_GPU_PYTHON", sys.executable),
                    help="the Python that has PyTorch (default: the one running this)")
     p.add_argument("--budget-s", type=float, default=float(os.environ.get("GEOSR_GPU_BUDGET_S", 0) or 0) or None,
-                   help="wall-clock budget of all calls together (default 540; smoke 240)")
+                   help="wall-clock budget of all calls together (default 720; smoke 240)")
     p.add_argument("--measure-s", type=float, default=float(os.environ.get("GEOSR_GPU_MEASURE_S", 0) or 0) or None,
                    help="budget of the measurement (default 210; smoke 40)")
     p.add_argument("--after-train-s", type=float, default=None,
-                   help="time kept for export and evaluation after training (default 100; smoke 60)")
+                   help="time kept for export and evaluation after each scale's training (default 120; smoke 60)")
     p.add_argument("--steps", default=os.environ.get("GEOSR_GPU_STEPS", ",".join(STEPS)),
                    help="which of measure,train,evaluate to run (GEOSR_GPU_STEPS)")
-    p.add_argument("--lr", type=float, default=float(os.environ.get("GEOSR_GPU_LR", "1e-4")))
-    p.add_argument("--scale", type=int, choices=(2, 4), default=int(os.environ.get("GEOSR_GPU_SCALE", "4")),
-                   help="the model to train, from the shipped degan-xSCALE (GEOSR_GPU_SCALE; default 4)")
+    p.add_argument("--lr", type=float, default=float(os.environ.get("GEOSR_GPU_LR", "1e-4")),
+                   help="the generator's learning rate after the warm-up (GEOSR_GPU_LR; default 1e-4)")
+    p.add_argument("--lr-min-factor", type=float, default=float(os.environ.get("GEOSR_GPU_LR_MIN_FACTOR", "0.02")),
+                   help="where the cosine decay ends, as a factor on --lr (GEOSR_GPU_LR_MIN_FACTOR; default 0.02)")
+    p.add_argument("--warmup-steps", type=int, default=int(os.environ.get("GEOSR_GPU_WARMUP_STEPS", 0) or 0) or None,
+                   help="linear warm-up steps, longer than the 20 steps the rate is measured over "
+                        "(GEOSR_GPU_WARMUP_STEPS; default 50; smoke 3)")
+    p.add_argument("--scales", default=None,
+                   help="the models to train, in order, each from the shipped degan-xN (GEOSR_GPU_SCALES; default 4,2)")
+    p.add_argument("--scale", type=int, choices=(2, 4), default=None,
+                   help="train this one model only, as --scales N (GEOSR_GPU_SCALE)")
+    p.add_argument("--shares", default=os.environ.get("GEOSR_GPU_SHARES"),
+                   help="each scale's share of the training time, in the order of --scales (GEOSR_GPU_SHARES; "
+                        "default 0.6,0.4)")
     p.add_argument("--patch", type=int, default=int(os.environ.get("GEOSR_GPU_PATCH", "256")),
                    help="HR training patch side; the card's tile is patch / scale (GEOSR_GPU_PATCH; default 256, the "
                         "paper's; 128 keeps degan-x2's 64-px tiles)")
     p.add_argument("--smoke", action="store_true", default=smoke_env,
                    help="tiny sizes, a few steps, 2 val images (GEOSR_GPU_SMOKE=1); use with --device cpu to test")
-    p.add_argument("--fresh", action="store_true", help="forget the steps done in earlier calls")
+    p.add_argument("--fresh", action="store_true",
+                   help="forget the steps done in earlier calls and start the training over")
     args = p.parse_args()
+    if args.scale is None and args.scales is None:  # the command line's choice first, then the environment's
+        args.scale, args.scales = os.environ.get("GEOSR_GPU_SCALE") or None, os.environ.get("GEOSR_GPU_SCALES")
+    try:
+        args.scales = plan.parse_scales(args.scales, args.scale)
+        args.shares = plan.parse_shares(args.shares, args.scales)
+    except ValueError as exc:
+        p.error(str(exc))
+    args.warmup_steps = args.warmup_steps or (3 if args.smoke else 50)
     args.out = args.out or str(Path(args.stage) / "out")
-    args.budget_s = args.budget_s or (240.0 if args.smoke else 540.0)
+    args.budget_s = args.budget_s or (240.0 if args.smoke else 720.0)
     args.measure_s = args.measure_s or (40.0 if args.smoke else 210.0)
-    args.after_train_s = args.after_train_s if args.after_train_s is not None else (60.0 if args.smoke else 100.0)
+    args.after_train_s = args.after_train_s if args.after_train_s is not None else (60.0 if args.smoke else 120.0)
     args.steps = {s.strip() for s in args.steps.split(",") if s.strip()}
     unknown = args.steps - set(STEPS)
     if unknown:
@@ -607,8 +778,9 @@ def main() -> int:
           f"{r.left():.0f} s of the {args.budget_s:.0f} s budget left")
     if step_stage(r) and step_install(r):
         step_measure(r)
-        step_train(r)
-        step_evaluate(r)
+        for i, scale in enumerate(args.scales):  # each model trained, then exported and evaluated
+            step_train(r, scale, [s for s in args.scales[i:] if not r.done(f"train_x{s}")])
+            step_evaluate(r, scale)
     r.save()
     print()
     print("\n".join(summary_lines(r.summary())), flush=True)
