@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from geosr.cli.threads import threads_in_force
 from geosr.device import DEVICES, PRECISIONS, check_device_spec  # geosr.device imports torch only when it needs it
 from geosr.errors import GeosrError, OptionError, one_line
 from geosr.limits import MAX_TILE, MIN_TILE, SCALES
@@ -52,6 +53,8 @@ def lazy(module: str, name: str) -> Callable:
 check_band_numbers = lazy("geosr.options", "check_band_numbers")
 check_batch_size = lazy("geosr.options", "check_batch_size")
 check_tiling = lazy("geosr.options", "check_tiling")
+gdal_messages_logged = lazy("geosr.raster.gdal", "gdal_messages_logged")
+GDAL_LOGGERS = ("rasterio", "geosr.gdal")  # where GDAL's messages arrive (geosr.raster.gdal.gdal_messages_logged)
 
 
 # --- logging ------------------------------------------------------------------------------------------------------
@@ -64,8 +67,11 @@ def configure_logging(verbosity: int) -> None:
         level = logging.CRITICAL
     logging.basicConfig(format="%(levelname)s: %(message)s", level=level)
     logging.getLogger("geosr").setLevel(level)
-    # GDAL/rasterio chatter (e.g. NotGeoreferencedWarning on plain images) only at DEBUG.
-    logging.getLogger("rasterio").setLevel(max(level, logging.ERROR) if verbosity < 2 else logging.DEBUG)
+    # GDAL's, PROJ's and libtiff's messages (rasterio's records, and geosr.gdal's while a command runs: see
+    # handle_errors) are the raw details of geosr's one-line errors: shown with -v, rasterio's chatter with -vv.
+    gdal_level = logging.CRITICAL + 1 if verbosity < 1 else logging.INFO if verbosity == 1 else logging.DEBUG
+    for name in GDAL_LOGGERS:
+        logging.getLogger(name).setLevel(gdal_level)
 
 
 def verbosity(ctx: click.Context) -> int:
@@ -282,7 +288,8 @@ def handle_errors(func):
     OptionError (a value wrong in itself) exits 2 as a usage error on the option it names; any other GeosrError and
     OSError (a disk that is full, a folder that cannot be written) exit 1 with their message; MemoryError and any
     unexpected error exit 1 with a one-line summary (the traceback is logged with -v); Ctrl-C exits 130. click's own
-    usage errors (exit 2) pass through.
+    usage errors (exit 2) pass through. The lines GDAL, PROJ and libtiff would print themselves become log records
+    while the command runs (geosr.raster.gdal.gdal_messages_logged), shown with -v beside geosr's one line.
     """
 
     @functools.wraps(func)
@@ -295,7 +302,8 @@ def handle_errors(func):
             return click.ClickException(message)
 
         try:
-            return func(*args, **kwargs)
+            with gdal_messages_logged(), threads_in_force(ctx):  # GDAL's own lines become log records (-v)
+                return func(*args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except OptionError as exc:

@@ -27,6 +27,8 @@ from geosr.cli.options import (
     verbosity,
     verbosity_options,
 )
+from geosr.cli.progress import progress_bar
+from geosr.cli.threads import threads_option
 
 if TYPE_CHECKING:
     from geosr.training.config import TrainConfig
@@ -108,7 +110,8 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
 
 
 class _Bar:
-    """The tqdm progress bar of rank 0, fed by fit's progress events."""
+    """The progress of rank 0, fed by fit's progress events: a tqdm bar on a terminal, plain lines in a log file
+    (geosr.cli.progress)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -125,10 +128,8 @@ class _Bar:
                     f", {info['workers']} loader workers",
                     err=True,
                 )
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=info["total"], initial=info["step"], unit="step", disable=self.quiet,
-                            dynamic_ncols=True)
+            self.bar = progress_bar(total=info["total"], initial=info["step"], unit="step", disable=self.quiet,
+                                    dynamic_ncols=True)
         elif kind == "step" and self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in info["losses"].items()}, refresh=False)
@@ -182,6 +183,7 @@ class TrainCommand(click.Command):
               metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last saved state (settings that do not "
               "change the model or the data may be overridden, e.g. --max-steps).")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration as TOML and exit.")
+@threads_option
 @verbosity_options
 @click.pass_context
 @handle_errors

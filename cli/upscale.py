@@ -7,6 +7,7 @@ own GPU (LOCAL_RANK); no process group is needed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -35,6 +36,8 @@ from geosr.cli.options import (
     verbosity,
     verbosity_options,
 )
+from geosr.cli.progress import Lines, file_line, on_terminal
+from geosr.cli.threads import threads_option
 from geosr.limits import COMPRESSIONS
 
 if TYPE_CHECKING:
@@ -44,23 +47,28 @@ log = logging.getLogger("geosr")
 
 
 class _Bars:
-    """tqdm bars on stderr: one per file (tiles, output megapixels per second) and one for the batch."""
+    """Progress on stderr. On a terminal, tqdm bars: one per file (tiles, output megapixels per second) and one for
+    the batch. Elsewhere (a log file: ``lines``), plain lines: one per file written, with its time and speed, and
+    for a long file one every LINE_INTERVAL seconds while it runs (geosr.cli.progress)."""
 
-    def __init__(self, enabled: bool, per_file: bool = True) -> None:
+    def __init__(self, enabled: bool, per_file: bool = True, lines: bool | None = None) -> None:
         from tqdm import tqdm
 
-        self.tqdm = tqdm
+        self.lines = not on_terminal() if lines is None else lines
+        self.tqdm = functools.partial(Lines, final=False) if self.lines else tqdm
         self.enabled = enabled
         self.per_file = per_file  # off with several files in flight: their bars would take each other's line
         self.batch = tqdm(total=0, disable=True)  # until ``start`` knows how many files there are
         self.bar = None
         self.path: Path | None = None
         self.t0 = 0.0
+        self.files = self.done = 0
 
     def start(self, files: int) -> None:
-        """The batch's bar, for ``files`` files (none for one)."""
+        """The batch's bar, for ``files`` files (none for one, nor in lines: each file's line counts)."""
+        self.files = files
         self.batch = self.tqdm(total=files, unit="file", desc="files", position=0, file=sys.stderr,
-                               disable=not self.enabled or files < 2)
+                               disable=not self.enabled or files < 2 or self.lines)
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled or not self.per_file:
@@ -81,6 +89,10 @@ class _Bars:
     def file_done(self, result: FileResult) -> None:
         self.close_file()
         self.batch.update(1)
+        self.done += 1
+        if self.lines and self.enabled and result.status == "done":
+            click.echo(file_line(result.dst, result.seconds, result.pixels, result.tiles, self.done, self.files),
+                       err=True)
 
     def close_file(self) -> None:
         if self.bar is not None:
@@ -104,6 +116,7 @@ class _Bars:
 @self_ensemble_option()
 @device_option()
 @precision_option()
+@threads_option
 @bands_option()
 @click.option("--assets", metavar="KEY,...",
               help="INPUT is a STAC item (JSON file or URL): read these assets as its bands, in order.")

@@ -90,12 +90,21 @@ def load_aoi(spec: str, crs: str | None = None) -> AOI:
 def bbox_aoi(bounds: tuple[float, float, float, float], crs: str | None = None) -> AOI:
     """An AOI from (minx, miny, maxx, maxy) in ``crs`` (the raster's CRS when None)."""
     minx, miny, maxx, maxy = bounds
+    shown = ",".join(map(_exact, bounds))
     if not (minx < maxx and miny < maxy):
-        raise AOITextError(f"--bbox {minx:g},{miny:g},{maxx:g},{maxy:g}: needs minx < maxx and miny < maxy",
-                           option="--bbox")
+        raise AOITextError(f"--bbox {shown}: needs minx < maxx and miny < maxy", option="--bbox")
     if crs is not None:
         _check_crs(crs)
-    return AOI(box(minx, miny, maxx, maxy), crs, f"bbox {minx:g},{miny:g},{maxx:g},{maxy:g}", "--bbox")
+    return AOI(box(minx, miny, maxx, maxy), crs, f"bbox {shown}", "--bbox")
+
+
+def _exact(value: float) -> str:
+    """A coordinate as text that reads back as the same float: 2736910.0 -> '2736910', 0.1 -> '0.1' (never the
+    rounded '2.73691e+06' of ``%g``)."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -121,11 +130,13 @@ def _check_crs(crs: str, where: str | None = None) -> None:
     """Raise AOITextError for an --aoi-crs that is not a CRS, or AOIError naming ``where`` (a file) for its own."""
     try:
         CRS.from_user_input(crs)
-    except CRSError:
+    except CRSError as exc:
+        # GDAL's and PROJ's reason ("PROJ: crs not found: EPSG:999999"), without PROJ's function names
+        reason = re.sub(r"\b(internal_)?proj_\w+: ", "", one_line(exc, 200))
         if where is not None:
-            raise AOIError(f"--aoi {where}: its CRS {crs!r} is not one rasterio understands; give --aoi-crs",
-                           option="--aoi") from None
-        raise AOITextError(f"--aoi-crs {crs!r}: not a CRS rasterio understands; use e.g. EPSG:4326",
+            raise AOIError(f"--aoi {where}: its CRS {crs!r} is not one rasterio understands ({reason}); give "
+                           "--aoi-crs", option="--aoi") from None
+        raise AOITextError(f"--aoi-crs {crs!r}: not a CRS rasterio understands ({reason}); use e.g. EPSG:4326",
                            option="--aoi-crs") from None
 
 

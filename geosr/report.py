@@ -25,6 +25,7 @@ File statuses: "done", "skipped" (an existing output with skip-existing, an AOI 
 message says why), "interrupted" (the file under way when Ctrl-C or SIGTERM came: nothing of it was written), and
 "pending" (not started). Paths are absolute. "exit_code" is the one ``geosr upscale`` exits with: 0 when no file
 failed, 1 when one did or the batch failed, 2 for a usage error, 130 after Ctrl-C, 143 after SIGTERM.
+``report_schema()`` returns the document's JSON Schema (geosr/schemas/batch_report.schema.json).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ import logging
 import os
 import time
 from datetime import datetime, timezone
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from geosr.errors import GeosrError, OptionError, WriteError, one_line
 from geosr.fileio import Target, check_target, write_target
@@ -50,6 +54,7 @@ from geosr.version import __version__
 log = logging.getLogger("geosr.report")
 
 FORMAT = 1
+SCHEMA_FILE = "batch_report.schema.json"  # in geosr/schemas: the JSON Schema of the document (``report_schema``)
 STATUSES = ("done", "skipped", "failed", "interrupted", "pending")
 INTERRUPT_EXIT = 130  # Ctrl-C; an interrupt that carries ``exit_code`` (SIGTERM: 143) gives its own
 
@@ -64,7 +69,8 @@ def _path(p: str | os.PathLike) -> str:
 
 def settings_of(options: UpscaleOptions, predictor: Predictor | None = None, **extra: Any) -> dict[str, Any]:
     """The settings of a run as JSON values: ``options`` (the model card's tile size and overlap filled in when the
-    predictor is known and they fit), the predictor's device and precision, and ``extra`` (e.g. skip_existing)."""
+    predictor is known and they fit), the predictor's device and precision, the CPU threads PyTorch uses
+    ("threads"), and ``extra`` (e.g. skip_existing)."""
     tile, overlap = options.tile_size, options.overlap
     if predictor is not None:
         try:
@@ -88,8 +94,15 @@ def settings_of(options: UpscaleOptions, predictor: Predictor | None = None, **e
         settings["device"] = str(predictor.device)
         settings["precision"] = predictor.precision
         settings["self_ensemble"] = predictor.self_ensemble
+        settings["threads"] = torch.get_num_threads()  # --threads, or PyTorch's default
     settings.update(extra)
     return settings
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the document, shipped in the package as
+    ``geosr/schemas/batch_report.schema.json``."""
+    return json.loads(files("geosr").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8"))
 
 
 class BatchReport:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from geosr.errors import OptionError, OutputExistsError, RasterError
 from geosr.options import UpscaleOptions
@@ -41,7 +42,8 @@ def test_settings_fill_in_the_model_cards_tiling_and_the_device(predictor):
     assert settings == {
         "tile_size": 32, "overlap": 8, "batch_size": 2, "bands": [3, 2, 1], "aoi": None, "aoi_crs": None,
         "value_range": [0.0, 4000.0], "consistency": True, "cog": False, "compress": "deflate", "overwrite": False,
-        "device": "cpu", "precision": "fp32", "self_ensemble": False, "skip_existing": True,
+        "device": "cpu", "precision": "fp32", "self_ensemble": False, "threads": torch.get_num_threads(),
+        "skip_existing": True,
     }
     json.dumps(settings)  # JSON values only
     without = settings_of(options)  # no model yet: the values given, nothing of a device

@@ -17,6 +17,7 @@ from geosr.raster.gdal import (
     READ_ERRORS,
     decode_threads,
     gdal_message,
+    gdal_messages_logged,
     gdal_options,
     quiet_georeferencing,
 )

@@ -223,7 +223,7 @@ def finish_output(
                     "OVERVIEWS": "AUTO",
                     "OVERVIEW_RESAMPLING": "AVERAGE",
                     "BIGTIFF": "IF_SAFER",
-                    "NUM_THREADS": "ALL_CPUS",
+                    "NUM_THREADS": os.environ.get("GDAL_NUM_THREADS", "ALL_CPUS"),  # as set (--threads), or all
                     "COMPRESS": "NONE" if compress == "none" else compress.upper(),
                 }
                 if compress != "none":

@@ -1,4 +1,5 @@
-"""`geosr upscale --report FILE.json`: one record per file and the summary, written however the batch ends."""
+"""`geosr upscale --report FILE.json`: one record per file and the summary, written however the batch ends; every
+report read here is checked against the report's JSON Schema (geosr/schemas/batch_report.schema.json)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from pathlib import Path
 import pytest
 import rasterio
 from click.testing import CliRunner
+from jsonschema import Draft202012Validator
 
 from geosr.cli.main import cli
+from geosr.report import STATUSES, report_schema
 from testdata import interruptible, wait_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+SCHEMA = Draft202012Validator(report_schema())
 RECORD_KEYS = {"input", "output", "status", "message", "seconds", "output_pixels", "tiles", "model", "settings"}
 
 
@@ -27,7 +31,11 @@ def run(*args):
 
 
 def load(path: Path) -> dict:
-    return json.loads(path.read_text())
+    """The report at ``path``, checked against its JSON Schema (geosr/schemas/batch_report.schema.json)."""
+    report = json.loads(path.read_text())
+    SCHEMA.validate(report)
+    assert report["summary"]["files"] == len(report["files"]) == sum(report["summary"][s] for s in STATUSES)
+    return report
 
 
 @pytest.fixture
