@@ -41,7 +41,7 @@ from geosr.cli.threads import threads_option
 from geosr.limits import COMPRESSIONS
 
 if TYPE_CHECKING:
-    from geosr.inference import FileResult, Progress
+    from geosr.inference import FileResult, Progress, UpscaleOptions
 
 log = logging.getLogger("geosr")
 
@@ -104,6 +104,18 @@ class _Bars:
         self.batch.close()
 
 
+def _options(*, aoi, bbox, aoi_crs, skip_existing, **given) -> UpscaleOptions:
+    """UpscaleOptions from the command's options, after the rules that exclude some of them together."""
+    from geosr.aoi import bbox_aoi, load_aoi
+    from geosr.batch import check_exclusions
+    from geosr.inference import UpscaleOptions
+
+    check_exclusions(overwrite=given["overwrite"], skip_existing=skip_existing, aoi=aoi is not None,
+                     bbox=bbox is not None, aoi_crs=aoi_crs is not None)
+    area = load_aoi(aoi, aoi_crs) if aoi is not None else bbox_aoi(bbox, aoi_crs) if bbox is not None else None
+    return UpscaleOptions(aoi=area, **given)
+
+
 @click.command(short_help="Super-resolve rasters.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path())  # text: URLs keep their //
 @output_option("Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
@@ -138,6 +150,9 @@ class _Bars:
 @click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
               help="Output pixels a file may have before geosr asks for --yes [what the device does in a day].")
 @click.option("--yes", is_flag=True, help="Go on with files past --max-pixels (or a day's work).")
+@click.option("--uncertainty", type=click.Path(dir_okay=False, path_type=Path), metavar="MAP.tif",
+              help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
+              "the output is then the self-ensemble's mean: about 8 times the model's work).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
               help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
               "settings) and the summary; also when the batch fails or is interrupted.")
@@ -147,7 +162,7 @@ class _Bars:
 @stop_on_sigterm
 def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency,
             self_ensemble, device, precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite,
-            skip_existing, files_in_flight, max_pixels, yes, report, assets) -> None:
+            skip_existing, files_in_flight, max_pixels, yes, uncertainty, report, assets) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -157,20 +172,16 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     """
     from tqdm import tqdm
 
-    from geosr.aoi import bbox_aoi, load_aoi
-    from geosr.batch import BatchJob, check_exclusions, run_batch
+    from geosr.batch import BatchJob, run_batch
     from geosr.device import torchrun_env
-    from geosr.inference import UpscaleOptions, load_predictor
+    from geosr.inference import load_predictor
     from geosr.stac import resolve_inputs
 
     level = verbosity(ctx)
-    check_exclusions(overwrite=overwrite, skip_existing=skip_existing, aoi=aoi is not None, bbox=bbox is not None,
-                     aoi_crs=aoi_crs is not None)
-    area = load_aoi(aoi, aoi_crs) if aoi is not None else bbox_aoi(bbox, aoi_crs) if bbox is not None else None
-    options = UpscaleOptions(
-        tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=area, value_range=value_range,
-        cog=cog, compress=compress, overwrite=overwrite, consistency=consistency, max_pixels=max_pixels, yes=yes,
-    )
+    options = _options(tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=aoi, bbox=bbox,
+                       aoi_crs=aoi_crs, value_range=value_range, cog=cog, compress=compress, overwrite=overwrite,
+                       consistency=consistency, max_pixels=max_pixels, yes=yes, uncertainty=uncertainty,
+                       skip_existing=skip_existing)
     env = torchrun_env()
     who = f"rank {env.rank}/{env.world_size}: " if env.distributed else ""
     keys = None if assets is None else [k.strip() for k in assets.split(",") if k.strip()]

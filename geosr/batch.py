@@ -105,6 +105,9 @@ def run_batch(
     """
     check_exclusions(overwrite=job.options.overwrite, skip_existing=job.skip_existing)
     check_files_in_flight(job.files_in_flight)
+    if job.options.uncertainty is not None and not job.single:
+        raise OptionError(f"{job.options.uncertainty}: --uncertainty writes the error map of one input file; give "
+                          "one file, or run one command per file", option="--uncertainty")
     book = None
     if job.report is not None:
         book = BatchReport(rank_path(job.report, job.rank, job.world_size), command=job.command,

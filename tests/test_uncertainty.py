@@ -111,3 +111,26 @@ def test_map_ranks_the_real_error_better_than_the_bicubic_gradient(ucmerced: Pat
     m = summarise_measures([r.uncertainty for r in results])
     assert m["spearman_block"] >= 0.5
     assert m["spearman_block"] > m["gradient_spearman_block"]
+
+
+def test_the_command_line_writes_the_map_for_one_file_and_refuses_it_for_a_batch(tiny_model, rgb_tif: Path,
+                                                                                tmp_path: Path, make_geotiff):
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["upscale", *map(str, args), "--model", str(tiny_model), "-q"])
+
+    result = run(rgb_tif, "-o", tmp_path / "out.tif", "--uncertainty", tmp_path / "map.tif")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "map.tif") as m, rasterio.open(tmp_path / "out.tif") as o:
+        assert (m.width, m.height, m.count, m.transform, m.crs) == (o.width, o.height, o.count, o.transform, o.crs)
+        assert m.dtypes[0] == "float32" and np.nanmin(m.read()) >= 0
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif"):
+        make_geotiff(folder / name, np.full((3, 16, 16), 100, np.uint8))
+    result = run(folder, "-o", tmp_path / "sr", "--uncertainty", tmp_path / "maps.tif")
+    assert result.exit_code == 2 and "error map of one input file" in result.output
+    assert not (tmp_path / "sr").exists() and not (tmp_path / "maps.tif").exists()
