@@ -1,12 +1,17 @@
 """The pipeline's own speed: `upscale_raster` with a stand-in model that costs almost nothing.
 
-    python benchmarks/pipeline_only.py [--size 1024] [--tile 64] [--overlap 16] [--batch 16] [--repeats 2]
+    python benchmarks/pipeline_only.py [--size 1024] [--tile 64] [--overlap 16] [--batch 16] [--repeats 2] [--stages]
 
 On a GPU the model is fast enough that the CPU side of the pipeline (reading, normalising, blending, the consistency
 projection, rounding, writing) sets the pace; this measures that side alone, on any machine. The stand-in maps each
 tile to its nearest-neighbour x4 enlargement (a bandwidth-bound op, about a tenth of the time here), so the figure is
 an upper bound of end-to-end speed whatever the model. It prints output megapixels per second with and without the
 consistency correction, and the functions that take the most time (cProfile) in the run with the correction.
+
+--stages adds where the time goes, by stage, in one more run of each setting: the busy seconds of each stage of the
+real pipeline (geosr.strips.StageTimer: timers in the code path, off unless asked for) and their share of the run's
+wall time. Reading and writing run on their own threads, beside the main thread's work; the main thread's waits for
+them are lines of their own, and the main thread's lines and waits add up to the wall time.
 """
 
 from __future__ import annotations
@@ -23,10 +28,33 @@ from pathlib import Path
 
 import torch
 
+import geosr
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import make_synthetic  # noqa: E402
 
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster  # noqa: E402
+
+MAIN, READER, WRITER = "MainThread", "geosr-reader", "geosr-writer"  # the pipeline's thread names
+# (thread, stage, what it is), in the order of the pipeline
+STAGES = [
+    (READER, "read", "read (GDAL: decompress the input's blocks)"),
+    (READER, "normalise", "normalise (masks, to the model's range)"),
+    (MAIN, "host to device", "host to device (the strip)"),
+    (MAIN, "gather tiles", "gather the batch's tiles"),
+    (MAIN, "model", "model (the stand-in)"),
+    (MAIN, "blend", "blend (StripAccumulator)"),
+    (MAIN, "consistency", "consistency correction (RowStream)"),
+    (MAIN, "dtype mapping", "dtype mapping (Radiometry.from_model)"),
+    (MAIN, "device to host", "device to host (finished rows)"),
+    (MAIN, "finish rows", "nodata, alpha and mask of finished rows"),
+    (WRITER, "copy to blocks", "copy into whole 512-row blocks"),
+    (WRITER, "write", "compression and write (GDAL)"),
+    (MAIN, "plan", "plan (statistics, output room, compression sample)"),
+    (MAIN, "finish", "finish the output (verify, rename)"),
+    (MAIN, "strip (wait for the reader)", "main thread waits for the reader"),
+    (MAIN, "wait for the writer", "main thread waits for the writer"),
+]
 
 
 class StandIn(torch.nn.Module):
@@ -40,6 +68,52 @@ class StandIn(torch.nn.Module):
         return torch.nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
 
 
+def stage_seconds(src: Path, dst: Path, predictor, args, consistency: bool):
+    """One run of upscale_raster with the stage timer on: the StageTimer and the run's wall seconds."""
+    from geosr.strips import StageTimer, timing  # here: the rest of this script also measures code without them
+
+    sync = torch.cuda.synchronize if predictor.device.type == "cuda" else None
+    options = UpscaleOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True,
+                             consistency=consistency)
+    with timing(StageTimer(sync)) as timer:
+        t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
+        upscale_raster(src, dst, predictor, options)
+        wall = time.perf_counter() - t0
+        timer.cpu[(MAIN, "(all)")] = time.thread_time() - m0
+        timer.cpu[("", "(all)")] = time.process_time() - c0
+    return timer, wall
+
+
+def stage_table(runs: list, names: tuple[str, ...]) -> str:
+    """Each stage's wall seconds, their share of the run's wall time and the thread's CPU seconds in them, one set
+    of columns per run (StageTimer, wall seconds)."""
+    cells = " {:>8s} {:>7s} {:>7s}"
+    lines = [f"  {'':54s} {'':6s}" + "".join(f" {n:>24s}" for n in names),
+             f"  {'stage':54s} {'thread':6s}" + cells.format("wall s", "% wall", "cpu s") * len(runs)]
+
+    def row(label: str, thread: str, values: list[tuple[float, float | None]]) -> str:
+        text = "".join(f" {v:8.3f} {100 * v / wall:6.1f}%" + (f" {c:7.3f}" if c is not None else " " * 8)
+                       for (v, c), (_, wall) in zip(values, runs))
+        return f"  {label:54s} {thread:6s}{text}"
+
+    known = {(t, k) for t, k, _ in STAGES}
+    keys = [(t, k, label) for t, k, label in STAGES]
+    keys += sorted((t, k, k) for timer, _ in runs for t, k in timer.seconds if (t, k) not in known)  # never dropped
+    for thread, key, label in keys:
+        short = thread.removeprefix("geosr-").replace("MainThread", "main")
+        lines.append(row(label, short, [(timer.seconds.get((thread, key), 0.0), timer.cpu.get((thread, key), 0.0))
+                                        for timer, _ in runs]))
+    busy = [[sum(v[(t, k)] for t, k in v if t == MAIN and k != "(all)") for v in (timer.seconds, timer.cpu)]
+            for timer, _ in runs]
+    lines.append(row("main thread, outside the stages above", "main",
+                     [(w - b, timer.cpu[(MAIN, "(all)")] - c) for (b, c), (timer, w) in zip(busy, runs)]))
+    lines.append(row("wall time of upscale_raster; CPU time of the main thread", "main",
+                     [(w, timer.cpu[(MAIN, "(all)")]) for timer, w in runs]))
+    lines.append(row("  CPU time of the other threads (reader, writer, GDAL's)", "",
+                     [(0.0, timer.cpu[("", "(all)")] - timer.cpu[(MAIN, "(all)")]) for timer, _ in runs]))
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=1024, help="input side in pixels (3-band uint8 synthetic)")
@@ -48,25 +122,31 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--stages", action="store_true", help="also print the seconds of each stage (one more run each)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="geosr-pipeline-"))
     src = make_synthetic(tmp / "in.tif", args.size)
     predictor = load_predictor(None, scale=args.scale, device="cpu", precision="fp32")
     predictor = dataclasses.replace(predictor, model=StandIn(args.scale))
     out_mpx = (args.scale * args.size) ** 2 / 1e6
+    print(f"geosr from {Path(geosr.__file__).parent}")
     print(f"{args.size}^2 x 3 uint8 input, x{args.scale}, tile {args.tile} overlap {args.overlap} batch "
           f"{args.batch}, torch threads {torch.get_num_threads()}:")
     for consistency in (True, False):
         options = UpscaleOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True,
                                  consistency=consistency)
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             upscale_raster(src, tmp / "out.tif", predictor, options)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         best = min(times)
         print(f"  consistency {'on ' if consistency else 'off'}: {best:.2f} s (best of {args.repeats}), "
-              f"{out_mpx / best:.2f} output Mpx/s")
+              f"{out_mpx / best:.2f} output Mpx/s; CPU time of the process {min(cpu):.2f} s")
+    if args.stages:
+        runs = [stage_seconds(src, tmp / "out.tif", predictor, args, consistency) for consistency in (True, False)]
+        print(stage_table(runs, ("consistency on", "consistency off")))
     prof = cProfile.Profile()
     prof.enable()
     upscale_raster(src, tmp / "out.tif", predictor, UpscaleOptions(tile_size=args.tile, overlap=args.overlap,

@@ -17,7 +17,9 @@ D D^T is well conditioned for every integer scale (condition number about 2), so
 output pixel from the residual k input pixels away falls about three times per pixel (1e-4 of it at 8 pixels). So a
 large raster is corrected in blocks of rows with ``halo`` input rows of context on each side (and panels of columns
 with the same context), and the blocks agree with the whole-image projection to about 3^-halo of the residual: no
-seams. At the raster's edges the mirrored borders of the degradation itself apply.
+seams. At the raster's edges the mirrored borders of the degradation itself apply. On a CPU the windows take
+shortcuts that leave every value as the plain products give it, bit for bit (``_window``): D's products skip its
+zero weights, and P's products give the window's block, its ring only to a band that needs another round.
 
 All sizes: ``scale`` is the integer factor; an LR (input) array is (bands, h, w), its HR (output) array
 (bands, scale * h, scale * w).
@@ -25,7 +27,10 @@ All sizes: ``scale`` is the integer factor; an LR (input) array is (bands, h, w)
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,8 +49,8 @@ def _axis_operators(n: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
     d = _weight_matrix(scale * n, n, 1.0 / scale, True)  # (n, s n), rows sum to 1; resize's cached array
     p = d.T @ np.linalg.inv(d @ d.T)  # (s n, n)
     d32, p32 = d.astype(np.float32), p.astype(np.float32)
-    d32.setflags(write=False)
-    p32.setflags(write=False)
+    for m in (d32, p32):
+        m.setflags(write=False)
     return d32, p32
 
 
@@ -60,13 +65,8 @@ def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def project(
-    hr: np.ndarray,
-    lr: np.ndarray,
-    scale: int,
-    valid: np.ndarray | None = None,
-    iterations: int = DEFAULT_ITERATIONS,
-    value_range: tuple[float, float] | None = MODEL_RANGE,
-    device: str | torch.device = "cpu",
+    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, iterations: int = DEFAULT_ITERATIONS,
+    value_range: tuple[float, float] | None = MODEL_RANGE, device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """The output ``hr`` (bands, s h, s w) corrected to be consistent with the input ``lr`` (bands, h, w).
 
@@ -80,36 +80,104 @@ def project(
         raise ValueError(f"HR shape {hr.shape} does not match LR shape {lr.shape} at x{scale}")
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
-    y, x, ok = _tensors(hr, lr, valid, torch.device(device))
+    y = torch.from_numpy(np.array(hr, dtype=np.float32, copy=True)).to(device)  # a copy, corrected in place
+    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device)
+    ok = None if valid is None else torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)).to(device)
     return _project(y, x, ok, scale, iterations, value_range).cpu().numpy()
 
 
-def _tensors(hr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None, device: torch.device):
-    """float32 tensors on ``device``: a copy of ``hr`` (corrected in place), ``lr`` and ``valid``."""
-    y = torch.from_numpy(np.array(hr, dtype=np.float32, copy=True)).to(device)
-    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(device)
-    ok = None if valid is None else torch.from_numpy(np.ascontiguousarray(valid, dtype=bool)).to(device)
-    return y, x, ok
+class _Window(NamedTuple):
+    """How a window of (s h, s w) output pixels is corrected (see ``_window``)."""
+
+    dh: torch.Tensor  # (h, s h): D and P per axis
+    dw: torch.Tensor  # (w, s w)
+    ph: torch.Tensor  # (s h, h)
+    pw: torch.Tensor  # (s w, w)
+    bands: tuple | None  # blocks of the rows of dh and of dw with the columns of their nonzero weights, or None
+    rows: slice  # the output rows and columns computed in every round (the others only as far as needed)
+    cols: slice
+    sums: float  # the largest row sum of |ph| times that of |pw|
+
+
+@functools.lru_cache(maxsize=256)
+def _window(h: int, w: int, scale: int, rows: tuple[int, int] | None, cols: tuple[int, int] | None,
+            device: torch.device) -> _Window:
+    """The window of h x w input pixels whose output ``rows`` x ``cols`` (None: all) are used.
+
+    Two shortcuts are taken where a check on random values (once per shape) finds that they give the values of the
+    whole products bit for bit: D's products over its nonzero weights only (D is banded: some 4 s of the s h weights
+    of a row are not zero, and a zero adds nothing to a sum taken in order), and P's products for the rows and
+    columns used, the ring around them computed only when a later round needs it (``_correct``). They do where
+    every piece runs through the same matrix-product kernel as the whole, which sums each element in the same order:
+    Intel MKL on a CPU does. PyTorch sends very small products to a kernel of its own, and a GPU library picks its
+    kernels by shape (there the products take microseconds anyway), so there the whole products run.
+    """
+    (dh, ph), (dw, pw) = (tuple(torch.tensor(m, device=device) for m in _axis_operators(n, scale)) for n in (h, w))
+    sums = float(ph.double().abs().sum(dim=1).max() * pw.double().abs().sum(dim=1).max())
+    full = _Window(dh, dw, ph, pw, None, slice(0, scale * h), slice(0, scale * w), sums)
+    if device.type != "cpu":
+        return full
+    y = torch.rand((2, scale * h, scale * w), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    r = y[:, ::scale, ::scale].contiguous()
+    banded = full._replace(bands=(_nonzero_blocks(h, scale), _nonzero_blocks(w, scale)))
+    weighed = all((_axis_operators(n, scale)[0] != 0).any(axis=0).all() for n in (h, w))  # every column of D
+    win = banded if weighed and torch.equal(_degraded(y, banded), dh @ y @ dw.T) else full
+    if rows is None or cols is None:
+        return win
+    kept = win._replace(rows=slice(*rows), cols=slice(*cols))
+    whole, c = ph @ r @ pw.T, ph[kept.rows] @ r  # the products as _correct computes them
+    pieces = [(c @ pw[kept.cols].T, whole[:, kept.rows, kept.cols])]
+    for rs, cs in _ring(whole.shape[1:], kept.rows, kept.cols):
+        pieces.append((ph[rs] @ r @ pw.T if cs == slice(None) else c @ pw[cs].T, whole[:, rs, cs]))
+    return kept if all(torch.equal(a, b) for a, b in pieces) else win
+
+
+@functools.lru_cache(maxsize=128)
+def _nonzero_blocks(n: int, scale: int) -> tuple[tuple[int, int, int, int], ...]:
+    """Blocks (i0, i1, k0, k1) of the rows of D for ``n`` input pixels: rows [i0, i1) have their nonzero weights
+    in columns [k0, k1); about 48 output pixels per block, products large enough to run fast."""
+    nonzero = _axis_operators(n, scale)[0] != 0
+    first, last = nonzero.argmax(axis=1), scale * n - nonzero[:, ::-1].argmax(axis=1)
+    step = max(1, 48 // scale)
+    return tuple((i, min(n, i + step), int(first[i : i + step].min()), int(last[i : i + step].max()))
+                 for i in range(0, n, step))
+
+
+def _degraded(y: torch.Tensor, win: _Window) -> torch.Tensor:
+    """D y: (b, s h, s w) -> (b, h, w), dh @ y @ dw.T; over D's nonzero weights only where ``win.bands`` says so
+    and y is finite (0 times an infinity is not 0: an infinity or NaN in y, which every column of D weighs, shows)."""
+    if win.bands is not None:
+        rows, cols = win.bands
+        t = torch.cat([win.dh[i0:i1, k0:k1] @ y[:, k0:k1] for i0, i1, k0, k1 in rows], dim=1)  # (b, h, s w)
+        d = torch.cat([t[:, :, k0:k1] @ win.dw[j0:j1, k0:k1].T for j0, j1, k0, k1 in cols], dim=2)
+        if torch.isfinite(d.sum()):
+            return d
+    return win.dh @ y @ win.dw.T
 
 
 def _project(
     y: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None, scale: int, iterations: int,
-    value_range: tuple[float, float] | None,
+    value_range: tuple[float, float] | None, keep: tuple[tuple[int, int], tuple[int, int]] | None = None,
 ) -> torch.Tensor:
-    """``project`` on tensors, ``y`` corrected in place (and returned)."""
+    """``project`` on tensors, ``y`` corrected in place (and returned). keep: ((r0, r1), (c0, c1)), the output rows
+    and columns of ``y`` whose values the caller uses (None: all); elsewhere ``y`` may be left uncorrected."""
     b, h, w = x.shape
-    dh, ph = _device_operators(h, scale, y.device)
-    dw, pw = _device_operators(w, scale, y.device)
+    win = _window(h, w, scale, *(keep or (None, None)), y.device)
     if value_range is None:
-        return _project_once(y, x, valid, dh, dw, ph, pw)
-    lo, hi = value_range
+        y += win.ph @ _residual(y, x, valid, win) @ win.pw.T
+        return y
     bands = None  # the bands still being corrected (None: all): a band that needed no clipping is exact already
-    for _ in range(iterations):
+    for i in range(iterations):
         part = y if bands is None else y[bands]
-        part = _project_once(part, x if bands is None else x[bands],
-                             None if valid is None else (valid if bands is None else valid[bands]), dh, dw, ph, pw)
-        clipped = (part.amin(dim=(1, 2)) < lo) | (part.amax(dim=(1, 2)) > hi)
-        part.clamp_(lo, hi)
+        r = _residual(part, x if bands is None else x[bands],
+                      None if valid is None else (valid if bands is None else valid[bands]), win)
+        if i == iterations - 1:  # the last round: only the values kept matter
+            kept = part[:, win.rows, win.cols]
+            kept += win.ph[win.rows] @ r @ win.pw[win.cols].T
+            kept.clamp_(*value_range)
+            clipped = torch.zeros(len(part), dtype=torch.bool, device=y.device)
+        else:
+            clipped = _correct(part, r, win, value_range)
         if bands is not None:
             y[bands] = part
         bands = (torch.arange(b, device=y.device) if bands is None else bands)[clipped]
@@ -118,19 +186,86 @@ def _project(
     return y
 
 
-def _project_once(y, x, valid, dh, dw, ph, pw) -> torch.Tensor:
-    """y + P (x - D y), in place in ``y``."""
-    r = x - dh @ y @ dw.T  # (b, h, w) residual in the input's grid
-    if valid is not None:
-        r = torch.where(valid, r, 0.0)
-    y += ph @ r @ pw.T
-    return y
+def _residual(y: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None, win: _Window) -> torch.Tensor:
+    """x - D y, (b, h, w) in the input's grid; zero where the input is not valid."""
+    r = x - _degraded(y, win)
+    return r if valid is None else torch.where(valid, r, 0.0)
 
 
-@functools.lru_cache(maxsize=128)
-def _device_operators(n: int, scale: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    d, p = _axis_operators(n, scale)
-    return torch.tensor(d, device=device), torch.tensor(p, device=device)
+def _correct(y: torch.Tensor, r: torch.Tensor, win: _Window, value_range: tuple[float, float]) -> torch.Tensor:
+    """A round that may not be the last: y + P r clipped to the range, in place in ``y``; returns whether each band
+    needed clipping anywhere (bool, (b,)): such a band goes on to another round, from all of its new values. The
+    values kept (``win.rows`` x ``win.cols``) are always computed, the ring around them for the bands that go on or
+    might, which a fast product with a proven error bound tells (``_ring_inside``): to the others it is of no use.
+    """
+    lo, hi = value_range
+    rows, cols = win.rows, win.cols
+    c = win.ph[rows] @ r  # (b, kept rows, w)
+    kept = y[:, rows, cols]
+    kept += c @ win.pw[cols].T
+    inside = (kept.amin(dim=(1, 2)) >= lo) & (kept.amax(dim=(1, 2)) <= hi)
+    ring = _ring(y.shape[1:], rows, cols)
+    if ring and bool(inside.any()):
+        inside &= _ring_inside(y, r, c, win, ring, value_range)
+    clipped = torch.zeros_like(inside)
+    rest = (~inside).nonzero()[:, 0]  # the bands whose ring is needed exactly
+    if len(rest):
+        every = len(rest) == len(y)
+        part, r, c = (y, r, c) if every else (y[rest], r[rest], c[rest])
+        for rs, cs in ring:  # whole rows above and below the kept ones; the kept rows beside the kept columns
+            part[:, rs, cs] += win.ph[rs] @ r @ win.pw.T if cs == slice(None) else c @ win.pw[cs].T
+        clipped[rest] = (part.amin(dim=(1, 2)) < lo) | (part.amax(dim=(1, 2)) > hi)
+        part.clamp_(lo, hi)
+        if not every:
+            y[rest] = part
+    kept.clamp_(lo, hi)
+    return clipped
+
+
+def _ring(shape: torch.Size, rows: slice, cols: slice) -> list[tuple[slice, slice]]:
+    """The parts of an (H, W) window around rows x cols that are not empty: whole rows above and below them
+    (a row slice, slice(None)), and beside them (``rows``, a column slice)."""
+    parts = [(slice(0, rows.start), slice(None)), (slice(rows.stop, shape[0]), slice(None)),
+             (rows, slice(0, cols.start)), (rows, slice(cols.stop, shape[1]))]
+    return [(rs, cs) for rs, cs in parts if (rs.stop > rs.start if cs == slice(None) else cs.stop > cs.start)]
+
+
+def _ring_inside(y, r, c, win: _Window, ring, value_range: tuple[float, float]) -> torch.Tensor:
+    """Whether y + P r surely lies inside the range in ``ring``, per band (bool, (b,)); c: the kept rows of P r.
+
+    Computed in float32 with denormal numbers flushed to zero (the corners of P hold values below 1e-38, slow on a
+    CPU); any two float32 evaluations of (ph @ r) @ pw.T differ by at most 2 (g1 + g2 + g1 g2) |ph| |r| |pw|^T plus
+    underflow terms below 2^-100, g = n u / (1 - n u) for sums of n terms, u = 2^-24 (Higham, Accuracy and Stability
+    of Numerical Algorithms, 3.1), and |ph| |r| |pw|^T <= max |r| ``win.sums``. A band counts as inside only with
+    that margin, and a few ulps more, to spare.
+    """
+    lo, hi = value_range
+    g1, g2 = (n * 2.0**-24 / (1 - n * 2.0**-24) for n in (win.ph.shape[1], win.pw.shape[1]))
+    bound = 2 * (g1 + g2 + g1 * g2) * win.sums * (1 + 2.0**-20) * r.abs().amax(dim=(1, 2)) + 2.0**-100
+    margin = bound + 2.0**-20 * max(1.0, abs(lo), abs(hi))  # (b,)
+    inside = torch.ones(len(y), dtype=torch.bool, device=y.device)
+    with _flush_denormals(y.device):
+        for rs, cs in ring:
+            v = win.ph[rs] @ r @ win.pw.T if cs == slice(None) else c @ win.pw[cs].T
+            v += y[:, rs, cs]
+            least, most = torch.aminmax(v.flatten(1), dim=1)
+            inside &= (least >= lo + margin) & (most <= hi - margin)
+    return inside
+
+
+@contextlib.contextmanager
+def _flush_denormals(device: torch.device) -> Iterator[None]:
+    """Denormal float32 numbers flushed to zero in this thread on a CPU (elsewhere a no-op), then as before."""
+    if device.type != "cpu":
+        yield
+        return
+    was = bool(torch.tensor(2.0**-140) * 1.0 == 0)  # already flushing: a denormal number does not survive
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not was:
+            torch.set_flush_denormal(False)
 
 
 def residual(hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None) -> float:
@@ -148,32 +283,23 @@ class RowStream:
     (all columns of the panel being processed), from the image's first row on. The image is corrected in fixed blocks
     of ``block`` input rows (and of as many columns), each by a projection over a window reaching ``halo`` input
     pixels beyond it on each side (or to the image's edge), so that memory and work grow linearly with the width.
-    The windows depend only on the block size, the halo and the image's size, never on
-    how the rows were pushed: an image pushed whole and one pushed in strips give the same values, bit for bit.
-    ``push`` returns the output rows of the blocks it completed (possibly none), ``finish`` the rest; the rows
-    returned, in order, cover every pushed row once.
+    The windows depend only on the block size, the halo and the image's size, never on how the rows were pushed: an
+    image pushed whole and one pushed in strips give the same values, bit for bit. ``push`` returns the output rows
+    of the blocks it completed (possibly none), ``finish`` the rest; the rows returned cover every pushed row once.
     """
 
     def __init__(
-        self,
-        scale: int,
-        halo: int = DEFAULT_HALO,
-        iterations: int = DEFAULT_ITERATIONS,
-        value_range: tuple[float, float] | None = MODEL_RANGE,
-        block: int = DEFAULT_BLOCK,
+        self, scale: int, halo: int = DEFAULT_HALO, iterations: int = DEFAULT_ITERATIONS,
+        value_range: tuple[float, float] | None = MODEL_RANGE, block: int = DEFAULT_BLOCK,
         device: str | torch.device = "cpu",
     ) -> None:
         if block < 1 or halo < 0:
             raise ValueError(f"block must be at least 1 and halo at least 0, got {block} and {halo}")
-        self.scale = scale
-        self.halo = halo
-        self.iterations = iterations
-        self.value_range = value_range
-        self.block = block
-        self.device = torch.device(device)
-        self._hr: list[torch.Tensor] = []  # uncorrected output rows, buffered (b, s k, W) blocks, on ``device``
-        self._lr: list[torch.Tensor] = []
-        self._valid: list[torch.Tensor | None] = []
+        self.scale, self.halo, self.iterations, self.value_range = scale, halo, iterations, value_range
+        self.block, self.device = block, torch.device(device)
+        self._hr: torch.Tensor | None = None  # the uncorrected output rows held, (b, s k, W), on ``device``
+        self._lr: torch.Tensor | None = None
+        self._valid: torch.Tensor | None = None  # None while every input pixel pushed is valid
         self._start = 0  # input row of the buffer's first row
         self._done = 0  # input rows already returned
         self._rows = 0  # input rows pushed
@@ -184,9 +310,14 @@ class RowStream:
         s = self.scale
         if hr.shape[1] != s * lr.shape[1] or hr.shape[2] != s * lr.shape[2]:
             raise ValueError(f"HR rows {tuple(hr.shape)} do not match LR rows {tuple(lr.shape)} at x{s}")
-        self._hr.append(_copy(hr, torch.float32, self.device))
-        self._lr.append(_copy(lr, torch.float32, self.device))
-        self._valid.append(None if valid is None else _copy(valid, torch.bool, self.device))
+        if valid is not None or self._valid is not None:  # rows pushed without a mask are all valid
+            held = self._valid if self._valid is not None else torch.ones(
+                (lr.shape[0], 0 if self._lr is None else self._lr.shape[1], lr.shape[2]), dtype=torch.bool,
+                device=self.device)
+            self._valid = _joined(held, torch.ones(lr.shape, dtype=torch.bool) if valid is None else valid,
+                                  torch.bool, self.device)
+        self._hr = _joined(self._hr, hr, torch.float32, self.device)  # one copy of the new rows: the caller's stay
+        self._lr = _joined(self._lr, lr, torch.float32, self.device)
         self._rows += lr.shape[1]
         # a block is final once ``halo`` rows below it have arrived (its window would not grow any more)
         ready = (self._rows - self.halo) // self.block * self.block
@@ -198,71 +329,61 @@ class RowStream:
 
     def _emit(self, until: int, final: bool) -> torch.Tensor:
         s = self.scale
+        hr, lr, valid = self._hr, self._lr, self._valid
         if until <= self._done:
-            b, w = (self._hr[0].shape[0], self._hr[0].shape[2]) if self._hr else (0, 0)
-            return torch.zeros((b, 0, w), dtype=torch.float32, device=self.device)
-        hr = torch.cat(self._hr, dim=1)
-        lr = torch.cat(self._lr, dim=1)
-        valid = None
-        if any(v is not None for v in self._valid):
-            valid = torch.cat(
-                [torch.ones(x.shape, dtype=torch.bool, device=self.device) if v is None else v
-                 for x, v in zip(self._lr, self._valid)], dim=1
-            )
+            return torch.zeros((0, 0, 0) if hr is None else (hr.shape[0], 0, hr.shape[2]), device=self.device)
         parts = []
         for b0 in range(self._done, until, self.block):
             b1 = min(b0 + self.block, until) if final else b0 + self.block
             w0 = max(0, b0 - self.halo) - self._start  # the block's window, in buffer rows
             w1 = min(self._rows, b1 + self.halo) - self._start
-            out = _project_columns(
+            first = b0 - self._start - w0  # the block's first row in its window
+            parts.append(_project_columns(
                 hr[:, s * w0 : s * w1], lr[:, w0:w1], s, None if valid is None else valid[:, w0:w1],
-                self.iterations, self.value_range, self.block, self.halo,
-            )
-            first = b0 - self._start - w0
-            parts.append(out[:, s * first : s * (first + b1 - b0)])
+                self.iterations, self.value_range, self.block, self.halo, slice(s * first, s * (first + b1 - b0)),
+            ))
         self._done = until
         # keep what the next window needs: ``halo`` rows above the next block
         keep = max(self._start, self._done - self.halo) - self._start
-        self._hr, self._lr = [hr[:, s * keep :]], [lr[:, keep:]]
-        self._valid = [None if valid is None else valid[:, keep:]]
+        self._hr, self._lr = hr[:, s * keep :], lr[:, keep:]
+        self._valid = None if valid is None else valid[:, keep:]
         self._start += keep
-        return torch.cat(parts, dim=1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def _copy(a, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A copy of an array or tensor as ``dtype`` on ``device``."""
-    if isinstance(a, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
-    return a.to(device=device, dtype=dtype, copy=True)
+def _joined(held: torch.Tensor | None, rows, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The rows ``held`` and below them a copy of ``rows`` (an array or a tensor) as ``dtype`` on ``device``."""
+    new = torch.as_tensor(np.ascontiguousarray(rows) if isinstance(rows, np.ndarray) else rows)
+    new = new.to(device=device, dtype=dtype)
+    return new.clone() if held is None else torch.cat([held, new.to(device=held.device)], dim=1)
 
 
 def _project_columns(
     hr: torch.Tensor, lr: torch.Tensor, scale: int, valid: torch.Tensor | None, iterations: int,
-    value_range: tuple[float, float] | None, block: int, halo: int,
+    value_range: tuple[float, float] | None, block: int, halo: int, rows: slice,
 ) -> torch.Tensor:
-    """``project`` of a block of rows (tensors on one device, where it runs) in blocks of ``block`` input columns,
+    """``project`` of a window of rows (tensors on one device, where it runs) in blocks of ``block`` input columns,
     each over a window reaching ``halo`` columns beyond it: the operators stay (block + 2 halo) wide, so memory and
-    work grow linearly with the width.
+    work grow linearly with the width. Returns the output ``rows`` (a slice of ``hr``'s rows) of the result.
 
-    Windows of the same width (all but those at the edges) share their operators and are corrected together, stacked
-    along the band axis: a few large matrix products instead of many small ones, which keeps every core (or the GPU)
-    busy."""
+    Windows of the same width with their block at the same place (all but those at the edges) share their operators
+    and are corrected together, stacked along the band axis: a few large matrix products instead of many small ones."""
     s = scale
-    b, h, w = lr.shape
-    windows: dict[int, list[tuple[int, int, int, int]]] = {}  # width -> [(a, e, c0, c1)]
+    b, _, w = lr.shape
+    windows: dict[tuple[int, int, int], list[tuple[int, int, int, int]]] = {}  # (width, block) -> [(a, e, c0, c1)]
     step = block if w > block + 2 * halo else w  # a narrow block is one window
     for c0 in range(0, w, step):
         c1 = min(c0 + step, w)
         a, e = max(0, c0 - halo), min(w, c1 + halo)
-        windows.setdefault(e - a, []).append((a, e, c0, c1))
-    out = torch.empty_like(hr)
-    for group in windows.values():
+        windows.setdefault((e - a, c0 - a, c1 - a), []).append((a, e, c0, c1))
+    out = hr.new_empty((b, rows.stop - rows.start, s * w))
+    for (_, k0, k1), group in windows.items():
         ys = torch.cat([hr[:, :, s * a : s * e] for a, e, _, _ in group])  # (len(group) * b, s h, s width), a copy
         xs = torch.cat([lr[:, :, a:e] for a, e, _, _ in group])
         oks = None if valid is None else torch.cat([valid[:, :, a:e] for a, e, _, _ in group])
-        ys = _project(ys, xs, oks, s, iterations, value_range)
-        for i, (a, _, c0, c1) in enumerate(group):
-            out[:, :, s * c0 : s * c1] = ys[i * b : (i + 1) * b, :, s * (c0 - a) : s * (c1 - a)]
+        ys = _project(ys, xs, oks, s, iterations, value_range, keep=((rows.start, rows.stop), (s * k0, s * k1)))
+        for i, (_, _, c0, c1) in enumerate(group):
+            out[:, :, s * c0 : s * c1] = ys[i * b : (i + 1) * b, rows, s * k0 : s * k1]
     return out
 
 

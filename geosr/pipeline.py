@@ -55,7 +55,7 @@ from geosr.raster import (
     write_failure,
 )
 from geosr.sources import RemoteSource, input_spec
-from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows
+from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows, timed
 from geosr.uncertainty import calibration_factor, check_map_target, describe_map
 from geosr.worksize import check_work_size
 
@@ -128,12 +128,10 @@ def _read_strips(
                     if stop.is_set():
                         return
                     y0, y1 = g.rows.extent(r)
-                    window = Window(
-                        plan.proc.col_off + panel.x0, plan.proc.row_off + y0, panel.x1 - panel.x0, y1 - y0
-                    )
-                    data, m = read_window(ds, plan.src, window, plan.colour + plan.alpha, plan.masks)
-                    strip = make_strip(g, panel, plan.groups, plan.real, plan.radiometry, y0, data[:n],
-                                       None if m is None else m[:n], data[n:])  # alpha: the strip's extra values
+                    window = Window(plan.proc.col_off + panel.x0, plan.proc.row_off + y0, panel.x1 - panel.x0, y1 - y0)
+                    data, m = timed("read", read_window, ds, plan.src, window, plan.colour + plan.alpha, plan.masks)
+                    strip = timed("normalise", make_strip, g, panel, plan.groups, plan.real, plan.radiometry, y0,
+                                  data[:n], None if m is None else m[:n], data[n:])  # alpha: the strip's extra values
                     if not _put(q, strip, stop):
                         return
         _put(q, _DONE, stop)
@@ -196,7 +194,7 @@ class _Writer:
                             continue
                         if item is _DONE or self.stop.is_set():
                             break
-                        self._add(item)
+                        timed("copy to blocks", self._add, item)
                     if not self.stop.is_set():
                         self._flush()
                 finally:
@@ -235,9 +233,9 @@ class _Writer:
             r0, c0 = self.at
             n = self.filled
             window = Window(c0, r0, self.buf.shape[2], n)
-            self.dst.write(np.ascontiguousarray(self.buf[:, :n]), window=window)
+            timed("write", self.dst.write, np.ascontiguousarray(self.buf[:, :n]), window=window)  # GDAL compresses
             if self.mask_buf is not None:
-                self.dst.write_mask(np.ascontiguousarray(self.mask_buf[:n]), window=window)
+                timed("write", self.dst.write_mask, np.ascontiguousarray(self.mask_buf[:n]), window=window)
         self.at, self.filled = None, 0
 
 
@@ -285,7 +283,7 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
         nonlocal pixels
         if spread is not None:
             maps.put(map_block(plan, spread, r0, c0, held, k))
-        writer.put(finish_rows(plan, values, r0, c0, held))
+        timed("wait for the writer", writer.put, timed("finish rows", finish_rows, plan, values, r0, c0, held))
         pixels += values.shape[1] * values.shape[2]
         report()
 
@@ -295,7 +293,7 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
             groups=plan.groups, real=plan.real, batch_size=plan.batch_size, consistency=plan.consistency,
             masks=plan.masks, out_rows=out_rows, tiles_done=tiles_done, spread=maps is not None,
         )
-        writer.close()
+        timed("wait for the writer", writer.close)
         if maps is not None:
             maps.close()
     finally:
@@ -352,10 +350,10 @@ def upscale_raster(
     predictor = check_map_target(options, src, dst, predictor)  # with --uncertainty: the self-ensemble's
     remove_stale_outputs(dst.parent, dst.name)
     with rasterio.Env(**gdal_options()), open_raster(src) as ds:
-        plan = make_plan(ds, src, dst, predictor, options)
+        plan = timed("plan", make_plan, ds, src, dst, predictor, options)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        check_output_room(dst, plan.spec, plan.cog, lambda: compression_sample(ds, src, plan.out, plan.bands),
-                          copy=output_driver(dst) != "GTiff")
+        timed("plan", check_output_room, dst, plan.spec, plan.cog,
+              lambda: compression_sample(ds, src, plan.out, plan.bands), copy=output_driver(dst) != "GTiff")
         p = plan.spec.profile
         check_work_size(str(src), p["width"] * p["height"], predictor.device.type,
                         self_ensemble=predictor.self_ensemble, max_pixels=options.max_pixels, yes=options.yes)
@@ -365,8 +363,9 @@ def upscale_raster(
             if map_tmp:  # published first: the output's appearance says that everything is done
                 finish_output(map_tmp, options.uncertainty, cog=False, compress=plan.compress,
                               overwrite=plan.overwrite, shape=(len(plan.layout), p["height"], p["width"]))
-            finish_output(tmp, dst, cog=plan.cog, compress=plan.compress, georeferenced=plan.georeferenced,
-                          overwrite=plan.overwrite, shape=(p["count"], p["height"], p["width"]))
+            timed("finish", finish_output, tmp, dst, cog=plan.cog, compress=plan.compress,
+                  georeferenced=plan.georeferenced, overwrite=plan.overwrite,
+                  shape=(p["count"], p["height"], p["width"]))
         except READ_ERRORS as exc:  # creating the output failed (reads, writes and copies map their own)
             raise write_failure(dst, gdal_message(exc)) from None
         except NotEnoughMemory as exc:  # the model's: say which file it was

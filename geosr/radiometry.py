@@ -41,6 +41,24 @@ _FLOAT32_EXACT = ("uint8", "int8", "uint16", "int16", "float32")
 _TORCH_DTYPES = {"uint8": "uint8", "int8": "int8", "int16": "int16", "float32": "float32", "uint16": "uint16"}
 
 
+_CHUNK = 2**18  # values mapped per pass by Radiometry.from_model_tensor: 1 MiB of float32, within a CPU's L2 cache
+
+
+def _tensor_dtype(dtype: str, device):
+    """The torch dtype that holds raster values of ``dtype`` on ``device``: the same dtype where this PyTorch and
+    device have it (and can cast float32 to it), else int32 for integers and float64 for floats (exact either way)."""
+    import torch
+
+    target = getattr(torch, _TORCH_DTYPES.get(dtype, ""), None)
+    if target is not None:
+        try:
+            torch.zeros(1, device=device).to(target)
+            return target
+        except (RuntimeError, NotImplementedError, TypeError):  # a cast this device or PyTorch lacks (uint16)
+            pass
+    return torch.int32 if np.dtype(dtype).kind in "iu" else torch.float64
+
+
 def dtype_range(dtype: str | np.dtype) -> tuple[float, float]:
     """The representable (min, max) of a numeric dtype."""
     dt = np.dtype(dtype)
@@ -148,7 +166,7 @@ class Radiometry:
         work = self._work()
         if not isinstance(values, np.ndarray):  # a torch tensor (geosr.strips: on the model's device)
             if work is np.float32:
-                return self._from_model_tensor(values, bands)
+                return self.to_host(self.from_model_tensor(values, bands))
             values = values.cpu().numpy()
         lo, hi, _ = self._coeffs(bands, work)
         x = values.astype(work)  # a copy, then in place: one temporary only
@@ -159,29 +177,63 @@ class Radiometry:
         np.clip(x, lo, hi, out=x)  # float rounding of the line above must not leave the range
         return to_dtype_grid(x, self.dtype).astype(self.dtype)
 
-    def _from_model_tensor(self, values, bands) -> np.ndarray:
+    @property
+    def maps_tensors(self) -> bool:
+        """Whether ``from_model_tensor`` serves this mapping (float32 arithmetic, see ``_work``)."""
+        return self._work() is np.float32
+
+    def from_model_tensor(self, values, bands=slice(None)):
         """``from_model`` of a float32 tensor, computed on its device with the same float32 operations as the numpy
-        path (so the same values, bit for bit); only the result, in the raster's dtype, comes back to the CPU."""
+        path (so the same values, bit for bit). Returns a tensor there in the raster's dtype, or (where this device or
+        PyTorch lacks that dtype) the same values exactly in int32 / float64; ``to_host`` makes the array of it.
+        Only for mappings with ``maps_tensors``.
+
+        The rows are mapped a few at a time in one scratch buffer (each operation then runs in the CPU's cache
+        instead of making a pass over memory), and operations that cannot change a value are left out: the clip to
+        the dtype's range where [low, high] lies within it, and for values that are not negative the sign of the
+        rounding half away from zero (it is then floor(x + 0.5)).
+        """
         import torch
 
         lo, hi, _ = self._coeffs(bands, np.float32)
-        lo_t, hi_t = (torch.from_numpy(v).to(values.device) for v in (lo, hi))
-        k = torch.from_numpy((hi - lo) / np.float32(2.0)).to(values.device)
-        x = values.to(torch.float32, copy=True)
-        x.clamp_(*MODEL_RANGE)
-        x += 1.0
-        x *= k
-        x += lo_t
-        x.clamp_(lo_t, hi_t)  # np.clip with per-band bounds: max with low, then min with high
-        x = to_dtype_grid(x, self.dtype)
-        target = getattr(torch, _TORCH_DTYPES.get(self.dtype, ""), None)
-        if target is not None:
-            try:
-                return x.to(target).cpu().numpy()
-            except (RuntimeError, NotImplementedError, TypeError):  # a cast this device or PyTorch lacks (uint16)
-                pass
-        return x.to(torch.int32 if np.dtype(self.dtype).kind in "iu" else torch.float64).cpu().numpy().astype(
-            self.dtype)  # exact values, cast on the CPU
+        device = values.device
+        lo_t, hi_t = (torch.from_numpy(v).to(device) for v in (lo, hi))
+        k = torch.from_numpy((hi - lo) / np.float32(2.0)).to(device)
+        dmin, dmax = dtype_range(self.dtype)
+        clip_dtype = not (lo.min() >= dmin and hi.max() <= dmax)
+        integer = np.dtype(self.dtype).kind in "iu"
+        signed = not (lo.min() >= 0 or np.dtype(self.dtype).kind == "u")  # values < 0 possible after the clips
+        out = torch.empty(values.shape, dtype=_tensor_dtype(self.dtype, device), device=device)
+        b, h, w = values.shape
+        step = max(1, min(h, _CHUNK // max(1, b * w)))  # rows per pass
+        scratch = torch.empty((b, step, w), dtype=torch.float32, device=device)
+        for r0 in range(0, h, step):
+            x = scratch[:, : min(step, h - r0)]
+            x.copy_(values[:, r0 : r0 + step])
+            x.clamp_(*MODEL_RANGE)
+            x += 1.0
+            x *= k
+            x += lo_t
+            x.clamp_(lo_t, hi_t)  # np.clip with per-band bounds: max with low, then min with high
+            if clip_dtype:
+                x.clamp_(dmin, dmax)
+            if integer and signed:
+                x.copy_(round_half_away(x))
+            elif integer:
+                x += 0.5
+                x.floor_()
+            out[:, r0 : r0 + step] = x
+        return out
+
+    def to_host(self, mapped) -> np.ndarray:
+        """The array, in the raster's dtype, of a tensor from ``from_model_tensor`` (copied off a GPU)."""
+        import torch
+
+        try:
+            out = mapped.cpu().numpy()
+        except (RuntimeError, TypeError):  # a dtype numpy cannot take from this PyTorch (uint16): exact in int32
+            out = mapped.to(torch.int32).cpu().numpy()
+        return out.astype(self.dtype, copy=False)
 
     def fill_values(self, bands=slice(None)) -> np.ndarray:
         """The fill of each band in raster units, on the dtype's grid (float64, (b,))."""

@@ -12,12 +12,20 @@ blended there (with weights made there), corrected there, and mapped back to the
 strip does not grow with the scale squared. On the CPU the same code runs on CPU tensors.
 
 Coordinates are those of the grid's window: input pixels, or output pixels (``scale`` times as many) where named so.
+
+Where the time goes: ``with timing(StageTimer()) as t:`` around a run makes this loop and geosr.pipeline's threads
+record the seconds of each stage into ``t`` (benchmarks/pipeline_only.py --stages prints them); outside such a block
+``stage(name)`` is one shared do-nothing context.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +35,72 @@ from geosr.device import to_device
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, keep_off_nodata, valid_mask
 from geosr.tiling import StripAccumulator, TileGrid, even_splits
+
+
+class StageTimer:
+    """Seconds and calls per (thread name, stage) of a run: an opt-in measurement, never on by default.
+
+    ``seconds`` are wall-clock seconds, ``cpu`` the thread's own CPU seconds in them (less where the thread waited or
+    another took the core; work that a library hands to threads of its own, such as GDAL's compression, is not in
+    it). A stage's seconds exclude those of the stages nested in it (on the same thread), so the stages of one thread
+    add up to at most its wall time. sync: called as each stage ends (``torch.cuda.synchronize`` when the model runs
+    on a GPU, so that queued kernels count for the stage that queued them; None on the CPU).
+    """
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.sync = sync
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
+        self.cpu: dict[tuple[str, str], float] = defaultdict(float)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._open = threading.local()  # per thread: [wall, cpu] seconds of the stages nested in each open stage
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        stack = self._open.__dict__.setdefault("stack", [])
+        stack.append([0.0, 0.0])
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            if self.sync is not None:
+                self.sync()
+            dt, dc = time.perf_counter() - t0, time.thread_time() - c0
+            nested = stack.pop()
+            if stack:
+                stack[-1][0] += dt
+                stack[-1][1] += dc
+            key = (threading.current_thread().name, name)
+            with self._lock:
+                self.seconds[key] += dt - nested[0]
+                self.cpu[key] += dc - nested[1]
+                self.calls[key] += 1
+
+
+_timer: StageTimer | None = None  # set by ``timing`` only
+_OFF = contextlib.nullcontext()
+
+
+def stage(name: str) -> contextlib.AbstractContextManager:
+    """A context that adds its seconds to stage ``name`` of the StageTimer ``timing`` set, if any (else a no-op)."""
+    return _OFF if _timer is None else _timer.stage(name)
+
+
+def timed(name: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, its seconds added to stage ``name`` (see ``stage``)."""
+    with stage(name):
+        return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def timing(timer: StageTimer) -> Iterator[StageTimer]:
+    """Record the stages of the runs inside this block (from every thread) into ``timer``."""
+    global _timer
+    previous, _timer = _timer, timer
+    try:
+        yield timer
+    finally:
+        _timer = previous
 
 
 @dataclass(frozen=True)
@@ -132,14 +206,22 @@ class InputRows:
 
 
 def to_output(
-    values: "torch.Tensor | np.ndarray", valid: np.ndarray | None, radiometry: Radiometry, nodata: float | None,
+    values: torch.Tensor | np.ndarray, valid: np.ndarray | None, radiometry: Radiometry, nodata: float | None,
     fill: float,
 ) -> np.ndarray:
     """Blended model values -> the output dtype: valid values kept off ``nodata``, ``fill`` where ``valid`` is False."""
-    out = radiometry.from_model(values)
-    keep_off_nodata(out, nodata)
-    if valid is not None and not valid.all():
-        out[~valid] = fill
+    if isinstance(values, np.ndarray) or not radiometry.maps_tensors:
+        with stage("dtype mapping"):
+            out = radiometry.from_model(values)
+    else:
+        with stage("dtype mapping"):
+            mapped = radiometry.from_model_tensor(values)
+        with stage("device to host"):
+            out = radiometry.to_host(mapped)
+    with stage("finish rows"):
+        keep_off_nodata(out, nodata)
+        if valid is not None and not valid.all():
+            out[~valid] = fill
     return out
 
 
@@ -147,21 +229,32 @@ Sink = Callable[["torch.Tensor", int, int, InputRows], None]
 
 
 class _DeviceWeights:
-    """A grid's 2-D blend weights on a device, made there from its 1-D weights (kept per tile row and column)."""
+    """A grid's 2-D blend weights on a device, made there from its 1-D weights: tiles with equal 1-D weights (all
+    but those at the edges) share one tensor of each, and one 2-D product of each pair."""
 
     def __init__(self, grid: TileGrid, device: torch.device) -> None:
         self.grid, self.device = grid, device
-        self._rows: dict[int, torch.Tensor] = {}
-        self._cols: dict[int, torch.Tensor] = {}
+        self._axes: dict[tuple[int, int], torch.Tensor] = {}  # (axis, tile) -> its 1-D weights
+        self._seen: dict[bytes, torch.Tensor] = {}  # the 1-D weights, one tensor per distinct value
+        self._products: dict[tuple[int, int], torch.Tensor] = {}  # (id, id) of two 1-D tensors -> their product
 
-    def _axis(self, cache: dict, axis, i: int) -> torch.Tensor:
-        if i not in cache:
-            cache[i] = torch.from_numpy(axis.weights(i).copy()).to(self.device)
-        return cache[i]
+    def _axis(self, axis: int, i: int) -> torch.Tensor:
+        if (axis, i) not in self._axes:
+            w = (self.grid.rows, self.grid.cols)[axis].weights(i)
+            if w.tobytes() not in self._seen:
+                self._seen[w.tobytes()] = torch.from_numpy(w.copy()).to(self.device)
+            self._axes[(axis, i)] = self._seen[w.tobytes()]
+        return self._axes[(axis, i)]
 
     def __call__(self, r: int, c: int) -> torch.Tensor:
         """What TileGrid.weight(r, c) gives (the same float32 products), as a tensor on the device."""
-        return self._axis(self._rows, self.grid.rows, r)[:, None] * self._axis(self._cols, self.grid.cols, c)[None, :]
+        rows, cols = self._axis(0, r), self._axis(1, c)
+        key = (id(rows), id(cols))
+        if key not in self._products:
+            if len(self._products) >= 64:  # a grid of unusual tiles: hold a few products only
+                self._products.clear()
+            self._products[key] = rows[:, None] * cols[None, :]
+        return self._products[key]
 
 
 class _SpreadRows:
@@ -232,9 +325,11 @@ def run_strips(
         next_row = row_lo  # with consistency: the first output row the stream has not returned yet
         cols = slice(panel.e0 // s - panel.x0, panel.e1 // s - panel.x0)
         for i, r in enumerate(rows):
-            strip = strip_of(panel, r)
+            with stage("strip (wait for the reader)"):
+                strip = strip_of(panel, r)
             held.add(strip, length_r)
-            x_dev = to_device(torch.from_numpy(strip.x), device)  # moved once, for its tiles and the stream
+            with stage("host to device"):
+                x_dev = to_device(torch.from_numpy(strip.x), device)  # moved once, for its tiles and the stream
             # tiles of this strip, batched through the model
             items = [(j, k) for j in range(len(panel.tiles)) for k in range(len(groups)) if strip.todo[j, k]]
             if tiles_done is not None:
@@ -242,19 +337,23 @@ def run_strips(
             for b0, b1 in even_splits(len(items), -(-len(items) // batch_size)):
                 batch = items[b0:b1]
                 xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
-                tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile] for (_, k), x in zip(batch, xs)])
-                if spread_rows is None:
-                    outs = predictor.run(tiles)  # (B, C, s*tile, s*tile)
-                else:
-                    outs, spreads = predictor.run(tiles, spread=True)  # mean and spread, (B, C, s*tile, s*tile)
-                    for (j, k), sp in zip(batch, spreads):
+                with stage("gather tiles"):
+                    tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile]
+                                         for (_, k), x in zip(batch, xs)])
+                with stage("model"):
+                    if spread_rows is None:
+                        outs = predictor.run(tiles)  # (B, C, s*tile, s*tile)
+                    else:
+                        outs, spreads = predictor.run(tiles, spread=True)  # mean and spread, (B, C, s*tile, s*tile)
+                        for (j, k), sp in zip(batch, spreads):
+                            c = panel.tiles[j]
+                            spread_rows.acc.add(sp[: real[k], : s * length_r, : s * length_c], weights(r, c),
+                                                s * strip.y0, s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
+                with stage("blend"):
+                    for (j, k), out in zip(batch, outs):
                         c = panel.tiles[j]
-                        spread_rows.acc.add(sp[: real[k], : s * length_r, : s * length_c], weights(r, c),
-                                            s * strip.y0, s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
-                for (j, k), out in zip(batch, outs):
-                    c = panel.tiles[j]
-                    acc.add(out[: real[k], : s * length_r, : s * length_c], weights(r, c), s * strip.y0,
-                            s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
+                        acc.add(out[: real[k], : s * length_r, : s * length_c], weights(r, c), s * strip.y0,
+                                s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
                 computed += len(batch)
                 if tiles_done is not None:
                     tiles_done(len(batch), True)
@@ -268,13 +367,18 @@ def run_strips(
                 if stream is not None:  # the rows now final, ``halo`` input rows behind
                     a = lo // s - strip.y0
                     b = a + values.shape[1] // s
-                    values = stream.push(values, x_dev[:, a:b, cols], strip.valid[:, a:b, cols] if masks else None)
+                    with stage("consistency"):
+                        values = stream.push(values, x_dev[:, a:b, cols],
+                                             strip.valid[:, a:b, cols] if masks else None)
                     lo, next_row = next_row, next_row + values.shape[1]
                 emit(panel, values, lo, held)
-            acc.advance(stop_row)
-            if spread_rows is not None:
-                spread_rows.acc.advance(stop_row)
+            with stage("blend"):
+                acc.advance(stop_row)
+                if spread_rows is not None:
+                    spread_rows.acc.advance(stop_row)
             held.drop_before((stop_row if stream is None else next_row) // s)
         if stream is not None:
-            emit(panel, stream.finish(), next_row, held)
+            with stage("consistency"):
+                values = stream.finish()
+            emit(panel, values, next_row, held)
     return computed

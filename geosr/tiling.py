@@ -270,8 +270,9 @@ class StripAccumulator:
         n = stop - self.origin
         if not 0 <= n <= self.capacity:
             raise ValueError(f"cannot advance from row {self.origin} to {stop} in a strip of {self.capacity} rows")
-        buf = self._buf.new_zeros(self._buf.shape)
+        buf = self._buf.new_empty(self._buf.shape)
         buf[:, : self.capacity - n] = self._buf[:, n:]
+        buf[:, self.capacity - n :] = 0
         self._buf = buf
         self.origin = stop
 

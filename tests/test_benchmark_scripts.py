@@ -56,3 +56,34 @@ def test_output_io_writes_geosrs_profile_and_times_the_read_back(tmp_path):
     with rasterio.open(out) as ds:
         assert ds.shape == (600, 600) and ds.count == 3 and (ds.read()[:, 512:] == rows[1]).all()
     assert io.read_one_block_at_a_time(out) > 0
+
+
+def test_pipeline_only_times_every_stage_of_the_real_pipeline(tmp_path):
+    """pipeline_only.py --stages: the stage timer records each stage from the threads that run it, the main thread's
+    stages add up to at most its wall time, and outside ``timing`` the pipeline records nothing."""
+    import argparse
+    import dataclasses
+
+    from geosr.inference import UpscaleOptions, upscale_raster
+    from geosr.strips import StageTimer, stage, timing
+
+    bench = _benchmark("pipeline_only")
+    src = _benchmark("bench").make_synthetic(tmp_path / "in.tif", 96)
+    predictor = dataclasses.replace(load_predictor(None, scale=4, device="cpu", precision="fp32"),
+                                    model=bench.StandIn(4))
+    args = argparse.Namespace(tile=32, overlap=8, batch=4)
+    runs = [bench.stage_seconds(src, tmp_path / "out.tif", predictor, args, c) for c in (True, False)]
+    for (timer, wall), consistency in zip(runs, (True, False)):
+        recorded = {key for key, s in timer.seconds.items() if s > 0}
+        expected = {(t, k) for t, k, _ in bench.STAGES if k not in ("host to device", "device to host")}
+        if not consistency:
+            expected.discard((bench.MAIN, "consistency"))
+        assert expected <= recorded, expected - recorded
+        assert sum(s for (t, _), s in timer.seconds.items() if t == bench.MAIN) <= wall
+    assert "consistency correction" in bench.stage_table(runs, ("on", "off"))
+    timer = StageTimer()
+    upscale_raster(src, tmp_path / "out.tif", predictor, UpscaleOptions(overwrite=True, tile_size=32, overlap=8))
+    assert not timer.seconds and stage("model") is stage("blend")  # off: one shared do-nothing context
+    with timing(timer), stage("outer"), stage("inner"):
+        pass
+    assert set(timer.calls) == {("MainThread", "outer"), ("MainThread", "inner")}

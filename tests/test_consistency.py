@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from geosr.consistency import RowStream, degrade, project, project_rows, residual
+from geosr.consistency import (
+    RowStream,
+    _axis_operators,
+    _degraded,
+    _project,
+    _window,
+    degrade,
+    project,
+    project_rows,
+    residual,
+)
 from geosr.resize import downscale
 
 
@@ -111,3 +121,88 @@ def test_the_projection_runs_on_the_models_device(device):
     on_device = project_rows(hr, lr, 4, valid, device=device)
     assert isinstance(on_device, np.ndarray) and on_device.dtype == np.float32
     np.testing.assert_allclose(on_device, on_cpu, atol=2e-5)
+
+
+# --- the shortcuts of a window: the values of the plain products, bit for bit --------------------------------------
+
+
+def _plain(y, x, valid, scale: int, iterations: int = 3, value_range=(-1.0, 1.0)):
+    """The projection of a window as whole matrix products, every value of every round (geosr before the shortcuts
+    of ``_window``): what the shortcuts must give bit for bit."""
+    (dh, ph), (dw, pw) = (tuple(torch.tensor(m) for m in _axis_operators(n, scale)) for n in x.shape[1:])
+    bands = torch.arange(len(y))
+    for _ in range(iterations):
+        part = y[bands]
+        r = x[bands] - dh @ part @ dw.T
+        part += ph @ (r if valid is None else torch.where(valid[bands], r, 0.0)) @ pw.T
+        clipped = (part.amin(dim=(1, 2)) < value_range[0]) | (part.amax(dim=(1, 2)) > value_range[1])
+        y[bands] = part.clamp_(*value_range)
+        bands = bands[clipped]
+        if not len(bands):
+            break
+    return y
+
+
+def _window_data(scale: int, h: int, w: int, seed: int):
+    """Model values of a window: band 0 well inside the range (one round), band 1 saturated (every round), band 2
+    with a hole of invalid input pixels, band 3 inside the range but in its top left corner (outside the block kept),
+    which another round must correct; the input with some noise."""
+    hr, lr = _pair(scale, h=h, w=w, bands=4, seed=seed)
+    hr[[0, 3]] *= 0.3
+    lr[[0, 3]] = np.clip(degrade(hr[[0, 3]], scale) + 0.01, -1, 1)
+    hr[3, : 5 * scale, : 5 * scale], lr[3, :5, :5] = 0.99, 1.0
+    hr[1] = np.clip(hr[1] * 3, -1, 1)
+    lr[1] = np.clip(lr[1] * 3, -1, 1)
+    valid = np.ones(lr.shape, bool)
+    valid[2, h // 3 : h // 2, : w // 3] = False
+    return torch.from_numpy(hr), torch.from_numpy(lr), torch.from_numpy(valid)
+
+
+@pytest.mark.parametrize("scale, rows, cols", [
+    (4, (40, 296), (40, 296)),  # an inner window of RowStream: block 64, halo 10
+    (4, (0, 256), (40, 296)),  # the first block of a panel: no ring above
+    (2, (20, 148), (0, 128)),  # x2, the first block of a row: no ring on the left
+    (3, (30, 222), (30, 222)),
+])
+def test_the_window_shortcuts_give_the_values_of_the_whole_products_bit_for_bit(scale, rows, cols):
+    """D's products over its nonzero weights and P's products for the kept block (with the ring for the bands that
+    go on only) give the kept values that whole products give: the values geosr wrote before, unchanged."""
+    n = (rows[1] - rows[0]) // scale + (2 * 10 if rows[0] else 10)
+    hr, lr, valid = _window_data(scale, n, n, seed=scale)
+    for v in (None, valid):
+        expected = _plain(hr.clone(), lr, v, scale)
+        got = _project(hr.clone(), lr, v, scale, 3, (-1.0, 1.0), keep=(rows, cols))
+        r, c = slice(*rows), slice(*cols)
+        assert torch.equal(got[:, r, c], expected[:, r, c])
+    if torch.backends.mkl.is_available():  # where MKL runs the products, the shortcuts are taken
+        win = _window(n, n, scale, rows, cols, torch.device("cpu"))
+        assert win.bands is not None and (win.rows, win.cols) == (slice(*rows), slice(*cols))
+
+
+def test_a_non_finite_model_value_is_corrected_as_by_the_whole_products():
+    """An infinity or NaN in the model's output (0 times it is not 0) takes the whole products, whose values the
+    shortcut would not give there."""
+    hr, lr, _ = _window_data(4, 84, 84, seed=1)
+    hr[1, 100, 50], hr[2, 7, 300] = float("inf"), float("nan")
+    win = _window(84, 84, 4, (40, 296), (40, 296), torch.device("cpu"))
+    assert torch.equal(_degraded(hr, win).view(torch.int32), (win.dh @ hr @ win.dw.T).view(torch.int32))
+    expected = _plain(hr.clone(), lr, None, 4)
+    got = _project(hr.clone(), lr, None, 4, 3, (-1.0, 1.0), keep=((40, 296), (40, 296)))
+    assert torch.equal(got[:, 40:296, 40:296].view(torch.int32), expected[:, 40:296, 40:296].view(torch.int32))
+
+
+def test_the_ring_error_bound_holds_and_denormal_flushing_is_undone():
+    """Two float32 evaluations of (ph @ r) @ pw.T (exact, and with denormal numbers flushed) differ by less than the
+    bound _ring_inside allows them; the flushing is switched off again afterwards."""
+    from geosr.consistency import _flush_denormals
+
+    win = _window(84, 84, 4, None, None, torch.device("cpu"))
+    r = torch.from_numpy(np.random.default_rng(5).normal(0, 0.3, (3, 84, 84)).astype(np.float32))
+    exact = win.ph @ r @ win.pw.T
+    with _flush_denormals(torch.device("cpu")):
+        assert bool(torch.tensor(2.0**-140) * 1.0 == 0)
+        flushed = win.ph @ r @ win.pw.T
+    assert bool(torch.tensor(2.0**-140) * 1.0 != 0)
+    g = 84 * 2.0**-24 / (1 - 84 * 2.0**-24)
+    bound = 2 * (2 * g + g * g) * win.sums * r.abs().amax(dim=(1, 2))
+    assert ((exact - flushed).abs().amax(dim=(1, 2)) <= bound).all()

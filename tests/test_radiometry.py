@@ -68,12 +68,15 @@ def test_the_inverse_mapping_and_the_preview_round_halves_the_same_way():
 @pytest.mark.parametrize("dtype, low, high", [
     ("uint8", [0, 0], [255, 255]), ("uint16", [1200, 0], [4000.5, 65535]), ("int16", [-8, -300], [8, 2500]),
     ("float32", [0.1, -2.0], [0.9, 3.0]), ("int32", [-70000, 0], [90000, 1e6]),  # int32: float64 work, numpy path
+    ("uint16", [-100, 0], [70000, 9]),  # a given range beyond the dtype's: clipped to it as well
+    ("int16", [0, 5], [300, 3000]), ("int8", [-128, -3], [127, 4]),  # rounding without (with) negative values
 ])
 def test_the_inverse_mapping_of_a_tensor_equals_the_arrays_bit_for_bit(dtype, low, high):
-    """geosr.strips maps the blended values back on the model's device: the same values as the numpy path."""
+    """geosr.strips maps the blended values back on the model's device: the same values as the numpy path (rows
+    enough for several of the passes the tensor path makes)."""
     r = mapping(dtype, low, high)
     rng = np.random.default_rng(3)
-    m = rng.uniform(-1.2, 1.2, (2, 64, 64)).astype(np.float32)  # beyond the range too: the clamp
+    m = rng.uniform(-1.2, 1.2, (2, 300, 640)).astype(np.float32)  # beyond the range too: the clamp
     m[:, 0, :6] = np.array(HALVES, np.float32) / 8  # and some halves
     expected = r.from_model(m)
     got = r.from_model(torch.from_numpy(m.copy()))
