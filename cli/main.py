@@ -31,6 +31,7 @@ cli.add_command(export)
 
 
 def main() -> None:
+    """The `geosr` program's entry point."""
     cli(prog_name="geosr")
 
 

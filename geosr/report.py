@@ -3,7 +3,8 @@
 ``BatchReport(path)`` is filled as a batch goes (``plan``, ``use_model``, ``running``, ``add`` for every file) and
 written with ``geosr.fileio.atomic_write``, so whoever reads it sees either the previous complete version or the new
 one (its path is checked first by ``geosr.fileio.check_target``: never an input or output of the run, an existing
-file only when it is an earlier report or with --overwrite; a device or pipe gets the final version, written into it): when the files are known (state "running", every file "pending"), at most every ``interval`` seconds while
+file only when it is an earlier report or with --overwrite; a device or pipe gets the final version, written into
+it): when the files are known (state "running", every file "pending"), at most every ``interval`` seconds while
 they run, and once at the end, also when the batch fails or is interrupted (used as a context manager, the
 exception that stops the batch is recorded and passed on). Only a SIGKILL or a power cut leaves the last
 intermediate version. The document (``FORMAT`` 1)::
@@ -30,14 +31,16 @@ failed, 1 when one did or the batch failed, 2 for a usage error, 130 after Ctrl-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -60,7 +63,7 @@ INTERRUPT_EXIT = 130  # Ctrl-C; an interrupt that carries ``exit_code`` (SIGTERM
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _path(p: str | os.PathLike) -> str:
@@ -73,10 +76,9 @@ def settings_of(options: UpscaleOptions, predictor: Predictor | None = None, **e
     ("threads"), and ``extra`` (e.g. skip_existing)."""
     tile, overlap = options.tile_size, options.overlap
     if predictor is not None:
-        try:
+        # a tiling that does not fit the card: every file fails with that message; the values given stay
+        with contextlib.suppress(GeosrError):
             tile, overlap = card_tiling(predictor.card, predictor.source, tile, overlap)
-        except GeosrError:
-            pass  # a tiling that does not fit the card: every file fails with that message; the values given stay
     settings: dict[str, Any] = {
         "tile_size": tile,
         "overlap": overlap,
@@ -148,15 +150,24 @@ class BatchReport:
     def _check(self, pairs: Sequence[tuple[Path, Path]]) -> Target:
         """The report's path checked against the run's inputs and outputs (geosr.fileio.check_target); an earlier
         geosr report is replaced without --overwrite, a device or a pipe (/dev/stdout, a FIFO) is written into."""
-        # a raster-named report inside an input folder would be read as an input: one, even before the folder is searched
-        inside = [self.path for d in self.inputs if d.is_dir() and self.path.suffix.lower() in RASTER_SUFFIXES
-                  and d.resolve() in self.path.absolute().resolve().parents]
+        # a raster-named report inside an input folder would be read as an input: one, before the folder is searched
+        inside = [
+            self.path
+            for d in self.inputs
+            if d.is_dir()
+            and self.path.suffix.lower() in RASTER_SUFFIXES
+            and d.resolve() in self.path.absolute().resolve().parents
+        ]
         try:
             return check_target(
-                self.path, what="the batch report", option="--report", overwrite=self.overwrite,
+                self.path,
+                what="the batch report",
+                option="--report",
+                overwrite=self.overwrite,
                 inputs=self.inputs + inside + [f for a, _ in pairs for f in local_files(a)],
                 outputs=[("an output raster", b) for _, b in pairs],
-                replaceable=is_report, stream_ok=True,
+                replaceable=is_report,
+                stream_ok=True,
             )
         except GeosrError:
             self.target = None  # never written: it would replace a file of the run or of the user
@@ -211,13 +222,18 @@ class BatchReport:
             self.state = "interrupted"
             self.exit_code = int(getattr(exc, "exit_code", INTERRUPT_EXIT))
             self.error = "interrupted by SIGTERM" if self.exit_code == 143 else "interrupted (Ctrl-C)"
-            self._stopped = ("interrupted", "interrupted; nothing of this file was written (run again with "
-                                            "--skip-existing to finish the batch)")
+            self._stopped = (
+                "interrupted",
+                "interrupted; nothing of this file was written (run again with --skip-existing to finish the batch)",
+            )
         else:
             self.state = "failed"
             self.exit_code = 2 if isinstance(exc, OptionError) else 1
-            message = one_line(exc) if isinstance(exc, GeosrError) else f"unexpected error: {type(exc).__name__}: " \
-                f"{one_line(exc)}"
+            message = (
+                one_line(exc)
+                if isinstance(exc, GeosrError)
+                else f"unexpected error: {type(exc).__name__}: {one_line(exc)}"
+            )
             self.error = message
             self._stopped = ("failed", message)
         try:
@@ -228,7 +244,7 @@ class BatchReport:
             if not isinstance(exc, WriteError):  # else it is this very error, reported by whoever catches it
                 log.error("%s", write_error)
 
-    def __enter__(self) -> "BatchReport":
+    def __enter__(self) -> BatchReport:
         return self
 
     def __exit__(self, typ, exc, tb) -> None:
@@ -269,11 +285,13 @@ class BatchReport:
         pixels = sum(r["output_pixels"] for r in records if r["status"] == "done")
         summary: dict[str, Any] = {"files": len(records)}
         summary.update({s: sum(r["status"] == s for r in records) for s in STATUSES})
-        summary.update({
-            "seconds": round(seconds, 3),
-            "output_pixels": pixels,
-            "megapixels_per_second": round(pixels / 1e6 / seconds, 4) if seconds > 0 else 0.0,
-        })
+        summary.update(
+            {
+                "seconds": round(seconds, 3),
+                "output_pixels": pixels,
+                "megapixels_per_second": round(pixels / 1e6 / seconds, 4) if seconds > 0 else 0.0,
+            }
+        )
         return {
             "format": FORMAT,
             "geosr_version": __version__,
@@ -318,4 +336,3 @@ def rank_path(path: str | os.PathLike, rank: int, world_size: int) -> Path:
     if world_size <= 1:
         return path
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
-

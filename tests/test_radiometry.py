@@ -51,8 +51,9 @@ def test_halves_round_away_from_zero_in_numpy_and_torch():
     assert round_half_away(torch.tensor(HALVES, dtype=torch.float64)).tolist() == AWAY
     # the bicubic degradation of training and evaluation rounds its integer images by the same rule
     assert _round_clip(torch.tensor(HALVES, dtype=torch.float64), -10, 10).tolist() == AWAY
-    np.testing.assert_array_equal(to_dtype_grid(np.array([-0.5, 0.5, 254.5, 255.5, 300.0]), "uint8"),
-                                  [0, 1, 255, 255, 255])
+    np.testing.assert_array_equal(
+        to_dtype_grid(np.array([-0.5, 0.5, 254.5, 255.5, 300.0]), "uint8"), [0, 1, 255, 255, 255]
+    )
 
 
 def test_the_inverse_mapping_and_the_preview_round_halves_the_same_way():
@@ -65,12 +66,19 @@ def test_the_inverse_mapping_and_the_preview_round_halves_the_same_way():
     assert to_uint8_image(torch.tensor([[[0.5, 2.5, 254.5]]]), pair).tolist() == [[[1, 3, 255]]]
 
 
-@pytest.mark.parametrize("dtype, low, high", [
-    ("uint8", [0, 0], [255, 255]), ("uint16", [1200, 0], [4000.5, 65535]), ("int16", [-8, -300], [8, 2500]),
-    ("float32", [0.1, -2.0], [0.9, 3.0]), ("int32", [-70000, 0], [90000, 1e6]),  # int32: float64 work, numpy path
-    ("uint16", [-100, 0], [70000, 9]),  # a given range beyond the dtype's: clipped to it as well
-    ("int16", [0, 5], [300, 3000]), ("int8", [-128, -3], [127, 4]),  # rounding without (with) negative values
-])
+@pytest.mark.parametrize(
+    "dtype, low, high",
+    [
+        ("uint8", [0, 0], [255, 255]),
+        ("uint16", [1200, 0], [4000.5, 65535]),
+        ("int16", [-8, -300], [8, 2500]),
+        ("float32", [0.1, -2.0], [0.9, 3.0]),
+        ("int32", [-70000, 0], [90000, 1e6]),  # int32: float64 work, numpy path
+        ("uint16", [-100, 0], [70000, 9]),  # a given range beyond the dtype's: clipped to it as well
+        ("int16", [0, 5], [300, 3000]),
+        ("int8", [-128, -3], [127, 4]),  # rounding without (with) negative values
+    ],
+)
 def test_the_inverse_mapping_of_a_tensor_equals_the_arrays_bit_for_bit(dtype, low, high):
     """geosr.strips maps the blended values back on the model's device: the same values as the numpy path (rows
     enough for several of the passes the tensor path makes)."""
@@ -253,8 +261,9 @@ def test_a_nodata_geotiff_is_mapped_identically_by_upscale_evaluation_and_traini
 
     # training: the same radiometry, and a whole-image patch is one of the 8 symmetries of evaluation's mapping
     for cache_mb in (4096, 0):  # decoded into memory, or read by windows
-        ds = PatchDataset(find_images(tmp_path / "scenes").items, scale=2, patch_size=40, bands=[1, 2, 3],
-                          cache_mb=cache_mb)
+        ds = PatchDataset(
+            find_images(tmp_path / "scenes").items, scale=2, patch_size=40, bands=[1, 2, 3], cache_mb=cache_mb
+        )
         assert ds.sources[0].radiometry == r
         hr, _ = ds[(0, 0, 0)]
         assert any(np.array_equal(hr.numpy(), s) for s in symmetries(evaluated))
@@ -264,7 +273,7 @@ def test_extreme_fill_values_are_filled_in_training_and_evaluation_data(tmp_path
     data = float_with_fill(-3.4e38)
     path = make_geotiff(tmp_path / "fill.tif", data)
     r = image_radiometry(path, [1, 2])
-    assert 0.2 <= min(r.low) and max(r.high) <= 0.8
+    assert min(r.low) >= 0.2 and max(r.high) <= 0.8
     filled = read_image(path, [1, 2], radiometry=r)
     np.testing.assert_array_equal(filled[:, :, 15:], data[:, :, 15:])
     np.testing.assert_array_equal(filled[:, :, :15], np.broadcast_to(r.fill_values()[:, None, None], (2, 40, 15)))
@@ -307,7 +316,7 @@ def test_upscale_of_an_undeclared_extreme_fill_leaves_valid_pixels_alone(tiny_mo
         with rasterio.open(tmp_path / f"{name}_x2.tif") as out:
             outputs[name] = out.read()
     valid = outputs["extreme"][:, :, 30:]  # right of the fill (15 input columns, 30 output columns)
-    assert np.isfinite(valid).all() and 0.2 <= valid.min() and valid.max() <= 0.8
+    assert np.isfinite(valid).all() and valid.min() >= 0.2 and valid.max() <= 0.8
     np.testing.assert_array_equal(outputs["extreme"], outputs["nan"])  # the fill is invalid, as NaN is
     assert np.isnan(outputs["extreme"][:, :, :30]).all()
 

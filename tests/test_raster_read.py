@@ -43,8 +43,9 @@ def cut(path: Path, keep: float) -> Path:
     return path
 
 
-@pytest.fixture(params=[("PNG", ".png", 0.5), ("PNG", ".png", 0.97), ("JPEG", ".jpg", 0.6)],
-                ids=["png-half", "png-end", "jpeg"])
+@pytest.fixture(
+    params=[("PNG", ".png", 0.5), ("PNG", ".png", 0.97), ("JPEG", ".jpg", 0.6)], ids=["png-half", "png-end", "jpeg"]
+)
 def truncated(request, tmp_path) -> Path:
     driver, suffix, keep = request.param
     path = tmp_path / f"scene{suffix}"
@@ -61,14 +62,13 @@ def one_line_naming(exc: pytest.ExceptionInfo, path: Path) -> str:
 
 @pytest.mark.parametrize("how", ["whole", "window", "decimated"])
 def test_every_read_of_a_truncated_png_or_jpeg_fails_naming_the_file(truncated, how):
-    with open_raster(truncated) as ds:
-        with pytest.raises(RasterError) as exc:
-            if how == "whole":
-                read_whole(ds, truncated, [1, 2, 3], masks=True)
-            elif how == "window":
-                read_window(ds, truncated, Window(0, 0, ds.width, ds.height), [1, 2, 3], masks=False)
-            else:
-                read_decimated(ds, truncated, [1, 2, 3], masks=False)
+    with open_raster(truncated) as ds, pytest.raises(RasterError) as exc:
+        if how == "whole":
+            read_whole(ds, truncated, [1, 2, 3], masks=True)
+        elif how == "window":
+            read_window(ds, truncated, Window(0, 0, ds.width, ds.height), [1, 2, 3], masks=False)
+        else:
+            read_decimated(ds, truncated, [1, 2, 3], masks=False)
     one_line_naming(exc, truncated)
 
 
@@ -120,16 +120,14 @@ def test_intact_images_read_exactly_and_a_png_missing_only_its_end_marker_is_who
 def test_opening_errors_name_the_file_in_the_callers_error_class(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not pixels")
-    with pytest.raises(RasterError, match=r"notes.png: not a raster GDAL can read \(.+\)$"):
-        with open_raster(text):
-            pass
+    with pytest.raises(RasterError, match=r"notes.png: not a raster GDAL can read \(.+\)$"), open_raster(text):
+        pass
     with pytest.raises(DataError, match=r"notes.png: not a raster GDAL can read .*; remove it from the data"):
         read_image(text)
     with pytest.raises(DataError, match="missing.png: no such file"):
         read_image(tmp_path / "missing.png")
-    with pytest.raises(RasterError, match="is a folder"):
-        with open_raster(tmp_path):
-            pass
+    with pytest.raises(RasterError, match="is a folder"), open_raster(tmp_path):
+        pass
 
 
 def test_plain_images_read_without_the_georeferencing_warning(tmp_path):

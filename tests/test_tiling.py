@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import torch
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

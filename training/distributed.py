@@ -56,11 +56,13 @@ def setup(device: str = "auto") -> DistContext:
 
 
 def cleanup(ctx: DistContext) -> None:
+    """End the process group, if this run started one."""
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every process (nothing to wait for in a single process)."""
     if ctx.distributed:
         dist.barrier()
 

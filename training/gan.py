@@ -24,6 +24,8 @@ from geosr.training.losses import ContentLoss, adversarial_d, adversarial_g, fea
 
 @dataclass(frozen=True)
 class LossWeights:
+    """The weight of each loss term in the generator's loss."""
+
     mse: float = 0.5
     perceptual: float = 0.5
     adversarial: float = 0.1
@@ -40,7 +42,7 @@ class Amp:
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def create(cls, device: torch.device, precision: str) -> "Amp":
+    def create(cls, device: torch.device, precision: str) -> Amp:
         return cls(device, precision, torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
 
     def autocast(self):
@@ -48,6 +50,7 @@ class Amp:
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    """Freeze (False) or unfreeze (True) every parameter of ``module``."""
     for p in module.parameters():
         p.requires_grad_(flag)
 

@@ -66,20 +66,70 @@ def _best(history: dict[str, Any], shipped: dict[str, Any]) -> dict[str, Any]:
 
 def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list[str]:
     return [
-        "train", "--data", a.data, "--out", str(run), "--scale", str(a.scale), "--init-from", start,
-        "--global-skip", "--res-scale", "0.1", "--no-diffusion", "--attention-dropout", "0",
-        "--patch-size", str(a.patch_size), "--batch-size", str(a.batch_size),
-        "--mse-weight", str(a.mse_weight), "--l1-weight", str(a.l1_weight), "--perceptual-weight", "0",
-        "--adversarial-weight", "0", "--feature-matching-weight", "0",
-        "--lr-g", str(a.lr), "--lr-decay-epochs", "", "--lr-schedule", "cosine", "--lr-min-factor", "0.02",
-        "--lr-warmup-steps", str(a.warmup_steps), "--max-steps", str(a.cycle_steps), "--epochs", "100000",
-        "--val-every", "0", "--val-every-steps", str(a.val_every_steps), "--val-images", "21",
-        "--checkpoint-every-steps", "10", "--precision", a.precision, "--device", a.device,
-        "--name", f"degan-x{a.scale}", "--seed", str(seed),
+        "train",
+        "--data",
+        a.data,
+        "--out",
+        str(run),
+        "--scale",
+        str(a.scale),
+        "--init-from",
+        start,
+        "--global-skip",
+        "--res-scale",
+        "0.1",
+        "--no-diffusion",
+        "--attention-dropout",
+        "0",
+        "--patch-size",
+        str(a.patch_size),
+        "--batch-size",
+        str(a.batch_size),
+        "--mse-weight",
+        str(a.mse_weight),
+        "--l1-weight",
+        str(a.l1_weight),
+        "--perceptual-weight",
+        "0",
+        "--adversarial-weight",
+        "0",
+        "--feature-matching-weight",
+        "0",
+        "--lr-g",
+        str(a.lr),
+        "--lr-decay-epochs",
+        "",
+        "--lr-schedule",
+        "cosine",
+        "--lr-min-factor",
+        "0.02",
+        "--lr-warmup-steps",
+        str(a.warmup_steps),
+        "--max-steps",
+        str(a.cycle_steps),
+        "--epochs",
+        "100000",
+        "--val-every",
+        "0",
+        "--val-every-steps",
+        str(a.val_every_steps),
+        "--val-images",
+        "21",
+        "--checkpoint-every-steps",
+        "10",
+        "--precision",
+        a.precision,
+        "--device",
+        a.device,
+        "--name",
+        f"degan-x{a.scale}",
+        "--seed",
+        str(seed),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run cycles for ``--minutes``; the exit code of the last ``geosr`` command that failed, else 0."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", type=int, choices=(2, 4), default=4)
     p.add_argument("--root", type=Path, default=Path.home() / "geosr-runs")
@@ -96,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mse-weight", type=float, default=1.0)
     p.add_argument("--l1-weight", type=float, default=0.0)
     p.add_argument("--val-every-steps", type=int, default=200)
-    p.add_argument("--eval-precision", default="bf16", help="Precision of the whole-val measurement (the shipped "
-                   "cards' figures are bf16 on the development CPU).")
+    p.add_argument(
+        "--eval-precision",
+        default="bf16",
+        help="Precision of the whole-val measurement (the shipped cards' figures are bf16 on the development CPU).",
+    )
     a = p.parse_args(argv)
 
     t0 = time.monotonic()
@@ -133,23 +186,55 @@ def main(argv: list[str] | None = None) -> int:
         # The cycle is complete: export its EMA weights and measure them on the whole val split.
         exported = run / f"degan-x{a.scale}-cycle{k}.safetensors"
         report = run / "val.json"
-        if _geosr("export", str(run / "last.safetensors"), "-o", str(exported), "--name", f"degan-x{a.scale}",
-                  "--overwrite", threads=a.threads):
+        if _geosr(
+            "export",
+            str(run / "last.safetensors"),
+            "-o",
+            str(exported),
+            "--name",
+            f"degan-x{a.scale}",
+            "--overwrite",
+            threads=a.threads,
+        ):
             return 1
         report.unlink(missing_ok=True)
-        if _geosr("evaluate", "--model", str(exported), "--data", a.data, "--split", "val",
-                  "--precision", a.eval_precision, "-o", str(report), threads=a.threads):
+        if _geosr(
+            "evaluate",
+            "--model",
+            str(exported),
+            "--data",
+            a.data,
+            "--split",
+            "val",
+            "--precision",
+            a.eval_precision,
+            "-o",
+            str(report),
+            threads=a.threads,
+        ):
             return 1
         summary = json.loads(report.read_text())["summary"]["mean"]
-        entry = {"cycle": k, "model": str(exported), "report": str(report), "start": best["model"],
-                 "val_psnr": summary["psnr"], "val_ssim": summary["ssim"], "steps": a.cycle_steps,
-                 "patch_size": a.patch_size, "batch_size": a.batch_size, "lr": a.lr,
-                 "beats": best["val_psnr"]}
+        entry = {
+            "cycle": k,
+            "model": str(exported),
+            "report": str(report),
+            "start": best["model"],
+            "val_psnr": summary["psnr"],
+            "val_ssim": summary["ssim"],
+            "steps": a.cycle_steps,
+            "patch_size": a.patch_size,
+            "batch_size": a.batch_size,
+            "lr": a.lr,
+            "beats": best["val_psnr"],
+        }
         history["cycles"].append(entry)
         atomic_write(history_path, json.dumps(history, indent=1).encode(), what="the cycle history")
         verdict = "beats" if entry["val_psnr"] > best["val_psnr"] else "does not beat"
-        print(f"cycle {k}: val {entry['val_psnr']:.4f} dB / {entry['val_ssim']:.4f} {verdict} "
-              f"{best['val_psnr']:.4f} dB ({best['model']})", flush=True)
+        print(
+            f"cycle {k}: val {entry['val_psnr']:.4f} dB / {entry['val_ssim']:.4f} {verdict} "
+            f"{best['val_psnr']:.4f} dB ({best['model']})",
+            flush=True,
+        )
         if entry["val_psnr"] > best["val_psnr"]:
             shutil.copyfile(exported, home / "ship.safetensors")
     return 0

@@ -86,11 +86,11 @@ class VGGFeatures(nn.Module):
         self.eval()
 
     @classmethod
-    def random_for_tests(cls, layer: str = "conv2_2") -> "VGGFeatures":
+    def random_for_tests(cls, layer: str = "conv2_2") -> VGGFeatures:
         """A randomly initialised VGG: for tests of the training code only, never for real training."""
         return cls(None, layer)  # type: ignore[arg-type]
 
-    def train(self, mode: bool = True) -> "VGGFeatures":
+    def train(self, mode: bool = True) -> VGGFeatures:
         return super().train(False)  # always in eval mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    """A 3x3 convolution that keeps the size (padding 1) at stride 1."""
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
 
 

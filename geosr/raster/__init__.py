@@ -91,6 +91,7 @@ from geosr.raster.writing import (
 )
 
 __all__ = [
+    "gdal_messages_logged",
     "output_name",
     "plan_outputs",
     "READ_CHECKS",

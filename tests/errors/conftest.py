@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from badinput import image
 from testdata import write_geotiff
 

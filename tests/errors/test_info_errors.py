@@ -8,7 +8,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from badinput import image, refused, run
 from testdata import write_geotiff
 

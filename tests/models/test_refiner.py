@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
-
-import pytest
 
 from geosr.models import Generator, GeneratorConfig
 from geosr.models.refiner import EncoderLayer, set_attention_dropout
