@@ -9,8 +9,9 @@ few harmful steps), then a cosine decay to a small rate over ``--cycle-steps`` s
 (``geosr train --resume``), so the process may be killed at any time and started again. When a cycle has run all
 its steps, its EMA weights are exported (fp16, the card's tiles) and measured on the whole val split by
 ``geosr evaluate`` at the shipped model's settings; the result joins ``ROOT/x<scale>/cycles.json``. A cycle that
-beats the best val PSNR so far becomes the start of the next cycle and is copied to ``ROOT/x<scale>/ship.safetensors``:
-the candidate to ship (committing it to ``geosr/weights`` stays a decision made by a person, with its reports).
+beats the best val PSNR so far by at least 0.01 dB becomes the start of the next cycle and is copied to
+``ROOT/x<scale>/ship.safetensors``: the candidate to ship (committing it to ``geosr/weights`` stays a decision made
+by a person, with its reports).
 A cycle that does not beat it is kept for the record and the next cycle starts again from the best, with another
 seed. When the run folders are gone, the next cycle starts from the bundled model again.
 """
@@ -55,11 +56,14 @@ def _load_history(path: Path) -> dict[str, Any]:
     return {"cycles": []}
 
 
+MIN_GAIN_DB = 0.01  # a cycle must beat the best by this much on the whole val split: less is the noise of one split
+
+
 def _best(history: dict[str, Any], shipped: dict[str, Any]) -> dict[str, Any]:
     """The best measured model so far: the shipped one until a cycle beats it on the whole val split."""
     best = {"model": shipped["model"], "val_psnr": shipped["val_psnr"], "val_ssim": shipped["val_ssim"]}
     for entry in history["cycles"]:
-        if entry["val_psnr"] > best["val_psnr"] and Path(entry["model"]).is_file():
+        if entry["val_psnr"] >= best["val_psnr"] + MIN_GAIN_DB and Path(entry["model"]).is_file():
             best = entry
     return best
 
@@ -229,13 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         history["cycles"].append(entry)
         atomic_write(history_path, json.dumps(history, indent=1).encode(), what="the cycle history")
-        verdict = "beats" if entry["val_psnr"] > best["val_psnr"] else "does not beat"
+        better = entry["val_psnr"] >= best["val_psnr"] + MIN_GAIN_DB
+        verdict = "beats" if better else f"does not beat (by {MIN_GAIN_DB} dB or more)"
         print(
             f"cycle {k}: val {entry['val_psnr']:.4f} dB / {entry['val_ssim']:.4f} {verdict} "
             f"{best['val_psnr']:.4f} dB ({best['model']})",
             flush=True,
         )
-        if entry["val_psnr"] > best["val_psnr"]:
+        if better:
             shutil.copyfile(exported, home / "ship.safetensors")
     return 0
 
