@@ -37,69 +37,32 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
 
 
 @click.command(context_settings={"max_content_width": 120})
-@model_option(
-    "A model file (.safetensors; geosr train's best.safetensors) or a bundled model's name; default: the "
-    "bundled model for --scale.",
-    dest="model_spec",
-)
-@click.option(
-    "--data",
-    "-d",
-    "data",
-    required=True,
-    metavar="DIR",
-    help="The data set: UC Merced, AID, any (class-)folder of images, HR/ + LR_xN/, GeoTIFF tiles.",
-)
-@click.option(
-    "--split",
-    type=click.Choice(["val", "test", "all"]),
-    default="test",
-    show_default=True,
-    help="Which images: the data set's deterministic split (UC Merced: val 50-59, test 60-99).",
-)
+@model_option("A model file (.safetensors; geosr train's best.safetensors) or a bundled model's name; default: the "
+              "bundled model for --scale.", dest="model_spec")
+@click.option("--data", "-d", "data", required=True, metavar="DIR",
+              help="The data set: UC Merced, AID, any (class-)folder of images, HR/ + LR_xN/, GeoTIFF tiles.")
+@click.option("--split", type=click.Choice(["val", "test", "all"]), default="test", show_default=True,
+              help="Which images: the data set's deterministic split (UC Merced: val 50-59, test 60-99).")
 @scale_option()
 @bands_option("1-based bands to feed the model (default: the first bands, as many as it takes).")
-@output_option(
-    "Also write the results to FILE.json or FILE.csv (per image, per class, mean).",
-    dest="out",
-    required=False,
-    metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=_report_path,
-)
-@click.option(
-    "--save-images",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    metavar="DIR",
-    help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).",
-)
-@click.option(
-    "--preview",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    metavar="DIR",
-    help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.",
-)
-@click.option(
-    "--max-images",
-    type=click.IntRange(0),
-    default=0,
-    help="Measure only this many images, spread evenly over the split (0: all).",
-)
+@output_option("Also write the results to FILE.json or FILE.csv (per image, per class, mean).", dest="out",
+               required=False, metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+               callback=_report_path)
+@click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).")
+@click.option("--preview", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.")
+@click.option("--max-images", type=click.IntRange(0), default=0,
+              help="Measure only this many images, spread evenly over the split (0: all).")
 @tile_size_option("Tile size in input pixels, as geosr upscale takes it [model card].")
 @overlap_option("Overlap of neighbouring tiles in input pixels, as geosr upscale takes it [model card].")
 @batch_size_option("Tiles per model call.", default=8)
 @consistency_option()
 @self_ensemble_option()
-@click.option(
-    "--uncertainty",
-    is_flag=True,
-    default=False,
-    help="Also measure geosr upscale's error map (--uncertainty there) against the actual error: Spearman "
-    "per pixel and per 8x8 block against the bicubic gradient's, and its calibration. Implies "
-    "--self-ensemble.",
-)
+@click.option("--uncertainty", is_flag=True, default=False,
+              help="Also measure geosr upscale's error map (--uncertainty there) against the actual error: Spearman "
+                   "per pixel and per 8x8 block against the bicubic gradient's, and its calibration. Implies "
+                   "--self-ensemble.")
 @device_option()
 @precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
 @threads_option
@@ -107,26 +70,8 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def evaluate(
-    ctx,
-    model_spec,
-    data,
-    split,
-    scale,
-    bands,
-    out,
-    save_images,
-    preview,
-    max_images,
-    tile_size,
-    overlap,
-    batch_size,
-    consistency,
-    self_ensemble,
-    uncertainty,
-    device,
-    precision,
-) -> None:
+def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, tile_size, overlap,
+             batch_size, consistency, self_ensemble, uncertainty, device, precision) -> None:
     """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the
     protocol of the UC Merced super-resolution literature: mean of per-channel PSNR on 0..255, Gaussian SSIM
     (11, sigma 1.5) averaged over channels, SCALE pixels cropped at each border, LR by MATLAB-style bicubic
@@ -179,33 +124,13 @@ def evaluate(
             save_image(preview / f"{name}.png", preview_strip(outputs))
 
     try:
-        results = evaluate_images(
-            items,
-            scale,
-            model,
-            bands=bands,
-            device=dev,
-            precision=prec,
-            tile_size=tile,
-            overlap=lap,
-            batch_size=batch_size,
-            consistency=consistency,
-            self_ensemble=self_ensemble,
-            uncertainty_k=k,
-            on_image=on_image,
-        )
+        results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, tile_size=tile,
+                                  overlap=lap, batch_size=batch_size, consistency=consistency,
+                                  self_ensemble=self_ensemble, uncertainty_k=k, on_image=on_image)
     finally:
         bar.close()
-    report = Report(
-        data=str(Path(data).resolve()),
-        layout=images.layout,
-        split=split,
-        scale=scale,
-        model=str(path),
-        results=results,
-        consistency=consistency,
-        self_ensemble=self_ensemble,
-    )
+    report = Report(data=str(Path(data).resolve()), layout=images.layout, split=split, scale=scale, model=str(path),
+                    results=results, consistency=consistency, self_ensemble=self_ensemble)
     click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
     click.echo(format_table(report.summary()))
     if uncertainty:

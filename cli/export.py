@@ -35,106 +35,51 @@ class ExportError(GeosrError):
 
 @click.command()
 @click.argument("model", metavar="MODEL")
-@output_option(
-    "The model file to write: .safetensors (a geosr model), or .onnx (the generator as ONNX, with the "
-    "card in its metadata; needs the onnx extra).",
-    dest="out",
-    metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(sorted(DTYPES)),
-    default="fp16",
-    show_default=True,
-    help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).",
-)
+@output_option("The model file to write: .safetensors (a geosr model), or .onnx (the generator as ONNX, with the "
+               "card in its metadata; needs the onnx extra).", dest="out", metavar="FILE",
+               type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp16", show_default=True,
+              help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).")
 @click.option("--name", help="Model name in the card (the name `--model NAME` finds when bundled).")
 @click.option("--description", help="One-line description in the card.")
-@click.option(
-    "--metrics",
-    "report",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.",
-)
+@click.option("--metrics", "report", type=click.Path(dir_okay=False, path_type=Path),
+              help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.")
 @tile_size_option("Recommended tile size in input pixels [the model's].")
-@overlap_option(
-    "Recommended overlap in input pixels, at most half the tile size [the model's; a quarter of "
-    "--tile-size when that is given]."
-)
+@overlap_option("Recommended overlap in input pixels, at most half the tile size [the model's; a quarter of "
+                "--tile-size when that is given].")
 @click.option("--note", "notes", multiple=True, help="A line for the card's training notes (repeatable).")
 @click.option("--opset", type=int, help="ONNX opset of a .onnx output, 18..23 [18].")
-@click.option(
-    "--deepness",
-    is_flag=True,
-    help="A .onnx output in the form QGIS's Deepness plugin runs: input 1 x bands x TILE x TILE in [0, 1].",
-)
-@click.option(
-    "--resolution-cm",
-    type=float,
-    help="With --deepness: the imagery's resolution in cm per pixel, Deepness's processing resolution.",
-)
+@click.option("--deepness", is_flag=True,
+              help="A .onnx output in the form QGIS's Deepness plugin runs: input 1 x bands x TILE x TILE in [0, 1].")
+@click.option("--resolution-cm", type=float,
+              help="With --deepness: the imagery's resolution in cm per pixel, Deepness's processing resolution.")
 @overwrite_option("Replace an existing output file.")
 @verbosity_options
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def export(
-    ctx,
-    model,
-    out,
-    dtype,
-    name,
-    description,
-    report,
-    tile_size,
-    overlap,
-    notes,
-    opset,
-    deepness,
-    resolution_cm,
-    overwrite,
-) -> None:
+def export(ctx, model, out, dtype, name, description, report, tile_size, overlap, notes, opset, deepness,
+           resolution_cm, overwrite) -> None:
     """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics; or,
     to a .onnx output, its generator as ONNX (docs/onnx.md)."""
     from geosr.raster import check_output_file
 
     if out.suffix.lower() not in (".safetensors", ".onnx"):
-        raise click.UsageError(
-            f"{out}: geosr export writes a geosr model (.safetensors) or ONNX (.onnx), chosen by "
-            "the name; name the output FILE.safetensors or FILE.onnx"
-        )
+        raise click.UsageError(f"{out}: geosr export writes a geosr model (.safetensors) or ONNX (.onnx), chosen by "
+                               "the name; name the output FILE.safetensors or FILE.onnx")
     check_output_file(out, overwrite=overwrite)
     if out.suffix.lower() == ".onnx":
-        card_edits = {
-            "dtype": "--dtype",
-            "name": "--name",
-            "description": "--description",
-            "report": "--metrics",
-            "notes": "--note",
-        }
-        given = [
-            flag
-            for param, flag in card_edits.items()
-            if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT
-        ]
+        card_edits = {"dtype": "--dtype", "name": "--name", "description": "--description", "report": "--metrics",
+                      "notes": "--note"}
+        given = [flag for param, flag in card_edits.items()
+                 if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT]
         if given:
-            raise click.UsageError(
-                f"{', '.join(given)}: not for an ONNX output; export a .safetensors model with "
-                "them first, then that file to .onnx"
-            )
+            raise click.UsageError(f"{', '.join(given)}: not for an ONNX output; export a .safetensors model with "
+                                   "them first, then that file to .onnx")
         from geosr.onnx import export_onnx
 
-        result = export_onnx(
-            model,
-            out,
-            opset=opset,
-            deepness=deepness,
-            tile_size=tile_size,
-            overlap=overlap,
-            resolution_cm=resolution_cm,
-            overwrite=overwrite,
-        )
+        result = export_onnx(model, out, opset=opset, deepness=deepness, tile_size=tile_size, overlap=overlap,
+                             resolution_cm=resolution_cm, overwrite=overwrite)
         shape = " x ".join(map(str, result.input_shape))
         click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {result.size_bytes / 1e6:.1f} MB")
         return

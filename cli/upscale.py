@@ -67,14 +67,8 @@ class _Bars:
     def start(self, files: int) -> None:
         """The batch's bar, for ``files`` files (none for one, nor in lines: each file's line counts)."""
         self.files = files
-        self.batch = self.tqdm(
-            total=files,
-            unit="file",
-            desc="files",
-            position=0,
-            file=sys.stderr,
-            disable=not self.enabled or files < 2 or self.lines,
-        )
+        self.batch = self.tqdm(total=files, unit="file", desc="files", position=0, file=sys.stderr,
+                               disable=not self.enabled or files < 2 or self.lines)
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled or not self.per_file:
@@ -83,12 +77,8 @@ class _Bars:
             self.close_file()
             self.path, self.t0 = p.path, time.perf_counter()
             self.bar = self.tqdm(
-                total=p.tiles_total,
-                unit="tile",
-                desc=p.path.name,
-                position=1 if not self.batch.disable else 0,
-                leave=self.batch.disable,
-                file=sys.stderr,
+                total=p.tiles_total, unit="tile", desc=p.path.name, position=1 if not self.batch.disable else 0,
+                leave=self.batch.disable, file=sys.stderr,
             )
         assert self.bar is not None
         self.bar.update(p.tiles_done - self.bar.n)
@@ -101,9 +91,8 @@ class _Bars:
         self.batch.update(1)
         self.done += 1
         if self.lines and self.enabled and result.status == "done":
-            click.echo(
-                file_line(result.dst, result.seconds, result.pixels, result.tiles, self.done, self.files), err=True
-            )
+            click.echo(file_line(result.dst, result.seconds, result.pixels, result.tiles, self.done, self.files),
+                       err=True)
 
     def close_file(self) -> None:
         if self.bar is not None:
@@ -121,13 +110,8 @@ def _options(*, aoi, bbox, aoi_crs, skip_existing, **given) -> UpscaleOptions:
     from geosr.batch import check_exclusions
     from geosr.inference import UpscaleOptions
 
-    check_exclusions(
-        overwrite=given["overwrite"],
-        skip_existing=skip_existing,
-        aoi=aoi is not None,
-        bbox=bbox is not None,
-        aoi_crs=aoi_crs is not None,
-    )
+    check_exclusions(overwrite=given["overwrite"], skip_existing=skip_existing, aoi=aoi is not None,
+                     bbox=bbox is not None, aoi_crs=aoi_crs is not None)
     area = load_aoi(aoi, aoi_crs) if aoi is not None else bbox_aoi(bbox, aoi_crs) if bbox is not None else None
     return UpscaleOptions(aoi=area, **given)
 
@@ -146,96 +130,39 @@ def _options(*, aoi, bbox, aoi_crs, skip_existing, **given) -> UpscaleOptions:
 @precision_option()
 @threads_option
 @bands_option()
-@click.option(
-    "--assets",
-    metavar="KEY,...",
-    help="INPUT is a STAC item (JSON file or URL): read these assets as its bands, in order.",
-)
+@click.option("--assets", metavar="KEY,...",
+              help="INPUT is a STAC item (JSON file or URL): read these assets as its bands, in order.")
 @click.option("--aoi", metavar="GEOJSON|WKT", help="Area of interest: a GeoJSON file or a WKT polygon.")
-@click.option(
-    "--bbox",
-    callback=checked(lazy("geosr.aoi", "parse_bbox")),
-    metavar="MINX,MINY,MAXX,MAXY",
-    help="Area of interest as a box.",
-)
-@click.option(
-    "--aoi-crs", metavar="CRS", help="CRS of --aoi/--bbox [GeoJSON: EPSG:4326; WKT and --bbox: the raster's CRS]."
-)
-@click.option(
-    "--value-range",
-    nargs=2,
-    type=float,
-    metavar="MIN MAX",
-    callback=checked(lazy("geosr.options", "check_value_range")),
-    help="Values mapped to the model's range in every band (non-uint8 rasters) instead of percentiles.",
-)
+@click.option("--bbox", callback=checked(lazy("geosr.aoi", "parse_bbox")), metavar="MINX,MINY,MAXX,MAXY",
+              help="Area of interest as a box.")
+@click.option("--aoi-crs", metavar="CRS",
+              help="CRS of --aoi/--bbox [GeoJSON: EPSG:4326; WKT and --bbox: the raster's CRS].")
+@click.option("--value-range", nargs=2, type=float, metavar="MIN MAX",
+              callback=checked(lazy("geosr.options", "check_value_range")),
+              help="Values mapped to the model's range in every band (non-uint8 rasters) instead of percentiles.")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate", show_default=True)
 @overwrite_option("Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True, help="Leave existing outputs alone (resumes a batch).")
-@click.option(
-    "--files-in-flight",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    metavar="N",
-    help="Files of a batch processed at once, their tiles sharing the model's calls: for folders of small "
-    "files on a GPU.",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="Output pixels a file may have before geosr asks for --yes [what the device does in a day].",
-)
+@click.option("--files-in-flight", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Files of a batch processed at once, their tiles sharing the model's calls: for folders of small "
+              "files on a GPU.")
+@click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
+              help="Output pixels a file may have before geosr asks for --yes [what the device does in a day].")
 @click.option("--yes", is_flag=True, help="Go on with files past --max-pixels (or a day's work).")
-@click.option(
-    "--uncertainty",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="MAP.tif",
-    help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
-    "the output is then the self-ensemble's mean: about 8 times the model's work).",
-)
-@click.option(
-    "--report",
-    type=click.Path(dir_okay=False, path_type=Path),
-    metavar="FILE.json",
-    help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
-    "settings) and the summary; also when the batch fails or is interrupted.",
-)
+@click.option("--uncertainty", type=click.Path(dir_okay=False, path_type=Path), metavar="MAP.tif",
+              help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
+              "the output is then the self-ensemble's mean: about 8 times the model's work).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
+              help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
+              "settings) and the summary; also when the batch fails or is interrupted.")
 @verbosity_options
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def upscale(
-    ctx: click.Context,
-    inputs,
-    output,
-    model,
-    scale,
-    tile_size,
-    overlap,
-    batch_size,
-    consistency,
-    self_ensemble,
-    device,
-    precision,
-    bands,
-    aoi,
-    bbox,
-    aoi_crs,
-    value_range,
-    cog,
-    compress,
-    overwrite,
-    skip_existing,
-    files_in_flight,
-    max_pixels,
-    yes,
-    uncertainty,
-    report,
-    assets,
-) -> None:
+def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency,
+            self_ensemble, device, precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite,
+            skip_existing, files_in_flight, max_pixels, yes, uncertainty, report, assets) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -251,31 +178,16 @@ def upscale(
     from geosr.stac import resolve_inputs
 
     level = verbosity(ctx)
-    options = _options(
-        tile_size=tile_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        bands=bands,
-        aoi=aoi,
-        bbox=bbox,
-        aoi_crs=aoi_crs,
-        value_range=value_range,
-        cog=cog,
-        compress=compress,
-        overwrite=overwrite,
-        consistency=consistency,
-        max_pixels=max_pixels,
-        yes=yes,
-        uncertainty=uncertainty,
-        skip_existing=skip_existing,
-    )
+    options = _options(tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=aoi, bbox=bbox,
+                       aoi_crs=aoi_crs, value_range=value_range, cog=cog, compress=compress, overwrite=overwrite,
+                       consistency=consistency, max_pixels=max_pixels, yes=yes, uncertainty=uncertainty,
+                       skip_existing=skip_existing)
     env = torchrun_env()
     who = f"rank {env.rank}/{env.world_size}: " if env.distributed else ""
     keys = None if assets is None else [k.strip() for k in assets.split(",") if k.strip()]
     sources = resolve_inputs(inputs, keys)  # URLs, /vsi paths, STAC items: as GDAL reads them (geosr.sources)
-    job = BatchJob(
-        sources, output, options, skip_existing, files_in_flight, report, tuple(sys.argv), env.rank, env.world_size
-    )
+    job = BatchJob(sources, output, options, skip_existing, files_in_flight, report, tuple(sys.argv),
+                   env.rank, env.world_size)
     bars = _Bars(enabled=level >= 0 and env.rank == 0, per_file=files_in_flight == 1)
 
     def on_result(result: FileResult) -> None:
@@ -288,13 +200,9 @@ def upscale(
             log.info("%s%s -> %s: %d tiles in %.1f s", who, result.src, result.dst, result.tiles, result.seconds)
 
     try:
-        summary = run_batch(
-            job,
-            lambda: load_predictor(model, scale, device, precision, env.local_rank, self_ensemble),
-            progress=bars,
-            on_result=on_result,
-            on_plan=bars.start,
-        )
+        summary = run_batch(job, lambda: load_predictor(model, scale, device, precision, env.local_rank,
+                                                        self_ensemble),
+                            progress=bars, on_result=on_result, on_plan=bars.start)
     finally:
         bars.close()
     if level >= 0 and not job.single and summary.results:

@@ -52,14 +52,8 @@ class BatchSummary:
         )
 
 
-def check_exclusions(
-    *,
-    overwrite: bool = False,
-    skip_existing: bool = False,
-    aoi: bool = False,
-    bbox: bool = False,
-    aoi_crs: bool = False,
-) -> None:
+def check_exclusions(*, overwrite: bool = False, skip_existing: bool = False, aoi: bool = False, bbox: bool = False,
+                     aoi_crs: bool = False) -> None:
     """The options that exclude each other, in one wording for the command line and the Python API (OptionError)."""
     if overwrite and skip_existing:
         raise OptionError("--overwrite and --skip-existing exclude each other", option="--skip-existing")
@@ -113,51 +107,37 @@ def run_batch(
     check_exclusions(overwrite=job.options.overwrite, skip_existing=job.skip_existing)
     check_files_in_flight(job.files_in_flight)
     if job.options.uncertainty is not None and not job.single:
-        raise OptionError(
-            f"{job.options.uncertainty}: --uncertainty writes the error map of one input file; give "
-            "one file, or run one command per file",
-            option="--uncertainty",
-        )
+        raise OptionError(f"{job.options.uncertainty}: --uncertainty writes the error map of one input file; give "
+                          "one file, or run one command per file", option="--uncertainty")
     book = None
     if job.report is not None:
-        book = BatchReport(
-            rank_path(job.report, job.rank, job.world_size),
-            command=job.command,
-            settings=settings_of(job.options, skip_existing=job.skip_existing, files_in_flight=job.files_in_flight),
-            overwrite=job.options.overwrite,
-            inputs=job.inputs,
-        )
+        book = BatchReport(rank_path(job.report, job.rank, job.world_size), command=job.command,
+                           settings=settings_of(job.options, skip_existing=job.skip_existing,
+                                                files_in_flight=job.files_in_flight),
+                           overwrite=job.options.overwrite, inputs=job.inputs)
     with book if book is not None else contextlib.nullcontext():  # the report is written however the run ends
         summary = _run(job, load, book, progress, on_result, on_plan)
     missed = [r for r in summary.results if r.reason == "aoi"]
     if missed and len(missed) == len(summary.results) and not job.single:
-        raise AOIMissError(
-            f"the area of interest ({job.options.aoi.source}) meets none of the {len(missed)} input "
-            f"files ({missed[0].message}); check the area and its CRS (--aoi-crs)",
-            option=job.options.aoi.option,
-        )
+        raise AOIMissError(f"the area of interest ({job.options.aoi.source}) meets none of the {len(missed)} input "
+                           f"files ({missed[0].message}); check the area and its CRS (--aoi-crs)",
+                           option=job.options.aoi.option)
     if missed:
         names = ", ".join(r.src.name for r in missed[:3]) + (", ..." if len(missed) > 3 else "")
         log.warning("%d file(s) skipped: the area of interest does not meet them (%s)", len(missed), names)
     return summary
 
 
-def _run(
-    job: BatchJob,
-    load: Callable[[], Predictor],
-    book: BatchReport | None,
-    progress: ProgressCallback | None,
-    on_result: Callable[[FileResult], None] | None,
-    on_plan: Callable[[int], None] | None,
-) -> BatchSummary:
+def _run(job: BatchJob, load: Callable[[], Predictor], book: BatchReport | None,
+         progress: ProgressCallback | None, on_result: Callable[[FileResult], None] | None,
+         on_plan: Callable[[int], None] | None) -> BatchSummary:
     pairs = plan_outputs(job.inputs, job.output)
     check_output_location(job.output)
     for src, dst in pairs:  # a suffix geosr does not write, --cog with a .png: usage errors, from the names
         check_output_name(dst, job.options.cog)
         if job.single and not job.skip_existing:
-            check_output_file(
-                dst, overwrite=job.options.overwrite, source=src, keep_hint=" (or --skip-existing to keep it)"
-            )
+            check_output_file(dst, overwrite=job.options.overwrite, source=src,
+                              keep_hint=" (or --skip-existing to keep it)")
     mine = pairs[job.rank :: job.world_size]
     if book is not None:
         book.plan(mine)
@@ -169,10 +149,8 @@ def _run(
     predictor = load()
     card_tiling(predictor.card, predictor.source, job.options.tile_size, job.options.overlap)  # one usage error
     if book is not None:
-        book.use_model(
-            predictor,
-            settings_of(job.options, predictor, skip_existing=job.skip_existing, files_in_flight=job.files_in_flight),
-        )
+        book.use_model(predictor, settings_of(job.options, predictor, skip_existing=job.skip_existing,
+                                              files_in_flight=job.files_in_flight))
         book.running()
 
     def each(result: FileResult) -> None:
@@ -182,15 +160,8 @@ def _run(
             on_result(result)
 
     if not job.single:
-        return upscale_batch(
-            mine,
-            predictor,
-            job.options,
-            skip_existing=job.skip_existing,
-            progress=progress,
-            on_result=each,
-            files_in_flight=job.files_in_flight,
-        )
+        return upscale_batch(mine, predictor, job.options, skip_existing=job.skip_existing, progress=progress,
+                             on_result=each, files_in_flight=job.files_in_flight)
     t0 = time.perf_counter()
     [(src, dst)] = mine
     if job.skip_existing and dst.exists():
@@ -253,14 +224,8 @@ def upscale_batch(
     return summary
 
 
-def _upscale_file(
-    src: Path,
-    dst: Path,
-    predictor: Predictor,
-    options: UpscaleOptions,
-    progress: ProgressCallback | None,
-    skip_existing: bool,
-) -> FileResult:
+def _upscale_file(src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions,
+                  progress: ProgressCallback | None, skip_existing: bool) -> FileResult:
     """One file of a batch: its result, whatever went wrong with it (KeyboardInterrupt and the like pass)."""
     if skip_existing and dst.exists():
         return FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
@@ -271,9 +236,8 @@ def _upscale_file(
         return FileResult(src, dst, "skipped", str(exc), time.perf_counter() - t1, reason="aoi")
     except OutputExistsError as exc:  # another process finished this output meanwhile
         status = "skipped" if skip_existing else "failed"
-        return FileResult(
-            src, dst, status, str(exc), time.perf_counter() - t1, reason="exists" if skip_existing else ""
-        )
+        return FileResult(src, dst, status, str(exc), time.perf_counter() - t1,
+                          reason="exists" if skip_existing else "")
     except GeosrError as exc:
         return FileResult(src, dst, "failed", str(exc), time.perf_counter() - t1)
     except MemoryError:  # numpy's; the model's is a GeosrError (geosr.predictor)
@@ -281,18 +245,12 @@ def _upscale_file(
         return FileResult(src, dst, "failed", f"{src}: {OUT_OF_MEMORY}", time.perf_counter() - t1)
     except Exception as exc:  # an unexpected failure in one file must not stop the batch
         log.debug("%s failed", src, exc_info=True)
-        return FileResult(src, dst, "failed", f"{src}: {type(exc).__name__}: {one_line(exc)}", time.perf_counter() - t1)
+        return FileResult(src, dst, "failed", f"{src}: {type(exc).__name__}: {one_line(exc)}",
+                          time.perf_counter() - t1)
 
 
-def _in_flight(
-    pairs,
-    predictor: Predictor,
-    options: UpscaleOptions,
-    progress: ProgressCallback | None,
-    skip_existing: bool,
-    n: int,
-    finished: Callable[[FileResult], None],
-) -> None:
+def _in_flight(pairs, predictor: Predictor, options: UpscaleOptions, progress: ProgressCallback | None,
+               skip_existing: bool, n: int, finished: Callable[[FileResult], None]) -> None:
     """Run the pairs ``n`` at a time on worker threads sharing the model; ``finished`` each result on this thread.
 
     Anything that stops the batch here (KeyboardInterrupt, or an exception out of ``finished`` or ``progress``)
@@ -313,9 +271,8 @@ def _in_flight(
 
         def start_next() -> None:
             for src, dst in todo:
-                running[
-                    pool.submit(_upscale_file, src, dst, shared, options, report if progress else None, skip_existing)
-                ] = (src, dst)
+                running[pool.submit(_upscale_file, src, dst, shared, options, report if progress else None,
+                                    skip_existing)] = (src, dst)
                 return
 
         try:

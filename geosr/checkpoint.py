@@ -105,18 +105,8 @@ class ModelCard:
             raise ModelFileError(f"{source}: the model card has no generator config") from None
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: invalid generator config in the model card: {exc}") from None
-        known = {
-            "name",
-            "description",
-            "bands",
-            "radiometry",
-            "tile_size",
-            "overlap",
-            "training",
-            "metrics",
-            "geosr_version",
-            "format_version",
-        }
+        known = {"name", "description", "bands", "radiometry", "tile_size", "overlap", "training", "metrics",
+                 "geosr_version", "format_version"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelFileError(f"{source}: unknown model card fields {unknown}; upgrade geosr")
@@ -175,9 +165,8 @@ def _read_header(path: Path) -> dict[str, Any]:
             # A safetensors file: an 8-byte little-endian header length, then the JSON header ('{').
             n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
             if len(head) < 9 or head[8:9] != b"{" or n > min(MAX_HEADER_BYTES, size - 8):
-                if head[:4] == b"PK\x03\x04" or (
-                    head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
-                ):
+                if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
+                                                                                       b"\x05")):
                     raise ModelFileError(
                         f"{path}: this is a pickled PyTorch file (.pt/.pth); geosr never unpickles model files. "
                         "Use a geosr .safetensors model file (geosr train exports one)"

@@ -65,13 +65,8 @@ def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def project(
-    hr: np.ndarray,
-    lr: np.ndarray,
-    scale: int,
-    valid: np.ndarray | None = None,
-    iterations: int = DEFAULT_ITERATIONS,
-    value_range: tuple[float, float] | None = MODEL_RANGE,
-    device: str | torch.device = "cpu",
+    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, iterations: int = DEFAULT_ITERATIONS,
+    value_range: tuple[float, float] | None = MODEL_RANGE, device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """The output ``hr`` (bands, s h, s w) corrected to be consistent with the input ``lr`` (bands, h, w).
 
@@ -105,9 +100,8 @@ class _Window(NamedTuple):
 
 
 @functools.lru_cache(maxsize=256)
-def _window(
-    h: int, w: int, scale: int, rows: tuple[int, int] | None, cols: tuple[int, int] | None, device: torch.device
-) -> _Window:
+def _window(h: int, w: int, scale: int, rows: tuple[int, int] | None, cols: tuple[int, int] | None,
+            device: torch.device) -> _Window:
     """The window of h x w input pixels whose output ``rows`` x ``cols`` (None: all) are used.
 
     Two shortcuts are taken where a check on random values (once per shape) finds that they give the values of the
@@ -145,9 +139,8 @@ def _nonzero_blocks(n: int, scale: int) -> tuple[tuple[int, int, int, int], ...]
     nonzero = _axis_operators(n, scale)[0] != 0
     first, last = nonzero.argmax(axis=1), scale * n - nonzero[:, ::-1].argmax(axis=1)
     step = max(1, 48 // scale)
-    return tuple(
-        (i, min(n, i + step), int(first[i : i + step].min()), int(last[i : i + step].max())) for i in range(0, n, step)
-    )
+    return tuple((i, min(n, i + step), int(first[i : i + step].min()), int(last[i : i + step].max()))
+                 for i in range(0, n, step))
 
 
 def _degraded(y: torch.Tensor, win: _Window) -> torch.Tensor:
@@ -163,13 +156,8 @@ def _degraded(y: torch.Tensor, win: _Window) -> torch.Tensor:
 
 
 def _project(
-    y: torch.Tensor,
-    x: torch.Tensor,
-    valid: torch.Tensor | None,
-    scale: int,
-    iterations: int,
-    value_range: tuple[float, float] | None,
-    keep: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    y: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None, scale: int, iterations: int,
+    value_range: tuple[float, float] | None, keep: tuple[tuple[int, int], tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """``project`` on tensors, ``y`` corrected in place (and returned). keep: ((r0, r1), (c0, c1)), the output rows
     and columns of ``y`` whose values the caller uses (None: all); elsewhere ``y`` may be left uncorrected."""
@@ -181,12 +169,8 @@ def _project(
     bands = None  # the bands still being corrected (None: all): a band that needed no clipping is exact already
     for i in range(iterations):
         part = y if bands is None else y[bands]
-        r = _residual(
-            part,
-            x if bands is None else x[bands],
-            None if valid is None else (valid if bands is None else valid[bands]),
-            win,
-        )
+        r = _residual(part, x if bands is None else x[bands],
+                      None if valid is None else (valid if bands is None else valid[bands]), win)
         if i == iterations - 1:  # the last round: only the values kept matter
             kept = part[:, win.rows, win.cols]
             kept += win.ph[win.rows] @ r @ win.pw[win.cols].T
@@ -241,12 +225,8 @@ def _correct(y: torch.Tensor, r: torch.Tensor, win: _Window, value_range: tuple[
 def _ring(shape: torch.Size, rows: slice, cols: slice) -> list[tuple[slice, slice]]:
     """The parts of an (H, W) window around rows x cols that are not empty: whole rows above and below them
     (a row slice, slice(None)), and beside them (``rows``, a column slice)."""
-    parts = [
-        (slice(0, rows.start), slice(None)),
-        (slice(rows.stop, shape[0]), slice(None)),
-        (rows, slice(0, cols.start)),
-        (rows, slice(cols.stop, shape[1])),
-    ]
+    parts = [(slice(0, rows.start), slice(None)), (slice(rows.stop, shape[0]), slice(None)),
+             (rows, slice(0, cols.start)), (rows, slice(cols.stop, shape[1]))]
     return [(rs, cs) for rs, cs in parts if (rs.stop > rs.start if cs == slice(None) else cs.stop > cs.start)]
 
 
@@ -309,12 +289,8 @@ class RowStream:
     """
 
     def __init__(
-        self,
-        scale: int,
-        halo: int = DEFAULT_HALO,
-        iterations: int = DEFAULT_ITERATIONS,
-        value_range: tuple[float, float] | None = MODEL_RANGE,
-        block: int = DEFAULT_BLOCK,
+        self, scale: int, halo: int = DEFAULT_HALO, iterations: int = DEFAULT_ITERATIONS,
+        value_range: tuple[float, float] | None = MODEL_RANGE, block: int = DEFAULT_BLOCK,
         device: str | torch.device = "cpu",
     ) -> None:
         if block < 1 or halo < 0:
@@ -335,18 +311,11 @@ class RowStream:
         if hr.shape[1] != s * lr.shape[1] or hr.shape[2] != s * lr.shape[2]:
             raise ValueError(f"HR rows {tuple(hr.shape)} do not match LR rows {tuple(lr.shape)} at x{s}")
         if valid is not None or self._valid is not None:  # rows pushed without a mask are all valid
-            held = (
-                self._valid
-                if self._valid is not None
-                else torch.ones(
-                    (lr.shape[0], 0 if self._lr is None else self._lr.shape[1], lr.shape[2]),
-                    dtype=torch.bool,
-                    device=self.device,
-                )
-            )
-            self._valid = _joined(
-                held, torch.ones(lr.shape, dtype=torch.bool) if valid is None else valid, torch.bool, self.device
-            )
+            held = self._valid if self._valid is not None else torch.ones(
+                (lr.shape[0], 0 if self._lr is None else self._lr.shape[1], lr.shape[2]), dtype=torch.bool,
+                device=self.device)
+            self._valid = _joined(held, torch.ones(lr.shape, dtype=torch.bool) if valid is None else valid,
+                                  torch.bool, self.device)
         self._hr = _joined(self._hr, hr, torch.float32, self.device)  # one copy of the new rows: the caller's stay
         self._lr = _joined(self._lr, lr, torch.float32, self.device)
         self._rows += lr.shape[1]
@@ -369,19 +338,10 @@ class RowStream:
             w0 = max(0, b0 - self.halo) - self._start  # the block's window, in buffer rows
             w1 = min(self._rows, b1 + self.halo) - self._start
             first = b0 - self._start - w0  # the block's first row in its window
-            parts.append(
-                _project_columns(
-                    hr[:, s * w0 : s * w1],
-                    lr[:, w0:w1],
-                    s,
-                    None if valid is None else valid[:, w0:w1],
-                    self.iterations,
-                    self.value_range,
-                    self.block,
-                    self.halo,
-                    slice(s * first, s * (first + b1 - b0)),
-                )
-            )
+            parts.append(_project_columns(
+                hr[:, s * w0 : s * w1], lr[:, w0:w1], s, None if valid is None else valid[:, w0:w1],
+                self.iterations, self.value_range, self.block, self.halo, slice(s * first, s * (first + b1 - b0)),
+            ))
         self._done = until
         # keep what the next window needs: ``halo`` rows above the next block
         keep = max(self._start, self._done - self.halo) - self._start
@@ -399,15 +359,8 @@ def _joined(held: torch.Tensor | None, rows, dtype: torch.dtype, device: torch.d
 
 
 def _project_columns(
-    hr: torch.Tensor,
-    lr: torch.Tensor,
-    scale: int,
-    valid: torch.Tensor | None,
-    iterations: int,
-    value_range: tuple[float, float] | None,
-    block: int,
-    halo: int,
-    rows: slice,
+    hr: torch.Tensor, lr: torch.Tensor, scale: int, valid: torch.Tensor | None, iterations: int,
+    value_range: tuple[float, float] | None, block: int, halo: int, rows: slice,
 ) -> torch.Tensor:
     """``project`` of a window of rows (tensors on one device, where it runs) in blocks of ``block`` input columns,
     each over a window reaching ``halo`` columns beyond it: the operators stay (block + 2 halo) wide, so memory and
@@ -434,7 +387,9 @@ def _project_columns(
     return out
 
 
-def project_rows(hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, **kwargs) -> np.ndarray:
+def project_rows(
+    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, **kwargs
+) -> np.ndarray:
     """``project`` of a whole image in the blocks of ``RowStream``: the values ``geosr upscale`` writes for it."""
     stream = RowStream(scale, **kwargs)
     first = stream.push(hr, lr, valid)

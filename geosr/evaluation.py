@@ -109,15 +109,13 @@ def bicubic(pair: Pair, scale: int) -> torch.Tensor:
     return upscale(pair.lr, scale, integer_range=pair.integer)
 
 
-def model_predictor(
-    model: torch.nn.Module, device: torch.device, precision: str = "fp32", self_ensemble: bool = False
-) -> Predictor:
+def model_predictor(model: torch.nn.Module, device: torch.device, precision: str = "fp32",
+                    self_ensemble: bool = False) -> Predictor:
     """``model`` (on ``device``, in eval mode) as the ``geosr.predictor.Predictor`` that ``geosr upscale`` runs: the
     same forward pass, memory format and precision (and self-ensemble, if asked). Its card is a stand-in built from
     the model's config (the predictor needs only the scale and the bands from it)."""
-    return Predictor(
-        model, ModelCard(config=model.config), torch.device(device), precision, "evaluation", self_ensemble
-    )
+    return Predictor(model, ModelCard(config=model.config), torch.device(device), precision, "evaluation",
+                     self_ensemble)
 
 
 def super_resolve(
@@ -137,12 +135,8 @@ def super_resolve(
     x = x.numpy() if isinstance(x, torch.Tensor) else x
     overlap = default_overlap(tile_size) if overlap is None else overlap
     y = tile_array(
-        model_predictor(model, device, precision),
-        x,
-        scale=model.config.scale,
-        tile_size=tile_size,
-        overlap=overlap,
-        batch_size=batch_size,
+        model_predictor(model, device, precision), x, scale=model.config.scale, tile_size=tile_size,
+        overlap=overlap, batch_size=batch_size,
     )
     if consistency:
         y = project_rows(np.clip(y, -1, 1), x, model.config.scale)
@@ -334,10 +328,8 @@ def format_table(summary: dict[str, dict[str, float | int | None]], with_model: 
             gain = None
             if row["psnr"] is not None and row["psnr_bicubic"] is not None:
                 gain = row["psnr"] - row["psnr_bicubic"]
-            line += (
-                f"  {num(row['psnr'], '.3f'):>10}  {num(row['ssim'], '.4f'):>6}  {num(gain, '+.3f'):>7}"
-                f"  {num(row.get('residual'), '.3f'):>8}"
-            )
+            line += (f"  {num(row['psnr'], '.3f'):>10}  {num(row['ssim'], '.4f'):>6}  {num(gain, '+.3f'):>7}"
+                     f"  {num(row.get('residual'), '.3f'):>8}")
         lines.append(line)
     return "\n".join(lines)
 
@@ -368,19 +360,8 @@ def write_report(report: Report, path: Path) -> None:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     w.writeheader()
     for r in report.results:
-        w.writerow(
-            {
-                "level": "image",
-                "class": r.label,
-                "name": r.name,
-                "images": 1,
-                "psnr": r.psnr,
-                "ssim": r.ssim,
-                "psnr_bicubic": r.psnr_bicubic,
-                "ssim_bicubic": r.ssim_bicubic,
-                "residual": r.residual,
-            }
-        )
+        w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr, "ssim": r.ssim,
+                    "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic, "residual": r.residual})
     for label, row in report.summary().items():
         level = "mean" if label == "mean" else "class"
         w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
@@ -393,15 +374,9 @@ def card_metrics(path: Path, scale: int) -> dict:
     try:
         report = json.loads(path.read_text())
         mean = report["summary"]["mean"]
-        data = {
-            key: round(float(mean[field]), 4)
-            for key, field in (
-                ("val_psnr", "psnr"),
-                ("val_ssim", "ssim"),
-                ("val_psnr_bicubic", "psnr_bicubic"),
-                ("val_ssim_bicubic", "ssim_bicubic"),
-            )
-        }
+        data = {key: round(float(mean[field]), 4) for key, field in (
+            ("val_psnr", "psnr"), ("val_ssim", "ssim"), ("val_psnr_bicubic", "psnr_bicubic"),
+            ("val_ssim_bicubic", "ssim_bicubic"))}
         data["val_images"] = int(mean["images"])
         if mean.get("residual") is not None:  # reports from before geosr measured it have none
             data["val_residual"] = round(float(mean["residual"]), 4)
@@ -409,29 +384,17 @@ def card_metrics(path: Path, scale: int) -> dict:
             data["consistency"] = bool(report["consistency"])
         self_ensemble, report_scale = report.get("self_ensemble"), int(report["scale"])
     except FileNotFoundError:
-        raise DataError(
-            f"{path}: no such report; write one with geosr evaluate ... -o {path.name}", option="--metrics"
-        ) from None
+        raise DataError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}",
+                        option="--metrics") from None
     except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(
-            f"{path}: not a geosr evaluate JSON report with a model (write one with geosr evaluate -m "
-            "MODEL ... -o FILE.json)",
-            option="--metrics",
-        ) from None
+        raise DataError(f"{path}: not a geosr evaluate JSON report with a model (write one with geosr evaluate -m "
+                        "MODEL ... -o FILE.json)", option="--metrics") from None
     if self_ensemble:
-        raise DataError(
-            f"{path}: measured with --self-ensemble; a card's metrics are of the model as upscale runs "
-            "it by default: evaluate without --self-ensemble",
-            option="--metrics",
-        )
+        raise DataError(f"{path}: measured with --self-ensemble; a card's metrics are of the model as upscale runs "
+                        "it by default: evaluate without --self-ensemble", option="--metrics")
     if report_scale != scale:
-        raise DataError(
-            f"{path}: a x{report_scale} report for a x{scale} model; evaluate this model", option="--metrics"
-        )
-    data.update(
-        split=report.get("split"),
-        data=report.get("data"),
-        protocol=report.get("protocol"),
-        report_model=report.get("model"),
-    )
+        raise DataError(f"{path}: a x{report_scale} report for a x{scale} model; evaluate this model",
+                        option="--metrics")
+    data.update(split=report.get("split"), data=report.get("data"), protocol=report.get("protocol"),
+                report_model=report.get("model"))
     return data

@@ -159,14 +159,11 @@ def export_onnx(
     if resolution_cm is not None:
         if not deepness:
             raise OptionError("a resolution is written for Deepness only; add --deepness", option="--resolution-cm")
-        if (
-            isinstance(resolution_cm, bool)
-            or not isinstance(resolution_cm, (int, float))
-            or not (math.isfinite(resolution_cm) and resolution_cm > 0)
+        if isinstance(resolution_cm, bool) or not isinstance(resolution_cm, (int, float)) or not (
+            math.isfinite(resolution_cm) and resolution_cm > 0
         ):
-            raise OptionError(
-                f"resolution {resolution_cm!r}: must be a positive number of cm per pixel", option="--resolution-cm"
-            )
+            raise OptionError(f"resolution {resolution_cm!r}: must be a positive number of cm per pixel",
+                              option="--resolution-cm")
     out = Path(out)
     check_onnx_output(out, overwrite=overwrite)
     onnx = _require("onnx", "onnxscript")
@@ -199,16 +196,11 @@ def export_onnx(
         _name_dims(proto.graph.input[0], ["batch", None, "height", "width"])
         _name_dims(proto.graph.output[0], ["batch", None, "out_height", "out_width"])
         shape = _shape(proto.graph.input[0])
-        fixed = [
-            f"{name} = {shape[axis]}"
-            for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
-            if isinstance(shape[axis], int)
-        ]
+        fixed = [f"{name} = {shape[axis]}" for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
+                 if isinstance(shape[axis], int)]
         if fixed:  # the exporter specialised an axis: the file would refuse every other size
-            raise OnnxError(
-                f"{model}: PyTorch's exporter fixed {', '.join(fixed)} instead of leaving it free; "
-                "please report it (--deepness exports a fixed size on purpose)"
-            )
+            raise OnnxError(f"{model}: PyTorch's exporter fixed {', '.join(fixed)} instead of leaving it free; "
+                            "please report it (--deepness exports a fixed size on purpose)")
     metadata = geosr_metadata(card, tile=tile, overlap=overlap, layout=layout)
     if deepness:
         metadata.update(deepness_metadata(card, tile=tile, resolution_cm=resolution_cm))
@@ -225,17 +217,11 @@ def export_onnx(
 
     atomic_write(out, proto.SerializeToString(), what="the ONNX model", remedy="choose another output path")
     result = OnnxExport(
-        path=out,
-        opset=opset,
-        layout=layout,
-        input_shape=_shape(proto.graph.input[0]),
-        output_shape=_shape(proto.graph.output[0]),
-        size_bytes=out.stat().st_size,
-        metadata=metadata,
+        path=out, opset=opset, layout=layout, input_shape=_shape(proto.graph.input[0]),
+        output_shape=_shape(proto.graph.output[0]), size_bytes=out.stat().st_size, metadata=metadata,
     )
-    log.info(
-        "wrote %s: %.1f MB, input %s, output %s", out, result.size_bytes / 1e6, result.input_shape, result.output_shape
-    )
+    log.info("wrote %s: %.1f MB, input %s, output %s", out, result.size_bytes / 1e6, result.input_shape,
+             result.output_shape)
     return result
 
 
@@ -255,10 +241,8 @@ def check_onnx_output(out: Path, *, overwrite: bool) -> None:
     if not folder.is_dir():
         raise WriteError(f"{out}: {folder} is a file, not a folder; choose another output path", option="--output")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise WriteError(
-            f"{out}: cannot write in {folder} (no permission or a read-only disk); choose another output path",
-            option="--output",
-        )
+        raise WriteError(f"{out}: cannot write in {folder} (no permission or a read-only disk); choose another "
+                         "output path", option="--output")
 
 
 def geosr_metadata(card: ModelCard, *, tile: int, overlap: int, layout: str) -> dict[str, str]:
@@ -272,16 +256,12 @@ def geosr_metadata(card: ModelCard, *, tile: int, overlap: int, layout: str) -> 
     unit = layout == "deepness"
     rng = [0.0, 1.0] if unit else [-1.0, 1.0]
     if unit:
-        convention = (
-            "inputs and outputs in [0, 1]: uint8 0..255 maps to v / 255 (the graph maps 0..1 to geosr's "
-            "-1..1 and back); outputs times 255 are uint8 values, unrounded"
-        )
+        convention = ("inputs and outputs in [0, 1]: uint8 0..255 maps to v / 255 (the graph maps 0..1 to geosr's "
+                      "-1..1 and back); outputs times 255 are uint8 values, unrounded")
     else:
-        convention = (
-            "inputs and outputs in [-1, 1]: uint8 0..255 maps linearly to -1..1 (v / 127.5 - 1, back: "
-            "(y + 1) * 127.5 rounded); other dtypes map a global per-band value range (low, high) linearly "
-            "to -1..1; outputs are clamped to [-1, 1]"
-        )
+        convention = ("inputs and outputs in [-1, 1]: uint8 0..255 maps linearly to -1..1 (v / 127.5 - 1, back: "
+                      "(y + 1) * 127.5 rounded); other dtypes map a global per-band value range (low, high) linearly "
+                      "to -1..1; outputs are clamped to [-1, 1]")
     values: dict[str, Any] = {
         "geosr_card": card.to_dict(),
         "geosr_name": card.name,
@@ -331,15 +311,8 @@ def _torch_export(graph: nn.Module, example: torch.Tensor, dynamic_shapes, opset
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # deprecations inside PyTorch's exporter: nothing a user can act on
             program = torch.onnx.export(
-                graph,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                dynamic_shapes=dynamic_shapes,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                external_data=False,
-                optimize=True,
+                graph, (example,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False, optimize=True,
                 verbose=False,
             )
     except Exception as exc:  # the exporter's own error types (torch.onnx.errors, torch.export)
@@ -358,7 +331,8 @@ def _name_dims(value_info, names: list[str | None]) -> None:
 
 
 def _shape(value_info) -> tuple[int | str, ...]:
-    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param
+                 for d in value_info.type.tensor_type.shape.dim)
 
 
 def _first_line(exc: BaseException) -> str:

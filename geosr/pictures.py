@@ -70,13 +70,8 @@ def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = Non
     png = data.dtype == np.uint8 and data.shape[0] <= 4 and crs is None
     path = path.with_suffix(".png" if png else ".tif")
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(
-        driver="PNG" if png else "GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-    )
+    profile = dict(driver="PNG" if png else "GTiff", width=data.shape[2], height=data.shape[1],
+                   count=data.shape[0], dtype=data.dtype)
     if crs is not None:
         profile.update(crs=crs, transform=transform)
     if not png:

@@ -130,19 +130,8 @@ def _read_strips(
                     y0, y1 = g.rows.extent(r)
                     window = Window(plan.proc.col_off + panel.x0, plan.proc.row_off + y0, panel.x1 - panel.x0, y1 - y0)
                     data, m = timed("read", read_window, ds, plan.src, window, plan.colour + plan.alpha, plan.masks)
-                    strip = timed(
-                        "normalise",
-                        make_strip,
-                        g,
-                        panel,
-                        plan.groups,
-                        plan.real,
-                        plan.radiometry,
-                        y0,
-                        data[:n],
-                        None if m is None else m[:n],
-                        data[n:],
-                    )  # alpha: the strip's extra values
+                    strip = timed("normalise", make_strip, g, panel, plan.groups, plan.real, plan.radiometry, y0,
+                                  data[:n], None if m is None else m[:n], data[n:])  # alpha: the strip's extra values
                     if not _put(q, strip, stop):
                         return
         _put(q, _DONE, stop)
@@ -250,9 +239,8 @@ class _Writer:
         self.at, self.filled = None, 0
 
 
-def _execute(
-    plan: Plan, ds, tmp: Path, predictor: Predictor, progress: ProgressCallback | None, map_tmp: Path | None = None
-) -> int:
+def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: ProgressCallback | None,
+             map_tmp: Path | None = None) -> int:
     """Run the plan from the open source ``ds`` into a new GeoTIFF ``tmp``; returns the tiles run through the model.
 
     From here on each dataset is used by one thread only: ``ds`` by the reader, the output by the writer. ``ds`` is
@@ -301,20 +289,9 @@ def _execute(
 
     try:
         computed = run_strips(
-            plan.grid,
-            panels,
-            rows,
-            lambda panel, r: _next_strip(strips, reader),
-            predictor,
-            write,
-            groups=plan.groups,
-            real=plan.real,
-            batch_size=plan.batch_size,
-            consistency=plan.consistency,
-            masks=plan.masks,
-            out_rows=out_rows,
-            tiles_done=tiles_done,
-            spread=maps is not None,
+            plan.grid, panels, rows, lambda panel, r: _next_strip(strips, reader), predictor, write,
+            groups=plan.groups, real=plan.real, batch_size=plan.batch_size, consistency=plan.consistency,
+            masks=plan.masks, out_rows=out_rows, tiles_done=tiles_done, spread=maps is not None,
         )
         timed("wait for the writer", writer.close)
         if maps is not None:
@@ -375,47 +352,20 @@ def upscale_raster(
     with rasterio.Env(**gdal_options()), open_raster(src) as ds:
         plan = timed("plan", make_plan, ds, src, dst, predictor, options)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        timed(
-            "plan",
-            check_output_room,
-            dst,
-            plan.spec,
-            plan.cog,
-            lambda: compression_sample(ds, src, plan.out, plan.bands),
-            copy=output_driver(dst) != "GTiff",
-        )
+        timed("plan", check_output_room, dst, plan.spec, plan.cog,
+              lambda: compression_sample(ds, src, plan.out, plan.bands), copy=output_driver(dst) != "GTiff")
         p = plan.spec.profile
-        check_work_size(
-            str(src),
-            p["width"] * p["height"],
-            predictor.device.type,
-            self_ensemble=predictor.self_ensemble,
-            max_pixels=options.max_pixels,
-            yes=options.yes,
-        )
+        check_work_size(str(src), p["width"] * p["height"], predictor.device.type,
+                        self_ensemble=predictor.self_ensemble, max_pixels=options.max_pixels, yes=options.yes)
         tmp, map_tmp = temp_path(dst), options.uncertainty and temp_path(options.uncertainty)
         try:
             tiles = _execute(plan, ds, tmp, predictor, progress, map_tmp)
             if map_tmp:  # published first: the output's appearance says that everything is done
-                finish_output(
-                    map_tmp,
-                    options.uncertainty,
-                    cog=False,
-                    compress=plan.compress,
-                    overwrite=plan.overwrite,
-                    shape=(len(plan.layout), p["height"], p["width"]),
-                )
-            timed(
-                "finish",
-                finish_output,
-                tmp,
-                dst,
-                cog=plan.cog,
-                compress=plan.compress,
-                georeferenced=plan.georeferenced,
-                overwrite=plan.overwrite,
-                shape=(p["count"], p["height"], p["width"]),
-            )
+                finish_output(map_tmp, options.uncertainty, cog=False, compress=plan.compress,
+                              overwrite=plan.overwrite, shape=(len(plan.layout), p["height"], p["width"]))
+            timed("finish", finish_output, tmp, dst, cog=plan.cog, compress=plan.compress,
+                  georeferenced=plan.georeferenced, overwrite=plan.overwrite,
+                  shape=(p["count"], p["height"], p["width"]))
         except READ_ERRORS as exc:  # creating the output failed (reads, writes and copies map their own)
             raise write_failure(dst, gdal_message(exc)) from None
         except NotEnoughMemory as exc:  # the model's: say which file it was

@@ -156,15 +156,8 @@ class Strip:
 
 
 def make_strip(
-    grid: TileGrid,
-    panel: Panel,
-    groups,
-    real,
-    radiometry: Radiometry,
-    y0: int,
-    raw: np.ndarray,
-    masks: np.ndarray | None,
-    extra: np.ndarray,
+    grid: TileGrid, panel: Panel, groups, real, radiometry: Radiometry, y0: int, raw: np.ndarray,
+    masks: np.ndarray | None, extra: np.ndarray,
 ) -> Strip:
     """The strip of raw values (bands, h, w) from input row ``y0`` and column ``panel.x0``, with their GDAL band masks
     (geosr.radiometry.valid_mask); groups, real: the band groups (geosr.plan.band_groups)."""
@@ -214,10 +207,7 @@ class InputRows:
 
 
 def to_output(
-    values: torch.Tensor | np.ndarray,
-    valid: np.ndarray | None,
-    radiometry: Radiometry,
-    nodata: float | None,
+    values: torch.Tensor | np.ndarray, valid: np.ndarray | None, radiometry: Radiometry, nodata: float | None,
     fill: float,
 ) -> np.ndarray:
     """Blended model values -> the output dtype: valid values kept off ``nodata``, ``fill`` where ``valid`` is False."""
@@ -296,21 +286,9 @@ class _SpreadRows:
 
 
 def run_strips(
-    grid: TileGrid,
-    panels: list[Panel],
-    rows: tuple[int, ...],
-    strip_of: Callable[[Panel, int], Strip],
-    predictor: Predictor,
-    sink: Sink,
-    *,
-    groups,
-    real,
-    batch_size: int,
-    consistency: bool,
-    masks: bool,
-    out_rows: tuple[int, int],
-    tiles_done: Callable[[int, bool], None] | None = None,
-    spread: bool = False,
+    grid: TileGrid, panels: list[Panel], rows: tuple[int, ...], strip_of: Callable[[Panel, int], Strip],
+    predictor: Predictor, sink: Sink, *, groups, real, batch_size: int, consistency: bool, masks: bool,
+    out_rows: tuple[int, int], tiles_done: Callable[[int, bool], None] | None = None, spread: bool = False,
 ) -> int:
     """Super-resolve the panels' strips; returns the tiles (x band groups) run through the model.
 
@@ -361,7 +339,8 @@ def run_strips(
                 batch = items[b0:b1]
                 xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
                 with stage("gather tiles"):
-                    tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile] for (_, k), x in zip(batch, xs)])
+                    tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile]
+                                         for (_, k), x in zip(batch, xs)])
                 with stage("model"):
                     if spread_rows is None:
                         outs = predictor.run(tiles)  # (B, C, s*tile, s*tile)
@@ -369,23 +348,13 @@ def run_strips(
                         outs, spreads = predictor.run(tiles, spread=True)  # mean and spread, (B, C, s*tile, s*tile)
                         for (j, k), sp in zip(batch, spreads):
                             c = panel.tiles[j]
-                            spread_rows.acc.add(
-                                sp[: real[k], : s * length_r, : s * length_c],
-                                weights(r, c),
-                                s * strip.y0,
-                                s * grid.cols.starts[c],
-                                bands=list(groups[k][: real[k]]),
-                            )
+                            spread_rows.acc.add(sp[: real[k], : s * length_r, : s * length_c], weights(r, c),
+                                                s * strip.y0, s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
                 with stage("blend"):
                     for (j, k), out in zip(batch, outs):
                         c = panel.tiles[j]
-                        acc.add(
-                            out[: real[k], : s * length_r, : s * length_c],
-                            weights(r, c),
-                            s * strip.y0,
-                            s * grid.cols.starts[c],
-                            bands=list(groups[k][: real[k]]),
-                        )
+                        acc.add(out[: real[k], : s * length_r, : s * length_c], weights(r, c), s * strip.y0,
+                                s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
                 computed += len(batch)
                 if tiles_done is not None:
                     tiles_done(len(batch), True)
@@ -400,7 +369,8 @@ def run_strips(
                     a = lo // s - strip.y0
                     b = a + values.shape[1] // s
                     with stage("consistency"):
-                        values = stream.push(values, x_dev[:, a:b, cols], strip.valid[:, a:b, cols] if masks else None)
+                        values = stream.push(values, x_dev[:, a:b, cols],
+                                             strip.valid[:, a:b, cols] if masks else None)
                     lo, next_row = next_row, next_row + values.shape[1]
                 emit(panel, values, lo, held)
             with stage("blend"):

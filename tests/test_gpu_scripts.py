@@ -250,32 +250,15 @@ def _wheel_bundle(tmp_path: Path, python_version: str) -> Path:
     with tarfile.open(deps, "w:xz") as tar:
         tar.add(payload, arcname="payload.bin")
     cap = deps.stat().st_size // 2 + 1
-    bundle.write_parts(
-        [deps], tmp_path / "bundle", cap=cap, info={"created": "2026-01-01T00:00:00", "python_version": python_version}
-    )
+    bundle.write_parts([deps], tmp_path / "bundle", cap=cap,
+                       info={"created": "2026-01-01T00:00:00", "python_version": python_version})
     return tmp_path / "bundle"
 
 
 def _run_sh(call: Path, stage: Path, out: Path) -> tuple[int, dict]:
-    proc = subprocess.run(
-        [
-            "bash",
-            str(GPU / "run.sh"),
-            "--device",
-            "cpu",
-            "--bundle",
-            str(call),
-            "--stage",
-            str(stage),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ, GEOSR_GPU_PYTHON=sys.executable),
-    )
+    proc = subprocess.run(["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call), "--stage",
+                           str(stage), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, GEOSR_GPU_PYTHON=sys.executable))
     return proc.returncode, json.loads((out / "summary.json").read_text())
 
 
@@ -300,17 +283,9 @@ def test_run_waits_for_the_missing_part_then_refuses_wheels_for_another_python(t
 def _run_with_results(tmp_path: Path, scales: list[int]):
     """A Run whose stage holds what training and evaluation leave for ``scales``, its $OUT written."""
     run = _module("run")
-    args = argparse.Namespace(
-        stage=str(tmp_path / "stage"),
-        out=str(tmp_path / "out"),
-        fresh=False,
-        smoke=True,
-        after_train_s=60.0,
-        scales=scales,
-        shares=plan.parse_shares(None, scales),
-        budget_s=240.0,
-        device="cpu",
-    )
+    args = argparse.Namespace(stage=str(tmp_path / "stage"), out=str(tmp_path / "out"), fresh=False, smoke=True,
+                              after_train_s=60.0, scales=scales, shares=plan.parse_shares(None, scales),
+                              budget_s=240.0, device="cpu")
     r = run.Run(args)
     (r.work / "measure").mkdir(parents=True)
     (r.work / "measure" / "measure.json").write_text("{}")
@@ -326,35 +301,17 @@ def _run_with_results(tmp_path: Path, scales: list[int]):
 
 def test_out_holds_one_scales_files_as_before_and_two_scales_in_six(tmp_path):
     r = _run_with_results(tmp_path / "one", [2])
-    assert sorted(p.name for p in r.out.iterdir()) == sorted(
-        [
-            "summary.txt",
-            "summary.json",
-            "measure.json",
-            "train_log.csv",
-            "eval_val.json",
-            "degan-x2-gpu.safetensors",
-            "logs.tar.gz",
-        ]
-    )
+    assert sorted(p.name for p in r.out.iterdir()) == sorted([
+        "summary.txt", "summary.json", "measure.json", "train_log.csv", "eval_val.json", "degan-x2-gpu.safetensors",
+        "logs.tar.gz"])
     r = _run_with_results(tmp_path / "two", [4, 2])
-    assert sorted(p.name for p in r.out.iterdir()) == sorted(
-        [
-            "summary.txt",
-            "summary.json",
-            "measure.json",
-            "degan-x4-gpu.safetensors",
-            "degan-x2-gpu.safetensors",
-            "logs.tar.gz",
-        ]
-    )
+    assert sorted(p.name for p in r.out.iterdir()) == sorted([
+        "summary.txt", "summary.json", "measure.json", "degan-x4-gpu.safetensors", "degan-x2-gpu.safetensors",
+        "logs.tar.gz"])
     with tarfile.open(r.out / "logs.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {
-        f"x{s}/{n}"
-        for s in (4, 2)
-        for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json", "card.txt")
-    } <= names
+    assert {f"x{s}/{n}" for s in (4, 2) for n in ("config.toml", "train_log.csv", "eval_val.json",
+                                                  "eval_shipped.json", "card.txt")} <= names
 
 
 # --- the smoke run: prepare's bundle -> a venv with only PyTorch -> measure, train, export, evaluate ----------------
@@ -363,11 +320,9 @@ def test_out_holds_one_scales_files_as_before_and_two_scales_in_six(tmp_path):
 def _smoke_bundle_or_skip() -> dict:
     manifest = SMOKE_BUNDLE / bundle.MANIFEST
     if not manifest.is_file():
-        pytest.skip(
-            f"no smoke bundle in {SMOKE_BUNDLE}: build it with `bash benchmarks/gpu/prepare.sh --smoke "
-            f"--python-version {sys.version_info.major}.{sys.version_info.minor} --out {SMOKE_BUNDLE} "
-            f"--part-mb 12`"
-        )
+        pytest.skip(f"no smoke bundle in {SMOKE_BUNDLE}: build it with `bash benchmarks/gpu/prepare.sh --smoke "
+                    f"--python-version {sys.version_info.major}.{sys.version_info.minor} --out {SMOKE_BUNDLE} "
+                    f"--part-mb 12`")
     data = json.loads(manifest.read_text())
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if data["python_version"] != here:
@@ -388,25 +343,9 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     for k, part in enumerate(parts, start=1):
         call = _carry(tmp_path / "call", part)
         shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.run(
-            [
-                "bash",
-                str(GPU / "run.sh"),
-                "--device",
-                "cpu",
-                "--bundle",
-                str(call),
-                "--stage",
-                str(stage),
-                "--budget-s",
-                "900",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        proc = subprocess.run(["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call),
+                               "--stage", str(stage), "--budget-s", "900"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         summary = json.loads((out / "summary.json").read_text())
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert summary["call"] == k
@@ -420,14 +359,8 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     # what comes back: at most 7 files (the tool takes 8), none over 16 MiB, no sub-folders; each scale's model
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 7 and all(p.is_file() and p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
-    assert set(files) == {
-        "summary.txt",
-        "summary.json",
-        "measure.json",
-        "logs.tar.gz",
-        "degan-x4-gpu.safetensors",
-        "degan-x2-gpu.safetensors",
-    }
+    assert set(files) == {"summary.txt", "summary.json", "measure.json", "logs.tar.gz", "degan-x4-gpu.safetensors",
+                          "degan-x2-gpu.safetensors"}
 
     measure = json.loads((out / "measure.json").read_text())
     assert measure["consistency"]["cases"]["fp32"]["max"] == 0  # the CPU against itself
@@ -442,19 +375,12 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = set(tar.getnames())
         archived = {n: tar.extractfile(n).read().decode() for n in names if n.startswith(("x4/", "x2/"))}
-    assert {
-        "logs/install.log",
-        "logs/measure.log",
-        "logs/train_x4.log",
-        "logs/evaluate_x4.log",
-        "logs/train_x2.log",
-        "logs/evaluate_x2.log",
-    } <= names
+    assert {"logs/install.log", "logs/measure.log", "logs/train_x4.log", "logs/evaluate_x4.log", "logs/train_x2.log",
+            "logs/evaluate_x2.log"} <= names
     text = (out / "summary.txt").read_text()
     for scale in (4, 2):
-        assert {
-            f"x{scale}/{n}" for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json", "card.txt")
-        } <= names
+        assert {f"x{scale}/{n}" for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json",
+                                          "card.txt")} <= names
         train, plan_ = steps[f"train_x{scale}"], summary["plans"][str(scale)]
         # the length first estimated from the H200's rate is far off on a CPU: measured over the first 2 steps,
         # the run restarted (in its warm-up) with the length its 30 s hold
@@ -470,9 +396,8 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
 
         # the exported model carries the val metrics and says where, how long and how it trained
         model = out / f"degan-x{scale}-gpu.safetensors"
-        info = subprocess.run(
-            [sys.executable, "-m", "geosr.cli.main", "info", str(model)], capture_output=True, text=True, cwd=REPO
-        )
+        info = subprocess.run([sys.executable, "-m", "geosr.cli.main", "info", str(model)], capture_output=True,
+                              text=True, cwd=REPO)
         assert info.returncode == 0, info.stderr
         assert f"scale        x{scale}" in info.stdout and "val_psnr" in info.stdout
         assert "by benchmarks/gpu/run.sh on " in info.stdout and "cosine decay to 0.02" in info.stdout
@@ -480,25 +405,9 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     # a further call with nothing carried repeats nothing
     call = tmp_path / "empty-call"
     call.mkdir()
-    proc = subprocess.run(
-        [
-            "bash",
-            str(GPU / "run.sh"),
-            "--device",
-            "cpu",
-            "--bundle",
-            str(call),
-            "--stage",
-            str(stage),
-            "--budget-s",
-            "900",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = subprocess.run(["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call), "--stage",
+                           str(stage), "--budget-s", "900"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     again = json.loads((out / "summary.json").read_text())
     assert set(again["this_call"]) <= {"stage", "install"}

@@ -132,8 +132,8 @@ def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run cycles for ``--minutes``; the exit code of the last ``geosr`` command that failed, else 0."""
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``python -m geosr.training.keep``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", type=int, choices=(2, 4), default=4)
     p.add_argument("--root", type=Path, default=Path.home() / "geosr-runs")
@@ -155,7 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         default="bf16",
         help="Precision of the whole-val measurement (the shipped cards' figures are bf16 on the development CPU).",
     )
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run cycles for ``--minutes``; the exit code of the last ``geosr`` command that failed, else 0."""
+    a = _arguments(argv)
 
     t0 = time.monotonic()
     home = a.root / f"x{a.scale}"

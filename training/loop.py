@@ -104,9 +104,8 @@ def fit(
     ctx = distributed.setup(cfg.device)
     try:
         with StopRequest() as stop:
-            return _fit(
-                cfg, ctx, resume, vgg, progress if ctx.is_main and progress else (lambda kind, info: None), stop
-            )
+            return _fit(cfg, ctx, resume, vgg, progress if ctx.is_main and progress else (lambda kind, info: None),
+                        stop)
     finally:
         distributed.cleanup(ctx)
 
@@ -140,37 +139,25 @@ def _data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
         val_set = find_images(cfg.data, "val")
     val_items = spread(val_set.items, cfg.val_images)
     if not val_items:
-        log.warning(
-            "%s has no validation images: no validation, no best model (last.safetensors is exported)", val_set.root
-        )
+        log.warning("%s has no validation images: no validation, no best model (last.safetensors is exported)",
+                    val_set.root)
     bands = list(cfg.bands) if cfg.bands else default_bands(train_set.items[0].path, 3)
     dataset = PatchDataset(
-        train_set.items,
-        scale=cfg.scale,
-        patch_size=cfg.patch_size,
-        bands=bands,
-        seed=cfg.seed,
-        cache_mb=cfg.cache_mb,
-        repeat=cfg.dataset_repeat,
+        train_set.items, scale=cfg.scale, patch_size=cfg.patch_size, bands=bands, seed=cfg.seed,
+        cache_mb=cfg.cache_mb, repeat=cfg.dataset_repeat,
     )
     batch = cfg.batch_size // ctx.world_size
     workers = resolve_workers(cfg.num_workers, ctx.device, dataset.cached, ctx.local_world_size)
     loader, sampler = make_loader(
-        dataset,
-        batch_size=batch,
-        workers=workers,
-        device=ctx.device,
-        num_replicas=ctx.world_size,
-        rank=ctx.rank,
+        dataset, batch_size=batch, workers=workers, device=ctx.device, num_replicas=ctx.world_size, rank=ctx.rank,
         seed=cfg.seed,
     )
     steps_per_epoch = sampler.num_samples // batch
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-    return DataSetup(
-        train_set, val_set, val_items, bands, dataset, batch, workers, loader, sampler, steps_per_epoch, total_steps
-    )
+    return DataSetup(train_set, val_set, val_items, bands, dataset, batch, workers, loader, sampler, steps_per_epoch,
+                     total_steps)
 
 
 @dataclass(frozen=True)
@@ -196,7 +183,8 @@ class Networks:
     init_report: dict[str, Any] | None  # init_from_model's report for --init-from, else None
 
 
-def _networks(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, data: DataSetup, resume: bool) -> Networks:
+def _networks(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, data: DataSetup, resume: bool
+              ) -> Networks:
     """Build G (initialised from --init-from unless resuming), D unless content-only, the EMA, the content loss on
     ``run.vgg``, Adam for each network on the step's learning rates, the gradient scaler. Raises ModelFileError."""
     device = ctx.device
@@ -220,9 +208,8 @@ def _networks(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, dat
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=betas) if d is not None else None
     milestones = sorted({e * data.steps_per_epoch for e in cfg.lr_decay_epochs} | set(cfg.lr_decay_steps))
-    schedule = LrSchedule(
-        cfg.lr_schedule, tuple(milestones), cfg.lr_gamma, data.total_steps, cfg.lr_warmup_steps, cfg.lr_min_factor
-    )
+    schedule = LrSchedule(cfg.lr_schedule, tuple(milestones), cfg.lr_gamma, data.total_steps, cfg.lr_warmup_steps,
+                          cfg.lr_min_factor)
     rates = [ScheduledOptimiser(opt_g, cfg.lr_g, schedule)]
     if opt_d is not None:
         rates.append(ScheduledOptimiser(opt_d, cfg.lr_d, schedule))
@@ -233,52 +220,24 @@ def _networks(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, dat
         ids = [device.index] if device.type == "cuda" else None
         g_train = DDP(g, device_ids=ids)
         d_train = DDP(d, device_ids=ids) if d is not None else None
-    weights = LossWeights(
-        cfg.mse_weight, cfg.perceptual_weight, cfg.adversarial_weight, cfg.feature_matching_weight, cfg.l1_weight
-    )
+    weights = LossWeights(cfg.mse_weight, cfg.perceptual_weight, cfg.adversarial_weight, cfg.feature_matching_weight,
+                          cfg.l1_weight)
     guard = DivergenceGuard(cfg.divergence_factor)
     parts = Checkpointed(g=g, opt_g=opt_g, scaler=amp.scaler, guard=guard, d=d, opt_d=opt_d, ema=ema)
-    return Networks(
-        g,
-        d,
-        ema,
-        ema.model if ema is not None else g,
-        g_train,
-        d_train,
-        memory_format,
-        content,
-        weights,
-        opt_g,
-        opt_d,
-        rates,
-        milestones,
-        amp,
-        guard,
-        parts,
-        init_report,
-    )
+    return Networks(g, d, ema, ema.model if ema is not None else g, g_train, d_train, memory_format, content, weights,
+                    opt_g, opt_d, rates, milestones, amp, guard, parts, init_report)
 
 
-def _facts(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, data: DataSetup, nets: Networks) -> RunFacts:
+def _facts(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, data: DataSetup, nets: Networks
+           ) -> RunFacts:
     """What the run's model cards record about its data and set-up (card.py)."""
     return RunFacts(
-        data=str(data.train_set.root),
-        layout=data.train_set.layout,
-        split_rule=split_rule(data.train_set.layout),
-        train_images=len(data.train_set),
-        val_data=str(data.val_set.root),
-        val_images=len(data.val_items),
-        steps_per_epoch=data.steps_per_epoch,
-        hardware=describe_hardware(ctx.device),
-        device=str(ctx.device),
-        processes=ctx.world_size,
-        precision=run.precision,
-        lr_decay_steps=nets.milestones,
-        discriminator=nets.d is not None,
-        ema=nets.ema is not None,
-        initialised_from=nets.init_report,
-        run_dir=str(run.run_dir.resolve()),
-        source_dtypes=sorted({s.dtype for s in data.dataset.sources}),
+        data=str(data.train_set.root), layout=data.train_set.layout, split_rule=split_rule(data.train_set.layout),
+        train_images=len(data.train_set), val_data=str(data.val_set.root), val_images=len(data.val_items),
+        steps_per_epoch=data.steps_per_epoch, hardware=describe_hardware(ctx.device), device=str(ctx.device),
+        processes=ctx.world_size, precision=run.precision, lr_decay_steps=nets.milestones,
+        discriminator=nets.d is not None, ema=nets.ema is not None, initialised_from=nets.init_report,
+        run_dir=str(run.run_dir.resolve()), source_dtypes=sorted({s.dtype for s in data.dataset.sources}),
     )
 
 
@@ -300,9 +259,8 @@ def _batches(loader: Any, sampler: Any, step: int, steps_per_epoch: int, batch: 
             step += 1
 
 
-def _train_step(
-    cfg: TrainConfig, device: torch.device, nets: Networks, batches: Iterator[Any], step: int, steps_per_epoch: int
-) -> dict[str, torch.Tensor]:
+def _train_step(cfg: TrainConfig, device: torch.device, nets: Networks, batches: Iterator[Any], step: int,
+                steps_per_epoch: int) -> dict[str, torch.Tensor]:
     """One training step at ``step``'s learning rates: G (D frozen), then D once the pre-training epochs are over;
     the EMA. Returns the loss terms by name (this process's)."""
     for rate in nets.rates:
@@ -313,16 +271,8 @@ def _train_step(
     lr = lr.to(device, non_blocking=True).contiguous(memory_format=nets.memory_format)
     adversarial = nets.d is not None and epoch >= cfg.pretrain_epochs
     sr, terms = generator_step(
-        nets.g_train,
-        lr,
-        hr,
-        opt=nets.opt_g,
-        content=nets.content,
-        weights=nets.weights,
-        amp=nets.amp,
-        d=nets.d if adversarial else None,
-        diffusion=cfg.diffusion,
-        t_max=cfg.diffusion_t_max,
+        nets.g_train, lr, hr, opt=nets.opt_g, content=nets.content, weights=nets.weights, amp=nets.amp,
+        d=nets.d if adversarial else None, diffusion=cfg.diffusion, t_max=cfg.diffusion_t_max,
         grad_clip=cfg.grad_clip,
     )
     if adversarial:
@@ -333,56 +283,33 @@ def _train_step(
     return terms
 
 
-def _all_reduce(
-    terms: dict[str, torch.Tensor], ctx: distributed.DistContext, *, interrupted: bool, out_of_time: bool
-) -> tuple[dict[str, float], str | None]:
+def _all_reduce(terms: dict[str, torch.Tensor], ctx: distributed.DistContext, *, interrupted: bool,
+                out_of_time: bool) -> tuple[dict[str, float], str | None]:
     """One collective per step: the logged values (means over processes), and a stop that any process asked for
     ('interrupted', before 'max_minutes'; None when none did). Returns (logged, that stop)."""
     names = [k for k in LOGGED if k in terms]
-    packed = torch.stack(
-        [terms[k].float() / ctx.world_size for k in names]
-        + [torch.tensor(float(out_of_time), device=ctx.device), torch.tensor(float(interrupted), device=ctx.device)]
-    )
+    packed = torch.stack([terms[k].float() / ctx.world_size for k in names] +
+                         [torch.tensor(float(out_of_time), device=ctx.device),
+                          torch.tensor(float(interrupted), device=ctx.device)])
     values = distributed.all_reduce_sum(packed, ctx).tolist()
     request = "interrupted" if values[-1] > 0 else "max_minutes" if values[-2] > 0 else None
     return dict(zip(names, values[:-2])), request
 
 
 def _fit(
-    cfg: TrainConfig,
-    ctx: distributed.DistContext,
-    resume: bool,
-    vgg: nn.Module | None,
-    progress: Progress,
+    cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg: nn.Module | None, progress: Progress,
     stop: StopRequest | None = None,
 ) -> FitResult:
     run = setup_run(cfg, ctx, resume, vgg)  # refusals and the VGG19 weights before any data is decoded
     data = _data(cfg, ctx)
     nets = _networks(cfg, ctx, run, data, resume)
     start = restore(cfg, ctx, run, nets.parts, resume)
-    rec = Records(
-        cfg,
-        ctx,
-        run.paths,
-        start.csv_log,
-        _facts(cfg, ctx, run, data, nets),
-        Clock(start.elapsed_s),
-        data.steps_per_epoch,
-    )
-    progress(
-        "start",
-        {
-            "step": start.step,
-            "total": data.total_steps,
-            "steps_per_epoch": data.steps_per_epoch,
-            "workers": data.workers,
-            "precision": run.precision,
-            "device": str(ctx.device),
-            "cached": data.dataset.cached,
-            "discriminator": nets.d is not None,
-            "processes": ctx.world_size,
-        },
-    )
+    rec = Records(cfg, ctx, run.paths, start.csv_log, _facts(cfg, ctx, run, data, nets), Clock(start.elapsed_s),
+                  data.steps_per_epoch)
+    progress("start", {"step": start.step, "total": data.total_steps, "steps_per_epoch": data.steps_per_epoch,
+                       "workers": data.workers, "precision": run.precision, "device": str(ctx.device),
+                       "cached": data.dataset.cached, "discriminator": nets.d is not None,
+                       "processes": ctx.world_size})
 
     # --- the loop -----------------------------------------------------------------------------------------------
     step, best, last_val, saved_step = start.step, start.best, start.last_val, start.saved_step
@@ -398,32 +325,21 @@ def _fit(
         # Validate when due, and once at the end of a run that was not interrupted (unless this step had one).
         finishing = stopped is not None and stopped != "interrupted"
         val_due = bool(data.val_items) and (
-            (
-                step > first_step
-                and (_every(step, cfg.val_every * data.steps_per_epoch) or _every(step, cfg.val_every_steps))
-            )
+            (step > first_step and (_every(step, cfg.val_every * data.steps_per_epoch)
+                                    or _every(step, cfg.val_every_steps)))
             or (finishing and (last_val is None or last_val["step"] != step))
         )
         if val_due:
-            last_val, best, improved = rec.validation(
-                nets.eval_model,
-                data.val_items,
-                data.bands,
-                run.val_precision,
-                train_after=nets.ema is None,
-                step=step,
-                best=best,
-            )
+            last_val, best, improved = rec.validation(nets.eval_model, data.val_items, data.bands, run.val_precision,
+                                                      train_after=nets.ema is None, step=step, best=best)
             progress("val", {**last_val, "best": improved})
             window_t, window_steps = time.monotonic(), 0
 
         # Save the state with each validation, every --checkpoint-every-steps and at the end; never during a spike.
-        save_due = step != saved_step and (
-            val_due or stopped is not None or (step > first_step and _every(step, cfg.checkpoint_every_steps))
-        )
-        if save_due and rec.checkpoint(
-            nets.parts, nets.guard, step=step, best=best, last_val=last_val, final=stopped is not None
-        ):
+        save_due = step != saved_step and (val_due or stopped is not None
+                                           or (step > first_step and _every(step, cfg.checkpoint_every_steps)))
+        if save_due and rec.checkpoint(nets.parts, nets.guard, step=step, best=best, last_val=last_val,
+                                       final=stopped is not None):
             saved_step = step
         if stopped is not None:
             break
@@ -433,50 +349,29 @@ def _fit(
         step += 1
         window_steps += 1
         out_of_time = cfg.max_minutes is not None and rec.clock.minutes() >= cfg.max_minutes
-        logged, request = _all_reduce(
-            terms, ctx, interrupted=stop is not None and stop.requested, out_of_time=out_of_time
-        )
+        logged, request = _all_reduce(terms, ctx, interrupted=stop is not None and stop.requested,
+                                      out_of_time=out_of_time)
         nets.guard.check(step, logged, (run.paths["state"], saved_step) if saved_step is not None else None)
         if ctx.is_main and (step % cfg.log_every == 0 or step == data.total_steps):
             now = time.monotonic()
             rate = window_steps * cfg.batch_size / max(now - window_t, 1e-9)
             window_t, window_steps = now, 0
-            rec.train_row(
-                step,
-                {
-                    "lr_g": nets.opt_g.param_groups[0]["lr"],
-                    "lr_d": nets.opt_d.param_groups[0]["lr"] if nets.opt_d is not None else None,
-                    "patches_per_s": rate,
-                    **logged,
-                },
-            )
+            rec.train_row(step, {"lr_g": nets.opt_g.param_groups[0]["lr"],
+                                 "lr_d": nets.opt_d.param_groups[0]["lr"] if nets.opt_d is not None else None,
+                                 "patches_per_s": rate, **logged})
         losses = {k: v for k, v in logged.items() if k in TERMS}
-        progress(
-            "step", {"step": step, "total": data.total_steps, "epoch": step / data.steps_per_epoch, "losses": losses}
-        )
+        progress("step", {"step": step, "total": data.total_steps, "epoch": step / data.steps_per_epoch,
+                          "losses": losses})
         stopped = limit if step >= data.total_steps else request
     batches.close()  # type: ignore[attr-defined]  # a generator
 
     # --- the end: last.safetensors (the validation and the state of the last step are done above) -----------------
     last_model = rec.finish(nets.eval_model, step=step, last_val=last_val)
     result = FitResult(
-        run_dir=run.run_dir,
-        steps=step,
-        stopped=stopped,
-        last_model=last_model,
-        best_model=run.paths["best"] if best["val_psnr"] is not None else None,
-        best_psnr=best["val_psnr"],
+        run_dir=run.run_dir, steps=step, stopped=stopped, last_model=last_model,
+        best_model=run.paths["best"] if best["val_psnr"] is not None else None, best_psnr=best["val_psnr"],
         rank=ctx.rank,
     )
-    progress(
-        "end",
-        {
-            "step": step,
-            "stopped": stopped,
-            "best_psnr": best["val_psnr"],
-            "best_step": best["step"],
-            "model": str(result.model),
-            "wall_time_s": rec.clock.elapsed(),
-        },
-    )
+    progress("end", {"step": step, "stopped": stopped, "best_psnr": best["val_psnr"], "best_step": best["step"],
+                     "model": str(result.model), "wall_time_s": rec.clock.elapsed()})
     return result

@@ -148,7 +148,8 @@ class Start:
     csv_log: CsvLog | None  # log.csv, open on rank 0; None elsewhere
 
 
-def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts: Checkpointed, resume: bool) -> Start:
+def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts: Checkpointed, resume: bool
+            ) -> Start:
     """With ``resume``, restore ``parts`` and the random-number states from the run folder; else start at step 0,
     each process with its own random-number stream. Rank 0 writes config.toml and opens log.csv (dropping the rows
     after the resumed step). Raises ResumeError."""
@@ -156,11 +157,7 @@ def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts
     saved_step = None
     if resume:
         step, elapsed_s, best, last_val = resume_run(
-            run.paths["state"],
-            parts,
-            seed=cfg.seed,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
+            run.paths["state"], parts, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
         )
         saved_step = step
         log.info("resumed %s at step %d", run.run_dir, step)

@@ -91,24 +91,16 @@ def read(path: Path) -> np.ndarray:
 # --- 1. the device against the CPU --------------------------------------------------------------------------------
 
 
-TOLERANCE = {
-    "fp32": {"mean": 0.05, "p999": 1.0},
-    "bf16": {"mean": 0.5, "p999": 4.0},
-    "fp16": {"mean": 0.5, "p999": 4.0},
-}
+TOLERANCE = {"fp32": {"mean": 0.05, "p999": 1.0}, "bf16": {"mean": 0.5, "p999": 4.0},
+             "fp16": {"mean": 0.5, "p999": 4.0}}
 
 
 def difference(a: np.ndarray, b: np.ndarray) -> dict:
     """Differences between two outputs of the same dtype, in grey levels."""
     d = np.abs(a.astype(np.float64) - b.astype(np.float64))
     mse = float((d**2).mean())
-    return {
-        "mean": float(d.mean()),
-        "p999": float(np.quantile(d, 0.999)),
-        "max": float(d.max()),
-        "share_above_1": float((d > 1).mean()),
-        "psnr_db": 10 * np.log10(255**2 / mse) if mse else float("inf"),
-    }
+    return {"mean": float(d.mean()), "p999": float(np.quantile(d, 0.999)), "max": float(d.max()),
+            "share_above_1": float((d > 1).mean()), "psnr_db": 10 * np.log10(255**2 / mse) if mse else float("inf")}
 
 
 def consistency(model: Path, device: str, precisions: list[str], crop: int, work: Path) -> dict:
@@ -116,15 +108,10 @@ def consistency(model: Path, device: str, precisions: list[str], crop: int, work
     src = bench.crop_raster(REAL_RASTER, work / f"rgb_{crop}.tif", crop)
     reference = work / "cpu_fp32.tif"
     t = time.perf_counter()
-    upscale_raster(
-        src, reference, load_predictor(model, device="cpu", precision="fp32"), UpscaleOptions(overwrite=True)
-    )
-    out = {
-        "raster": f"{REAL_RASTER.name}, central {crop} x {crop} window",
-        "cpu_fp32_s": time.perf_counter() - t,
-        "tolerance": TOLERANCE,
-        "cases": {},
-    }
+    upscale_raster(src, reference, load_predictor(model, device="cpu", precision="fp32"),
+                   UpscaleOptions(overwrite=True))
+    out = {"raster": f"{REAL_RASTER.name}, central {crop} x {crop} window", "cpu_fp32_s": time.perf_counter() - t,
+           "tolerance": TOLERANCE, "cases": {}}
     ref = read(reference)
     # cuDNN may run fp32 convolutions in TF32 (10-bit mantissa, as fp16): then fp32 is held to fp16's tolerance
     tf32 = torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32
@@ -149,17 +136,8 @@ def default_batch(tile: int, device: torch.device) -> int:
     return max(8, (256 * 256) // (tile * tile)) if device.type == "cuda" else 4
 
 
-def speed(
-    model: Path,
-    device: str,
-    precisions: list[str],
-    tiles: list[int],
-    batches: dict[int, int],
-    synthetic: Path,
-    repeats: int,
-    clock: Clock,
-    stop_at: float,
-) -> dict:
+def speed(model: Path, device: str, precisions: list[str], tiles: list[int], batches: dict[int, int],
+          synthetic: Path, repeats: int, clock: Clock, stop_at: float) -> dict:
     """Model-only and end-to-end output Mpx/s and peak GPU memory for every (tile, precision) while time lasts
     (the first case runs in any case)."""
     rows, skipped = [], []
@@ -186,32 +164,19 @@ def speed(
             out_mpx = pixels * predictor.scale**2 / 1e6
             if tile not in flops:
                 flops[tile] = gflop_per_output_mpx(predictor, tile)
-            rows.append(
-                {
-                    "tile": tile,
-                    "overlap": overlap,
-                    "batch": batch,
-                    "precision": prec,
-                    "model_only_mpx_s": mo,
-                    "model_only_tflop_s": mo * flops[tile] / 1e3,
-                    "end_to_end_mpx_s": out_mpx / seconds,
-                    "end_to_end_s": seconds,
-                    "first_run_s": first,
-                    "recompute": recompute,
-                    "end_to_end_over_model_only": out_mpx * recompute / seconds / mo,
-                    "peak_gpu_memory_gib": peak_gb,
-                }
-            )
+            rows.append({
+                "tile": tile, "overlap": overlap, "batch": batch, "precision": prec,
+                "model_only_mpx_s": mo, "model_only_tflop_s": mo * flops[tile] / 1e3,
+                "end_to_end_mpx_s": out_mpx / seconds, "end_to_end_s": seconds, "first_run_s": first,
+                "recompute": recompute,
+                "end_to_end_over_model_only": out_mpx * recompute / seconds / mo,
+                "peak_gpu_memory_gib": peak_gb,
+            })
             del predictor
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-    return {
-        "synthetic": synthetic.name,
-        "repeats": repeats,
-        "gflop_per_output_mpx": flops,
-        "rows": rows,
-        "skipped_for_time": skipped,
-    }
+    return {"synthetic": synthetic.name, "repeats": repeats, "gflop_per_output_mpx": flops, "rows": rows,
+            "skipped_for_time": skipped}
 
 
 def pipeline_ceiling(model: Path, device: str, synthetic: Path, tile: int, batch: int, repeats: int) -> dict:
@@ -231,16 +196,8 @@ def pipeline_ceiling(model: Path, device: str, synthetic: Path, tile: int, batch
     return {"synthetic": synthetic.name, "tile": tile, "overlap": tile // 8, "batch": batch, "consistency": rows}
 
 
-def folder_share(
-    model: Path,
-    device: str,
-    precision: str,
-    files: int,
-    size: int,
-    batch: int,
-    work: Path,
-    in_flight: tuple[int, ...] = (1, 4),
-) -> dict:
+def folder_share(model: Path, device: str, precision: str, files: int, size: int, batch: int, work: Path,
+                 in_flight: tuple[int, ...] = (1, 4)) -> dict:
     """benchmarks/model_share.py's share of wall time in the model, for a folder of ``files`` size x size tiles, one
     file at a time and with several in flight (``upscale --files-in-flight``): the wall times say which is faster."""
     predictor = load_predictor(model, device=device, precision=precision)
@@ -276,19 +233,9 @@ def write_uint16_raster(path: Path, size: int, bands: int = 3, rows_per_write: i
     t = time.perf_counter()
     rng = np.random.default_rng(0)
     tmp = path.with_suffix(".tmp.tif")
-    profile = dict(
-        driver="GTiff",
-        width=size,
-        height=size,
-        count=bands,
-        dtype="uint16",
-        crs="EPSG:32633",
-        transform=rasterio.Affine(10, 0, 600000, 0, -10, 5000040),
-        tiled=True,
-        blockxsize=512,
-        blockysize=512,
-        BIGTIFF="IF_SAFER",
-    )
+    profile = dict(driver="GTiff", width=size, height=size, count=bands, dtype="uint16", crs="EPSG:32633",
+                   transform=rasterio.Affine(10, 0, 600000, 0, -10, 5000040), tiled=True, blockxsize=512,
+                   blockysize=512, BIGTIFF="IF_SAFER")
     xx = np.arange(size, dtype=np.float32)[None, :]
     with rasterio.open(tmp, "w", **profile) as dst:
         for r0 in range(0, size, rows_per_write):
@@ -304,17 +251,8 @@ def write_uint16_raster(path: Path, size: int, bands: int = 3, rows_per_write: i
     return time.perf_counter() - t
 
 
-def big_raster(
-    model: Path,
-    device: str,
-    precision: str,
-    size: int,
-    tile: int,
-    batch: int,
-    work: Path,
-    deadline: float,
-    clock: Clock,
-) -> dict:
+def big_raster(model: Path, device: str, precision: str, size: int, tile: int, batch: int, work: Path,
+               deadline: float, clock: Clock) -> dict:
     """Upscale the size x size uint16 raster; stop at ``deadline`` (clock seconds, but not before the first batch of
     tiles is done) and extrapolate from the tiles done if it comes."""
     src = work / f"synthetic_{size}_uint16.tif"
@@ -329,18 +267,9 @@ def big_raster(
         if p.tiles_done and clock.elapsed() > deadline:
             raise OutOfBudget
 
-    out = {
-        "size": size,
-        "bands": 3,
-        "dtype": "uint16",
-        "scale": predictor.scale,
-        "tile": tile,
-        "overlap": tile // 4,
-        "batch": batch,
-        "precision": precision,
-        "compress": options.compress,
-        "write_input_s": written_s,
-    }
+    out = {"size": size, "bands": 3, "dtype": "uint16", "scale": predictor.scale, "tile": tile,
+           "overlap": tile // 4, "batch": batch, "precision": precision, "compress": options.compress,
+           "write_input_s": written_s}
     if predictor.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(predictor.device)
     t = time.perf_counter()
@@ -351,17 +280,10 @@ def big_raster(
     except OutOfBudget:
         seconds = time.perf_counter() - t
         frac = state["done"] / state["total"] if state["total"] else 0.0
-        out.update(
-            complete=False,
-            seconds_run=seconds,
-            fraction_done=frac,
-            seconds=seconds / frac if frac else None,
-            label=(
-                f"extrapolated from {frac:.1%} of the tiles done in {seconds:.1f} s"
-                if frac
-                else f"no tile finished in {seconds:.1f} s"
-            ),
-        )
+        out.update(complete=False, seconds_run=seconds, fraction_done=frac,
+                   seconds=seconds / frac if frac else None,
+                   label=(f"extrapolated from {frac:.1%} of the tiles done in {seconds:.1f} s" if frac else
+                          f"no tile finished in {seconds:.1f} s"))
     finally:
         dst.unlink(missing_ok=True)
     sync(predictor.device)
@@ -389,25 +311,19 @@ def section(results: dict, name: str, fn) -> None:
 def _consistency_lines(c: dict) -> list[str]:
     lines = [f"device vs CPU fp32 on {c['raster']}: {'PASSED' if c['passed'] else 'FAILED'}"]
     for prec, d in c["cases"].items():
-        lines.append(
-            f"  {prec:<5} mean {d['mean']:.3f}  p99.9 {d['p999']:.0f}  max {d['max']:.0f} levels, "
-            f"{d['share_above_1']:.3%} above 1, PSNR {d['psnr_db']:.1f} dB"
-        )
+        lines.append(f"  {prec:<5} mean {d['mean']:.3f}  p99.9 {d['p999']:.0f}  max {d['max']:.0f} levels, "
+                     f"{d['share_above_1']:.3%} above 1, PSNR {d['psnr_db']:.1f} dB")
     return lines
 
 
 def _speed_lines(s: dict) -> list[str]:
-    lines = [
-        f"{'tile':>5} {'batch':>5} {'prec':<5} {'model Mpx/s':>11} {'TFLOP/s':>8} {'e2e Mpx/s':>10} "
-        f"{'e2e/model':>9} {'recompute':>9} {'peak GiB':>8}"
-    ]
+    lines = [f"{'tile':>5} {'batch':>5} {'prec':<5} {'model Mpx/s':>11} {'TFLOP/s':>8} {'e2e Mpx/s':>10} "
+             f"{'e2e/model':>9} {'recompute':>9} {'peak GiB':>8}"]
     for row in s["rows"]:
         peak = f"{row['peak_gpu_memory_gib']:.2f}" if row["peak_gpu_memory_gib"] is not None else "-"
-        lines.append(
-            f"{row['tile']:>5} {row['batch']:>5} {row['precision']:<5} {row['model_only_mpx_s']:>11.3g} "
-            f"{row['model_only_tflop_s']:>8.3g} {row['end_to_end_mpx_s']:>10.3g} "
-            f"{row['end_to_end_over_model_only']:>9.0%} {row['recompute']:>9.2f} {peak:>8}"
-        )
+        lines.append(f"{row['tile']:>5} {row['batch']:>5} {row['precision']:<5} {row['model_only_mpx_s']:>11.3g} "
+                     f"{row['model_only_tflop_s']:>8.3g} {row['end_to_end_mpx_s']:>10.3g} "
+                     f"{row['end_to_end_over_model_only']:>9.0%} {row['recompute']:>9.2f} {peak:>8}")
     if s["skipped_for_time"]:
         lines.append(f"  skipped for time: {', '.join(s['skipped_for_time'])}")
     return lines
@@ -415,36 +331,26 @@ def _speed_lines(s: dict) -> list[str]:
 
 def _pipeline_lines(pc: dict) -> list[str]:
     c_on, c_off = pc["consistency"]["on"], pc["consistency"]["off"]
-    return [
-        f"pipeline with a stand-in model (tile {pc['tile']}, batch {pc['batch']}): "
-        f"{c_on['output_mpx_s']:.3g} output Mpx/s with consistency, {c_off['output_mpx_s']:.3g} without"
-    ]
+    return [f"pipeline with a stand-in model (tile {pc['tile']}, batch {pc['batch']}): "
+            f"{c_on['output_mpx_s']:.3g} output Mpx/s with consistency, {c_off['output_mpx_s']:.3g} without"]
 
 
 def _folder_lines(f: dict) -> list[str]:
-    return [
-        f"{row['input']}, {row['files_in_flight']} in flight ({row['precision']}, tile {row['tile']}, "
-        f"batch {row['batch']}): {row['total_s']:.2f} s, {row['share']:.0%} of it in the model"
-        for row in f["rows"]
-    ]
+    return [f"{row['input']}, {row['files_in_flight']} in flight ({row['precision']}, tile {row['tile']}, "
+            f"batch {row['batch']}): {row['total_s']:.2f} s, {row['share']:.0%} of it in the model"
+            for row in f["rows"]]
 
 
 def _big_lines(b: dict) -> list[str]:
     t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
-    return [
-        f"{b['size']} x {b['size']} x {b['bands']} {b['dtype']} at x{b['scale']} (tile {b['tile']}, "
-        f"batch {b['batch']}, {b['precision']}): {t} ({b['label']})"
-    ]
+    return [f"{b['size']} x {b['size']} x {b['bands']} {b['dtype']} at x{b['scale']} (tile {b['tile']}, "
+            f"batch {b['batch']}, {b['precision']}): {t} ({b['label']})"]
 
 
 # section name, the key a measured section has, its lines, the name its error is shown under
-SUMMARIES = (
-    ("consistency", "cases", _consistency_lines, "consistency"),
-    ("speed", "rows", _speed_lines, "speed"),
-    ("pipeline", "consistency", _pipeline_lines, "pipeline"),
-    ("folder", "rows", _folder_lines, "folder"),
-    ("big", "label", _big_lines, "big raster"),
-)
+SUMMARIES = (("consistency", "cases", _consistency_lines, "consistency"), ("speed", "rows", _speed_lines, "speed"),
+             ("pipeline", "consistency", _pipeline_lines, "pipeline"), ("folder", "rows", _folder_lines, "folder"),
+             ("big", "label", _big_lines, "big raster"))
 
 
 def summary_lines(r: dict) -> list[str]:
@@ -468,9 +374,8 @@ def main() -> None:
     p.add_argument("--precisions", default=None, help="default fp16,bf16 on CUDA, bf16 on a CPU")
     p.add_argument("--batch", type=int, default=None, help="tiles per forward (default: by tile size)")
     p.add_argument("--crop", type=int, default=None, help="side of the real window (default 256; smoke 32)")
-    p.add_argument(
-        "--synthetic", type=int, default=None, help="side of the uint8 raster timed end to end (default 1024; smoke 48)"
-    )
+    p.add_argument("--synthetic", type=int, default=None, help="side of the uint8 raster timed end to end "
+                   "(default 1024; smoke 48)")
     p.add_argument("--big", type=int, default=None, help="side of the uint16 raster (default 10980; smoke 512)")
     p.add_argument("--big-tile", type=int, default=64, help="tile for the big raster (64: a 256-px model's card)")
     p.add_argument("--folder-files", type=int, default=None, help="files in the folder (default 64; smoke 3)")
@@ -495,53 +400,26 @@ def main() -> None:
     batches = {t: args.batch or default_batch(t, device) for t in tiles + [args.big_tile]}
 
     results = {
-        "hardware": describe_hardware(device),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "model": str(model.relative_to(REPO) if model.is_relative_to(REPO) else model),
-        "device": str(device),
-        "budget_s": args.budget_s,
-        "smoke": smoke,
+        "hardware": describe_hardware(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "python": platform.python_version(), "model": str(model.relative_to(REPO) if model.is_relative_to(REPO)
+                                                         else model),
+        "device": str(device), "budget_s": args.budget_s, "smoke": smoke,
     }
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name(device)
     section(results, "consistency", lambda: consistency(model, args.device, precisions, crop, work))
     synthetic = bench.make_synthetic(work / f"synthetic_{synthetic_size}.tif", synthetic_size)
     # the speed sweep may use up to 45 % of the budget; the big raster gets the rest (about 110 s of 210)
-    section(
-        results,
-        "speed",
-        lambda: speed(
-            model, args.device, precisions, tiles, batches, synthetic, repeats, clock, stop_at=0.45 * args.budget_s
-        ),
-    )
-    section(
-        results,
-        "pipeline",
-        lambda: pipeline_ceiling(model, args.device, synthetic, args.big_tile, batches[args.big_tile], repeats),
-    )
+    section(results, "speed", lambda: speed(model, args.device, precisions, tiles, batches, synthetic, repeats,
+                                            clock, stop_at=0.45 * args.budget_s))
+    section(results, "pipeline", lambda: pipeline_ceiling(model, args.device, synthetic, args.big_tile,
+                                                          batches[args.big_tile], repeats))
     big_prec = "bf16" if "bf16" in precisions else precisions[0]
-    section(
-        results,
-        "folder",
-        lambda: folder_share(
-            model,
-            args.device,
-            big_prec,
-            args.folder_files or (3 if smoke else 64),
-            args.folder_size or (48 if smoke else 256),
-            batches[args.big_tile],
-            work,
-        ),
-    )
-    section(
-        results,
-        "big",
-        lambda: big_raster(
-            model, args.device, big_prec, big, args.big_tile, batches[args.big_tile], work, args.budget_s - 5, clock
-        ),
-    )
+    section(results, "folder", lambda: folder_share(model, args.device, big_prec, args.folder_files or (3 if smoke
+                                                    else 64), args.folder_size or (48 if smoke else 256),
+                                                    batches[args.big_tile], work))
+    section(results, "big", lambda: big_raster(model, args.device, big_prec, big, args.big_tile,
+                                               batches[args.big_tile], work, args.budget_s - 5, clock))
     results["elapsed_s"] = clock.elapsed()
     (out / "measure.json").write_text(json.dumps(results, indent=2) + "\n")
     text = "\n".join(summary_lines(results)) + "\n"

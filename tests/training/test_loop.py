@@ -24,20 +24,8 @@ from geosr.training.vgg import VGGFeatures
 def tiny(data, out, **kw) -> TrainConfig:
     """A model and run small enough for a few CPU steps per second."""
     settings = dict(
-        data=str(data),
-        out=str(out),
-        scale=2,
-        channels=16,
-        n_blocks=1,
-        refiner_base=8,
-        d_base=8,
-        d_blocks=2,
-        patch_size=32,
-        batch_size=4,
-        perceptual_weight=0.0,
-        precision="fp32",
-        val_every=0,
-        val_images=2,
+        data=str(data), out=str(out), scale=2, channels=16, n_blocks=1, refiner_base=8, d_base=8, d_blocks=2,
+        patch_size=32, batch_size=4, perceptual_weight=0.0, precision="fp32", val_every=0, val_images=2,
         device="cpu",
     )
     settings.update(kw)
@@ -208,9 +196,8 @@ def test_a_resumed_run_takes_the_new_learning_rate_and_milestones(scene_folder, 
     first = tiny(scene_folder, tmp_path / "run", max_steps=2, lr_g=1e-4, adversarial_weight=0.0)
     fit(first)
     fit(resume_config(first, {"max_steps": 5, "lr_g": 4e-4, "lr_decay_steps": [4], "lr_gamma": 0.5}), resume=True)
-    lrs = {
-        int(r["step"]): float(r["lr_g"]) for r in read_log(run_paths(tmp_path / "run")["log"]) if r["kind"] == "train"
-    }
+    lrs = {int(r["step"]): float(r["lr_g"]) for r in read_log(run_paths(tmp_path / "run")["log"])
+           if r["kind"] == "train"}
     assert lrs[1] == lrs[2] == 1e-4  # before the resume, as saved
     assert lrs[3] == 4e-4 and lrs[5] == 2e-4  # the new rate, decayed at the new milestone (after step 4)
 
@@ -218,15 +205,8 @@ def test_a_resumed_run_takes_the_new_learning_rate_and_milestones(scene_folder, 
 def test_a_cosine_schedule_warms_up_decays_to_its_floor_and_survives_a_resume(scene_folder, tmp_path):
     """A cosine run with a warm-up, stopped and resumed, logs the rates of the uninterrupted schedule: rising over
     the warm-up, then falling to lr * lr_min_factor at the last step; the L1 term is logged when it has a weight."""
-    settings = dict(
-        adversarial_weight=0.0,
-        lr_g=1e-3,
-        lr_schedule="cosine",
-        lr_warmup_steps=2,
-        lr_min_factor=0.1,
-        l1_weight=1.0,
-        mse_weight=0.0,
-    )
+    settings = dict(adversarial_weight=0.0, lr_g=1e-3, lr_schedule="cosine", lr_warmup_steps=2, lr_min_factor=0.1,
+                    l1_weight=1.0, mse_weight=0.0)
     first = tiny(scene_folder, tmp_path / "run", max_steps=3, **settings)
     fit(first)
     fit(resume_config(first, {"max_steps": 6}), resume=True)
