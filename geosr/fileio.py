@@ -38,10 +38,13 @@ class Target:
 
 
 def _same(a: Path, b: Path) -> bool:
-    if a.absolute() == b.absolute():
+    """One file: the same path once links and ``..`` are resolved (``sub/../x`` is ``x`` even while ``sub`` does not
+    exist, as it will once a write creates it), or one file through hard links."""
+    ra, rb = os.path.realpath(a), os.path.realpath(b)
+    if ra == rb:
         return True
     try:
-        return os.path.samefile(a, b)
+        return os.path.samefile(ra, rb)
     except OSError:
         return False
 

@@ -44,10 +44,12 @@ def same_file(a: str | os.PathLike | RemoteSource, b: str | os.PathLike | Remote
         return any(same_file(f, other) for one, other in ((a, b), (b, a)) if isinstance(one, RemoteSource)
                    for f in one.local_files)
     a, b = Path(a), Path(b)
-    if a.absolute() == b.absolute():
+    # links and .. resolved, also through folders that do not exist yet (a write would create them): sub/../x is x
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    if a.absolute() == b.absolute() or ra == rb:
         return True
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
+        return ra.exists() and rb.exists() and os.path.samefile(ra, rb)
     except OSError:
         return False
 

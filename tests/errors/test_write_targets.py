@@ -194,3 +194,14 @@ def test_max_pixels_asks_for_yes_and_yes_goes_on(tiny_model, scene, tmp_path):
             "scene.tif", "--max-pixels 100", "--yes")
     assert not (tmp_path / "out.tif").exists()
     assert upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--max-pixels", "100", "--yes").exit_code == 0
+
+
+def test_a_path_through_a_folder_that_does_not_exist_yet_and_back_is_the_input(tiny_model, scene, tmp_path):
+    """missing/../scene.tif is scene.tif once a write creates missing/: refused as the report and as the output, even
+    with --overwrite, and missing/ is not created."""
+    before = digest(scene)
+    back = tmp_path / "missing" / ".." / "scene.tif"
+    refused(upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", back, "--overwrite"), 2,
+            "is an input of this run")
+    refused(upscale(tiny_model, scene, "-o", back, "--overwrite"), 1, "the output is the input")
+    assert digest(scene) == before and not (tmp_path / "missing").exists()
