@@ -41,6 +41,7 @@ from geosr.cli.threads import threads_option
 from geosr.limits import COMPRESSIONS
 
 if TYPE_CHECKING:
+    from geosr.batch import BatchJob, BatchSummary
     from geosr.inference import FileResult, Progress, UpscaleOptions
 
 log = logging.getLogger("geosr")
@@ -116,6 +117,30 @@ def _options(*, aoi, bbox, aoi_crs, skip_existing, **given) -> UpscaleOptions:
     return UpscaleOptions(aoi=area, **given)
 
 
+def _run_with_preview(job: BatchJob, load, bars: _Bars, on_result, preview: Path | None,
+                      window: tuple[int, int, int, int] | None) -> BatchSummary:
+    """run_batch with the progress bars, then the --preview picture of the one file's output (its path checked first,
+    by geosr.preview's rules)."""
+    from geosr.batch import run_batch
+    from geosr.preview import check_preview, write_preview
+
+    target = None
+    if preview is not None:
+        target = check_preview(preview, single=job.single, inputs=job.inputs, overwrite=job.options.overwrite,
+                               outputs=[("the output", job.output), ("the error map", job.options.uncertainty),
+                                        ("the batch report", job.report)])
+    try:
+        summary = run_batch(job, load, progress=bars, on_result=on_result, on_plan=bars.start)
+    finally:
+        bars.close()
+    done = [r for r in summary.results if r.status == "done"]
+    if target is not None and done:
+        write_preview(target, done[0].src, done[0].dst, bands=job.options.bands, error_map=job.options.uncertainty,
+                      window=window)
+        log.info("preview: %s", target)
+    return summary
+
+
 @click.command(short_help="Super-resolve rasters.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path())  # text: URLs keep their //
 @output_option("Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
@@ -156,13 +181,19 @@ def _options(*, aoi, bbox, aoi_crs, skip_existing, **given) -> UpscaleOptions:
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
               help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
               "settings) and the summary; also when the batch fails or is interrupted.")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), metavar="PNG",
+              help="Also write a PNG to judge the result: input, bicubic, output (and error map) side by side over "
+              "the most detailed window (one input file).")
+@click.option("--preview-window", callback=checked(lazy("geosr.preview", "parse_preview_window")),
+              metavar="COL,ROW,WIDTH,HEIGHT", help="The --preview window, in input pixels [the most detailed 64 x 64].")
 @verbosity_options
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
 def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency,
             self_ensemble, device, precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite,
-            skip_existing, files_in_flight, max_pixels, yes, uncertainty, report, assets) -> None:
+            skip_existing, files_in_flight, max_pixels, yes, uncertainty, report, assets, preview,
+            preview_window) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -172,7 +203,7 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     """
     from tqdm import tqdm
 
-    from geosr.batch import BatchJob, run_batch
+    from geosr.batch import BatchJob
     from geosr.device import torchrun_env
     from geosr.inference import load_predictor
     from geosr.stac import resolve_inputs
@@ -199,12 +230,8 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
         else:
             log.info("%s%s -> %s: %d tiles in %.1f s", who, result.src, result.dst, result.tiles, result.seconds)
 
-    try:
-        summary = run_batch(job, lambda: load_predictor(model, scale, device, precision, env.local_rank,
-                                                        self_ensemble),
-                            progress=bars, on_result=on_result, on_plan=bars.start)
-    finally:
-        bars.close()
+    summary = _run_with_preview(job, lambda: load_predictor(model, scale, device, precision, env.local_rank,
+                                                            self_ensemble), bars, on_result, preview, preview_window)
     if level >= 0 and not job.single and summary.results:
         click.echo(f"{who}{summary.line()}", err=True)
     if summary.count("failed"):

@@ -1,15 +1,18 @@
 """Pictures for a person to look at: image values as uint8, side-by-side crops, and images written as PNG or GeoTIFF.
 
-``geosr evaluate --preview`` and ``--save-images`` draw and write with these.
+``geosr evaluate --preview`` and ``--save-images`` draw and write with these, and ``geosr upscale --preview``
+(geosr.preview) draws its labelled panels here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import torch
+from rasterio.io import MemoryFile
 
 from geosr.datasets import REMEDY
 from geosr.errors import DataError
@@ -45,14 +48,73 @@ def preview_strip(outputs: Outputs, size: int = 160, zoom: int = 2, gap: int = 4
     crops = [to_uint8_image(p[:, r0 : r0 + ch, c0 : c0 + cw], pair) for p in panels]
     if crops[0].shape[0] > 3:
         crops = [c[:3] for c in crops]
-    crops = [c.repeat(zoom, axis=1).repeat(zoom, axis=2) for c in crops]
-    white = np.full((crops[0].shape[0], ch * zoom, gap), 255, np.uint8)
+    return side_by_side([c.repeat(zoom, axis=1).repeat(zoom, axis=2) for c in crops], gap)
+
+
+def side_by_side(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
+    """uint8 panels (C, H, W) of one height and band count in a row, ``gap`` white pixels between them."""
+    white = np.full((panels[0].shape[0], panels[0].shape[1], gap), 255, np.uint8)
     pieces = []
-    for i, c in enumerate(crops):
+    for i, c in enumerate(panels):
         if i:
             pieces.append(white)
         pieces.append(c)
     return np.concatenate(pieces, axis=2)
+
+
+def percentile_stretch(window: np.ndarray, lo: float = 2.0, hi: float = 98.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (lo, hi) percentiles of ``window`` (b, h, w), NaN ignored: the stretch of a preview (each (b,))."""
+    v = window.reshape(window.shape[0], -1).astype(np.float64)
+    low, high = np.full(len(v), 0.0), np.full(len(v), 1.0)
+    for b, band in enumerate(v):
+        band = band[np.isfinite(band)]
+        if band.size:
+            low[b], high[b] = np.percentile(band, [lo, hi])
+    return low, np.where(high > low, high, low + 1)
+
+
+def stretched(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """(b, h, w) values -> uint8 (3, h, w): each band mapped low..high to 0..255 (NaN black), one band as grey."""
+    y = (x.astype(np.float64) - low[:, None, None]) / (high - low)[:, None, None] * 255
+    y = np.clip(np.nan_to_num(y, nan=0.0), 0, 255).round().astype(np.uint8)
+    return np.repeat(y[:1], 3, axis=0) if y.shape[0] == 1 else y[:3]
+
+
+# A 5 x 7 bitmap font for the preview's labels: each glyph is 7 rows of 5 pixels.
+_GLYPHS = {
+    "A": "01110 10001 10001 11111 10001 10001 10001", "B": "11110 10001 10001 11110 10001 10001 11110",
+    "C": "01110 10001 10000 10000 10000 10001 01110", "E": "11111 10000 10000 11110 10000 10000 11111",
+    "G": "01110 10001 10000 10111 10001 10001 01111", "I": "01110 00100 00100 00100 00100 00100 01110",
+    "M": "10001 11011 10101 10101 10001 10001 10001", "N": "10001 11001 10101 10011 10001 10001 10001",
+    "O": "01110 10001 10001 10001 10001 10001 01110", "P": "11110 10001 10001 11110 10000 10000 10000",
+    "R": "11110 10001 10001 11110 10100 10010 10001", "S": "01111 10000 10000 01110 00001 00001 11110",
+    "T": "11111 00100 00100 00100 00100 00100 00100", "U": "10001 10001 10001 10001 10001 10001 01110",
+    " ": "00000 00000 00000 00000 00000 00000 00000",
+}
+LABEL_HEIGHT = 11  # pixels above a panel: 7 of text, 2 of margin above and below
+
+
+def label(text: str, width: int) -> np.ndarray:
+    """``text`` (the font's letters, any case) in black on white, (3, LABEL_HEIGHT, width) uint8, cut at ``width``."""
+    row = np.full((LABEL_HEIGHT, max(width, 6 * len(text) + 2)), 255, np.uint8)
+    for i, ch in enumerate(text.upper()):
+        bits = np.array([[c == "1" for c in r] for r in _GLYPHS.get(ch, _GLYPHS[" "]).split()])
+        row[2:9, 2 + 6 * i: 7 + 6 * i][bits] = 0
+    return np.repeat(row[None, :, :width], 3, axis=0)
+
+
+def labelled_panels(panels: Sequence[tuple[str, np.ndarray]], gap: int = 4) -> np.ndarray:
+    """uint8 (3, h, w) panels with their labels above, side by side: (3, LABEL_HEIGHT + h, n w + (n - 1) gap)."""
+    return side_by_side([np.concatenate([label(text, p.shape[2]), p], axis=1) for text, p in panels], gap)
+
+
+def png_bytes(data: np.ndarray) -> bytes:
+    """uint8 (C, H, W) with 1-4 bands encoded as a PNG file's bytes (GDAL's PNG driver, in memory)."""
+    with quiet_georeferencing(), MemoryFile() as mem:
+        with mem.open(driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                      dtype="uint8") as dst:
+            dst.write(data)
+        return mem.read()
 
 
 def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = None) -> Path:

@@ -19,7 +19,7 @@ LAYERS = [
     ("files and networks", {"raster", "models", "checkpoint", "consistency", "predictor", "datasets", "stac"}),
     ("one raster", {"options", "provenance", "plan", "strips", "blocks", "pipeline", "arrays", "lazy", "evaluation",
                     "uncertainty", "pictures", "onnx", "onnxrun"}),
-    ("many rasters", {"batch", "report", "inference", "api"}),
+    ("many rasters", {"batch", "report", "inference", "api", "preview"}),
     ("entry points", {"cli", "training"}),
 ]
 MAX_MODULE_LINES = 400

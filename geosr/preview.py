@@ -1,0 +1,125 @@
+"""``geosr upscale --preview PNG``: one picture to judge a result without a GIS.
+
+Three panels side by side over one window of the scene, each with its label above: the input (nearest-neighbour
+enlarged by the scale), its bicubic upsampling (geosr.resize) and geosr's output read back from the written file;
+a fourth, the error map, with ``--uncertainty``. The window (input pixels) is given, or the one with the most
+gradient energy on a decimated read of the input. Bands: the first three (one band as grey), stretched per band
+between the input window's 2nd and 98th percentiles, the same stretch on every panel; the error map in grey,
+0 to its 98th percentile. The drawing is geosr.pictures'.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from geosr.errors import OptionError
+
+PREVIEW_WINDOW = 64  # side of the automatic window, input pixels
+GAP = 4  # white pixels between the panels
+
+
+def parse_preview_window(text: str) -> tuple[int, int, int, int]:
+    """'COL,ROW,WIDTH,HEIGHT' (input pixels) -> four integers; OptionError unless they are, with a positive size."""
+    try:
+        values = tuple(int(v) for v in text.replace(" ", ",").split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 0 or min(values[2:]) < 1:
+        raise OptionError(f"{text!r}: expected COL,ROW,WIDTH,HEIGHT in input pixels (e.g. 0,0,64,64), a positive size",
+                          option="--preview-window")
+    return values  # type: ignore[return-value]
+
+
+def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, overwrite: bool) -> Path:
+    """The checked preview path (before any work): one input file only, never an input, another output, a folder,
+    a device or (without ``overwrite``) an existing file. Raises OptionError or OutputExistsError."""
+    from geosr.fileio import check_target
+
+    if not single:
+        raise OptionError(f"{path}: --preview draws one input file; give one file, or run one command per file",
+                          option="--preview")
+    local = [p for p in inputs if isinstance(p, (str, os.PathLike))]
+    return check_target(path, what="the preview", option="--preview", overwrite=overwrite, inputs=local,
+                        outputs=[(label, p) for label, p in outputs if p is not None]).path
+
+
+def busiest_window(values: np.ndarray, factor: int, width: int, height: int) -> tuple[int, int]:
+    """(col, row) in full-resolution pixels of the ``width`` x ``height`` window with the most gradient energy on
+    ``values`` (b, h, w), a read decimated by ``factor``; NaN counts as flat."""
+    grey = np.nan_to_num(values.astype(np.float64).mean(axis=0))
+    energy = np.zeros_like(grey)
+    energy[:, 1:] += np.diff(grey, axis=1) ** 2
+    energy[1:, :] += np.diff(grey, axis=0) ** 2
+    wh, ww = max(1, min(grey.shape[0], height // factor)), max(1, min(grey.shape[1], width // factor))
+    s = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = s[wh:, ww:] - s[:-wh, ww:] - s[wh:, :-ww] + s[:-wh, :-ww]  # every window's total
+    r, c = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(c) * factor, int(r) * factor
+
+
+def _read(path, bands, window) -> np.ndarray:
+    """float64 (b, h, w) of a window, NaN where GDAL's masks say invalid."""
+    from geosr.raster import open_raster, read_window
+
+    with open_raster(path) as ds:
+        values, masks = read_window(ds, path, window, bands or range(1, min(ds.count, 3) + 1), True)
+    out = values.astype(np.float64)
+    out[masks == 0] = np.nan
+    return out
+
+
+def write_preview(target: Path, src, dst: Path, *, bands=None, error_map: Path | None = None,
+                  window: tuple[int, int, int, int] | None = None) -> Path:
+    """Draw and write (atomically) the preview of the finished output ``dst`` of input ``src`` at ``target``.
+
+    bands: the input's bands that made the output (1-based; None: all); window: (col, row, width, height) in input
+    pixels, cut to the part of the input the output covers (None: chosen). Returns ``target``.
+    """
+    import torch
+    from rasterio.windows import Window
+
+    from geosr.fileio import atomic_write
+    from geosr.pictures import labelled_panels, percentile_stretch, png_bytes, stretched
+    from geosr.raster import open_raster, read_decimated
+    from geosr.resize import imresize
+
+    with open_raster(src) as ds_in, open_raster(dst) as ds_out:
+        shown = list(bands or range(1, ds_in.count + 1))[:3]
+        m = ~ds_in.transform @ ds_out.transform  # output pixel -> input pixel
+        s = round(1 / m.a) if 0 < m.a < 1 else max(1, round(ds_out.width / ds_in.width))
+        c0, r0 = (round(m.c), round(m.f)) if 0 < m.a < 1 else (0, 0)
+        cover = (c0, r0, ds_out.width // s, ds_out.height // s)  # the input pixels the output covers
+        if window is None:
+            w, h = min(PREVIEW_WINDOW, cover[2]), min(PREVIEW_WINDOW, cover[3])
+            values, _ = read_decimated(ds_in, src, shown, False, max_pixels=1 << 18)
+            f = max(1, round(ds_in.width / values.shape[2]))
+            col, row = busiest_window(values[:, r0 // f: (r0 + cover[3]) // f or None,
+                                      c0 // f: (c0 + cover[2]) // f or None], f, w, h)
+            window = (c0 + col, r0 + row, w, h)
+    col, row, w, h = _clip(window, cover)
+    lr = _read(src, shown, Window(col, row, w, h))
+    sr = _read(dst, list(range(1, len(shown) + 1)), Window((col - c0) * s, (row - r0) * s, w * s, h * s))
+    up = imresize(torch.from_numpy(np.nan_to_num(lr, nan=float(np.nanmean(lr)) if np.isfinite(lr).any() else 0)),
+                  float(s)).numpy()
+    low, high = percentile_stretch(lr)
+    panels = [("input", stretched(lr.repeat(s, 1).repeat(s, 2), low, high)), ("bicubic", stretched(up, low, high)),
+              ("geosr", stretched(sr, low, high))]
+    if error_map is not None:
+        err = _read(error_map, [1], Window((col - c0) * s, (row - r0) * s, w * s, h * s))
+        panels.append(("error map", stretched(err, np.zeros(1), percentile_stretch(err, 0, 98)[1])))
+    return atomic_write(target, png_bytes(labelled_panels(panels, GAP)), what="the preview")
+
+
+def _clip(window: tuple[int, int, int, int], cover: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``window`` (input pixels) cut to ``cover``; OptionError when they do not meet."""
+    col, row, w, h = window
+    c0, r0, cw, ch = cover
+    left, top = max(col, c0), max(row, r0)
+    right, bottom = min(col + w, c0 + cw), min(row + h, r0 + ch)
+    if right <= left or bottom <= top:
+        raise OptionError(f"--preview-window {col},{row},{w},{h} lies outside the {cw} x {ch} input pixels at "
+                          f"{c0},{r0} that the output covers; give a window inside them", option="--preview-window")
+    return left, top, right - left, bottom - top
