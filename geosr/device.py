@@ -42,6 +42,11 @@ SLOW_BF16_WARNING = ("--precision bf16 on a CPU without native bf16 (it lacks AM
 _warned_slow_bf16 = False  # SLOW_BF16_WARNING is logged once per process
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class DeviceError(GeosrError, ValueError):
     """A device or precision that does not exist on this machine (``option`` names the setting)."""
 

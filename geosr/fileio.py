@@ -49,7 +49,8 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def _special_kind(mode: int) -> str | None:
+def special_kind(mode: int) -> str | None:
+    """What a file of ``mode`` is when it is no regular file or folder ("a named pipe (FIFO)", ...), else None."""
     if stat.S_ISCHR(mode):
         return "a character device"
     if stat.S_ISBLK(mode):
@@ -100,7 +101,7 @@ def check_target(
                          "path") from None
     if stat.S_ISDIR(mode):
         raise OptionError(f"{path}: is a folder; give {option} a file name", option=option)
-    kind = _special_kind(mode)
+    kind = special_kind(mode)
     if kind is not None:
         if stream_ok and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
             return Target(path, stream=True)

@@ -8,18 +8,13 @@ day's work on the device at geosr's measured rate (``geosr.limits.day_of_work``)
 
 from __future__ import annotations
 
-import os
-
+from geosr.device import usable_cores
 from geosr.errors import GeosrError
 from geosr.limits import DAY_S, day_of_work, output_rate
 
 
 class WorkTooLarge(GeosrError):
     """A file whose output is past --max-pixels or a day's work, without --yes."""
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _duration(seconds: float) -> str:
@@ -41,7 +36,7 @@ def check_work_size(name: str, out_pixels: int, device_type: str, *, self_ensemb
     ``max_pixels`` (or a day's work on ``device_type``), unless ``yes``."""
     if yes:
         return
-    cores = _cores()
+    cores = usable_cores()
     limit = max_pixels if max_pixels is not None else day_of_work(device_type, cores, self_ensemble)
     if out_pixels <= limit:
         return

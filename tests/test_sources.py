@@ -15,7 +15,7 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
-from testdata import CRS, TRANSFORM, read_raster, smooth_image, write_geotiff
+from testdata import CRS, TRANSFORM, error_line, read_raster, smooth_image, write_geotiff
 
 import geosr
 from geosr.cli.main import cli
@@ -75,13 +75,6 @@ def write_cog(path: Path, data: np.ndarray, **profile) -> Path:
 
 def run(*args):
     return CliRunner().invoke(cli, ["upscale", *map(str, args)], catch_exceptions=False)
-
-
-def error_line(result) -> str:
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def assert_same_raster(a: Path, b: Path) -> None:

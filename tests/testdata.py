@@ -166,3 +166,11 @@ def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def error_line(result) -> str:
+    """The error message of a CliRunner result: exactly one 'Error: ...' line, and no traceback."""
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]

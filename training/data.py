@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry, read_image
+from geosr.device import usable_cores
 from geosr.errors import DataError
 from geosr.radiometry import Radiometry
 from geosr.training.degradation import bicubic_lr
@@ -190,8 +190,7 @@ def resolve_workers(setting: str, device: torch.device, cached: bool, local_worl
         return int(setting)
     if device.type == "cpu":
         return 0 if cached else 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(1, min(8, cores // max(local_world, 1) - 1))
+    return max(1, min(8, usable_cores() // max(local_world, 1) - 1))
 
 
 def make_loader(

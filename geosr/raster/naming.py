@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geosr.errors import GeosrError, OptionError, OutputExistsError, RasterError
+from geosr.fileio import special_kind
 from geosr.raster.profile import OUTPUT_SUFFIXES, output_driver
 from geosr.raster.reading import RASTER_SUFFIXES, check_name_encoding, check_regular_file, find_rasters, printable
 from geosr.sources import RemoteSource, input_spec, is_remote
@@ -78,7 +79,7 @@ def check_output_file(
     except OSError:
         mode = stat.S_IFREG
     if not stat.S_ISREG(mode):  # a device or a pipe: a rename over it would replace the node itself (/dev/null)
-        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        kind = special_kind(mode)
         raise RasterError(f"{path}: is {kind}, not a file; geosr writes outputs only to files: give another "
                           "output path", option="--output")
     if (path.exists() or path.is_symlink()) and not overwrite:

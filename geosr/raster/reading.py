@@ -26,6 +26,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.windows import Window
 
 from geosr.errors import GeosrError, RasterError
+from geosr.fileio import special_kind
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, gdal_message, quiet_georeferencing
 from geosr.sources import RemoteSource, input_spec, is_network, redact, remote_options
@@ -99,7 +100,7 @@ def check_regular_file(path: Path, error: type[GeosrError] = RasterError, remedy
     except OSError:
         return  # missing or unreadable: the caller's open says so
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        kind = special_kind(mode)
         raise error(f"{path}: is {kind}, not a file; geosr reads rasters from files: save the data to a file and "
                     f"give that{remedy}")
 

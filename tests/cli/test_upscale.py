@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import rasterio
 from click.testing import CliRunner
-from testdata import interruptible, wait_for
+from testdata import error_line, interruptible, wait_for
 
 from geosr.cli.main import cli
 
@@ -23,14 +23,6 @@ GEOSR = Path(sys.executable).parent / "geosr"
 
 def run(*args: str):
     return CliRunner().invoke(cli, ["upscale", *map(str, args)], catch_exceptions=False)
-
-
-def error_line(result) -> str:
-    """The error message: exactly one 'Error: ...' line, and no traceback."""
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture

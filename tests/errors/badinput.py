@@ -10,6 +10,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +25,7 @@ from testdata import CRS, TRANSFORM, wait_for, write_geotiff  # noqa: F401 - wai
 
 from geosr.cli.main import cli
 from geosr.predictor import Predictor
+from geosr.raster import TEMP_SUFFIX
 
 # --- running the command line ---------------------------------------------------------------------------------------
 
@@ -229,3 +232,18 @@ BAD_INPUTS = {
 }
 
 
+def fill_when_written(disk: Path, stop: threading.Event) -> threading.Thread:
+    """A thread that, as soon as a temporary output appears on ``disk``, fills the disk with another file: what a
+    second process writing there does."""
+
+    def fill() -> None:
+        while not stop.is_set() and not any(TEMP_SUFFIX in p.name for p in disk.iterdir()):
+            time.sleep(0.002)
+        with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    return thread

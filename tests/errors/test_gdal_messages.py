@@ -7,18 +7,14 @@ CliRunner of the other tests does not look.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-from badinput import files_in, image, small_disk
+from badinput import files_in, fill_when_written, image, small_disk
 from testdata import write_geotiff
-
-from geosr.raster import TEMP_SUFFIX
 
 GEOSR = Path(sys.executable).parent / "geosr"
 
@@ -51,23 +47,12 @@ def test_an_unknown_aoi_crs_is_one_line_with_projs_reason(tiny_model, tmp_path):
     assert raw, verbose.stderr
 
 
-def fill_when_written(disk: Path, stop: threading.Event) -> None:
-    """Fill ``disk`` with another file as soon as geosr's temporary output appears on it: a second writer."""
-    while not stop.is_set() and not any(TEMP_SUFFIX in p.name for p in disk.iterdir()):
-        time.sleep(0.002)
-    with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
-        while True:
-            f.write(b"x" * 4096)
-            f.flush()
-
-
 def test_a_full_disk_is_one_line_and_libtiffs_lines_only_with_v(tiny_model, tmp_path):
     src = write_geotiff(tmp_path / "scene.tif", image(3, 96, 96))
     for verbose in ([], ["-v"]):
         with small_disk(tmp_path / "disk", "1m") as disk:
             stop = threading.Event()
-            filler = threading.Thread(target=fill_when_written, args=(disk, stop), daemon=True)
-            filler.start()
+            filler = fill_when_written(disk, stop)
             done = geosr("upscale", src, "-o", disk / "out.tif", "--model", tiny_model, *verbose)
             stop.set()
             filler.join()

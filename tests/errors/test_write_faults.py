@@ -8,16 +8,13 @@ GeoTIFFs with the damage a failed write leaves: blocks never written, or a file 
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from badinput import files_in, image, recording, refused, run, small_disk
+from badinput import files_in, fill_when_written, image, recording, refused, run, small_disk
 from rasterio.windows import Window
 from testdata import write_geotiff
 
@@ -25,27 +22,10 @@ from geosr.errors import RasterError, WriteError
 from geosr.options import UpscaleOptions
 from geosr.pipeline import upscale_raster
 from geosr.predictor import load_predictor
-from geosr.raster import TEMP_SUFFIX, check_output_room, compressed_fraction, estimate_output_bytes, finish_output
+from geosr.raster import check_output_room, compressed_fraction, estimate_output_bytes, finish_output
 from geosr.raster import writing as raster_writing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def fill_when_written(disk: Path, stop: threading.Event) -> threading.Thread:
-    """A thread that, as soon as a temporary output appears on ``disk``, fills the disk with another file: what a
-    second process writing there does."""
-
-    def fill() -> None:
-        while not stop.is_set() and not any(TEMP_SUFFIX in p.name for p in disk.iterdir()):
-            time.sleep(0.002)
-        with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
-            while True:
-                f.write(b"x" * 4096)
-                f.flush()
-
-    thread = threading.Thread(target=fill, daemon=True)
-    thread.start()
-    return thread
 
 
 @pytest.mark.parametrize("name, args", [("out.tif", []), ("out.tif", ["--cog"]), ("out.png", [])],
