@@ -1,6 +1,7 @@
 """The CPU work around the model for a large output: compressing it as it is written, and reading it back to verify.
 
     python benchmarks/output_io.py [--size 4096] [--rounds 2]
+    python benchmarks/output_io.py --levels OUTPUT.tif ...   # the codec's CPU and size on geosr's own outputs
 
 Writes a size x size x 3 uint16 output with geosr's own output profile (``geosr.raster.output_spec`` of a synthetic
 source at x1: tiled 512 x 512, pixel-interleaved, deflate with the horizontal predictor) in whole 512-row block rows
@@ -8,6 +9,10 @@ as geosr's writer does, once with GDAL compressing on one thread and once on eve
 geosr's setting); then times ``geosr.raster.verify_output`` on it, and the same read-back one block per read on one
 thread (how it read before). Output Mpx/s of each; on a GPU these set how fast the CPU side can keep up with the
 model (a 10980 x 10980 tile at x4 is 1929 output Mpx).
+
+--levels rewrites the pixels of existing outputs (made by ``geosr upscale``; real ones compress unlike synthetic
+rows) with geosr's profile at deflate levels 1, 3, 6 (GDAL's default) and 9 and at zstd level 1, on one thread, and
+prints each one's CPU seconds (best of two) and file size: what ``geosr.raster.profile.DEFLATE_LEVEL`` was chosen by.
 """
 
 from __future__ import annotations
@@ -67,11 +72,46 @@ def read_one_block_at_a_time(path: Path) -> float:
     return time.perf_counter() - t
 
 
+CODECS = [("deflate", {"zlevel": level}) for level in (1, 3, 6, 9)] + [("zstd", {"zstd_level": 1})]
+
+
+def levels(paths: list[Path]) -> None:
+    """Each output's pixels written with each of CODECS on one thread: CPU seconds and size against deflate 6."""
+    work = Path(tempfile.mkdtemp(prefix="geosr-levels-"))
+    for path in paths:
+        with rasterio.open(path) as ds:
+            pixels, profile = ds.read(), dict(ds.profile)
+        print(f"{path.name}: {pixels.shape[0]} x {pixels.shape[1]} x {pixels.shape[2]} {pixels.dtype}, "
+              f"{pixels.nbytes / 1e6:.1f} MB raw")
+        rows = []
+        for codec, options in CODECS:
+            predictor = 3 if pixels.dtype.kind == "f" else 2  # geosr.raster.output_spec's choice
+            written = {**profile, "compress": codec, "predictor": predictor, "num_threads": 1, **options}
+            written.pop("zlevel" if codec != "deflate" else "zstd_level", None)
+            seconds = []
+            for _ in range(2):
+                t = time.process_time()
+                with rasterio.open(work / "out.tif", "w", **written) as dst:
+                    dst.write(pixels)
+                seconds.append(time.process_time() - t)
+            rows.append((f"{codec} {next(iter(options.values()))}", min(seconds), (work / "out.tif").stat().st_size))
+        cpu6, size6 = next((c, s) for name, c, s in rows if name == "deflate 6")
+        for name, cpu, size in rows:
+            print(f"  {name:10} CPU {cpu:6.3f} s ({cpu / cpu6:4.0%} of deflate 6)  {size / 1e6:7.2f} MB "
+                  f"({size / size6 - 1:+.1%})")
+    (work / "out.tif").unlink(missing_ok=True)
+    work.rmdir()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--levels", nargs="+", type=Path, metavar="OUTPUT", help="codec levels on these outputs instead")
     args = p.parse_args()
+    if args.levels:
+        levels(args.levels)
+        return
     work = Path(tempfile.mkdtemp(prefix="geosr-io-"))
     size = args.size
     profile = profile_for(size, work)

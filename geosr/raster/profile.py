@@ -29,6 +29,10 @@ log = logging.getLogger("geosr.raster")
 
 
 BLOCK = 512
+# Deflate's level for outputs. Measured on four real x4 outputs (benchmarks/output_io.py --levels): level 3 takes
+# 31-84 % of the CPU of GDAL's default 6 for files 0.3-5.9 % larger. The output has 16 times the input's pixels, so
+# its compression is the largest piece of CPU work beside the model (results/output_io.txt).
+DEFLATE_LEVEL = 3
 
 
 # Output formats chosen by the output file's suffix; anything else is written as GeoTIFF.
@@ -166,6 +170,8 @@ def output_spec(
     if compress != "none":
         profile["compress"] = compress
         profile["predictor"] = 3 if np.dtype(dtype).kind == "f" else 2
+        if compress == "deflate":
+            profile["zlevel"] = DEFLATE_LEVEL
     gcps = None
     if georef == "transform":
         profile["crs"] = ds.crs

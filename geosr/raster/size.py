@@ -46,12 +46,12 @@ def compression_sample(ds, path, window: Window, bands: Sequence[int]) -> np.nda
 
 
 def compressed_fraction(sample: np.ndarray, profile: dict[str, Any]) -> float:
-    """The size of ``sample`` (bands, h, w) written as a GeoTIFF with the codec and predictor of ``profile``, as a
-    fraction of its raw size (1.0 for an uncompressed profile; at most 1.0)."""
+    """The size of ``sample`` (bands, h, w) written as a GeoTIFF with the codec, predictor and level of ``profile``,
+    as a fraction of its raw size (1.0 for an uncompressed profile; at most 1.0)."""
     if not profile.get("compress"):
         return 1.0
     b, h, w = sample.shape
-    options = {"compress": profile["compress"], "predictor": profile.get("predictor", 1)}
+    options = {key: profile[key] for key in ("compress", "predictor", "zlevel") if key in profile}
     with rasterio.MemoryFile() as mem:
         with quiet_georeferencing(), mem.open(driver="GTiff", width=w, height=h, count=b,
                                               dtype=str(sample.dtype), interleave="pixel", **options) as d:

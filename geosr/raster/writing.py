@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from geosr.errors import OutputExistsError, WriteError
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, decode_threads, gdal_message, quiet_georeferencing
-from geosr.raster.profile import BLOCK, output_driver
+from geosr.raster.profile import BLOCK, DEFLATE_LEVEL, output_driver
 from geosr.raster.size import size_str
 
 log = logging.getLogger("geosr.raster")
@@ -228,6 +228,8 @@ def finish_output(
                 }
                 if compress != "none":
                     options["PREDICTOR"] = "YES"
+                if compress == "deflate":
+                    options["LEVEL"] = DEFLATE_LEVEL
                 with quiet_georeferencing():
                     rasterio.shutil.copy(str(tmp), str(final), driver="COG", **options)
             else:
