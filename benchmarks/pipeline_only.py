@@ -1,6 +1,7 @@
 """The pipeline's own speed: `upscale_raster` with a stand-in model that costs almost nothing.
 
     python benchmarks/pipeline_only.py [--size 1024] [--tile 64] [--overlap 16] [--batch 16] [--repeats 2] [--stages]
+    python benchmarks/pipeline_only.py --trees BEFORE_TREE . [--rounds 3]    # two versions of geosr, in one run
 
 On a GPU the model is fast enough that the CPU side of the pipeline (reading, normalising, blending, the consistency
 projection, rounding, writing) sets the pace; this measures that side alone, on any machine. The stand-in maps each
@@ -12,6 +13,11 @@ consistency correction, and the functions that take the most time (cProfile) in 
 real pipeline (geosr.strips.StageTimer: timers in the code path, off unless asked for) and their share of the run's
 wall time. Reading and writing run on their own threads, beside the main thread's work; the main thread's waits for
 them are lines of their own, and the main thread's lines and waits add up to the wall time.
+
+--trees compares source trees of geosr (a checkout of an older commit, and this one) in one run: rounds of this
+benchmark, each tree in turn in a process of its own (PYTHONPATH), so that both see the same machine; it prints the
+best and the median of each tree's runs, the ratio of the last tree to the first, and whether their outputs are equal
+pixel for pixel.
 """
 
 from __future__ import annotations
@@ -19,13 +25,19 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
+import hashlib
 import io
+import os
 import pstats
+import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import rasterio
 import torch
 
 import geosr
@@ -114,6 +126,33 @@ def stage_table(runs: list, names: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def compare_trees(trees: list[Path], rounds: int, passed: list[str]) -> None:
+    """This benchmark on each tree in turn, ``rounds`` times; best and median output Mpx/s per tree and setting."""
+    speeds: dict[Path, dict[str, list[float]]] = {t: {"on": [], "off": []} for t in trees}
+    hashes: dict[Path, set[str]] = {t: set() for t in trees}
+    for r in range(rounds):
+        for tree in trees:
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            out = subprocess.run([sys.executable, __file__, "--no-profile", *passed], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if line.strip().startswith("consistency"):
+                    setting = "on" if "on " in line.split(":")[0] else "off"
+                    speeds[tree][setting].append(float(re.search(r"([\d.]+) output Mpx/s", line)[1]))
+                if line.startswith("output pixels"):
+                    hashes[tree].add(line.split()[-1])
+        print(f"round {r + 1} of {rounds} done", file=sys.stderr)
+    for tree in trees:
+        row = "  ".join(f"consistency {k}: best {max(v):.2f}, median {statistics.median(v):.2f}"
+                        for k, v in speeds[tree].items())
+        print(f"{tree}: {row} output Mpx/s ({rounds} runs, each the best of its repeats)")
+    first, last = speeds[trees[0]], speeds[trees[-1]]
+    print("ratio, last to first: " + ", ".join(f"consistency {k} {max(last[k]) / max(first[k]):.2f}x (best), "
+                                               f"{statistics.median(last[k]) / statistics.median(first[k]):.2f}x "
+                                               "(median)" for k in ("on", "off")))
+    print(f"outputs equal pixel for pixel: {len(set.union(*hashes.values())) == 1}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=1024, help="input side in pixels (3-band uint8 synthetic)")
@@ -123,7 +162,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--stages", action="store_true", help="also print the seconds of each stage (one more run each)")
+    p.add_argument("--trees", nargs="+", type=Path, metavar="TREE", help="compare these source trees of geosr")
+    p.add_argument("--rounds", type=int, default=3, help="with --trees: runs of each tree, alternating")
+    p.add_argument("--no-profile", action="store_true", help="leave out the cProfile run")
     args = p.parse_args()
+    if args.trees:
+        passed = [f"--{k}={getattr(args, k)}" for k in ("size", "scale", "tile", "overlap", "batch", "repeats")]
+        compare_trees([t.resolve() for t in args.trees], args.rounds, passed)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="geosr-pipeline-"))
     src = make_synthetic(tmp / "in.tif", args.size)
     predictor = load_predictor(None, scale=args.scale, device="cpu", precision="fp32")
@@ -144,9 +190,14 @@ def main() -> None:
         best = min(times)
         print(f"  consistency {'on ' if consistency else 'off'}: {best:.2f} s (best of {args.repeats}), "
               f"{out_mpx / best:.2f} output Mpx/s; CPU time of the process {min(cpu):.2f} s")
+        if consistency:
+            with rasterio.open(tmp / "out.tif") as ds:
+                print(f"output pixels, sha1: {hashlib.sha1(ds.read().tobytes()).hexdigest()[:16]}")
     if args.stages:
         runs = [stage_seconds(src, tmp / "out.tif", predictor, args, consistency) for consistency in (True, False)]
         print(stage_table(runs, ("consistency on", "consistency off")))
+    if args.no_profile:
+        return
     prof = cProfile.Profile()
     prof.enable()
     upscale_raster(src, tmp / "out.tif", predictor, UpscaleOptions(tile_size=args.tile, overlap=args.overlap,

@@ -302,84 +302,106 @@ def run_strips(
     spread: also blend the self-ensemble's spread (Predictor.run(spread=True); the values are then its mean) with
     the same weights, and pass its rows to the sink with the values over them: sink(values, r0, c0, held, spread).
     """
-    s, tile = grid.scale, grid.tile_size
-    length_r, length_c = grid.rows.length, grid.cols.length
-    row_lo, row_hi = _blended(*out_rows, grid.height, s, consistency)
-    computed = 0
-
-    def emit(panel: Panel, values: torch.Tensor, lo: int, held: InputRows) -> None:
-        """Blended (and corrected) rows [lo, lo + h) x [e0, e1) -> the sink, cropped to the output."""
-        a, b = max(lo, out_rows[0]), min(lo + values.shape[1], out_rows[1])
-        extra = {} if spread_rows is None else {"spread": spread_rows.take(lo, lo + values.shape[1])}
-        if b > a:
-            crop = (slice(None), slice(a - lo, b - lo), slice(panel.c0 - panel.e0, panel.c1 - panel.e0))
-            sink(values[crop], a, panel.c0, held, **{key: v[crop] for key, v in extra.items()})
-
-    device = predictor.device
-    weights = _DeviceWeights(grid, device)
+    run = _StripRun(grid, rows, strip_of, predictor, sink, groups, real, batch_size, consistency, masks, out_rows,
+                    tiles_done, spread)
     for panel in panels:
-        origin = s * grid.rows.starts[rows[0]]
-        acc = StripAccumulator(sum(real), s * length_r, panel.e0, panel.e1, origin=origin, device=device)
+        run.panel(panel)
+    return run.computed
+
+
+class _StripRun:
+    """``run_strips``'s state: the settings, the shared blend weights, the tiles computed so far."""
+
+    def __init__(self, grid: TileGrid, rows, strip_of, predictor: Predictor, sink: Sink, groups, real,
+                 batch_size: int, consistency: bool, masks: bool, out_rows: tuple[int, int], tiles_done,
+                 spread: bool) -> None:
+        self.grid, self.rows, self.strip_of, self.predictor, self.sink = grid, rows, strip_of, predictor, sink
+        self.groups, self.real, self.batch_size = groups, real, batch_size
+        self.consistency, self.masks = consistency, masks
+        self.out_rows, self.tiles_done, self.spread = out_rows, tiles_done, spread
+        self.device = predictor.device
+        self.weights = _DeviceWeights(grid, self.device)
+        self.row_lo, self.row_hi = _blended(*out_rows, grid.height, grid.scale, consistency)
+        self.computed = 0
+
+    def panel(self, panel: Panel) -> None:
+        """Every strip of one panel: its tiles through the model and blended, its final rows corrected and emitted."""
+        grid, s = self.grid, self.grid.scale
+        origin = s * grid.rows.starts[self.rows[0]]
+        bands = sum(self.real)
+        acc = StripAccumulator(bands, s * grid.rows.length, panel.e0, panel.e1, origin=origin, device=self.device)
         held = InputRows(s, panel.x0)
-        spread_rows = _SpreadRows(sum(real), s * length_r, panel, origin, device) if spread else None
-        stream = RowStream(s, halo=DEFAULT_HALO, device=device) if consistency else None
-        next_row = row_lo  # with consistency: the first output row the stream has not returned yet
+        spread = _SpreadRows(bands, s * grid.rows.length, panel, origin, self.device) if self.spread else None
+        stream = RowStream(s, halo=DEFAULT_HALO, device=self.device) if self.consistency else None
+        next_row = self.row_lo  # with consistency: the first output row the stream has not returned yet
         cols = slice(panel.e0 // s - panel.x0, panel.e1 // s - panel.x0)
-        for i, r in enumerate(rows):
+        for i, r in enumerate(self.rows):
             with stage("strip (wait for the reader)"):
-                strip = strip_of(panel, r)
-            held.add(strip, length_r)
+                strip = self.strip_of(panel, r)
+            held.add(strip, grid.rows.length)
             with stage("host to device"):
-                x_dev = to_device(torch.from_numpy(strip.x), device)  # moved once, for its tiles and the stream
-            # tiles of this strip, batched through the model
-            items = [(j, k) for j in range(len(panel.tiles)) for k in range(len(groups)) if strip.todo[j, k]]
-            if tiles_done is not None:
-                tiles_done(len(panel.tiles) * len(groups) - len(items), False)
-            for b0, b1 in even_splits(len(items), -(-len(items) // batch_size)):
-                batch = items[b0:b1]
-                xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
-                with stage("gather tiles"):
-                    tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile]
-                                         for (_, k), x in zip(batch, xs)])
-                with stage("model"):
-                    if spread_rows is None:
-                        outs = predictor.run(tiles)  # (B, C, s*tile, s*tile)
-                    else:
-                        outs, spreads = predictor.run(tiles, spread=True)  # mean and spread, (B, C, s*tile, s*tile)
-                        for (j, k), sp in zip(batch, spreads):
-                            c = panel.tiles[j]
-                            spread_rows.acc.add(sp[: real[k], : s * length_r, : s * length_c], weights(r, c),
-                                                s * strip.y0, s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
-                with stage("blend"):
-                    for (j, k), out in zip(batch, outs):
-                        c = panel.tiles[j]
-                        acc.add(out[: real[k], : s * length_r, : s * length_c], weights(r, c), s * strip.y0,
-                                s * grid.cols.starts[c], bands=list(groups[k][: real[k]]))
-                computed += len(batch)
-                if tiles_done is not None:
-                    tiles_done(len(batch), True)
+                x_dev = to_device(torch.from_numpy(strip.x), self.device)  # moved once, for its tiles and the stream
+            self._tiles(panel, r, strip, x_dev, acc, spread)
             # rows that no later tile row reaches are blended
-            stop_row = s * (strip.y0 + length_r) if i == len(rows) - 1 else s * grid.rows.starts[rows[i + 1]]
-            lo, hi = max(acc.origin, row_lo), min(stop_row, row_hi)
+            last = i == len(self.rows) - 1
+            stop_row = s * (strip.y0 + grid.rows.length) if last else s * grid.rows.starts[self.rows[i + 1]]
+            lo, hi = max(acc.origin, self.row_lo), min(stop_row, self.row_hi)
             if hi > lo:
                 values = acc.rows(stop_row)[:, lo - acc.origin : hi - acc.origin]
-                if spread_rows is not None:
-                    spread_rows.hold(stop_row, lo, hi)
+                if spread is not None:
+                    spread.hold(stop_row, lo, hi)
                 if stream is not None:  # the rows now final, ``halo`` input rows behind
                     a = lo // s - strip.y0
                     b = a + values.shape[1] // s
                     with stage("consistency"):
                         values = stream.push(values, x_dev[:, a:b, cols],
-                                             strip.valid[:, a:b, cols] if masks else None)
+                                             strip.valid[:, a:b, cols] if self.masks else None)
                     lo, next_row = next_row, next_row + values.shape[1]
-                emit(panel, values, lo, held)
+                self._emit(panel, values, lo, held, spread)
             with stage("blend"):
                 acc.advance(stop_row)
-                if spread_rows is not None:
-                    spread_rows.acc.advance(stop_row)
+                if spread is not None:
+                    spread.acc.advance(stop_row)
             held.drop_before((stop_row if stream is None else next_row) // s)
         if stream is not None:
             with stage("consistency"):
                 values = stream.finish()
-            emit(panel, values, next_row, held)
-    return computed
+            self._emit(panel, values, next_row, held, spread)
+
+    def _tiles(self, panel: Panel, r: int, strip: Strip, x_dev: torch.Tensor, acc: StripAccumulator,
+               spread: _SpreadRows | None) -> None:
+        """The strip's tiles that hold a valid pixel, batched through the model and blended into ``acc``."""
+        grid, s, tile, groups, real = self.grid, self.grid.scale, self.grid.tile_size, self.groups, self.real
+        length_r, length_c = grid.rows.length, grid.cols.length
+        items = [(j, k) for j in range(len(panel.tiles)) for k in range(len(groups)) if strip.todo[j, k]]
+        if self.tiles_done is not None:
+            self.tiles_done(len(panel.tiles) * len(groups) - len(items), False)
+        for b0, b1 in even_splits(len(items), -(-len(items) // self.batch_size)):
+            batch = items[b0:b1]
+            xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
+            with stage("gather tiles"):
+                tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile] for (_, k), x in zip(batch, xs)])
+            with stage("model"):
+                if spread is None:
+                    outs = self.predictor.run(tiles)  # (B, C, s*tile, s*tile)
+                else:
+                    outs, spreads = self.predictor.run(tiles, spread=True)  # mean and spread, (B, C, s*tile, s*tile)
+            places = [(self.weights(r, panel.tiles[j]), s * strip.y0, s * grid.cols.starts[panel.tiles[j]],
+                       list(groups[k][: real[k]]), real[k]) for j, k in batch]
+            with stage("blend"):
+                if spread is not None:
+                    for sp, (w, y, x, bands, n) in zip(spreads, places):
+                        spread.acc.add(sp[:n, : s * length_r, : s * length_c], w, y, x, bands=bands)
+                for out, (w, y, x, bands, n) in zip(outs, places):
+                    acc.add(out[:n, : s * length_r, : s * length_c], w, y, x, bands=bands)
+            self.computed += len(batch)
+            if self.tiles_done is not None:
+                self.tiles_done(len(batch), True)
+
+    def _emit(self, panel: Panel, values: torch.Tensor, lo: int, held: InputRows, spread: _SpreadRows | None) -> None:
+        """Blended (and corrected) rows [lo, lo + h) x [e0, e1) -> the sink, cropped to the output."""
+        a, b = max(lo, self.out_rows[0]), min(lo + values.shape[1], self.out_rows[1])
+        extra = {} if spread is None else {"spread": spread.take(lo, lo + values.shape[1])}
+        if b > a:
+            crop = (slice(None), slice(a - lo, b - lo), slice(panel.c0 - panel.e0, panel.c1 - panel.e0))
+            self.sink(values[crop], a, panel.c0, held, **{key: v[crop] for key, v in extra.items()})

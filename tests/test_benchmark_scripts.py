@@ -87,3 +87,27 @@ def test_pipeline_only_times_every_stage_of_the_real_pipeline(tmp_path):
     with timing(timer), stage("outer"), stage("inner"):
         pass
     assert set(timer.calls) == {("MainThread", "outer"), ("MainThread", "inner")}
+
+
+def test_output_io_levels_rewrites_an_output_with_each_codec(tmp_path, capsys):
+    """output_io.py --levels: every codec of CODECS is written and timed, sized against deflate 6."""
+    io = _benchmark("output_io")
+    out = tmp_path / "out.tif"
+    rows = io.synthetic_rows(200, 0, 200, np.random.default_rng(0))
+    with rasterio.open(out, "w", driver="GTiff", width=200, height=200, count=3, dtype="uint16") as ds:
+        ds.write(rows)
+    io.levels([out])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("out.tif: 3 x 200 x 200 uint16")
+    assert [line.split()[:2] for line in lines[1:]] == [[c, str(next(iter(o.values())))] for c, o in io.CODECS]
+    assert "(+0.0%)" in next(line for line in lines if line.split()[:2] == ["deflate", "6"])
+
+
+def test_pipeline_only_compares_source_trees_in_one_run(capsys):
+    """pipeline_only.py --trees: each tree runs in a process of its own; equal trees give equal outputs."""
+    bench = _benchmark("pipeline_only")
+    bench.compare_trees([REPO, REPO], 1, ["--size=48", "--tile=32", "--overlap=8", "--batch=4", "--repeats=1"])
+    out = capsys.readouterr().out
+    assert out.count(f"{REPO}: consistency on: best") == 2
+    assert "ratio, last to first: consistency on" in out
+    assert "outputs equal pixel for pixel: True" in out
