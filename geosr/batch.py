@@ -2,7 +2,7 @@
 
 ``upscale_batch(pairs, predictor, options)`` runs the (input, output) pairs that ``geosr.raster.plan_outputs`` made
 (one after the other, or several in flight sharing the model's calls): a file that fails is reported and the rest
-go on.
+go on. With several files in flight their tiles share the model's calls (``geosr.sharedmodel``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from geosr.aoi import AOIMissError
 from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
@@ -25,7 +24,19 @@ from geosr.plan import card_tiling
 from geosr.predictor import Predictor
 from geosr.raster import check_output_file, check_output_location, check_output_name, plan_outputs, remove_stale_outputs
 from geosr.report import BatchReport, rank_path, settings_of
+from geosr.sharedmodel import Cancelled, SharedModel
 from geosr.sources import RemoteSource, input_spec, is_remote
+
+__all__ = [  # SharedModel and Cancelled (geosr.sharedmodel) too, where they have always been imported from
+    "BatchJob",
+    "BatchSummary",
+    "Cancelled",
+    "SharedModel",
+    "check_exclusions",
+    "check_files_in_flight",
+    "run_batch",
+    "upscale_batch",
+]
 
 log = logging.getLogger("geosr.batch")
 
@@ -52,8 +63,14 @@ class BatchSummary:
         )
 
 
-def check_exclusions(*, overwrite: bool = False, skip_existing: bool = False, aoi: bool = False, bbox: bool = False,
-                     aoi_crs: bool = False) -> None:
+def check_exclusions(
+    *,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    aoi: bool = False,
+    bbox: bool = False,
+    aoi_crs: bool = False,
+) -> None:
     """The options that exclude each other, in one wording for the command line and the Python API (OptionError)."""
     if overwrite and skip_existing:
         raise OptionError("--overwrite and --skip-existing exclude each other", option="--skip-existing")
@@ -107,37 +124,51 @@ def run_batch(
     check_exclusions(overwrite=job.options.overwrite, skip_existing=job.skip_existing)
     check_files_in_flight(job.files_in_flight)
     if job.options.uncertainty is not None and not job.single:
-        raise OptionError(f"{job.options.uncertainty}: --uncertainty writes the error map of one input file; give "
-                          "one file, or run one command per file", option="--uncertainty")
+        raise OptionError(
+            f"{job.options.uncertainty}: --uncertainty writes the error map of one input file; give "
+            "one file, or run one command per file",
+            option="--uncertainty",
+        )
     book = None
     if job.report is not None:
-        book = BatchReport(rank_path(job.report, job.rank, job.world_size), command=job.command,
-                           settings=settings_of(job.options, skip_existing=job.skip_existing,
-                                                files_in_flight=job.files_in_flight),
-                           overwrite=job.options.overwrite, inputs=job.inputs)
+        book = BatchReport(
+            rank_path(job.report, job.rank, job.world_size),
+            command=job.command,
+            settings=settings_of(job.options, skip_existing=job.skip_existing, files_in_flight=job.files_in_flight),
+            overwrite=job.options.overwrite,
+            inputs=job.inputs,
+        )
     with book if book is not None else contextlib.nullcontext():  # the report is written however the run ends
         summary = _run(job, load, book, progress, on_result, on_plan)
     missed = [r for r in summary.results if r.reason == "aoi"]
     if missed and len(missed) == len(summary.results) and not job.single:
-        raise AOIMissError(f"the area of interest ({job.options.aoi.source}) meets none of the {len(missed)} input "
-                           f"files ({missed[0].message}); check the area and its CRS (--aoi-crs)",
-                           option=job.options.aoi.option)
+        raise AOIMissError(
+            f"the area of interest ({job.options.aoi.source}) meets none of the {len(missed)} input "
+            f"files ({missed[0].message}); check the area and its CRS (--aoi-crs)",
+            option=job.options.aoi.option,
+        )
     if missed:
         names = ", ".join(r.src.name for r in missed[:3]) + (", ..." if len(missed) > 3 else "")
         log.warning("%d file(s) skipped: the area of interest does not meet them (%s)", len(missed), names)
     return summary
 
 
-def _run(job: BatchJob, load: Callable[[], Predictor], book: BatchReport | None,
-         progress: ProgressCallback | None, on_result: Callable[[FileResult], None] | None,
-         on_plan: Callable[[int], None] | None) -> BatchSummary:
+def _run(
+    job: BatchJob,
+    load: Callable[[], Predictor],
+    book: BatchReport | None,
+    progress: ProgressCallback | None,
+    on_result: Callable[[FileResult], None] | None,
+    on_plan: Callable[[int], None] | None,
+) -> BatchSummary:
     pairs = plan_outputs(job.inputs, job.output)
     check_output_location(job.output)
     for src, dst in pairs:  # a suffix geosr does not write, --cog with a .png: usage errors, from the names
         check_output_name(dst, job.options.cog)
         if job.single and not job.skip_existing:
-            check_output_file(dst, overwrite=job.options.overwrite, source=src,
-                              keep_hint=" (or --skip-existing to keep it)")
+            check_output_file(
+                dst, overwrite=job.options.overwrite, source=src, keep_hint=" (or --skip-existing to keep it)"
+            )
     mine = pairs[job.rank :: job.world_size]
     if book is not None:
         book.plan(mine)
@@ -149,8 +180,10 @@ def _run(job: BatchJob, load: Callable[[], Predictor], book: BatchReport | None,
     predictor = load()
     card_tiling(predictor.card, predictor.source, job.options.tile_size, job.options.overlap)  # one usage error
     if book is not None:
-        book.use_model(predictor, settings_of(job.options, predictor, skip_existing=job.skip_existing,
-                                              files_in_flight=job.files_in_flight))
+        book.use_model(
+            predictor,
+            settings_of(job.options, predictor, skip_existing=job.skip_existing, files_in_flight=job.files_in_flight),
+        )
         book.running()
 
     def each(result: FileResult) -> None:
@@ -160,8 +193,15 @@ def _run(job: BatchJob, load: Callable[[], Predictor], book: BatchReport | None,
             on_result(result)
 
     if not job.single:
-        return upscale_batch(mine, predictor, job.options, skip_existing=job.skip_existing, progress=progress,
-                             on_result=each, files_in_flight=job.files_in_flight)
+        return upscale_batch(
+            mine,
+            predictor,
+            job.options,
+            skip_existing=job.skip_existing,
+            progress=progress,
+            on_result=each,
+            files_in_flight=job.files_in_flight,
+        )
     t0 = time.perf_counter()
     [(src, dst)] = mine
     if job.skip_existing and dst.exists():
@@ -224,8 +264,14 @@ def upscale_batch(
     return summary
 
 
-def _upscale_file(src: Path, dst: Path, predictor: Predictor, options: UpscaleOptions,
-                  progress: ProgressCallback | None, skip_existing: bool) -> FileResult:
+def _upscale_file(
+    src: Path,
+    dst: Path,
+    predictor: Predictor,
+    options: UpscaleOptions,
+    progress: ProgressCallback | None,
+    skip_existing: bool,
+) -> FileResult:
     """One file of a batch: its result, whatever went wrong with it (KeyboardInterrupt and the like pass)."""
     if skip_existing and dst.exists():
         return FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
@@ -236,8 +282,9 @@ def _upscale_file(src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         return FileResult(src, dst, "skipped", str(exc), time.perf_counter() - t1, reason="aoi")
     except OutputExistsError as exc:  # another process finished this output meanwhile
         status = "skipped" if skip_existing else "failed"
-        return FileResult(src, dst, status, str(exc), time.perf_counter() - t1,
-                          reason="exists" if skip_existing else "")
+        return FileResult(
+            src, dst, status, str(exc), time.perf_counter() - t1, reason="exists" if skip_existing else ""
+        )
     except GeosrError as exc:
         return FileResult(src, dst, "failed", str(exc), time.perf_counter() - t1)
     except MemoryError:  # numpy's; the model's is a GeosrError (geosr.predictor)
@@ -245,12 +292,18 @@ def _upscale_file(src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         return FileResult(src, dst, "failed", f"{src}: {OUT_OF_MEMORY}", time.perf_counter() - t1)
     except Exception as exc:  # an unexpected failure in one file must not stop the batch
         log.debug("%s failed", src, exc_info=True)
-        return FileResult(src, dst, "failed", f"{src}: {type(exc).__name__}: {one_line(exc)}",
-                          time.perf_counter() - t1)
+        return FileResult(src, dst, "failed", f"{src}: {type(exc).__name__}: {one_line(exc)}", time.perf_counter() - t1)
 
 
-def _in_flight(pairs, predictor: Predictor, options: UpscaleOptions, progress: ProgressCallback | None,
-               skip_existing: bool, n: int, finished: Callable[[FileResult], None]) -> None:
+def _in_flight(
+    pairs,
+    predictor: Predictor,
+    options: UpscaleOptions,
+    progress: ProgressCallback | None,
+    skip_existing: bool,
+    n: int,
+    finished: Callable[[FileResult], None],
+) -> None:
     """Run the pairs ``n`` at a time on worker threads sharing the model; ``finished`` each result on this thread.
 
     Anything that stops the batch here (KeyboardInterrupt, or an exception out of ``finished`` or ``progress``)
@@ -271,8 +324,9 @@ def _in_flight(pairs, predictor: Predictor, options: UpscaleOptions, progress: P
 
         def start_next() -> None:
             for src, dst in todo:
-                running[pool.submit(_upscale_file, src, dst, shared, options, report if progress else None,
-                                    skip_existing)] = (src, dst)
+                running[
+                    pool.submit(_upscale_file, src, dst, shared, options, report if progress else None, skip_existing)
+                ] = (src, dst)
                 return
 
         try:
@@ -288,97 +342,3 @@ def _in_flight(pairs, predictor: Predictor, options: UpscaleOptions, progress: P
             shared.cancel()
             wait(running)
             raise
-
-
-class Cancelled(BaseException):
-    """A model call given up because the batch stopped (a BaseException: no file records it as its failure)."""
-
-
-class SharedModel:
-    """One predictor shared by the threads of the files in flight: the tiles that wait while the model is busy run
-    together in its next call, up to ``limit`` tiles of one shape (the oldest request first; a request is never
-    split). Everything else (card, scale, device, ...) is the predictor's."""
-
-    def __init__(self, predictor: Predictor, limit: int) -> None:
-        self._predictor = predictor
-        self._limit = limit
-        self._cond = threading.Condition()
-        self._waiting: list[_Request] = []
-        self._busy = False
-        self._cancelled = False
-
-    def __getattr__(self, name: str):
-        return getattr(self._predictor, name)
-
-    def cancel(self) -> None:
-        """Fail every call not yet running, and every later one, with Cancelled."""
-        with self._cond:
-            self._cancelled = True
-            self._cond.notify_all()
-
-    def run(self, tiles):
-        """As ``Predictor.run``; may run other threads' tiles in the same call."""
-        request = _Request(tiles)
-        with self._cond:
-            self._waiting.append(request)
-            while not request.done:
-                if self._cancelled and request in self._waiting:
-                    self._waiting.remove(request)
-                    raise Cancelled()
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                batch = self._take()
-                self._busy = True
-                self._cond.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._cond.acquire()
-                    self._busy = False
-                    self._cond.notify_all()
-        if request.error is not None:
-            raise request.error
-        return request.out
-
-    def _take(self) -> list[_Request]:
-        """The oldest waiting request and the later ones of its shape that fit under the limit."""
-        first = self._waiting[0]
-        key = _key(first.tiles)
-        batch, count = [], 0
-        for r in list(self._waiting):
-            if _key(r.tiles) == key and (not batch or count + len(r.tiles) <= self._limit):
-                batch.append(r)
-                count += len(r.tiles)
-                self._waiting.remove(r)
-        return batch
-
-    def _run(self, batch: list[_Request]) -> None:
-        import torch
-
-        try:
-            x = batch[0].tiles if len(batch) == 1 else torch.cat([r.tiles for r in batch])
-            y = self._predictor.run(x)
-        except BaseException as exc:  # every thread of the call hears of it, none waits for ever
-            for r in batch:
-                r.error, r.done = exc, True
-            return
-        start = 0
-        for r in batch:
-            r.out, r.done = y[start : start + len(r.tiles)], True
-            start += len(r.tiles)
-
-
-@dataclass(eq=False)
-class _Request:
-    """One thread's tiles waiting for the model; compared by identity (two requests may hold equal tiles, and tiles
-    of different shapes cannot be compared at all)."""
-
-    tiles: Any
-    out: Any = None
-    error: BaseException | None = None
-    done: bool = False
-
-
-def _key(tiles) -> tuple:
-    return tuple(tiles.shape[1:]), tiles.dtype, tiles.device

@@ -3,7 +3,8 @@
 A model file is a plain ``.safetensors`` file. Its metadata holds one key, ``geosr_card``, a JSON model card with the
 generator's configuration, the bands and radiometric convention it expects, the recommended tile size and overlap,
 and the training provenance and measured metrics. ``load_generator(path)`` rebuilds the model from the file alone;
-``init_from_model`` warm-starts a training run from one. Both read through ``_read_weights``, the one validated read.
+``init_from_model`` warm-starts a training run from one. Both read through ``_read_weights``, the one validated read
+(the header's checks: ``geosr.safetensorsfile``).
 
 Loading builds the network once, on the meta device (structure and shapes, no storage, no random initialisation),
 checks the file against it, and makes the file's tensors, as float32, its parameters (``load_state_dict(assign=True)``).
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,12 @@ from geosr.bundled import resolve_model
 from geosr.errors import ModelFileError, one_line, printable
 from geosr.fileio import atomic_write
 from geosr.models.generator import Generator, GeneratorConfig
+from geosr.safetensorsfile import check_weights, read_header
 from geosr.tiling import tiling_problem
 from geosr.version import __version__
 
 CARD_KEY = "geosr_card"
 FORMAT_VERSION = 1
-MAX_HEADER_BYTES = 16 * 1024 * 1024
 
 # The radiometric convention every geosr generator uses: inputs and outputs are in [-1, 1].
 # uint8 data maps 0..255 to -1..1; other dtypes map a global per-band value range to -1..1 (see geosr.radiometry).
@@ -105,8 +105,18 @@ class ModelCard:
             raise ModelFileError(f"{source}: the model card has no generator config") from None
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: invalid generator config in the model card: {exc}") from None
-        known = {"name", "description", "bands", "radiometry", "tile_size", "overlap", "training", "metrics",
-                 "geosr_version", "format_version"}
+        known = {
+            "name",
+            "description",
+            "bands",
+            "radiometry",
+            "tile_size",
+            "overlap",
+            "training",
+            "metrics",
+            "geosr_version",
+            "format_version",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelFileError(f"{source}: unknown model card fields {unknown}; upgrade geosr")
@@ -156,54 +166,6 @@ def save_generator(
     return atomic_write(path, safetensors_bytes(tensors, metadata=metadata), what="the model file")
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    """Check that ``path`` is a complete safetensors file and return its parsed header; never unpickles."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(9)
-            # A safetensors file: an 8-byte little-endian header length, then the JSON header ('{').
-            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
-            if len(head) < 9 or head[8:9] != b"{" or n > min(MAX_HEADER_BYTES, size - 8):
-                if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
-                                                                                       b"\x05")):
-                    raise ModelFileError(
-                        f"{path}: this is a pickled PyTorch file (.pt/.pth); geosr never unpickles model files. "
-                        "Use a geosr .safetensors model file (geosr train exports one)"
-                    )
-                if len(head) < 9:
-                    raise ModelFileError(f"{path}: not a safetensors model file (only {size} bytes)")
-                raise ModelFileError(f"{path}: not a safetensors model file, or truncated (bad header)")
-            f.seek(8)
-            raw = f.read(n)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a folder, not a model file") from None
-    except PermissionError:
-        raise ModelFileError(f"{path}: no permission to read the model file") from None
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ModelFileError(f"{path}: not a safetensors model file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path}: not a safetensors model file (the header is not a JSON object)")
-    data_size = size - 8 - n
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            end = int(info["data_offsets"][1])
-        except (TypeError, KeyError, IndexError, ValueError):
-            raise ModelFileError(f"{path}: corrupt safetensors header (tensor {name!r})") from None
-        if end > data_size:
-            raise ModelFileError(
-                f"{path}: the file is truncated ({size} bytes; tensor {name!r} ends past the end); download or "
-                "copy it again"
-            )
-    return header
-
-
 def read_card(path: str | os.PathLike, *, weights: bool = False) -> ModelCard:
     """The model card of a model file (or bundled model name), validated; the weights are not read.
 
@@ -211,7 +173,7 @@ def read_card(path: str | os.PathLike, *, weights: bool = False) -> ModelCard:
     check_weights), still without reading them. Raises ModelFileError.
     """
     path = resolve_model(path)
-    header = _read_header(path)
+    header = read_header(path)
     card = _card_from_header(path, header)
     if weights:
         check_weights(path, header, expected_shapes(card.config))
@@ -279,7 +241,7 @@ def _read_weights(
     infinite.
     """
     path = resolve_model(spec)
-    header = _read_header(path)
+    header = read_header(path)
     card = _card_from_header(path, header)
     model = _meta_generator(card.config)
     check_weights(path, header, _shapes(model))  # from the header, before anything is allocated
@@ -328,9 +290,6 @@ def _float32_copy(t: torch.Tensor, memory_format: torch.memory_format) -> torch.
     return out
 
 
-WEIGHT_DTYPES = ("F32", "F16", "BF16", "F64")
-
-
 def _meta_generator(config: GeneratorConfig) -> Generator:
     """The generator ``config`` describes on the meta device: structure and shapes, no storage, no initialisation.
 
@@ -347,32 +306,6 @@ def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 def expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
     """The weight names and shapes of the generator ``config`` describes, without allocating it (meta device)."""
     return _shapes(_meta_generator(config))
-
-
-def check_weights(path: Path, header: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> None:
-    """Raise ModelFileError unless the tensors listed in the safetensors ``header`` are exactly the ``expected``
-    weights (names and shapes, as ``expected_shapes`` gives them for the card's config) in floating-point dtypes.
-    Reads no tensor data."""
-    stored = {k: v for k, v in header.items() if k != "__metadata__"}
-    missing = sorted(set(expected) - set(stored))
-    extra = sorted(set(stored) - set(expected))
-    if missing or extra:
-        raise ModelFileError(
-            f"{path}: weights do not match the card's architecture (missing {missing[:3]}, unexpected {extra[:3]}); "
-            "the file is damaged or its card was edited: export the model again with geosr train"
-        )
-    for name, info in stored.items():
-        shape = tuple(info.get("shape", ())) if isinstance(info, dict) else ()
-        dtype = info.get("dtype") if isinstance(info, dict) else None
-        if shape != expected[name]:
-            raise ModelFileError(
-                f"{path}: weight {name} has shape {shape}, the card's architecture needs {expected[name]}; the file "
-                "is damaged or its card was edited: export the model again with geosr train"
-            )
-        if dtype not in WEIGHT_DTYPES:
-            raise ModelFileError(
-                f"{path}: weight {name} is stored as {dtype!r}; geosr model files hold {', '.join(WEIGHT_DTYPES)}"
-            )
 
 
 def init_from_model(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, Any]:

@@ -18,17 +18,15 @@ For every HR image of the split:
 
 uint8 images are measured on their own values. Other dtypes are mapped to 0..255 by the per-band range of their
 radiometry (the range the model sees), without rounding.
+
+The results' report (per-class means, the text table, the JSON/CSV file, a card's metrics from it) is
+``geosr.evaluation_report``; its names are importable from here too.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,14 +35,39 @@ from geosr.checkpoint import ModelCard
 from geosr.consistency import project_rows, residual
 from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
-from geosr.fileio import atomic_write
+from geosr.evaluation_report import (
+    ImageResult,
+    Report,
+    card_metrics,
+    format_table,
+    summarise,
+    write_report,
+)
 from geosr.limits import default_overlap
 from geosr.metrics import psnr, ssim
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, integer_range
 from geosr.resize import downscale, upscale
 from geosr.tiling import tile_array
-from geosr.uncertainty import error_map, measure, summarise_measures, with_spread
+from geosr.uncertainty import error_map, measure, with_spread
+
+__all__ = [  # the report's names (geosr.evaluation_report) too, where they have always been imported from
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_TILE_SIZE",
+    "ImageResult",
+    "Outputs",
+    "Pair",
+    "Report",
+    "bicubic",
+    "card_metrics",
+    "evaluate_images",
+    "format_table",
+    "load_pair",
+    "model_predictor",
+    "summarise",
+    "super_resolve",
+    "write_report",
+]
 
 # The tiling of a model whose card is not at hand: a card's own defaults. Callers with a card pass its values.
 DEFAULT_TILE_SIZE = ModelCard.tile_size
@@ -109,13 +132,15 @@ def bicubic(pair: Pair, scale: int) -> torch.Tensor:
     return upscale(pair.lr, scale, integer_range=pair.integer)
 
 
-def model_predictor(model: torch.nn.Module, device: torch.device, precision: str = "fp32",
-                    self_ensemble: bool = False) -> Predictor:
+def model_predictor(
+    model: torch.nn.Module, device: torch.device, precision: str = "fp32", self_ensemble: bool = False
+) -> Predictor:
     """``model`` (on ``device``, in eval mode) as the ``geosr.predictor.Predictor`` that ``geosr upscale`` runs: the
     same forward pass, memory format and precision (and self-ensemble, if asked). Its card is a stand-in built from
     the model's config (the predictor needs only the scale and the bands from it)."""
-    return Predictor(model, ModelCard(config=model.config), torch.device(device), precision, "evaluation",
-                     self_ensemble)
+    return Predictor(
+        model, ModelCard(config=model.config), torch.device(device), precision, "evaluation", self_ensemble
+    )
 
 
 def super_resolve(
@@ -135,29 +160,16 @@ def super_resolve(
     x = x.numpy() if isinstance(x, torch.Tensor) else x
     overlap = default_overlap(tile_size) if overlap is None else overlap
     y = tile_array(
-        model_predictor(model, device, precision), x, scale=model.config.scale, tile_size=tile_size,
-        overlap=overlap, batch_size=batch_size,
+        model_predictor(model, device, precision),
+        x,
+        scale=model.config.scale,
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
     )
     if consistency:
         y = project_rows(np.clip(y, -1, 1), x, model.config.scale)
     return torch.from_numpy(y)
-
-
-@dataclass
-class ImageResult:
-    """The metrics of one image (model metrics are None when only bicubic was measured)."""
-
-    name: str
-    label: str
-    path: str
-    height: int
-    width: int
-    psnr_bicubic: float
-    ssim_bicubic: float
-    psnr: float | None = None
-    ssim: float | None = None
-    residual: float | None = None  # mean |LR - D(SR)| in the image's units: how far the output is from consistent
-    uncertainty: dict[str, float] | None = None  # the error map's measures (geosr.uncertainty.measure), if asked
 
 
 @dataclass
@@ -240,161 +252,3 @@ def evaluate_images(
         if on_image is not None:
             on_image(res, Outputs(pair, bic, sr))
     return results
-
-
-METRICS = ("psnr_bicubic", "ssim_bicubic", "psnr", "ssim", "residual")
-
-
-def summarise(results: Sequence[ImageResult]) -> dict[str, dict[str, float | int | None]]:
-    """Per-class and overall means: {label: {'images': n, 'psnr': ..., ...}, ..., 'mean': {...}} (mean over images)."""
-
-    def mean_of(rs: Sequence[ImageResult]) -> dict[str, float | int | None]:
-        out: dict[str, float | int | None] = {"images": len(rs)}
-        for m in METRICS:
-            vals = [getattr(r, m) for r in rs]
-            out[m] = None if not vals or any(v is None for v in vals) else float(np.mean(vals))
-        return out
-
-    by_label: dict[str, list[ImageResult]] = {}
-    for r in results:
-        by_label.setdefault(r.label, []).append(r)
-    table = {label: mean_of(rs) for label, rs in sorted(by_label.items())}
-    table["mean"] = mean_of(results)
-    return table
-
-
-@dataclass
-class Report:
-    """A whole evaluation: settings, per-image results and the summary."""
-
-    data: str
-    layout: str
-    split: str
-    scale: int
-    model: str | None
-    results: list[ImageResult]
-    protocol: str = field(
-        default=(
-            "PSNR: mean over channels of per-channel PSNR on 0..255; SSIM: Gaussian 11/1.5 window, valid, mean over "
-            "channels; `scale` pixels cropped at each border; LR by MATLAB-style bicubic downsampling with "
-            "antialiasing of the HR cropped to a multiple of the scale (paired layouts: their own LR); the model's "
-            "output made in blended tiles as geosr upscale makes it, rounded to the image's integer grid"
-        )
-    )
-    consistency: bool | None = None  # whether the model's output was corrected for consistency (None: no model)
-    self_ensemble: bool | None = None  # whether each tile was the mean over its 8 flips and transposes (None: no model)
-
-    def summary(self) -> dict[str, dict[str, float | int | None]]:
-        return summarise(self.results)
-
-    def to_dict(self) -> dict:
-        return {
-            "data": self.data,
-            "layout": self.layout,
-            "split": self.split,
-            "scale": self.scale,
-            "model": self.model,
-            "protocol": self.protocol,
-            "consistency": self.consistency,
-            "self_ensemble": self.self_ensemble,
-            "summary": self.summary(),
-            "uncertainty": summarise_measures([r.uncertainty for r in self.results]),
-            "images": [asdict(r) for r in self.results],
-        }
-
-
-def format_table(summary: dict[str, dict[str, float | int | None]], with_model: bool = True) -> str:
-    """The summary as a fixed-width text table, one row per class and a mean row; ``residual`` is the mean absolute
-    difference between the LR and the bicubic downsampling of the model's output, in the image's units."""
-
-    def num(v, fmt):
-        if v is None:
-            return "-"
-        return "inf" if isinstance(v, float) and math.isinf(v) else format(v, fmt)
-
-    width = max([len("class")] + [len(k) for k in summary])
-    head = f"{'class':<{width}}  {'images':>6}  {'bicubic PSNR':>12}  {'SSIM':>6}"
-    if with_model:
-        head += f"  {'model PSNR':>10}  {'SSIM':>6}  {'gain dB':>7}  {'residual':>8}"
-    lines = [head, "-" * len(head)]
-    for label, row in summary.items():
-        if label == "mean":
-            lines.append("-" * len(head))
-        line = (
-            f"{label or '(root)':<{width}}  {row['images']:>6}  {num(row['psnr_bicubic'], '.3f'):>12}  "
-            f"{num(row['ssim_bicubic'], '.4f'):>6}"
-        )
-        if with_model:
-            gain = None
-            if row["psnr"] is not None and row["psnr_bicubic"] is not None:
-                gain = row["psnr"] - row["psnr_bicubic"]
-            line += (f"  {num(row['psnr'], '.3f'):>10}  {num(row['ssim'], '.4f'):>6}  {num(gain, '+.3f'):>7}"
-                     f"  {num(row.get('residual'), '.3f'):>8}")
-        lines.append(line)
-    return "\n".join(lines)
-
-
-# --- the report's file format (geosr evaluate -o FILE.json|.csv; read back by geosr export --metrics) -------------
-
-CSV_COLUMNS = ("level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "residual")
-
-
-def _finite(v):
-    """JSON has no NaN or infinity: such values are written as the strings "nan", "inf", "-inf"."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_finite(x) for x in v]
-    return v
-
-
-def write_report(report: Report, path: Path) -> None:
-    """JSON (settings, summary, per image) or CSV (one row per image, per class and the mean), by the suffix;
-    written atomically (geosr.fileio): a failure leaves no partial report."""
-    if path.suffix.lower() == ".json":
-        atomic_write(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode(), what="the report")
-        return
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-    w.writeheader()
-    for r in report.results:
-        w.writerow({"level": "image", "class": r.label, "name": r.name, "images": 1, "psnr": r.psnr, "ssim": r.ssim,
-                    "psnr_bicubic": r.psnr_bicubic, "ssim_bicubic": r.ssim_bicubic, "residual": r.residual})
-    for label, row in report.summary().items():
-        level = "mean" if label == "mean" else "class"
-        w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
-    atomic_write(path, buf.getvalue().encode(), what="the report")
-
-
-def card_metrics(path: Path, scale: int) -> dict:
-    """A model card's metrics from a JSON report of a model of ``scale``; DataError (option --metrics) for a file
-    that is none, of another scale, or measured with the self-ensemble (the card describes upscale's default)."""
-    try:
-        report = json.loads(path.read_text())
-        mean = report["summary"]["mean"]
-        data = {key: round(float(mean[field]), 4) for key, field in (
-            ("val_psnr", "psnr"), ("val_ssim", "ssim"), ("val_psnr_bicubic", "psnr_bicubic"),
-            ("val_ssim_bicubic", "ssim_bicubic"))}
-        data["val_images"] = int(mean["images"])
-        if mean.get("residual") is not None:  # reports from before geosr measured it have none
-            data["val_residual"] = round(float(mean["residual"]), 4)
-        if report.get("consistency") is not None:
-            data["consistency"] = bool(report["consistency"])
-        self_ensemble, report_scale = report.get("self_ensemble"), int(report["scale"])
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such report; write one with geosr evaluate ... -o {path.name}",
-                        option="--metrics") from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(f"{path}: not a geosr evaluate JSON report with a model (write one with geosr evaluate -m "
-                        "MODEL ... -o FILE.json)", option="--metrics") from None
-    if self_ensemble:
-        raise DataError(f"{path}: measured with --self-ensemble; a card's metrics are of the model as upscale runs "
-                        "it by default: evaluate without --self-ensemble", option="--metrics")
-    if report_scale != scale:
-        raise DataError(f"{path}: a x{report_scale} report for a x{scale} model; evaluate this model",
-                        option="--metrics")
-    data.update(split=report.get("split"), data=report.get("data"), protocol=report.get("protocol"),
-                report_model=report.get("model"))
-    return data

@@ -9,7 +9,7 @@ PyTorch (onnxruntime, QGIS's Deepness plugin, any ONNX runtime):
   ``onnxscript`` package) at opset 18 by default: ``scaled_dot_product_attention`` is decomposed into
   MatMul/Softmax, which every onnxruntime since 1.14 runs; opset 23 writes one ``Attention`` node instead (a recent
   onnxruntime is needed for it);
-- the model card in the ONNX file's ``metadata_props``, every value JSON-encoded (see ``geosr_metadata``).
+- the model card in the ONNX file's ``metadata_props``, every value JSON-encoded (see ``geosr.onnxmeta``).
 
 Two layouts:
 
@@ -36,14 +36,12 @@ a missing one is an ``OnnxError`` saying what to install.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +52,7 @@ from geosr.errors import GeosrError, OptionError, OutputExistsError, WriteError
 from geosr.fileio import atomic_write
 from geosr.limits import default_overlap
 from geosr.models.generator import Generator
+from geosr.onnxmeta import deepness_metadata, geosr_metadata
 from geosr.tiling import tiling_problem
 from geosr.version import __version__
 
@@ -64,9 +63,6 @@ OPSETS = range(18, 24)  # what torch.onnx's exporter writes (18 is its own; 23 a
 MAX_DYNAMIC = 4096  # the largest batch and tile side (input pixels) the dynamic layout declares
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 INSTALL_HINT = "pip install 'geosr[onnx]' (or: pip install onnx onnxscript onnxruntime)"
-
-# The Deepness model type of a super-resolution model (deepness.processing.models.superresolution.Superresolution).
-DEEPNESS_MODEL_TYPE = "Superresolution"
 
 
 class OnnxError(GeosrError):
@@ -153,22 +149,69 @@ def export_onnx(
     WriteError when ``out`` cannot be written, OnnxError when onnx or onnxscript is missing or the exporter fails.
     Every message is one line that names the file or the value.
     """
-    opset = DEFAULT_OPSET if opset is None else opset
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
-        raise OptionError(f"opset {opset!r}: must be one of {OPSETS.start}..{OPSETS.stop - 1}", option="--opset")
-    if resolution_cm is not None:
-        if not deepness:
-            raise OptionError("a resolution is written for Deepness only; add --deepness", option="--resolution-cm")
-        if isinstance(resolution_cm, bool) or not isinstance(resolution_cm, (int, float)) or not (
-            math.isfinite(resolution_cm) and resolution_cm > 0
-        ):
-            raise OptionError(f"resolution {resolution_cm!r}: must be a positive number of cm per pixel",
-                              option="--resolution-cm")
+    opset = _checked_opset(opset)
+    _check_resolution(resolution_cm, deepness)
     out = Path(out)
     check_onnx_output(out, overwrite=overwrite)
     onnx = _require("onnx", "onnxscript")
 
     net, card = load_generator(model)  # ModelFileError for anything that is not a geosr model file
+    tile, overlap = _metadata_tiling(card, tile_size, overlap)
+    layout = "deepness" if deepness else "dynamic"
+    log.info("exporting %s (x%d) as ONNX, opset %d, %s layout", model, card.scale, opset, layout)
+    proto = _export_graph(net, tile, opset, deepness, source=str(model))
+    metadata = geosr_metadata(card, tile=tile, overlap=overlap, layout=layout)
+    if deepness:
+        metadata.update(deepness_metadata(card, tile=tile, resolution_cm=resolution_cm))
+    _describe(proto, card, metadata)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise OnnxError(f"{model}: the exported ONNX graph is invalid ({_first_line(exc)}); please report it") from None
+
+    atomic_write(out, proto.SerializeToString(), what="the ONNX model", remedy="choose another output path")
+    result = OnnxExport(
+        path=out,
+        opset=opset,
+        layout=layout,
+        input_shape=_shape(proto.graph.input[0]),
+        output_shape=_shape(proto.graph.output[0]),
+        size_bytes=out.stat().st_size,
+        metadata=metadata,
+    )
+    log.info(
+        "wrote %s: %.1f MB, input %s, output %s", out, result.size_bytes / 1e6, result.input_shape, result.output_shape
+    )
+    return result
+
+
+def _checked_opset(opset: int | None) -> int:
+    """The opset to export at (None: DEFAULT_OPSET); OptionError for one outside OPSETS."""
+    opset = DEFAULT_OPSET if opset is None else opset
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise OptionError(f"opset {opset!r}: must be one of {OPSETS.start}..{OPSETS.stop - 1}", option="--opset")
+    return opset
+
+
+def _check_resolution(resolution_cm: float | None, deepness: bool) -> None:
+    """OptionError for a resolution without ``deepness``, or one that is not a positive number of cm per pixel."""
+    if resolution_cm is None:
+        return
+    if not deepness:
+        raise OptionError("a resolution is written for Deepness only; add --deepness", option="--resolution-cm")
+    if (
+        isinstance(resolution_cm, bool)
+        or not isinstance(resolution_cm, (int, float))
+        or not (math.isfinite(resolution_cm) and resolution_cm > 0)
+    ):
+        raise OptionError(
+            f"resolution {resolution_cm!r}: must be a positive number of cm per pixel", option="--resolution-cm"
+        )
+
+
+def _metadata_tiling(card: ModelCard, tile_size: int | None, overlap: int | None) -> tuple[int, int]:
+    """The tile and overlap the metadata recommends: the card's unless given (a quarter of a given tile size when the
+    overlap is not given); OptionError (--tile-size, --overlap) for a tiling geosr.tiling refuses."""
     tile = card.tile_size if tile_size is None else tile_size
     if overlap is None:
         overlap = card.overlap if tile_size is None else default_overlap(tile)
@@ -176,10 +219,14 @@ def export_onnx(
     if problem:
         option = "--tile-size" if problem.startswith("tile size") else "--overlap"
         raise OptionError(problem, option=option)
+    return tile, overlap
 
-    layout = "deepness" if deepness else "dynamic"
+
+def _export_graph(net: Generator, tile: int, opset: int, deepness: bool, source: str):
+    """The ONNX model of ``net``'s inference graph in the layout asked for: the Deepness one at a fixed (1, bands,
+    tile, tile) input, the dynamic one with its free axes named; OnnxError when the exporter fixed a free axis."""
     graph = InferenceGraph(net, unit_range=deepness).eval()
-    bands_in = card.config.in_channels
+    bands_in = net.config.in_channels
     if deepness:
         example = torch.zeros(1, bands_in, tile, tile)
         dynamic_shapes = None
@@ -189,40 +236,33 @@ def export_onnx(
         # true for every h, and named Dims make an unproven guard an error.
         free = torch.export.Dim.DYNAMIC(min=1, max=MAX_DYNAMIC)
         dynamic_shapes = ({0: free, 2: free, 3: free},)
-    log.info("exporting %s (x%d) as ONNX, opset %d, %s layout", model, card.scale, opset, layout)
-    proto = _torch_export(graph, example, dynamic_shapes, opset, source=str(model))
-
+    proto = _torch_export(graph, example, dynamic_shapes, opset, source=source)
     if not deepness:
         _name_dims(proto.graph.input[0], ["batch", None, "height", "width"])
         _name_dims(proto.graph.output[0], ["batch", None, "out_height", "out_width"])
         shape = _shape(proto.graph.input[0])
-        fixed = [f"{name} = {shape[axis]}" for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
-                 if isinstance(shape[axis], int)]
+        fixed = [
+            f"{name} = {shape[axis]}"
+            for axis, name in ((0, "batch"), (2, "height"), (3, "width"))
+            if isinstance(shape[axis], int)
+        ]
         if fixed:  # the exporter specialised an axis: the file would refuse every other size
-            raise OnnxError(f"{model}: PyTorch's exporter fixed {', '.join(fixed)} instead of leaving it free; "
-                            "please report it (--deepness exports a fixed size on purpose)")
-    metadata = geosr_metadata(card, tile=tile, overlap=overlap, layout=layout)
-    if deepness:
-        metadata.update(deepness_metadata(card, tile=tile, resolution_cm=resolution_cm))
+            raise OnnxError(
+                f"{source}: PyTorch's exporter fixed {', '.join(fixed)} instead of leaving it free; "
+                "please report it (--deepness exports a fixed size on purpose)"
+            )
+    return proto
+
+
+def _describe(proto, card: ModelCard, metadata: dict[str, str]) -> None:
+    """Write ``metadata`` into the ONNX model's metadata_props, and geosr as its producer, the card's name and
+    description as its graph's name and doc string."""
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name, proto.producer_version = "geosr", __version__
     proto.doc_string = f"{card.name}: {card.description}".strip().rstrip(":")
     proto.graph.name = card.name
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
-        raise OnnxError(f"{model}: the exported ONNX graph is invalid ({_first_line(exc)}); please report it") from None
-
-    atomic_write(out, proto.SerializeToString(), what="the ONNX model", remedy="choose another output path")
-    result = OnnxExport(
-        path=out, opset=opset, layout=layout, input_shape=_shape(proto.graph.input[0]),
-        output_shape=_shape(proto.graph.output[0]), size_bytes=out.stat().st_size, metadata=metadata,
-    )
-    log.info("wrote %s: %.1f MB, input %s, output %s", out, result.size_bytes / 1e6, result.input_shape,
-             result.output_shape)
-    return result
 
 
 def check_onnx_output(out: Path, *, overwrite: bool) -> None:
@@ -241,62 +281,10 @@ def check_onnx_output(out: Path, *, overwrite: bool) -> None:
     if not folder.is_dir():
         raise WriteError(f"{out}: {folder} is a file, not a folder; choose another output path", option="--output")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise WriteError(f"{out}: cannot write in {folder} (no permission or a read-only disk); choose another "
-                         "output path", option="--output")
-
-
-def geosr_metadata(card: ModelCard, *, tile: int, overlap: int, layout: str) -> dict[str, str]:
-    """The geosr keys of an exported model's metadata, each value JSON text.
-
-    geosr_card: the model card whole (as in the model file); geosr_name, geosr_scale, geosr_bands (input band
-    names), geosr_tile_size and geosr_overlap (recommended, input pixels); geosr_input_range and geosr_output_range
-    (the graph's value ranges); geosr_value_convention (how raster values map to the input range); geosr_layout;
-    geosr_version (the geosr that exported it; the card keeps the one that trained it).
-    """
-    unit = layout == "deepness"
-    rng = [0.0, 1.0] if unit else [-1.0, 1.0]
-    if unit:
-        convention = ("inputs and outputs in [0, 1]: uint8 0..255 maps to v / 255 (the graph maps 0..1 to geosr's "
-                      "-1..1 and back); outputs times 255 are uint8 values, unrounded")
-    else:
-        convention = ("inputs and outputs in [-1, 1]: uint8 0..255 maps linearly to -1..1 (v / 127.5 - 1, back: "
-                      "(y + 1) * 127.5 rounded); other dtypes map a global per-band value range (low, high) linearly "
-                      "to -1..1; outputs are clamped to [-1, 1]")
-    values: dict[str, Any] = {
-        "geosr_card": card.to_dict(),
-        "geosr_name": card.name,
-        "geosr_scale": card.scale,
-        "geosr_bands": card.bands,
-        "geosr_tile_size": tile,
-        "geosr_overlap": overlap,
-        "geosr_input_range": rng,
-        "geosr_output_range": rng,
-        "geosr_value_convention": convention,
-        "geosr_layout": layout,
-        "geosr_version": __version__,
-    }
-    return {key: json.dumps(value, sort_keys=True) for key, value in values.items()}
-
-
-def deepness_metadata(card: ModelCard, *, tile: int, resolution_cm: float | None = None) -> dict[str, str]:
-    """The keys QGIS's Deepness reads from an ONNX model's metadata (``ModelBase.get_metadata_*``), JSON text.
-
-    tiles_overlap is 0: Deepness's super-resolution processor pastes each tile's whole output at the tile's stride,
-    so any overlap fails there (docs/onnx.md). The standardization is the identity: the graph takes Deepness's
-    uint8 / 255 as it is. ``tiles_size`` repeats ``tile_size`` under the name Deepness's documentation uses.
-    """
-    bands = card.config.in_channels
-    values: dict[str, Any] = {
-        "model_type": DEEPNESS_MODEL_TYPE,
-        "tile_size": tile,
-        "tiles_size": tile,
-        "tiles_overlap": 0,
-        "standardization_mean": [0.0] * bands,
-        "standardization_std": [1.0] * bands,
-    }
-    if resolution_cm is not None:
-        values["resolution"] = float(resolution_cm)
-    return {key: json.dumps(value) for key, value in values.items()}
+        raise WriteError(
+            f"{out}: cannot write in {folder} (no permission or a read-only disk); choose another output path",
+            option="--output",
+        )
 
 
 def _torch_export(graph: nn.Module, example: torch.Tensor, dynamic_shapes, opset: int, source: str):
@@ -311,8 +299,15 @@ def _torch_export(graph: nn.Module, example: torch.Tensor, dynamic_shapes, opset
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # deprecations inside PyTorch's exporter: nothing a user can act on
             program = torch.onnx.export(
-                graph, (example,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], external_data=False, optimize=True,
+                graph,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                external_data=False,
+                optimize=True,
                 verbose=False,
             )
     except Exception as exc:  # the exporter's own error types (torch.onnx.errors, torch.export)
@@ -331,8 +326,7 @@ def _name_dims(value_info, names: list[str | None]) -> None:
 
 
 def _shape(value_info) -> tuple[int | str, ...]:
-    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param
-                 for d in value_info.type.tensor_type.shape.dim)
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)
 
 
 def _first_line(exc: BaseException) -> str:
