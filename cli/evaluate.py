@@ -6,19 +6,18 @@ from pathlib import Path
 
 import click
 
+from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
     bands_option,
     batch_size_option,
     consistency_option,
     device_option,
-    handle_errors,
     model_option,
     output_option,
     overlap_option,
     precision_option,
     scale_option,
     self_ensemble_option,
-    stop_on_sigterm,
     tile_size_option,
     verbosity,
     verbosity_options,
@@ -37,32 +36,69 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
 
 
 @click.command(context_settings={"max_content_width": 120})
-@model_option("A model file (.safetensors; geosr train's best.safetensors) or a bundled model's name; default: the "
-              "bundled model for --scale.", dest="model_spec")
-@click.option("--data", "-d", "data", required=True, metavar="DIR",
-              help="The data set: UC Merced, AID, any (class-)folder of images, HR/ + LR_xN/, GeoTIFF tiles.")
-@click.option("--split", type=click.Choice(["val", "test", "all"]), default="test", show_default=True,
-              help="Which images: the data set's deterministic split (UC Merced: val 50-59, test 60-99).")
+@model_option(
+    "A model file (.safetensors; geosr train's best.safetensors) or a bundled model's name; default: the "
+    "bundled model for --scale.",
+    dest="model_spec",
+)
+@click.option(
+    "--data",
+    "-d",
+    "data",
+    required=True,
+    metavar="DIR",
+    help="The data set: UC Merced, AID, any (class-)folder of images, HR/ + LR_xN/, GeoTIFF tiles.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["val", "test", "all"]),
+    default="test",
+    show_default=True,
+    help="Which images: the data set's deterministic split (UC Merced: val 50-59, test 60-99).",
+)
 @scale_option()
 @bands_option("1-based bands to feed the model (default: the first bands, as many as it takes).")
-@output_option("Also write the results to FILE.json or FILE.csv (per image, per class, mean).", dest="out",
-               required=False, metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-               callback=_report_path)
-@click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).")
-@click.option("--preview", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.")
-@click.option("--max-images", type=click.IntRange(0), default=0,
-              help="Measure only this many images, spread evenly over the split (0: all).")
+@output_option(
+    "Also write the results to FILE.json or FILE.csv (per image, per class, mean).",
+    dest="out",
+    required=False,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_report_path,
+)
+@click.option(
+    "--save-images",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).",
+)
+@click.option(
+    "--preview",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.",
+)
+@click.option(
+    "--max-images",
+    type=click.IntRange(0),
+    default=0,
+    help="Measure only this many images, spread evenly over the split (0: all).",
+)
 @tile_size_option("Tile size in input pixels, as geosr upscale takes it [model card].")
 @overlap_option("Overlap of neighbouring tiles in input pixels, as geosr upscale takes it [model card].")
 @batch_size_option("Tiles per model call.", default=8)
 @consistency_option()
 @self_ensemble_option()
-@click.option("--uncertainty", is_flag=True, default=False,
-              help="Also measure geosr upscale's error map (--uncertainty there) against the actual error: Spearman "
-                   "per pixel and per 8x8 block against the bicubic gradient's, and its calibration. Implies "
-                   "--self-ensemble.")
+@click.option(
+    "--uncertainty",
+    is_flag=True,
+    default=False,
+    help="Also measure geosr upscale's error map (--uncertainty there) against the actual error: Spearman "
+    "per pixel and per 8x8 block against the bicubic gradient's, and its calibration. Implies "
+    "--self-ensemble.",
+)
 @device_option()
 @precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
 @threads_option
@@ -70,8 +106,26 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, preview, max_images, tile_size, overlap,
-             batch_size, consistency, self_ensemble, uncertainty, device, precision) -> None:
+def evaluate(
+    ctx,
+    model_spec,
+    data,
+    split,
+    scale,
+    bands,
+    out,
+    save_images,
+    preview,
+    max_images,
+    tile_size,
+    overlap,
+    batch_size,
+    consistency,
+    self_ensemble,
+    uncertainty,
+    device,
+    precision,
+) -> None:
     """PSNR and SSIM of a model and of bicubic upsampling on a data set's split, per class and overall, with the
     protocol of the UC Merced super-resolution literature: mean of per-channel PSNR on 0..255, Gaussian SSIM
     (11, sigma 1.5) averaged over channels, SCALE pixels cropped at each border, LR by MATLAB-style bicubic
@@ -83,36 +137,86 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
     geosr evaluate --model runs/x4/best.safetensors --data ../shared/data/ucmerced --split val
     """
     from geosr.checkpoint import load_generator, model_sha256, read_card
-    from geosr.datasets import default_bands, find_images, split_rule, spread
+    from geosr.datasets import spread
     from geosr.device import resolve_device, resolve_precision
-    from geosr.evaluation import Report, evaluate_images, format_table, write_report
-    from geosr.pictures import preview_strip, save_image, to_dtype
+    from geosr.evaluation import evaluate_images
+    from geosr.evaluation_report import Report
     from geosr.plan import card_tiling
     from geosr.predictor import select_model
-    from geosr.uncertainty import calibration_factor, format_summary, summarise_measures
+    from geosr.uncertainty import calibration_factor
 
     path = select_model(model_spec, scale)  # the card and the weights' shapes are checked before the model is built
     tile, lap = card_tiling(read_card(path), path.name, tile_size, overlap)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    images = find_images(data, split)
-    if not len(images):
-        rule = split_rule(images.layout)
-        hint = "; use --split val or --split all" if split == "test" else "; use --split all"
-        raise DataError(f"{data}: the {split} split has no images (split rule: {rule}){hint}")
+    images = _images(data, split)
     model, card = load_generator(path, device=dev)
     k = calibration_factor(card, model_sha256(path)) if uncertainty else None
     self_ensemble = self_ensemble or uncertainty  # the map's output is the self-ensemble's mean
     scale = card.scale
     items = spread(images.items, max_images)
-    c = card.config.in_channels
-    if bands is None:
-        bands = default_bands(items[0].path, c)
-    elif len(bands) != c:
-        raise GeosrError(f"--bands: {len(bands)} bands given, but {path} takes {c}; name {c} bands", option="--bands")
+    bands = _model_bands(bands, items, path, card.config.in_channels)
 
-    quiet = verbosity(ctx) < 0
-    bar = progress_bar(total=len(items), unit="image", disable=quiet, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(items), unit="image", disable=verbosity(ctx) < 0, leave=False, dynamic_ncols=True)
+    try:
+        results = evaluate_images(
+            items,
+            scale,
+            model,
+            bands=bands,
+            device=dev,
+            precision=prec,
+            tile_size=tile,
+            overlap=lap,
+            batch_size=batch_size,
+            consistency=consistency,
+            self_ensemble=self_ensemble,
+            uncertainty_k=k,
+            on_image=_image_writer(bar, save_images, preview),
+        )
+    finally:
+        bar.close()
+    report = Report(
+        data=str(Path(data).resolve()),
+        layout=images.layout,
+        split=split,
+        scale=scale,
+        model=str(path),
+        results=results,
+        consistency=consistency,
+        self_ensemble=self_ensemble,
+    )
+    click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
+    _show_and_write(report, uncertainty, out)
+
+
+def _images(data, split: str):
+    """The data set's images of ``split`` (geosr.datasets.find_images); DataError when the split has none."""
+    from geosr.datasets import find_images, split_rule
+
+    images = find_images(data, split)
+    if not len(images):
+        rule = split_rule(images.layout)
+        hint = "; use --split val or --split all" if split == "test" else "; use --split all"
+        raise DataError(f"{data}: the {split} split has no images (split rule: {rule}){hint}")
+    return images
+
+
+def _model_bands(bands, items, path: Path, c: int) -> list[int] | tuple[int, ...]:
+    """The bands to feed the model of ``c`` input channels: --bands, or the first images' default ones."""
+    from geosr.datasets import default_bands
+
+    if bands is None:
+        return default_bands(items[0].path, c)
+    if len(bands) != c:
+        raise GeosrError(f"--bands: {len(bands)} bands given, but {path} takes {c}; name {c} bands", option="--bands")
+    return bands
+
+
+def _image_writer(bar, save_images: Path | None, preview: Path | None):
+    """evaluate_images's on_image: the progress bar, and the SR image (--save-images) and preview strip (--preview)
+    of every image."""
+    from geosr.pictures import preview_strip, save_image, to_dtype
 
     def on_image(result, outputs):
         bar.update(1)
@@ -123,17 +227,16 @@ def evaluate(ctx, model_spec, data, split, scale, bands, out, save_images, previ
             name = f"{result.label.replace('/', '_')}_{result.name}" if result.label else result.name
             save_image(preview / f"{name}.png", preview_strip(outputs))
 
-    try:
-        results = evaluate_images(items, scale, model, bands=bands, device=dev, precision=prec, tile_size=tile,
-                                  overlap=lap, batch_size=batch_size, consistency=consistency,
-                                  self_ensemble=self_ensemble, uncertainty_k=k, on_image=on_image)
-    finally:
-        bar.close()
-    report = Report(data=str(Path(data).resolve()), layout=images.layout, split=split, scale=scale, model=str(path),
-                    results=results, consistency=consistency, self_ensemble=self_ensemble)
-    click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
+    return on_image
+
+
+def _show_and_write(report, uncertainty: bool, out: Path | None) -> None:
+    """The summary table (and the error map's measures, with --uncertainty) on stdout; the report to ``out``."""
+    from geosr.evaluation_report import format_table, write_report
+    from geosr.uncertainty import format_summary, summarise_measures
+
     click.echo(format_table(report.summary()))
     if uncertainty:
-        click.echo(format_summary(summarise_measures([r.uncertainty for r in results])))
+        click.echo(format_summary(summarise_measures([r.uncertainty for r in report.results])))
     if out is not None:
         write_report(report, out)

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
-    handle_errors,
     output_option,
     overlap_option,
     overwrite_option,
-    stop_on_sigterm,
     tile_size_option,
     verbosity_options,
 )
 from geosr.errors import GeosrError
+
+if TYPE_CHECKING:
+    from geosr.checkpoint import ModelCard
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # --dtype: the torch dtype's name
 
@@ -35,63 +38,153 @@ class ExportError(GeosrError):
 
 @click.command()
 @click.argument("model", metavar="MODEL")
-@output_option("The model file to write: .safetensors (a geosr model), or .onnx (the generator as ONNX, with the "
-               "card in its metadata; needs the onnx extra).", dest="out", metavar="FILE",
-               type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="fp16", show_default=True,
-              help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).")
+@output_option(
+    "The model file to write: .safetensors (a geosr model), or .onnx (the generator as ONNX, with the "
+    "card in its metadata; needs the onnx extra).",
+    dest="out",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(sorted(DTYPES)),
+    default="fp16",
+    show_default=True,
+    help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).",
+)
 @click.option("--name", help="Model name in the card (the name `--model NAME` finds when bundled).")
 @click.option("--description", help="One-line description in the card.")
-@click.option("--metrics", "report", type=click.Path(dir_okay=False, path_type=Path),
-              help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.")
+@click.option(
+    "--metrics",
+    "report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.",
+)
 @tile_size_option("Recommended tile size in input pixels [the model's].")
-@overlap_option("Recommended overlap in input pixels, at most half the tile size [the model's; a quarter of "
-                "--tile-size when that is given].")
+@overlap_option(
+    "Recommended overlap in input pixels, at most half the tile size [the model's; a quarter of "
+    "--tile-size when that is given]."
+)
 @click.option("--note", "notes", multiple=True, help="A line for the card's training notes (repeatable).")
 @click.option("--opset", type=int, help="ONNX opset of a .onnx output, 18..23 [18].")
-@click.option("--deepness", is_flag=True,
-              help="A .onnx output in the form QGIS's Deepness plugin runs: input 1 x bands x TILE x TILE in [0, 1].")
-@click.option("--resolution-cm", type=float,
-              help="With --deepness: the imagery's resolution in cm per pixel, Deepness's processing resolution.")
+@click.option(
+    "--deepness",
+    is_flag=True,
+    help="A .onnx output in the form QGIS's Deepness plugin runs: input 1 x bands x TILE x TILE in [0, 1].",
+)
+@click.option(
+    "--resolution-cm",
+    type=float,
+    help="With --deepness: the imagery's resolution in cm per pixel, Deepness's processing resolution.",
+)
 @overwrite_option("Replace an existing output file.")
 @verbosity_options
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def export(ctx, model, out, dtype, name, description, report, tile_size, overlap, notes, opset, deepness,
-           resolution_cm, overwrite) -> None:
+def export(
+    ctx,
+    model,
+    out,
+    dtype,
+    name,
+    description,
+    report,
+    tile_size,
+    overlap,
+    notes,
+    opset,
+    deepness,
+    resolution_cm,
+    overwrite,
+) -> None:
     """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics; or,
     to a .onnx output, its generator as ONNX (docs/onnx.md)."""
     from geosr.raster import check_output_file
 
     if out.suffix.lower() not in (".safetensors", ".onnx"):
-        raise click.UsageError(f"{out}: geosr export writes a geosr model (.safetensors) or ONNX (.onnx), chosen by "
-                               "the name; name the output FILE.safetensors or FILE.onnx")
+        raise click.UsageError(
+            f"{out}: geosr export writes a geosr model (.safetensors) or ONNX (.onnx), chosen by "
+            "the name; name the output FILE.safetensors or FILE.onnx"
+        )
     check_output_file(out, overwrite=overwrite)
     if out.suffix.lower() == ".onnx":
-        card_edits = {"dtype": "--dtype", "name": "--name", "description": "--description", "report": "--metrics",
-                      "notes": "--note"}
-        given = [flag for param, flag in card_edits.items()
-                 if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT]
-        if given:
-            raise click.UsageError(f"{', '.join(given)}: not for an ONNX output; export a .safetensors model with "
-                                   "them first, then that file to .onnx")
-        from geosr.onnx import export_onnx
-
-        result = export_onnx(model, out, opset=opset, deepness=deepness, tile_size=tile_size, overlap=overlap,
-                             resolution_cm=resolution_cm, overwrite=overwrite)
-        shape = " x ".join(map(str, result.input_shape))
-        click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {result.size_bytes / 1e6:.1f} MB")
+        _to_onnx(
+            ctx,
+            model,
+            out,
+            opset=opset,
+            deepness=deepness,
+            tile_size=tile_size,
+            overlap=overlap,
+            resolution_cm=resolution_cm,
+            overwrite=overwrite,
+        )
         return
     if opset is not None or deepness or resolution_cm is not None:
         raise click.UsageError("--opset, --deepness and --resolution-cm are for an ONNX output (-o FILE.onnx)")
     import torch
 
     from geosr.checkpoint import load_generator, save_generator
-    from geosr.evaluation import card_metrics
-    from geosr.limits import default_overlap
 
     net, card = load_generator(model)
+    card = _edited_card(
+        card, name=name, description=description, tile_size=tile_size, overlap=overlap, report=report, notes=notes
+    )
+    card.validate(str(out))
+    target = getattr(torch, DTYPES[dtype])
+    if target != torch.float32:
+        limit = torch.finfo(target).max
+        for key, value in net.state_dict().items():
+            if value.is_floating_point() and value.abs().max() > limit:
+                raise ExportError(f"{model}: weight {key} exceeds the {dtype} range ({limit:g}); export as fp32")
+    save_generator(out, net, card, dtype=target)
+    size = out.stat().st_size / 1e6
+    click.echo(f"{out}: {card.name}, x{card.scale}, {dtype}, {size:.1f} MB")
+
+
+def _to_onnx(ctx: click.Context, model: str, out: Path, **export: Any) -> None:
+    """The ONNX output: ``export`` (opset, deepness, tiling, resolution, overwrite) to geosr.onnx.export_onnx; a usage
+    error for the options that edit a card, which an ONNX output has no place for."""
+    card_edits = {
+        "dtype": "--dtype",
+        "name": "--name",
+        "description": "--description",
+        "report": "--metrics",
+        "notes": "--note",
+    }
+    given = [
+        flag
+        for param, flag in card_edits.items()
+        if ctx.get_parameter_source(param) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)}: not for an ONNX output; export a .safetensors model with "
+            "them first, then that file to .onnx"
+        )
+    from geosr.onnx import export_onnx
+
+    result = export_onnx(model, out, **export)
+    shape = " x ".join(map(str, result.input_shape))
+    click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {result.size_bytes / 1e6:.1f} MB")
+
+
+def _edited_card(
+    card: ModelCard,
+    *,
+    name: str | None,
+    description: str | None,
+    tile_size: int | None,
+    overlap: int | None,
+    report: Path | None,
+    notes: tuple[str, ...],
+) -> ModelCard:
+    """``card`` with the options' edits: name, description, tiling (an overlap defaults to a quarter of a given tile
+    size), the metrics of a geosr evaluate report, training notes added."""
+    from geosr.evaluation_report import card_metrics
+    from geosr.limits import default_overlap
+
     changes: dict = {}
     if name is not None:
         changes["name"] = name
@@ -107,14 +200,4 @@ def export(ctx, model, out, dtype, name, description, report, tile_size, overlap
         changes["metrics"] = card_metrics(report, card.scale)
     if notes:
         changes["training"] = {**card.training, "notes": [*card.training.get("notes", []), *notes]}
-    card = replace(card, **changes)
-    card.validate(str(out))
-    target = getattr(torch, DTYPES[dtype])
-    if target != torch.float32:
-        limit = torch.finfo(target).max
-        for key, value in net.state_dict().items():
-            if value.is_floating_point() and value.abs().max() > limit:
-                raise ExportError(f"{model}: weight {key} exceeds the {dtype} range ({limit:g}); export as fp32")
-    save_generator(out, net, card, dtype=target)
-    size = out.stat().st_size / 1e6
-    click.echo(f"{out}: {card.name}, x{card.scale}, {dtype}, {size:.1f} MB")
+    return replace(card, **changes)

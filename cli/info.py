@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from geosr.cli.options import handle_errors, verbosity_options
+from geosr.cli.exits import handle_errors
+from geosr.cli.options import verbosity_options
 from geosr.errors import printable
 
 
@@ -58,8 +59,12 @@ def format_provenance(p) -> str:
     if not p.written_by_geosr:
         return f"{path}: not written by geosr (no GEOSR_* tags); {size}, CRS {crs}, pixel size {pixel}"
     width = max(12, *(len(k) for k in p.tags))
-    lines = [f"{'raster':<{width}} {path}", f"{'size':<{width}} {size}", f"{'crs':<{width}} {crs}",
-             f"{'pixel size':<{width}} {pixel}"]
+    lines = [
+        f"{'raster':<{width}} {path}",
+        f"{'size':<{width}} {size}",
+        f"{'crs':<{width}} {crs}",
+        f"{'pixel size':<{width}} {pixel}",
+    ]
     lines += [f"{k:<{width}} {printable(v)}" for k, v in p.tags.items()]
     return "\n".join(lines)
 
@@ -110,8 +115,9 @@ def info(target: str | None, as_json: bool) -> None:
     if target is None:
         models = bundled_models()
         if as_json:
-            click.echo(json.dumps({name: read_card(path).to_dict() for name, path in models.items()}, indent=2,
-                                  sort_keys=True))
+            click.echo(
+                json.dumps({name: read_card(path).to_dict() for name, path in models.items()}, indent=2, sort_keys=True)
+            )
             return
         if not models:
             click.echo("no model is bundled with this installation of geosr")
@@ -119,9 +125,12 @@ def info(target: str | None, as_json: bool) -> None:
         for name, path in models.items():
             card = read_card(path)
             m = card.metrics
-            quality = (f"val PSNR {m['val_psnr']:.2f} dB / SSIM {m['val_ssim']:.4f} (bicubic "
-                       f"{m['val_psnr_bicubic']:.2f} / {m['val_ssim_bicubic']:.4f})"
-                       if {"val_psnr", "val_psnr_bicubic"} <= set(m) else "no metrics recorded")
+            quality = (
+                f"val PSNR {m['val_psnr']:.2f} dB / SSIM {m['val_ssim']:.4f} (bicubic "
+                f"{m['val_psnr_bicubic']:.2f} / {m['val_ssim_bicubic']:.4f})"
+                if {"val_psnr", "val_psnr_bicubic"} <= set(m)
+                else "no metrics recorded"
+            )
             default = " (default)" if default_model_name(card.scale) == name else ""
             click.echo(f"{name:<16} x{card.scale}{default:<10} {quality}")
         return

@@ -6,8 +6,8 @@ callbacks only map: the rules are the library's (geosr.options, geosr.device, ge
 becomes ``click.BadParameter`` (exit 2) before anything is opened. A command may word the help for its own meaning
 of an option (``-o`` is an output file, folder or run folder); its names and its checks stay the same.
 
-Library errors (GeosrError) become one-line click errors in ``handle_errors``: an ``OptionError`` a usage error on the
-option it names (exit 2), every other one exit 1; with -v the traceback is logged too.
+Library errors (GeosrError) become one-line click errors in ``geosr.cli.exits.handle_errors``: an ``OptionError`` a
+usage error on the option it names (``bad_parameter``, exit 2), every other one exit 1.
 
 Start-up: the command line imports neither PyTorch nor rasterio before a command runs, so that ``geosr --help``,
 ``geosr upscale --help`` and a usage error come back at once. The commands import the library inside their bodies; a
@@ -17,25 +17,19 @@ check from a module that pulls them in is called through ``lazy``; and the fixed
 
 from __future__ import annotations
 
-import errno
-import functools
 import importlib
 import logging
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from geosr.cli.threads import threads_in_force
 from geosr.device import DEVICES, PRECISIONS, check_device_spec  # geosr.device imports torch only when it needs it
-from geosr.errors import GeosrError, OptionError, one_line
+from geosr.errors import OptionError, one_line
 from geosr.limits import MAX_TILE, MIN_TILE, SCALES
 
 log = logging.getLogger("geosr")
-
 
 
 def lazy(module: str, name: str) -> Callable:
@@ -93,10 +87,22 @@ def _count(sign: int):
 def verbosity_options(func: Callable) -> Callable:
     """-v/--verbose and -q/--quiet: counted on the group and on every command alike (geosr -q upscale ... and
     geosr upscale ... -q are the same), setting the log level; the count is read with ``verbosity(ctx)``."""
-    func = click.option("-q", "--quiet", count=True, expose_value=False, callback=_count(-1),
-                        help="Less output: no progress bars or summary, errors only.")(func)
-    return click.option("-v", "--verbose", count=True, expose_value=False, callback=_count(+1),
-                        help="More log output (-vv: debug, with tracebacks).")(func)
+    func = click.option(
+        "-q",
+        "--quiet",
+        count=True,
+        expose_value=False,
+        callback=_count(-1),
+        help="Less output: no progress bars or summary, errors only.",
+    )(func)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_count(+1),
+        help="More log output (-vv: debug, with tracebacks).",
+    )(func)
 
 
 # --- options with hidden aliases ------------------------------------------------------------------------------------
@@ -164,8 +170,9 @@ def _bands(value: str) -> tuple[int, ...]:
     try:
         bands = parse_int_list(value)
     except ValueError:
-        raise OptionError(f"{value!r}: expected 1-based band numbers separated by commas, e.g. 4,3,2",
-                          option="--bands") from None
+        raise OptionError(
+            f"{value!r}: expected 1-based band numbers separated by commas, e.g. 4,3,2", option="--bands"
+        ) from None
     return check_band_numbers(bands)
 
 
@@ -192,26 +199,55 @@ def _tiling(name: str):
 # --- the shared options ---------------------------------------------------------------------------------------------
 
 
-def output_option(help: str, *, dest: str = "output", required: bool = True, metavar: str = "PATH",
-                  type: click.ParamType | None = None, callback: Callable | None = None) -> Callable:
+def output_option(
+    help: str,
+    *,
+    dest: str = "output",
+    required: bool = True,
+    metavar: str = "PATH",
+    type: click.ParamType | None = None,
+    callback: Callable | None = None,
+) -> Callable:
     """-o/--output: where the command writes (a file, a folder or a run folder: ``help`` says which). The older
     spelling --out is still accepted."""
-    return click.option("-o", "--output", "--out", dest, cls=AliasedOption, hidden_names=("--out",),
-                        required=required, type=type or click.Path(path_type=Path), metavar=metavar,
-                        callback=callback, help=help)
+    return click.option(
+        "-o",
+        "--output",
+        "--out",
+        dest,
+        cls=AliasedOption,
+        hidden_names=("--out",),
+        required=required,
+        type=type or click.Path(path_type=Path),
+        metavar=metavar,
+        callback=callback,
+        help=help,
+    )
 
 
-def model_option(help: str = "A model file (.safetensors) or a bundled model's name (geosr info lists them); "
-                 "default: the bundled model for --scale.", *, dest: str = "model") -> Callable:
+def model_option(
+    help: str = "A model file (.safetensors) or a bundled model's name (geosr info lists them); "
+    "default: the bundled model for --scale.",
+    *,
+    dest: str = "model",
+) -> Callable:
     """-m/--model MODEL."""
     return click.option("-m", "--model", dest, metavar="MODEL", help=help)
 
 
-def scale_option(help: str = "Upscaling factor; must match the model's (default: the model's).", *,
-                 dest: str = "scale") -> Callable:
+def scale_option(
+    help: str = "Upscaling factor; must match the model's (default: the model's).", *, dest: str = "scale"
+) -> Callable:
     """-s/--scale [2|3|4], as an int (None when not given)."""
-    return click.option("-s", "--scale", dest, type=click.Choice([str(s) for s in SCALES]), default=None,
-                        callback=checked(_scale), help=help)
+    return click.option(
+        "-s",
+        "--scale",
+        dest,
+        type=click.Choice([str(s) for s in SCALES]),
+        default=None,
+        callback=checked(_scale),
+        help=help,
+    )
 
 
 def bands_option(help: str = "1-based input bands, in output order (e.g. 4,3,2).", *, dest: str = "bands") -> Callable:
@@ -219,139 +255,94 @@ def bands_option(help: str = "1-based input bands, in output order (e.g. 4,3,2).
     return click.option("--bands", dest, metavar="LIST", callback=checked(_bands), help=help)
 
 
-def device_option(help: str = f"{DEVICES}; auto takes CUDA, then MPS, then the CPU.", *, default: str | None = "auto",
-                  dest: str = "device") -> Callable:
+def device_option(
+    help: str = f"{DEVICES}; auto takes CUDA, then MPS, then the CPU.",
+    *,
+    default: str | None = "auto",
+    dest: str = "device",
+) -> Callable:
     """--device DEVICE: its spelling checked here; whether this machine has it, when the model is loaded (exit 1)."""
-    return click.option("--device", dest, metavar="DEVICE", default=default, show_default=default is not None,
-                        callback=checked(check_device_spec), help=help)
+    return click.option(
+        "--device",
+        dest,
+        metavar="DEVICE",
+        default=default,
+        show_default=default is not None,
+        callback=checked(check_device_spec),
+        help=help,
+    )
 
 
-def precision_option(help: str = "auto: bf16 on GPUs and CPUs that support it, fp32 elsewhere.", *,
-                     default: str | None = "auto", name: str = "--precision", dest: str = "precision") -> Callable:
+def precision_option(
+    help: str = "auto: bf16 on GPUs and CPUs that support it, fp32 elsewhere.",
+    *,
+    default: str | None = "auto",
+    name: str = "--precision",
+    dest: str = "precision",
+) -> Callable:
     """--precision [auto|fp32|bf16|fp16] (``name`` for a second precision option of the same kind)."""
-    return click.option(name, dest, type=click.Choice(PRECISIONS, case_sensitive=False), default=default,
-                        show_default=default is not None, help=help)
+    return click.option(
+        name,
+        dest,
+        type=click.Choice(PRECISIONS, case_sensitive=False),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def tile_size_option(help: str = "Tile size in input pixels [model card].", *, dest: str = "tile_size") -> Callable:
     """--tile-size N (input pixels, MIN_TILE..MAX_TILE), checked with --overlap by geosr.tiling's rule."""
-    return click.option("--tile-size", dest, type=int, metavar=f"{MIN_TILE}..{MAX_TILE}", callback=_tiling("tile_size"),
-                        help=help)
+    return click.option(
+        "--tile-size", dest, type=int, metavar=f"{MIN_TILE}..{MAX_TILE}", callback=_tiling("tile_size"), help=help
+    )
 
 
-def overlap_option(help: str = "Overlap of neighbouring tiles in input pixels, at most half the tile size "
-                   "[model card].", *, dest: str = "overlap") -> Callable:
+def overlap_option(
+    help: str = "Overlap of neighbouring tiles in input pixels, at most half the tile size [model card].",
+    *,
+    dest: str = "overlap",
+) -> Callable:
     """--overlap N (input pixels), checked with --tile-size by geosr.tiling's rule."""
     return click.option("--overlap", dest, type=int, metavar="N", callback=_tiling("overlap"), help=help)
 
 
 def batch_size_option(help: str, *, default: int | None = None, dest: str = "batch_size") -> Callable:
     """--batch-size N (at least 1)."""
-    return click.option("--batch-size", dest, type=int, metavar="N", default=default,
-                        show_default=default is not None, callback=checked(check_batch_size), help=help)
+    return click.option(
+        "--batch-size",
+        dest,
+        type=int,
+        metavar="N",
+        default=default,
+        show_default=default is not None,
+        callback=checked(check_batch_size),
+        help=help,
+    )
 
 
 def consistency_option() -> Callable:
     """--consistency/--no-consistency: the correction of geosr.consistency, on by default."""
-    return click.option("--consistency/--no-consistency", "consistency", default=True, show_default=True,
-                        help="Correct the output so that its bicubic downsampling (the degradation the model was "
-                        "trained for) gives back the input, per band, in the model's range.")
+    return click.option(
+        "--consistency/--no-consistency",
+        "consistency",
+        default=True,
+        show_default=True,
+        help="Correct the output so that its bicubic downsampling (the degradation the model was "
+        "trained for) gives back the input, per band, in the model's range.",
+    )
 
 
 def self_ensemble_option() -> Callable:
     """--self-ensemble: every tile through the model 8 times, flipped and transposed, the outputs averaged."""
-    return click.option("--self-ensemble", is_flag=True,
-                        help="Run every tile 8 times (flips and transposes) and average: higher PSNR for 8 times the "
-                        "compute. For the content (MSE) models; averaging smooths a GAN model's texture.")
+    return click.option(
+        "--self-ensemble",
+        is_flag=True,
+        help="Run every tile 8 times (flips and transposes) and average: higher PSNR for 8 times the "
+        "compute. For the content (MSE) models; averaging smooths a GAN model's texture.",
+    )
 
 
 def overwrite_option(help: str = "Replace an existing output.") -> Callable:
     """--overwrite."""
     return click.option("--overwrite", is_flag=True, help=help)
-
-
-# --- errors ---------------------------------------------------------------------------------------------------------
-
-
-def _os_error_message(exc: OSError) -> str:
-    where = exc.filename if exc.filename is not None else "a file"
-    reason = exc.strerror or one_line(exc)
-    if exc.errno == errno.ENOSPC:
-        return f"{where}: no space left on the disk; free some space or write elsewhere"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{where}: {reason}; choose a place you can write to, or fix its permissions"
-    return f"{where}: {reason}"
-
-
-def handle_errors(func):
-    """Run a command body and end every failure with one line and a documented exit code, never a traceback.
-
-    OptionError (a value wrong in itself) exits 2 as a usage error on the option it names; any other GeosrError and
-    OSError (a disk that is full, a folder that cannot be written) exit 1 with their message; MemoryError and any
-    unexpected error exit 1 with a one-line summary (the traceback is logged with -v); Ctrl-C exits 130. click's own
-    usage errors (exit 2) pass through. The lines GDAL, PROJ and libtiff would print themselves become log records
-    while the command runs (geosr.raster.gdal.gdal_messages_logged), shown with -v beside geosr's one line.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        ctx = click.get_current_context()
-
-        def fail(message: str) -> click.ClickException:
-            if verbosity(ctx) >= 1:
-                log.exception("traceback")
-            return click.ClickException(message)
-
-        try:
-            with gdal_messages_logged(), threads_in_force(ctx):  # GDAL's own lines become log records (-v)
-                return func(*args, **kwargs)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except OptionError as exc:
-            raise bad_parameter(ctx, exc) from None
-        except GeosrError as exc:
-            raise fail(one_line(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
-        except OSError as exc:
-            raise fail(_os_error_message(exc)) from None
-        except MemoryError:
-            raise fail("out of memory; use a smaller --tile-size or --batch-size, or a machine with more memory") \
-                from None
-        except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback with -v
-            raise fail(f"unexpected error: {type(exc).__name__}: {one_line(exc)} (run with -v for the "
-                       "traceback, and report it)") from None
-
-    return wrapper
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same cleanup runs (the
-    output under way is deleted, a batch report is written); ``exit_code`` is the shell's code for it."""
-
-    exit_code = 143
-
-
-def stop_on_sigterm(func):
-    """While the command runs, SIGTERM (a scheduler's or ``kill``'s stop) raises Terminated in the main thread; the
-    command then ends with "Terminated." and exit code 143. Place it under ``handle_errors``."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        if threading.current_thread() is not threading.main_thread():
-            return func(*args, **kwargs)
-
-        def handle(signum, frame):
-            raise Terminated()
-
-        previous = signal.signal(signal.SIGTERM, handle)
-        try:
-            return func(*args, **kwargs)
-        except Terminated:
-            click.echo("Terminated.", err=True)
-            click.get_current_context().exit(Terminated.exit_code)
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-    return wrapper

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from geosr.cli.exits import handle_errors
 from geosr.cli.options import (
     bands_option,
     batch_size_option,
     device_option,
-    handle_errors,
     output_option,
     overlap_option,
     precision_option,
@@ -63,8 +63,7 @@ def _setting_options(func):
         if f.name in SHARED_OPTIONS:
             decorator = SHARED_OPTIONS[f.name](help_text)
         elif tp is bool:
-            decorator = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None,
-                                     help=help_text)
+            decorator = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text)
         elif typing.get_origin(tp) is list:
             decorator = click.option(flag, f.name, default=None, metavar="A,B,...", help=help_text)
         else:
@@ -94,8 +93,10 @@ def _overrides(raw: dict[str, Any]) -> dict[str, Any]:
             try:
                 value = [item(p) for p in parts]
             except ValueError:
-                raise click.BadParameter(f"{value!r} is not a comma-separated list of {item.__name__}",
-                                         param_hint="--" + name.replace("_", "-")) from None
+                raise click.BadParameter(
+                    f"{value!r} is not a comma-separated list of {item.__name__}",
+                    param_hint="--" + name.replace("_", "-"),
+                ) from None
         out[name] = coerce(name, value, "command line")
     return out
 
@@ -128,15 +129,18 @@ class _Bar:
                     f", {info['workers']} loader workers",
                     err=True,
                 )
-            self.bar = progress_bar(total=info["total"], initial=info["step"], unit="step", disable=self.quiet,
-                                    dynamic_ncols=True)
+            self.bar = progress_bar(
+                total=info["total"], initial=info["step"], unit="step", disable=self.quiet, dynamic_ncols=True
+            )
         elif kind == "step" and self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in info["losses"].items()}, refresh=False)
         elif kind == "val" and not self.quiet:
-            line = (f"step {info['step']}: val PSNR {info['val_psnr']:.3f} dB SSIM {info['val_ssim']:.4f} "
-                    f"(bicubic {info['val_psnr_bicubic']:.3f} / {info['val_ssim_bicubic']:.4f}, "
-                    f"{info['val_images']} images){' *best' if info['best'] else ''}")
+            line = (
+                f"step {info['step']}: val PSNR {info['val_psnr']:.3f} dB SSIM {info['val_ssim']:.4f} "
+                f"(bicubic {info['val_psnr_bicubic']:.3f} / {info['val_ssim_bicubic']:.4f}, "
+                f"{info['val_images']} images){' *best' if info['best'] else ''}"
+            )
             (self.bar.write if self.bar is not None else click.echo)(line)
         elif kind == "end" and self.bar is not None:
             self.bar.close()
@@ -176,18 +180,30 @@ class TrainCommand(click.Command):
 
 
 @click.command(cls=TrainCommand, context_settings={"max_content_width": 120})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A TOML config file (see examples/configs); command-line settings override it.")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="RUN_DIR", help="Continue the run in RUN_DIR from its last saved state (settings that do not "
-              "change the model or the data may be overridden, e.g. --max-steps).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A TOML config file (see examples/configs); command-line settings override it.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="RUN_DIR",
+    help="Continue the run in RUN_DIR from its last saved state (settings that do not "
+    "change the model or the data may be overridden, e.g. --max-steps).",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration as TOML and exit.")
 @threads_option
 @verbosity_options
 @click.pass_context
 @handle_errors
-def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None, print_config: bool,
-          **settings: Any) -> None:
+def train(
+    ctx: click.Context, config_file: Path | None, resume_dir: Path | None, print_config: bool, **settings: Any
+) -> None:
     """Train the DEGAN generator and discriminator on a scene data set (UC Merced, AID, image folders, HR/LR pairs,
     GeoTIFF tiles) into a run folder: config.toml, log.csv, checkpoints/state.pt, best.safetensors and
     last.safetensors (model files for geosr upscale and geosr evaluate).
@@ -204,8 +220,7 @@ def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None,
             raise click.UsageError("--resume takes the run's own config.toml; give either --config or --resume")
         saved_file = resume_dir / "config.toml"
         if not saved_file.is_file():
-            raise click.BadParameter(f"{resume_dir} is not a geosr run folder (no config.toml)",
-                                     param_hint="--resume")
+            raise click.BadParameter(f"{resume_dir} is not a geosr run folder (no config.toml)", param_hint="--resume")
         saved = build_config(saved_file)
         overrides["out"] = str(resume_dir)
         saved.out = str(resume_dir)
@@ -230,6 +245,9 @@ def train(ctx: click.Context, config_file: Path | None, resume_dir: Path | None,
         click.echo(f"{result.steps} steps (stopped by {result.stopped}){best}; model file: {result.model}")
     if result.stopped == "interrupted":
         if result.rank == 0:
-            click.echo(f"Interrupted: the state at step {result.steps} is saved; continue with geosr train --resume "
-                       f"{result.run_dir}", err=True)
+            click.echo(
+                f"Interrupted: the state at step {result.steps} is saved; continue with geosr train --resume "
+                f"{result.run_dir}",
+                err=True,
+            )
         ctx.exit(130)

@@ -11,18 +11,19 @@ import functools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
     bands_option,
     batch_size_option,
     checked,
     consistency_option,
     device_option,
-    handle_errors,
     lazy,
     model_option,
     output_option,
@@ -31,7 +32,6 @@ from geosr.cli.options import (
     precision_option,
     scale_option,
     self_ensemble_option,
-    stop_on_sigterm,
     tile_size_option,
     verbosity,
     verbosity_options,
@@ -42,7 +42,7 @@ from geosr.limits import COMPRESSIONS
 
 if TYPE_CHECKING:
     from geosr.batch import BatchJob, BatchSummary
-    from geosr.inference import FileResult, Progress, UpscaleOptions
+    from geosr.inference import FileResult, Predictor, Progress, UpscaleOptions
 
 log = logging.getLogger("geosr")
 
@@ -68,8 +68,14 @@ class _Bars:
     def start(self, files: int) -> None:
         """The batch's bar, for ``files`` files (none for one, nor in lines: each file's line counts)."""
         self.files = files
-        self.batch = self.tqdm(total=files, unit="file", desc="files", position=0, file=sys.stderr,
-                               disable=not self.enabled or files < 2 or self.lines)
+        self.batch = self.tqdm(
+            total=files,
+            unit="file",
+            desc="files",
+            position=0,
+            file=sys.stderr,
+            disable=not self.enabled or files < 2 or self.lines,
+        )
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled or not self.per_file:
@@ -78,8 +84,12 @@ class _Bars:
             self.close_file()
             self.path, self.t0 = p.path, time.perf_counter()
             self.bar = self.tqdm(
-                total=p.tiles_total, unit="tile", desc=p.path.name, position=1 if not self.batch.disable else 0,
-                leave=self.batch.disable, file=sys.stderr,
+                total=p.tiles_total,
+                unit="tile",
+                desc=p.path.name,
+                position=1 if not self.batch.disable else 0,
+                leave=self.batch.disable,
+                file=sys.stderr,
             )
         assert self.bar is not None
         self.bar.update(p.tiles_done - self.bar.n)
@@ -92,8 +102,9 @@ class _Bars:
         self.batch.update(1)
         self.done += 1
         if self.lines and self.enabled and result.status == "done":
-            click.echo(file_line(result.dst, result.seconds, result.pixels, result.tiles, self.done, self.files),
-                       err=True)
+            click.echo(
+                file_line(result.dst, result.seconds, result.pixels, result.tiles, self.done, self.files), err=True
+            )
 
     def close_file(self) -> None:
         if self.bar is not None:
@@ -105,20 +116,47 @@ class _Bars:
         self.batch.close()
 
 
+# The command's options that make its UpscaleOptions (through ``_options``).
+OPTIONS = (
+    "tile_size",
+    "overlap",
+    "batch_size",
+    "bands",
+    "aoi",
+    "bbox",
+    "aoi_crs",
+    "value_range",
+    "cog",
+    "compress",
+    "overwrite",
+    "consistency",
+    "max_pixels",
+    "yes",
+    "uncertainty",
+    "skip_existing",
+)
+
+
 def _options(*, aoi, bbox, aoi_crs, skip_existing, **given) -> UpscaleOptions:
     """UpscaleOptions from the command's options, after the rules that exclude some of them together."""
     from geosr.aoi import bbox_aoi, load_aoi
     from geosr.batch import check_exclusions
     from geosr.inference import UpscaleOptions
 
-    check_exclusions(overwrite=given["overwrite"], skip_existing=skip_existing, aoi=aoi is not None,
-                     bbox=bbox is not None, aoi_crs=aoi_crs is not None)
+    check_exclusions(
+        overwrite=given["overwrite"],
+        skip_existing=skip_existing,
+        aoi=aoi is not None,
+        bbox=bbox is not None,
+        aoi_crs=aoi_crs is not None,
+    )
     area = load_aoi(aoi, aoi_crs) if aoi is not None else bbox_aoi(bbox, aoi_crs) if bbox is not None else None
     return UpscaleOptions(aoi=area, **given)
 
 
-def _run_with_preview(job: BatchJob, load, bars: _Bars, on_result, preview: Path | None,
-                      window: tuple[int, int, int, int] | None) -> BatchSummary:
+def _run_with_preview(
+    job: BatchJob, load, bars: _Bars, on_result, preview: Path | None, window: tuple[int, int, int, int] | None
+) -> BatchSummary:
     """run_batch with the progress bars, then the --preview picture of the one file's output (its path checked first,
     by geosr.preview's rules)."""
     from geosr.batch import run_batch
@@ -126,17 +164,26 @@ def _run_with_preview(job: BatchJob, load, bars: _Bars, on_result, preview: Path
 
     target = None
     if preview is not None:
-        target = check_preview(preview, single=job.single, inputs=job.inputs, overwrite=job.options.overwrite,
-                               outputs=[("the output", job.output), ("the error map", job.options.uncertainty),
-                                        ("the batch report", job.report)])
+        target = check_preview(
+            preview,
+            single=job.single,
+            inputs=job.inputs,
+            overwrite=job.options.overwrite,
+            outputs=[
+                ("the output", job.output),
+                ("the error map", job.options.uncertainty),
+                ("the batch report", job.report),
+            ],
+        )
     try:
         summary = run_batch(job, load, progress=bars, on_result=on_result, on_plan=bars.start)
     finally:
         bars.close()
     done = [r for r in summary.results if r.status == "done"]
     if target is not None and done:
-        write_preview(target, done[0].src, done[0].dst, bands=job.options.bands, error_map=job.options.uncertainty,
-                      window=window)
+        write_preview(
+            target, done[0].src, done[0].dst, bands=job.options.bands, error_map=job.options.uncertainty, window=window
+        )
         log.info("preview: %s", target)
     return summary
 
@@ -155,45 +202,81 @@ def _run_with_preview(job: BatchJob, load, bars: _Bars, on_result, preview: Path
 @precision_option()
 @threads_option
 @bands_option()
-@click.option("--assets", metavar="KEY,...",
-              help="INPUT is a STAC item (JSON file or URL): read these assets as its bands, in order.")
+@click.option(
+    "--assets",
+    metavar="KEY,...",
+    help="INPUT is a STAC item (JSON file or URL): read these assets as its bands, in order.",
+)
 @click.option("--aoi", metavar="GEOJSON|WKT", help="Area of interest: a GeoJSON file or a WKT polygon.")
-@click.option("--bbox", callback=checked(lazy("geosr.aoi", "parse_bbox")), metavar="MINX,MINY,MAXX,MAXY",
-              help="Area of interest as a box.")
-@click.option("--aoi-crs", metavar="CRS",
-              help="CRS of --aoi/--bbox [GeoJSON: EPSG:4326; WKT and --bbox: the raster's CRS].")
-@click.option("--value-range", nargs=2, type=float, metavar="MIN MAX",
-              callback=checked(lazy("geosr.options", "check_value_range")),
-              help="Values mapped to the model's range in every band (non-uint8 rasters) instead of percentiles.")
+@click.option(
+    "--bbox",
+    callback=checked(lazy("geosr.aoi", "parse_bbox")),
+    metavar="MINX,MINY,MAXX,MAXY",
+    help="Area of interest as a box.",
+)
+@click.option(
+    "--aoi-crs", metavar="CRS", help="CRS of --aoi/--bbox [GeoJSON: EPSG:4326; WKT and --bbox: the raster's CRS]."
+)
+@click.option(
+    "--value-range",
+    nargs=2,
+    type=float,
+    metavar="MIN MAX",
+    callback=checked(lazy("geosr.options", "check_value_range")),
+    help="Values mapped to the model's range in every band (non-uint8 rasters) instead of percentiles.",
+)
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate", show_default=True)
 @overwrite_option("Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True, help="Leave existing outputs alone (resumes a batch).")
-@click.option("--files-in-flight", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
-              help="Files of a batch processed at once, their tiles sharing the model's calls: for folders of small "
-              "files on a GPU.")
-@click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
-              help="Output pixels a file may have before geosr asks for --yes [what the device does in a day].")
+@click.option(
+    "--files-in-flight",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Files of a batch processed at once, their tiles sharing the model's calls: for folders of small "
+    "files on a GPU.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Output pixels a file may have before geosr asks for --yes [what the device does in a day].",
+)
 @click.option("--yes", is_flag=True, help="Go on with files past --max-pixels (or a day's work).")
-@click.option("--uncertainty", type=click.Path(dir_okay=False, path_type=Path), metavar="MAP.tif",
-              help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
-              "the output is then the self-ensemble's mean: about 8 times the model's work).")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
-              help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
-              "settings) and the summary; also when the batch fails or is interrupted.")
-@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), metavar="PNG",
-              help="Also write a PNG to judge the result: input, bicubic, output (and error map) side by side over "
-              "the most detailed window (one input file).")
-@click.option("--preview-window", callback=checked(lazy("geosr.preview", "parse_preview_window")),
-              metavar="COL,ROW,WIDTH,HEIGHT", help="The --preview window, in input pixels [the most detailed 64 x 64].")
+@click.option(
+    "--uncertainty",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="MAP.tif",
+    help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
+    "the output is then the self-ensemble's mean: about 8 times the model's work).",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.json",
+    help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
+    "settings) and the summary; also when the batch fails or is interrupted.",
+)
+@click.option(
+    "--preview",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PNG",
+    help="Also write a PNG to judge the result: input, bicubic, output (and error map) side by side over "
+    "the most detailed window (one input file).",
+)
+@click.option(
+    "--preview-window",
+    callback=checked(lazy("geosr.preview", "parse_preview_window")),
+    metavar="COL,ROW,WIDTH,HEIGHT",
+    help="The --preview window, in input pixels [the most detailed 64 x 64].",
+)
 @verbosity_options
 @click.pass_context
 @handle_errors
 @stop_on_sigterm
-def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap, batch_size, consistency,
-            self_ensemble, device, precision, bands, aoi, bbox, aoi_crs, value_range, cog, compress, overwrite,
-            skip_existing, files_in_flight, max_pixels, yes, uncertainty, report, assets, preview,
-            preview_window) -> None:
+def upscale(ctx: click.Context, **given: Any) -> None:
     """Super-resolve rasters: geosr upscale INPUT... -o OUTPUT.
 
     One input file: OUTPUT is a file (GeoTIFF; .png/.jpg for plain images). Several inputs or a folder (searched
@@ -201,25 +284,52 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
     and metadata are kept; the footprint is unchanged. An input may be any path GDAL reads: http(s)://, s3://, gs://,
     az:// and zip://archive.zip!/a.tif addresses and /vsi paths, with GDAL's credentials and settings.
     """
-    from tqdm import tqdm
-
-    from geosr.batch import BatchJob
     from geosr.device import torchrun_env
     from geosr.inference import load_predictor
-    from geosr.stac import resolve_inputs
 
     level = verbosity(ctx)
-    options = _options(tile_size=tile_size, overlap=overlap, batch_size=batch_size, bands=bands, aoi=aoi, bbox=bbox,
-                       aoi_crs=aoi_crs, value_range=value_range, cog=cog, compress=compress, overwrite=overwrite,
-                       consistency=consistency, max_pixels=max_pixels, yes=yes, uncertainty=uncertainty,
-                       skip_existing=skip_existing)
+    options = _options(**{name: given[name] for name in OPTIONS})
     env = torchrun_env()
     who = f"rank {env.rank}/{env.world_size}: " if env.distributed else ""
+    job = _job(given, options, env.rank, env.world_size)
+    bars = _Bars(enabled=level >= 0 and env.rank == 0, per_file=job.files_in_flight == 1)
+
+    def load() -> Predictor:
+        return load_predictor(
+            given["model"], given["scale"], given["device"], given["precision"], env.local_rank, given["self_ensemble"]
+        )
+
+    summary = _run_with_preview(job, load, bars, _on_result(bars, job, who), given["preview"], given["preview_window"])
+    if level >= 0 and not job.single and summary.results:
+        click.echo(f"{who}{summary.line()}", err=True)
+    if summary.count("failed"):
+        ctx.exit(1)
+
+
+def _job(given: dict[str, Any], options: UpscaleOptions, rank: int, world_size: int) -> BatchJob:
+    """The BatchJob of the command's inputs (local, remote or the assets of STAC items), output and options."""
+    from geosr.batch import BatchJob
+    from geosr.stac import resolve_inputs
+
+    assets = given["assets"]
     keys = None if assets is None else [k.strip() for k in assets.split(",") if k.strip()]
-    sources = resolve_inputs(inputs, keys)  # URLs, /vsi paths, STAC items: as GDAL reads them (geosr.sources)
-    job = BatchJob(sources, output, options, skip_existing, files_in_flight, report, tuple(sys.argv),
-                   env.rank, env.world_size)
-    bars = _Bars(enabled=level >= 0 and env.rank == 0, per_file=files_in_flight == 1)
+    sources = resolve_inputs(given["inputs"], keys)  # URLs, /vsi paths, STAC items: as GDAL reads them (geosr.sources)
+    return BatchJob(
+        sources,
+        given["output"],
+        options,
+        given["skip_existing"],
+        given["files_in_flight"],
+        given["report"],
+        tuple(sys.argv),
+        rank,
+        world_size,
+    )
+
+
+def _on_result(bars: _Bars, job: BatchJob, who: str) -> Callable[[FileResult], None]:
+    """What the command does as each file ends: its progress, and a line for a failure, a skip or (-v) a success."""
+    from tqdm import tqdm
 
     def on_result(result: FileResult) -> None:
         bars.file_done(result)
@@ -230,9 +340,4 @@ def upscale(ctx: click.Context, inputs, output, model, scale, tile_size, overlap
         else:
             log.info("%s%s -> %s: %d tiles in %.1f s", who, result.src, result.dst, result.tiles, result.seconds)
 
-    summary = _run_with_preview(job, lambda: load_predictor(model, scale, device, precision, env.local_rank,
-                                                            self_ensemble), bars, on_result, preview, preview_window)
-    if level >= 0 and not job.single and summary.results:
-        click.echo(f"{who}{summary.line()}", err=True)
-    if summary.count("failed"):
-        ctx.exit(1)
+    return on_result

@@ -1,0 +1,106 @@
+"""How a command ends: every failure as one line and a documented exit code (``handle_errors``), and SIGTERM as
+Ctrl-C (``stop_on_sigterm``), so that the same cleanup runs. Every command is decorated with both.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import signal
+import threading
+
+import click
+
+from geosr.cli.options import bad_parameter, gdal_messages_logged, verbosity
+from geosr.cli.threads import threads_in_force
+from geosr.errors import GeosrError, OptionError, one_line
+
+log = logging.getLogger("geosr")
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or one_line(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: no space left on the disk; free some space or write elsewhere"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}: {reason}; choose a place you can write to, or fix its permissions"
+    return f"{where}: {reason}"
+
+
+def handle_errors(func):
+    """Run a command body and end every failure with one line and a documented exit code, never a traceback.
+
+    OptionError (a value wrong in itself) exits 2 as a usage error on the option it names; any other GeosrError and
+    OSError (a disk that is full, a folder that cannot be written) exit 1 with their message; MemoryError and any
+    unexpected error exit 1 with a one-line summary (the traceback is logged with -v); Ctrl-C exits 130. click's own
+    usage errors (exit 2) pass through. The lines GDAL, PROJ and libtiff would print themselves become log records
+    while the command runs (geosr.raster.gdal.gdal_messages_logged), shown with -v beside geosr's one line.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+
+        def fail(message: str) -> click.ClickException:
+            if verbosity(ctx) >= 1:
+                log.exception("traceback")
+            return click.ClickException(message)
+
+        try:
+            with gdal_messages_logged(), threads_in_force(ctx):  # GDAL's own lines become log records (-v)
+                return func(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except OptionError as exc:
+            raise bad_parameter(ctx, exc) from None
+        except GeosrError as exc:
+            raise fail(one_line(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except OSError as exc:
+            raise fail(_os_error_message(exc)) from None
+        except MemoryError:
+            raise fail(
+                "out of memory; use a smaller --tile-size or --batch-size, or a machine with more memory"
+            ) from None
+        except Exception as exc:  # a bug or an unforeseen failure: still one line, the traceback with -v
+            raise fail(
+                f"unexpected error: {type(exc).__name__}: {one_line(exc)} (run with -v for the "
+                "traceback, and report it)"
+            ) from None
+
+    return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so that the same cleanup runs (the
+    output under way is deleted, a batch report is written); ``exit_code`` is the shell's code for it."""
+
+    exit_code = 143
+
+
+def stop_on_sigterm(func):
+    """While the command runs, SIGTERM (a scheduler's or ``kill``'s stop) raises Terminated in the main thread; the
+    command then ends with "Terminated." and exit code 143. Place it under ``handle_errors``."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return func(*args, **kwargs)
+
+        def handle(signum, frame):
+            raise Terminated()
+
+        previous = signal.signal(signal.SIGTERM, handle)
+        try:
+            return func(*args, **kwargs)
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            click.get_current_context().exit(Terminated.exit_code)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return wrapper
