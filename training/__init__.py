@@ -14,6 +14,7 @@ card.py         the model card of a run's exported model files (provenance, sett
 state.py        the run folder: what a checkpoint holds, resuming from it, RNG states, log.csv
 distributed.py  torchrun / DDP set-up (NCCL on GPUs, gloo on CPUs)
 setup.py        a run's set-up: the run folder, precisions, VGG19 weights, seeds, a fresh or restored start
+build.py        a run's data (splits, patches, loaders) and networks (G, D, EMA, losses, optimisers, schedule)
 records.py      what the loop writes: validations, log rows, checkpoints, the model files at the end
 loop.py         fit(): the phases, then the training loop
 keep.py         training that does not stop: resumable cycles that continue a shipped model

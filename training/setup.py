@@ -8,7 +8,7 @@
                  written and log.csv opened on rank 0 -> Start
     Clock        the run's wall time, earlier invocations of a resumed run included
 
-The data and the networks are built in loop.py itself (``_data``, ``_networks``), between setup_run and restore.
+The data and the networks are built by build.py (``build_data``, ``build_networks``), between setup_run and restore.
 """
 
 from __future__ import annotations
@@ -148,8 +148,7 @@ class Start:
     csv_log: CsvLog | None  # log.csv, open on rank 0; None elsewhere
 
 
-def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts: Checkpointed, resume: bool
-            ) -> Start:
+def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts: Checkpointed, resume: bool) -> Start:
     """With ``resume``, restore ``parts`` and the random-number states from the run folder; else start at step 0,
     each process with its own random-number stream. Rank 0 writes config.toml and opens log.csv (dropping the rows
     after the resumed step). Raises ResumeError."""
@@ -157,7 +156,11 @@ def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts
     saved_step = None
     if resume:
         step, elapsed_s, best, last_val = resume_run(
-            run.paths["state"], parts, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size,
+            run.paths["state"],
+            parts,
+            seed=cfg.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
         )
         saved_step = step
         log.info("resumed %s at step %d", run.run_dir, step)

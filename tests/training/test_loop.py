@@ -12,6 +12,7 @@ import torch
 from geosr.checkpoint import init_from_model, load_generator, read_card
 from geosr.errors import DataError
 from geosr.models import Generator
+from geosr.training import build as buildmod
 from geosr.training import guard as guardmod
 from geosr.training import loop as loopmod
 from geosr.training.config import ConfigError, TrainConfig
@@ -24,8 +25,20 @@ from geosr.training.vgg import VGGFeatures
 def tiny(data, out, **kw) -> TrainConfig:
     """A model and run small enough for a few CPU steps per second."""
     settings = dict(
-        data=str(data), out=str(out), scale=2, channels=16, n_blocks=1, refiner_base=8, d_base=8, d_blocks=2,
-        patch_size=32, batch_size=4, perceptual_weight=0.0, precision="fp32", val_every=0, val_images=2,
+        data=str(data),
+        out=str(out),
+        scale=2,
+        channels=16,
+        n_blocks=1,
+        refiner_base=8,
+        d_base=8,
+        d_blocks=2,
+        patch_size=32,
+        batch_size=4,
+        perceptual_weight=0.0,
+        precision="fp32",
+        val_every=0,
+        val_images=2,
         device="cpu",
     )
     settings.update(kw)
@@ -113,7 +126,7 @@ def test_content_only_mode_builds_no_discriminator(scene_folder, tmp_path, monke
     def no_d(*args, **kwargs):
         raise AssertionError("the discriminator was built")
 
-    monkeypatch.setattr(loopmod, "Discriminator", no_d)
+    monkeypatch.setattr(buildmod, "Discriminator", no_d)
     cfg = tiny(scene_folder, tmp_path / "run", max_steps=2, adversarial_weight=0.0, ema=False)
     fit(cfg)
     state = load_state(run_paths(tmp_path / "run")["state"])
@@ -168,7 +181,7 @@ def test_no_vgg_weights_offline_fails_before_training(scene_folder, tmp_path, mo
         raise OSError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    monkeypatch.setattr(loopmod, "PatchDataset", lambda *a, **k: pytest.fail("data decoded before the VGG check"))
+    monkeypatch.setattr(buildmod, "PatchDataset", lambda *a, **k: pytest.fail("data decoded before the VGG check"))
     with pytest.raises(VGGWeightsError, match="--perceptual-weight 0"):
         fit(tiny(scene_folder, tmp_path / "run", max_steps=1, perceptual_weight=0.5))
 
@@ -196,8 +209,9 @@ def test_a_resumed_run_takes_the_new_learning_rate_and_milestones(scene_folder, 
     first = tiny(scene_folder, tmp_path / "run", max_steps=2, lr_g=1e-4, adversarial_weight=0.0)
     fit(first)
     fit(resume_config(first, {"max_steps": 5, "lr_g": 4e-4, "lr_decay_steps": [4], "lr_gamma": 0.5}), resume=True)
-    lrs = {int(r["step"]): float(r["lr_g"]) for r in read_log(run_paths(tmp_path / "run")["log"])
-           if r["kind"] == "train"}
+    lrs = {
+        int(r["step"]): float(r["lr_g"]) for r in read_log(run_paths(tmp_path / "run")["log"]) if r["kind"] == "train"
+    }
     assert lrs[1] == lrs[2] == 1e-4  # before the resume, as saved
     assert lrs[3] == 4e-4 and lrs[5] == 2e-4  # the new rate, decayed at the new milestone (after step 4)
 
@@ -205,8 +219,15 @@ def test_a_resumed_run_takes_the_new_learning_rate_and_milestones(scene_folder, 
 def test_a_cosine_schedule_warms_up_decays_to_its_floor_and_survives_a_resume(scene_folder, tmp_path):
     """A cosine run with a warm-up, stopped and resumed, logs the rates of the uninterrupted schedule: rising over
     the warm-up, then falling to lr * lr_min_factor at the last step; the L1 term is logged when it has a weight."""
-    settings = dict(adversarial_weight=0.0, lr_g=1e-3, lr_schedule="cosine", lr_warmup_steps=2, lr_min_factor=0.1,
-                    l1_weight=1.0, mse_weight=0.0)
+    settings = dict(
+        adversarial_weight=0.0,
+        lr_g=1e-3,
+        lr_schedule="cosine",
+        lr_warmup_steps=2,
+        lr_min_factor=0.1,
+        l1_weight=1.0,
+        mse_weight=0.0,
+    )
     first = tiny(scene_folder, tmp_path / "run", max_steps=3, **settings)
     fit(first)
     fit(resume_config(first, {"max_steps": 6}), resume=True)

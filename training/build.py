@@ -1,0 +1,186 @@
+"""The data and the networks of a training run (``fit``, geosr.training.loop), built from its TrainConfig between
+setup_run and restore; each phase returns a frozen value:
+
+    build_data      train split -> PatchDataset -> DataLoader (resumable DistributedSampler); val split (or
+                    --val-data); steps per epoch and the run's last step -> DataSetup
+    build_networks  G (+ D unless content-only) (+ EMA of G); the content loss; Adam for each; the learning-rate
+                    schedule (schedule.py); GradScaler; DDP; the divergence guard -> Networks
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from geosr.checkpoint import init_from_model
+from geosr.datasets import ImageItem, ImageSet, default_bands, find_images, split_rule, spread
+from geosr.errors import DataError
+from geosr.models import Discriminator, Generator
+from geosr.models.refiner import set_attention_dropout
+from geosr.training import distributed
+from geosr.training.config import TrainConfig
+from geosr.training.data import PatchDataset, make_loader, resolve_workers
+from geosr.training.ema import EMA
+from geosr.training.gan import Amp, LossWeights
+from geosr.training.guard import DivergenceGuard
+from geosr.training.losses import ContentLoss
+from geosr.training.schedule import LrSchedule, ScheduledOptimiser
+from geosr.training.setup import RunSetup
+from geosr.training.state import Checkpointed
+
+log = logging.getLogger("geosr.training")
+
+
+@dataclass(frozen=True)
+class DataSetup:
+    """The training data of this process and the validation images; steps count generator updates."""
+
+    train_set: ImageSet
+    val_set: ImageSet
+    val_items: list[ImageItem]  # the images validation uses (--val-images of the val split); may be empty
+    bands: list[int]  # 1-based
+    dataset: PatchDataset
+    batch: int  # patches per step in this process (batch_size / processes)
+    workers: int
+    loader: Any  # a DataLoader of (HR, LR) batches
+    sampler: Any  # its ResumableSampler
+    steps_per_epoch: int
+    total_steps: int  # the run's last step: epochs, or --max-steps when fewer
+
+
+def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
+    """Find the splits, build the patch data set and this process's loader. Raises DataError (an empty train split,
+    fewer patches than a batch)."""
+    train_set = find_images(cfg.data, "train")
+    if not len(train_set):
+        raise DataError(f"{cfg.data}: the train split is empty (split rule: {split_rule(train_set.layout)})")
+    if cfg.val_data:
+        val_set = find_images(cfg.val_data, "all")
+    else:
+        val_set = find_images(cfg.data, "val")
+    val_items = spread(val_set.items, cfg.val_images)
+    if not val_items:
+        log.warning(
+            "%s has no validation images: no validation, no best model (last.safetensors is exported)", val_set.root
+        )
+    bands = list(cfg.bands) if cfg.bands else default_bands(train_set.items[0].path, 3)
+    dataset = PatchDataset(
+        train_set.items,
+        scale=cfg.scale,
+        patch_size=cfg.patch_size,
+        bands=bands,
+        seed=cfg.seed,
+        cache_mb=cfg.cache_mb,
+        repeat=cfg.dataset_repeat,
+    )
+    batch = cfg.batch_size // ctx.world_size
+    workers = resolve_workers(cfg.num_workers, ctx.device, dataset.cached, ctx.local_world_size)
+    loader, sampler = make_loader(
+        dataset,
+        batch_size=batch,
+        workers=workers,
+        device=ctx.device,
+        num_replicas=ctx.world_size,
+        rank=ctx.rank,
+        seed=cfg.seed,
+    )
+    steps_per_epoch = sampler.num_samples // batch
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    return DataSetup(
+        train_set, val_set, val_items, bands, dataset, batch, workers, loader, sampler, steps_per_epoch, total_steps
+    )
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The networks, their losses and optimisers, and what a checkpoint carries of them (``parts``)."""
+
+    g: nn.Module
+    d: nn.Module | None  # None in content-only mode
+    ema: EMA | None
+    eval_model: nn.Module  # what is validated and exported: the EMA of G when there is one, else G
+    g_train: nn.Module  # G, wrapped in DDP when distributed
+    d_train: nn.Module | None
+    memory_format: torch.memory_format
+    content: ContentLoss
+    weights: LossWeights
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    rates: list[ScheduledOptimiser]  # the learning rates of opt_g (and opt_d) as functions of the step
+    milestones: list[int]  # the schedule's decay steps
+    amp: Amp
+    guard: DivergenceGuard
+    parts: Checkpointed
+    init_report: dict[str, Any] | None  # init_from_model's report for --init-from, else None
+
+
+def build_networks(
+    cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, data: DataSetup, resume: bool
+) -> Networks:
+    """Build G (initialised from --init-from unless resuming), D unless content-only, the EMA, the content loss on
+    ``run.vgg``, Adam for each network on the step's learning rates, the gradient scaler. Raises ModelFileError."""
+    device = ctx.device
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    gcfg = cfg.generator_config()
+    g = Generator(gcfg)
+    set_attention_dropout(g, cfg.attention_dropout)
+    init_report = None
+    if cfg.init_from and not resume:
+        init_report = init_from_model(g, cfg.init_from)
+        log.info("initialised %d of %d tensors from %s", init_report["copied"], init_report["total"], cfg.init_from)
+    g = g.to(device, memory_format=memory_format)
+    d = None
+    if cfg.uses_discriminator:
+        d = Discriminator(in_channels=gcfg.out_channels, base=cfg.d_base, n_blocks=cfg.d_blocks)
+        d = d.to(device, memory_format=memory_format)
+    ema = EMA(g, cfg.ema_decay) if cfg.ema else None
+    vgg = run.vgg.to(device, memory_format=memory_format) if run.vgg is not None else None
+    content = ContentLoss(vgg, cfg.charbonnier_eps, l1=cfg.l1_weight > 0)
+    betas = (cfg.betas[0], cfg.betas[1])
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=betas) if d is not None else None
+    milestones = sorted({e * data.steps_per_epoch for e in cfg.lr_decay_epochs} | set(cfg.lr_decay_steps))
+    schedule = LrSchedule(
+        cfg.lr_schedule, tuple(milestones), cfg.lr_gamma, data.total_steps, cfg.lr_warmup_steps, cfg.lr_min_factor
+    )
+    rates = [ScheduledOptimiser(opt_g, cfg.lr_g, schedule)]
+    if opt_d is not None:
+        rates.append(ScheduledOptimiser(opt_d, cfg.lr_d, schedule))
+    amp = Amp.create(device, run.precision)
+    g_train: nn.Module = g
+    d_train: nn.Module | None = d
+    if ctx.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        g_train = DDP(g, device_ids=ids)
+        d_train = DDP(d, device_ids=ids) if d is not None else None
+    weights = LossWeights(
+        cfg.mse_weight, cfg.perceptual_weight, cfg.adversarial_weight, cfg.feature_matching_weight, cfg.l1_weight
+    )
+    guard = DivergenceGuard(cfg.divergence_factor)
+    parts = Checkpointed(g=g, opt_g=opt_g, scaler=amp.scaler, guard=guard, d=d, opt_d=opt_d, ema=ema)
+    return Networks(
+        g,
+        d,
+        ema,
+        ema.model if ema is not None else g,
+        g_train,
+        d_train,
+        memory_format,
+        content,
+        weights,
+        opt_g,
+        opt_d,
+        rates,
+        milestones,
+        amp,
+        guard,
+        parts,
+        init_report,
+    )
