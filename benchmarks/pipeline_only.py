@@ -10,7 +10,7 @@ an upper bound of end-to-end speed whatever the model. It prints output megapixe
 consistency correction, and the functions that take the most time (cProfile) in the run with the correction.
 
 --stages adds where the time goes, by stage, in one more run of each setting: the busy seconds of each stage of the
-real pipeline (geosr.strips.StageTimer: timers in the code path, off unless asked for) and their share of the run's
+real pipeline (geosr.stagetimer.StageTimer: timers in the code path, off unless asked for) and their share of the run's
 wall time. Reading and writing run on their own threads, beside the main thread's work; the main thread's waits for
 them are lines of their own, and the main thread's lines and waits add up to the wall time.
 
@@ -82,7 +82,7 @@ class StandIn(torch.nn.Module):
 
 def stage_seconds(src: Path, dst: Path, predictor, args, consistency: bool):
     """One run of upscale_raster with the stage timer on: the StageTimer and the run's wall seconds."""
-    from geosr.strips import StageTimer, timing  # here: the rest of this script also measures code without them
+    from geosr.stagetimer import StageTimer, timing  # here: the rest of this script also measures code without them
 
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else None
     options = UpscaleOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True,

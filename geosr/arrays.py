@@ -5,7 +5,7 @@
 nodata value: the same global radiometry (computed from the same decimated sample, geosr.radiometry), the same tile
 grid (tiles never larger than the array), blend weights, tile batches and panels (geosr.tiling, geosr.plan), the
 same band groups for a model with fewer channels than bands (geosr.plan.band_groups), the same consistency
-correction (geosr.consistency.RowStream, pushed the same rows) and the same nodata handling: the nodata value, NaN,
+correction (geosr.rowstream.RowStream, pushed the same rows) and the same nodata handling: the nodata value, NaN,
 +-Inf and extreme float fills are invalid, never reach valid pixels, and stay nodata (NaN for floats without a nodata
 value).
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from geosr.checkpoint import ModelCard
-from geosr.consistency import project_rows, residual
+from geosr.consistency import residual
 from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry, read_image
 from geosr.errors import DataError
 from geosr.evaluation_report import (
@@ -48,6 +48,7 @@ from geosr.metrics import psnr, ssim
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, integer_range
 from geosr.resize import downscale, upscale
+from geosr.rowstream import project_rows
 from geosr.tiling import tile_array
 from geosr.uncertainty import error_map, measure, with_spread
 

@@ -30,6 +30,7 @@ LAYERS = [
             "arraylayout",
             "worksize",
             "sources",
+            "stagetimer",
         },
     ),
     (
@@ -40,6 +41,7 @@ LAYERS = [
             "checkpoint",
             "safetensorsfile",
             "consistency",
+            "rowstream",
             "predictor",
             "sharedmodel",
             "datasets",
@@ -54,6 +56,7 @@ LAYERS = [
             "plan",
             "strips",
             "blocks",
+            "pipethreads",
             "pipeline",
             "arrays",
             "lazy",

@@ -65,7 +65,7 @@ def test_pipeline_only_times_every_stage_of_the_real_pipeline(tmp_path):
     import dataclasses
 
     from geosr.inference import UpscaleOptions, upscale_raster
-    from geosr.strips import StageTimer, stage, timing
+    from geosr.stagetimer import StageTimer, stage, timing
 
     bench = _benchmark("pipeline_only")
     src = _benchmark("bench").make_synthetic(tmp_path / "in.tif", 96)
@@ -111,3 +111,11 @@ def test_pipeline_only_compares_source_trees_in_one_run(capsys):
     assert out.count(f"{REPO}: consistency on: best") == 2
     assert "ratio, last to first: consistency on" in out
     assert "outputs equal pixel for pixel: True" in out
+
+
+def test_upscale_pair_runs_geosr_upscale_from_a_source_tree(tmp_path):
+    """upscale_pair.py: one run of a tree upscales the input with geosr upscale's defaults in a process of its own."""
+    pair = _benchmark("upscale_pair")
+    src = _benchmark("bench").make_synthetic(tmp_path / "in.tif", 24)
+    seconds, digest, how = pair.one_run(REPO, src, 4)
+    assert seconds > 0 and len(digest) == 16 and how.startswith("cpu ")

@@ -5,17 +5,16 @@ import pytest
 import torch
 
 from geosr.consistency import (
-    RowStream,
     _axis_operators,
     _degraded,
     _project,
     _window,
     degrade,
     project,
-    project_rows,
     residual,
 )
 from geosr.resize import downscale
+from geosr.rowstream import RowStream, project_rows
 
 
 def _pair(scale: int, h: int = 36, w: int = 28, bands: int = 3, seed: int = 0):
