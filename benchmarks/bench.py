@@ -68,9 +68,19 @@ def make_synthetic(path: Path, size: int) -> Path:
     """A 3-band uint8 GeoTIFF of size x size with smooth structure and noise (compresses like real imagery)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32633",
-                   transform=rasterio.Affine(10, 0, 500000, 0, -10, 5000000), tiled=True, blockxsize=256,
-                   blockysize=256, compress="deflate")
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=rasterio.Affine(10, 0, 500000, 0, -10, 5000000),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         for b in range(3):
             base = 127 + 60 * np.sin(xx / (17 + 5 * b)) * np.cos(yy / (23 + 3 * b))
@@ -87,8 +97,7 @@ def crop_raster(src_path: Path, dst_path: Path, size: int) -> Path:
         w, h = min(size, src.width), min(size, src.height)
         window = Window((src.width - w) // 2, (src.height - h) // 2, w, h)
         profile = src.profile
-        profile.update(width=int(window.width), height=int(window.height),
-                       transform=src.window_transform(window))
+        profile.update(width=int(window.width), height=int(window.height), transform=src.window_transform(window))
         with rasterio.open(dst_path, "w", **profile) as dst:
             dst.write(src.read(window=window))
     return dst_path
@@ -133,8 +142,8 @@ def plain_tile_loop(path: Path, model_path: Path, tile: int, overlap: int) -> fl
         for t in grid:
             y0, y1, x0, x1 = t.y, t.y + t.height, t.x, t.x + t.width
             x = torch.from_numpy(np.ascontiguousarray(img[None, :, y0:y1, x0:x1]))
-            out[:, y0 * s:y1 * s, x0 * s:x1 * s] += model(x)[0].numpy()
-            cnt[:, y0 * s:y1 * s, x0 * s:x1 * s] += 1
+            out[:, y0 * s : y1 * s, x0 * s : x1 * s] += model(x)[0].numpy()
+            cnt[:, y0 * s : y1 * s, x0 * s : x1 * s] += 1
     result = np.clip((out / cnt + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     profile.update(width=w * s, height=h * s, transform=profile["transform"] * rasterio.Affine.scale(1 / s))
     with tempfile.TemporaryDirectory() as tmp, rasterio.open(Path(tmp) / "naive.tif", "w", **profile) as dst:
@@ -157,9 +166,23 @@ print(int(hwm.split()[1]) / 1024)
 def peak_memory_mb(model: Path, size: int, precision: str, args, workdir: Path) -> float:
     src = make_synthetic(workdir / f"mem{size}.tif", size)
     dst = workdir / f"mem{size}_out.tif"
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(model), str(src), str(dst), precision,
-                          str(args.tile), str(args.overlap), str(args.batch)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEMORY_SCRIPT,
+            str(model),
+            str(src),
+            str(dst),
+            precision,
+            str(args.tile),
+            str(args.overlap),
+            str(args.batch),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dst.unlink(missing_ok=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -181,8 +204,11 @@ def slow_kernels(model, x: torch.Tensor, device: torch.device, precision: str) -
 def precision_sweep(model_path: Path, tiles: list[int], args) -> dict:
     """Model-only output Mpx/s per (tile, precision, memory format), in interleaved rounds; see the docstring."""
     device = resolve_device(args.device)
-    precisions = args.precisions.split(",") if args.precisions else (
-        ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    precisions = (
+        args.precisions.split(",")
+        if args.precisions
+        else (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    )
     net, card = load_generator(model_path, device=device)
     net.eval()
     formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -196,7 +222,7 @@ def precision_sweep(model_path: Path, tiles: list[int], args) -> dict:
             for fmt in formats:
                 cases[(tile, prec, fmt)] = []
     kernels = {}
-    for (tile, prec, fmt) in cases:  # one warm-up each, and the profile of the slow kernels
+    for tile, prec, fmt in cases:  # one warm-up each, and the profile of the slow kernels
         net = net.to(memory_format=formats[fmt])
         x = inputs[tile].contiguous(memory_format=formats[fmt])
         kernels[(tile, prec, fmt)] = slow_kernels(net, x, device, prec)
@@ -215,21 +241,41 @@ def precision_sweep(model_path: Path, tiles: list[int], args) -> dict:
     for (tile, prec, fmt), times in cases.items():
         b = sweep_batch(tile)
         mpx = b * (tile * card.scale) ** 2 / 1e6
-        rows.append({"tile": tile, "batch": b, "precision": prec, "memory_format": fmt,
-                     "mpx_s": mpx / statistics.median(times), "seconds": [round(t, 3) for t in times],
-                     "slow_kernels": kernels[(tile, prec, fmt)]})
-    return {"hardware": describe_hardware(device), "torch": torch.__version__, "model": str(model_path),
-            "scale": card.scale, "card_tile": card.tile_size, "repeats": args.repeats,
-            "auto_precision": resolve_precision("auto", device), "load_average": os.getloadavg(), "sweep": rows}
+        rows.append(
+            {
+                "tile": tile,
+                "batch": b,
+                "precision": prec,
+                "memory_format": fmt,
+                "mpx_s": mpx / statistics.median(times),
+                "seconds": [round(t, 3) for t in times],
+                "slow_kernels": kernels[(tile, prec, fmt)],
+            }
+        )
+    return {
+        "hardware": describe_hardware(device),
+        "torch": torch.__version__,
+        "model": str(model_path),
+        "scale": card.scale,
+        "card_tile": card.tile_size,
+        "repeats": args.repeats,
+        "auto_precision": resolve_precision("auto", device),
+        "load_average": os.getloadavg(),
+        "sweep": rows,
+    }
 
 
 def print_sweep(r: dict) -> None:
-    print(f"{r['hardware']} | torch {r['torch']} | {r['model']} x{r['scale']} (card tile {r['card_tile']}) | "
-          f"--precision auto picks {r['auto_precision']}")
+    print(
+        f"{r['hardware']} | torch {r['torch']} | {r['model']} x{r['scale']} (card tile {r['card_tile']}) | "
+        f"--precision auto picks {r['auto_precision']}"
+    )
     print(f"{'tile':>5} {'batch':>5} {'precision':<9} {'format':<13} {'output Mpx/s':>12}  slow kernels")
     for row in r["sweep"]:
-        print(f"{row['tile']:>5} {row['batch']:>5} {row['precision']:<9} {row['memory_format']:<13} "
-              f"{row['mpx_s']:>12.3f}  {', '.join(row['slow_kernels']) or '-'}")
+        print(
+            f"{row['tile']:>5} {row['batch']:>5} {row['precision']:<9} {row['memory_format']:<13} "
+            f"{row['mpx_s']:>12.3f}  {', '.join(row['slow_kernels']) or '-'}"
+        )
     best = {}
     for row in r["sweep"]:
         key = (row["tile"], row["precision"])
@@ -252,9 +298,12 @@ def main() -> None:
     p.add_argument("--real-crop", type=int, default=256, help="use this central square of --raster (0: all)")
     p.add_argument("--synthetic", type=int, default=384, help="side of the synthetic raster (0: skip)")
     p.add_argument("--memory-sizes", default="", help="e.g. 1024,2048: peak RSS of upscale at these sizes")
-    p.add_argument("--memory-model", default=None,
-                   help="model for the memory figure (default: the benchmarked one; 'small' for a 32-channel, "
-                        "2-block DEGAN, whose constant activations leave the pipeline's own memory in view)")
+    p.add_argument(
+        "--memory-model",
+        default=None,
+        help="model for the memory figure (default: the benchmarked one; 'small' for a 32-channel, "
+        "2-block DEGAN, whose constant activations leave the pipeline's own memory in view)",
+    )
     p.add_argument("--baseline", action="store_true", help="also time a plain fp32 tile loop (batch 1)")
     p.add_argument("--no-train", action="store_true", help="skip the training throughput")
     p.add_argument("--repeats", type=int, default=3)
@@ -278,8 +327,11 @@ def main() -> None:
     args.tile = args.tile or card.tile_size
     args.overlap = args.overlap if args.overlap is not None else card.overlap
     device = first.device
-    precisions = args.precisions.split(",") if args.precisions else (
-        ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    precisions = (
+        args.precisions.split(",")
+        if args.precisions
+        else (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    )
 
     flops = count_flops(first.model.cpu(), torch.zeros(1, card.config.in_channels, args.tile, args.tile))
     flops_per_px = flops / (args.tile * card.scale) ** 2
@@ -291,10 +343,17 @@ def main() -> None:
     options = UpscaleOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch)
 
     results = {
-        "hardware": describe_hardware(device), "torch": torch.__version__, "python": platform.python_version(),
-        "model": str(args.model or f"random default DEGAN x{args.scale}"), "scale": card.scale, "tile": args.tile,
-        "overlap": args.overlap, "batch": args.batch, "repeats": args.repeats,
-        "gflop_per_output_mpixel": flops_per_px / 1e3, "precisions": {},
+        "hardware": describe_hardware(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "model": str(args.model or f"random default DEGAN x{args.scale}"),
+        "scale": card.scale,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "gflop_per_output_mpixel": flops_per_px / 1e3,
+        "precisions": {},
     }
     for prec in precisions:
         predictor = load_predictor(model_path, device=args.device, precision=prec)
@@ -310,8 +369,12 @@ def main() -> None:
             for raster in rasters:
                 end_to_end_runs[raster.name].append((end_to_end(raster, predictor, options, 1), mo_round))
         mo = statistics.median(model_runs)
-        row = {"peak_conv_tflops": peak / 1e12, "model_only_mpx_s": mo,
-               "model_only_fraction_of_peak": mo * 1e6 * flops_per_px / peak, "end_to_end": {}}
+        row = {
+            "peak_conv_tflops": peak / 1e12,
+            "model_only_mpx_s": mo,
+            "model_only_fraction_of_peak": mo * 1e6 * flops_per_px / peak,
+            "end_to_end": {},
+        }
         for raster in rasters:
             runs = end_to_end_runs[raster.name]
             tiles, pixels = tiles_in(raster, args.tile, args.overlap)
@@ -319,7 +382,9 @@ def main() -> None:
             recompute = tiles * args.tile**2 / pixels  # input pixels the model sees per input pixel
             seconds = statistics.median(t for t, _ in runs)
             row["end_to_end"][raster.name] = {
-                "seconds": seconds, "mpx_s": out_mpx / seconds, "recompute": recompute,
+                "seconds": seconds,
+                "mpx_s": out_mpx / seconds,
+                "recompute": recompute,
                 # per round, against that round's model-only figure; the median over the rounds
                 "ratio_to_model_only": statistics.median(out_mpx * recompute / t / m for t, m in runs),
             }
@@ -330,8 +395,13 @@ def main() -> None:
         naive = plain_tile_loop(raster, model_path, args.tile, args.overlap)
         auto = load_predictor(model_path, device=args.device, precision="auto")
         default = end_to_end(raster, auto, UpscaleOptions(tile_size=args.tile, overlap=args.overlap), 1)
-        results["baseline"] = {"raster": raster.name, "plain_tile_loop_s": naive, "geosr_default_s": default,
-                               "default_precision": auto.precision, "speedup": naive / default}
+        results["baseline"] = {
+            "raster": raster.name,
+            "plain_tile_loop_s": naive,
+            "geosr_default_s": default,
+            "default_precision": auto.precision,
+            "speedup": naive / default,
+        }
 
     if args.memory_sizes:
         prec = "bf16" if "bf16" in precisions else precisions[0]
@@ -339,8 +409,11 @@ def main() -> None:
         if args.memory_model == "small":
             torch.manual_seed(0)
             small = GeneratorConfig(scale=card.scale, channels=32, n_blocks=2, refiner_base=16)
-            memory_model = save_generator(workdir / "small.safetensors", Generator(small),
-                                          ModelCard(config=small, tile_size=args.tile, overlap=args.overlap))
+            memory_model = save_generator(
+                workdir / "small.safetensors",
+                Generator(small),
+                ModelCard(config=small, tile_size=args.tile, overlap=args.overlap),
+            )
         elif args.memory_model:
             memory_model = Path(args.memory_model)
         results["peak_rss_model"] = str(args.memory_model or results["model"])
@@ -349,9 +422,20 @@ def main() -> None:
         }
 
     if not args.no_train:
-        out = subprocess.run([sys.executable, str(Path(__file__).parent / "train_throughput.py"), "--scale",
-                              str(card.scale), "--steps", str(args.repeats), "--json", str(workdir / "train.json")],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "train_throughput.py"),
+                "--scale",
+                str(card.scale),
+                "--steps",
+                str(args.repeats),
+                "--json",
+                str(workdir / "train.json"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode == 0:
             results["training"] = json.loads((workdir / "train.json").read_text())["results"]
         else:
@@ -363,14 +447,19 @@ def main() -> None:
 
 
 def print_table(r: dict) -> None:
-    print(f"{r['hardware']} | torch {r['torch']} | {r['model']} x{r['scale']} | tile {r['tile']} overlap "
-          f"{r['overlap']} batch {r['batch']} | {r['gflop_per_output_mpixel']:.0f} GFLOP per output Mpx")
+    print(
+        f"{r['hardware']} | torch {r['torch']} | {r['model']} x{r['scale']} | tile {r['tile']} overlap "
+        f"{r['overlap']} batch {r['batch']} | {r['gflop_per_output_mpixel']:.0f} GFLOP per output Mpx"
+    )
     print(f"{'precision':<9} {'peak TFLOP/s':>12} {'model Mpx/s':>12} {'% of peak':>9}  end-to-end (Mpx/s, ratio)")
     for prec, row in r["precisions"].items():
-        e2e = "  ".join(f"{name}: {v['mpx_s']:.3f} ({v['ratio_to_model_only']:.0%})"
-                        for name, v in row["end_to_end"].items())
-        print(f"{prec:<9} {row['peak_conv_tflops']:>12.2f} {row['model_only_mpx_s']:>12.3f} "
-              f"{row['model_only_fraction_of_peak']:>9.0%}  {e2e}")
+        e2e = "  ".join(
+            f"{name}: {v['mpx_s']:.3f} ({v['ratio_to_model_only']:.0%})" for name, v in row["end_to_end"].items()
+        )
+        print(
+            f"{prec:<9} {row['peak_conv_tflops']:>12.2f} {row['model_only_mpx_s']:>12.3f} "
+            f"{row['model_only_fraction_of_peak']:>9.0%}  {e2e}"
+        )
     precs = r["precisions"]
     if "fp32" in precs and "bf16" in precs:
         for name in precs["fp32"]["end_to_end"]:
@@ -378,8 +467,10 @@ def print_table(r: dict) -> None:
             print(f"bf16 / fp32 end-to-end on {name}: {ratio:.2f}x")
     if "baseline" in r:
         b = r["baseline"]
-        print(f"plain tile loop (fp32, batch 1, whole image) {b['plain_tile_loop_s']:.1f} s vs geosr default "
-              f"({b['default_precision']}) {b['geosr_default_s']:.1f} s on {b['raster']}: {b['speedup']:.1f}x")
+        print(
+            f"plain tile loop (fp32, batch 1, whole image) {b['plain_tile_loop_s']:.1f} s vs geosr default "
+            f"({b['default_precision']}) {b['geosr_default_s']:.1f} s on {b['raster']}: {b['speedup']:.1f}x"
+        )
     if "peak_rss_mb" in r:
         sizes = r["peak_rss_mb"]
         print(f"peak RSS ({r['peak_rss_model']}): " + ", ".join(f"{k}^2 input {v:.0f} MB" for k, v in sizes.items()))

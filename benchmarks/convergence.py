@@ -39,12 +39,44 @@ def main() -> None:
     procs = {}
     for name, extra in RUNS.items():
         run_dir = Path(args.work) / name
-        cmd = [sys.executable, "-m", "geosr.cli.main", "-q", "train", "--data", args.data, "--out", str(run_dir),
-               "--scale", "4", "--patch-size", str(args.patch), "--batch-size", str(args.batch),
-               "--mse-weight", "0.5", "--perceptual-weight", "0", "--adversarial-weight", "0",
-               "--max-steps", str(args.steps), "--val-every", "0", "--val-every-steps", str(args.val_every),
-               "--val-images", str(args.val_images), "--precision", args.precision, "--lr-decay-epochs", "",
-               "--device", "cpu", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "geosr.cli.main",
+            "-q",
+            "train",
+            "--data",
+            args.data,
+            "--out",
+            str(run_dir),
+            "--scale",
+            "4",
+            "--patch-size",
+            str(args.patch),
+            "--batch-size",
+            str(args.batch),
+            "--mse-weight",
+            "0.5",
+            "--perceptual-weight",
+            "0",
+            "--adversarial-weight",
+            "0",
+            "--max-steps",
+            str(args.steps),
+            "--val-every",
+            "0",
+            "--val-every-steps",
+            str(args.val_every),
+            "--val-images",
+            str(args.val_images),
+            "--precision",
+            args.precision,
+            "--lr-decay-epochs",
+            "",
+            "--device",
+            "cpu",
+            *extra,
+        ]
         procs[name] = subprocess.Popen(cmd, env=env)
     for name, proc in procs.items():
         if proc.wait() != 0:
@@ -53,12 +85,27 @@ def main() -> None:
     for name in RUNS:
         with (Path(args.work) / name / "log.csv").open() as f:
             log = list(csv.DictReader(f))
-        rows.append({"run": name, "step": 0, "minutes": 0.0, "val_psnr": "", "val_ssim": "",
-                     "val_psnr_bicubic": "", "val_ssim_bicubic": ""})
+        rows.append(
+            {
+                "run": name,
+                "step": 0,
+                "minutes": 0.0,
+                "val_psnr": "",
+                "val_ssim": "",
+                "val_psnr_bicubic": "",
+                "val_ssim_bicubic": "",
+            }
+        )
         for r in log:
             if r["kind"] == "val":
-                rows.append({"run": name, "step": int(r["step"]), "minutes": round(float(r["elapsed_s"]) / 60, 2),
-                             **{k: r[k] for k in ("val_psnr", "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic")}})
+                rows.append(
+                    {
+                        "run": name,
+                        "step": int(r["step"]),
+                        "minutes": round(float(r["elapsed_s"]) / 60, 2),
+                        **{k: r[k] for k in ("val_psnr", "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic")},
+                    }
+                )
         train = [r for r in log if r["kind"] == "train"]
         rows[-1]["final_mse"] = train[-1]["mse"]
     out = Path(args.out)
@@ -75,8 +122,10 @@ def main() -> None:
     print(f"{'run':12s} {'step':>5s} {'min':>6s} {'val PSNR':>9s} {'SSIM':>7s} {'bicubic':>8s}")
     for r in rows:
         if r["step"]:
-            print(f"{r['run']:12s} {r['step']:5d} {r['minutes']:6.2f} {float(r['val_psnr']):9.3f} "
-                  f"{float(r['val_ssim']):7.4f} {float(r['val_psnr_bicubic']):8.3f}")
+            print(
+                f"{r['run']:12s} {r['step']:5d} {r['minutes']:6.2f} {float(r['val_psnr']):9.3f} "
+                f"{float(r['val_ssim']):7.4f} {float(r['val_psnr_bicubic']):8.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,15 @@ def make(out: Path, data: Path) -> list[Path]:
                     window = Window(c, r, side, side)
                     if not _valid(ds, window, bands):
                         continue
-                    profile = dict(driver="GTiff", width=side, height=side, count=len(bands), dtype=ds.dtypes[0],
-                                   crs=ds.crs, transform=ds.window_transform(window))
+                    profile = dict(
+                        driver="GTiff",
+                        width=side,
+                        height=side,
+                        count=len(bands),
+                        dtype=ds.dtypes[0],
+                        crs=ds.crs,
+                        transform=ds.window_transform(window),
+                    )
                     path = folder / f"{label}_{r:04d}_{c:04d}.tif"
                     with rasterio.open(path, "w", **profile) as dst:
                         dst.write(ds.read(list(bands), window=window))

@@ -55,8 +55,9 @@ class ModelClock:
         Predictor.run = self._run
 
 
-def model_share(predictor: Predictor, work: Path, size: int, files: int = 0, batch: int = 8,
-                in_flight: int = 1) -> dict:
+def model_share(
+    predictor: Predictor, work: Path, size: int, files: int = 0, batch: int = 8, in_flight: int = 1
+) -> dict:
     """The share of wall time in the model: one synthetic size x size uint8 GeoTIFF (files=0) or a folder of
     ``files`` copies of it upscaled as one batch with ``in_flight`` files at once, after a warm-up run of one file;
     work: an empty folder. With several files in flight the model's calls still come one at a time, so their sum is
@@ -79,12 +80,21 @@ def model_share(predictor: Predictor, work: Path, size: int, files: int = 0, bat
         else:
             upscale_raster(src, work / "out.tif", predictor, options)
         total = time.perf_counter() - t0
-    return {"precision": predictor.precision, "device": str(predictor.device), "size": size, "files": files,
-            "input": f"a folder of {files} files of {size}^2" if files else f"{size}^2 input",
-            "files_in_flight": in_flight,
-            "tile": predictor.card.tile_size, "overlap": predictor.card.overlap, "batch": batch,
-            "total_s": round(total, 4), "model_s": round(clock.seconds, 4), "model_tiles": clock.tiles,
-            "share": round(clock.seconds / total, 4)}
+    return {
+        "precision": predictor.precision,
+        "device": str(predictor.device),
+        "size": size,
+        "files": files,
+        "input": f"a folder of {files} files of {size}^2" if files else f"{size}^2 input",
+        "files_in_flight": in_flight,
+        "tile": predictor.card.tile_size,
+        "overlap": predictor.card.overlap,
+        "batch": batch,
+        "total_s": round(total, 4),
+        "model_s": round(clock.seconds, 4),
+        "model_tiles": clock.tiles,
+        "share": round(clock.seconds / total, 4),
+    }
 
 
 def main() -> None:
@@ -99,12 +109,20 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args()
     predictor = load_predictor(args.model, device=args.device, precision=args.precision)
-    r = model_share(predictor, Path(tempfile.mkdtemp(prefix="geosr-share-")), args.size, args.files, args.batch,
-                    args.files_in_flight)
+    r = model_share(
+        predictor,
+        Path(tempfile.mkdtemp(prefix="geosr-share-")),
+        args.size,
+        args.files,
+        args.batch,
+        args.files_in_flight,
+    )
     flight = f", {args.files_in_flight} files in flight" if args.files_in_flight > 1 else ""
-    print(f"{Path(args.model).name} {r['precision']} {r['input']}{flight}, tile {r['tile']} overlap {r['overlap']}, "
-          f"batch {r['batch']}: {r['total_s']:.2f} s, of which {r['model_s']:.2f} s in the model "
-          f"({r['model_tiles']} tiles): {r['share']:.1%}")
+    print(
+        f"{Path(args.model).name} {r['precision']} {r['input']}{flight}, tile {r['tile']} overlap {r['overlap']}, "
+        f"batch {r['batch']}: {r['total_s']:.2f} s, of which {r['model_s']:.2f} s in the model "
+        f"({r['model_tiles']} tiles): {r['share']:.1%}"
+    )
     if args.json:
         args.json.write_text(json.dumps({"model": Path(args.model).name, **r}, indent=1) + "\n")
 

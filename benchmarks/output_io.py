@@ -44,12 +44,32 @@ def synthetic_rows(size: int, r0: int, n: int, rng: np.random.Generator) -> np.n
 def profile_for(size: int, work: Path) -> dict:
     """geosr's output profile for a size x size x 3 uint16 output (from a 1-pixel-per-pixel synthetic source)."""
     src = work / "source.tif"
-    with rasterio.open(src, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint16", crs="EPSG:32633",
-                       transform=rasterio.Affine(10, 0, 600000, 0, -10, 5000040)):
+    with rasterio.open(
+        src,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=rasterio.Affine(10, 0, 600000, 0, -10, 5000040),
+    ):
         pass
     with rasterio.open(src) as ds:
-        spec = output_spec(ds, src, scale=1, window=Window(0, 0, size, size), bands=[1, 2, 3], dtype="uint16",
-                           georef="transform", compress="deflate", internal_mask=False, tags={}, nodata=None)
+        spec = output_spec(
+            ds,
+            src,
+            scale=1,
+            window=Window(0, 0, size, size),
+            bands=[1, 2, 3],
+            dtype="uint16",
+            georef="transform",
+            compress="deflate",
+            internal_mask=False,
+            tags={},
+            nodata=None,
+        )
     src.unlink()
     return dict(spec.profile)
 
@@ -81,8 +101,10 @@ def levels(paths: list[Path]) -> None:
     for path in paths:
         with rasterio.open(path) as ds:
             pixels, profile = ds.read(), dict(ds.profile)
-        print(f"{path.name}: {pixels.shape[0]} x {pixels.shape[1]} x {pixels.shape[2]} {pixels.dtype}, "
-              f"{pixels.nbytes / 1e6:.1f} MB raw")
+        print(
+            f"{path.name}: {pixels.shape[0]} x {pixels.shape[1]} x {pixels.shape[2]} {pixels.dtype}, "
+            f"{pixels.nbytes / 1e6:.1f} MB raw"
+        )
         rows = []
         for codec, options in CODECS:
             predictor = 3 if pixels.dtype.kind == "f" else 2  # geosr.raster.output_spec's choice
@@ -97,8 +119,10 @@ def levels(paths: list[Path]) -> None:
             rows.append((f"{codec} {next(iter(options.values()))}", min(seconds), (work / "out.tif").stat().st_size))
         cpu6, size6 = next((c, s) for name, c, s in rows if name == "deflate 6")
         for name, cpu, size in rows:
-            print(f"  {name:10} CPU {cpu:6.3f} s ({cpu / cpu6:4.0%} of deflate 6)  {size / 1e6:7.2f} MB "
-                  f"({size / size6 - 1:+.1%})")
+            print(
+                f"  {name:10} CPU {cpu:6.3f} s ({cpu / cpu6:4.0%} of deflate 6)  {size / 1e6:7.2f} MB "
+                f"({size / size6 - 1:+.1%})"
+            )
     (work / "out.tif").unlink(missing_ok=True)
     work.rmdir()
 
@@ -119,8 +143,10 @@ def main() -> None:
     rows = [synthetic_rows(size, r0, min(BLOCK, size - r0), rng) for r0 in range(0, size, BLOCK)]
     mpx = size * size / 1e6
     out = work / "out.tif"
-    print(f"{size} x {size} x 3 uint16, deflate + predictor {profile['predictor']}, blocks "
-          f"{profile['blockxsize']} x {profile['blockysize']}; {math.ceil(size / BLOCK)} block rows")
+    print(
+        f"{size} x {size} x 3 uint16, deflate + predictor {profile['predictor']}, blocks "
+        f"{profile['blockxsize']} x {profile['blockysize']}; {math.ceil(size / BLOCK)} block rows"
+    )
     for rnd in range(args.rounds):
         one = write(out, {**profile, "num_threads": 1}, rows)
         every = write(out, profile, rows)
@@ -129,9 +155,11 @@ def main() -> None:
         t = time.perf_counter()
         verify_output(out)
         now = time.perf_counter() - t
-        print(f"round {rnd + 1}: write {mpx / one:.1f} Mpx/s on one thread, {mpx / every:.1f} on every core "
-              f"({profile['num_threads']}); file {size_mb:.0f} MB; read-back one block at a time "
-              f"{mpx / before:.1f} Mpx/s, verify_output {mpx / now:.1f} Mpx/s")
+        print(
+            f"round {rnd + 1}: write {mpx / one:.1f} Mpx/s on one thread, {mpx / every:.1f} on every core "
+            f"({profile['num_threads']}); file {size_mb:.0f} MB; read-back one block at a time "
+            f"{mpx / before:.1f} Mpx/s, verify_output {mpx / now:.1f} Mpx/s"
+        )
     out.unlink()
 
 

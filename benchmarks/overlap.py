@@ -46,22 +46,48 @@ def main() -> None:
     results = {}
     for ov in overlaps:
         report = tmp / f"overlap{ov}.json"
-        subprocess.run(["geosr", "-q", "evaluate", "--data", str(crops), "--split", "all", "--scale", str(args.scale),
-                        "--model", args.model, "--tile-size", str(args.tile), "--overlap", str(ov), "-o", str(report)],
-                       check=True)
+        subprocess.run(
+            [
+                "geosr",
+                "-q",
+                "evaluate",
+                "--data",
+                str(crops),
+                "--split",
+                "all",
+                "--scale",
+                str(args.scale),
+                "--model",
+                args.model,
+                "--tile-size",
+                str(args.tile),
+                "--overlap",
+                str(ov),
+                "-o",
+                str(report),
+            ],
+            check=True,
+        )
         r = json.loads(report.read_text())
         stride = args.tile - ov  # tiles start every tile - overlap input pixels
-        results[ov] = {"mean": r["summary"]["mean"], "images": {im["name"]: im["psnr"] for im in r["images"]},
-                       "recompute": (args.tile / stride) ** 2}
+        results[ov] = {
+            "mean": r["summary"]["mean"],
+            "images": {im["name"]: im["psnr"] for im in r["images"]},
+            "recompute": (args.tile / stride) ** 2,
+        }
     ref = results[max(overlaps)]
-    print(f"{args.model}, tile {args.tile}, {len(ref['images'])} HR crops of {args.size}^2 "
-          f"({', '.join(sorted(ref['images']))}):")
+    print(
+        f"{args.model}, tile {args.tile}, {len(ref['images'])} HR crops of {args.size}^2 "
+        f"({', '.join(sorted(ref['images']))}):"
+    )
     for ov in overlaps:
         r = results[ov]
         worst = max(abs(r["images"][k] - ref["images"][k]) for k in ref["images"])
-        print(f"  overlap {ov:3d}: PSNR {r['mean']['psnr']:.4f} SSIM {r['mean']['ssim']:.5f} (bicubic "
-              f"{r['mean']['psnr_bicubic']:.4f}), recompute {r['recompute']:.2f}, largest per-image change "
-              f"{worst:.4f} dB")
+        print(
+            f"  overlap {ov:3d}: PSNR {r['mean']['psnr']:.4f} SSIM {r['mean']['ssim']:.5f} (bicubic "
+            f"{r['mean']['psnr_bicubic']:.4f}), recompute {r['recompute']:.2f}, largest per-image change "
+            f"{worst:.4f} dB"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

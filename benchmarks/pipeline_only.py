@@ -85,8 +85,9 @@ def stage_seconds(src: Path, dst: Path, predictor, args, consistency: bool):
     from geosr.stagetimer import StageTimer, timing  # here: the rest of this script also measures code without them
 
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else None
-    options = UpscaleOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True,
-                             consistency=consistency)
+    options = UpscaleOptions(
+        tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True, consistency=consistency
+    )
     with timing(StageTimer(sync)) as timer:
         t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
         upscale_raster(src, dst, predictor, options)
@@ -100,12 +101,16 @@ def stage_table(runs: list, names: tuple[str, ...]) -> str:
     """Each stage's wall seconds, their share of the run's wall time and the thread's CPU seconds in them, one set
     of columns per run (StageTimer, wall seconds)."""
     cells = " {:>8s} {:>7s} {:>7s}"
-    lines = [f"  {'':54s} {'':6s}" + "".join(f" {n:>24s}" for n in names),
-             f"  {'stage':54s} {'thread':6s}" + cells.format("wall s", "% wall", "cpu s") * len(runs)]
+    lines = [
+        f"  {'':54s} {'':6s}" + "".join(f" {n:>24s}" for n in names),
+        f"  {'stage':54s} {'thread':6s}" + cells.format("wall s", "% wall", "cpu s") * len(runs),
+    ]
 
     def row(label: str, thread: str, values: list[tuple[float, float | None]]) -> str:
-        text = "".join(f" {v:8.3f} {100 * v / wall:6.1f}%" + (f" {c:7.3f}" if c is not None else " " * 8)
-                       for (v, c), (_, wall) in zip(values, runs))
+        text = "".join(
+            f" {v:8.3f} {100 * v / wall:6.1f}%" + (f" {c:7.3f}" if c is not None else " " * 8)
+            for (v, c), (_, wall) in zip(values, runs)
+        )
         return f"  {label:54s} {thread:6s}{text}"
 
     known = {(t, k) for t, k, _ in STAGES}
@@ -113,16 +118,38 @@ def stage_table(runs: list, names: tuple[str, ...]) -> str:
     keys += sorted((t, k, k) for timer, _ in runs for t, k in timer.seconds if (t, k) not in known)  # never dropped
     for thread, key, label in keys:
         short = thread.removeprefix("geosr-").replace("MainThread", "main")
-        lines.append(row(label, short, [(timer.seconds.get((thread, key), 0.0), timer.cpu.get((thread, key), 0.0))
-                                        for timer, _ in runs]))
-    busy = [[sum(v[(t, k)] for t, k in v if t == MAIN and k != "(all)") for v in (timer.seconds, timer.cpu)]
-            for timer, _ in runs]
-    lines.append(row("main thread, outside the stages above", "main",
-                     [(w - b, timer.cpu[(MAIN, "(all)")] - c) for (b, c), (timer, w) in zip(busy, runs)]))
-    lines.append(row("wall time of upscale_raster; CPU time of the main thread", "main",
-                     [(w, timer.cpu[(MAIN, "(all)")]) for timer, w in runs]))
-    lines.append(row("  CPU time of the other threads (reader, writer, GDAL's)", "",
-                     [(0.0, timer.cpu[("", "(all)")] - timer.cpu[(MAIN, "(all)")]) for timer, _ in runs]))
+        lines.append(
+            row(
+                label,
+                short,
+                [(timer.seconds.get((thread, key), 0.0), timer.cpu.get((thread, key), 0.0)) for timer, _ in runs],
+            )
+        )
+    busy = [
+        [sum(v[(t, k)] for t, k in v if t == MAIN and k != "(all)") for v in (timer.seconds, timer.cpu)]
+        for timer, _ in runs
+    ]
+    lines.append(
+        row(
+            "main thread, outside the stages above",
+            "main",
+            [(w - b, timer.cpu[(MAIN, "(all)")] - c) for (b, c), (timer, w) in zip(busy, runs)],
+        )
+    )
+    lines.append(
+        row(
+            "wall time of upscale_raster; CPU time of the main thread",
+            "main",
+            [(w, timer.cpu[(MAIN, "(all)")]) for timer, w in runs],
+        )
+    )
+    lines.append(
+        row(
+            "  CPU time of the other threads (reader, writer, GDAL's)",
+            "",
+            [(0.0, timer.cpu[("", "(all)")] - timer.cpu[(MAIN, "(all)")]) for timer, _ in runs],
+        )
+    )
     return "\n".join(lines)
 
 
@@ -133,8 +160,9 @@ def compare_trees(trees: list[Path], rounds: int, passed: list[str]) -> None:
     for r in range(rounds):
         for tree in trees:
             env = {**os.environ, "PYTHONPATH": str(tree)}
-            out = subprocess.run([sys.executable, __file__, "--no-profile", *passed], env=env, check=True,
-                                 capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--no-profile", *passed], env=env, check=True, capture_output=True, text=True
+            ).stdout
             for line in out.splitlines():
                 if line.strip().startswith("consistency"):
                     setting = "on" if "on " in line.split(":")[0] else "off"
@@ -143,13 +171,20 @@ def compare_trees(trees: list[Path], rounds: int, passed: list[str]) -> None:
                     hashes[tree].add(line.split()[-1])
         print(f"round {r + 1} of {rounds} done", file=sys.stderr)
     for tree in trees:
-        row = "  ".join(f"consistency {k}: best {max(v):.2f}, median {statistics.median(v):.2f}"
-                        for k, v in speeds[tree].items())
+        row = "  ".join(
+            f"consistency {k}: best {max(v):.2f}, median {statistics.median(v):.2f}" for k, v in speeds[tree].items()
+        )
         print(f"{tree}: {row} output Mpx/s ({rounds} runs, each the best of its repeats)")
     first, last = speeds[trees[0]], speeds[trees[-1]]
-    print("ratio, last to first: " + ", ".join(f"consistency {k} {max(last[k]) / max(first[k]):.2f}x (best), "
-                                               f"{statistics.median(last[k]) / statistics.median(first[k]):.2f}x "
-                                               "(median)" for k in ("on", "off")))
+    print(
+        "ratio, last to first: "
+        + ", ".join(
+            f"consistency {k} {max(last[k]) / max(first[k]):.2f}x (best), "
+            f"{statistics.median(last[k]) / statistics.median(first[k]):.2f}x "
+            "(median)"
+            for k in ("on", "off")
+        )
+    )
     print(f"outputs equal pixel for pixel: {len(set.union(*hashes.values())) == 1}")
 
 
@@ -176,11 +211,14 @@ def main() -> None:
     predictor = dataclasses.replace(predictor, model=StandIn(args.scale))
     out_mpx = (args.scale * args.size) ** 2 / 1e6
     print(f"geosr from {Path(geosr.__file__).parent}")
-    print(f"{args.size}^2 x 3 uint8 input, x{args.scale}, tile {args.tile} overlap {args.overlap} batch "
-          f"{args.batch}, torch threads {torch.get_num_threads()}:")
+    print(
+        f"{args.size}^2 x 3 uint8 input, x{args.scale}, tile {args.tile} overlap {args.overlap} batch "
+        f"{args.batch}, torch threads {torch.get_num_threads()}:"
+    )
     for consistency in (True, False):
-        options = UpscaleOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True,
-                                 consistency=consistency)
+        options = UpscaleOptions(
+            tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True, consistency=consistency
+        )
         times, cpu = [], []
         for _ in range(args.repeats):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -188,8 +226,10 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         best = min(times)
-        print(f"  consistency {'on ' if consistency else 'off'}: {best:.2f} s (best of {args.repeats}), "
-              f"{out_mpx / best:.2f} output Mpx/s; CPU time of the process {min(cpu):.2f} s")
+        print(
+            f"  consistency {'on ' if consistency else 'off'}: {best:.2f} s (best of {args.repeats}), "
+            f"{out_mpx / best:.2f} output Mpx/s; CPU time of the process {min(cpu):.2f} s"
+        )
         if consistency:
             with rasterio.open(tmp / "out.tif") as ds:
                 print(f"output pixels, sha1: {hashlib.sha1(ds.read().tobytes()).hexdigest()[:16]}")
@@ -200,8 +240,12 @@ def main() -> None:
         return
     prof = cProfile.Profile()
     prof.enable()
-    upscale_raster(src, tmp / "out.tif", predictor, UpscaleOptions(tile_size=args.tile, overlap=args.overlap,
-                                                                    batch_size=args.batch, overwrite=True))
+    upscale_raster(
+        src,
+        tmp / "out.tif",
+        predictor,
+        UpscaleOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, overwrite=True),
+    )
     prof.disable()
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(8)

@@ -45,8 +45,16 @@ def main() -> None:
             # offset fall on the measured phases of every tile period (a multiple of 8 input pixels here) and
             # read as seams. The crop itself is written losslessly for the same reason.
             w = Window(231, 231, 320, 320)
-            profile = dict(driver="GTiff", width=w.width, height=w.height, count=ds.count, dtype=ds.dtypes[0],
-                           crs=ds.crs, transform=ds.window_transform(w), nodata=ds.nodata)
+            profile = dict(
+                driver="GTiff",
+                width=w.width,
+                height=w.height,
+                count=ds.count,
+                dtype=ds.dtypes[0],
+                crs=ds.crs,
+                transform=ds.window_transform(w),
+                nodata=ds.nodata,
+            )
             with rasterio.open(crop, "w", **profile) as d:
                 d.write(ds.read(window=w))
         outputs = {}
@@ -59,13 +67,21 @@ def main() -> None:
                 outputs[name] = (d.read().astype(np.float64), d.dataset_mask() > 0)
     period = s * (tile - overlap)
     phases = [0, s * overlap // 4, s * overlap // 2, 3 * s * overlap // 4, s * overlap]
-    values = {name: [seam_index(out, period, ph, valid=valid, subpixel=s) for ph in phases]
-              for name, (out, valid) in outputs.items()}
+    values = {
+        name: [seam_index(out, period, ph, valid=valid, subpixel=s) for ph in phases]
+        for name, (out, valid) in outputs.items()
+    }
     ratio = [a / b for a, b in zip(values["tiled"], values["one tile"])]
-    print(f"tile {tile}, overlap {overlap}, x{s}, seam index at phases {phases} (output px): "
-          + ", ".join(f"{v:.3f}" for v in values["tiled"]) + "; the same crop in one tile: "
-          + ", ".join(f"{v:.3f}" for v in values["one tile"]) + "; tiled / one tile: "
-          + ", ".join(f"{v:.3f}" for v in ratio) + f"; worst {max(ratio):.3f}")
+    print(
+        f"tile {tile}, overlap {overlap}, x{s}, seam index at phases {phases} (output px): "
+        + ", ".join(f"{v:.3f}" for v in values["tiled"])
+        + "; the same crop in one tile: "
+        + ", ".join(f"{v:.3f}" for v in values["one tile"])
+        + "; tiled / one tile: "
+        + ", ".join(f"{v:.3f}" for v in ratio)
+        + f"; worst {max(ratio):.3f}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -144,8 +144,9 @@ def run_child(kind: str, root: Path, args: list[str] = ()) -> dict:
 
     script = str(Path(__file__).resolve())
     t0 = time.time()
-    proc = subprocess.run([sys.executable, script, "--child", kind, str(root), repr(t0), *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, script, "--child", kind, str(root), repr(t0), *args], capture_output=True, text=True
+    )
     wall = time.time() - t0
     if proc.returncode:
         raise RuntimeError(f"{kind} in {root} failed:\n{proc.stderr[-3000:]}")
@@ -166,8 +167,15 @@ def make_raster(path: Path, size: int = 64) -> Path:
     yy, xx = np.mgrid[0:size, 0:size]
     bands = [127 + 60 * np.sin(xx / (5 + b)) * np.cos(yy / (7 + b)) + rng.normal(0, 8, (size, size)) for b in range(3)]
     data = np.clip(np.stack(bands), 0, 255).astype("uint8")
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32633",
-                   transform=from_origin(500000, 4200000, 10, 10))
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 4200000, 10, 10),
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
@@ -179,8 +187,12 @@ def tree_info(root: Path) -> dict:
     def git(*args):
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout.strip()
 
-    return {"root": str(root), "commit": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s")[:100],
-            "uncommitted_files": len(git("status", "--porcelain", "--untracked-files=no").splitlines())}
+    return {
+        "root": str(root),
+        "commit": git("rev-parse", "HEAD"),
+        "subject": git("log", "-1", "--format=%s")[:100],
+        "uncommitted_files": len(git("status", "--porcelain", "--untracked-files=no").splitlines()),
+    }
 
 
 def measures(models: tuple[str, ...]) -> list[str]:
@@ -194,8 +206,12 @@ def headline(kind: str, r: dict) -> dict[str, float]:
     if kind.startswith("load:"):
         return {f"load_generator({kind[5:]})": r["load_s"]}
     if kind == "first-tile":
-        return {"start to CLI imported": r["imported_s"], "start to model loaded": r["loaded_s"],
-                "start to first tiles": r["first_tile_s"], "start to output written": r["done_s"]}
+        return {
+            "start to CLI imported": r["imported_s"],
+            "start to model loaded": r["loaded_s"],
+            "start to first tiles": r["first_tile_s"],
+            "start to output written": r["done_s"],
+        }
     if kind in NO_TORCH:
         return {f"geosr {' '.join(ARGS[kind])}, start to exit": r["process_s"]}
     return {"geosr upscale, start to exit": r["process_s"]}
@@ -209,7 +225,7 @@ def _rounds(trees: dict[str, Path], rounds: int, kinds: list[str], work: Path):
     threads = None
     labels = list(trees)
     for rnd in range(rounds):
-        order = labels[rnd % len(labels):] + labels[: rnd % len(labels)]  # who goes first alternates
+        order = labels[rnd % len(labels) :] + labels[: rnd % len(labels)]  # who goes first alternates
         load = os.getloadavg()
         loads.append([round(x, 2) for x in load])
         for kind in kinds:
@@ -228,8 +244,14 @@ def _rounds(trees: dict[str, Path], rounds: int, kinds: list[str], work: Path):
                 if kind == "first-tile":
                     raw.append({"round": rnd, "tree": label, "measure": "precision", "value": r["precision"]})
                 if kind in NO_TORCH:
-                    raw.append({"round": rnd, "tree": label, "measure": f"loaded by geosr {' '.join(ARGS[kind])}",
-                                "value": r["loaded"]})
+                    raw.append(
+                        {
+                            "round": rnd,
+                            "tree": label,
+                            "measure": f"loaded by geosr {' '.join(ARGS[kind])}",
+                            "value": r["loaded"],
+                        }
+                    )
                 threads = r["torch_threads"] if r["torch_threads"] is not None else threads
         print(f"round {rnd + 1}/{rounds} done, load average {load[0]:.2f}", file=sys.stderr, flush=True)
     return raw, loads, threads
@@ -245,34 +267,51 @@ def _timed(trees: dict[str, Path], rounds: int, kinds: list[str]) -> dict:
         raw, loads, threads = _rounds(trees, rounds, kinds, Path(work))
     labels = list(trees)
     names = list(dict.fromkeys(x["measure"] for x in raw if "seconds" in x))
-    medians = {name: {label: statistics.median(x["seconds"] for x in raw if x["measure"] == name and x["tree"] == label)
-                      for label in labels} for name in names}
-    spread = {name: {label: [min(v), max(v)] for label in labels
-                     for v in [[x["seconds"] for x in raw if x["measure"] == name and x["tree"] == label]]}
-              for name in names}
+    medians = {
+        name: {
+            label: statistics.median(x["seconds"] for x in raw if x["measure"] == name and x["tree"] == label)
+            for label in labels
+        }
+        for name in names
+    }
+    spread = {
+        name: {
+            label: [min(v), max(v)]
+            for label in labels
+            for v in [[x["seconds"] for x in raw if x["measure"] == name and x["tree"] == label]]
+        }
+        for name in names
+    }
     paired = {}
     if len(labels) == 2:  # the same round's figures side by side: drift in the machine's load cancels out
         first, last = labels
         by = {(x["measure"], x["tree"], x["round"]): x["seconds"] for x in raw if "seconds" in x}
-        paired = {name: statistics.median(by[name, first, r] - by[name, last, r] for r in range(rounds))
-                  for name in names}
+        paired = {
+            name: statistics.median(by[name, first, r] - by[name, last, r] for r in range(rounds)) for name in names
+        }
     loaded = {}  # the heavy packages each command loaded, per tree (the same in every round, or each round's)
     for x in raw:
         if x["measure"].startswith("loaded by "):
-            seen = loaded.setdefault(x["measure"][len("loaded by "):], {}).setdefault(x["tree"], [])
+            seen = loaded.setdefault(x["measure"][len("loaded by ") :], {}).setdefault(x["tree"], [])
             if x["value"] not in seen:
                 seen.append(x["value"])
     return {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "torch_threads": threads, "load_average_at_rounds": loads,
-                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch_threads": threads,
+            "load_average_at_rounds": loads,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "trees": {label: tree_info(root) for label, root in trees.items()},
         "rounds": rounds,
         "medians": medians,
         "min_max": spread,
         "median_paired_difference": paired,
-        "heavy_packages_loaded": {cmd: {label: v[0] if len(v) == 1 else v for label, v in by_tree.items()}
-                                  for cmd, by_tree in loaded.items()},
+        "heavy_packages_loaded": {
+            cmd: {label: v[0] if len(v) == 1 else v for label, v in by_tree.items()} for cmd, by_tree in loaded.items()
+        },
         "raw": raw,
     }
 
@@ -282,7 +321,7 @@ def compare(trees: dict[str, Path], rounds: int, models: tuple[str, ...], out: P
     labels = list(trees)
     report = {
         "what": "seconds, medians over rounds, each figure from a fresh process; median_paired_difference: the "
-                "first tree's figure minus the second's in the same round; see benchmarks/startup.py",
+        "first tree's figure minus the second's in the same round; see benchmarks/startup.py",
         "raster": "64 x 64, 3 bands, uint8, x4 with the bundled default model (CLI defaults)",
         **timed,
     }
@@ -316,8 +355,10 @@ def print_table(report: dict, labels: list[str]) -> None:
             row += f"{by_tree[labels[0]] / by_tree[labels[1]]:>13.1f}x{report['median_paired_difference'][name]:>14.3f}"
         print(f"{name:<{width}}{row}")
     loads = ", ".join(f"{x[0]:.1f}" for x in report["machine"]["load_average_at_rounds"])
-    print(f"{report['machine']['cores']} cores, {report['machine']['torch_threads']} torch threads; load average "
-          f"(1 min) at each round: {loads}")
+    print(
+        f"{report['machine']['cores']} cores, {report['machine']['torch_threads']} torch threads; load average "
+        f"(1 min) at each round: {loads}"
+    )
 
 
 # --- where the import time goes --------------------------------------------------------------------------------------
@@ -328,8 +369,16 @@ def profile(root: Path, top: int = 25) -> dict:
     heavy package in."""
     import subprocess
 
-    cmd = [sys.executable, "-X", "importtime", str(Path(__file__).resolve()), "--child", "import", str(root),
-           repr(time.time())]
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        str(Path(__file__).resolve()),
+        "--child",
+        "import",
+        str(root),
+        repr(time.time()),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
@@ -337,7 +386,7 @@ def profile(root: Path, top: int = 25) -> dict:
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        parts = line[len("import time:"):].split("|")
+        parts = line[len("import time:") :].split("|")
         self_us, cum_us, label = int(parts[0]), int(parts[1]), parts[2]
         depth = (len(label) - len(label.lstrip(" "))) // 2
         rows.append((depth, label.strip(), self_us, cum_us))
@@ -366,23 +415,28 @@ def profile(root: Path, top: int = 25) -> dict:
         if name in HEAVY and name not in pulled:
             chain = geosr_chain(i)
             pulled[name] = {"seconds": round(cum / 1e6, 3), "first_importer_chain": chain[::-1]}
-    geosr_rows = sorted(((name, cum, self_us) for _, name, self_us, cum in rows
-                         if name == "geosr" or name.startswith("geosr.")), key=lambda r: -r[1])
+    geosr_rows = sorted(
+        ((name, cum, self_us) for _, name, self_us, cum in rows if name == "geosr" or name.startswith("geosr.")),
+        key=lambda r: -r[1],
+    )
     biggest = sorted(((name, cum) for _, name, _, cum in rows), key=lambda r: -r[1])[:top]
     return {
         "tree": tree_info(root),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "total_seconds": round(total / 1e6, 3),
         "heavy_packages": dict(sorted(pulled.items(), key=lambda kv: -kv[1]["seconds"])),
-        "geosr_modules": [{"module": n, "cumulative_s": round(c / 1e6, 3), "self_s": round(s / 1e6, 4)}
-                          for n, c, s in geosr_rows],
+        "geosr_modules": [
+            {"module": n, "cumulative_s": round(c / 1e6, 3), "self_s": round(s / 1e6, 4)} for n, c, s in geosr_rows
+        ],
         "biggest": [{"module": n, "cumulative_s": round(c / 1e6, 3)} for n, c in biggest],
     }
 
 
 def print_profile(p: dict) -> None:
-    print(f"import geosr.cli.main in {p['tree']['root']} ({p['tree']['commit'][:7]}): {p['total_seconds']:.2f} s "
-          f"(-X importtime, cumulative; load average {p['load_average'][0]:.1f})")
+    print(
+        f"import geosr.cli.main in {p['tree']['root']} ({p['tree']['commit'][:7]}): {p['total_seconds']:.2f} s "
+        f"(-X importtime, cumulative; load average {p['load_average'][0]:.1f})"
+    )
     if not p["heavy_packages"]:
         print("no heavy package is imported")
     print("heavy packages, cumulative seconds, and the geosr import chain that first pulls each in:")
@@ -407,11 +461,12 @@ def profile_and_help(trees: dict[str, Path], rounds: int, out: Path) -> dict:
     timed = _timed(trees, rounds, list(NO_TORCH))
     report = {
         "what": "profiles: -X importtime of `import geosr.cli.main` per tree (total_seconds: the geosr imports, "
-                "cumulative); help: `geosr --help`, `geosr upscale --help` and `geosr --version`, process start to "
-                "exit, seconds, medians over interleaved rounds, each from a fresh process, with the heavy packages "
-                "each one loaded; see benchmarks/startup.py",
-        "command": "python benchmarks/startup.py --profile " + " ".join(f"--tree {k}={v}" for k, v in trees.items())
-                   + f" --rounds {rounds}",
+        "cumulative); help: `geosr --help`, `geosr upscale --help` and `geosr --version`, process start to "
+        "exit, seconds, medians over interleaved rounds, each from a fresh process, with the heavy packages "
+        "each one loaded; see benchmarks/startup.py",
+        "command": "python benchmarks/startup.py --profile "
+        + " ".join(f"--tree {k}={v}" for k, v in trees.items())
+        + f" --rounds {rounds}",
         "profiles": profiles,
         "help": timed,
     }
@@ -419,8 +474,7 @@ def profile_and_help(trees: dict[str, Path], rounds: int, out: Path) -> dict:
     out.write_text(json.dumps(report, indent=1) + "\n")
     print_table(timed, list(trees))
     for cmd, by_tree in timed["heavy_packages_loaded"].items():
-        print(f"loaded by {cmd}: " + "; ".join(f"{label}: {', '.join(v) or 'none'}" for label, v in
-                                                     by_tree.items()))
+        print(f"loaded by {cmd}: " + "; ".join(f"{label}: {', '.join(v) or 'none'}" for label, v in by_tree.items()))
     return report
 
 
@@ -432,13 +486,20 @@ def main() -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tree", action="append", metavar="LABEL=PATH",
-                   help="a source tree to measure (repeatable); default: this checkout as 'here'")
+    p.add_argument(
+        "--tree",
+        action="append",
+        metavar="LABEL=PATH",
+        help="a source tree to measure (repeatable); default: this checkout as 'here'",
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--models", default=",".join(BUNDLED), help="bundled models to time load_generator on")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "startup.json")
-    p.add_argument("--profile", action="store_true",
-                   help="where the import time goes, in each tree, and the times of --help and --version")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="where the import time goes, in each tree, and the times of --help and --version",
+    )
     args = p.parse_args()
     trees = {}
     for spec in args.tree or [f"here={REPO}"]:

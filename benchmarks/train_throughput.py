@@ -64,39 +64,65 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precisions", default=None, help="comma list; default bf16,fp32 (CPU) or bf16,fp16,fp32")
     p.add_argument("--modes", default="content,gan")
-    p.add_argument("--attention-dropouts", default="0.1",
-                   help="comma list of the refiner's training attention dropout (0.1: the paper's; 0: fused kernel)")
+    p.add_argument(
+        "--attention-dropouts",
+        default="0.1",
+        help="comma list of the refiner's training attention dropout (0.1: the paper's; 0: fused kernel)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     device = resolve_device(args.device)
-    precisions = args.precisions.split(",") if args.precisions else (
-        ["bf16", "fp16", "fp32"] if device.type == "cuda" else ["bf16", "fp32"])
+    precisions = (
+        args.precisions.split(",")
+        if args.precisions
+        else (["bf16", "fp16", "fp32"] if device.type == "cuda" else ["bf16", "fp32"])
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{describe_hardware(device)}; DEGAN x{args.scale}, HR patch {args.patch}, batch {args.batch}", flush=True)
     dropouts = [float(x) for x in args.attention_dropouts.split(",")]
-    cases = {(m, p, a): setup(m, p, a, args, device)
-             for m in args.modes.split(",") for p in precisions for a in dropouts}
+    cases = {
+        (m, p, a): setup(m, p, a, args, device) for m in args.modes.split(",") for p in precisions for a in dropouts
+    }
     times: dict = {k: [] for k in cases}
     for r in range(args.steps):
         for key, step in cases.items():
             t0 = time.perf_counter()
             step()
             times[key].append(time.perf_counter() - t0)
-        print(f"round {r + 1}: " + ", ".join(f"{m}/{p}/drop {a:g} {args.batch / times[(m, p, a)][-1]:.2f}"
-                                            for m, p, a in cases), flush=True)
+        print(
+            f"round {r + 1}: "
+            + ", ".join(f"{m}/{p}/drop {a:g} {args.batch / times[(m, p, a)][-1]:.2f}" for m, p, a in cases),
+            flush=True,
+        )
     rows = []
     for (mode, prec, drop), ts in times.items():
         med, best = args.batch / statistics.median(ts), args.batch / min(ts)
-        rows.append({"mode": mode, "precision": prec, "attention_dropout": drop,
-                     "patches_per_s_median": round(med, 3), "patches_per_s_best": round(best, 3),
-                     "step_s": [round(t, 2) for t in ts]})
+        rows.append(
+            {
+                "mode": mode,
+                "precision": prec,
+                "attention_dropout": drop,
+                "patches_per_s_median": round(med, 3),
+                "patches_per_s_best": round(best, 3),
+                "step_s": [round(t, 2) for t in ts],
+            }
+        )
         print(f"{mode:8s} {prec:5s} attention dropout {drop:<4g} median {med:6.2f}  best {best:6.2f} HR patches/s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"hardware": describe_hardware(device), "threads": torch.get_num_threads(), "args": vars(args),
-                       "load_average": os.getloadavg(), "results": rows}, f, indent=2)
+            json.dump(
+                {
+                    "hardware": describe_hardware(device),
+                    "threads": torch.get_num_threads(),
+                    "args": vars(args),
+                    "load_average": os.getloadavg(),
+                    "results": rows,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

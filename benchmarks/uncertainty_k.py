@@ -38,15 +38,31 @@ def main() -> None:
     items = spread(train, args.images)
     model, card = load_generator(path, device=dev)
     t0 = time.perf_counter()
-    results = evaluate_images(items, card.scale, model, bands=default_bands(items[0].path, 3), device=dev,
-                              precision=prec, tile_size=card.tile_size, overlap=card.overlap, self_ensemble=True,
-                              uncertainty_k=1.0)
+    results = evaluate_images(
+        items,
+        card.scale,
+        model,
+        bands=default_bands(items[0].path, 3),
+        device=dev,
+        precision=prec,
+        tile_size=card.tile_size,
+        overlap=card.overlap,
+        self_ensemble=True,
+        uncertainty_k=1.0,
+    )
     seconds = time.perf_counter() - t0
     err = sum(r.uncertainty["mean_error"] for r in results)
     spr = sum(r.uncertainty["mean_map"] for r in results)
-    out = {"model": path.name, "images": len(results), "precision": prec, "threads": torch.get_num_threads(),
-           "k": err / spr, "mean_error": err / len(results), "mean_spread": spr / len(results),
-           "seconds": seconds}
+    out = {
+        "model": path.name,
+        "images": len(results),
+        "precision": prec,
+        "threads": torch.get_num_threads(),
+        "k": err / spr,
+        "mean_error": err / len(results),
+        "mean_spread": spr / len(results),
+        "seconds": seconds,
+    }
     print(json.dumps(out))
     if args.json:
         with open(args.json, "w") as f:

@@ -41,8 +41,9 @@ print(f"{seconds:.2f} {digest} {predictor.device} {predictor.precision} torch-th
 def one_run(tree: Path, src: Path, scale: int) -> tuple[float, str, str]:
     """The upscale of ``src`` by the geosr of ``tree``: (seconds, pixel hash, device and precision)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", ONE_RUN, str(src), str(scale)], env=env, check=True,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", ONE_RUN, str(src), str(scale)], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
     return float(out[0]), out[1], " ".join(out[2:])
 
 

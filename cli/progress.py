@@ -38,9 +38,19 @@ class Lines:
     ...) are accepted and ignored.
     """
 
-    def __init__(self, total: int | None = None, *, desc: str | None = None, unit: str = "it", initial: int = 0,
-                 disable: bool = False, final: bool = True, interval: float = LINE_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic, **display: Any) -> None:
+    def __init__(
+        self,
+        total: int | None = None,
+        *,
+        desc: str | None = None,
+        unit: str = "it",
+        initial: int = 0,
+        disable: bool = False,
+        final: bool = True,
+        interval: float = LINE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        **display: Any,
+    ) -> None:
         self.total, self.desc, self.unit, self.disable = total, desc, unit, disable
         self.n = self.initial = initial
         self.final, self.interval, self.clock = final, interval, clock

@@ -18,10 +18,15 @@ import click
 def threads_option(func: Callable) -> Callable:
     """--threads N: the CPU threads PyTorch computes on and GDAL decodes and compresses with, while the command runs
     (``threads_in_force``, entered by ``handle_errors``); unset, their defaults. Kept like -v/-q: not a parameter."""
-    return click.option("--threads", type=click.IntRange(min=1), metavar="N", expose_value=False,
-                        callback=_keep_threads,
-                        help="CPU threads for PyTorch and for GDAL's decoding and compression [PyTorch's default: one "
-                        "per core]; on a busy machine fewer can be faster.")(func)
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        metavar="N",
+        expose_value=False,
+        callback=_keep_threads,
+        help="CPU threads for PyTorch and for GDAL's decoding and compression [PyTorch's default: one "
+        "per core]; on a busy machine fewer can be faster.",
+    )(func)
 
 
 def _keep_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
@@ -50,5 +55,3 @@ def threads_in_force(ctx: click.Context) -> Iterator[None]:
             os.environ.pop("GDAL_NUM_THREADS", None)
         else:
             os.environ["GDAL_NUM_THREADS"] = gdal_before
-
-

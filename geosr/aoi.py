@@ -80,7 +80,8 @@ def load_aoi(spec: str, crs: str | None = None) -> AOI:
     except GEOSException as exc:
         raise AOITextError(
             f"--aoi {_short(spec)}: neither a GeoJSON file nor valid WKT ({one_line(exc)}); give a .geojson path or "
-            "a WKT POLYGON", option="--aoi",
+            "a WKT POLYGON",
+            option="--aoi",
         ) from None
     if geom is None:
         raise AOITextError(f"--aoi {_short(spec)}: empty; give a .geojson path or a WKT POLYGON", option="--aoi")
@@ -134,24 +135,29 @@ def _check_crs(crs: str, where: str | None = None) -> None:
         # GDAL's and PROJ's reason ("PROJ: crs not found: EPSG:999999"), without PROJ's function names
         reason = re.sub(r"\b(internal_)?proj_\w+: ", "", one_line(exc, 200))
         if where is not None:
-            raise AOIError(f"--aoi {where}: its CRS {crs!r} is not one rasterio understands ({reason}); give "
-                           "--aoi-crs", option="--aoi") from None
-        raise AOITextError(f"--aoi-crs {crs!r}: not a CRS rasterio understands ({reason}); use e.g. EPSG:4326",
-                           option="--aoi-crs") from None
+            raise AOIError(
+                f"--aoi {where}: its CRS {crs!r} is not one rasterio understands ({reason}); give --aoi-crs",
+                option="--aoi",
+            ) from None
+        raise AOITextError(
+            f"--aoi-crs {crs!r}: not a CRS rasterio understands ({reason}); use e.g. EPSG:4326", option="--aoi-crs"
+        ) from None
 
 
 def _load_geojson(path: Path, crs: str | None) -> AOI:
     if path.exists() and not path.is_file() and not path.is_dir():
-        raise AOIError(f"--aoi {path}: not a regular file (a named pipe or device); give a GeoJSON file",
-                       option="--aoi")
+        raise AOIError(
+            f"--aoi {path}: not a regular file (a named pipe or device); give a GeoJSON file", option="--aoi"
+        )
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise AOIError(f"--aoi {path}: no such file (give a GeoJSON file or a WKT polygon)",
-                       option="--aoi") from None
+        raise AOIError(f"--aoi {path}: no such file (give a GeoJSON file or a WKT polygon)", option="--aoi") from None
     except RecursionError:
-        raise AOIError(f"--aoi {path}: nested too deeply to be GeoJSON; give a GeoJSON geometry, Feature or "
-                       "FeatureCollection", option="--aoi") from None
+        raise AOIError(
+            f"--aoi {path}: nested too deeply to be GeoJSON; give a GeoJSON geometry, Feature or FeatureCollection",
+            option="--aoi",
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AOIError(f"--aoi {path}: not a GeoJSON file ({one_line(exc)})", option="--aoi") from None
     if not isinstance(data, dict):
@@ -187,8 +193,10 @@ def _check_finite(geom: BaseGeometry, what: str, error: type[AOIError]) -> None:
     """Raise ``error`` when a coordinate of ``geom`` is NaN or infinite (before any operation, which would warn)."""
     coords = shapely.get_coordinates(geom)
     if coords.size and not np.isfinite(coords).all():
-        raise error(f"{what}: the polygon has coordinates that are not finite numbers (NaN or infinity); give "
-                    "numbers", option="--aoi")
+        raise error(
+            f"{what}: the polygon has coordinates that are not finite numbers (NaN or infinity); give numbers",
+            option="--aoi",
+        )
 
 
 def _polygon_parts(geom: BaseGeometry) -> BaseGeometry:
@@ -214,8 +222,13 @@ def _repaired(geom: BaseGeometry, what: str) -> BaseGeometry:
     fixed = _polygon_parts(fixed)
     if not fixed.is_empty and fixed.area > 0:
         n = len(fixed.geoms) if fixed.geom_type == "MultiPolygon" else 1
-        log.warning("%s: the polygon is not valid (%s); repaired into %d polygon(s) that keep all its area "
-                    "(%.6g square units)", printable(what), printable(reason), n, fixed.area)
+        log.warning(
+            "%s: the polygon is not valid (%s); repaired into %d polygon(s) that keep all its area (%.6g square units)",
+            printable(what),
+            printable(reason),
+            n,
+            fixed.area,
+        )
     return fixed
 
 
@@ -225,12 +238,16 @@ def _polygonal(geom: BaseGeometry, what: str, error: type[AOIError] = AOIError) 
     if geom.geom_type == "GeometryCollection":
         geom = _polygon_parts(geom)
     if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
-        raise error(f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})",
-                    option="--aoi")
+        raise error(
+            f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})",
+            option="--aoi",
+        )
     geom = _repaired(geom, what)
     if geom.is_empty or geom.area <= 0:
-        raise error(f"{what}: the polygon encloses no area (a self-intersecting or degenerate ring); give a simple "
-                    "polygon", option="--aoi")
+        raise error(
+            f"{what}: the polygon encloses no area (a self-intersecting or degenerate ring); give a simple polygon",
+            option="--aoi",
+        )
     return geom
 
 
@@ -253,17 +270,22 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
     Raises RasterError for a raster without a geotransform and a CRS when the AOI has a CRS of its own.
     """
     if ds.transform == Affine.identity() and ds.crs is None:
-        raise RasterError(f"{path}: has no geotransform, so --aoi/--bbox cannot be placed on it; drop them",
-                          option=aoi.option)
+        raise RasterError(
+            f"{path}: has no geotransform, so --aoi/--bbox cannot be placed on it; drop them", option=aoi.option
+        )
     geom = aoi.geometry
     if aoi.crs is not None:
         if ds.crs is None:
-            raise RasterError(f"{path}: has no CRS to reproject the AOI ({aoi.crs}) to; drop --aoi-crs",
-                              option="--aoi-crs")
+            raise RasterError(
+                f"{path}: has no CRS to reproject the AOI ({aoi.crs}) to; drop --aoi-crs", option="--aoi-crs"
+            )
         src_crs = CRS.from_user_input(aoi.crs)
         if src_crs != ds.crs:
-            local = [f"{name} ({crs_name(crs)})" for name, crs in ((f"{path}'s CRS", ds.crs), ("--aoi-crs", src_crs))
-                     if not (crs.is_geographic or crs.is_projected)]
+            local = [
+                f"{name} ({crs_name(crs)})"
+                for name, crs in ((f"{path}'s CRS", ds.crs), ("--aoi-crs", src_crs))
+                if not (crs.is_geographic or crs.is_projected)
+            ]
             minx, miny, maxx, maxy = geom.bounds
             geom = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 64 or 1.0)
             try:
@@ -275,16 +297,21 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
                     raise RasterError(
                         f"{path}: the area of interest ({aoi.source}) cannot be converted from {crs_name(src_crs)} "
                         f"to {crs_name(ds.crs)}: {local[0]} is a local (engineering) CRS, tied to no place on Earth; "
-                        "give the AOI in the raster's own coordinates, without --aoi-crs", option="--aoi-crs",
+                        "give the AOI in the raster's own coordinates, without --aoi-crs",
+                        option="--aoi-crs",
                     ) from None
                 raise AOIMissError(
                     f"{path}: the area of interest ({aoi.source}) cannot be reprojected from {aoi.crs} to the "
-                    f"raster's CRS ({one_line(exc, 200)}); check --aoi-crs", option="--aoi-crs",
+                    f"raster's CRS ({one_line(exc, 200)}); check --aoi-crs",
+                    option="--aoi-crs",
                 ) from None
             coords = shapely.get_coordinates(geom)
             if coords.size and not np.isfinite(coords).all():
-                raise AOIMissError(f"{path}: the area of interest ({aoi.source}) reaches beyond where {aoi.crs} can be "
-                                   f"converted to {crs_name(ds.crs)}; check --aoi-crs", option="--aoi-crs")
+                raise AOIMissError(
+                    f"{path}: the area of interest ({aoi.source}) reaches beyond where {aoi.crs} can be "
+                    f"converted to {crs_name(ds.crs)}; check --aoi-crs",
+                    option="--aoi-crs",
+                )
             if not geom.is_valid:
                 geom = _repaired(geom, f"{aoi.option} {aoi.source} in {crs_name(ds.crs)}")
     inv = ~ds.transform
@@ -300,8 +327,9 @@ def aoi_window(aoi: AOI, ds, path) -> tuple[Window, BaseGeometry]:
     inside = px.intersection(box(0, 0, ds.width, ds.height))
     if inside.is_empty or inside.area <= 0:
         where = f" (AOI CRS {aoi.crs})" if aoi.crs else " (AOI taken in the raster's CRS; set --aoi-crs if not)"
-        raise AOIMissError(f"{path}: the area of interest ({aoi.source}) does not meet the raster{where}",
-                           option=aoi.option)
+        raise AOIMissError(
+            f"{path}: the area of interest ({aoi.source}) does not meet the raster{where}", option=aoi.option
+        )
     x0, y0, x1, y1 = inside.bounds
     c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
     c1, r1 = min(ds.width, math.ceil(x1)), min(ds.height, math.ceil(y1))

@@ -62,7 +62,11 @@ _ARRAY_OPTIONS = ("tile_size", "overlap", "batch_size", "bands", "consistency", 
 
 
 def load_model(
-    name_or_path: PathLike | None = None, device: str = "auto", precision: str = "auto", *, scale: int | None = None,
+    name_or_path: PathLike | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    *,
+    scale: int | None = None,
     self_ensemble: bool = False,
 ) -> Predictor:
     """Load a model for inference: a bundled model's name ("degan-x4", ``geosr info`` lists them) or a model file.
@@ -79,8 +83,11 @@ def load_model(
 def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:
     if isinstance(model, Predictor):
         if scale is not None and scale != model.scale:
-            raise ModelFileError(f"{model.source} is a x{model.scale} model but scale={scale} asks for x{scale}; "
-                                 f"pass a x{scale} model or scale={model.scale}", option="--scale")
+            raise ModelFileError(
+                f"{model.source} is a x{model.scale} model but scale={scale} asks for x{scale}; "
+                f"pass a x{scale} model or scale={model.scale}",
+                option="--scale",
+            )
         return model
     return load_predictor(model, scale, device, precision)
 
@@ -91,8 +98,9 @@ def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str)
 def _check_names(options: dict[str, Any], allowed: Sequence[str], where: str) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise TypeError(f"{where}() got unexpected option(s) {', '.join(unknown)}; its options: "
-                        f"{', '.join(sorted(allowed))}")
+        raise TypeError(
+            f"{where}() got unexpected option(s) {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}"
+        )
 
 
 def _area(aoi: Any, bbox: Sequence[float] | None, aoi_crs: str | None) -> AOI | None:
@@ -123,8 +131,9 @@ def _file_options(where: str, options: dict[str, Any]) -> UpscaleOptions:
         value = opts.get(key)
         if value is not None:
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                raise OptionError(f"{key} {value!r}: expected a sequence, e.g. {key}={example}",
-                                  option=f"--{key.replace('_', '-')}")
+                raise OptionError(
+                    f"{key} {value!r}: expected a sequence, e.g. {key}={example}", option=f"--{key.replace('_', '-')}"
+                )
             opts[key] = tuple(value)
     return UpscaleOptions(aoi=area, **opts)
 
@@ -192,8 +201,14 @@ def upscale_folder(
     nothing behind).
     """
     inputs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
-    job = BatchJob(resolve_inputs(inputs), Path(dst), _file_options("upscale_folder", options), skip_existing,
-                   files_in_flight, Path(report) if report else None)
+    job = BatchJob(
+        resolve_inputs(inputs),
+        Path(dst),
+        _file_options("upscale_folder", options),
+        skip_existing,
+        files_in_flight,
+        Path(report) if report else None,
+    )
 
     def each(result: FileResult) -> None:
         if result.status == "failed":
@@ -302,8 +317,9 @@ def upscale_dataarray(
     else:
         values = upscale_in_layout(data, layout, predictor, opts, nodata=nodata, radiometry=radiometry)
     coords = upscaled_coords(da, layout, grid, s, opts.bands)
-    result = xr.DataArray(values, dims=da.dims, coords=coords, attrs=_dataarray_attrs(da, predictor, nodata, options),
-                          name=da.name)
+    result = xr.DataArray(
+        values, dims=da.dims, coords=coords, attrs=_dataarray_attrs(da, predictor, nodata, options), name=da.name
+    )
     result.attrs["GEOSR_RADIOMETRY"] = radiometry.describe()
     # the input's encoding says how its source file stored it (dtype, scale_factor, _FillValue, chunk sizes, ...),
     # not how the new pixels are stored: only the link to the grid mapping is kept

@@ -88,16 +88,22 @@ def numpy_layout(shape: Sequence[int], band_axis: int | None = None) -> Layout:
     if len(shape) == 2:
         return Layout(None, 0, 1)
     if len(shape) != 3 or min(shape) < 1:
-        raise RasterError(f"expected a (bands, height, width) or (height, width) array with at least one pixel, "
-                          f"got shape {shape}")
+        raise RasterError(
+            f"expected a (bands, height, width) or (height, width) array with at least one pixel, got shape {shape}"
+        )
     if band_axis is None:
         if shape[0] > MAX_BANDS_FIRST_GUESS and shape[-1] <= 4:
-            raise RasterError(f"an array of shape {shape} looks band-last (H, W, {shape[-1]}): pass band_axis=-1, "
-                              f"or band_axis=0 if its first axis does hold {shape[0]} bands", option="band_axis")
+            raise RasterError(
+                f"an array of shape {shape} looks band-last (H, W, {shape[-1]}): pass band_axis=-1, "
+                f"or band_axis=0 if its first axis does hold {shape[0]} bands",
+                option="band_axis",
+            )
         band_axis = 0
     if isinstance(band_axis, bool) or not isinstance(band_axis, (int, np.integer)) or not -3 <= band_axis <= 2:
-        raise OptionError(f"band_axis {band_axis!r}: expected an axis of a 3-D array, -3..2 (0: bands first, "
-                          "-1: bands last)", option="band_axis")
+        raise OptionError(
+            f"band_axis {band_axis!r}: expected an axis of a 3-D array, -3..2 (0: bands first, -1: bands last)",
+            option="band_axis",
+        )
     band = int(band_axis) % 3
     y, x = (axis for axis in range(3) if axis != band)
     return Layout(band, y, x)
@@ -135,7 +141,8 @@ def dataarray_layout(da: Any) -> Layout:
         f"cannot tell the bands, rows and columns of a DataArray of dims {dims} ({found}): geosr takes (y, x) or "
         f"(band, y, x) in any order, named {'/'.join(BAND_NAMES)}, {'/'.join(Y_NAMES)} and {'/'.join(X_NAMES)}; "
         "rename the dims (da.rename({'dim_0': 'band', 'dim_1': 'y', 'dim_2': 'x'})) or select one slice of any "
-        "other (da.isel(time=0))")
+        "other (da.isel(time=0))"
+    )
 
 
 # --- georeferencing -------------------------------------------------------------------------------------------------
@@ -169,8 +176,9 @@ def _numbers(values: np.ndarray, name: str) -> np.ndarray:
     try:
         v = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise RasterError(f"the {name} coordinate holds {np.asarray(values).dtype} values, not numbers; "
-                          f"{_REMEDY}") from None
+        raise RasterError(
+            f"the {name} coordinate holds {np.asarray(values).dtype} values, not numbers; {_REMEDY}"
+        ) from None
     if not np.isfinite(v).all():
         raise RasterError(f"the {name} coordinate holds NaN or infinite values; {_REMEDY}")
     return v
@@ -187,14 +195,18 @@ def regular_axis(values: np.ndarray, name: str) -> tuple[float, float, float]:
     n = v.size
     diffs = np.diff(v)
     if not diffs.any():
-        raise RasterError(f"the {name} coordinate repeats one value ({float(v[0])!r}) for all {n} pixels: it gives no "
-                          f"pixel size; give each pixel its own coordinate, or {_REMEDY}")
+        raise RasterError(
+            f"the {name} coordinate repeats one value ({float(v[0])!r}) for all {n} pixels: it gives no "
+            f"pixel size; give each pixel its own coordinate, or {_REMEDY}"
+        )
     same = np.flatnonzero(diffs == 0)
     if same.size:
         i = int(same[0])
-        raise RasterError(f"the {name} coordinate repeats values ({name}[{i}] == {name}[{i + 1}] == {float(v[i])!r}, "
-                          f"{same.size} repeat(s)): a regular grid has one value per pixel; give each pixel its own "
-                          f"coordinate, or {_REMEDY}")
+        raise RasterError(
+            f"the {name} coordinate repeats values ({name}[{i}] == {name}[{i + 1}] == {float(v[i])!r}, "
+            f"{same.size} repeat(s)): a regular grid has one value per pixel; give each pixel its own "
+            f"coordinate, or {_REMEDY}"
+        )
     step = (v[-1] - v[0]) / (n - 1)
     precision = np.asarray(values).dtype if np.asarray(values).dtype.kind == "f" else np.dtype(np.float64)
     tol = max(RTOL * abs(step), 4 * float(np.spacing(np.abs(v).max().astype(precision))))
@@ -204,7 +216,8 @@ def regular_axis(values: np.ndarray, name: str) -> tuple[float, float, float]:
         raise RasterError(
             f"the {name} coordinate is not a regular grid: its {n} values lie off an even spacing of {step:.6g} by "
             f"up to {deviation[i]:.3g} (at {name}[{i}]; {deviation[i] / abs(step or 1):.3g} of a step, tolerance "
-            f"{RTOL:g}); resample onto a regular grid (da.interp) or {_REMEDY}")
+            f"{RTOL:g}); resample onto a regular grid (da.interp) or {_REMEDY}"
+        )
     return float(v[0]), float(step), tol
 
 
@@ -237,17 +250,24 @@ def _axis_grid(da: Any, dim: Hashable, stored: AxisGrid | None) -> AxisGrid | No
     values = np.asarray(da.coords[dim].values)
     if values.size == 1:
         if stored is None:
-            raise RasterError(f"the {dim} coordinate has one value ({values.item()!r}): the pixel size along {dim} "
-                              "is unknown; write the transform (rioxarray: da.rio.write_transform(transform)) or "
-                              "give two pixels or more")
+            raise RasterError(
+                f"the {dim} coordinate has one value ({values.item()!r}): the pixel size along {dim} "
+                "is unknown; write the transform (rioxarray: da.rio.write_transform(transform)) or "
+                "give two pixels or more"
+            )
         centre = float(_numbers(values, str(dim))[0])  # rioxarray's rule: the coordinate is the pixel's centre
         return AxisGrid(centre - stored.step / 2, stored.step)
     first, step, tol = regular_axis(values, str(dim))
     if stored is None:
         return AxisGrid(first - step / 2, step)
     if abs(stored.step - step) > tol:
-        log.info("the stored transform's pixel size along %s is %r, its coordinate's %r (a resampled array?): the "
-                 "coordinate places the pixels", dim, stored.step, step)
+        log.info(
+            "the stored transform's pixel size along %s is %r, its coordinate's %r (a resampled array?): the "
+            "coordinate places the pixels",
+            dim,
+            stored.step,
+            step,
+        )
         return AxisGrid(first - step / 2, step)
     if abs(stored.edge + stored.step / 2 - first) <= tol:
         return stored  # the same grid, with the stored transform's exact numbers
@@ -262,8 +282,10 @@ def dataarray_grid(da: Any, layout: Layout) -> Grid:
     stored = stored_transform(da)
     if stored is not None and (stored.b != 0 or stored.d != 0):
         if xdim in da.coords or ydim in da.coords:
-            raise RasterError(f"the stored transform is rotated ({tuple(stored)[:6]}) but {xdim}/{ydim} have 1-D "
-                              "coordinates, which cannot describe it; drop the coordinates or the transform")
+            raise RasterError(
+                f"the stored transform is rotated ({tuple(stored)[:6]}) but {xdim}/{ydim} have 1-D "
+                "coordinates, which cannot describe it; drop the coordinates or the transform"
+            )
         return Grid(None, None, stored)
     x = _axis_grid(da, xdim, AxisGrid(stored.c, stored.a) if stored else None)
     y = _axis_grid(da, ydim, AxisGrid(stored.f, stored.e) if stored else None)

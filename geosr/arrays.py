@@ -55,8 +55,10 @@ def check_nodata(nodata: float | None, dtype: np.dtype) -> float | None:
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if not (math.isfinite(value) and value.is_integer() and info.min <= value <= info.max):
-            raise OptionError(f"nodata {nodata!r}: a {dtype} array cannot hold it; give an integer of "
-                              f"{info.min}..{info.max}", option="nodata")
+            raise OptionError(
+                f"nodata {nodata!r}: a {dtype} array cannot hold it; give an integer of {info.min}..{info.max}",
+                option="nodata",
+            )
     return value
 
 
@@ -97,7 +99,9 @@ def decimated(data: np.ndarray, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
 
 
 def array_radiometry(
-    data: np.ndarray, nodata: float | None, value_range: tuple[float, float] | None = None,
+    data: np.ndarray,
+    nodata: float | None,
+    value_range: tuple[float, float] | None = None,
     invalid: np.ndarray | None = None,
 ) -> Radiometry:
     """The global mapping of ``data`` to the model's range, as upscale computes it for a raster of these pixels;
@@ -112,9 +116,7 @@ def array_radiometry(
         raise OptionError(f"{exc} (value_range)", option="value_range") from None
 
 
-def check_array(
-    shape: tuple[int, ...], dtype: np.dtype, options: UpscaleOptions, nodata: float | None
-) -> float | None:
+def check_array(shape: tuple[int, ...], dtype: np.dtype, options: UpscaleOptions, nodata: float | None) -> float | None:
     """The checks of upscale_pixels that need no pixel, for a (bands, H, W) array of ``shape`` and ``dtype``;
     returns ``nodata`` as a float (check_nodata). Raises RasterError for a shape or dtype geosr cannot
     super-resolve, OptionError for an ``aoi``, a nodata value the dtype cannot hold or a band that is not there.
@@ -127,8 +129,11 @@ def check_array(
         raise RasterError(f"dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} arrays")
     nodata = check_nodata(nodata, dtype)
     if options.bands is not None and max(options.bands) > shape[0]:
-        raise OptionError(f"the array has {shape[0]} band{'s' * (shape[0] > 1)}; bands takes 1-based indices up to "
-                          f"{shape[0]}, got {max(options.bands)}", option="bands")
+        raise OptionError(
+            f"the array has {shape[0]} band{'s' * (shape[0] > 1)}; bands takes 1-based indices up to "
+            f"{shape[0]}, got {max(options.bands)}",
+            option="bands",
+        )
     return nodata
 
 
@@ -155,8 +160,9 @@ def upscale_pixels(
     ``radiometry`` of other bands or another dtype.
     """
     if not isinstance(data, np.ndarray):
-        raise RasterError(f"expected a (bands, height, width) array with at least one pixel, got shape "
-                          f"{getattr(data, 'shape', None)}")
+        raise RasterError(
+            f"expected a (bands, height, width) array with at least one pixel, got shape {getattr(data, 'shape', None)}"
+        )
     nodata = check_array(data.shape, data.dtype, options, nodata)
     dtype = data.dtype
     if invalid is not None:
@@ -172,8 +178,10 @@ def upscale_pixels(
     s = predictor.scale
     tile, overlap = card_tiling(card, predictor.source, options.tile_size, options.overlap)
     if card.config.out_channels != card.config.in_channels:
-        raise ModelFileError(f"{predictor.source} maps {card.config.in_channels} bands to "
-                             f"{card.config.out_channels}; upscaling needs as many output bands as input bands")
+        raise ModelFileError(
+            f"{predictor.source} maps {card.config.in_channels} bands to "
+            f"{card.config.out_channels}; upscaling needs as many output bands as input bands"
+        )
     n, h, w = data.shape
     groups, real = band_groups(n, predictor.channels)
     masks = nodata is not None or dtype.kind == "f" or invalid is not None  # as geosr.raster.has_masks
@@ -200,8 +208,20 @@ def upscale_pixels(
 
     panels = column_panels(grid, (0, s * w), panel_width, options.consistency)
     rows = tile_rows(grid, (0, s * h), options.consistency)
-    run_strips(grid, panels, rows, strip_of, predictor, put, groups=groups, real=real, batch_size=options.batch_size,
-               consistency=options.consistency, masks=masks, out_rows=(0, s * h))
+    run_strips(
+        grid,
+        panels,
+        rows,
+        strip_of,
+        predictor,
+        put,
+        groups=groups,
+        real=real,
+        batch_size=options.batch_size,
+        consistency=options.consistency,
+        masks=masks,
+        out_rows=(0, s * h),
+    )
     return result
 
 
@@ -225,8 +245,15 @@ def upscale_in_layout(
     data = np.ma.getdata(array) if masked else np.asarray(array)
     mask = np.ma.getmaskarray(array) if masked and np.ma.is_masked(array) else None
     invalid = None if mask is None else layout.bands_first(mask)
-    out = upscale_pixels(layout.bands_first(data), predictor, options, nodata=nodata, invalid=invalid, layout=layout,
-                         radiometry=radiometry)
+    out = upscale_pixels(
+        layout.bands_first(data),
+        predictor,
+        options,
+        nodata=nodata,
+        invalid=invalid,
+        layout=layout,
+        radiometry=radiometry,
+    )
     if not masked:
         return out
     out_mask = np.ma.nomask if mask is None else upscaled_mask(mask, layout, predictor.scale, options.bands)

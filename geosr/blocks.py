@@ -94,7 +94,14 @@ def map_spec(plan: Plan, description: str) -> OutputSpec:
     profile.update(driver="GTiff", dtype="float32", nodata=float("nan"), count=len(plan.layout))
     n = len(plan.layout)
     names = [f"expected |error| of band {b}" for b in range(1, n + 1)]
-    return dataclasses.replace(spec, profile=profile, tags={"GEOSR_UNCERTAINTY": description},
-                               band_tags=[{} for _ in range(n)], descriptions=names,
-                               colorinterp=[ColorInterp.gray] * n, scales=[1.0] * n, offsets=[0.0] * n,
-                               internal_mask=False)
+    return dataclasses.replace(
+        spec,
+        profile=profile,
+        tags={"GEOSR_UNCERTAINTY": description},
+        band_tags=[{} for _ in range(n)],
+        descriptions=names,
+        colorinterp=[ColorInterp.gray] * n,
+        scales=[1.0] * n,
+        offsets=[0.0] * n,
+        internal_mask=False,
+    )

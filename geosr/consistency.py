@@ -65,8 +65,13 @@ def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def project(
-    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, iterations: int = DEFAULT_ITERATIONS,
-    value_range: tuple[float, float] | None = MODEL_RANGE, device: str | torch.device = "cpu",
+    hr: np.ndarray,
+    lr: np.ndarray,
+    scale: int,
+    valid: np.ndarray | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    value_range: tuple[float, float] | None = MODEL_RANGE,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """The output ``hr`` (bands, s h, s w) corrected to be consistent with the input ``lr`` (bands, h, w).
 
@@ -100,8 +105,9 @@ class _Window(NamedTuple):
 
 
 @functools.lru_cache(maxsize=256)
-def _window(h: int, w: int, scale: int, rows: tuple[int, int] | None, cols: tuple[int, int] | None,
-            device: torch.device) -> _Window:
+def _window(
+    h: int, w: int, scale: int, rows: tuple[int, int] | None, cols: tuple[int, int] | None, device: torch.device
+) -> _Window:
     """The window of h x w input pixels whose output ``rows`` x ``cols`` (None: all) are used.
 
     Two shortcuts are taken where a check on random values (once per shape) finds that they give the values of the
@@ -139,8 +145,9 @@ def _nonzero_blocks(n: int, scale: int) -> tuple[tuple[int, int, int, int], ...]
     nonzero = _axis_operators(n, scale)[0] != 0
     first, last = nonzero.argmax(axis=1), scale * n - nonzero[:, ::-1].argmax(axis=1)
     step = max(1, 48 // scale)
-    return tuple((i, min(n, i + step), int(first[i : i + step].min()), int(last[i : i + step].max()))
-                 for i in range(0, n, step))
+    return tuple(
+        (i, min(n, i + step), int(first[i : i + step].min()), int(last[i : i + step].max())) for i in range(0, n, step)
+    )
 
 
 def _degraded(y: torch.Tensor, win: _Window) -> torch.Tensor:
@@ -156,8 +163,13 @@ def _degraded(y: torch.Tensor, win: _Window) -> torch.Tensor:
 
 
 def _project(
-    y: torch.Tensor, x: torch.Tensor, valid: torch.Tensor | None, scale: int, iterations: int,
-    value_range: tuple[float, float] | None, keep: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    valid: torch.Tensor | None,
+    scale: int,
+    iterations: int,
+    value_range: tuple[float, float] | None,
+    keep: tuple[tuple[int, int], tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """``project`` on tensors, ``y`` corrected in place (and returned). keep: ((r0, r1), (c0, c1)), the output rows
     and columns of ``y`` whose values the caller uses (None: all); elsewhere ``y`` may be left uncorrected."""
@@ -169,8 +181,12 @@ def _project(
     bands = None  # the bands still being corrected (None: all): a band that needed no clipping is exact already
     for i in range(iterations):
         part = y if bands is None else y[bands]
-        r = _residual(part, x if bands is None else x[bands],
-                      None if valid is None else (valid if bands is None else valid[bands]), win)
+        r = _residual(
+            part,
+            x if bands is None else x[bands],
+            None if valid is None else (valid if bands is None else valid[bands]),
+            win,
+        )
         if i == iterations - 1:  # the last round: only the values kept matter
             kept = part[:, win.rows, win.cols]
             kept += win.ph[win.rows] @ r @ win.pw[win.cols].T
@@ -225,8 +241,12 @@ def _correct(y: torch.Tensor, r: torch.Tensor, win: _Window, value_range: tuple[
 def _ring(shape: torch.Size, rows: slice, cols: slice) -> list[tuple[slice, slice]]:
     """The parts of an (H, W) window around rows x cols that are not empty: whole rows above and below them
     (a row slice, slice(None)), and beside them (``rows``, a column slice)."""
-    parts = [(slice(0, rows.start), slice(None)), (slice(rows.stop, shape[0]), slice(None)),
-             (rows, slice(0, cols.start)), (rows, slice(cols.stop, shape[1]))]
+    parts = [
+        (slice(0, rows.start), slice(None)),
+        (slice(rows.stop, shape[0]), slice(None)),
+        (rows, slice(0, cols.start)),
+        (rows, slice(cols.stop, shape[1])),
+    ]
     return [(rs, cs) for rs, cs in parts if (rs.stop > rs.start if cs == slice(None) else cs.stop > cs.start)]
 
 

@@ -87,8 +87,7 @@ def _images_under(folder: Path) -> list[Path]:
     """Image files under ``folder``, sorted, skipping hidden files and folders below it (``folder`` itself may be
     reached through ``..`` or a hidden folder)."""
     return sorted(
-        p for p in folder.rglob("*")
-        if _is_image(p) and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+        p for p in folder.rglob("*") if _is_image(p) and not any(s.startswith(".") for s in p.relative_to(folder).parts)
     )
 
 

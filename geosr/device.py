@@ -37,8 +37,10 @@ _DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # The CPU features (as /proc/cpuinfo names them) that compute bf16 natively; without one of them PyTorch runs bf16
 # convolutions in reference kernels, 10-60x slower than fp32.
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-SLOW_BF16_WARNING = ("--precision bf16 on a CPU without native bf16 (it lacks AMX and AVX512-BF16): bf16 convolutions "
-                     "run in slow reference kernels, often 10x or more slower than fp32; use --precision fp32 or auto")
+SLOW_BF16_WARNING = (
+    "--precision bf16 on a CPU without native bf16 (it lacks AMX and AVX512-BF16): bf16 convolutions "
+    "run in slow reference kernels, often 10x or more slower than fp32; use --precision fp32 or auto"
+)
 _warned_slow_bf16 = False  # SLOW_BF16_WARNING is logged once per process
 
 
@@ -99,8 +101,7 @@ def resolve_device(spec: str | None = "auto", local_rank: int | None = None) -> 
     index = (local_rank or 0) if spec == "cuda" else int(spec.split(":", 1)[1])
     n = torch.cuda.device_count()
     if not 0 <= index < n:
-        raise DeviceError(f"--device {spec}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}",
-                          option="--device")
+        raise DeviceError(f"--device {spec}: this machine has {n} CUDA GPU(s), cuda:0..cuda:{n - 1}", option="--device")
     return torch.device("cuda", index)
 
 
@@ -163,11 +164,14 @@ def resolve_precision(precision: str, device: torch.device, *, cpu_flags: Iterab
             return "bf16" if cpu_supports_bf16(cpu_flags) else "fp32"
         return "fp32"
     if precision == "fp16" and device.type == "cpu":
-        raise DeviceError("--precision fp16 needs a GPU; on the CPU use bf16 (fast with AMX) or fp32",
-                          option="--precision")
+        raise DeviceError(
+            "--precision fp16 needs a GPU; on the CPU use bf16 (fast with AMX) or fp32", option="--precision"
+        )
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32",
-                          option="--precision")
+        raise DeviceError(
+            f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32",
+            option="--precision",
+        )
     if precision == "bf16" and device.type == "mps":
         raise DeviceError("--precision bf16 is not available on MPS; use fp16 or fp32", option="--precision")
     if precision == "bf16" and device.type == "cpu" and not _warned_slow_bf16 and not cpu_supports_bf16(cpu_flags):

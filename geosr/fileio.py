@@ -84,8 +84,10 @@ def check_target(
     path = Path(path)
     for source in inputs:
         if _same(path, Path(source)):
-            raise OptionError(f"{path}: is an input of this run; geosr never writes over its inputs: give {option} "
-                              "another path", option=option)
+            raise OptionError(
+                f"{path}: is an input of this run; geosr never writes over its inputs: give {option} another path",
+                option=option,
+            )
     for label, other in outputs:
         if _same(path, Path(other)):
             raise OptionError(f"{path}: is also {label} of this run; give {option} another path", option=option)
@@ -93,24 +95,30 @@ def check_target(
         mode = path.stat().st_mode
     except FileNotFoundError:
         if path.is_symlink() and not overwrite:  # a dangling link: writing would replace the link
-            raise OutputExistsError(f"{path}: exists (a link to a missing file); pass --overwrite to replace it",
-                                    option="--overwrite") from None
+            raise OutputExistsError(
+                f"{path}: exists (a link to a missing file); pass --overwrite to replace it", option="--overwrite"
+            ) from None
         return Target(path)
     except OSError as exc:  # a file where a folder should be, no permission to look
-        raise WriteError(f"{path}: cannot write {what} ({exc.strerror}); nothing was written; give {option} another "
-                         "path") from None
+        raise WriteError(
+            f"{path}: cannot write {what} ({exc.strerror}); nothing was written; give {option} another path"
+        ) from None
     if stat.S_ISDIR(mode):
         raise OptionError(f"{path}: is a folder; give {option} a file name", option=option)
     kind = special_kind(mode)
     if kind is not None:
         if stream_ok and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
             return Target(path, stream=True)
-        raise OptionError(f"{path}: is {kind}, not a regular file; geosr writes {what} only to a file: give "
-                          f"{option} a file path", option=option)
+        raise OptionError(
+            f"{path}: is {kind}, not a regular file; geosr writes {what} only to a file: give {option} a file path",
+            option=option,
+        )
     if not overwrite and not (replaceable is not None and replaceable(path)):
         earlier = f" (and is not {what} of an earlier run)" if replaceable is not None else ""
-        raise OutputExistsError(f"{path}: already exists{earlier}; pass --overwrite to replace it, or give {option} "
-                                "another path", option="--overwrite")
+        raise OutputExistsError(
+            f"{path}: already exists{earlier}; pass --overwrite to replace it, or give {option} another path",
+            option="--overwrite",
+        )
     return Target(path)
 
 
@@ -133,8 +141,9 @@ def write_target(target: Target, data: bytes, *, what: str = "", remedy: str = D
             f.write(data)
     except OSError as exc:
         subject = f" {what}" if what else ""
-        raise WriteError(f"{target.path}: cannot write{subject} ({exc.strerror or exc}); "
-                         f"{remedy_for(exc, remedy)}") from None
+        raise WriteError(
+            f"{target.path}: cannot write{subject} ({exc.strerror or exc}); {remedy_for(exc, remedy)}"
+        ) from None
     return target.path
 
 
@@ -149,9 +158,7 @@ def temporary_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def atomic_write(
-    path: str | os.PathLike, data: bytes, *, what: str = "", remedy: str = DEFAULT_REMEDY
-) -> Path:
+def atomic_write(path: str | os.PathLike, data: bytes, *, what: str = "", remedy: str = DEFAULT_REMEDY) -> Path:
     """Write ``data`` to ``path`` via a temporary file, fsync and a rename; returns ``path`` as a Path.
 
     what: the kind of file for the error message ("the model file"); remedy: what the user can do about a failure.
@@ -176,8 +183,9 @@ def atomic_write(
             Path(tmp).unlink(missing_ok=True)
         kept = "its previous version is kept" if path.exists() else "nothing was written"
         subject = f" {what}" if what else ""
-        raise WriteError(f"{path}: cannot write{subject} ({exc.strerror or exc}); {kept}; "
-                         f"{remedy_for(exc, remedy)}") from None
+        raise WriteError(
+            f"{path}: cannot write{subject} ({exc.strerror or exc}); {kept}; {remedy_for(exc, remedy)}"
+        ) from None
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)

@@ -47,9 +47,7 @@ def _prepare(a: torch.Tensor, b: torch.Tensor, crop: int) -> tuple[torch.Tensor,
     return a.double(), b.double(), single
 
 
-def psnr_per_channel(
-    a: torch.Tensor, b: torch.Tensor, *, crop: int = 0, data_range: float = 255.0
-) -> torch.Tensor:
+def psnr_per_channel(a: torch.Tensor, b: torch.Tensor, *, crop: int = 0, data_range: float = 255.0) -> torch.Tensor:
     """PSNR in dB of every channel, shape (C,) or (B, C); inf where the channel is identical."""
     a, b, single = _prepare(a, b, crop)
     mse = ((a - b) ** 2).mean(dim=(-2, -1))  # (B, C)
@@ -120,4 +118,3 @@ def ssim(
 ) -> torch.Tensor:
     """The protocol's SSIM: the mean over channels of the per-channel mean SSIM, shape () or (B,)."""
     return ssim_per_channel(a, b, crop=crop, data_range=data_range, window=window, sigma=sigma).mean(dim=-1)
-

@@ -44,8 +44,9 @@ def check_band_numbers(bands: Sequence[int]) -> tuple[int, ...]:
     if isinstance(bands, (str, bytes)) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands):
         raise OptionError(f"{bands!r}: expected 1-based band numbers, e.g. 4,3,2", option="--bands")
     if not bands or min(bands) < 1:
-        raise OptionError(f"bands {shown or '(none)'}: band numbers are 1-based (the first band is 1), e.g. 4,3,2",
-                          option="--bands")
+        raise OptionError(
+            f"bands {shown or '(none)'}: band numbers are 1-based (the first band is 1), e.g. 4,3,2", option="--bands"
+        )
     if len(set(bands)) != len(bands):
         raise OptionError(f"bands {shown}: name each band once", option="--bands")
     return tuple(bands)
@@ -80,8 +81,7 @@ def check_batch_size(batch_size: int) -> int:
 def check_panel_width(panel_width: int | None) -> None:
     """Raise OptionError unless ``panel_width`` is None or a positive multiple of PANEL_STEP."""
     if panel_width is not None and (
-        isinstance(panel_width, bool) or not isinstance(panel_width, int) or panel_width < 1
-        or panel_width % PANEL_STEP
+        isinstance(panel_width, bool) or not isinstance(panel_width, int) or panel_width < 1 or panel_width % PANEL_STEP
     ):
         raise OptionError(f"panel width {panel_width!r}: must be a positive multiple of {PANEL_STEP} input pixels")
 
@@ -118,10 +118,12 @@ class UpscaleOptions:
     uncertainty: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.max_pixels is not None and (isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int)
-                                            or self.max_pixels < 1):
-            raise OptionError(f"max pixels {self.max_pixels!r}: must be a whole number of at least 1",
-                              option="--max-pixels")
+        if self.max_pixels is not None and (
+            isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int) or self.max_pixels < 1
+        ):
+            raise OptionError(
+                f"max pixels {self.max_pixels!r}: must be a whole number of at least 1", option="--max-pixels"
+            )
         check_tiling(self.tile_size, self.overlap)
         check_batch_size(self.batch_size)
         if self.bands is not None:

@@ -82,13 +82,20 @@ def stretched(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 # A 5 x 7 bitmap font for the preview's labels: each glyph is 7 rows of 5 pixels.
 _GLYPHS = {
-    "A": "01110 10001 10001 11111 10001 10001 10001", "B": "11110 10001 10001 11110 10001 10001 11110",
-    "C": "01110 10001 10000 10000 10000 10001 01110", "E": "11111 10000 10000 11110 10000 10000 11111",
-    "G": "01110 10001 10000 10111 10001 10001 01111", "I": "01110 00100 00100 00100 00100 00100 01110",
-    "M": "10001 11011 10101 10101 10001 10001 10001", "N": "10001 11001 10101 10011 10001 10001 10001",
-    "O": "01110 10001 10001 10001 10001 10001 01110", "P": "11110 10001 10001 11110 10000 10000 10000",
-    "R": "11110 10001 10001 11110 10100 10010 10001", "S": "01111 10000 10000 01110 00001 00001 11110",
-    "T": "11111 00100 00100 00100 00100 00100 00100", "U": "10001 10001 10001 10001 10001 10001 01110",
+    "A": "01110 10001 10001 11111 10001 10001 10001",
+    "B": "11110 10001 10001 11110 10001 10001 11110",
+    "C": "01110 10001 10000 10000 10000 10001 01110",
+    "E": "11111 10000 10000 11110 10000 10000 11111",
+    "G": "01110 10001 10000 10111 10001 10001 01111",
+    "I": "01110 00100 00100 00100 00100 00100 01110",
+    "M": "10001 11011 10101 10101 10001 10001 10001",
+    "N": "10001 11001 10101 10011 10001 10001 10001",
+    "O": "01110 10001 10001 10001 10001 10001 01110",
+    "P": "11110 10001 10001 11110 10000 10000 10000",
+    "R": "11110 10001 10001 11110 10100 10010 10001",
+    "S": "01111 10000 10000 01110 00001 00001 11110",
+    "T": "11111 00100 00100 00100 00100 00100 00100",
+    "U": "10001 10001 10001 10001 10001 10001 01110",
     " ": "00000 00000 00000 00000 00000 00000 00000",
 }
 LABEL_HEIGHT = 11  # pixels above a panel: 7 of text, 2 of margin above and below
@@ -99,7 +106,7 @@ def label(text: str, width: int) -> np.ndarray:
     row = np.full((LABEL_HEIGHT, max(width, 6 * len(text) + 2)), 255, np.uint8)
     for i, ch in enumerate(text.upper()):
         bits = np.array([[c == "1" for c in r] for r in _GLYPHS.get(ch, _GLYPHS[" "]).split()])
-        row[2:9, 2 + 6 * i: 7 + 6 * i][bits] = 0
+        row[2:9, 2 + 6 * i : 7 + 6 * i][bits] = 0
     return np.repeat(row[None, :, :width], 3, axis=0)
 
 
@@ -111,8 +118,9 @@ def labelled_panels(panels: Sequence[tuple[str, np.ndarray]], gap: int = 4) -> n
 def png_bytes(data: np.ndarray) -> bytes:
     """uint8 (C, H, W) with 1-4 bands encoded as a PNG file's bytes (GDAL's PNG driver, in memory)."""
     with quiet_georeferencing(), MemoryFile() as mem:
-        with mem.open(driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                      dtype="uint8") as dst:
+        with mem.open(
+            driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype="uint8"
+        ) as dst:
             dst.write(data)
         return mem.read()
 
@@ -132,8 +140,13 @@ def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = Non
     png = data.dtype == np.uint8 and data.shape[0] <= 4 and crs is None
     path = path.with_suffix(".png" if png else ".tif")
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="PNG" if png else "GTiff", width=data.shape[2], height=data.shape[1],
-                   count=data.shape[0], dtype=data.dtype)
+    profile = dict(
+        driver="PNG" if png else "GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+    )
     if crs is not None:
         profile.update(crs=crs, transform=transform)
     if not png:

@@ -90,8 +90,9 @@ class FileResult:
     reason: str = ""
 
 
-def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: ProgressCallback | None,
-             map_tmp: Path | None = None) -> int:
+def _execute(
+    plan: Plan, ds, tmp: Path, predictor: Predictor, progress: ProgressCallback | None, map_tmp: Path | None = None
+) -> int:
     """Run the plan from the open source ``ds`` into a new GeoTIFF ``tmp``; returns the tiles run through the model.
 
     From here on each dataset is used by one thread only: ``ds`` by the reader, the output by the writer. ``ds`` is
@@ -140,9 +141,20 @@ def _execute(plan: Plan, ds, tmp: Path, predictor: Predictor, progress: Progress
 
     try:
         computed = run_strips(
-            plan.grid, panels, rows, lambda panel, r: _next_strip(strips, reader), predictor, write,
-            groups=plan.groups, real=plan.real, batch_size=plan.batch_size, consistency=plan.consistency,
-            masks=plan.masks, out_rows=out_rows, tiles_done=tiles_done, spread=maps is not None,
+            plan.grid,
+            panels,
+            rows,
+            lambda panel, r: _next_strip(strips, reader),
+            predictor,
+            write,
+            groups=plan.groups,
+            real=plan.real,
+            batch_size=plan.batch_size,
+            consistency=plan.consistency,
+            masks=plan.masks,
+            out_rows=out_rows,
+            tiles_done=tiles_done,
+            spread=maps is not None,
         )
         timed("wait for the writer", writer.close)
         if maps is not None:
@@ -203,20 +215,47 @@ def upscale_raster(
     with rasterio.Env(**gdal_options()), open_raster(src) as ds:
         plan = timed("plan", make_plan, ds, src, dst, predictor, options)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        timed("plan", check_output_room, dst, plan.spec, plan.cog,
-              lambda: compression_sample(ds, src, plan.out, plan.bands), copy=output_driver(dst) != "GTiff")
+        timed(
+            "plan",
+            check_output_room,
+            dst,
+            plan.spec,
+            plan.cog,
+            lambda: compression_sample(ds, src, plan.out, plan.bands),
+            copy=output_driver(dst) != "GTiff",
+        )
         p = plan.spec.profile
-        check_work_size(str(src), p["width"] * p["height"], predictor.device.type,
-                        self_ensemble=predictor.self_ensemble, max_pixels=options.max_pixels, yes=options.yes)
+        check_work_size(
+            str(src),
+            p["width"] * p["height"],
+            predictor.device.type,
+            self_ensemble=predictor.self_ensemble,
+            max_pixels=options.max_pixels,
+            yes=options.yes,
+        )
         tmp, map_tmp = temp_path(dst), options.uncertainty and temp_path(options.uncertainty)
         try:
             tiles = _execute(plan, ds, tmp, predictor, progress, map_tmp)
             if map_tmp:  # published first: the output's appearance says that everything is done
-                finish_output(map_tmp, options.uncertainty, cog=False, compress=plan.compress,
-                              overwrite=plan.overwrite, shape=(len(plan.layout), p["height"], p["width"]))
-            timed("finish", finish_output, tmp, dst, cog=plan.cog, compress=plan.compress,
-                  georeferenced=plan.georeferenced, overwrite=plan.overwrite,
-                  shape=(p["count"], p["height"], p["width"]))
+                finish_output(
+                    map_tmp,
+                    options.uncertainty,
+                    cog=False,
+                    compress=plan.compress,
+                    overwrite=plan.overwrite,
+                    shape=(len(plan.layout), p["height"], p["width"]),
+                )
+            timed(
+                "finish",
+                finish_output,
+                tmp,
+                dst,
+                cog=plan.cog,
+                compress=plan.compress,
+                georeferenced=plan.georeferenced,
+                overwrite=plan.overwrite,
+                shape=(p["count"], p["height"], p["width"]),
+            )
         except READ_ERRORS as exc:  # creating the output failed (reads, writes and copies map their own)
             raise write_failure(dst, gdal_message(exc)) from None
         except NotEnoughMemory as exc:  # the model's: say which file it was

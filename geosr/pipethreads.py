@@ -58,8 +58,19 @@ def read_strips(
                     y0, y1 = g.rows.extent(r)
                     window = Window(plan.proc.col_off + panel.x0, plan.proc.row_off + y0, panel.x1 - panel.x0, y1 - y0)
                     data, m = timed("read", read_window, ds, plan.src, window, plan.colour + plan.alpha, plan.masks)
-                    strip = timed("normalise", make_strip, g, panel, plan.groups, plan.real, plan.radiometry, y0,
-                                  data[:n], None if m is None else m[:n], data[n:])  # alpha: the strip's extra values
+                    strip = timed(
+                        "normalise",
+                        make_strip,
+                        g,
+                        panel,
+                        plan.groups,
+                        plan.real,
+                        plan.radiometry,
+                        y0,
+                        data[:n],
+                        None if m is None else m[:n],
+                        data[n:],
+                    )  # alpha: the strip's extra values
                     if not put_until(q, strip, stop):
                         return
         put_until(q, DONE, stop)

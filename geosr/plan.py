@@ -123,8 +123,9 @@ def _groups_str(colour, groups, real) -> str:
     )
 
 
-def card_tiling(card: ModelCard, source: str, tile_size: int | None = None, overlap: int | None = None
-                ) -> tuple[int, int]:
+def card_tiling(
+    card: ModelCard, source: str, tile_size: int | None = None, overlap: int | None = None
+) -> tuple[int, int]:
     """The tile size and overlap (input pixels) a run uses: the ones given, the model card's for those that are None.
 
     source: the model file's name, for messages. Raises OptionError (naming --overlap or --tile-size: a usage error,
@@ -135,11 +136,15 @@ def card_tiling(card: ModelCard, source: str, tile_size: int | None = None, over
     lap = card.overlap if overlap is None else overlap
     problem = tiling_problem(tile, lap)
     if problem and tile_size is None:
-        raise OptionError(f"{problem}; {tile} is the tile size of the model card ({source}): lower --overlap or give "
-                          "--tile-size", option="--overlap")
+        raise OptionError(
+            f"{problem}; {tile} is the tile size of the model card ({source}): lower --overlap or give --tile-size",
+            option="--overlap",
+        )
     if problem:
-        raise OptionError(f"{problem}; {lap} is the overlap of the model card ({source}): give --overlap with "
-                          f"--tile-size {tile}", option="--tile-size")
+        raise OptionError(
+            f"{problem}; {lap} is the overlap of the model card ({source}): give --overlap with --tile-size {tile}",
+            option="--tile-size",
+        )
     return tile, lap
 
 
@@ -175,16 +180,48 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
     if options.value_range is not None and b.dtype == "uint8":
         log.info("%s: uint8 always maps 0..255; --value-range is ignored", src)
-    spec = _output_spec(ds, src, predictor, options, b, tile=tile, overlap=overlap, out=out, georef=georef,
-                        nodata=nodata, radiometry=radiometry, aoi_px=aoi_px)
+    spec = _output_spec(
+        ds,
+        src,
+        predictor,
+        options,
+        b,
+        tile=tile,
+        overlap=overlap,
+        out=out,
+        georef=georef,
+        nodata=nodata,
+        radiometry=radiometry,
+        aoi_px=aoi_px,
+    )
     fill = nodata if nodata is not None else (float("nan") if np.dtype(b.dtype).kind == "f" else 0)
     return Plan(
-        src=src, dst=dst, scale=s, tile_size=tile, overlap=overlap, batch_size=options.batch_size, bands=b.bands,
-        colour=b.colour, alpha=b.alpha, layout=b.layout, groups=b.groups, real=b.real, masks=masks, proc=proc,
-        out=out, grid=TileGrid(int(proc.height), int(proc.width), tile, overlap, s), radiometry=radiometry,
-        spec=spec, nodata=nodata, fill=fill, aoi_px=aoi_px,
+        src=src,
+        dst=dst,
+        scale=s,
+        tile_size=tile,
+        overlap=overlap,
+        batch_size=options.batch_size,
+        bands=b.bands,
+        colour=b.colour,
+        alpha=b.alpha,
+        layout=b.layout,
+        groups=b.groups,
+        real=b.real,
+        masks=masks,
+        proc=proc,
+        out=out,
+        grid=TileGrid(int(proc.height), int(proc.width), tile, overlap, s),
+        radiometry=radiometry,
+        spec=spec,
+        nodata=nodata,
+        fill=fill,
+        aoi_px=aoi_px,
         panel_width=options.panel_width or auto_panel_width(len(b.colour), s, min(tile, int(proc.height))),
-        cog=options.cog, compress=options.compress, overwrite=options.overwrite, consistency=options.consistency,
+        cog=options.cog,
+        compress=options.compress,
+        overwrite=options.overwrite,
+        consistency=options.consistency,
     )
 
 
@@ -212,15 +249,22 @@ def _bands(ds, src: Path, predictor: Predictor, bands: tuple[int, ...] | None) -
     alpha = tuple(alpha_bands(ds, bands))
     colour = tuple(b for b in bands if b not in alpha)
     if not colour:
-        raise RasterError(f"{src}: bands {list(bands)} are all alpha bands; nothing to super-resolve (--bands)",
-                          option="--bands")
+        raise RasterError(
+            f"{src}: bands {list(bands)} are all alpha bands; nothing to super-resolve (--bands)", option="--bands"
+        )
     layout = tuple(("a", alpha.index(b)) if b in alpha else ("c", colour.index(b)) for b in bands)
     groups, real = band_groups(len(colour), predictor.channels)
     grouping = None
     if len(groups) > 1 or real[0] < predictor.channels:
         grouping = _groups_str(colour, groups, real)
-        log.info("%s: %d bands through a %d-channel model in %d group(s) %s", src, len(colour), predictor.channels,
-                 len(groups), grouping)
+        log.info(
+            "%s: %d bands through a %d-channel model in %d group(s) %s",
+            src,
+            len(colour),
+            predictor.channels,
+            len(groups),
+            grouping,
+        )
     return _Bands(bands, dtype, colour, alpha, layout, groups, real, grouping)
 
 
@@ -253,8 +297,19 @@ def _windows(ds, src: Path, options: UpscaleOptions, overlap: int) -> tuple[Wind
 
 
 def _output_spec(
-    ds, src: Path, predictor: Predictor, options: UpscaleOptions, b: _Bands, *, tile: int, overlap: int, out: Window,
-    georef: str, nodata: float | None, radiometry: Radiometry, aoi_px: Any,
+    ds,
+    src: Path,
+    predictor: Predictor,
+    options: UpscaleOptions,
+    b: _Bands,
+    *,
+    tile: int,
+    overlap: int,
+    out: Window,
+    georef: str,
+    nodata: float | None,
+    radiometry: Radiometry,
+    aoi_px: Any,
 ) -> OutputSpec:
     """The output's profile and tags (provenance, radiometry, band groups, alpha bands); an internal mask when
     nothing else marks invalid pixels (no nodata value, no alpha band) and some may be: a masked input or an AOI."""
@@ -266,6 +321,15 @@ def _output_spec(
     if b.alpha:
         tags["GEOSR_ALPHA"] = f"bands {list(b.alpha)} upscaled nearest, not through the model"
     return output_spec(
-        ds, src, scale=predictor.scale, window=out, bands=b.bands, dtype=b.dtype, georef=georef,
-        compress=options.compress, internal_mask=internal_mask, tags=tags, nodata=nodata,
+        ds,
+        src,
+        scale=predictor.scale,
+        window=out,
+        bands=b.bands,
+        dtype=b.dtype,
+        georef=georef,
+        compress=options.compress,
+        internal_mask=internal_mask,
+        tags=tags,
+        nodata=nodata,
     )

@@ -85,7 +85,8 @@ class Predictor:
             raise NotEnoughMemory(
                 f"out of memory running the model on {self.device.type} for {b} tile(s) of {h} x {w} input pixels "
                 f"at x{self.scale} ({one_line(exc, 160)}); use a smaller --batch-size or --tile-size, or a machine "
-                "with more memory", option="--batch-size" if b > 1 else "--tile-size",
+                "with more memory",
+                option="--batch-size" if b > 1 else "--tile-size",
             ) from None
 
 
@@ -143,8 +144,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
     text = str(exc).lower()
-    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
-                                   "could not create a primitive"))
+    return any(
+        s in text
+        for s in ("out of memory", "can't allocate memory", "cannot allocate memory", "could not create a primitive")
+    )
 
 
 def select_model(model: str | os.PathLike | None, scale: int | None) -> Path:
@@ -196,8 +199,10 @@ def load_predictor(
     net, card = load_generator(path, device=dev, memory_format=fmt)
     sha256 = model_sha256(path)
     if _identity(path) != before:
-        raise ModelFileError(f"{path}: the model file changed while it was loaded (being written or replaced?); "
-                             "load it again once it is complete")
+        raise ModelFileError(
+            f"{path}: the model file changed while it was loaded (being written or replaced?); "
+            "load it again once it is complete"
+        )
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every call has the same tile shape: pick the fastest kernels once
     log.info("model %s (x%d) on %s at %s%s", path, card.scale, dev, prec, ", self-ensemble" if self_ensemble else "")

@@ -28,8 +28,10 @@ def parse_preview_window(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         values = ()
     if len(values) != 4 or min(values) < 0 or min(values[2:]) < 1:
-        raise OptionError(f"{text!r}: expected COL,ROW,WIDTH,HEIGHT in input pixels (e.g. 0,0,64,64), a positive size",
-                          option="--preview-window")
+        raise OptionError(
+            f"{text!r}: expected COL,ROW,WIDTH,HEIGHT in input pixels (e.g. 0,0,64,64), a positive size",
+            option="--preview-window",
+        )
     return values  # type: ignore[return-value]
 
 
@@ -39,11 +41,18 @@ def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, ove
     from geosr.fileio import check_target
 
     if not single:
-        raise OptionError(f"{path}: --preview draws one input file; give one file, or run one command per file",
-                          option="--preview")
+        raise OptionError(
+            f"{path}: --preview draws one input file; give one file, or run one command per file", option="--preview"
+        )
     local = [p for p in inputs if isinstance(p, (str, os.PathLike))]
-    return check_target(path, what="the preview", option="--preview", overwrite=overwrite, inputs=local,
-                        outputs=[(label, p) for label, p in outputs if p is not None]).path
+    return check_target(
+        path,
+        what="the preview",
+        option="--preview",
+        overwrite=overwrite,
+        inputs=local,
+        outputs=[(label, p) for label, p in outputs if p is not None],
+    ).path
 
 
 def busiest_window(values: np.ndarray, factor: int, width: int, height: int) -> tuple[int, int]:
@@ -71,8 +80,15 @@ def _read(path, bands, window) -> np.ndarray:
     return out
 
 
-def write_preview(target: Path, src, dst: Path, *, bands=None, error_map: Path | None = None,
-                  window: tuple[int, int, int, int] | None = None) -> Path:
+def write_preview(
+    target: Path,
+    src,
+    dst: Path,
+    *,
+    bands=None,
+    error_map: Path | None = None,
+    window: tuple[int, int, int, int] | None = None,
+) -> Path:
     """Draw and write (atomically) the preview of the finished output ``dst`` of input ``src`` at ``target``.
 
     bands: the input's bands that made the output (1-based; None: all); window: (col, row, width, height) in input
@@ -96,17 +112,22 @@ def write_preview(target: Path, src, dst: Path, *, bands=None, error_map: Path |
             w, h = min(PREVIEW_WINDOW, cover[2]), min(PREVIEW_WINDOW, cover[3])
             values, _ = read_decimated(ds_in, src, shown, False, max_pixels=1 << 18)
             f = max(1, round(ds_in.width / values.shape[2]))
-            col, row = busiest_window(values[:, r0 // f: (r0 + cover[3]) // f or None,
-                                      c0 // f: (c0 + cover[2]) // f or None], f, w, h)
+            col, row = busiest_window(
+                values[:, r0 // f : (r0 + cover[3]) // f or None, c0 // f : (c0 + cover[2]) // f or None], f, w, h
+            )
             window = (c0 + col, r0 + row, w, h)
     col, row, w, h = _clip(window, cover)
     lr = _read(src, shown, Window(col, row, w, h))
     sr = _read(dst, list(range(1, len(shown) + 1)), Window((col - c0) * s, (row - r0) * s, w * s, h * s))
-    up = imresize(torch.from_numpy(np.nan_to_num(lr, nan=float(np.nanmean(lr)) if np.isfinite(lr).any() else 0)),
-                  float(s)).numpy()
+    up = imresize(
+        torch.from_numpy(np.nan_to_num(lr, nan=float(np.nanmean(lr)) if np.isfinite(lr).any() else 0)), float(s)
+    ).numpy()
     low, high = percentile_stretch(lr)
-    panels = [("input", stretched(lr.repeat(s, 1).repeat(s, 2), low, high)), ("bicubic", stretched(up, low, high)),
-              ("geosr", stretched(sr, low, high))]
+    panels = [
+        ("input", stretched(lr.repeat(s, 1).repeat(s, 2), low, high)),
+        ("bicubic", stretched(up, low, high)),
+        ("geosr", stretched(sr, low, high)),
+    ]
     if error_map is not None:
         err = _read(error_map, [1], Window((col - c0) * s, (row - r0) * s, w * s, h * s))
         panels.append(("error map", stretched(err, np.zeros(1), percentile_stretch(err, 0, 98)[1])))
@@ -120,6 +141,9 @@ def _clip(window: tuple[int, int, int, int], cover: tuple[int, int, int, int]) -
     left, top = max(col, c0), max(row, r0)
     right, bottom = min(col + w, c0 + cw), min(row + h, r0 + ch)
     if right <= left or bottom <= top:
-        raise OptionError(f"--preview-window {col},{row},{w},{h} lies outside the {cw} x {ch} input pixels at "
-                          f"{c0},{r0} that the output covers; give a window inside them", option="--preview-window")
+        raise OptionError(
+            f"--preview-window {col},{row},{w},{h} lies outside the {cw} x {ch} input pixels at "
+            f"{c0},{r0} that the output covers; give a window inside them",
+            option="--preview-window",
+        )
     return left, top, right - left, bottom - top

@@ -36,8 +36,19 @@ if TYPE_CHECKING:  # reading a raster's provenance (geosr info) needs no torch
 
 PREFIX = "GEOSR_"
 # The order in which the tags are shown; tags of other names (a newer geosr's) follow, sorted.
-TAG_ORDER = ("GEOSR_VERSION", "GEOSR_MODEL", "GEOSR_MODEL_SHA256", "GEOSR_SCALE", "GEOSR_TILING", "GEOSR_PRECISION",
-             "GEOSR_CONSISTENCY", "GEOSR_SELF_ENSEMBLE", "GEOSR_RADIOMETRY", "GEOSR_BAND_GROUPS", "GEOSR_ALPHA")
+TAG_ORDER = (
+    "GEOSR_VERSION",
+    "GEOSR_MODEL",
+    "GEOSR_MODEL_SHA256",
+    "GEOSR_SCALE",
+    "GEOSR_TILING",
+    "GEOSR_PRECISION",
+    "GEOSR_CONSISTENCY",
+    "GEOSR_SELF_ENSEMBLE",
+    "GEOSR_RADIOMETRY",
+    "GEOSR_BAND_GROUPS",
+    "GEOSR_ALPHA",
+)
 
 CONSISTENCY = {
     True: "on: corrected so that downsampling the output (bicubic with antialiasing) gives back the input",
@@ -99,10 +110,16 @@ class RasterProvenance:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.path), "written_by_geosr": self.written_by_geosr, "width": self.width,
-            "height": self.height, "count": self.count, "dtypes": list(self.dtypes), "crs": self.crs,
+            "path": str(self.path),
+            "written_by_geosr": self.written_by_geosr,
+            "width": self.width,
+            "height": self.height,
+            "count": self.count,
+            "dtypes": list(self.dtypes),
+            "crs": self.crs,
             "georeferencing": self.georeferencing,
-            "pixel_size": list(self.pixel_size) if self.pixel_size else None, "units": self.units,
+            "pixel_size": list(self.pixel_size) if self.pixel_size else None,
+            "units": self.units,
             "tags": dict(self.tags),
         }
 
@@ -141,6 +158,14 @@ def read_provenance(path: str | os.PathLike) -> RasterProvenance:
         pixel = tuple(float(v) for v in ds.res) if georef == "transform" else None
         units = _units(crs) if georef == "transform" else None
         return RasterProvenance(
-            path=path, width=ds.width, height=ds.height, count=ds.count, dtypes=tuple(dict.fromkeys(ds.dtypes)),
-            crs=_crs_text(crs), georeferencing=georef, pixel_size=pixel, units=units, tags=geosr_tags(ds.tags()),
+            path=path,
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtypes=tuple(dict.fromkeys(ds.dtypes)),
+            crs=_crs_text(crs),
+            georeferencing=georef,
+            pixel_size=pixel,
+            units=units,
+            tags=geosr_tags(ds.tags()),
         )

@@ -151,14 +151,23 @@ class BatchReport:
         """The report's path checked against the run's inputs and outputs (geosr.fileio.check_target); an earlier
         geosr report is replaced without --overwrite, a device or a pipe (/dev/stdout, a FIFO) is written into."""
         # a raster-named report inside an input folder would be read as an input: one, before the folder is searched
-        inside = [self.path for d in self.inputs if d.is_dir() and self.path.suffix.lower() in RASTER_SUFFIXES
-                  and d.resolve() in self.path.absolute().resolve().parents]
+        inside = [
+            self.path
+            for d in self.inputs
+            if d.is_dir()
+            and self.path.suffix.lower() in RASTER_SUFFIXES
+            and d.resolve() in self.path.absolute().resolve().parents
+        ]
         try:
             return check_target(
-                self.path, what="the batch report", option="--report", overwrite=self.overwrite,
+                self.path,
+                what="the batch report",
+                option="--report",
+                overwrite=self.overwrite,
                 inputs=self.inputs + inside + [f for a, _ in pairs for f in local_files(a)],
                 outputs=[("an output raster", b) for _, b in pairs],
-                replaceable=is_report, stream_ok=True,
+                replaceable=is_report,
+                stream_ok=True,
             )
         except GeosrError:
             self.target = None  # never written: it would replace a file of the run or of the user
@@ -213,13 +222,18 @@ class BatchReport:
             self.state = "interrupted"
             self.exit_code = int(getattr(exc, "exit_code", INTERRUPT_EXIT))
             self.error = "interrupted by SIGTERM" if self.exit_code == 143 else "interrupted (Ctrl-C)"
-            self._stopped = ("interrupted", "interrupted; nothing of this file was written (run again with "
-                                            "--skip-existing to finish the batch)")
+            self._stopped = (
+                "interrupted",
+                "interrupted; nothing of this file was written (run again with --skip-existing to finish the batch)",
+            )
         else:
             self.state = "failed"
             self.exit_code = 2 if isinstance(exc, OptionError) else 1
-            message = one_line(exc) if isinstance(exc, GeosrError) else f"unexpected error: {type(exc).__name__}: " \
-                f"{one_line(exc)}"
+            message = (
+                one_line(exc)
+                if isinstance(exc, GeosrError)
+                else f"unexpected error: {type(exc).__name__}: {one_line(exc)}"
+            )
             self.error = message
             self._stopped = ("failed", message)
         try:
@@ -271,11 +285,13 @@ class BatchReport:
         pixels = sum(r["output_pixels"] for r in records if r["status"] == "done")
         summary: dict[str, Any] = {"files": len(records)}
         summary.update({s: sum(r["status"] == s for r in records) for s in STATUSES})
-        summary.update({
-            "seconds": round(seconds, 3),
-            "output_pixels": pixels,
-            "megapixels_per_second": round(pixels / 1e6 / seconds, 4) if seconds > 0 else 0.0,
-        })
+        summary.update(
+            {
+                "seconds": round(seconds, 3),
+                "output_pixels": pixels,
+                "megapixels_per_second": round(pixels / 1e6 / seconds, 4) if seconds > 0 else 0.0,
+            }
+        )
         return {
             "format": FORMAT,
             "geosr_version": __version__,
@@ -320,4 +336,3 @@ def rank_path(path: str | os.PathLike, rank: int, world_size: int) -> Path:
     if world_size <= 1:
         return path
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
-

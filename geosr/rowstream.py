@@ -28,8 +28,12 @@ class RowStream:
     """
 
     def __init__(
-        self, scale: int, halo: int = DEFAULT_HALO, iterations: int = DEFAULT_ITERATIONS,
-        value_range: tuple[float, float] | None = MODEL_RANGE, block: int = DEFAULT_BLOCK,
+        self,
+        scale: int,
+        halo: int = DEFAULT_HALO,
+        iterations: int = DEFAULT_ITERATIONS,
+        value_range: tuple[float, float] | None = MODEL_RANGE,
+        block: int = DEFAULT_BLOCK,
         device: str | torch.device = "cpu",
     ) -> None:
         if block < 1 or halo < 0:
@@ -50,11 +54,18 @@ class RowStream:
         if hr.shape[1] != s * lr.shape[1] or hr.shape[2] != s * lr.shape[2]:
             raise ValueError(f"HR rows {tuple(hr.shape)} do not match LR rows {tuple(lr.shape)} at x{s}")
         if valid is not None or self._valid is not None:  # rows pushed without a mask are all valid
-            held = self._valid if self._valid is not None else torch.ones(
-                (lr.shape[0], 0 if self._lr is None else self._lr.shape[1], lr.shape[2]), dtype=torch.bool,
-                device=self.device)
-            self._valid = _joined(held, torch.ones(lr.shape, dtype=torch.bool) if valid is None else valid,
-                                  torch.bool, self.device)
+            held = (
+                self._valid
+                if self._valid is not None
+                else torch.ones(
+                    (lr.shape[0], 0 if self._lr is None else self._lr.shape[1], lr.shape[2]),
+                    dtype=torch.bool,
+                    device=self.device,
+                )
+            )
+            self._valid = _joined(
+                held, torch.ones(lr.shape, dtype=torch.bool) if valid is None else valid, torch.bool, self.device
+            )
         self._hr = _joined(self._hr, hr, torch.float32, self.device)  # one copy of the new rows: the caller's stay
         self._lr = _joined(self._lr, lr, torch.float32, self.device)
         self._rows += lr.shape[1]
@@ -77,10 +88,19 @@ class RowStream:
             w0 = max(0, b0 - self.halo) - self._start  # the block's window, in buffer rows
             w1 = min(self._rows, b1 + self.halo) - self._start
             first = b0 - self._start - w0  # the block's first row in its window
-            parts.append(_project_columns(
-                hr[:, s * w0 : s * w1], lr[:, w0:w1], s, None if valid is None else valid[:, w0:w1],
-                self.iterations, self.value_range, self.block, self.halo, slice(s * first, s * (first + b1 - b0)),
-            ))
+            parts.append(
+                _project_columns(
+                    hr[:, s * w0 : s * w1],
+                    lr[:, w0:w1],
+                    s,
+                    None if valid is None else valid[:, w0:w1],
+                    self.iterations,
+                    self.value_range,
+                    self.block,
+                    self.halo,
+                    slice(s * first, s * (first + b1 - b0)),
+                )
+            )
         self._done = until
         # keep what the next window needs: ``halo`` rows above the next block
         keep = max(self._start, self._done - self.halo) - self._start
@@ -98,8 +118,15 @@ def _joined(held: torch.Tensor | None, rows, dtype: torch.dtype, device: torch.d
 
 
 def _project_columns(
-    hr: torch.Tensor, lr: torch.Tensor, scale: int, valid: torch.Tensor | None, iterations: int,
-    value_range: tuple[float, float] | None, block: int, halo: int, rows: slice,
+    hr: torch.Tensor,
+    lr: torch.Tensor,
+    scale: int,
+    valid: torch.Tensor | None,
+    iterations: int,
+    value_range: tuple[float, float] | None,
+    block: int,
+    halo: int,
+    rows: slice,
 ) -> torch.Tensor:
     """``project`` of a window of rows (tensors on one device, where it runs) in blocks of ``block`` input columns,
     each over a window reaching ``halo`` columns beyond it: the operators stay (block + 2 halo) wide, so memory and
@@ -126,9 +153,7 @@ def _project_columns(
     return out
 
 
-def project_rows(
-    hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, **kwargs
-) -> np.ndarray:
+def project_rows(hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, **kwargs) -> np.ndarray:
     """``project`` of a whole image in the blocks of ``RowStream``: the values ``geosr upscale`` writes for it."""
     stream = RowStream(scale, **kwargs)
     first = stream.push(hr, lr, valid)

@@ -28,11 +28,26 @@ from urllib.parse import unquote, urlsplit
 from geosr.errors import OptionError
 
 # scheme -> GDAL's virtual file system for it
-SCHEMES = {"http": "/vsicurl/", "https": "/vsicurl/", "ftp": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/",
-           "az": "/vsiaz/"}
+SCHEMES = {
+    "http": "/vsicurl/",
+    "https": "/vsicurl/",
+    "ftp": "/vsicurl/",
+    "s3": "/vsis3/",
+    "gs": "/vsigs/",
+    "az": "/vsiaz/",
+}
 # GDAL file systems that go over the network (the ones whose folder listings cost a request)
-NETWORK_FILE_SYSTEMS = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs",
-                        "/vsihdfs")
+NETWORK_FILE_SYSTEMS = (
+    "/vsicurl",
+    "/vsis3",
+    "/vsigs",
+    "/vsiaz",
+    "/vsiadls",
+    "/vsioss",
+    "/vsiswift",
+    "/vsiwebhdfs",
+    "/vsihdfs",
+)
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 _USERINFO = re.compile(r"(?<=://)[^/\s@?#]+@")
@@ -85,7 +100,7 @@ def gdal_path(spec: str) -> str:
     m = _SCHEME.match(spec)
     if spec.startswith("/vsi") or m is None:
         return spec
-    scheme, rest = m[1].lower(), spec[m.end():]
+    scheme, rest = m[1].lower(), spec[m.end() :]
     if scheme == "file":
         return unquote(urlsplit(spec).path)
     if scheme in SCHEMES:  # a URL goes to /vsicurl/ whole; a bucket's scheme is replaced
@@ -96,8 +111,11 @@ def gdal_path(spec: str) -> str:
             archive = gdal_path(f"{scheme[4:]}://{archive}")
         inner = f"/{member.lstrip('/')}" if member else ""
         return f"/vsizip/{{{archive}}}{inner}"
-    raise OptionError(f"{redact(spec)}: geosr reads local files, http(s)://, s3://, gs://, az:// and zip:// "
-                      f"addresses and GDAL's /vsi paths, not {scheme}://; give one of those", option="INPUT")
+    raise OptionError(
+        f"{redact(spec)}: geosr reads local files, http(s)://, s3://, gs://, az:// and zip:// "
+        f"addresses and GDAL's /vsi paths, not {scheme}://; give one of those",
+        option="INPUT",
+    )
 
 
 def input_spec(value: str | os.PathLike | RemoteSource) -> Path | RemoteSource:

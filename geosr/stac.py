@@ -29,8 +29,18 @@ from geosr.sources import RemoteSource, input_spec, is_remote, redact
 
 MAX_ITEM_BYTES = 16 << 20  # a STAC item is a few kB; more is not one
 FETCH_TIMEOUT = 60  # seconds to fetch an item over http(s)
-GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
-              "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64"}
+GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "uint64": "UInt64",
+    "int64": "Int64",
+    "float32": "Float32",
+    "float64": "Float64",
+}
 
 
 def resolve_inputs(
@@ -49,8 +59,11 @@ def resolve_inputs(
         if source.name.lower().endswith(".json") and (is_remote(source) or source.is_file()):
             item = _try_item(source)
             if item is not None:
-                raise OptionError(f"{source}: is a STAC item; choose the assets to read as bands with --assets "
-                                  f"(its assets: {', '.join(item['assets'])})", option="--assets")
+                raise OptionError(
+                    f"{source}: is a STAC item; choose the assets to read as bands with --assets "
+                    f"(its assets: {', '.join(item['assets'])})",
+                    option="--assets",
+                )
     return inputs
 
 
@@ -71,27 +84,35 @@ def item_source(spec: str | os.PathLike | RemoteSource, assets: Sequence[str]) -
     """
     source = input_spec(spec)
     if not assets:
-        raise OptionError("--assets: give the keys of the assets to read, e.g. --assets red,green,blue",
-                          option="--assets")
+        raise OptionError(
+            "--assets: give the keys of the assets to read, e.g. --assets red,green,blue", option="--assets"
+        )
     if not is_remote(source) and source.is_dir():
         raise OptionError(f"{source}: is a folder; --assets takes STAC items (JSON files or URLs)", option="--assets")
     if source.name.lower().endswith(RASTER_SUFFIXES):
-        raise OptionError(f"{source}: is a raster; --assets takes a STAC item (a JSON file or URL): give the item, "
-                          "or drop --assets", option="--assets")
+        raise OptionError(
+            f"{source}: is a raster; --assets takes a STAC item (a JSON file or URL): give the item, or drop --assets",
+            option="--assets",
+        )
     try:
         item = read_item(source)
     except NotAnItem as exc:
-        raise OptionError(f"{exc}; --assets takes a STAC item: give the item, or drop --assets",
-                          option="--assets") from None
+        raise OptionError(
+            f"{exc}; --assets takes a STAC item: give the item, or drop --assets", option="--assets"
+        ) from None
     missing = [k for k in assets if k not in item["assets"]]
     if missing:
-        raise OptionError(f"{source}: no asset {', '.join(map(repr, missing))}; its assets: "
-                          f"{', '.join(item['assets'])} (--assets)", option="--assets")
+        raise OptionError(
+            f"{source}: no asset {', '.join(map(repr, missing))}; its assets: {', '.join(item['assets'])} (--assets)",
+            option="--assets",
+        )
     grids = [_asset_grid(source, key, asset_href(source, item["assets"][key])) for key in assets]
     for grid in grids[1:]:
         if not grid.same_grid(grids[0]):
-            raise RasterError(f"{source}: asset {grid.key} ({grid.describe()}) is on another grid than {grids[0].key} "
-                              f"({grids[0].describe()}); choose assets of the same resolution with --assets")
+            raise RasterError(
+                f"{source}: asset {grid.key} ({grid.describe()}) is on another grid than {grids[0].key} "
+                f"({grids[0].describe()}); choose assets of the same resolution with --assets"
+            )
     local = tuple(Path(g.gdal) for g in grids if not is_remote(g.gdal))
     return RemoteSource(source.spec if isinstance(source, RemoteSource) else str(source), _vrt(grids), local)
 
@@ -110,8 +131,10 @@ def read_item(source: Path | RemoteSource) -> dict[str, Any]:
     try:
         if isinstance(source, RemoteSource):
             if not source.spec.lower().startswith(("http://", "https://")):
-                raise RasterError(f"{source}: geosr reads STAC items from local files and http(s) URLs; download the "
-                                  "item and give the local file (its assets may stay remote)")
+                raise RasterError(
+                    f"{source}: geosr reads STAC items from local files and http(s) URLs; download the "
+                    "item and give the local file (its assets may stay remote)"
+                )
             with urllib.request.urlopen(source.spec, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (http(s) only)
                 raw = response.read(MAX_ITEM_BYTES + 1)
         else:
@@ -120,8 +143,9 @@ def read_item(source: Path | RemoteSource) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:
         raise RasterError(f"{source}: HTTP error {exc.code} ({exc.reason}); check the address") from None
     except urllib.error.URLError as exc:
-        raise RasterError(f"{source}: cannot fetch it ({redact(exc.reason)}); check the address and the network") \
-            from None
+        raise RasterError(
+            f"{source}: cannot fetch it ({redact(exc.reason)}); check the address and the network"
+        ) from None
     except OSError as exc:
         raise RasterError(f"{source}: cannot read it ({exc.strerror or exc})") from None
     if len(raw) > MAX_ITEM_BYTES:
@@ -162,8 +186,11 @@ class _Grid:
     blocks: tuple[tuple[int, int], ...]
 
     def same_grid(self, other: _Grid) -> bool:
-        return ((self.width, self.height) == (other.width, other.height) and self.crs == other.crs
-                and self.transform.almost_equals(other.transform))
+        return (
+            (self.width, self.height) == (other.width, other.height)
+            and self.crs == other.crs
+            and self.transform.almost_equals(other.transform)
+        )
 
     def describe(self) -> str:
         crs = self.crs.to_string() if self.crs else "no CRS"
@@ -174,9 +201,17 @@ def _asset_grid(item: Path | RemoteSource, key: str, href: str) -> _Grid:
     source = input_spec(href)
     try:
         with open_raster(source) as ds:
-            return _Grid(key, source.gdal if isinstance(source, RemoteSource) else str(source.absolute()), ds.width,
-                         ds.height, ds.transform, ds.crs, tuple(ds.dtypes), tuple(ds.nodatavals),
-                         tuple(ds.block_shapes))
+            return _Grid(
+                key,
+                source.gdal if isinstance(source, RemoteSource) else str(source.absolute()),
+                ds.width,
+                ds.height,
+                ds.transform,
+                ds.crs,
+                tuple(ds.dtypes),
+                tuple(ds.nodatavals),
+                tuple(ds.block_shapes),
+            )
     except GeosrError as exc:
         raise type(exc)(f"{item}: asset {key}: {exc}", option=exc.option) from None
 
@@ -202,8 +237,15 @@ def _vrt(grids: Sequence[_Grid]) -> str:
             simple = ET.SubElement(band, "SimpleSource")
             ET.SubElement(simple, "SourceFilename", relativeToVRT="0").text = grid.gdal
             ET.SubElement(simple, "SourceBand").text = str(b)
-            ET.SubElement(simple, "SourceProperties", RasterXSize=str(grid.width), RasterYSize=str(grid.height),
-                          DataType=GDAL_TYPES[dtype], BlockXSize=str(block_x), BlockYSize=str(block_y))
+            ET.SubElement(
+                simple,
+                "SourceProperties",
+                RasterXSize=str(grid.width),
+                RasterYSize=str(grid.height),
+                DataType=GDAL_TYPES[dtype],
+                BlockXSize=str(block_x),
+                BlockYSize=str(block_y),
+            )
             rect = {"xOff": "0", "yOff": "0", "xSize": str(grid.width), "ySize": str(grid.height)}
             ET.SubElement(simple, "SrcRect", rect)
             ET.SubElement(simple, "DstRect", rect)

@@ -86,8 +86,15 @@ class Strip:
 
 
 def make_strip(
-    grid: TileGrid, panel: Panel, groups, real, radiometry: Radiometry, y0: int, raw: np.ndarray,
-    masks: np.ndarray | None, extra: np.ndarray,
+    grid: TileGrid,
+    panel: Panel,
+    groups,
+    real,
+    radiometry: Radiometry,
+    y0: int,
+    raw: np.ndarray,
+    masks: np.ndarray | None,
+    extra: np.ndarray,
 ) -> Strip:
     """The strip of raw values (bands, h, w) from input row ``y0`` and column ``panel.x0``, with their GDAL band masks
     (geosr.radiometry.valid_mask); groups, real: the band groups (geosr.plan.band_groups)."""
@@ -137,7 +144,10 @@ class InputRows:
 
 
 def to_output(
-    values: torch.Tensor | np.ndarray, valid: np.ndarray | None, radiometry: Radiometry, nodata: float | None,
+    values: torch.Tensor | np.ndarray,
+    valid: np.ndarray | None,
+    radiometry: Radiometry,
+    nodata: float | None,
     fill: float,
 ) -> np.ndarray:
     """Blended model values -> the output dtype: valid values kept off ``nodata``, ``fill`` where ``valid`` is False."""
@@ -216,9 +226,21 @@ class _SpreadRows:
 
 
 def run_strips(
-    grid: TileGrid, panels: list[Panel], rows: tuple[int, ...], strip_of: Callable[[Panel, int], Strip],
-    predictor: Predictor, sink: Sink, *, groups, real, batch_size: int, consistency: bool, masks: bool,
-    out_rows: tuple[int, int], tiles_done: Callable[[int, bool], None] | None = None, spread: bool = False,
+    grid: TileGrid,
+    panels: list[Panel],
+    rows: tuple[int, ...],
+    strip_of: Callable[[Panel, int], Strip],
+    predictor: Predictor,
+    sink: Sink,
+    *,
+    groups,
+    real,
+    batch_size: int,
+    consistency: bool,
+    masks: bool,
+    out_rows: tuple[int, int],
+    tiles_done: Callable[[int, bool], None] | None = None,
+    spread: bool = False,
 ) -> int:
     """Super-resolve the panels' strips; returns the tiles (x band groups) run through the model.
 
@@ -232,8 +254,21 @@ def run_strips(
     spread: also blend the self-ensemble's spread (Predictor.run(spread=True); the values are then its mean) with
     the same weights, and pass its rows to the sink with the values over them: sink(values, r0, c0, held, spread).
     """
-    run = _StripRun(grid, rows, strip_of, predictor, sink, groups, real, batch_size, consistency, masks, out_rows,
-                    tiles_done, spread)
+    run = _StripRun(
+        grid,
+        rows,
+        strip_of,
+        predictor,
+        sink,
+        groups,
+        real,
+        batch_size,
+        consistency,
+        masks,
+        out_rows,
+        tiles_done,
+        spread,
+    )
     for panel in panels:
         run.panel(panel)
     return run.computed
@@ -242,9 +277,22 @@ def run_strips(
 class _StripRun:
     """``run_strips``'s state: the settings, the shared blend weights, the tiles computed so far."""
 
-    def __init__(self, grid: TileGrid, rows, strip_of, predictor: Predictor, sink: Sink, groups, real,
-                 batch_size: int, consistency: bool, masks: bool, out_rows: tuple[int, int], tiles_done,
-                 spread: bool) -> None:
+    def __init__(
+        self,
+        grid: TileGrid,
+        rows,
+        strip_of,
+        predictor: Predictor,
+        sink: Sink,
+        groups,
+        real,
+        batch_size: int,
+        consistency: bool,
+        masks: bool,
+        out_rows: tuple[int, int],
+        tiles_done,
+        spread: bool,
+    ) -> None:
         self.grid, self.rows, self.strip_of, self.predictor, self.sink = grid, rows, strip_of, predictor, sink
         self.groups, self.real, self.batch_size = groups, real, batch_size
         self.consistency, self.masks = consistency, masks
@@ -284,8 +332,9 @@ class _StripRun:
                     a = lo // s - strip.y0
                     b = a + values.shape[1] // s
                     with stage("consistency"):
-                        values = stream.push(values, x_dev[:, a:b, cols],
-                                             strip.valid[:, a:b, cols] if self.masks else None)
+                        values = stream.push(
+                            values, x_dev[:, a:b, cols], strip.valid[:, a:b, cols] if self.masks else None
+                        )
                     lo, next_row = next_row, next_row + values.shape[1]
                 self._emit(panel, values, lo, held, spread)
             with stage("blend"):
@@ -298,8 +347,9 @@ class _StripRun:
                 values = stream.finish()
             self._emit(panel, values, next_row, held, spread)
 
-    def _tiles(self, panel: Panel, r: int, strip: Strip, x_dev: torch.Tensor, acc: StripAccumulator,
-               spread: _SpreadRows | None) -> None:
+    def _tiles(
+        self, panel: Panel, r: int, strip: Strip, x_dev: torch.Tensor, acc: StripAccumulator, spread: _SpreadRows | None
+    ) -> None:
         """The strip's tiles that hold a valid pixel, batched through the model and blended into ``acc``."""
         grid, s, tile, groups, real = self.grid, self.grid.scale, self.grid.tile_size, self.groups, self.real
         length_r, length_c = grid.rows.length, grid.cols.length
@@ -316,8 +366,16 @@ class _StripRun:
                     outs = self.predictor.run(tiles)  # (B, C, s*tile, s*tile)
                 else:
                     outs, spreads = self.predictor.run(tiles, spread=True)  # mean and spread, (B, C, s*tile, s*tile)
-            places = [(self.weights(r, panel.tiles[j]), s * strip.y0, s * grid.cols.starts[panel.tiles[j]],
-                       list(groups[k][: real[k]]), real[k]) for j, k in batch]
+            places = [
+                (
+                    self.weights(r, panel.tiles[j]),
+                    s * strip.y0,
+                    s * grid.cols.starts[panel.tiles[j]],
+                    list(groups[k][: real[k]]),
+                    real[k],
+                )
+                for j, k in batch
+            ]
             with stage("blend"):
                 if spread is not None:
                     for sp, (w, y, x, bands, n) in zip(spreads, places):

@@ -108,9 +108,7 @@ class AxisTiling:
         """(centre, width) in output pixels of the ramp between tiles i and i + 1."""
         s = self.scale
         width = s * self.overlap / 2
-        return tuple(
-            (s * (self.starts[i + 1] + self.starts[i] + self.length) / 2, width) for i in range(len(self) - 1)
-        )
+        return tuple((s * (self.starts[i + 1] + self.starts[i] + self.length) / 2, width) for i in range(len(self) - 1))
 
     @cached_property
     def _weights(self) -> tuple[np.ndarray, ...]:
@@ -324,9 +322,7 @@ def tile_array(
             tiles = np.stack([x[:, y0 : y0 + len_r, x0 : x0 + len_c] for x0 in cols[b0:b1]])
             outs = predict(tiles)  # (B, bands', s*len_r, s*len_c)
             if outs.shape[0] != b1 - b0 or outs.shape[-2:] != (scale * len_r, scale * len_c):
-                raise ValueError(
-                    f"the predictor gave {tuple(outs.shape)} for tiles {tuple(tiles.shape)} at x{scale}"
-                )
+                raise ValueError(f"the predictor gave {tuple(outs.shape)} for tiles {tuple(tiles.shape)} at x{scale}")
             if acc is None:
                 acc = StripAccumulator(outs.shape[1], scale * h, 0, scale * w)
             for c, out in zip(range(b0, b1), outs):

@@ -91,9 +91,11 @@ def check_map_target(options, src: str | os.PathLike, dst: str | os.PathLike, pr
 
 def describe_map(k: float) -> str:
     """The error map's GEOSR_UNCERTAINTY tag."""
-    return (f"expected absolute error of the output, in its units: k = {k:g} x the mean absolute deviation of the 8 "
-            "self-ensemble passes from their mean (the output), times the radiometry's scale; NaN where the output "
-            "is nodata")
+    return (
+        f"expected absolute error of the output, in its units: k = {k:g} x the mean absolute deviation of the 8 "
+        "self-ensemble passes from their mean (the output), times the radiometry's scale; NaN where the output "
+        "is nodata"
+    )
 
 
 # --- the measures --------------------------------------------------------------------------------------------------
@@ -169,14 +171,16 @@ def summarise_measures(per_image: Sequence[dict[str, float] | None]) -> dict[str
 def format_summary(summary: dict[str, float | int]) -> str:
     """The mean measures as a few lines of text (for geosr evaluate's terminal output)."""
     s = summary
-    return "\n".join([
-        f"uncertainty map ({s['images']} images): mean {s['mean_map']:.2f}, mean |error| {s['mean_error']:.2f}",
-        f"  Spearman with |error|   per pixel   per {BLOCK}x{BLOCK} block",
-        f"  map                     {s['spearman_pixel']:9.3f}   {s['spearman_block']:9.3f}",
-        f"  bicubic gradient        {s['gradient_spearman_pixel']:9.3f}   {s['gradient_spearman_block']:9.3f}",
-        f"  |error| < 1x map: {100 * s['within_1x']:.1f} % (Laplace {100 * LAPLACE_SHARES[0]:.1f} %), "
-        f"< 2x map: {100 * s['within_2x']:.1f} % (Laplace {100 * LAPLACE_SHARES[1]:.1f} %)",
-    ])
+    return "\n".join(
+        [
+            f"uncertainty map ({s['images']} images): mean {s['mean_map']:.2f}, mean |error| {s['mean_error']:.2f}",
+            f"  Spearman with |error|   per pixel   per {BLOCK}x{BLOCK} block",
+            f"  map                     {s['spearman_pixel']:9.3f}   {s['spearman_block']:9.3f}",
+            f"  bicubic gradient        {s['gradient_spearman_pixel']:9.3f}   {s['gradient_spearman_block']:9.3f}",
+            f"  |error| < 1x map: {100 * s['within_1x']:.1f} % (Laplace {100 * LAPLACE_SHARES[0]:.1f} %), "
+            f"< 2x map: {100 * s['within_2x']:.1f} % (Laplace {100 * LAPLACE_SHARES[1]:.1f} %)",
+        ]
+    )
 
 
 def with_spread(predictor: Predictor):

@@ -30,8 +30,15 @@ def _pixels(n: int) -> str:
     return f"{n / 1e9:.1f} gigapixels" if n >= 1e9 else f"{n / 1e6:.1f} megapixels"
 
 
-def check_work_size(name: str, out_pixels: int, device_type: str, *, self_ensemble: bool = False,
-                    max_pixels: int | None = None, yes: bool = False) -> None:
+def check_work_size(
+    name: str,
+    out_pixels: int,
+    device_type: str,
+    *,
+    self_ensemble: bool = False,
+    max_pixels: int | None = None,
+    yes: bool = False,
+) -> None:
     """Raise WorkTooLarge naming ``name``, its output size and the time it would take when ``out_pixels`` is past
     ``max_pixels`` (or a day's work on ``device_type``), unless ``yes``."""
     if yes:

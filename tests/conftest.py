@@ -83,8 +83,14 @@ def tiny_model_x4(models_dir: Path) -> Path:
 def local_model(models_dir: Path) -> Path:
     """A purely local conv net (no attention pooling, no refiner): receptive field 9 input pixels, under overlap / 4."""
     return make_model_file(
-        models_dir / "local-x2.safetensors", scale=2, channels=16, n_blocks=1, attention="none", refiner="none",
-        tile_size=80, overlap=40,
+        models_dir / "local-x2.safetensors",
+        scale=2,
+        channels=16,
+        n_blocks=1,
+        attention="none",
+        refiner="none",
+        tile_size=80,
+        overlap=40,
     )
 
 

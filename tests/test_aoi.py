@@ -41,8 +41,11 @@ def test_wkt_is_in_the_rasters_crs_and_a_box_in_any(raster):
 
 def test_geojson_is_lon_lat_unless_it_names_its_crs(tmp_path, raster):
     ring = [[500100, 3999900], [500300, 3999900], [500100, 3999700], [500100, 3999900]]
-    legacy = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-              "crs": {"type": "name", "properties": {"name": "EPSG:32633"}}}
+    legacy = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+    }
     (tmp_path / "a.geojson").write_text(json.dumps(legacy))
     aoi = load_aoi(str(tmp_path / "a.geojson"))
     assert aoi.crs == "EPSG:32633" and aoi.source == str(tmp_path / "a.geojson")
@@ -68,8 +71,16 @@ def test_geojson_is_lon_lat_unless_it_names_its_crs(tmp_path, raster):
         (lambda: parse_bbox("a,b,c,d"), "--bbox", "four numbers"),
         (lambda: parse_bbox("0,0,inf,1"), "--bbox", "finite"),
     ],
-    ids=["wkt-broken", "wkt-line", "wkt-no-area", "crs-unknown", "bbox-inverted", "bbox-three", "bbox-letters",
-         "bbox-inf"],
+    ids=[
+        "wkt-broken",
+        "wkt-line",
+        "wkt-no-area",
+        "crs-unknown",
+        "bbox-inverted",
+        "bbox-three",
+        "bbox-letters",
+        "bbox-inf",
+    ],
 )
 def test_text_that_is_no_area_is_a_usage_error_naming_its_option(make, option, message):
     with pytest.raises(AOITextError, match=message) as info:

@@ -61,8 +61,9 @@ def test_uint8_rgb_array_equals_the_file(tmp_path, make_geotiff, synthetic_image
     assert from_array.dtype == np.uint8 and from_array.shape == (3, 140, 180)
     np.testing.assert_array_equal(from_array, from_file)
     # without the consistency correction too, and with the batches and tiles of other settings
-    from_file, from_array = file_and_array(tmp_path, make_geotiff, data, model, consistency=False, batch_size=3,
-                                           tile_size=24, overlap=6)
+    from_file, from_array = file_and_array(
+        tmp_path, make_geotiff, data, model, consistency=False, batch_size=3, tile_size=24, overlap=6
+    )
     np.testing.assert_array_equal(from_array, from_file)
 
 
@@ -173,11 +174,14 @@ def test_upscale_folder_reports_a_failing_file(tmp_path, make_geotiff, synthetic
         make_geotiff(tiles / rel, synthetic_image(3, 30, 40))
     (tiles / "b.tif").write_bytes(b"II*\x00 not a tiff")
     seen = []
-    summary = geosr.upscale_folder(tiles, tmp_path / "out", model=model, report=tmp_path / "r.json",
-                                   on_result=seen.append, compress="zstd")
+    summary = geosr.upscale_folder(
+        tiles, tmp_path / "out", model=model, report=tmp_path / "r.json", on_result=seen.append, compress="zstd"
+    )
     assert (summary.count("done"), summary.count("failed")) == (2, 1) and len(seen) == 3
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.tif")) == [
-        "a.tif", "sub/c.tif"]
+        "a.tif",
+        "sub/c.tif",
+    ]
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["state"] == "finished" and report["exit_code"] == 1
     [failed] = [f for f in report["files"] if f["status"] == "failed"]
@@ -190,8 +194,9 @@ def test_upscale_folder_reports_a_failing_file(tmp_path, make_geotiff, synthetic
 
 def test_a_dataarray_keeps_its_geolocation(tmp_path, make_geotiff, synthetic_image, model):
     rioxarray = pytest.importorskip("rioxarray")
-    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 50, 60, seed=7, dtype=np.uint16, lo=10, hi=4000),
-                       nodata=0)
+    src = make_geotiff(
+        tmp_path / "in.tif", synthetic_image(3, 50, 60, seed=7, dtype=np.uint16, lo=10, hi=4000), nodata=0
+    )
     dst = tmp_path / "out.tif"
     geosr.upscale(src, dst, model=model)
     da = rioxarray.open_rasterio(src)

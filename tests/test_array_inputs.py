@@ -49,10 +49,13 @@ def test_a_band_last_array_is_refused_unless_band_axis_says_so(rgb, model):
         np.testing.assert_array_equal(out, band_first.transpose(1, 2, 0))
     # bands between the rows and columns, and bands picked from a band-last array
     hbw = np.ascontiguousarray(rgb.transpose(1, 0, 2))
-    np.testing.assert_array_equal(geosr.upscale_array(hbw, model=model, band_axis=1),
-                                  geosr.upscale_array(rgb, model=model).transpose(1, 0, 2))
-    np.testing.assert_array_equal(geosr.upscale_array(hwc, model=model, band_axis=-1, bands=[3, 1]),
-                                  geosr.upscale_array(rgb, model=model, bands=[3, 1]).transpose(1, 2, 0))
+    np.testing.assert_array_equal(
+        geosr.upscale_array(hbw, model=model, band_axis=1), geosr.upscale_array(rgb, model=model).transpose(1, 0, 2)
+    )
+    np.testing.assert_array_equal(
+        geosr.upscale_array(hwc, model=model, band_axis=-1, bands=[3, 1]),
+        geosr.upscale_array(rgb, model=model, bands=[3, 1]).transpose(1, 2, 0),
+    )
 
 
 def test_band_axis_values(rgb, model, synthetic_image):
@@ -63,8 +66,9 @@ def test_band_axis_values(rgb, model, synthetic_image):
     cube = synthetic_image(17, 20, 4, seed=12)
     assert geosr.upscale_array(cube, model=model, band_axis=0).shape == (17, 40, 8)
     # a 2-D array is one band, whatever band_axis
-    np.testing.assert_array_equal(geosr.upscale_array(rgb[0], model=model, band_axis=-1),
-                                  geosr.upscale_array(rgb[:1], model=model)[0])
+    np.testing.assert_array_equal(
+        geosr.upscale_array(rgb[0], model=model, band_axis=-1), geosr.upscale_array(rgb[:1], model=model)[0]
+    )
 
 
 # --- masked arrays ----------------------------------------------------------------------------------------------------
@@ -177,8 +181,9 @@ def test_irregular_and_repeated_coordinates_are_refused(rgb, model, dim):
     # within 1e-6 of a step is regular; float32 latitudes are regular to their precision
     geosr.upscale_dataarray(grid_array(rgb, **{dim: regular + 1e-6 * np.sin(np.arange(regular.size))}), model=model)
     lat = (45.0 + 0.0001 * np.arange(H)).astype(np.float32)
-    out = geosr.upscale_dataarray(xr.DataArray(rgb, dims=("band", "latitude", "x"), coords={"latitude": lat}),
-                                  model=model)
+    out = geosr.upscale_dataarray(
+        xr.DataArray(rgb, dims=("band", "latitude", "x"), coords={"latitude": lat}), model=model
+    )
     np.testing.assert_allclose(out.latitude.values[::2] + 0.0001 / 4, lat, rtol=0, atol=1e-5)
 
 

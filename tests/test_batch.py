@@ -29,8 +29,9 @@ def test_threads_with_tiles_of_different_shapes_each_get_their_own_output(predic
     shapes = [(37, 91), (91, 37), (32, 32)]
     gen = torch.Generator().manual_seed(0)
     counts = (1, 2, 3, 1, 2, 3)
-    requests = [[torch.rand(n, 3, *shapes[(t + c) % 3], generator=gen) * 2 - 1 for c, n in enumerate(counts)]
-                for t in range(12)]
+    requests = [
+        [torch.rand(n, 3, *shapes[(t + c) % 3], generator=gen) * 2 - 1 for c, n in enumerate(counts)] for t in range(12)
+    ]
     requests[5][0] = requests[4][0].clone()  # equal tiles in two requests at once
     expected = [[predictor.run(tiles) for tiles in calls] for calls in requests]
     shared = SharedModel(predictor, limit=4)
@@ -57,8 +58,9 @@ def test_threads_with_tiles_of_different_shapes_each_get_their_own_output(predic
             torch.testing.assert_close(got[t][c], want, rtol=0, atol=1e-5, msg=f"thread {t}, call {c}")
 
 
-def test_a_folder_of_mixed_shapes_with_files_in_flight_equals_one_at_a_time(predictor, tmp_path, make_geotiff,
-                                                                            synthetic_image):
+def test_a_folder_of_mixed_shapes_with_files_in_flight_equals_one_at_a_time(
+    predictor, tmp_path, make_geotiff, synthetic_image
+):
     """A large raster beside thin ones of transposed shapes and more files than slots, four times over: every file
     done and every output equal to the one-at-a-time output bit for bit."""
     folder = tmp_path / "in"

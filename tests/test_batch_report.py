@@ -17,8 +17,20 @@ from geosr.pipeline import FileResult
 from geosr.report import FORMAT, BatchReport, is_report, rank_path, settings_of
 from geosr.version import __version__
 
-DOCUMENT_KEYS = {"format", "geosr_version", "command", "started", "updated", "state", "exit_code", "error", "model",
-                 "settings", "summary", "files"}
+DOCUMENT_KEYS = {
+    "format",
+    "geosr_version",
+    "command",
+    "started",
+    "updated",
+    "state",
+    "exit_code",
+    "error",
+    "model",
+    "settings",
+    "summary",
+    "files",
+}
 
 
 def load(path: Path) -> dict:
@@ -40,9 +52,21 @@ def test_settings_fill_in_the_model_cards_tiling_and_the_device(predictor):
     options = UpscaleOptions(bands=[3, 2, 1], value_range=(0, 4000), batch_size=2)
     settings = settings_of(options, predictor, skip_existing=True)
     assert settings == {
-        "tile_size": 32, "overlap": 8, "batch_size": 2, "bands": [3, 2, 1], "aoi": None, "aoi_crs": None,
-        "value_range": [0.0, 4000.0], "consistency": True, "cog": False, "compress": "deflate", "overwrite": False,
-        "device": "cpu", "precision": "fp32", "self_ensemble": False, "threads": torch.get_num_threads(),
+        "tile_size": 32,
+        "overlap": 8,
+        "batch_size": 2,
+        "bands": [3, 2, 1],
+        "aoi": None,
+        "aoi_crs": None,
+        "value_range": [0.0, 4000.0],
+        "consistency": True,
+        "cog": False,
+        "compress": "deflate",
+        "overwrite": False,
+        "device": "cpu",
+        "precision": "fp32",
+        "self_ensemble": False,
+        "threads": torch.get_num_threads(),
         "skip_existing": True,
     }
     json.dumps(settings)  # JSON values only
@@ -67,8 +91,14 @@ def test_a_running_batch_lists_every_file_pending(predictor, tmp_path):
     assert set(doc) == DOCUMENT_KEYS and (doc["format"], doc["geosr_version"]) == (FORMAT, __version__)
     assert (doc["state"], doc["exit_code"], doc["error"]) == ("running", None, None)
     assert doc["command"] == ["geosr", "upscale", "in", "-o", "out"] and doc["started"].endswith("Z")
-    assert doc["model"] == {"file": "tiny-x2.safetensors", "name": "degan", "scale": 2, "channels": 3,
-                            "device": "cpu", "precision": "fp32"}
+    assert doc["model"] == {
+        "file": "tiny-x2.safetensors",
+        "name": "degan",
+        "scale": 2,
+        "channels": 3,
+        "device": "cpu",
+        "precision": "fp32",
+    }
     assert doc["settings"]["tile_size"] == 32  # the settings given with the model replace the earlier ones
     assert [(f["input"], f["output"], f["status"], f["message"]) for f in doc["files"]] == [
         (str(tmp_path / "a.tif"), str(tmp_path / "out" / "a.tif"), "pending", "not started"),
@@ -105,10 +135,19 @@ def test_a_finished_batch_sums_its_files_and_exits_1_for_a_failed_one(tmp_path):
     doc = load(path)
     assert (doc["state"], doc["exit_code"], doc["error"]) == ("finished", 1, None)
     assert [(f["status"], f["message"]) for f in doc["files"]] == [
-        ("done", ""), ("failed", "b.tif: not a raster"), ("skipped", "exists")]
+        ("done", ""),
+        ("failed", "b.tif: not a raster"),
+        ("skipped", "exists"),
+    ]
     summary = doc["summary"]
     assert {k: summary[k] for k in ("files", "done", "skipped", "failed", "interrupted", "pending")} == {
-        "files": 3, "done": 1, "skipped": 1, "failed": 1, "interrupted": 0, "pending": 0}
+        "files": 3,
+        "done": 1,
+        "skipped": 1,
+        "failed": 1,
+        "interrupted": 0,
+        "pending": 0,
+    }
     assert summary["output_pixels"] == 300 and doc["files"][0]["seconds"] == 1.5 and doc["files"][0]["tiles"] == 4
     clean = BatchReport(tmp_path / "clean.json")
     clean.plan(pairs[:1])
@@ -164,8 +203,9 @@ def test_a_report_replaces_an_earlier_report_and_nothing_else(tmp_path):
     BatchReport(path).finish()  # an earlier report: replaced without overwrite
     other = tmp_path / "notes.json"
     other.write_text('{"mine": true}')
-    with pytest.raises(OutputExistsError, match="notes.json: already exists .*not the batch report of an earlier "
-                                                "run.*--overwrite"):
+    with pytest.raises(
+        OutputExistsError, match="notes.json: already exists .*not the batch report of an earlier run.*--overwrite"
+    ):
         BatchReport(other)
     assert other.read_text() == '{"mine": true}'
     BatchReport(other, overwrite=True).finish()
@@ -186,8 +226,12 @@ def test_is_report_knows_a_geosr_report_from_other_files(tmp_path):
     report = tmp_path / "report.json"
     BatchReport(report).finish()
     assert is_report(report)
-    for name, content in (("list.json", "[1, 2]"), ("other.json", '{"format": 1, "files": []}'),
-                          ("broken.json", '{"format": 1,'), ("image.tif", "II*\x00")):
+    for name, content in (
+        ("list.json", "[1, 2]"),
+        ("other.json", '{"format": 1, "files": []}'),
+        ("broken.json", '{"format": 1,'),
+        ("image.tif", "II*\x00"),
+    ):
         (tmp_path / name).write_text(content)
         assert not is_report(tmp_path / name), name
     assert not is_report(tmp_path / "missing.json") and not is_report(tmp_path)

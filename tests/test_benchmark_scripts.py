@@ -69,8 +69,9 @@ def test_pipeline_only_times_every_stage_of_the_real_pipeline(tmp_path):
 
     bench = _benchmark("pipeline_only")
     src = _benchmark("bench").make_synthetic(tmp_path / "in.tif", 96)
-    predictor = dataclasses.replace(load_predictor(None, scale=4, device="cpu", precision="fp32"),
-                                    model=bench.StandIn(4))
+    predictor = dataclasses.replace(
+        load_predictor(None, scale=4, device="cpu", precision="fp32"), model=bench.StandIn(4)
+    )
     args = argparse.Namespace(tile=32, overlap=8, batch=4)
     runs = [bench.stage_seconds(src, tmp_path / "out.tif", predictor, args, c) for c in (True, False)]
     for (timer, wall), consistency in zip(runs, (True, False)):

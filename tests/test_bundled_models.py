@@ -70,8 +70,10 @@ def test_info_lists_the_bundled_models_with_their_numbers():
 def test_the_default_x4_model_beats_bicubic_on_uc_merced_val_images(tmp_path, shared_data):
     data = shared_data / "ucmerced"
     report = tmp_path / "r.json"
-    result = CliRunner().invoke(cli, ["-q", "evaluate", "-d", str(data), "--split", "val", "--scale", "4",
-                                      "--max-images", "3", "-o", str(report)])
+    result = CliRunner().invoke(
+        cli,
+        ["-q", "evaluate", "-d", str(data), "--split", "val", "--scale", "4", "--max-images", "3", "-o", str(report)],
+    )
     assert result.exit_code == 0, result.output
     mean = json.loads(report.read_text())["summary"]["mean"]
     assert mean["images"] == 3 and mean["psnr"] > mean["psnr_bicubic"] + 0.5 and mean["ssim"] > mean["ssim_bicubic"]

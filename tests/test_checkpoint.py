@@ -226,8 +226,11 @@ def test_a_failed_model_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full_disk)
     card.description = "a second version"
-    with pytest.raises(WriteError, match="m.safetensors: cannot write the model file .No space left on device.; its "
-                                         "previous version is kept; free some space"):
+    with pytest.raises(
+        WriteError,
+        match="m.safetensors: cannot write the model file .No space left on device.; its "
+        "previous version is kept; free some space",
+    ):
         save_generator(path, model, card)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 

@@ -110,8 +110,10 @@ def test_wide_images_are_corrected_in_column_windows_that_match_the_whole_image(
     np.testing.assert_allclose(rows, whole, atol=2e-5)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
 def test_the_projection_runs_on_the_models_device(device):
     hr, lr = _pair(4, h=70, w=90)
     valid = np.ones(lr.shape, bool)
@@ -157,12 +159,15 @@ def _window_data(scale: int, h: int, w: int, seed: int):
     return torch.from_numpy(hr), torch.from_numpy(lr), torch.from_numpy(valid)
 
 
-@pytest.mark.parametrize("scale, rows, cols", [
-    (4, (40, 296), (40, 296)),  # an inner window of RowStream: block 64, halo 10
-    (4, (0, 256), (40, 296)),  # the first block of a panel: no ring above
-    (2, (20, 148), (0, 128)),  # x2, the first block of a row: no ring on the left
-    (3, (30, 222), (30, 222)),
-])
+@pytest.mark.parametrize(
+    "scale, rows, cols",
+    [
+        (4, (40, 296), (40, 296)),  # an inner window of RowStream: block 64, halo 10
+        (4, (0, 256), (40, 296)),  # the first block of a panel: no ring above
+        (2, (20, 148), (0, 128)),  # x2, the first block of a row: no ring on the left
+        (3, (30, 222), (30, 222)),
+    ],
+)
 def test_the_window_shortcuts_give_the_values_of_the_whole_products_bit_for_bit(scale, rows, cols):
     """D's products over its nonzero weights and P's products for the kept block (with the ring for the bands that
     go on only) give the kept values that whole products give: the values geosr wrote before, unchanged."""

@@ -21,9 +21,16 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("one_torch_thread
 def _crop(src_path, dst_path, window: Window, nodata=None):
     """A window of a real raster as a new lossless GeoTIFF; returns its pixels."""
     with rasterio.open(src_path) as src:
-        profile = dict(driver="GTiff", width=int(window.width), height=int(window.height), count=src.count,
-                       dtype=src.dtypes[0], crs=src.crs, transform=src.window_transform(window),
-                       nodata=src.nodata if nodata is None else nodata)
+        profile = dict(
+            driver="GTiff",
+            width=int(window.width),
+            height=int(window.height),
+            count=src.count,
+            dtype=src.dtypes[0],
+            crs=src.crs,
+            transform=src.window_transform(window),
+            nodata=src.nodata if nodata is None else nodata,
+        )
         data = src.read(window=window)
     with rasterio.open(dst_path, "w", **profile) as dst:
         dst.write(data)
@@ -73,8 +80,24 @@ def test_evaluate_reports_the_residual_and_consistency_helps(shared_data, tmp_pa
     reports = {}
     for flag in ("--consistency", "--no-consistency"):
         out = tmp_path / f"{flag}.json"
-        result = runner.invoke(cli, ["evaluate", "-m", "degan-x2", "-d", str(shared_data / "ucmerced"), "--split",
-                                     "val", "--max-images", "2", flag, "-o", str(out), "-q"])
+        result = runner.invoke(
+            cli,
+            [
+                "evaluate",
+                "-m",
+                "degan-x2",
+                "-d",
+                str(shared_data / "ucmerced"),
+                "--split",
+                "val",
+                "--max-images",
+                "2",
+                flag,
+                "-o",
+                str(out),
+                "-q",
+            ],
+        )
         assert result.exit_code == 0, result.output
         reports[flag] = json.loads(out.read_text())
     on, off = reports["--consistency"], reports["--no-consistency"]

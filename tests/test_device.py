@@ -29,8 +29,18 @@ CUDA = torch.cuda.is_available()
 # --- names --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec, expected", [(None, "auto"), ("", "auto"), (" CPU ", "cpu"), ("cuda", "cuda"),
-                                            ("cuda:12", "cuda:12"), ("mps", "mps"), ("Auto", "auto")])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (None, "auto"),
+        ("", "auto"),
+        (" CPU ", "cpu"),
+        ("cuda", "cuda"),
+        ("cuda:12", "cuda:12"),
+        ("mps", "mps"),
+        ("Auto", "auto"),
+    ],
+)
 def test_device_names_are_normalised(spec, expected):
     assert check_device_spec(spec) == expected
 
@@ -89,8 +99,17 @@ def slow_bf16_warnings(monkeypatch, caplog):
     return lambda: [r for r in caplog.records if r.name == "geosr.device" and r.levelno == logging.WARNING]
 
 
-@pytest.mark.parametrize("flags, native", [(AVX2_ONLY, False), (AVX512_BF16, True), (AMX, True), ((), False),
-                                           ({"amx_tile", "avx512f"}, False), ({"bf16", "asimd"}, False)])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        (AVX2_ONLY, False),
+        (AVX512_BF16, True),
+        (AMX, True),
+        ((), False),
+        ({"amx_tile", "avx512f"}, False),
+        ({"bf16", "asimd"}, False),
+    ],
+)
 def test_native_bf16_means_amx_or_avx512_bf16(flags, native):
     assert cpu_supports_bf16(flags) is native
 
@@ -106,8 +125,9 @@ def test_an_explicit_bf16_on_a_cpu_without_native_bf16_warns_once_and_still_runs
     assert "--precision fp32 or auto" in message  # the remedy
 
 
-@pytest.mark.parametrize("precision, flags", [("bf16", AMX), ("bf16", AVX512_BF16), ("fp32", AVX2_ONLY),
-                                              ("auto", AVX2_ONLY), ("auto", AMX)])
+@pytest.mark.parametrize(
+    "precision, flags", [("bf16", AMX), ("bf16", AVX512_BF16), ("fp32", AVX2_ONLY), ("auto", AVX2_ONLY), ("auto", AMX)]
+)
 def test_no_warning_on_a_native_cpu_nor_for_fp32_or_auto(precision, flags, slow_bf16_warnings):
     expected = "bf16" if precision == "bf16" or (precision == "auto" and flags != AVX2_ONLY) else "fp32"
     assert resolve_precision(precision, CPU, cpu_flags=flags) == expected
@@ -141,8 +161,10 @@ def test_this_cpu_is_judged_as_its_flags_say():
     assert cpu_supports_bf16() == cpu_supports_bf16(THIS_CPU)
 
 
-@pytest.mark.skipif(NATIVE_BF16_FLAGS.isdisjoint(THIS_CPU or ()),
-                    reason="this CPU lists neither amx_bf16 nor avx512_bf16 in /proc/cpuinfo")
+@pytest.mark.skipif(
+    NATIVE_BF16_FLAGS.isdisjoint(THIS_CPU or ()),
+    reason="this CPU lists neither amx_bf16 nor avx512_bf16 in /proc/cpuinfo",
+)
 def test_this_cpu_has_native_bf16(slow_bf16_warnings):
     assert cpu_supports_bf16()
     assert resolve_precision("auto", CPU) == "bf16"

@@ -47,8 +47,9 @@ def test_images_are_tiled_as_upscale_tiles_them_without_seams():
     x = torch.rand(3, 70, 83) * 2 - 1
     with torch.no_grad():
         whole = model(x[None])[0]
-    tiled = super_resolve(model, x, device=torch.device("cpu"), tile_size=64, overlap=32, batch_size=3,
-                          consistency=False)
+    tiled = super_resolve(
+        model, x, device=torch.device("cpu"), tile_size=64, overlap=32, batch_size=3, consistency=False
+    )
     assert tiled.shape == whole.shape == (3, 140, 166)
     assert torch.allclose(tiled, whole, atol=1e-5)
     # with the consistency correction: the whole image's, corrected at once
@@ -75,16 +76,19 @@ def test_the_report_written_is_the_report_read_back_for_a_card(tmp_path):
     from geosr.errors import DataError
     from geosr.evaluation import Report, card_metrics, write_report
 
-    results = [ImageResult("a", "x", "a.tif", 8, 8, 25.0, 0.7, 27.0, 0.8, 0.05),
-               ImageResult("b", "y", "b.tif", 8, 8, 26.0, 0.6, 28.0, 0.7, 0.07)]
+    results = [
+        ImageResult("a", "x", "a.tif", 8, 8, 25.0, 0.7, 27.0, 0.8, 0.05),
+        ImageResult("b", "y", "b.tif", 8, 8, 26.0, 0.6, 28.0, 0.7, 0.07),
+    ]
     report = Report("data", "folders", "val", 4, "m.safetensors", results, consistency=True, self_ensemble=False)
     write_report(report, tmp_path / "r.json")
     write_report(report, tmp_path / "r.csv")
     metrics = card_metrics(tmp_path / "r.json", 4)
     assert metrics["val_psnr"] == 27.5 and metrics["val_ssim_bicubic"] == 0.65 and metrics["val_images"] == 2
     assert metrics["val_residual"] == 0.06 and metrics["consistency"] is True and metrics["split"] == "val"
-    assert (tmp_path / "r.csv").read_text().splitlines()[0] == "level,class,name,images,psnr,ssim,psnr_bicubic," \
-                                                               "ssim_bicubic,residual"
+    assert (tmp_path / "r.csv").read_text().splitlines()[
+        0
+    ] == "level,class,name,images,psnr,ssim,psnr_bicubic,ssim_bicubic,residual"
     with pytest.raises(DataError, match="a x4 report for a x2 model"):
         card_metrics(tmp_path / "r.json", 2)
     ensemble = Report("data", "folders", "val", 4, "m", results, consistency=True, self_ensemble=True)

@@ -114,15 +114,54 @@ def test_a_short_ucmerced_run_gives_a_model_that_evaluate_and_upscale_accept(ucm
     from geosr.cli.main import cli
 
     run = tmp_path / "run"
-    tiny = ["--scale", "4", "--channels", "16", "--n-blocks", "1", "--refiner-base", "8", "--d-base", "8",
-            "--d-blocks", "2", "--patch-size", "64", "--batch-size", "4", "--perceptual-weight", "0",
-            "--precision", "fp32", "--device", "cpu", "--cache-mb", "0"]
-    result = CliRunner().invoke(cli, ["-q", "train", "--data", str(ucmerced), "--out", str(run), "--max-steps", "3",
-                                      "--val-images", "3", *tiny])
+    tiny = [
+        "--scale",
+        "4",
+        "--channels",
+        "16",
+        "--n-blocks",
+        "1",
+        "--refiner-base",
+        "8",
+        "--d-base",
+        "8",
+        "--d-blocks",
+        "2",
+        "--patch-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--perceptual-weight",
+        "0",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--cache-mb",
+        "0",
+    ]
+    result = CliRunner().invoke(
+        cli, ["-q", "train", "--data", str(ucmerced), "--out", str(run), "--max-steps", "3", "--val-images", "3", *tiny]
+    )
     assert result.exit_code == 0, result.output
     model = run / "best.safetensors"
-    result = CliRunner().invoke(cli, ["-q", "evaluate", "--model", str(model), "--data", str(ucmerced),
-                                      "--split", "val", "--max-images", "3", "--out", str(tmp_path / "e.json")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "evaluate",
+            "--model",
+            str(model),
+            "--data",
+            str(ucmerced),
+            "--split",
+            "val",
+            "--max-images",
+            "3",
+            "--out",
+            str(tmp_path / "e.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "e.json").read_text())
     for img in report["images"]:
@@ -130,8 +169,22 @@ def test_a_short_ucmerced_run_gives_a_model_that_evaluate_and_upscale_accept(ucm
         assert abs(img["psnr_bicubic"] - want_psnr) < 0.01 and abs(img["ssim_bicubic"] - want_ssim) < 1e-4
         assert img["psnr"] is not None
     source = find_images(ucmerced, "val").items[0].path
-    result = CliRunner().invoke(cli, ["-q", "upscale", str(source), "-o", str(tmp_path / "sr.tif"), "--model",
-                                      str(model), "--device", "cpu", "--precision", "fp32"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "upscale",
+            str(source),
+            "-o",
+            str(tmp_path / "sr.tif"),
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "sr.tif") as src:
         assert (src.width, src.height, src.count) == (1024, 1024, 3)

@@ -52,22 +52,49 @@ def assert_same_pixels(evaluated: np.ndarray, upscaled: np.ndarray) -> None:
 def test_evaluate_save_images_equals_upscale_output(paired, tmp_path, make_model):
     # The card's tile (64, overlap 16) is also evaluate's default, so this holds whether or not the command passes
     # the card's tiling to the library (see evaluate_images).
-    model = make_model("skip-x2-t64", scale=2, channels=16, n_blocks=1, refiner="none", global_skip=True, tile_size=64,
-                       overlap=16)
+    model = make_model(
+        "skip-x2-t64", scale=2, channels=16, n_blocks=1, refiner="none", global_skip=True, tile_size=64, overlap=16
+    )
     runner = CliRunner()
     args = ["--device", "cpu", "--precision", "fp32"]
-    result = runner.invoke(cli, ["-q", "evaluate", "--model", str(model), "--data", str(paired), "--split", "all",
-                                 "--save-images", str(tmp_path / "sr"), *args])
+    result = runner.invoke(
+        cli,
+        [
+            "-q",
+            "evaluate",
+            "--model",
+            str(model),
+            "--data",
+            str(paired),
+            "--split",
+            "all",
+            "--save-images",
+            str(tmp_path / "sr"),
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["-q", "upscale", str(paired / "LR_x2" / "a.png"), "-o", str(tmp_path / "up.png"),
-                                 "--model", str(model), *args])
+    result = runner.invoke(
+        cli,
+        [
+            "-q",
+            "upscale",
+            str(paired / "LR_x2" / "a.png"),
+            "-o",
+            str(tmp_path / "up.png"),
+            "--model",
+            str(model),
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert_same_pixels(read(tmp_path / "sr" / "a.png"), read(tmp_path / "up.png"))
 
 
 def test_evaluation_with_other_tiles_still_matches_upscale(paired, tmp_path, make_model):
-    path = make_model("skip-x2-t64", scale=2, channels=16, n_blocks=1, refiner="none", global_skip=True,
-                      tile_size=64, overlap=16)
+    path = make_model(
+        "skip-x2-t64", scale=2, channels=16, n_blocks=1, refiner="none", global_skip=True, tile_size=64, overlap=16
+    )
     model, _ = load_generator(path)
     saved = {}
 
@@ -77,7 +104,11 @@ def test_evaluation_with_other_tiles_still_matches_upscale(paired, tmp_path, mak
     items = find_images(paired).items
     (res,) = evaluate_images(items, 2, model, tile_size=32, overlap=8, batch_size=3, on_image=keep)
     predictor = load_predictor(path, device="cpu", precision="fp32")
-    upscale_raster(paired / "LR_x2" / "a.png", tmp_path / "up.tif", predictor,
-                   UpscaleOptions(tile_size=32, overlap=8, batch_size=3))
+    upscale_raster(
+        paired / "LR_x2" / "a.png",
+        tmp_path / "up.tif",
+        predictor,
+        UpscaleOptions(tile_size=32, overlap=8, batch_size=3),
+    )
     assert_same_pixels(saved["a"], read(tmp_path / "up.tif"))
     assert saved["a"].std() > 20  # not a trivial agreement: the output has the image's structure

@@ -31,8 +31,10 @@ def test_a_full_disk_keeps_the_previous_version_and_says_so(tmp_path, monkeypatc
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(WriteError) as err:
         atomic_write(path, b"new", what="the state", remedy="free some space and resume")
-    assert str(err.value) == (f"{path}: cannot write the state (No space left on device); its previous version is "
-                              "kept; free some space and resume")
+    assert str(err.value) == (
+        f"{path}: cannot write the state (No space left on device); its previous version is "
+        "kept; free some space and resume"
+    )
     with pytest.raises(WriteError, match=r"new.bin: cannot write \(No space left on device\); nothing was written"):
         atomic_write(tmp_path / "new.bin", b"x")
     assert path.read_bytes() == b"good" and os.listdir(tmp_path) == ["state.pt"]

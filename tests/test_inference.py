@@ -37,8 +37,9 @@ def test_the_facade_re_exports_the_owners_names():
     for module, names in owners.items():
         for name in names:
             assert getattr(geosr.inference, name) is getattr(module, name), name
-    assert sorted(geosr.inference.__all__) == sorted([n for names in owners.values() for n in names]
-                                                      + ["distributed_rank"])
+    assert sorted(geosr.inference.__all__) == sorted(
+        [n for names in owners.values() for n in names] + ["distributed_rank"]
+    )
 
 
 # --- batches ----------------------------------------------------------------------------------------------------------
@@ -54,7 +55,10 @@ def test_plan_outputs_keeps_the_layout(tmp_path, make_geotiff, synthetic_image):
     (out / "old" / "x.tif").write_bytes(b"x")
     pairs = plan_outputs([tiles], out)
     assert [(s.relative_to(tiles).as_posix(), d.relative_to(out).as_posix()) for s, d in pairs] == [
-        ("4.png", "4.png"), ("a/1.tif", "a/1.tif"), ("a/2.TIF", "a/2.TIF"), ("b/c/3.vrt", "b/c/3.tif"),
+        ("4.png", "4.png"),
+        ("a/1.tif", "a/1.tif"),
+        ("a/2.TIF", "a/2.TIF"),
+        ("b/c/3.vrt", "b/c/3.tif"),
     ]
     single = plan_outputs([tiles / "a" / "1.tif"], tmp_path / "one.tif")
     assert single == [(tiles / "a" / "1.tif", tmp_path / "one.tif")]
@@ -144,8 +148,13 @@ def test_a_batch_with_files_in_flight_stops_cleanly(predictor, tmp_path, make_ge
 
     pairs = plan_outputs([tmp_path / "in"], tmp_path / "out")
     with pytest.raises(KeyboardInterrupt):
-        upscale_batch(pairs, _SlowModel(predictor, 0.02), UpscaleOptions(tile_size=32, overlap=8, batch_size=2),
-                      progress=progress, files_in_flight=3)
+        upscale_batch(
+            pairs,
+            _SlowModel(predictor, 0.02),
+            UpscaleOptions(tile_size=32, overlap=8, batch_size=2),
+            progress=progress,
+            files_in_flight=3,
+        )
     left = file_names(tmp_path / "out")
     assert len(left) < 6 and all(name.endswith(".tif") and not name.startswith(".") for name in left)
     for name in left:
@@ -169,8 +178,21 @@ def test_self_ensemble_from_the_command_line_is_recorded_in_the_output(tiny_mode
     outs = {}
     for name, extra in (("plain", []), ("ens", ["--self-ensemble"])):
         outs[name] = tmp_path / f"{name}.tif"
-        r = CliRunner().invoke(cli, ["-q", "upscale", str(rgb_tif), "-o", str(outs[name]), "--model", str(tiny_model),
-                                     "--precision", "fp32", *extra])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "-q",
+                "upscale",
+                str(rgb_tif),
+                "-o",
+                str(outs[name]),
+                "--model",
+                str(tiny_model),
+                "--precision",
+                "fp32",
+                *extra,
+            ],
+        )
         assert r.exit_code == 0, r.output
     with rasterio.open(outs["ens"]) as d:
         tag = d.tags()["GEOSR_SELF_ENSEMBLE"]

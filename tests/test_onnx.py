@@ -141,11 +141,19 @@ def test_the_exported_file_has_no_consistency_correction(x3_model, x3_export, sy
 
     card = read_card(x3_model)
     image = synthetic_image(3, 30, 40, seed=4)  # uint8
-    y = tile_array(load_onnx(x3_export.path, threads=1), image.astype(np.float32) / 127.5 - 1, scale=3,
-                   tile_size=card.tile_size, overlap=card.overlap, batch_size=4)
+    y = tile_array(
+        load_onnx(x3_export.path, threads=1),
+        image.astype(np.float32) / 127.5 - 1,
+        scale=3,
+        tile_size=card.tile_size,
+        overlap=card.overlap,
+        batch_size=4,
+    )
     exported = np.clip(np.floor((y + 1) * 127.5 + 0.5), 0, 255)  # the value convention of docs/onnx.md
-    plain, corrected = (upscale_array(image, model=str(x3_model), device="cpu", precision="fp32",
-                                      consistency=c).astype(np.float64) for c in (False, True))
+    plain, corrected = (
+        upscale_array(image, model=str(x3_model), device="cpu", precision="fp32", consistency=c).astype(np.float64)
+        for c in (False, True)
+    )
     assert np.abs(exported - plain).mean() < 0.05  # measured: 0 (no tile overshoots [-1, 1] in an overlap here)
     assert np.abs(exported - corrected).mean() > 1  # measured: 6.0 grey levels for this random model
 

@@ -60,8 +60,9 @@ def test_nan_pixels_stay_nan_and_do_not_spread(predictor, tmp_path, make_geotiff
 
 def test_progress_counts_tiles_and_pixels_up_to_the_result(predictor, tmp_path, rgb_tif):
     seen = []
-    result = upscale_raster(rgb_tif, tmp_path / "out.tif", predictor, UpscaleOptions(tile_size=16, overlap=4),
-                            seen.append)
+    result = upscale_raster(
+        rgb_tif, tmp_path / "out.tif", predictor, UpscaleOptions(tile_size=16, overlap=4), seen.append
+    )
     assert isinstance(result, FileResult) and (result.src, result.dst) == (rgb_tif, tmp_path / "out.tif")
     assert result.status == "done" and result.message == "" and result.seconds > 0
     assert result.pixels == 140 * 180 and result.tiles > 1
@@ -169,7 +170,10 @@ def test_peak_memory_grows_little_for_a_4x_larger_input(make_model, tmp_path):
     for n in (1024, 2048):
         out = subprocess.run(
             [sys.executable, "-c", _MEMORY_SCRIPT, str(model), str(n), str(tmp_path / f"out{n}.tif")],
-            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         peaks[n] = int(out.stdout.split()[-1])  # kB
         with rasterio.open(tmp_path / f"out{n}.tif") as d:

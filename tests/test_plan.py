@@ -74,8 +74,9 @@ def test_auto_panel_width_keeps_the_accumulator_within_its_budget():
 # --- make_plan --------------------------------------------------------------------------------------------------------
 
 
-def test_a_raster_with_more_bands_than_the_model_runs_in_padded_groups(predictor, tmp_path, make_geotiff,
-                                                                       synthetic_image):
+def test_a_raster_with_more_bands_than_the_model_runs_in_padded_groups(
+    predictor, tmp_path, make_geotiff, synthetic_image
+):
     src = make_geotiff(tmp_path / "five.tif", synthetic_image(5, 40, 50))
     with open_raster(src) as ds:
         plan = make_plan(ds, src, tmp_path / "out.tif", predictor, UpscaleOptions())
@@ -97,14 +98,16 @@ def test_alpha_bands_go_beside_the_model_in_the_order_asked(predictor, tmp_path,
 
 
 @pytest.mark.parametrize("consistency", [True, False])
-def test_an_aoi_window_is_widened_by_the_model_context_within_the_raster(predictor, tmp_path, make_geotiff,
-                                                                         synthetic_image, consistency):
+def test_an_aoi_window_is_widened_by_the_model_context_within_the_raster(
+    predictor, tmp_path, make_geotiff, synthetic_image, consistency
+):
     src = make_geotiff(tmp_path / "r.tif", synthetic_image(3, 70, 90))  # 10 m pixels from (500000, 4000000)
     near_corner = bbox_aoi((500050, 3999850, 500150, 3999950), "EPSG:32633")  # input columns and rows 5..15
     inside = bbox_aoi((500300, 3999500, 500500, 3999700), "EPSG:32633")  # input columns and rows 30..50
     with open_raster(src) as ds:
-        corner = make_plan(ds, src, tmp_path / "a.tif", predictor, UpscaleOptions(aoi=near_corner,
-                                                                                   consistency=consistency))
+        corner = make_plan(
+            ds, src, tmp_path / "a.tif", predictor, UpscaleOptions(aoi=near_corner, consistency=consistency)
+        )
         middle = make_plan(ds, src, tmp_path / "b.tif", predictor, UpscaleOptions(aoi=inside, consistency=consistency))
     context = 8 + (DEFAULT_HALO if consistency else 0)  # the card's overlap and the consistency correction's halo
     assert middle.out == Window(30, 30, 20, 20)

@@ -74,9 +74,12 @@ class _Failing(torch.nn.Module):
 def test_out_of_memory_names_the_batch_the_tile_and_what_to_lower(predictor):
     oom = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123456 bytes")
     failing = dataclasses.replace(predictor, model=_Failing(oom))
-    with pytest.raises(NotEnoughMemory, match=r"out of memory running the model on cpu for 4 tile\(s\) of 16 x 24 "
-                                              r"input pixels at x2 \(.*can't allocate memory.*\); use a smaller "
-                                              r"--batch-size or --tile-size") as info:
+    with pytest.raises(
+        NotEnoughMemory,
+        match=r"out of memory running the model on cpu for 4 tile\(s\) of 16 x 24 "
+        r"input pixels at x2 \(.*can't allocate memory.*\); use a smaller "
+        r"--batch-size or --tile-size",
+    ) as info:
         failing.run(torch.zeros(4, 3, 16, 24))
     assert info.value.option == "--batch-size"
     with pytest.raises(NotEnoughMemory) as info:
@@ -92,8 +95,12 @@ def test_other_errors_of_the_model_pass_through(predictor):
 
 def test_is_out_of_memory_knows_the_allocators_messages():
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
-    for text in ("CUDA out of memory. Tried to allocate 2.00 GiB", "[enforce fail] Cannot allocate memory",
-                 "DefaultCPUAllocator: can't allocate memory", "could not create a primitive"):
+    for text in (
+        "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "[enforce fail] Cannot allocate memory",
+        "DefaultCPUAllocator: can't allocate memory",
+        "could not create a primitive",
+    ):
         assert is_out_of_memory(RuntimeError(text)), text
     assert not is_out_of_memory(RuntimeError("Given groups=1, weight of size [16, 3, 3, 3]"))
     assert not is_out_of_memory(ValueError("bad value"))

@@ -45,8 +45,9 @@ def test_the_preview_has_a_panel_per_picture(tiny_model, rgb_tif, tmp_path, unce
 
 def test_the_window_is_honoured_and_the_output_panel_is_the_output(tiny_model, rgb_tif, tmp_path):
     out = tmp_path / "out.tif"
-    result = run(rgb_tif, "-o", out, "--model", tiny_model, "--preview", tmp_path / "p.png",
-                 "--preview-window", "10,20,16,8")
+    result = run(
+        rgb_tif, "-o", out, "--model", tiny_model, "--preview", tmp_path / "p.png", "--preview-window", "10,20,16,8"
+    )
     assert result.exit_code == 0, result.output
     png = read_png(tmp_path / "p.png")
     assert png.shape == (3, LABEL_HEIGHT + 16, 3 * 32 + 2 * GAP)
@@ -59,7 +60,7 @@ def test_the_window_is_honoured_and_the_output_panel_is_the_output(tiny_model, r
     with rasterio.open(out) as ds:
         sr = ds.read(window=Window(20, 40, 32, 16)).astype(float)
     expected_sr = np.clip((sr - lo[:, None, None]) / (hi - lo)[:, None, None] * 255, 0, 255).round()
-    assert np.array_equal(png[:, LABEL_HEIGHT:, 2 * (32 + GAP):], expected_sr.astype(np.uint8))
+    assert np.array_equal(png[:, LABEL_HEIGHT:, 2 * (32 + GAP) :], expected_sr.astype(np.uint8))
 
 
 def test_a_16_bit_raster_is_visible(tiny_model, tmp_path):
@@ -98,6 +99,7 @@ def test_the_preview_path_rules(tiny_model, rgb_tif, tmp_path, make_geotiff, syn
     result = run(folder, "-o", tmp_path / "sr", "--model", tiny_model, "--preview", tmp_path / "q.png")
     assert result.exit_code == 2 and "one input file" in result.output
     assert not (tmp_path / "sr").exists()
-    result = run(rgb_tif, "-o", out, "--model", tiny_model, "--preview", tmp_path / "q.png",
-                 "--preview-window", "1,2,0,4")
+    result = run(
+        rgb_tif, "-o", out, "--model", tiny_model, "--preview", tmp_path / "q.png", "--preview-window", "1,2,0,4"
+    )
     assert result.exit_code == 2 and "COL,ROW,WIDTH,HEIGHT" in result.output

@@ -21,8 +21,14 @@ from geosr.cli.main import cli
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SCENE = Path(__file__).resolve().parents[1] / "examples" / "data" / "RGB.byte.tif"
-STATISTICS = ("STATISTICS_MINIMUM", "STATISTICS_MAXIMUM", "STATISTICS_MEAN", "STATISTICS_STDDEV",
-              "STATISTICS_VALID_PERCENT", "STATISTICS_APPROXIMATE")
+STATISTICS = (
+    "STATISTICS_MINIMUM",
+    "STATISTICS_MAXIMUM",
+    "STATISTICS_MEAN",
+    "STATISTICS_STDDEV",
+    "STATISTICS_VALID_PERCENT",
+    "STATISTICS_APPROXIMATE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +46,16 @@ def stats_tif(tmp_path) -> Path:
     window = Window(330, 300, 72, 64)
     with rasterio.open(SCENE) as ds:
         data = ds.read(window=window)
-        profile = {"driver": "GTiff", "width": 72, "height": 64, "count": ds.count, "dtype": ds.dtypes[0],
-                   "crs": ds.crs, "transform": ds.transform @ Affine.translation(330, 300), "nodata": ds.nodata}
+        profile = {
+            "driver": "GTiff",
+            "width": 72,
+            "height": 64,
+            "count": ds.count,
+            "dtype": ds.dtypes[0],
+            "crs": ds.crs,
+            "transform": ds.transform @ Affine.translation(330, 300),
+            "nodata": ds.nodata,
+        }
         tags, band_tags = ds.tags(), [ds.tags(b) for b in ds.indexes]
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
@@ -49,10 +63,16 @@ def stats_tif(tmp_path) -> Path:
         for b, band in enumerate(data, start=1):
             valid = band[band != 0].astype(np.float64)
             dst.update_tags(b, **band_tags[b - 1])
-            dst.update_tags(b, STATISTICS_MINIMUM=f"{valid.min():g}", STATISTICS_MAXIMUM=f"{valid.max():g}",
-                            STATISTICS_MEAN=f"{valid.mean():.6f}", STATISTICS_STDDEV=f"{valid.std():.6f}",
-                            STATISTICS_VALID_PERCENT=f"{100 * valid.size / band.size:.3f}",
-                            STATISTICS_APPROXIMATE="NO", WAVELENGTH=f"band {b}")
+            dst.update_tags(
+                b,
+                STATISTICS_MINIMUM=f"{valid.min():g}",
+                STATISTICS_MAXIMUM=f"{valid.max():g}",
+                STATISTICS_MEAN=f"{valid.mean():.6f}",
+                STATISTICS_STDDEV=f"{valid.std():.6f}",
+                STATISTICS_VALID_PERCENT=f"{100 * valid.size / band.size:.3f}",
+                STATISTICS_APPROXIMATE="NO",
+                WAVELENGTH=f"band {b}",
+            )
     with rasterio.open(path) as ds:
         assert all(set(STATISTICS) <= set(ds.tags(b)) for b in ds.indexes)
         assert 0 < float(ds.tags(1)["STATISTICS_VALID_PERCENT"]) <= 100
@@ -89,11 +109,29 @@ def test_the_command_line_records_its_switches_replaces_a_stale_sidecar_and_info
     out = tmp_path / "out.tif"
     out.write_bytes(b"an earlier output")
     stale = Path(f"{out}.aux.xml")
-    stale.write_text('<PAMDataset><PAMRasterBand band="1"><Metadata><MDI key="STATISTICS_MEAN">3</MDI></Metadata>'
-                     "</PAMRasterBand></PAMDataset>")
-    result = CliRunner().invoke(cli, ["-q", "upscale", str(stats_tif), "-o", str(out), "--model", str(tiny_model),
-                                      "--device", "cpu", "--precision", "fp32", "--no-consistency",
-                                      "--self-ensemble", "--overwrite"])
+    stale.write_text(
+        '<PAMDataset><PAMRasterBand band="1"><Metadata><MDI key="STATISTICS_MEAN">3</MDI></Metadata>'
+        "</PAMRasterBand></PAMDataset>"
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "upscale",
+            str(stats_tif),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--no-consistency",
+            "--self-ensemble",
+            "--overwrite",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert not stale.exists()
     with rasterio.open(out) as d:

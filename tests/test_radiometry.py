@@ -51,8 +51,9 @@ def test_halves_round_away_from_zero_in_numpy_and_torch():
     assert round_half_away(torch.tensor(HALVES, dtype=torch.float64)).tolist() == AWAY
     # the bicubic degradation of training and evaluation rounds its integer images by the same rule
     assert _round_clip(torch.tensor(HALVES, dtype=torch.float64), -10, 10).tolist() == AWAY
-    np.testing.assert_array_equal(to_dtype_grid(np.array([-0.5, 0.5, 254.5, 255.5, 300.0]), "uint8"),
-                                  [0, 1, 255, 255, 255])
+    np.testing.assert_array_equal(
+        to_dtype_grid(np.array([-0.5, 0.5, 254.5, 255.5, 300.0]), "uint8"), [0, 1, 255, 255, 255]
+    )
 
 
 def test_the_inverse_mapping_and_the_preview_round_halves_the_same_way():
@@ -65,12 +66,19 @@ def test_the_inverse_mapping_and_the_preview_round_halves_the_same_way():
     assert to_uint8_image(torch.tensor([[[0.5, 2.5, 254.5]]]), pair).tolist() == [[[1, 3, 255]]]
 
 
-@pytest.mark.parametrize("dtype, low, high", [
-    ("uint8", [0, 0], [255, 255]), ("uint16", [1200, 0], [4000.5, 65535]), ("int16", [-8, -300], [8, 2500]),
-    ("float32", [0.1, -2.0], [0.9, 3.0]), ("int32", [-70000, 0], [90000, 1e6]),  # int32: float64 work, numpy path
-    ("uint16", [-100, 0], [70000, 9]),  # a given range beyond the dtype's: clipped to it as well
-    ("int16", [0, 5], [300, 3000]), ("int8", [-128, -3], [127, 4]),  # rounding without (with) negative values
-])
+@pytest.mark.parametrize(
+    "dtype, low, high",
+    [
+        ("uint8", [0, 0], [255, 255]),
+        ("uint16", [1200, 0], [4000.5, 65535]),
+        ("int16", [-8, -300], [8, 2500]),
+        ("float32", [0.1, -2.0], [0.9, 3.0]),
+        ("int32", [-70000, 0], [90000, 1e6]),  # int32: float64 work, numpy path
+        ("uint16", [-100, 0], [70000, 9]),  # a given range beyond the dtype's: clipped to it as well
+        ("int16", [0, 5], [300, 3000]),
+        ("int8", [-128, -3], [127, 4]),  # rounding without (with) negative values
+    ],
+)
 def test_the_inverse_mapping_of_a_tensor_equals_the_arrays_bit_for_bit(dtype, low, high):
     """geosr.strips maps the blended values back on the model's device: the same values as the numpy path (rows
     enough for several of the passes the tensor path makes)."""
@@ -253,8 +261,9 @@ def test_a_nodata_geotiff_is_mapped_identically_by_upscale_evaluation_and_traini
 
     # training: the same radiometry, and a whole-image patch is one of the 8 symmetries of evaluation's mapping
     for cache_mb in (4096, 0):  # decoded into memory, or read by windows
-        ds = PatchDataset(find_images(tmp_path / "scenes").items, scale=2, patch_size=40, bands=[1, 2, 3],
-                          cache_mb=cache_mb)
+        ds = PatchDataset(
+            find_images(tmp_path / "scenes").items, scale=2, patch_size=40, bands=[1, 2, 3], cache_mb=cache_mb
+        )
         assert ds.sources[0].radiometry == r
         hr, _ = ds[(0, 0, 0)]
         assert any(np.array_equal(hr.numpy(), s) for s in symmetries(evaluated))

@@ -141,9 +141,20 @@ def test_gcps_are_moved_to_the_finer_grid(predictor, tmp_path, synthetic_image):
 def test_a_raster_with_only_rpcs_is_refused(predictor, tmp_path, synthetic_image):
     src = tmp_path / "rpc.tif"
     rpc = RPC(
-        height_off=0, height_scale=100, lat_off=10, lat_scale=0.1, line_den_coeff=[1] + [0] * 19,
-        line_num_coeff=[0, 0, -1] + [0] * 17, line_off=20, line_scale=20, long_off=20, long_scale=0.1,
-        samp_den_coeff=[1] + [0] * 19, samp_num_coeff=[0, 1] + [0] * 18, samp_off=15, samp_scale=15,
+        height_off=0,
+        height_scale=100,
+        lat_off=10,
+        lat_scale=0.1,
+        line_den_coeff=[1] + [0] * 19,
+        line_num_coeff=[0, 0, -1] + [0] * 17,
+        line_off=20,
+        line_scale=20,
+        long_off=20,
+        long_scale=0.1,
+        samp_den_coeff=[1] + [0] * 19,
+        samp_num_coeff=[0, 1] + [0] * 18,
+        samp_off=15,
+        samp_scale=15,
     )
     with rasterio.open(src, "w", driver="GTiff", width=30, height=40, count=1, dtype="uint8") as d:
         d.write(synthetic_image(1, 40, 30))

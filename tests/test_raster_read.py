@@ -43,8 +43,9 @@ def cut(path: Path, keep: float) -> Path:
     return path
 
 
-@pytest.fixture(params=[("PNG", ".png", 0.5), ("PNG", ".png", 0.97), ("JPEG", ".jpg", 0.6)],
-                ids=["png-half", "png-end", "jpeg"])
+@pytest.fixture(
+    params=[("PNG", ".png", 0.5), ("PNG", ".png", 0.97), ("JPEG", ".jpg", 0.6)], ids=["png-half", "png-end", "jpeg"]
+)
 def truncated(request, tmp_path) -> Path:
     driver, suffix, keep = request.param
     path = tmp_path / f"scene{suffix}"

@@ -18,8 +18,14 @@ def python_blocks(text: str) -> list[str]:
 
 def test_the_readme_has_the_python_examples():
     code = "\n".join(python_blocks((REPO / "README.md").read_text()))
-    for name in ("geosr.upscale(", "geosr.upscale_folder(", "geosr.load_model(", "geosr.upscale_array(",
-                 "geosr.upscale_dataarray(", "except geosr.RasterError"):
+    for name in (
+        "geosr.upscale(",
+        "geosr.upscale_folder(",
+        "geosr.load_model(",
+        "geosr.upscale_array(",
+        "geosr.upscale_dataarray(",
+        "except geosr.RasterError",
+    ):
         assert name in code
 
 

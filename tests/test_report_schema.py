@@ -62,14 +62,18 @@ def test_every_state_of_a_report_from_python_meets_the_schema(tmp_path, predicto
     assert _written(failed)["state"] == "failed"
 
 
-@pytest.mark.parametrize("change, where", [
-    (lambda r: r.update(state="finished", exit_code=130), "exit_code"),
-    (lambda r: r.update(exit_code=None), "exit_code"),
-    (lambda r: r["files"][0].update(status="lost"), "status"),
-    (lambda r: r["summary"].pop("pending"), "pending"),
-    (lambda r: r.update(extra=1), "extra"),
-    (lambda r: r["settings"].update(compress="jpeg"), "compress"),
-], ids=["exit-code-of-state", "no-exit-code", "unknown-status", "summary-key-missing", "unknown-key", "compression"])
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        (lambda r: r.update(state="finished", exit_code=130), "exit_code"),
+        (lambda r: r.update(exit_code=None), "exit_code"),
+        (lambda r: r["files"][0].update(status="lost"), "status"),
+        (lambda r: r["summary"].pop("pending"), "pending"),
+        (lambda r: r.update(extra=1), "extra"),
+        (lambda r: r["settings"].update(compress="jpeg"), "compress"),
+    ],
+    ids=["exit-code-of-state", "no-exit-code", "unknown-status", "summary-key-missing", "unknown-key", "compression"],
+)
 def test_the_schema_refuses_a_report_that_breaks_its_rules(tmp_path, predictor, change, where):
     book = _report(tmp_path, predictor)
     book.finish()
@@ -87,5 +91,9 @@ def test_a_bbox_is_written_with_its_coordinates_exact(tmp_path, predictor):
     settings = _written(book)["settings"]
     assert settings["aoi"] == "bbox 101985,2611485.5,2736910.123456789,2826915"
     assert settings["aoi_crs"] == "EPSG:32618"
-    assert [float(v) for v in settings["aoi"].split()[1].split(",")] == [101985.0, 2611485.5, 2736910.123456789,
-                                                                         2826915.0]
+    assert [float(v) for v in settings["aoi"].split()[1].split(",")] == [
+        101985.0,
+        2611485.5,
+        2736910.123456789,
+        2826915.0,
+    ]

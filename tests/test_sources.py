@@ -32,8 +32,11 @@ class Server:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("rangeserver.py")), str(root)],
-                                        stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("rangeserver.py")), str(root)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.port = int(self.process.stdout.readline())
 
     def url(self, name: str) -> str:
@@ -67,8 +70,18 @@ def write_cog(path: Path, data: np.ndarray, **profile) -> Path:
     """(bands, h, w) ``data`` as a Cloud-Optimized GeoTIFF (512-pixel tiles, overviews where the image is larger),
     EPSG:32633 at 10 m."""
     bands, h, w = data.shape
-    with rasterio.open(path, "w", driver="COG", width=w, height=h, count=bands, dtype=data.dtype, crs=CRS,
-                       transform=TRANSFORM, **profile) as d:
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=w,
+        height=h,
+        count=bands,
+        dtype=data.dtype,
+        crs=CRS,
+        transform=TRANSFORM,
+        **profile,
+    ) as d:
         d.write(data)
     return path
 
@@ -87,15 +100,18 @@ def assert_same_raster(a: Path, b: Path) -> None:
 # --- addresses --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("spec", "gdal"), [
-    ("https://h.example/a/scene.tif", "/vsicurl/https://h.example/a/scene.tif"),
-    ("s3://bucket/k/scene.tif", "/vsis3/bucket/k/scene.tif"),
-    ("gs://bucket/scene.tif", "/vsigs/bucket/scene.tif"),
-    ("az://container/scene.tif", "/vsiaz/container/scene.tif"),
-    ("zip://data/a.zip!/sub/scene.tif", "/vsizip/{data/a.zip}/sub/scene.tif"),
-    ("zip+https://h.example/a.zip!/scene.tif", "/vsizip/{/vsicurl/https://h.example/a.zip}/scene.tif"),
-    ("/vsizip//vsicurl/https://h.example/a.zip/scene.tif", "/vsizip//vsicurl/https://h.example/a.zip/scene.tif"),
-])
+@pytest.mark.parametrize(
+    ("spec", "gdal"),
+    [
+        ("https://h.example/a/scene.tif", "/vsicurl/https://h.example/a/scene.tif"),
+        ("s3://bucket/k/scene.tif", "/vsis3/bucket/k/scene.tif"),
+        ("gs://bucket/scene.tif", "/vsigs/bucket/scene.tif"),
+        ("az://container/scene.tif", "/vsiaz/container/scene.tif"),
+        ("zip://data/a.zip!/sub/scene.tif", "/vsizip/{data/a.zip}/sub/scene.tif"),
+        ("zip+https://h.example/a.zip!/scene.tif", "/vsizip/{/vsicurl/https://h.example/a.zip}/scene.tif"),
+        ("/vsizip//vsicurl/https://h.example/a.zip/scene.tif", "/vsizip//vsicurl/https://h.example/a.zip/scene.tif"),
+    ],
+)
 def test_remote_inputs_are_kept_as_text_and_mapped_to_gdal_paths(spec, gdal):
     source = input_spec(spec)
     assert is_remote(spec) and isinstance(source, RemoteSource)
@@ -139,8 +155,9 @@ def test_a_url_upscales_as_the_local_file(server, tiny_model, tmp_path):
     assert set(server.requests()) == {"HEAD /scene.tif", "GET /scene.tif"}  # no folder listing, no sidecar probes
 
 
-def test_urls_in_a_batch_are_named_by_their_files_and_recorded_without_their_query_strings(server, tiny_model,
-                                                                                           tmp_path):
+def test_urls_in_a_batch_are_named_by_their_files_and_recorded_without_their_query_strings(
+    server, tiny_model, tmp_path
+):
     for name in ("a.tif", "b.tif"):
         write_cog(server.root / name, smooth_image(3, 40, 60))
     local = write_geotiff(tmp_path / "c.tif", smooth_image(3, 40, 60))
@@ -190,8 +207,15 @@ def test_zip_archives_read_through_zip_and_vsizip_equal_the_local_file(predictor
 
 
 def write_item(path: Path, hrefs: dict[str, str]) -> Path:
-    item = {"type": "Feature", "stac_version": "1.0.0", "id": path.stem, "geometry": None, "properties": {},
-            "links": [], "assets": {key: {"href": href, "type": "image/tiff"} for key, href in hrefs.items()}}
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": path.stem,
+        "geometry": None,
+        "properties": {},
+        "links": [],
+        "assets": {key: {"href": href, "type": "image/tiff"} for key, href in hrefs.items()},
+    }
     path.write_text(json.dumps(item))
     return path
 

@@ -123,8 +123,7 @@ def test_rasters_from_one_pixel_up_are_padded_and_cropped_back(predictor, tiny_m
 # --- tiles without a valid pixel --------------------------------------------------------------------------------------
 
 
-def test_a_fully_nodata_raster_gives_a_fully_nodata_output_without_running_the_model(predictor, tmp_path,
-                                                                                       make_geotiff):
+def test_a_fully_nodata_raster_gives_a_fully_nodata_output_without_running_the_model(predictor, tmp_path, make_geotiff):
     src = make_geotiff(tmp_path / "empty.tif", np.zeros((2, 300, 400), np.uint16), nodata=0)
     result = upscale_raster(src, tmp_path / "out.tif", predictor, FAST)
     assert result.tiles == 0

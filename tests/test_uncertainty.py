@@ -45,7 +45,8 @@ def test_spread_mean_is_the_self_ensemble_and_spread_is_the_mean_absolute_deviat
 
 
 def test_map_is_on_the_output_grid_blended_as_the_output_and_the_output_is_the_self_ensemble(
-        tiny, tiny_model: Path, rgb_tif: Path, tmp_path: Path):
+    tiny, tiny_model: Path, rgb_tif: Path, tmp_path: Path
+):
     out, emap, ensemble = tmp_path / "out.tif", tmp_path / "err.tif", tmp_path / "ens.tif"
     upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=emap, consistency=False))
     plain_ensemble = load_predictor(tiny_model, device="cpu", precision="fp32", self_ensemble=True)
@@ -59,8 +60,11 @@ def test_map_is_on_the_output_grid_blended_as_the_output_and_the_output_is_the_s
         x = i.read().astype(np.float32) / np.float32(127.5) - 1
     # the same blend as tile_array's (the evaluation's) of the same spread, in uint8 units times k
     spread = tile_array(with_spread(tiny), x, scale=2, tile_size=16, overlap=4)[3:]
-    want = error_map(spread, Radiometry("uint8", (0.0,) * 3, (255.0,) * 3, (0.0,) * 3, "uint8"),
-                     calibration_factor(tiny.card, tiny.model_sha256))
+    want = error_map(
+        spread,
+        Radiometry("uint8", (0.0,) * 3, (255.0,) * 3, (0.0,) * 3, "uint8"),
+        calibration_factor(tiny.card, tiny.model_sha256),
+    )
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
     assert float(got.mean()) > 0
 
@@ -106,15 +110,25 @@ def test_map_ranks_the_real_error_better_than_the_bicubic_gradient(ucmerced: Pat
     path = select_model("degan-x4", 4)
     model, card = load_generator(path, device="cpu")
     items = spread(find_images(ucmerced, "val").items, 10)
-    results = evaluate_images(items, 4, model, bands=[1, 2, 3], precision="bf16", tile_size=card.tile_size,
-                              overlap=card.overlap, self_ensemble=True, uncertainty_k=7.0)
+    results = evaluate_images(
+        items,
+        4,
+        model,
+        bands=[1, 2, 3],
+        precision="bf16",
+        tile_size=card.tile_size,
+        overlap=card.overlap,
+        self_ensemble=True,
+        uncertainty_k=7.0,
+    )
     m = summarise_measures([r.uncertainty for r in results])
     assert m["spearman_block"] >= 0.5
     assert m["spearman_block"] > m["gradient_spearman_block"]
 
 
-def test_the_command_line_writes_the_map_for_one_file_and_refuses_it_for_a_batch(tiny_model, rgb_tif: Path,
-                                                                                tmp_path: Path, make_geotiff):
+def test_the_command_line_writes_the_map_for_one_file_and_refuses_it_for_a_batch(
+    tiny_model, rgb_tif: Path, tmp_path: Path, make_geotiff
+):
     from click.testing import CliRunner
 
     from geosr.cli.main import cli

@@ -76,8 +76,10 @@ def smooth_image(
         out = np.empty((bands, height, width))
         for b in range(bands):
             f = rng.uniform(0.02, 0.15, 4)
-            out[b] = np.sin(f[0] * x + b) * np.cos(f[1] * y) + 0.5 * np.sin(f[2] * (x + y)) + 0.2 * rng.standard_normal(
-                (height, width)
+            out[b] = (
+                np.sin(f[0] * x + b) * np.cos(f[1] * y)
+                + 0.5 * np.sin(f[2] * (x + y))
+                + 0.2 * rng.standard_normal((height, width))
             )
         out = (out - out.min()) / (np.ptp(out) or 1)
         return (lo + out * (hi - lo)).astype(dtype)

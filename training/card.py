@@ -84,11 +84,15 @@ def training_info(cfg: TrainConfig, facts: RunFacts, *, step: int, wall_time_s: 
         "attention_dropout": cfg.attention_dropout,
         "diffusion": {"train_noise": cfg.diffusion, "t_max": cfg.diffusion_t_max, "inference_t": 0.0},
         "optimizer": {
-            "adam_betas": [cfg.betas[0], cfg.betas[1]], "lr_g": cfg.lr_g,
-            "lr_d": cfg.lr_d if facts.discriminator else None, "lr_decay_steps": list(facts.lr_decay_steps),
-            "lr_gamma": cfg.lr_gamma, "lr_schedule": cfg.lr_schedule,
+            "adam_betas": [cfg.betas[0], cfg.betas[1]],
+            "lr_g": cfg.lr_g,
+            "lr_d": cfg.lr_d if facts.discriminator else None,
+            "lr_decay_steps": list(facts.lr_decay_steps),
+            "lr_gamma": cfg.lr_gamma,
+            "lr_schedule": cfg.lr_schedule,
             "lr_min_factor": cfg.lr_min_factor if cfg.lr_schedule == "cosine" else None,
-            "lr_warmup_steps": cfg.lr_warmup_steps, "pretrain_epochs": cfg.pretrain_epochs,
+            "lr_warmup_steps": cfg.lr_warmup_steps,
+            "pretrain_epochs": cfg.pretrain_epochs,
         },
         "weights": "ema" if facts.ema else "generator",
         "ema_decay": cfg.ema_decay if facts.ema else None,
@@ -108,8 +112,13 @@ def model_card(
         measured = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
         measured["protocol"] = METRICS_PROTOCOL
     return ModelCard(
-        config=cfg.generator_config(), name=cfg.model_name, description=cfg.description or "",
-        bands=cfg.resolved_band_names(), radiometry=radiometry(facts.source_dtypes), tile_size=cfg.card_tile_size,
-        overlap=cfg.card_overlap, training=training_info(cfg, facts, step=step, wall_time_s=wall_time_s),
+        config=cfg.generator_config(),
+        name=cfg.model_name,
+        description=cfg.description or "",
+        bands=cfg.resolved_band_names(),
+        radiometry=radiometry(facts.source_dtypes),
+        tile_size=cfg.card_tile_size,
+        overlap=cfg.card_overlap,
+        training=training_info(cfg, facts, step=step, wall_time_s=wall_time_s),
         metrics=measured,
     )

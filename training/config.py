@@ -48,19 +48,34 @@ class TrainConfig:
     """Every setting of a training run (see the module docstring); units are HR pixels unless said otherwise."""
 
     # --- data
-    data: str | None = _f(None, "data", "Training data folder: UC Merced, AID, any (class-)folder of images, HR/ + "
-                          "LR_xN/, or GeoTIFF tiles. Its train split is used.")
+    data: str | None = _f(
+        None,
+        "data",
+        "Training data folder: UC Merced, AID, any (class-)folder of images, HR/ + "
+        "LR_xN/, or GeoTIFF tiles. Its train split is used.",
+    )
     val_data: str | None = _f(None, "data", "Validation folder (all its images); default: the val split of --data.")
     bands: list[int] | None = _f(None, "data", "1-based bands to train on, e.g. 1,2,3,4 (default: the first 3).")
     band_names: list[str] | None = _f(None, "data", "Names of those bands for the model card, e.g. red,green,blue,nir.")
-    patch_size: int = _f(256, "data", "HR patch side in pixels (a multiple of the scale, at least 32). Smaller "
-                         "images are mirror-padded up to it.")
+    patch_size: int = _f(
+        256,
+        "data",
+        "HR patch side in pixels (a multiple of the scale, at least 32). Smaller images are mirror-padded up to it.",
+    )
     batch_size: int = _f(16, "data", "Patches per optimiser step over all processes (split evenly among them).")
     dataset_repeat: int = _f(1, "data", "Patches drawn from each training image per epoch.")
-    num_workers: str = _f("auto", "data", "DataLoader worker processes per training process, or 'auto' (none on "
-                          "a CPU with the images cached in memory, else up to 8).")
-    cache_mb: int = _f(4096, "data", "Decode the training images into memory once when they fit in this many MB "
-                       "(per process); 0 reads every patch from disk.")
+    num_workers: str = _f(
+        "auto",
+        "data",
+        "DataLoader worker processes per training process, or 'auto' (none on "
+        "a CPU with the images cached in memory, else up to 8).",
+    )
+    cache_mb: int = _f(
+        4096,
+        "data",
+        "Decode the training images into memory once when they fit in this many MB "
+        "(per process); 0 reads every patch from disk.",
+    )
     val_images: int = _f(0, "data", "Validate on this many images spread evenly over the val split (0: all).")
     # --- model
     scale: int = _f(4, "model", "Upscaling factor: 2, 3 or 4.")
@@ -69,76 +84,128 @@ class TrainConfig:
     attention: str = _f("cbam", "model", f"Attention block: {', '.join(ATTENTIONS)} (Table 4 ablation).")
     refiner: str = _f("unet-transformer", "model", f"Refiner: {', '.join(REFINERS)} (Table 5 ablation).")
     refiner_base: int = _f(64, "model", "C_base of the refiner U-Net (64 in the paper).")
-    global_skip: bool = _f(False, "model", "Add bicubic(LR) to the output so the net learns the residual (off in "
-                           "the paper).")
-    res_scale: float = _f(1.0, "model", "Factor on each residual block's branch (1 in the paper; 0.1 as in EDSR "
-                          "keeps the deep stack from amplifying itself under Adam).")
-    attention_dropout: float = _f(0.1, "model", "Training dropout on the refiner's attention weights (0.1 in the "
-                                  "paper). 0 lets a CPU use PyTorch's fused attention kernel: a step at 256-px "
-                                  "patches takes about half the time. GPUs fuse either.")
+    global_skip: bool = _f(
+        False, "model", "Add bicubic(LR) to the output so the net learns the residual (off in the paper)."
+    )
+    res_scale: float = _f(
+        1.0,
+        "model",
+        "Factor on each residual block's branch (1 in the paper; 0.1 as in EDSR "
+        "keeps the deep stack from amplifying itself under Adam).",
+    )
+    attention_dropout: float = _f(
+        0.1,
+        "model",
+        "Training dropout on the refiner's attention weights (0.1 in the "
+        "paper). 0 lets a CPU use PyTorch's fused attention kernel: a step at 256-px "
+        "patches takes about half the time. GPUs fuse either.",
+    )
     d_base: int = _f(64, "model", "Discriminator width of its first block (64).")
     d_blocks: int = _f(8, "model", "Discriminator conv blocks (an even number; 8).")
-    init_from: str | None = _f(None, "model", "Start from the weights of this geosr model file: every tensor whose "
-                               "name and shape match is copied (e.g. an x2 model's trunk and refiner into an x4 "
-                               "model, as EDSR does); the others keep their initialisation. Used only by a new run.")
+    init_from: str | None = _f(
+        None,
+        "model",
+        "Start from the weights of this geosr model file: every tensor whose "
+        "name and shape match is copied (e.g. an x2 model's trunk and refiner into an x4 "
+        "model, as EDSR does); the others keep their initialisation. Used only by a new run.",
+    )
     name: str | None = _f(None, "model", "Model name in the exported card (default degan-x<scale>).")
     description: str | None = _f(None, "model", "Description in the exported card.")
-    tile_size: int | None = _f(None, "model", "Recommended inference tile in LR pixels for the card (default "
-                               "patch_size / scale).")
+    tile_size: int | None = _f(
+        None, "model", "Recommended inference tile in LR pixels for the card (default patch_size / scale)."
+    )
     overlap: int | None = _f(None, "model", "Recommended tile overlap in LR pixels for the card (default tile/4).")
     # --- loss
     mse_weight: float = _f(0.5, "loss", "Weight of the pixel MSE.")
-    l1_weight: float = _f(0.0, "loss", "Weight of the pixel L1 (mean absolute error), the content loss of EDSR "
-                          "and most PSNR-oriented SR models.")
-    perceptual_weight: float = _f(0.5, "loss", "Weight of the VGG19-feature Charbonnier loss; 0 needs no VGG "
-                                  "weights at all.")
-    adversarial_weight: float = _f(0.1, "loss", "Weight of the adversarial BCE loss; 0 together with "
-                                   "--feature-matching-weight 0 trains without a discriminator (content only).")
-    feature_matching_weight: float = _f(0.0, "loss", "Weight of an L1 loss between the discriminator's features "
-                                        "of SR and HR (a VGG-free perceptual substitute; needs a discriminator).")
+    l1_weight: float = _f(
+        0.0,
+        "loss",
+        "Weight of the pixel L1 (mean absolute error), the content loss of EDSR and most PSNR-oriented SR models.",
+    )
+    perceptual_weight: float = _f(
+        0.5, "loss", "Weight of the VGG19-feature Charbonnier loss; 0 needs no VGG weights at all."
+    )
+    adversarial_weight: float = _f(
+        0.1,
+        "loss",
+        "Weight of the adversarial BCE loss; 0 together with "
+        "--feature-matching-weight 0 trains without a discriminator (content only).",
+    )
+    feature_matching_weight: float = _f(
+        0.0,
+        "loss",
+        "Weight of an L1 loss between the discriminator's features "
+        "of SR and HR (a VGG-free perceptual substitute; needs a discriminator).",
+    )
     vgg_layer: str = _f("conv5_4", "loss", f"VGG19 feature layer: {', '.join(VGG_LAYERS)} (conv = before ReLU).")
-    vgg_weights: str | None = _f(None, "loss", "Local VGG19 ImageNet weights (torchvision's vgg19-dcbb9e9d.pth); "
-                                 "default: torch hub's cache, downloaded once.")
+    vgg_weights: str | None = _f(
+        None,
+        "loss",
+        "Local VGG19 ImageNet weights (torchvision's vgg19-dcbb9e9d.pth); default: torch hub's cache, downloaded once.",
+    )
     charbonnier_eps: float = _f(1e-3, "loss", "Epsilon of the Charbonnier loss sqrt(d^2 + eps^2).")
-    diffusion: bool = _f(True, "loss", "The diffusion step: perturb the refiner's input with Gaussian noise of std "
-                         "t * std(features), t ~ U(0, diffusion_t_max), and pass t (inference uses t = 0).")
+    diffusion: bool = _f(
+        True,
+        "loss",
+        "The diffusion step: perturb the refiner's input with Gaussian noise of std "
+        "t * std(features), t ~ U(0, diffusion_t_max), and pass t (inference uses t = 0).",
+    )
     diffusion_t_max: float = _f(1.0, "loss", "Upper end of the noise level t during training.")
     # --- optim
     lr_g: float = _f(1e-4, "optim", "Adam learning rate of the generator.")
     lr_d: float = _f(1e-4, "optim", "Adam learning rate of the discriminator.")
     betas: list[float] = _f(None, "optim", "Adam betas.", default_factory=_list([0.9, 0.999]))
-    lr_decay_epochs: list[int] = _f(None, "optim", "Epochs after which the learning rates are multiplied by "
-                                    "lr_gamma.", default_factory=_list([50]))
-    lr_decay_steps: list[int] = _f(None, "optim", "Steps after which they are (in addition to the epochs).",
-                                   default_factory=_list([]))
+    lr_decay_epochs: list[int] = _f(
+        None, "optim", "Epochs after which the learning rates are multiplied by lr_gamma.", default_factory=_list([50])
+    )
+    lr_decay_steps: list[int] = _f(
+        None, "optim", "Steps after which they are (in addition to the epochs).", default_factory=_list([])
+    )
     lr_gamma: float = _f(0.1, "optim", "Learning-rate factor at each decay.")
-    lr_schedule: str = _f("step", "optim", "Learning-rate shape: step (x lr_gamma at each decay epoch or step) or "
-                          "cosine (from the rate down to lr_min_factor times it at the run's last step).")
+    lr_schedule: str = _f(
+        "step",
+        "optim",
+        "Learning-rate shape: step (x lr_gamma at each decay epoch or step) or "
+        "cosine (from the rate down to lr_min_factor times it at the run's last step).",
+    )
     lr_min_factor: float = _f(0.01, "optim", "Where the cosine schedule ends, as a factor on the rate.")
-    lr_warmup_steps: int = _f(0, "optim", "Linear warm-up of the learning rates over this many steps (of the run; "
-                              "a run started with --init-from benefits from a short one).")
+    lr_warmup_steps: int = _f(
+        0,
+        "optim",
+        "Linear warm-up of the learning rates over this many steps (of the run; "
+        "a run started with --init-from benefits from a short one).",
+    )
     epochs: int = _f(100, "optim", "Epochs to train (one epoch: every training image dataset_repeat times).")
     max_steps: int | None = _f(None, "optim", "Stop after this many steps in total (an optimiser step of G).")
-    max_minutes: float | None = _f(None, "optim", "Stop after this many minutes of this invocation (then validate "
-                                   "and save).")
+    max_minutes: float | None = _f(
+        None, "optim", "Stop after this many minutes of this invocation (then validate and save)."
+    )
     pretrain_epochs: int = _f(0, "optim", "Warm-up epochs of the generator on the content loss alone.")
     grad_clip: float | None = _f(None, "optim", "Clip the gradient norm of each network to this value.")
-    divergence_factor: float = _f(20.0, "optim", "Stop, without saving, when the MSE stays above this multiple of "
-                                  "its median over the last 200 steps for 10 steps in a row (an exploded or "
-                                  "collapsed generator); 0: only NaN/Inf stop a run.")
+    divergence_factor: float = _f(
+        20.0,
+        "optim",
+        "Stop, without saving, when the MSE stays above this multiple of "
+        "its median over the last 200 steps for 10 steps in a row (an exploded or "
+        "collapsed generator); 0: only NaN/Inf stop a run.",
+    )
     ema: bool = _f(True, "optim", "Keep an exponential moving average of the generator for validation and export.")
     ema_decay: float = _f(0.999, "optim", "EMA decay (warmed up as min(decay, (1 + n) / (10 + n)) over n updates).")
     # --- run
     out: str = _f("runs/degan", "run", "Run folder: config.toml, log.csv, checkpoints/, best.safetensors.")
     seed: int = _f(0, "run", "Seed of the weights, the data order, the crops and the noise.")
     device: str = _f("auto", "run", "auto, cpu, cuda or cuda:N (under torchrun: one GPU per local rank).")
-    precision: str = _f("auto", "run", f"{', '.join(PRECISIONS)}: bf16 autocast on CUDA and AMX CPUs, fp16 with a "
-                        "gradient scaler on CUDA, fp32.")
+    precision: str = _f(
+        "auto",
+        "run",
+        f"{', '.join(PRECISIONS)}: bf16 autocast on CUDA and AMX CPUs, fp16 with a gradient scaler on CUDA, fp32.",
+    )
     val_precision: str = _f("fp32", "run", "Precision of validation (fp32 measures exactly).")
     val_every: int = _f(1, "run", "Validate every this many epochs (0: never by epochs).")
     val_every_steps: int = _f(0, "run", "Validate every this many steps (0: never by steps).")
-    checkpoint_every_steps: int = _f(0, "run", "Also save the training state every this many steps (0: only at "
-                                     "validations and at the end).")
+    checkpoint_every_steps: int = _f(
+        0, "run", "Also save the training state every this many steps (0: only at validations and at the end)."
+    )
     log_every: int = _f(1, "run", "Write a log.csv row every this many steps.")
     channels_last: bool = _f(True, "run", "Channels-last memory format (faster convolutions with AMX and on GPUs).")
     deterministic: bool = _f(False, "run", "Deterministic algorithms (slower; exact resume on GPUs).")
@@ -153,9 +220,16 @@ class TrainConfig:
 
         c = self.in_channels
         return GeneratorConfig(
-            scale=self.scale, in_channels=c, out_channels=c, channels=self.channels, n_blocks=self.n_blocks,
-            attention=self.attention, refiner=self.refiner, refiner_base=self.refiner_base,
-            global_skip=self.global_skip, res_scale=self.res_scale,
+            scale=self.scale,
+            in_channels=c,
+            out_channels=c,
+            channels=self.channels,
+            n_blocks=self.n_blocks,
+            attention=self.attention,
+            refiner=self.refiner,
+            refiner_base=self.refiner_base,
+            global_skip=self.global_skip,
+            res_scale=self.res_scale,
         )
 
     @property
@@ -194,45 +268,53 @@ class TrainConfig:
                 raise ConfigError(msg)
 
         if self.data is None:  # a usage error, as a missing --data is
-            raise OptionError("no training data: give --data DIR (or data = \"DIR\" in the config file)",
-                              option="--data")
+            raise OptionError('no training data: give --data DIR (or data = "DIR" in the config file)', option="--data")
         self.device = check_device_spec(self.device)
         try:
             self.generator_config()
         except ValueError as exc:
             raise ConfigError(f"model settings: {exc}") from None
-        need(self.patch_size >= 32 and self.patch_size % self.scale == 0,
-             f"patch_size must be a multiple of the scale ({self.scale}) and at least 32 (the discriminator's "
-             f"minimum), got {self.patch_size}")
+        need(
+            self.patch_size >= 32 and self.patch_size % self.scale == 0,
+            f"patch_size must be a multiple of the scale ({self.scale}) and at least 32 (the discriminator's "
+            f"minimum), got {self.patch_size}",
+        )
         need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         need(self.dataset_repeat >= 1, f"dataset_repeat must be at least 1, got {self.dataset_repeat}")
-        need(self.num_workers == "auto" or (self.num_workers.isdigit()),
-             f"num_workers must be 'auto' or a number, got {self.num_workers!r}")
+        need(
+            self.num_workers == "auto" or (self.num_workers.isdigit()),
+            f"num_workers must be 'auto' or a number, got {self.num_workers!r}",
+        )
         need(self.cache_mb >= 0 and self.val_images >= 0, "cache_mb and val_images must be >= 0")
         if self.bands is not None:
             from geosr.options import check_band_numbers  # here: it brings rasterio, which --help does not need
 
             self.bands = list(check_band_numbers(self.bands))
         if self.band_names is not None:
-            need(len(self.band_names) == self.in_channels,
-                 f"{len(self.band_names)} band_names for {self.in_channels} bands")
+            need(
+                len(self.band_names) == self.in_channels,
+                f"{len(self.band_names)} band_names for {self.in_channels} bands",
+            )
         need(self.d_blocks >= 2 and self.d_blocks % 2 == 0, f"d_blocks must be even and >= 2, got {self.d_blocks}")
         need(self.d_base >= 8, f"d_base must be at least 8, got {self.d_base}")
         weights = ("mse_weight", "l1_weight", "perceptual_weight", "adversarial_weight", "feature_matching_weight")
         for key in weights:
             need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
-        need(sum(getattr(self, key) for key in weights) > 0,
-             "every loss weight is 0: nothing to train")
+        need(sum(getattr(self, key) for key in weights) > 0, "every loss weight is 0: nothing to train")
         need(self.vgg_layer in VGG_LAYERS, f"vgg_layer must be one of {', '.join(VGG_LAYERS)}, got {self.vgg_layer}")
-        need(self.perceptual_weight == 0 or self.in_channels == 3,
-             f"the VGG perceptual loss needs 3 (RGB) bands, this model has {self.in_channels}; use "
-             "--perceptual-weight 0 (and, if you like, --feature-matching-weight)")
+        need(
+            self.perceptual_weight == 0 or self.in_channels == 3,
+            f"the VGG perceptual loss needs 3 (RGB) bands, this model has {self.in_channels}; use "
+            "--perceptual-weight 0 (and, if you like, --feature-matching-weight)",
+        )
         need(0 < self.diffusion_t_max <= 10, f"diffusion_t_max must be in (0, 10], got {self.diffusion_t_max}")
         need(self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas must be two numbers in [0, 1)")
         need(self.lr_gamma > 0, "lr_gamma must be positive")
-        need(self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}, got "
-             f"{self.lr_schedule!r}")
+        need(
+            self.lr_schedule in SCHEDULES,
+            f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}",
+        )
         need(0 <= self.lr_min_factor <= 1, f"lr_min_factor must be in [0, 1], got {self.lr_min_factor}")
         need(self.lr_warmup_steps >= 0, f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
@@ -245,8 +327,10 @@ class TrainConfig:
         need(0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         need(self.val_precision in PRECISIONS, f"val_precision must be one of {', '.join(PRECISIONS)}")
-        need(self.val_every >= 0 and self.val_every_steps >= 0 and self.checkpoint_every_steps >= 0,
-             "val_every, val_every_steps and checkpoint_every_steps must be >= 0")
+        need(
+            self.val_every >= 0 and self.val_every_steps >= 0 and self.checkpoint_every_steps >= 0,
+            "val_every, val_every_steps and checkpoint_every_steps must be >= 0",
+        )
         need(self.log_every >= 1, "log_every must be at least 1")
         problem = tiling_problem(self.card_tile_size, self.card_overlap)
         need(problem is None, f"tile_size, overlap (the tiling the model card recommends, LR pixels): {problem}")

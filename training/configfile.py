@@ -135,8 +135,23 @@ def build_config(config_file: str | Path | None = None, overrides: dict[str, Any
 
 # Settings a resumed run may not change: they define the model, the data stream or the step accounting.
 FIXED_ON_RESUME = (
-    "data", "bands", "patch_size", "batch_size", "dataset_repeat", "scale", "channels", "n_blocks", "attention",
-    "refiner", "refiner_base", "global_skip", "res_scale", "d_base", "d_blocks", "seed", "adversarial_weight",
+    "data",
+    "bands",
+    "patch_size",
+    "batch_size",
+    "dataset_repeat",
+    "scale",
+    "channels",
+    "n_blocks",
+    "attention",
+    "refiner",
+    "refiner_base",
+    "global_skip",
+    "res_scale",
+    "d_base",
+    "d_blocks",
+    "seed",
+    "adversarial_weight",
     "feature_matching_weight",
 )
 

@@ -76,13 +76,18 @@ class PatchDataset(Dataset):
         self.cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self.padded = sum(1 for s in self.sources if min(s.height, s.width) < patch_size)
         if self.padded:
-            log.info("%d training images are smaller than the %d-px patch and are mirror-padded", self.padded,
-                     patch_size)
+            log.info(
+                "%d training images are smaller than the %d-px patch and are mirror-padded", self.padded, patch_size
+            )
         if nbytes <= cache_mb * 2**20:
             t0 = time.monotonic()
             self.cache = [self._read_whole(s) for s in self.sources]
-            log.info("decoded %d training images (%.0f MB) into memory in %.1f s", len(self.sources), nbytes / 2**20,
-                     time.monotonic() - t0)
+            log.info(
+                "decoded %d training images (%.0f MB) into memory in %.1f s",
+                len(self.sources),
+                nbytes / 2**20,
+                time.monotonic() - t0,
+            )
 
     @property
     def cached(self) -> bool:
@@ -125,18 +130,29 @@ class PatchDataset(Dataset):
             lr = _augment(lr, k, flip)
         return torch.from_numpy(s.radiometry.to_model(hr)), torch.from_numpy(s.radiometry.to_model(lr))
 
-    def _crop(self, i: int, s: _Source, p: int, h: int, w: int, rng: np.random.Generator, lr: bool = False,
-              at: tuple[int, int] | None = None) -> np.ndarray:
+    def _crop(
+        self,
+        i: int,
+        s: _Source,
+        p: int,
+        h: int,
+        w: int,
+        rng: np.random.Generator,
+        lr: bool = False,
+        at: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         """A p x p crop (mirror-padded where the image is smaller), at ``at`` or at random."""
-        top, left = at if at is not None else (int(rng.integers(0, max(h - p, 0) + 1)),
-                                               int(rng.integers(0, max(w - p, 0) + 1)))
+        top, left = (
+            at if at is not None else (int(rng.integers(0, max(h - p, 0) + 1)), int(rng.integers(0, max(w - p, 0) + 1)))
+        )
         ch, cw = min(p, h - top), min(p, w - left)
         if self.cache is not None:
             img = self.cache[i][1 if lr else 0]
             out = img[:, top : top + ch, left : left + cw]
         else:
-            out = read_image(s.lr_path if lr else s.item.path, self.bands, window=(top, left, ch, cw),
-                             radiometry=s.radiometry)
+            out = read_image(
+                s.lr_path if lr else s.item.path, self.bands, window=(top, left, ch, cw), radiometry=s.radiometry
+            )
         if ch < p or cw < p:
             out = np.pad(out, ((0, 0), (0, p - ch), (0, p - cw)), mode="symmetric")
         return np.ascontiguousarray(out)
@@ -224,4 +240,3 @@ def make_loader(
         prefetch_factor=4 if workers > 0 else None,
     )
     return loader, sampler
-

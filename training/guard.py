@@ -75,8 +75,10 @@ class DivergenceGuard:
         if bad:
             what = f"loss {', '.join(f'{k} = {v}' for k, v in bad.items())}"
         else:
-            what = (f"the MSE ({losses['mse']:.3g}) has stayed above {self.factor:g} x its recent median "
-                    f"({self.median:.3g}) for {GUARD_PATIENCE} steps: the generator diverged")
+            what = (
+                f"the MSE ({losses['mse']:.3g}) has stayed above {self.factor:g} x its recent median "
+                f"({self.median:.3g}) for {GUARD_PATIENCE} steps: the generator diverged"
+            )
         if saved is not None:
             where = f"the last good checkpoint is {saved[0]} (step {saved[1]}); resume it with {REMEDIES}"
         else:

@@ -35,8 +35,14 @@ log = logging.getLogger("geosr.training")
 
 
 def validate(
-    model: nn.Module, items: list, cfg: TrainConfig, bands: list[int], ctx: distributed.DistContext, precision: str,
-    *, train_after: bool,
+    model: nn.Module,
+    items: list,
+    cfg: TrainConfig,
+    bands: list[int],
+    ctx: distributed.DistContext,
+    precision: str,
+    *,
+    train_after: bool,
 ) -> dict[str, float]:
     """Mean PSNR/SSIM of ``model`` and of bicubic on ``items``, the images shared out among the processes.
 
@@ -45,8 +51,16 @@ def validate(
     """
     model.eval()
     share = items[ctx.rank :: ctx.world_size]
-    results = evaluate_images(share, cfg.scale, model, bands=bands, device=ctx.device, precision=precision,
-                              tile_size=cfg.card_tile_size, overlap=cfg.card_overlap)
+    results = evaluate_images(
+        share,
+        cfg.scale,
+        model,
+        bands=bands,
+        device=ctx.device,
+        precision=precision,
+        tile_size=cfg.card_tile_size,
+        overlap=cfg.card_overlap,
+    )
     model.train(train_after)
     sums = torch.tensor(
         [
@@ -85,11 +99,25 @@ class Records:
     steps_per_epoch: int
 
     def _row(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        self.csv_log.write({"kind": kind, "step": step, "epoch": round(step / self.steps_per_epoch, 4),
-                            "elapsed_s": round(self.clock.elapsed(), 2), **values})
+        self.csv_log.write(
+            {
+                "kind": kind,
+                "step": step,
+                "epoch": round(step / self.steps_per_epoch, 4),
+                "elapsed_s": round(self.clock.elapsed(), 2),
+                **values,
+            }
+        )
 
     def validation(
-        self, model: nn.Module, items: list, bands: list[int], precision: str, *, train_after: bool, step: int,
+        self,
+        model: nn.Module,
+        items: list,
+        bands: list[int],
+        precision: str,
+        *,
+        train_after: bool,
+        step: int,
         best: dict[str, Any],
     ) -> tuple[dict[str, Any], dict[str, Any], bool]:
         """Validate ``model`` at ``step`` (see ``validate``); rank 0 writes its log.csv row, and best.safetensors
@@ -105,9 +133,15 @@ class Records:
             if improved:
                 card = model_card(self.cfg, self.facts, step=step, wall_time_s=self.clock.elapsed(), metrics=last_val)
                 save_generator(self.paths["best"], model, card)
-            log.info("step %d: val PSNR %.3f dB, SSIM %.4f (bicubic %.3f / %.4f)%s", step, last_val["val_psnr"],
-                     last_val["val_ssim"], last_val["val_psnr_bicubic"], last_val["val_ssim_bicubic"],
-                     " - best so far" if improved else "")
+            log.info(
+                "step %d: val PSNR %.3f dB, SSIM %.4f (bicubic %.3f / %.4f)%s",
+                step,
+                last_val["val_psnr"],
+                last_val["val_ssim"],
+                last_val["val_psnr_bicubic"],
+                last_val["val_ssim_bicubic"],
+                " - best so far" if improved else "",
+            )
         return last_val, best, improved
 
     def train_row(self, step: int, values: dict[str, Any]) -> None:
@@ -116,8 +150,14 @@ class Records:
         self._row("train", step, values)
 
     def checkpoint(
-        self, parts: Checkpointed, guard: DivergenceGuard, *, step: int, best: dict[str, Any],
-        last_val: dict[str, Any] | None, final: bool,
+        self,
+        parts: Checkpointed,
+        guard: DivergenceGuard,
+        *,
+        step: int,
+        best: dict[str, Any],
+        last_val: dict[str, Any] | None,
+        final: bool,
     ) -> bool:
         """Save the training state at ``step`` with every process's random-number states (rank 0 writes), unless the
         MSE is spiking. ``final``: the run ends here (a spike is then worth a warning). Returns whether it saved."""
@@ -127,8 +167,18 @@ class Records:
             return False
         rngs = distributed.all_gather_object(capture_rng(), self.ctx)
         if self.ctx.is_main:
-            save_state(self.paths["state"], training_state(parts, step=step, elapsed_s=self.clock.elapsed(), best=best,
-                                                           last_val=last_val, rngs=rngs, config=self.cfg.to_dict()))
+            save_state(
+                self.paths["state"],
+                training_state(
+                    parts,
+                    step=step,
+                    elapsed_s=self.clock.elapsed(),
+                    best=best,
+                    last_val=last_val,
+                    rngs=rngs,
+                    config=self.cfg.to_dict(),
+                ),
+            )
         return True
 
     def finish(self, model: nn.Module, *, step: int, last_val: dict[str, Any] | None) -> Path:

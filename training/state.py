@@ -37,9 +37,29 @@ from geosr.training.guard import DivergenceGuard
 
 STATE_FORMAT = 1
 LOG_COLUMNS = (
-    "kind", "step", "epoch", "elapsed_s", "lr_g", "lr_d", "g_total", "mse", "l1", "perceptual", "adversarial",
-    "feature_matching", "d_total", "d_real", "d_fake", "d_logit_real", "d_logit_fake", "patches_per_s", "val_psnr",
-    "val_ssim", "val_psnr_bicubic", "val_ssim_bicubic", "val_images",
+    "kind",
+    "step",
+    "epoch",
+    "elapsed_s",
+    "lr_g",
+    "lr_d",
+    "g_total",
+    "mse",
+    "l1",
+    "perceptual",
+    "adversarial",
+    "feature_matching",
+    "d_total",
+    "d_real",
+    "d_fake",
+    "d_logit_real",
+    "d_logit_fake",
+    "patches_per_s",
+    "val_psnr",
+    "val_ssim",
+    "val_psnr_bicubic",
+    "val_ssim_bicubic",
+    "val_images",
 )
 RESUME_REMEDY = "free some space (or fix the permissions) and resume the run with --resume"
 
@@ -77,8 +97,7 @@ def load_state(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ResumeError(
-            f"{path}: unreadable training state ({_load_problem(exc)}); start a new run with another "
-            "-o/--output"
+            f"{path}: unreadable training state ({_load_problem(exc)}); start a new run with another -o/--output"
         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ResumeError(f"{path}: not a geosr training state of format {STATE_FORMAT}")
@@ -114,9 +133,13 @@ class Checkpointed:
             return obj.state_dict() if obj is not None else None
 
         return {
-            "g": self.g.state_dict(), "d": state(self.d), "ema": state(self.ema), "opt_g": self.opt_g.state_dict(),
+            "g": self.g.state_dict(),
+            "d": state(self.d),
+            "ema": state(self.ema),
+            "opt_g": self.opt_g.state_dict(),
             "opt_d": state(self.opt_d),
-            "scaler": self.scaler.state_dict(), "guard": self.guard.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "guard": self.guard.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
@@ -136,14 +159,26 @@ class Checkpointed:
 
 
 def training_state(
-    parts: Checkpointed, *, step: int, elapsed_s: float, best: dict[str, Any], last_val: dict[str, Any] | None,
-    rngs: list[dict[str, Any]], config: dict[str, Any],
+    parts: Checkpointed,
+    *,
+    step: int,
+    elapsed_s: float,
+    best: dict[str, Any],
+    last_val: dict[str, Any] | None,
+    rngs: list[dict[str, Any]],
+    config: dict[str, Any],
 ) -> dict[str, Any]:
     """The checkpoint at generator step ``step``: the format, the counters, every state of ``parts``, the RNG states
     of every process (``rngs``, by rank) and the configuration."""
     return {
-        "format": STATE_FORMAT, "step": step, "elapsed_s": elapsed_s, **parts.state_dict(), "best": best,
-        "last_val": last_val, "rng": rngs, "config": config,
+        "format": STATE_FORMAT,
+        "step": step,
+        "elapsed_s": elapsed_s,
+        **parts.state_dict(),
+        "best": best,
+        "last_val": last_val,
+        "rng": rngs,
+        "config": config,
     }
 
 

@@ -61,10 +61,28 @@ class Timing:
     @classmethod
     def for_run(cls, *, smoke: bool, after_s: float) -> Timing:
         if smoke:  # restart_min_share 0: on a CPU the first length is always far too long, and the restart is tested
-            return cls(setup_s=20, after_s=after_s, min_train_s=1, first_steps_s=2, val_s=2, probe_steps=2,
-                       log_every=1, max_train_s=30, restart_min_share=0.0)
-        return cls(setup_s=45, after_s=after_s, min_train_s=60, first_steps_s=15, val_s=6, probe_steps=20,
-                   log_every=10, max_train_s=None, restart_min_share=0.75)
+            return cls(
+                setup_s=20,
+                after_s=after_s,
+                min_train_s=1,
+                first_steps_s=2,
+                val_s=2,
+                probe_steps=2,
+                log_every=1,
+                max_train_s=30,
+                restart_min_share=0.0,
+            )
+        return cls(
+            setup_s=45,
+            after_s=after_s,
+            min_train_s=60,
+            first_steps_s=15,
+            val_s=6,
+            probe_steps=20,
+            log_every=10,
+            max_train_s=None,
+            restart_min_share=0.75,
+        )
 
 
 def parse_scales(scales: str | None, scale: int | str | None) -> list[int]:
@@ -73,8 +91,10 @@ def parse_scales(scales: str | None, scale: int | str | None) -> list[int]:
     Raises ValueError for an unknown or repeated scale, or both given."""
     if scale is not None:
         if scales:
-            raise ValueError(f"scale {scale} and scales {scales} both given (--scale or GEOSR_GPU_SCALE, --scales or "
-                             "GEOSR_GPU_SCALES): give one")
+            raise ValueError(
+                f"scale {scale} and scales {scales} both given (--scale or GEOSR_GPU_SCALE, --scales or "
+                "GEOSR_GPU_SCALES): give one"
+            )
         scales = str(scale)
     items = [s.strip() for s in (scales or DEFAULT_SCALES).split(",") if s.strip()]
     if not items or any(s not in {str(x) for x in SCALES} for s in items):
@@ -101,8 +121,9 @@ def parse_shares(shares: str | None, scales: list[int]) -> dict[int, float]:
     return {s: v / sum(values) for s, v in zip(scales, values)}
 
 
-def split_training(left_s: float, pending: list[int], shares: dict[int, float], timing: Timing,
-                   evaluate: bool = True) -> dict[int, float]:
+def split_training(
+    left_s: float, pending: list[int], shares: dict[int, float], timing: Timing, evaluate: bool = True
+) -> dict[int, float]:
     """Training seconds for each scale of ``pending`` (the scales still to train, in order; the first trains now)
     out of ``left_s`` seconds of budget; later scales that would get under ``timing.min_train_s`` are left out."""
     pending = list(pending)
@@ -159,8 +180,9 @@ def log_rows(log: Path) -> list[Row]:
         for rec in csv.DictReader(f):
             try:
                 rate = rec.get("patches_per_s")
-                rows.append(Row(rec["kind"], int(float(rec["step"])), float(rec["elapsed_s"]),
-                                float(rate) if rate else None))
+                rows.append(
+                    Row(rec["kind"], int(float(rec["step"])), float(rec["elapsed_s"]), float(rate) if rate else None)
+                )
             except (TypeError, ValueError, KeyError):  # a row being written
                 break
     return rows

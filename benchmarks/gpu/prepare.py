@@ -55,8 +55,14 @@ DEFAULT_OUT = REPO / "benchmarks" / "gpu" / "bundle"
 # Pinned: the versions this project is tested with, except rasterio 1.4.3 (1.4.4's wheel ships its extension modules
 # with debug information: 36 MB against 22 MB). Dependencies PyTorch images have come from the machine's own Python.
 DEPS = ["rasterio==1.4.3", "shapely==2.2.0", "affine==3.0.1", "cligj==0.7.2", "click-plugins==1.1.1.2"]
-EXTRAS = ["click==8.5.1", "tqdm==4.70.1", "safetensors==0.8.0", "attrs==26.1.0", "certifi==2026.10.19.post1",
-          "pyparsing==3.3.3"]
+EXTRAS = [
+    "click==8.5.1",
+    "tqdm==4.70.1",
+    "safetensors==0.8.0",
+    "attrs==26.1.0",
+    "certifi==2026.10.19.post1",
+    "pyparsing==3.3.3",
+]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 QUALITIES = [97, 96, 95, 92, 90, 88, 86, 85, 84, 83, 82, 80, 75, 70]
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -72,8 +78,21 @@ def log(msg: str) -> None:
 def download(specs: list[str], python_version: str, dest: Path) -> list[Path]:
     """Binary wheels of ``specs`` (no dependencies) for CPython ``python_version`` on Linux x86_64, into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-           "--implementation", "cp", "--python-version", python_version, "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python_version,
+        "-d",
+        str(dest),
+    ]
     for plat in PLATFORMS:
         cmd += ["--platform", plat]
     subprocess.run(cmd + specs, check=True)
@@ -115,8 +134,13 @@ def ucmerced_images(root: Path, numbers: range, smoke: bool) -> list[Path]:
     out = []
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     for cls in classes[:2] if smoke else classes:
-        images = sorted(p for p in cls.iterdir() if p.stem.startswith(cls.name) and p.stem[len(cls.name):].isdigit()
-                        and int(p.stem[len(cls.name):]) in numbers)
+        images = sorted(
+            p
+            for p in cls.iterdir()
+            if p.stem.startswith(cls.name)
+            and p.stem[len(cls.name) :].isdigit()
+            and int(p.stem[len(cls.name) :]) in numbers
+        )
         out += images[:2] if smoke else images
     if not out:
         raise SystemExit(f"{root}: no UC Merced images <class>/<class>NN.* numbered {numbers.start}-{numbers.stop - 1}")
@@ -129,8 +153,14 @@ def webp(pixels: np.ndarray, quality: int | None) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with MemoryFile() as mem:
-            with mem.open(driver="WEBP", width=pixels.shape[2], height=pixels.shape[1], count=pixels.shape[0],
-                          dtype="uint8", **opts) as dst:
+            with mem.open(
+                driver="WEBP",
+                width=pixels.shape[2],
+                height=pixels.shape[1],
+                count=pixels.shape[0],
+                dtype="uint8",
+                **opts,
+            ) as dst:
                 dst.write(pixels)
             return mem.read()
 
@@ -170,8 +200,11 @@ def pack_images(paths: list[Path], root: Path, dest: Path, quality: int | None) 
             rel = path.relative_to(root).with_suffix(".webp").as_posix()
             zf.writestr(zipfile.ZipInfo(f"ucmerced/{rel}", date_time=ZIP_DATE), data)
     tmp.replace(dest)
-    out = {"images": len(paths), "bytes": dest.stat().st_size,
-           "codec": "WebP lossless" if quality is None else f"WebP quality {quality}"}
+    out = {
+        "images": len(paths),
+        "bytes": dest.stat().st_size,
+        "codec": "WebP lossless" if quality is None else f"WebP quality {quality}",
+    }
     if psnrs:
         out.update(quality=quality, psnr_vs_original_db=float(np.mean(psnrs)), psnr_min_db=float(np.min(psnrs)))
     return out
@@ -196,10 +229,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(DEFAULT_OUT), help="bundle folder (gitignored)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the UC Merced folder (<class>/<class>NN.tif)")
-    p.add_argument("--python-version", default="3.12",
-                   help="CPython of the GPU machine (3.12 there as read in the device tool's KINDS.md)")
-    p.add_argument("--max-parts", type=int, default=4, help="device calls the bundle may take (with --train-quality "
-                   "auto: the train images' quality is chosen to fit; 4 allows WebP quality 97, 3 about 84)")
+    p.add_argument(
+        "--python-version",
+        default="3.12",
+        help="CPython of the GPU machine (3.12 there as read in the device tool's KINDS.md)",
+    )
+    p.add_argument(
+        "--max-parts",
+        type=int,
+        default=4,
+        help="device calls the bundle may take (with --train-quality "
+        "auto: the train images' quality is chosen to fit; 4 allows WebP quality 97, 3 about 84)",
+    )
     p.add_argument("--train-quality", default="auto", help="WebP quality of the train images, or auto")
     p.add_argument("--margin-mb", type=float, default=0.5, help="room left in each call for the tree to grow (MiB)")
     p.add_argument("--part-mb", type=float, default=None, help="part size in MiB instead of what the tree leaves")
@@ -216,8 +257,12 @@ def main() -> None:
     tree = tree_bytes(REPO)
     margin = int(args.margin_mb * MIB)
     cap = int(args.part_mb * MIB) if args.part_mb else DEVICE_LIMIT - tree - margin
-    log(f"working tree {tree / 1e6:.2f} MB; each call may carry {cap / 1e6:.2f} MB "
-        f"(64 MiB - tree - {args.margin_mb} MiB margin)" if not args.part_mb else f"parts of {cap / 1e6:.2f} MB")
+    log(
+        f"working tree {tree / 1e6:.2f} MB; each call may carry {cap / 1e6:.2f} MB "
+        f"(64 MiB - tree - {args.margin_mb} MiB margin)"
+        if not args.part_mb
+        else f"parts of {cap / 1e6:.2f} MB"
+    )
 
     # wheels, downloaded once per Python version into the cache
     wheel_dir = cache / f"wheels-cp{args.python_version.replace('.', '')}"
@@ -259,8 +304,10 @@ def main() -> None:
             if args.train_quality == "auto" and not args.smoke:
                 guess = estimate_train_bytes(train_paths, q)
                 if guess > room * 1.02:
-                    log(f"train at WebP quality {q}: about {guess / 1e6:.1f} MB, more than the {room / 1e6:.1f} MB "
-                        f"left in {args.max_parts} calls")
+                    log(
+                        f"train at WebP quality {q}: about {guess / 1e6:.1f} MB, more than the {room / 1e6:.1f} MB "
+                        f"left in {args.max_parts} calls"
+                    )
                     continue
             log(f"train: {len(train_paths)} images as WebP quality {q}")
             info_file.write_text(json.dumps(pack_images(train_paths, data, unit, q)))
@@ -270,11 +317,15 @@ def main() -> None:
             break
         log(f"train at WebP quality {q}: {size / 1e6:.2f} MB, more than the {room / 1e6:.2f} MB left")
     if train_unit is None:
-        raise SystemExit(f"the train images do not fit in {args.max_parts} calls even at WebP quality "
-                         f"{qualities[-1]}; allow more calls with --max-parts {args.max_parts + 1}")
+        raise SystemExit(
+            f"the train images do not fit in {args.max_parts} calls even at WebP quality "
+            f"{qualities[-1]}; allow more calls with --max-parts {args.max_parts + 1}"
+        )
     units.append(("train.zip", train_unit))
-    log(f"train.zip: {train_unit.stat().st_size / 1e6:.2f} MB ({train_info['images']} images, {train_info['codec']}, "
-        f"{train_info['psnr_vs_original_db']:.2f} dB PSNR against the originals)")
+    log(
+        f"train.zip: {train_unit.stat().st_size / 1e6:.2f} MB ({train_info['images']} images, {train_info['codec']}, "
+        f"{train_info['psnr_vs_original_db']:.2f} dB PSNR against the originals)"
+    )
 
     # cut into parts (the units get their plain names inside the parts)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -285,8 +336,12 @@ def main() -> None:
             named.append(link)
         info = {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
-            "python_version": args.python_version, "smoke": args.smoke, "git": git_facts(),
-            "tree_bytes": tree, "margin_bytes": margin, "device_limit_bytes": DEVICE_LIMIT,
+            "python_version": args.python_version,
+            "smoke": args.smoke,
+            "git": git_facts(),
+            "tree_bytes": tree,
+            "margin_bytes": margin,
+            "device_limit_bytes": DEVICE_LIMIT,
             "wheels": {"deps": [w.name for w in deps], "extras": [w.name for w in extras]},
             "data": {"source": str(data), "layout": "ucmerced", "train": train_info, "val": val_info},
         }
@@ -298,12 +353,16 @@ def main() -> None:
         manifest = write_parts(named, out, cap, info)
 
     print()
-    print(f"bundle: {out} ({sum(u['bytes'] for u in manifest['units']) / 1e6:.2f} MB in "
-          f"{len(manifest['parts'])} parts; built in {time.perf_counter() - t0:.0f} s)")
+    print(
+        f"bundle: {out} ({sum(u['bytes'] for u in manifest['units']) / 1e6:.2f} MB in "
+        f"{len(manifest['parts'])} parts; built in {time.perf_counter() - t0:.0f} s)"
+    )
     for part in manifest["parts"]:
         total = tree + part["bytes"]
-        print(f"  call with {part['name']}: carries {part['bytes'] / 1e6:6.2f} MB ({', '.join(part['units'])}); "
-              f"with the tree {total / 1e6:.2f} MB = {total / DEVICE_LIMIT:.1%} of 64 MiB")
+        print(
+            f"  call with {part['name']}: carries {part['bytes'] / 1e6:6.2f} MB ({', '.join(part['units'])}); "
+            f"with the tree {total / 1e6:.2f} MB = {total / DEVICE_LIMIT:.1%} of 64 MiB"
+        )
     rel = out.relative_to(REPO) if out.is_relative_to(REPO) else out
     print(f"device calls, in order, each with command 'bash benchmarks/gpu/run.sh' and carry [\"{rel}/partN\"]")
 

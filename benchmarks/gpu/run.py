@@ -66,6 +66,7 @@ def shipped(scale: int) -> Path:
 def model_name(scale: int) -> str:
     return f"degan-x{scale}-gpu.safetensors"
 
+
 SOURCE = ["geosr", "cli", "training", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
 STEPS = ("measure", "train", "evaluate")
 
@@ -139,19 +140,26 @@ class Run:
         copies = [(self.work / "measure" / "measure.json", "measure.json")]
         copies += [(self.work / model_name(s), model_name(s)) for s in scales]
         if len(scales) == 1:
-            copies += [(self.run_dir(scales[0]) / "log.csv", "train_log.csv"),
-                       (self.work / f"eval_val_x{scales[0]}.json", "eval_val.json")]
+            copies += [
+                (self.run_dir(scales[0]) / "log.csv", "train_log.csv"),
+                (self.work / f"eval_val_x{scales[0]}.json", "eval_val.json"),
+            ]
         for src, name in copies:
             if src.is_file():
                 shutil.copyfile(src, self.out / name)
-        members = [(self.work / "measure" / "measure.txt", "measure.txt"),
-                   (self.stage / bundle.MANIFEST, bundle.MANIFEST), (self.state_file, self.state_file.name)]
+        members = [
+            (self.work / "measure" / "measure.txt", "measure.txt"),
+            (self.stage / bundle.MANIFEST, bundle.MANIFEST),
+            (self.state_file, self.state_file.name),
+        ]
         for s in scales:
-            members += [(self.run_dir(s) / "config.toml", f"x{s}/config.toml"),
-                        (self.run_dir(s) / "log.csv", f"x{s}/train_log.csv"),
-                        (self.work / f"eval_val_x{s}.json", f"x{s}/eval_val.json"),
-                        (self.work / f"eval_shipped_x{s}.json", f"x{s}/eval_shipped.json"),
-                        (self.work / f"card_x{s}.txt", f"x{s}/card.txt")]
+            members += [
+                (self.run_dir(s) / "config.toml", f"x{s}/config.toml"),
+                (self.run_dir(s) / "log.csv", f"x{s}/train_log.csv"),
+                (self.work / f"eval_val_x{s}.json", f"x{s}/eval_val.json"),
+                (self.work / f"eval_shipped_x{s}.json", f"x{s}/eval_shipped.json"),
+                (self.work / f"card_x{s}.txt", f"x{s}/card.txt"),
+            ]
         tmp = self.out / "logs.tar.gz.tmp"
         with tarfile.open(tmp, "w:gz") as tar:
             for p in sorted(self.logs.glob("*.log")):
@@ -168,12 +176,22 @@ class Run:
     def summary(self) -> dict:
         manifest = bundle.staged_manifest(self.stage) or {}
         return {
-            "call": self.call, "device": self.args.device, "smoke": self.args.smoke,
-            "budget_s": self.args.budget_s, "spent_s": round(self.spent_before + self.elapsed(), 1),
-            "scales": self.args.scales, "shares": self.args.shares,
-            "this_call": self.results, "steps": self.state["steps"], "plans": self.state["plans"],
-            "bundle": {"created": manifest.get("created"), "parts": len(manifest.get("parts", [])),
-                       "data": manifest.get("data", {}), "git": manifest.get("git")},
+            "call": self.call,
+            "device": self.args.device,
+            "smoke": self.args.smoke,
+            "budget_s": self.args.budget_s,
+            "spent_s": round(self.spent_before + self.elapsed(), 1),
+            "scales": self.args.scales,
+            "shares": self.args.shares,
+            "this_call": self.results,
+            "steps": self.state["steps"],
+            "plans": self.state["plans"],
+            "bundle": {
+                "created": manifest.get("created"),
+                "parts": len(manifest.get("parts", [])),
+                "data": manifest.get("data", {}),
+                "git": manifest.get("git"),
+            },
             "missing_parts": self.state.get("missing_parts", []),
         }
 
@@ -183,8 +201,9 @@ class Run:
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         return env
 
-    def run(self, name: str, cmd: list[str], timeout: float, tail: int = 12,
-            watch: Callable[[], bool] | None = None) -> int:
+    def run(
+        self, name: str, cmd: list[str], timeout: float, tail: int = 12, watch: Callable[[], bool] | None = None
+    ) -> int:
         """Run ``cmd`` from the repository root with its output appended to logs/<name>.log; on timeout SIGTERM its
         process group (geosr train then saves its state), SIGKILL 30 s later. ``watch``, when given, is called about
         four times a second while the command runs: once it returns True, the command's own process (not its
@@ -195,8 +214,9 @@ class Run:
         with open(log, "a") as f:
             f.write(f"\n[call {self.call}] $ {shlex.join(cmd)}\n")
             f.flush()
-            p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=self.env(),
-                                 start_new_session=True)
+            p = subprocess.Popen(
+                cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=self.env(), start_new_session=True
+            )
             rc = None
             while rc is None:
                 try:
@@ -308,12 +328,18 @@ def step_install(r: Run) -> bool:
     base = r.args.python
     wheels = str(r.stage / "wheels")
     want = (bundle.staged_manifest(r.stage) or {}).get("python_version")
-    probe = subprocess.run([base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
-                           text=True)
+    probe = subprocess.run(
+        [base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+    )
     have = probe.stdout.strip() or f"not runnable ({probe.stderr.strip()[-200:]})"
     if want and have != want:
-        r.record("install", "failed", time.monotonic() - t, note=f"the bundle's wheels are for CPython {want}, "
-                 f"{base} is {have}: build the bundle with prepare.sh --python-version {have}")
+        r.record(
+            "install",
+            "failed",
+            time.monotonic() - t,
+            note=f"the bundle's wheels are for CPython {want}, "
+            f"{base} is {have}: build the bundle with prepare.sh --python-version {have}",
+        )
         return False
     if not Path(r.python).exists():
         rc = r.run("install", [base, "-m", "venv", "--system-site-packages", "--without-pip", str(r.venv)], 120)
@@ -322,17 +348,35 @@ def step_install(r: Run) -> bool:
             return False
     # The machine's Python may itself be a venv (PyTorch images often are): its site-packages are not the "system"
     # ones of a venv made from it, so they are added by a .pth file.
-    probe = subprocess.run([base, "-c", "import json, site; print(json.dumps(site.getsitepackages()))"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [base, "-c", "import json, site; print(json.dumps(site.getsitepackages()))"], capture_output=True, text=True
+    )
     site_dirs = json.loads(probe.stdout) if probe.returncode == 0 else []
-    venv_site = subprocess.run([r.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+    venv_site = subprocess.run(
+        [r.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(venv_site, "_geosr_gpu_base.pth").write_text("".join(f"{d}\n" for d in site_dirs))
-    pip = [r.python, "-m", "pip", "--disable-pip-version-check", "install", "--no-index", "--find-links", wheels,
-           "--no-warn-script-location"]
-    have_setuptools = subprocess.run(
-        [r.python, "-c", "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)"],
-        capture_output=True).returncode == 0
+    pip = [
+        r.python,
+        "-m",
+        "pip",
+        "--disable-pip-version-check",
+        "install",
+        "--no-index",
+        "--find-links",
+        wheels,
+        "--no-warn-script-location",
+    ]
+    have_setuptools = (
+        subprocess.run(
+            [r.python, "-c", "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)"],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     if not have_setuptools:
         rc = r.run("install", pip + ["setuptools>=64"], 300)
         if rc:
@@ -350,8 +394,13 @@ def step_install(r: Run) -> bool:
     rc = r.run("install", pip + ["--no-build-isolation", str(src)], 300)
     if rc:
         return install_failed(r, t, f"pip install failed (rc {rc})")
-    verify = subprocess.run([r.python, "-c", VERIFY, str(REPO / "examples" / "data" / "RGB.byte.tif"),
-                             r.args.device], capture_output=True, text=True, cwd="/", env=r.env())
+    verify = subprocess.run(
+        [r.python, "-c", VERIFY, str(REPO / "examples" / "data" / "RGB.byte.tif"), r.args.device],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=r.env(),
+    )
     with open(r.logs / "install.log", "a") as f:
         f.write(verify.stdout + verify.stderr)
     if verify.returncode:
@@ -360,15 +409,25 @@ def step_install(r: Run) -> bool:
     facts = json.loads(verify.stdout.strip().splitlines()[-1])
     if shutil.which("nvidia-smi"):
         r.run("nvidia-smi", ["nvidia-smi"], 60, tail=0)
-    r.record("install", "ok", time.monotonic() - t, note=f"{facts['hardware']}; torch {facts['torch']}, "
-             f"rasterio {facts['rasterio']} (GDAL {facts['gdal']})", source=digest, versions=facts)
+    r.record(
+        "install",
+        "ok",
+        time.monotonic() - t,
+        note=f"{facts['hardware']}; torch {facts['torch']}, rasterio {facts['rasterio']} (GDAL {facts['gdal']})",
+        source=digest,
+        versions=facts,
+    )
     return True
 
 
 def install_failed(r: Run, t: float, note: str) -> bool:
     if "extras.tar.xz" not in r.state["unpacked"]:
-        r.record("install", "waiting", time.monotonic() - t,
-                 note=f"{note}; retried once extras.tar.xz is staged (see logs/install.log)")
+        r.record(
+            "install",
+            "waiting",
+            time.monotonic() - t,
+            note=f"{note}; retried once extras.tar.xz is staged (see logs/install.log)",
+        )
     else:
         r.record("install", "failed", time.monotonic() - t, note=f"{note} (see logs/install.log)")
     return False
@@ -385,8 +444,16 @@ def step_measure(r: Run) -> None:
         r.record("measure", "skipped", 0, note=f"{r.left():.0f} s of the budget left")
         return
     t = time.monotonic()
-    cmd = [r.python, "benchmarks/gpu/measure.py", "--device", r.args.device, "--out", str(r.work / "measure"),
-           "--budget-s", f"{budget:.0f}"] + (["--smoke"] if r.args.smoke else [])
+    cmd = [
+        r.python,
+        "benchmarks/gpu/measure.py",
+        "--device",
+        r.args.device,
+        "--out",
+        str(r.work / "measure"),
+        "--budget-s",
+        f"{budget:.0f}",
+    ] + (["--smoke"] if r.args.smoke else [])
     rc = r.run("measure", cmd, budget + 180, tail=25)
     result = r.work / "measure" / "measure.json"
     ok = rc == 0 and result.is_file()
@@ -394,11 +461,14 @@ def step_measure(r: Run) -> None:
     note = f"rc {rc} (see logs/measure.log)"
     if ok:
         dev = r.args.device
-        checked = {True: f"{dev} vs CPU passed", False: f"{dev} vs CPU FAILED"}.get(facts.get("consistency_passed"),
-                                                                                  f"{dev} vs CPU not measured")
+        checked = {True: f"{dev} vs CPU passed", False: f"{dev} vs CPU FAILED"}.get(
+            facts.get("consistency_passed"), f"{dev} vs CPU not measured"
+        )
         note = f"{checked}; {len(facts['speed'])} speed cases" + (
-            f"; {facts['big']['size']}^2 x4 {facts['big']['seconds']:.0f} s" if facts.get("big", {}).get("seconds")
-            else "")
+            f"; {facts['big']['size']}^2 x4 {facts['big']['seconds']:.0f} s"
+            if facts.get("big", {}).get("seconds")
+            else ""
+        )
     r.record("measure", "ok" if ok else "failed", time.monotonic() - t, note=note, **facts)
 
 
@@ -407,12 +477,27 @@ def measure_facts(m: dict) -> dict:
     c = m.get("consistency", {})
     if "cases" in c:
         facts["consistency_passed"] = c["passed"]
-        facts["consistency"] = {k: {"mean": round(v["mean"], 4), "p999": v["p999"], "max": v["max"]}
-                                for k, v in c["cases"].items()}
+        facts["consistency"] = {
+            k: {"mean": round(v["mean"], 4), "p999": v["p999"], "max": v["max"]} for k, v in c["cases"].items()
+        }
     rows = m.get("speed", {}).get("rows", [])
-    facts["speed"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
-                       if k in ("tile", "batch", "precision", "model_only_mpx_s", "end_to_end_mpx_s",
-                                "end_to_end_over_model_only", "peak_gpu_memory_gib")} for row in rows]
+    facts["speed"] = [
+        {
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in row.items()
+            if k
+            in (
+                "tile",
+                "batch",
+                "precision",
+                "model_only_mpx_s",
+                "end_to_end_mpx_s",
+                "end_to_end_over_model_only",
+                "peak_gpu_memory_gib",
+            )
+        }
+        for row in rows
+    ]
     big = m.get("big", {})
     if "label" in big:
         facts["big"] = {"size": big["size"], "seconds": big.get("seconds"), "label": big["label"]}
@@ -443,11 +528,19 @@ def step_train(r: Run, scale: int, pending: list[int]) -> None:
     split = plan.split_training(r.left(), pending, r.args.shares, timing, "evaluate" in r.args.steps)
     seconds = split.get(scale, 0.0)
     if seconds < timing.min_train_s:
-        r.record(key, "skipped", 0, note=f"{r.left():.0f} s of the budget left: {seconds:.0f} s of training for "
-                 f"x{scale}, under the {timing.min_train_s:.0f} s a scale needs")
+        r.record(
+            key,
+            "skipped",
+            0,
+            note=f"{r.left():.0f} s of the budget left: {seconds:.0f} s of training for "
+            f"x{scale}, under the {timing.min_train_s:.0f} s a scale needs",
+        )
         return
-    r.say(f"{key}: {seconds:.0f} s of training (" + ", ".join(f"x{s} {v:.0f} s" for s, v in split.items())
-          + f" of {r.left():.0f} s left)")
+    r.say(
+        f"{key}: {seconds:.0f} s of training ("
+        + ", ".join(f"x{s} {v:.0f} s" for s, v in split.items())
+        + f" of {r.left():.0f} s left)"
+    )
     t = time.monotonic()
     run_dir = r.run_dir(scale)
     if r.args.fresh or not (run_dir / "checkpoints" / "state.pt").is_file():
@@ -458,13 +551,27 @@ def step_train(r: Run, scale: int, pending: list[int]) -> None:
     patch, batch = patch_and_batch(r)
     manifest = bundle.staged_manifest(r.stage) or {}
     hardware = r.state["steps"].get("install", {}).get("versions", {}).get("hardware", r.args.device)
-    facts.update(scale=scale, hardware=hardware, train_s=round(seconds), plan=r.state["plans"].get(str(scale)),
-                 patch_size=patch, batch_size=batch, lr=r.args.lr, lr_min_factor=r.args.lr_min_factor,
-                 warmup_steps=r.args.warmup_steps, data=manifest.get("data", {}).get("train", {}),
-                 date=time.strftime("%Y-%m-%d", time.gmtime()))
+    facts.update(
+        scale=scale,
+        hardware=hardware,
+        train_s=round(seconds),
+        plan=r.state["plans"].get(str(scale)),
+        patch_size=patch,
+        batch_size=batch,
+        lr=r.args.lr,
+        lr_min_factor=r.args.lr_min_factor,
+        warmup_steps=r.args.warmup_steps,
+        data=manifest.get("data", {}).get("train", {}),
+        date=time.strftime("%Y-%m-%d", time.gmtime()),
+    )
     ok = rc in (0, 130) and (run_dir / "last.safetensors").is_file()
-    r.record(key, "ok" if ok else "failed", time.monotonic() - t,
-             note=(f"{facts.get('steps', 0)} steps" if ok else f"rc {rc} (see logs/{key}.log)"), **facts)
+    r.record(
+        key,
+        "ok" if ok else "failed",
+        time.monotonic() - t,
+        note=(f"{facts.get('steps', 0)} steps" if ok else f"rc {rc} (see logs/{key}.log)"),
+        **facts,
+    )
 
 
 def train_run(r: Run, scale: int, run_dir: Path, seconds: float) -> int:
@@ -476,18 +583,28 @@ def train_run(r: Run, scale: int, run_dir: Path, seconds: float) -> int:
     p = r.state["plans"].get(str(scale))
     if p is None:  # the length from the recorded rate, until the run's own is measured
         rate = plan.RECORDED_STEPS_PER_S[scale]
-        p = {"max_steps": plan.planned_steps(start, rate, seconds - timing.first_steps_s, timing),
-             "recorded_steps_per_s": rate, "measured_steps_per_s": None, "restarts": 0}
+        p = {
+            "max_steps": plan.planned_steps(start, rate, seconds - timing.first_steps_s, timing),
+            "recorded_steps_per_s": rate,
+            "measured_steps_per_s": None,
+            "restarts": 0,
+        }
         r.state["plans"][str(scale)] = p
         r.save()
     resume = (run_dir / "checkpoints" / "state.pt").is_file()
     watch = None
     if not p["measured_steps_per_s"]:
-        watch = RateWatch(run_dir / "log.csv", start, before, seconds, p["max_steps"], patch_and_batch(r)[1], timing,
-                          launch)
+        watch = RateWatch(
+            run_dir / "log.csv", start, before, seconds, p["max_steps"], patch_and_batch(r)[1], timing, launch
+        )
     name = f"train_x{scale}"
-    rc = r.run(name, train_command(r, scale, run_dir, p["max_steps"], seconds, resume=resume),
-               seconds + timing.setup_s + 120, tail=15, watch=watch)
+    rc = r.run(
+        name,
+        train_command(r, scale, run_dir, p["max_steps"], seconds, resume=resume),
+        seconds + timing.setup_s + 120,
+        tail=15,
+        watch=watch,
+    )
     if watch is None or watch.probe is None:
         return rc
     p.update(measured_steps_per_s=round(watch.probe.steps_per_s, 3))
@@ -495,13 +612,21 @@ def train_run(r: Run, scale: int, run_dir: Path, seconds: float) -> int:
         left = seconds - (time.monotonic() - launch)
         stop = max([row.step for row in plan.log_rows(run_dir / "log.csv")] + [watch.probe.step])
         was = p["max_steps"]
-        p.update(max_steps=plan.planned_steps(stop, watch.probe.steps_per_s, left - watch.probe.first_steps_s,
-                                              timing), restarts=p["restarts"] + 1)
-        r.say(f"{name}: {watch.probe.steps_per_s:.1f} steps/s measured; the schedule set for {was} steps is "
-              f"resumed at step {stop} for {p['max_steps']}")
+        p.update(
+            max_steps=plan.planned_steps(stop, watch.probe.steps_per_s, left - watch.probe.first_steps_s, timing),
+            restarts=p["restarts"] + 1,
+        )
+        r.say(
+            f"{name}: {watch.probe.steps_per_s:.1f} steps/s measured; the schedule set for {was} steps is "
+            f"resumed at step {stop} for {p['max_steps']}"
+        )
         r.save()
-        rc = r.run(name, train_command(r, scale, run_dir, p["max_steps"], left, resume=True),
-                   left + timing.setup_s + 120, tail=15)
+        rc = r.run(
+            name,
+            train_command(r, scale, run_dir, p["max_steps"], left, resume=True),
+            left + timing.setup_s + 120,
+            tail=15,
+        )
     r.save()
     return rc
 
@@ -511,8 +636,17 @@ class RateWatch:
     first steps are logged (plan.probe), whether to restart it for another length (plan.restart). ``probe`` and
     ``stopped`` say what it found; True asks for the run to be stopped."""
 
-    def __init__(self, log: Path, start: int, before_s: float, seconds: float, planned: int, batch: int,
-                 timing: plan.Timing, launch: float) -> None:
+    def __init__(
+        self,
+        log: Path,
+        start: int,
+        before_s: float,
+        seconds: float,
+        planned: int,
+        batch: int,
+        timing: plan.Timing,
+        launch: float,
+    ) -> None:
         self.log, self.start, self.before_s, self.seconds = log, start, before_s, seconds
         self.planned, self.batch, self.timing, self.launch = planned, batch, timing, launch
         self.probe: plan.Probe | None = None
@@ -521,8 +655,7 @@ class RateWatch:
     def __call__(self) -> bool:
         if self.probe is not None:
             return False
-        self.probe = plan.probe(plan.log_rows(self.log), self.start, self.before_s, self.batch,
-                                self.timing.probe_steps)
+        self.probe = plan.probe(plan.log_rows(self.log), self.start, self.before_s, self.batch, self.timing.probe_steps)
         if self.probe is None:
             return False
         found, timing = self.probe, self.timing
@@ -535,20 +668,68 @@ class RateWatch:
 
 def train_command(r: Run, scale: int, run_dir: Path, max_steps: int, seconds: float, *, resume: bool) -> list[str]:
     """geosr train for at most ``seconds`` of training, its cosine schedule ending at step ``max_steps``."""
-    limits = ["--max-steps", str(max_steps), "--max-minutes", f"{max(seconds, 6.0) / 60:.2f}",
-              "--val-every-steps", str(plan.val_every(max_steps))]
+    limits = [
+        "--max-steps",
+        str(max_steps),
+        "--max-minutes",
+        f"{max(seconds, 6.0) / 60:.2f}",
+        "--val-every-steps",
+        str(plan.val_every(max_steps)),
+    ]
     if resume:
         return r.geosr + ["train", "--resume", str(run_dir)] + limits
     patch, batch = patch_and_batch(r)
     cmd = r.geosr + [
-        "train", "--data", str(r.data), "--out", str(run_dir), "--scale", str(scale), "--global-skip",
-        "--res-scale", "0.1", "--no-diffusion", "--mse-weight", "1", "--perceptual-weight", "0",
-        "--adversarial-weight", "0", "--feature-matching-weight", "0", "--init-from", str(shipped(scale)),
-        "--lr-g", str(r.args.lr), "--lr-schedule", "cosine", "--lr-min-factor", str(r.args.lr_min_factor),
-        "--lr-warmup-steps", str(r.args.warmup_steps), "--lr-decay-epochs", "", "--epochs", "1000",
-        "--val-every", "0", "--device", r.args.device, "--precision", "bf16", "--name", f"degan-x{scale}",
-        "--seed", "0", "--patch-size", str(patch), "--batch-size", str(batch), "--log-every",
-        str(r.timing.log_every)]
+        "train",
+        "--data",
+        str(r.data),
+        "--out",
+        str(run_dir),
+        "--scale",
+        str(scale),
+        "--global-skip",
+        "--res-scale",
+        "0.1",
+        "--no-diffusion",
+        "--mse-weight",
+        "1",
+        "--perceptual-weight",
+        "0",
+        "--adversarial-weight",
+        "0",
+        "--feature-matching-weight",
+        "0",
+        "--init-from",
+        str(shipped(scale)),
+        "--lr-g",
+        str(r.args.lr),
+        "--lr-schedule",
+        "cosine",
+        "--lr-min-factor",
+        str(r.args.lr_min_factor),
+        "--lr-warmup-steps",
+        str(r.args.warmup_steps),
+        "--lr-decay-epochs",
+        "",
+        "--epochs",
+        "1000",
+        "--val-every",
+        "0",
+        "--device",
+        r.args.device,
+        "--precision",
+        "bf16",
+        "--name",
+        f"degan-x{scale}",
+        "--seed",
+        "0",
+        "--patch-size",
+        str(patch),
+        "--batch-size",
+        str(batch),
+        "--log-every",
+        str(r.timing.log_every),
+    ]
     if r.args.smoke:
         cmd += ["--val-images", "2", "--checkpoint-every-steps", "1", "--num-workers", "0"]
     else:
@@ -566,12 +747,21 @@ def train_facts(run_dir: Path) -> dict:
     rows = list(csv.DictReader(log.open()))
     train = [x for x in rows if x.get("kind") == "train"]
     val = [x for x in rows if x.get("kind") == "val"]
-    rates = sorted(float(x["patches_per_s"]) for x in train[len(train) // 4:] if x.get("patches_per_s"))
-    facts = {"steps": int(float(train[-1]["step"])) if train else 0,
-             "elapsed_s": float(train[-1]["elapsed_s"]) if train else 0.0,
-             "patches_per_s_median": rates[len(rates) // 2] if rates else None,
-             "val": [{"step": int(float(x["step"])), "psnr": float(x["val_psnr"]), "ssim": float(x["val_ssim"]),
-                      "psnr_bicubic": float(x["val_psnr_bicubic"])} for x in val]}
+    rates = sorted(float(x["patches_per_s"]) for x in train[len(train) // 4 :] if x.get("patches_per_s"))
+    facts = {
+        "steps": int(float(train[-1]["step"])) if train else 0,
+        "elapsed_s": float(train[-1]["elapsed_s"]) if train else 0.0,
+        "patches_per_s_median": rates[len(rates) // 2] if rates else None,
+        "val": [
+            {
+                "step": int(float(x["step"])),
+                "psnr": float(x["val_psnr"]),
+                "ssim": float(x["val_ssim"]),
+                "psnr_bicubic": float(x["val_psnr_bicubic"]),
+            }
+            for x in val
+        ],
+    }
     return facts
 
 
@@ -590,14 +780,29 @@ def step_evaluate(r: Run, scale: int) -> None:
     model = r.work / model_name(scale)
     geosr = r.geosr
     export, evaluate_log = f"export_x{scale}", f"evaluate_x{scale}"
-    rc = r.run(export, geosr + ["export", str(source), "-o", str(model), "--name", f"degan-x{scale}", "--dtype",
-                                "fp16", "--overwrite"], 300)
+    rc = r.run(
+        export,
+        geosr
+        + ["export", str(source), "-o", str(model), "--name", f"degan-x{scale}", "--dtype", "fp16", "--overwrite"],
+        300,
+    )
     if rc:
         r.record(key, "failed", time.monotonic() - t, note=f"export rc {rc} (see logs/{export}.log)")
         return
     limit = ["--max-images", "2"] if r.args.smoke else []
-    evaluate = ["evaluate", "-d", str(r.data), "--split", "val", "--scale", str(scale), "--device", r.args.device,
-                "--precision", "fp32"] + limit
+    evaluate = [
+        "evaluate",
+        "-d",
+        str(r.data),
+        "--split",
+        "val",
+        "--scale",
+        str(scale),
+        "--device",
+        r.args.device,
+        "--precision",
+        "fp32",
+    ] + limit
     report = r.work / f"eval_val_x{scale}.json"
     rc = r.run(evaluate_log, geosr + evaluate + ["-m", str(model), "-o", str(report)], max(120, r.left()))
     if rc or not report.is_file():
@@ -607,16 +812,26 @@ def step_evaluate(r: Run, scale: int) -> None:
     if r.left() > 30:
         r.run(evaluate_log, geosr + evaluate + ["-m", str(shipped(scale)), "-o", str(baseline)], max(60, r.left()))
     notes = card_notes(r.state["steps"][f"train_x{scale}"])
-    rc = r.run(export, geosr + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"]
-               + [a for n in notes for a in ("--note", n)], 300)
+    rc = r.run(
+        export,
+        geosr
+        + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"]
+        + [a for n in notes for a in ("--note", n)],
+        300,
+    )
     r.run(f"card_x{scale}", geosr + ["info", str(model)], 120, tail=0)
     shutil.copyfile(r.logs / f"card_x{scale}.log", r.work / f"card_x{scale}.txt")
     facts = {"model": evaluation_means(report)}
     if baseline.is_file():
         facts["shipped"] = evaluation_means(baseline)
     facts["scale"] = scale
-    r.record(key, "ok" if rc == 0 else "failed", time.monotonic() - t,
-             note=_eval_note(facts) if rc == 0 else f"export --metrics rc {rc}", **facts)
+    r.record(
+        key,
+        "ok" if rc == 0 else "failed",
+        time.monotonic() - t,
+        note=_eval_note(facts) if rc == 0 else f"export --metrics rc {rc}",
+        **facts,
+    )
 
 
 def card_notes(train: dict) -> list[str]:
@@ -654,8 +869,10 @@ def _eval_note(facts: dict) -> str:
     note = f"val {m.get('psnr', float('nan')):.3f} dB / {m.get('ssim', float('nan')):.4f}"
     if "shipped" in facts:
         s = facts["shipped"]
-        note += (f" (shipped degan-x{facts.get('scale', 4)} {s.get('psnr', float('nan')):.3f} / "
-                 f"{s.get('ssim', float('nan')):.4f})")
+        note += (
+            f" (shipped degan-x{facts.get('scale', 4)} {s.get('psnr', float('nan')):.3f} / "
+            f"{s.get('ssim', float('nan')):.4f})"
+        )
     return note
 
 
@@ -663,25 +880,31 @@ def _eval_note(facts: dict) -> str:
 
 
 def summary_lines(s: dict) -> list[str]:
-    lines = [f"geosr GPU run, call {s['call']} on {s['device']}{' (smoke)' if s['smoke'] else ''}: "
-             f"{s['spent_s']:.0f} s of the {s['budget_s']:.0f} s budget spent over the calls"]
+    lines = [
+        f"geosr GPU run, call {s['call']} on {s['device']}{' (smoke)' if s['smoke'] else ''}: "
+        f"{s['spent_s']:.0f} s of the {s['budget_s']:.0f} s budget spent over the calls"
+    ]
     for step, res in s["steps"].items():
-        lines.append(f"  {step:<11} {res['status']:<8} call {res['call']}, {res['seconds']:.0f} s  "
-                     f"{res.get('note', '')}")
+        lines.append(
+            f"  {step:<11} {res['status']:<8} call {res['call']}, {res['seconds']:.0f} s  {res.get('note', '')}"
+        )
     for step, res in s["this_call"].items():
         if step not in s["steps"]:
             lines.append(f"  {step:<11} {res['status']:<8} {res.get('note', '')}")
     steps = s["steps"]
     m = steps.get("measure", {})
     if "consistency" in m:
-        lines.append(f"{s['device']} vs CPU fp32: {'passed' if m['consistency_passed'] else 'FAILED'} "
-                     + ", ".join(f"{k} mean {v['mean']:.3f} / p99.9 {v['p999']:.0f} levels"
-                                 for k, v in m["consistency"].items()))
+        lines.append(
+            f"{s['device']} vs CPU fp32: {'passed' if m['consistency_passed'] else 'FAILED'} "
+            + ", ".join(f"{k} mean {v['mean']:.3f} / p99.9 {v['p999']:.0f} levels" for k, v in m["consistency"].items())
+        )
     for row in m.get("speed", []):
         peak = row.get("peak_gpu_memory_gib")
-        lines.append(f"  tile {row['tile']:>4} batch {row['batch']:>4} {row['precision']}: model "
-                     f"{row['model_only_mpx_s']:.3g} Mpx/s, end-to-end {row['end_to_end_mpx_s']:.3g} Mpx/s "
-                     f"({row['end_to_end_over_model_only']:.0%})" + (f", peak {peak:.2f} GiB" if peak else ""))
+        lines.append(
+            f"  tile {row['tile']:>4} batch {row['batch']:>4} {row['precision']}: model "
+            f"{row['model_only_mpx_s']:.3g} Mpx/s, end-to-end {row['end_to_end_mpx_s']:.3g} Mpx/s "
+            f"({row['end_to_end_over_model_only']:.0%})" + (f", peak {peak:.2f} GiB" if peak else "")
+        )
     if "big" in m:
         b = m["big"]
         t = f"{b['seconds']:.1f} s" if b.get("seconds") else "unknown"
@@ -699,16 +922,22 @@ def _scale_lines(scale: int, t: dict, e: dict) -> list[str]:
     if t.get("steps"):
         rate, p = t.get("patches_per_s_median"), t.get("plan") or {}
         measured = p.get("measured_steps_per_s")
-        sized = f"recorded {p.get('recorded_steps_per_s', float('nan')):.1f} steps/s" + (
-            f", measured {measured:.1f}" if measured else ", not measured") + (
-            f", {p['restarts']} restart" + ("s" if p["restarts"] > 1 else "") if p.get("restarts") else "")
-        lines.append(f"train x{scale}: {t['steps']} steps in {t.get('elapsed_s', 0):.0f} s on {t.get('hardware')}"
-                     + (f", {rate:.1f} HR patches/s" if rate else "")
-                     + f"; cosine to {t.get('lr_min_factor')} x lr {t.get('lr')} at step {p.get('max_steps')} "
-                     f"({sized})")
+        sized = (
+            f"recorded {p.get('recorded_steps_per_s', float('nan')):.1f} steps/s"
+            + (f", measured {measured:.1f}" if measured else ", not measured")
+            + (f", {p['restarts']} restart" + ("s" if p["restarts"] > 1 else "") if p.get("restarts") else "")
+        )
+        lines.append(
+            f"train x{scale}: {t['steps']} steps in {t.get('elapsed_s', 0):.0f} s on {t.get('hardware')}"
+            + (f", {rate:.1f} HR patches/s" if rate else "")
+            + f"; cosine to {t.get('lr_min_factor')} x lr {t.get('lr')} at step {p.get('max_steps')} "
+            f"({sized})"
+        )
         for v in t.get("val", []):
-            lines.append(f"  step {v['step']:>5}: val PSNR {v['psnr']:.3f} dB, SSIM {v['ssim']:.4f} "
-                         f"(bicubic {v['psnr_bicubic']:.3f})")
+            lines.append(
+                f"  step {v['step']:>5}: val PSNR {v['psnr']:.3f} dB, SSIM {v['ssim']:.4f} "
+                f"(bicubic {v['psnr_bicubic']:.3f})"
+            )
     if "model" in e:
         lines.append(f"evaluate x{scale} (val split): {_eval_note(e)}")
     return lines
@@ -717,44 +946,102 @@ def _scale_lines(scale: int, t: dict, e: dict) -> list[str]:
 def main() -> int:
     smoke_env = os.environ.get("GEOSR_GPU_SMOKE", "") not in ("", "0")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", default=str(REPO / "benchmarks" / "gpu" / "bundle"),
-                   help="where the carried parts are (default benchmarks/gpu/bundle)")
-    p.add_argument("--stage", default=os.environ.get("GEOSR_GPU_STAGE", "/tmp/geosr-gpu"),
-                   help="staging folder kept between the calls of one machine (GEOSR_GPU_STAGE)")
-    p.add_argument("--out", default=os.environ.get("OUT") or None,
-                   help="output folder (default $OUT, as the device tool sets it, else STAGE/out)")
+    p.add_argument(
+        "--bundle",
+        default=str(REPO / "benchmarks" / "gpu" / "bundle"),
+        help="where the carried parts are (default benchmarks/gpu/bundle)",
+    )
+    p.add_argument(
+        "--stage",
+        default=os.environ.get("GEOSR_GPU_STAGE", "/tmp/geosr-gpu"),
+        help="staging folder kept between the calls of one machine (GEOSR_GPU_STAGE)",
+    )
+    p.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or None,
+        help="output folder (default $OUT, as the device tool sets it, else STAGE/out)",
+    )
     p.add_argument("--device", default=os.environ.get("GEOSR_GPU_DEVICE", "cuda"))
-    p.add_argument("--python", default=os.environ.get("GEOSR_GPU_PYTHON", sys.executable),
-                   help="the Python that has PyTorch (default: the one running this)")
-    p.add_argument("--budget-s", type=float, default=float(os.environ.get("GEOSR_GPU_BUDGET_S", 0) or 0) or None,
-                   help="wall-clock budget of all calls together (default 720; smoke 240)")
-    p.add_argument("--measure-s", type=float, default=float(os.environ.get("GEOSR_GPU_MEASURE_S", 0) or 0) or None,
-                   help="budget of the measurement (default 210; smoke 40)")
-    p.add_argument("--after-train-s", type=float, default=None,
-                   help="time kept for export and evaluation after each scale's training (default 120; smoke 60)")
-    p.add_argument("--steps", default=os.environ.get("GEOSR_GPU_STEPS", ",".join(STEPS)),
-                   help="which of measure,train,evaluate to run (GEOSR_GPU_STEPS)")
-    p.add_argument("--lr", type=float, default=float(os.environ.get("GEOSR_GPU_LR", "1e-4")),
-                   help="the generator's learning rate after the warm-up (GEOSR_GPU_LR; default 1e-4)")
-    p.add_argument("--lr-min-factor", type=float, default=float(os.environ.get("GEOSR_GPU_LR_MIN_FACTOR", "0.02")),
-                   help="where the cosine decay ends, as a factor on --lr (GEOSR_GPU_LR_MIN_FACTOR; default 0.02)")
-    p.add_argument("--warmup-steps", type=int, default=int(os.environ.get("GEOSR_GPU_WARMUP_STEPS", 0) or 0) or None,
-                   help="linear warm-up steps, longer than the 20 steps the rate is measured over "
-                        "(GEOSR_GPU_WARMUP_STEPS; default 50; smoke 3)")
-    p.add_argument("--scales", default=None,
-                   help="the models to train, in order, each from the shipped degan-xN (GEOSR_GPU_SCALES; default 4,2)")
-    p.add_argument("--scale", type=int, choices=(2, 4), default=None,
-                   help="train this one model only, as --scales N (GEOSR_GPU_SCALE)")
-    p.add_argument("--shares", default=os.environ.get("GEOSR_GPU_SHARES"),
-                   help="each scale's share of the training time, in the order of --scales (GEOSR_GPU_SHARES; "
-                        "default 0.6,0.4)")
-    p.add_argument("--patch", type=int, default=int(os.environ.get("GEOSR_GPU_PATCH", "256")),
-                   help="HR training patch side; the card's tile is patch / scale (GEOSR_GPU_PATCH; default 256, the "
-                        "paper's; 128 keeps degan-x2's 64-px tiles)")
-    p.add_argument("--smoke", action="store_true", default=smoke_env,
-                   help="tiny sizes, a few steps, 2 val images (GEOSR_GPU_SMOKE=1); use with --device cpu to test")
-    p.add_argument("--fresh", action="store_true",
-                   help="forget the steps done in earlier calls and start the training over")
+    p.add_argument(
+        "--python",
+        default=os.environ.get("GEOSR_GPU_PYTHON", sys.executable),
+        help="the Python that has PyTorch (default: the one running this)",
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=float(os.environ.get("GEOSR_GPU_BUDGET_S", 0) or 0) or None,
+        help="wall-clock budget of all calls together (default 720; smoke 240)",
+    )
+    p.add_argument(
+        "--measure-s",
+        type=float,
+        default=float(os.environ.get("GEOSR_GPU_MEASURE_S", 0) or 0) or None,
+        help="budget of the measurement (default 210; smoke 40)",
+    )
+    p.add_argument(
+        "--after-train-s",
+        type=float,
+        default=None,
+        help="time kept for export and evaluation after each scale's training (default 120; smoke 60)",
+    )
+    p.add_argument(
+        "--steps",
+        default=os.environ.get("GEOSR_GPU_STEPS", ",".join(STEPS)),
+        help="which of measure,train,evaluate to run (GEOSR_GPU_STEPS)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=float(os.environ.get("GEOSR_GPU_LR", "1e-4")),
+        help="the generator's learning rate after the warm-up (GEOSR_GPU_LR; default 1e-4)",
+    )
+    p.add_argument(
+        "--lr-min-factor",
+        type=float,
+        default=float(os.environ.get("GEOSR_GPU_LR_MIN_FACTOR", "0.02")),
+        help="where the cosine decay ends, as a factor on --lr (GEOSR_GPU_LR_MIN_FACTOR; default 0.02)",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=int(os.environ.get("GEOSR_GPU_WARMUP_STEPS", 0) or 0) or None,
+        help="linear warm-up steps, longer than the 20 steps the rate is measured over "
+        "(GEOSR_GPU_WARMUP_STEPS; default 50; smoke 3)",
+    )
+    p.add_argument(
+        "--scales",
+        default=None,
+        help="the models to train, in order, each from the shipped degan-xN (GEOSR_GPU_SCALES; default 4,2)",
+    )
+    p.add_argument(
+        "--scale",
+        type=int,
+        choices=(2, 4),
+        default=None,
+        help="train this one model only, as --scales N (GEOSR_GPU_SCALE)",
+    )
+    p.add_argument(
+        "--shares",
+        default=os.environ.get("GEOSR_GPU_SHARES"),
+        help="each scale's share of the training time, in the order of --scales (GEOSR_GPU_SHARES; default 0.6,0.4)",
+    )
+    p.add_argument(
+        "--patch",
+        type=int,
+        default=int(os.environ.get("GEOSR_GPU_PATCH", "256")),
+        help="HR training patch side; the card's tile is patch / scale (GEOSR_GPU_PATCH; default 256, the "
+        "paper's; 128 keeps degan-x2's 64-px tiles)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        default=smoke_env,
+        help="tiny sizes, a few steps, 2 val images (GEOSR_GPU_SMOKE=1); use with --device cpu to test",
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="forget the steps done in earlier calls and start the training over"
+    )
     args = p.parse_args()
     if args.scale is None and args.scales is None:  # the command line's choice first, then the environment's
         args.scale, args.scales = os.environ.get("GEOSR_GPU_SCALE") or None, os.environ.get("GEOSR_GPU_SCALES")
@@ -774,8 +1061,10 @@ def main() -> int:
         p.error(f"--steps: {', '.join(sorted(unknown))} not among {', '.join(STEPS)}")
 
     r = Run(args)
-    r.say(f"call {r.call}: stage {r.stage}, out {r.out}, device {args.device}, "
-          f"{r.left():.0f} s of the {args.budget_s:.0f} s budget left")
+    r.say(
+        f"call {r.call}: stage {r.stage}, out {r.out}, device {args.device}, "
+        f"{r.left():.0f} s of the {args.budget_s:.0f} s budget left"
+    )
     if step_stage(r) and step_install(r):
         step_measure(r)
         for i, scale in enumerate(args.scales):  # each model trained, then exported and evaluated

@@ -73,8 +73,12 @@ class GeneratorConfig:
             (self.refiner in REFINERS, f"refiner must be one of {REFINERS}, got {self.refiner!r}"),
             (_int_in(self.refiner_base, 8, 256), f"refiner_base must be 8..256, got {self.refiner_base!r}"),
             (isinstance(self.global_skip, bool), f"global_skip must be true or false, got {self.global_skip!r}"),
-            (isinstance(self.res_scale, (int, float)) and not isinstance(self.res_scale, bool)
-             and 0 < self.res_scale <= 1, f"res_scale must be in (0, 1], got {self.res_scale!r}"),
+            (
+                isinstance(self.res_scale, (int, float))
+                and not isinstance(self.res_scale, bool)
+                and 0 < self.res_scale <= 1,
+                f"res_scale must be in (0, 1], got {self.res_scale!r}",
+            ),
         ]
         if self.global_skip and self.in_channels != self.out_channels:
             checks.append((False, "global_skip needs in_channels == out_channels"))
@@ -156,9 +160,7 @@ class Generator(nn.Module):
     def scale(self) -> int:
         return self.config.scale
 
-    def forward(
-        self, x: torch.Tensor, t: torch.Tensor | float | None = None, perturb: bool = False
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | None = None, perturb: bool = False) -> torch.Tensor:
         """Super-resolve ``x`` (B, in_channels, h, w) in [-1, 1] to (B, out_channels, s*h, s*w).
 
         t: the diffusion step in [0, 1], a float or a (B,) tensor; 0 (clean features) when None.
@@ -166,9 +168,7 @@ class Generator(nn.Module):
             (per sample), so the refiner learns to denoise at every level. Training only; inference keeps it off.
         """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input of shape (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
         b, _, h, w = x.shape
         s = self.config.scale
         f = self.head(x)  # (B, C, h, w)

@@ -158,8 +158,11 @@ def gdal_messages_logged() -> Iterator[None]:
     messages are caught.
     """
     gdal, tiff = _gdal_libraries()
-    restore = [_swap(gdal, "CPLSetErrorHandler", _log_gdal), _swap(tiff, "TIFFSetErrorHandler", _log_tiff_error),
-               _swap(tiff, "TIFFSetWarningHandler", _log_tiff_warning)]
+    restore = [
+        _swap(gdal, "CPLSetErrorHandler", _log_gdal),
+        _swap(tiff, "TIFFSetErrorHandler", _log_tiff_error),
+        _swap(tiff, "TIFFSetWarningHandler", _log_tiff_warning),
+    ]
     try:
         with rasterio.Env():
             yield

@@ -27,14 +27,18 @@ def check_output_name(path: str | os.PathLike, cog: bool = False) -> str:
     from the name alone) for a suffix geosr does not write, and for ``cog`` with a PNG or JPEG name: the two
     exclude each other."""
     if str(path).startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(path)):
-        raise OptionError(f"{path}: geosr writes outputs to local files (a temporary file, checked, then renamed), "
-                          "not to GDAL's virtual file systems or URLs; give a local path and copy the result",
-                          option="--output")
+        raise OptionError(
+            f"{path}: geosr writes outputs to local files (a temporary file, checked, then renamed), "
+            "not to GDAL's virtual file systems or URLs; give a local path and copy the result",
+            option="--output",
+        )
     path = Path(path)
     driver = output_driver(path)
     if cog and driver != "GTiff":
-        raise OptionError(f"{path}: --cog writes a GeoTIFF, but the name asks for {driver}; drop --cog or name the "
-                          "output .tif", option="--cog")
+        raise OptionError(
+            f"{path}: --cog writes a GeoTIFF, but the name asks for {driver}; drop --cog or name the output .tif",
+            option="--cog",
+        )
     return driver
 
 
@@ -42,8 +46,12 @@ def same_file(a: str | os.PathLike | RemoteSource, b: str | os.PathLike | Remote
     """Whether ``a`` and ``b`` name one file or folder: the same absolute path, or one file through links. A remote
     input (geosr.sources) is none of the local files but those it reads (``local_files``)."""
     if is_remote(a) or is_remote(b):
-        return any(same_file(f, other) for one, other in ((a, b), (b, a)) if isinstance(one, RemoteSource)
-                   for f in one.local_files)
+        return any(
+            same_file(f, other)
+            for one, other in ((a, b), (b, a))
+            if isinstance(one, RemoteSource)
+            for f in one.local_files
+        )
     a, b = Path(a), Path(b)
     # links and .. resolved, also through folders that do not exist yet (a write would create them): sub/../x is x
     ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
@@ -80,11 +88,14 @@ def check_output_file(
         mode = stat.S_IFREG
     if not stat.S_ISREG(mode):  # a device or a pipe: a rename over it would replace the node itself (/dev/null)
         kind = special_kind(mode)
-        raise RasterError(f"{path}: is {kind}, not a file; geosr writes outputs only to files: give another "
-                          "output path", option="--output")
+        raise RasterError(
+            f"{path}: is {kind}, not a file; geosr writes outputs only to files: give another output path",
+            option="--output",
+        )
     if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it{keep_hint}",
-                                option="--overwrite")
+        raise OutputExistsError(
+            f"{path}: already exists; pass --overwrite to replace it{keep_hint}", option="--overwrite"
+        )
 
 
 def check_output_location(path: str | os.PathLike) -> None:
@@ -136,12 +147,14 @@ def plan_outputs(
         check_not_input(paths[0], target)
         return [(paths[0], target)]
     if out.exists() and not out.is_dir():
-        raise GeosrError(f"{out}: is a file; with several inputs or a folder, -o names an output folder",
-                         option="--output")
+        raise GeosrError(
+            f"{out}: is a file; with several inputs or a folder, -o names an output folder", option="--output"
+        )
     for p in paths:
         if not is_remote(p) and p.is_dir() and same_file(p, out):
-            raise GeosrError(f"{out}: the output folder is the input folder; choose another output folder",
-                             option="--output")
+            raise GeosrError(
+                f"{out}: the output folder is the input folder; choose another output folder", option="--output"
+            )
     local = [p for p in paths if isinstance(p, Path)]
     if len(paths) == 1:
         base = paths[0].absolute()

@@ -59,9 +59,13 @@ def output_nodata(ds, path, bands: Sequence[int]) -> float | None:
     same = all(v is not None and (v == first or (math.isnan(v) and math.isnan(first))) for v in values)
     if not same:
         shown = ", ".join(f"band {b}: {'none' if v is None else f'{v:g}'}" for b, v in zip(bands, values))
-        log.warning("%s: the bands have different nodata values (%s); a GeoTIFF holds one, so the output marks the "
-                    "invalid pixels of every band with %g (valid pixels equal to it move to the next value)",
-                    path, shown, first)
+        log.warning(
+            "%s: the bands have different nodata values (%s); a GeoTIFF holds one, so the output marks the "
+            "invalid pixels of every band with %g (valid pixels equal to it move to the next value)",
+            path,
+            shown,
+            first,
+        )
     return first
 
 
@@ -84,14 +88,18 @@ def copy_format_problem(driver: str, dtype: str, colorinterp: Sequence[ColorInte
         if count not in (1, 3):
             return f"JPEG holds 1 or 3 bands, not {count}; {tif} or pick 1 or 3 bands with --bands"
         if nodata is not None:
-            return (f"JPEG cannot keep nodata apart: its lossy compression changes the fill value {nodata:g} and the "
-                    "valid values near it, so valid and nodata pixels would swap; name the output .png or .tif")
+            return (
+                f"JPEG cannot keep nodata apart: its lossy compression changes the fill value {nodata:g} and the "
+                "valid values near it, so valid and nodata pixels would swap; name the output .png or .tif"
+            )
         return ""
     if count > 4:
         return f"PNG holds 1 to 4 bands, not {count}; {tif} or pick bands with --bands"
     if count in (2, 4) and colorinterp[-1] != ColorInterp.alpha:
-        return (f"PNG takes the last of {count} bands as alpha (transparency), and band {count} of the output is "
-                f"not an alpha band; {tif} or pick bands with --bands")
+        return (
+            f"PNG takes the last of {count} bands as alpha (transparency), and band {count} of the output is "
+            f"not an alpha band; {tif} or pick bands with --bands"
+        )
     if count in (2, 4) and nodata is not None:
         return f"PNG cannot hold the nodata value {nodata:g} beside an alpha band; {tif}"
     return ""
@@ -246,6 +254,7 @@ def output_driver(path: Path) -> str:
     if suffix not in OUTPUT_SUFFIXES:
         raise OptionError(
             f"{path}: geosr writes GeoTIFF (.tif), PNG (.png) or JPEG (.jpg), "
-            f"not {suffix or 'files without a suffix'}; name the output .tif", option="--output"
+            f"not {suffix or 'files without a suffix'}; name the output .tif",
+            option="--output",
         )
     return COPY_DRIVERS.get(suffix, "GTiff")

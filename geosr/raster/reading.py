@@ -66,10 +66,14 @@ def open_raster(
                 ds = rasterio.open(target)
         except READ_ERRORS as exc:
             if isinstance(path, RemoteSource):
-                check = ("the address, and GDAL's credentials and network settings (its environment variables)"
-                         if is_network(target) else "the path")
-                raise error(f"{path}: cannot read it as a raster ({redact(gdal_message(exc))}); check {check}"
-                            f"{remedy}") from None
+                check = (
+                    "the address, and GDAL's credentials and network settings (its environment variables)"
+                    if is_network(target)
+                    else "the path"
+                )
+                raise error(
+                    f"{path}: cannot read it as a raster ({redact(gdal_message(exc))}); check {check}{remedy}"
+                ) from None
             raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){remedy}") from None
         # the remote settings hold while it is open: a VRT (a STAC item's) opens its sources as it reads them
         with ds, rasterio.Env(**options) if options else contextlib.nullcontext():
@@ -88,8 +92,10 @@ def check_name_encoding(path: str | os.PathLike, error: type[GeosrError] = Raste
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
-        raise error(f"{printable(path)}: the name is not valid UTF-8, which GDAL (and so geosr) needs for file names; "
-                    "rename it (e.g. convmv -f latin1 -t utf8) and run again") from None
+        raise error(
+            f"{printable(path)}: the name is not valid UTF-8, which GDAL (and so geosr) needs for file names; "
+            "rename it (e.g. convmv -f latin1 -t utf8) and run again"
+        ) from None
 
 
 def check_regular_file(path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
@@ -101,8 +107,10 @@ def check_regular_file(path: Path, error: type[GeosrError] = RasterError, remedy
         return  # missing or unreadable: the caller's open says so
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         kind = special_kind(mode)
-        raise error(f"{path}: is {kind}, not a file; geosr reads rasters from files: save the data to a file and "
-                    f"give that{remedy}")
+        raise error(
+            f"{path}: is {kind}, not a file; geosr reads rasters from files: save the data to a file and "
+            f"give that{remedy}"
+        )
 
 
 def check_sources(ds, path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
@@ -115,8 +123,10 @@ def check_sources(ds, path: Path, error: type[GeosrError] = RasterError, remedy:
             continue
         source = Path(name)
         if not source.exists():
-            raise error(f"{path}: its source file {source} does not exist (a VRT reads its pixels from the files it "
-                        f"names); restore that file or fix the VRT{remedy}")
+            raise error(
+                f"{path}: its source file {source} does not exist (a VRT reads its pixels from the files it "
+                f"names); restore that file or fix the VRT{remedy}"
+            )
         check_regular_file(source, error, remedy)
 
 
@@ -191,8 +201,9 @@ def _read(ds, path, bands: Sequence[int], masks: bool, where: str, error: type[G
             m = ds.read_masks(list(bands), **kwargs) if masks else None
     except READ_ERRORS as exc:
         if isinstance(path, RemoteSource) and is_network(path.gdal):  # a network failure as often as a damaged file
-            raise error(f"{path}: read failed{where} ({redact(gdal_message(exc))}); check the network and run "
-                        f"again{remedy}") from None
+            raise error(
+                f"{path}: read failed{where} ({redact(gdal_message(exc))}); check the network and run again{remedy}"
+            ) from None
         raise error(f"{path}: read failed{where}, the file is damaged ({gdal_message(exc)}){remedy}") from None
     return data, m
 
@@ -206,7 +217,13 @@ def read_whole(
 
 
 def read_window(
-    ds, path, window: Window, bands: Sequence[int], masks: bool, *, error: type[GeosrError] = RasterError,
+    ds,
+    path,
+    window: Window,
+    bands: Sequence[int],
+    masks: bool,
+    *,
+    error: type[GeosrError] = RasterError,
     remedy: str = "",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Values (b, h, w) and, if ``masks``, GDAL's band masks (b, h, w) uint8 of a window (raster pixels).
@@ -217,7 +234,13 @@ def read_window(
 
 
 def read_decimated(
-    ds, path, bands: Sequence[int], masks: bool, max_pixels: int = 1 << 20, *, error: type[GeosrError] = RasterError,
+    ds,
+    path,
+    bands: Sequence[int],
+    masks: bool,
+    max_pixels: int = 1 << 20,
+    *,
+    error: type[GeosrError] = RasterError,
     remedy: str = "",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The whole raster read at reduced resolution (at most ``max_pixels`` per band, nearest neighbour).
@@ -231,8 +254,13 @@ def read_decimated(
 
 
 def raster_radiometry(
-    ds, path, bands: Sequence[int], value_range: tuple[float, float] | None = None, *,
-    error: type[GeosrError] = RasterError, remedy: str = "",
+    ds,
+    path,
+    bands: Sequence[int],
+    value_range: tuple[float, float] | None = None,
+    *,
+    error: type[GeosrError] = RasterError,
+    remedy: str = "",
 ) -> Radiometry:
     """The global mapping of ``bands`` of a raster to the model's range (``geosr.radiometry``): from the valid pixels
     of a decimated read, or from ``value_range``. The same for upscale, evaluation and training.

@@ -53,8 +53,12 @@ def compressed_fraction(sample: np.ndarray, profile: dict[str, Any]) -> float:
     b, h, w = sample.shape
     options = {key: profile[key] for key in ("compress", "predictor", "zlevel") if key in profile}
     with rasterio.MemoryFile() as mem:
-        with quiet_georeferencing(), mem.open(driver="GTiff", width=w, height=h, count=b,
-                                              dtype=str(sample.dtype), interleave="pixel", **options) as d:
+        with (
+            quiet_georeferencing(),
+            mem.open(
+                driver="GTiff", width=w, height=h, count=b, dtype=str(sample.dtype), interleave="pixel", **options
+            ) as d,
+        ):
             d.write(sample)
         stored = mem.getbuffer().nbytes
     return min(1.0, stored / max(1, sample.nbytes))
@@ -72,8 +76,11 @@ def estimate_output_bytes(spec: OutputSpec, cog: bool, sample: np.ndarray | None
     p = spec.profile
     pixels = p["width"] * p["height"]
     raw = pixels * p["count"] * np.dtype(p["dtype"]).itemsize
-    fraction = 1.0 if sample is None else min(1.0, max(MIN_COMPRESSED_FRACTION,
-                                                          COMPRESSION_MARGIN * compressed_fraction(sample, p)))
+    fraction = (
+        1.0
+        if sample is None
+        else min(1.0, max(MIN_COMPRESSED_FRACTION, COMPRESSION_MARGIN * compressed_fraction(sample, p)))
+    )
     tiles = math.ceil(p["width"] / BLOCK) * math.ceil(p["height"] / BLOCK)
     size = math.ceil(raw * fraction) + (pixels // 8 if spec.internal_mask else 0) + 16 * tiles + 65536
     if cog:
@@ -101,8 +108,9 @@ def check_free_space(path: Path, needed: int) -> None:
         )
 
 
-def check_output_room(path: Path, spec: OutputSpec, cog: bool, sample: Callable[[], np.ndarray],
-                      copy: bool = False) -> None:
+def check_output_room(
+    path: Path, spec: OutputSpec, cog: bool, sample: Callable[[], np.ndarray], copy: bool = False
+) -> None:
     """``check_free_space`` for the output ``spec`` (``estimate_output_bytes``). The raw size, an upper bound of the
     estimate, is tried first; ``sample()`` (``compression_sample``: a few reads) is asked for only when that does not
     fit, so small outputs and roomy disks cost no reading."""

@@ -37,8 +37,11 @@ TEMP_SUFFIX = ".geosr-tmp"
 _HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[\w-]+)?"
-                        + re.escape(TEMP_SUFFIX) + r"(?:\..+)?$")
+_TEMP_NAME = re.compile(
+    r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[\w-]+)?"
+    + re.escape(TEMP_SUFFIX)
+    + r"(?:\..+)?$"
+)
 
 
 def temp_path(path: Path, tag: str = "") -> Path:
@@ -83,8 +86,12 @@ def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> 
             os.unlink(entry.path)
             removed.append(Path(entry.path))
     if removed:
-        log.info("%s: removed %d temporary file(s) of killed runs: %s", folder, len(removed),
-                 ", ".join(p.name for p in removed))
+        log.info(
+            "%s: removed %d temporary file(s) of killed runs: %s",
+            folder,
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
     return removed
 
 
@@ -99,11 +106,17 @@ def write_failure(path: Path, reason: str) -> WriteError:
     except OSError:
         free = None
     if free is not None and free < FULL_DISK_BYTES:
-        return WriteError(f"{path}: cannot write the output, the disk is full ({size_str(free)} free in "
-                          f"{path.parent}); nothing was kept under this name; free some space or write the output "
-                          f"elsewhere ({reason})", option="--output")
-    return WriteError(f"{path}: cannot write the output ({reason}); nothing was kept under this name; free some "
-                      "space or write the output elsewhere", option="--output")
+        return WriteError(
+            f"{path}: cannot write the output, the disk is full ({size_str(free)} free in "
+            f"{path.parent}); nothing was kept under this name; free some space or write the output "
+            f"elsewhere ({reason})",
+            option="--output",
+        )
+    return WriteError(
+        f"{path}: cannot write the output ({reason}); nothing was kept under this name; free some "
+        "space or write the output elsewhere",
+        option="--output",
+    )
 
 
 def _missing_blocks(ds) -> list[tuple[int, int]]:
@@ -135,13 +148,19 @@ def verify_output(path: Path, shape: tuple[int, int, int] | None = None, *, show
     try:
         with rasterio.Env(**READ_CHECKS, **decode_threads()), quiet_georeferencing(), rasterio.open(path) as ds:
             if shape is not None and (ds.count, ds.height, ds.width) != tuple(shape):
-                raise write_failure(shown, f"it has {ds.count} x {ds.height} x {ds.width} values where "
-                                           f"{' x '.join(map(str, shape))} were written")
+                raise write_failure(
+                    shown,
+                    f"it has {ds.count} x {ds.height} x {ds.width} values where "
+                    f"{' x '.join(map(str, shape))} were written",
+                )
             if ds.driver in ("GTiff", "COG"):
                 missing = _missing_blocks(ds)
                 if missing:
-                    raise write_failure(shown, f"{len(missing)} block(s) of data are missing from the file, the "
-                                               f"first at block column {missing[0][0]}, row {missing[0][1]}")
+                    raise write_failure(
+                        shown,
+                        f"{len(missing)} block(s) of data are missing from the file, the "
+                        f"first at block column {missing[0][0]}, row {missing[0][1]}",
+                    )
             masked = any(MaskFlags.per_dataset in flags for flags in ds.mask_flag_enums)
             bh, bw = ds.block_shapes[0]
             rows = max(bh, min(BLOCK, ds.height))
@@ -187,15 +206,22 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
         ) from None
     except OSError:  # no hard links here (some network and FAT file systems)
         if path.exists():
-            raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it",
-                                    option="--overwrite") from None
+            raise OutputExistsError(
+                f"{path}: already exists; pass --overwrite to replace it", option="--overwrite"
+            ) from None
         os.replace(tmp, path)
         return
     tmp.unlink()
 
 
 def finish_output(
-    tmp: Path, path: Path, *, cog: bool, compress: str, georeferenced: bool = True, overwrite: bool = True,
+    tmp: Path,
+    path: Path,
+    *,
+    cog: bool,
+    compress: str,
+    georeferenced: bool = True,
+    overwrite: bool = True,
     shape: tuple[int, int, int] | None = None,
 ) -> None:
     """Turn the written temporary GeoTIFF ``tmp`` into ``path``: as is, as a COG, or copied to PNG / JPEG.

@@ -74,12 +74,29 @@ main()
 
 
 @pytest.mark.parametrize("precision, warned", [("bf16", True), ("fp32", False), ("auto", False)])
-def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_one_warning_line(precision, warned, tiny_model, rgb_tif,
-                                                                          tmp_path):
+def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_one_warning_line(
+    precision, warned, tiny_model, rgb_tif, tmp_path
+):
     out = tmp_path / f"{precision}.tif"
-    result = subprocess.run([sys.executable, "-c", AVX2_ONLY_GEOSR, "upscale", str(rgb_tif), "-o", str(out),
-                             "--model", str(tiny_model), "--device", "cpu", "--precision", precision],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            AVX2_ONLY_GEOSR,
+            "upscale",
+            str(rgb_tif),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert out.is_file()  # bf16 still runs: the user asked for it
     warnings = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("WARNING:")]

@@ -46,13 +46,36 @@ def run(*args):
 
 def test_table_json_csv_images_and_previews(folder, tmp_path):
     model = model_file(tmp_path / "tiny.safetensors")
-    result = run("--model", model, "--data", folder, "--split", "val", "--out", tmp_path / "r.json",
-                 "--save-images", tmp_path / "sr", "--preview", tmp_path / "prev")
+    result = run(
+        "--model",
+        model,
+        "--data",
+        folder,
+        "--split",
+        "val",
+        "--out",
+        tmp_path / "r.json",
+        "--save-images",
+        tmp_path / "sr",
+        "--preview",
+        tmp_path / "prev",
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "(folders, val split, 2 images)" in lines[0]
-    assert lines[1].split() == ["class", "images", "bicubic", "PSNR", "SSIM", "model", "PSNR", "SSIM", "gain", "dB",
-                                "residual"]
+    assert lines[1].split() == [
+        "class",
+        "images",
+        "bicubic",
+        "PSNR",
+        "SSIM",
+        "model",
+        "PSNR",
+        "SSIM",
+        "gain",
+        "dB",
+        "residual",
+    ]
     assert [line.split()[0] for line in lines[3:] if not line.startswith("-")] == ["Farm", "Port", "mean"]
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["scale"] == 2 and report["split"] == "val" and len(report["images"]) == 2
@@ -60,13 +83,14 @@ def test_table_json_csv_images_and_previews(folder, tmp_path):
     assert mean["images"] == 2 and 10 < mean["psnr_bicubic"] < 60 and 0 < mean["ssim"] <= 1
     assert report["consistency"] is True and mean["residual"] >= 0
     assert sorted(p.relative_to(tmp_path / "sr").as_posix() for p in (tmp_path / "sr").rglob("*.png")) == [
-        "Farm/farm_8.png", "Port/port_8.png"]
+        "Farm/farm_8.png",
+        "Port/port_8.png",
+    ]
     with rasterio.open(tmp_path / "sr" / "Farm" / "farm_8.png") as src:
         assert (src.count, src.height, src.width, src.dtypes[0]) == (3, 48, 48, "uint8")
     with rasterio.open(tmp_path / "prev" / "Farm_farm_8.png") as src:
         assert src.count == 3 and src.width == 3 * 48 * 2 + 2 * 4  # HR | bicubic | model, zoomed x2, 4-px gaps
-    result = run("--model", model, "--data", folder, "--split", "all", "--max-images", "4", "--out",
-                 tmp_path / "r.csv")
+    result = run("--model", model, "--data", folder, "--split", "all", "--max-images", "4", "--out", tmp_path / "r.csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
     assert [r["level"] for r in rows] == ["image"] * 4 + ["class", "class", "mean"]
@@ -83,8 +107,9 @@ def test_self_ensemble_is_measured_and_recorded(folder, tmp_path):
     assert plain["self_ensemble"] is False and ens["self_ensemble"] is True
     assert ens["summary"]["mean"]["psnr"] != plain["summary"]["mean"]["psnr"]
     assert ens["summary"]["mean"]["psnr_bicubic"] == plain["summary"]["mean"]["psnr_bicubic"]
-    r = CliRunner().invoke(cli, ["export", str(model), "-o", str(tmp_path / "m.safetensors"), "--metrics",
-                                 str(tmp_path / "ens.json")])
+    r = CliRunner().invoke(
+        cli, ["export", str(model), "-o", str(tmp_path / "m.safetensors"), "--metrics", str(tmp_path / "ens.json")]
+    )
     assert r.exit_code == 1 and "measured with --self-ensemble" in r.output and "\n" not in r.output.strip()
     assert not (tmp_path / "m.safetensors").exists()
 
@@ -110,17 +135,31 @@ def test_saved_images_are_what_upscale_writes_for_the_same_lr_image(tmp_path):
     model card's tiling (16 px, overlap 4: not evaluation's default) and the same precision."""
     torch.manual_seed(1)
     cfg = GeneratorConfig(scale=2, channels=16, n_blocks=1, refiner_base=8)
-    model = save_generator(tmp_path / "t16.safetensors", Generator(cfg),
-                           ModelCard(config=cfg, name="t16", tile_size=16, overlap=4))
+    model = save_generator(
+        tmp_path / "t16.safetensors", Generator(cfg), ModelCard(config=cfg, name="t16", tile_size=16, overlap=4)
+    )
     rng = np.random.default_rng(3)
     hr = rng.integers(0, 256, (3, 80, 96)).astype(np.uint8)
     write_image(tmp_path / "data" / "HR" / "scene.png", hr)
     write_image(tmp_path / "data" / "LR_x2" / "scene.png", hr[:, ::2, ::2].copy())
-    result = run("-m", model, "-d", tmp_path / "data", "--split", "all", "--precision", "fp32", "--save-images",
-                 tmp_path / "sr")
+    result = run(
+        "-m", model, "-d", tmp_path / "data", "--split", "all", "--precision", "fp32", "--save-images", tmp_path / "sr"
+    )
     assert result.exit_code == 0, result.output
-    up = CliRunner().invoke(cli, ["upscale", str(tmp_path / "data" / "LR_x2" / "scene.png"), "-o",
-                                  str(tmp_path / "up.png"), "-m", str(model), "--precision", "fp32", "-q"])
+    up = CliRunner().invoke(
+        cli,
+        [
+            "upscale",
+            str(tmp_path / "data" / "LR_x2" / "scene.png"),
+            "-o",
+            str(tmp_path / "up.png"),
+            "-m",
+            str(model),
+            "--precision",
+            "fp32",
+            "-q",
+        ],
+    )
     assert up.exit_code == 0, up.output
     (saved,) = (tmp_path / "sr").rglob("scene.*")
     with rasterio.open(saved) as a, rasterio.open(tmp_path / "up.png") as b:

@@ -25,8 +25,9 @@ def scenes(tmp_path_factory):
     yy, xx = np.mgrid[0:32, 0:32]
     for i in range(10):
         img = np.stack([127 + 90 * np.sin((0.1 + 0.02 * i) * xx + c) * np.cos(0.15 * yy) for c in range(3)])
-        with rasterio.open(root / "Farm" / f"farm_{i}.png", "w", driver="PNG", width=32, height=32, count=3,
-                           dtype="uint8") as dst:
+        with rasterio.open(
+            root / "Farm" / f"farm_{i}.png", "w", driver="PNG", width=32, height=32, count=3, dtype="uint8"
+        ) as dst:
             dst.write(img.round().astype(np.uint8))
     return root
 
@@ -48,8 +49,7 @@ def test_export_casts_to_fp16_renames_and_records_the_evaluate_report(tiny_model
     assert r.exit_code == 0, r.output
     r = run(cli, ["export", str(out), "-o", str(out), "--metrics", str(report), "--note", "fp16 export"])
     assert r.exit_code == 1 and "--overwrite" in r.output  # never replaced without asking
-    r = run(cli, ["export", str(out), "-o", str(out), "--metrics", str(report), "--note", "fp16 export",
-                  "--overwrite"])
+    r = run(cli, ["export", str(out), "-o", str(out), "--metrics", str(report), "--note", "fp16 export", "--overwrite"])
     assert r.exit_code == 0, r.output
     mean = json.loads(report.read_text())["summary"]["mean"]
     card = read_card(out)
@@ -62,10 +62,17 @@ def test_export_casts_to_fp16_renames_and_records_the_evaluate_report(tiny_model
 
 def test_export_refuses_a_report_of_another_scale(tiny_model, tmp_path):
     report = tmp_path / "x4.json"
-    report.write_text(json.dumps({"scale": 4, "summary": {"mean": {"psnr": 30, "ssim": 0.9, "psnr_bicubic": 28,
-                                                                     "ssim_bicubic": 0.8, "images": 3}}}))
-    r = CliRunner().invoke(cli, ["export", str(tiny_model), "-o", str(tmp_path / "m.safetensors"), "--metrics",
-                                 str(report)])
+    report.write_text(
+        json.dumps(
+            {
+                "scale": 4,
+                "summary": {"mean": {"psnr": 30, "ssim": 0.9, "psnr_bicubic": 28, "ssim_bicubic": 0.8, "images": 3}},
+            }
+        )
+    )
+    r = CliRunner().invoke(
+        cli, ["export", str(tiny_model), "-o", str(tmp_path / "m.safetensors"), "--metrics", str(report)]
+    )
     assert r.exit_code == 1 and "x4 report for a x2 model" in r.output
     assert not (tmp_path / "m.safetensors").exists()
 

@@ -95,8 +95,13 @@ BAD_VALUES = [
     ["--batch-size", "0"],
 ]
 # the least each command needs besides the option under test (nothing is opened: the option fails first)
-REQUIRED = {"upscale": ["in.tif", "-o", "out.tif"], "evaluate": ["-d", "data"], "export": ["m.safetensors", "-o",
-            "x.safetensors"], "train": ["--data", "data"], "info": []}
+REQUIRED = {
+    "upscale": ["in.tif", "-o", "out.tif"],
+    "evaluate": ["-d", "data"],
+    "export": ["m.safetensors", "-o", "x.safetensors"],
+    "train": ["--data", "data"],
+    "info": [],
+}
 
 
 @pytest.mark.parametrize("args", BAD_VALUES, ids=lambda a: " ".join(a))
@@ -124,11 +129,29 @@ def test_verbosity_is_taken_before_and_after_the_command(command, tmp_path, monk
 
 def test_library_option_errors_are_usage_errors_on_their_option(tiny_model, rgb_tif, tmp_path):
     """An OptionError raised by the library (here: text that is not a CRS) exits 2 and points at its option."""
-    result = invoke("upscale", str(rgb_tif), "-o", str(tmp_path / "o.tif"), "-m", str(tiny_model), "--bbox",
-                    "0,0,1,1", "--aoi-crs", "nonsense")
+    result = invoke(
+        "upscale",
+        str(rgb_tif),
+        "-o",
+        str(tmp_path / "o.tif"),
+        "-m",
+        str(tiny_model),
+        "--bbox",
+        "0,0,1,1",
+        "--aoi-crs",
+        "nonsense",
+    )
     assert result.exit_code == 2 and "Invalid value for '--aoi-crs'" in result.output
     # a file the option names that does not fit is not a usage error: exit 1, one line
-    missing = invoke("upscale", str(rgb_tif), "-o", str(tmp_path / "o.tif"), "-m", str(tiny_model), "--aoi",
-                     str(tmp_path / "none.geojson"))
+    missing = invoke(
+        "upscale",
+        str(rgb_tif),
+        "-o",
+        str(tmp_path / "o.tif"),
+        "-m",
+        str(tiny_model),
+        "--aoi",
+        str(tmp_path / "none.geojson"),
+    )
     assert missing.exit_code == 1 and "Usage:" not in missing.output and "none.geojson" in missing.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.tif"]

@@ -45,8 +45,17 @@ def test_lines_write_at_most_one_line_per_interval_and_one_at_the_end(capsys):
 
 def test_lines_take_tqdms_arguments_and_keep_quiet_when_disabled(capsys):
     clock = Clock()
-    steps = Lines(total=None, initial=50, unit="step", dynamic_ncols=True, position=0, leave=False, final=False,
-                  clock=clock, interval=1.0)
+    steps = Lines(
+        total=None,
+        initial=50,
+        unit="step",
+        dynamic_ncols=True,
+        position=0,
+        leave=False,
+        final=False,
+        clock=clock,
+        interval=1.0,
+    )
     clock.now = 2.0
     steps.update(10)
     steps.set_postfix({"mse": "0.01"}, refresh=False)
@@ -59,8 +68,10 @@ def test_lines_take_tqdms_arguments_and_keep_quiet_when_disabled(capsys):
 
 
 def test_a_file_line_gives_the_time_and_the_speed():
-    assert file_line(Path("out/a.tif"), 2.0, 1_000_000, 48, 3, 10) == "[3/10] out/a.tif: 48 tiles, 1.00 MP in 2.0 s " \
-                                                                      "(0.50 MP/s)"
+    assert (
+        file_line(Path("out/a.tif"), 2.0, 1_000_000, 48, 3, 10) == "[3/10] out/a.tif: 48 tiles, 1.00 MP in 2.0 s "
+        "(0.50 MP/s)"
+    )
     assert file_line("b.tif", 0.0, 0, 0) == "b.tif: 0 tiles, 0.00 MP in 0.0 s"
 
 
@@ -78,8 +89,23 @@ def test_upscale_writes_lines_not_bars_to_a_log_file(tiny_model, tmp_path, make_
     log = tmp_path / "run.log"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with open(log, "w") as stderr:
-        done = subprocess.run([str(GEOSR), "upscale", str(folder), "-o", str(tmp_path / "sr"), "--model",
-                               str(tiny_model), "--threads", "1", *extra], stderr=stderr, env=env, timeout=300)
+        done = subprocess.run(
+            [
+                str(GEOSR),
+                "upscale",
+                str(folder),
+                "-o",
+                str(tmp_path / "sr"),
+                "--model",
+                str(tiny_model),
+                "--threads",
+                "1",
+                *extra,
+            ],
+            stderr=stderr,
+            env=env,
+            timeout=300,
+        )
     text = log.read_text()
     assert done.returncode == 0, text
     assert "\r" not in text and "\x1b" not in text
@@ -95,8 +121,13 @@ def test_a_single_file_gets_its_line_and_quiet_gets_none(tiny_model, tmp_path, m
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for quiet in ([], ["-q"]):
         out = tmp_path / f"sr{len(quiet)}.tif"
-        done = subprocess.run([str(GEOSR), "upscale", str(src), "-o", str(out), "--model", str(tiny_model), *quiet],
-                              stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+        done = subprocess.run(
+            [str(GEOSR), "upscale", str(src), "-o", str(out), "--model", str(tiny_model), *quiet],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         if quiet:

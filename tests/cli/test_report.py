@@ -56,8 +56,16 @@ def test_a_batch_with_a_failing_file_leaves_a_report_naming_it(tiny_model, three
     report = load(path)
     assert report["state"] == "finished" and report["exit_code"] == 1 and report["error"] is None
     assert report["summary"] | {"seconds": 0, "output_pixels": 0, "megapixels_per_second": 0} == {
-        "files": 3, "done": 2, "skipped": 0, "failed": 1, "interrupted": 0, "pending": 0,
-        "seconds": 0, "output_pixels": 0, "megapixels_per_second": 0}
+        "files": 3,
+        "done": 2,
+        "skipped": 0,
+        "failed": 1,
+        "interrupted": 0,
+        "pending": 0,
+        "seconds": 0,
+        "output_pixels": 0,
+        "megapixels_per_second": 0,
+    }
     records = {Path(r["input"]).name: r for r in report["files"]}
     assert all(set(r) == RECORD_KEYS for r in records.values())
     failed = records["b.tif"]
@@ -110,9 +118,30 @@ def _start_batch(model, tmp_path, make_geotiff, synthetic_image, *extra: str) ->
         make_geotiff(tiles / name, synthetic_image(3, 600, 600, seed=1))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "geosr.cli.main", "upscale", str(tiles), "-o", str(tmp_path / "sr"), "--model",
-         str(model), "--tile-size", "32", "--overlap", "8", "-q", "--report", str(tmp_path / "report.json"), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
+        [
+            sys.executable,
+            "-m",
+            "geosr.cli.main",
+            "upscale",
+            str(tiles),
+            "-o",
+            str(tmp_path / "sr"),
+            "--model",
+            str(model),
+            "--tile-size",
+            "32",
+            "--overlap",
+            "8",
+            "-q",
+            "--report",
+            str(tmp_path / "report.json"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=interruptible,
     )
 
 
@@ -141,14 +170,16 @@ def test_an_interrupted_batch_leaves_a_valid_report(tiny_model_x4, tmp_path, mak
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "sr", "tiles"]  # nor of the report
 
 
-def test_a_batch_interrupted_with_files_in_flight_names_every_file_under_way(tiny_model_x4, tmp_path, make_geotiff,
-                                                                               synthetic_image):
+def test_a_batch_interrupted_with_files_in_flight_names_every_file_under_way(
+    tiny_model_x4, tmp_path, make_geotiff, synthetic_image
+):
     """Ctrl-C with two files in flight: both are reported interrupted, neither leaves a file, the exit code is 130."""
     out, path = tmp_path / "sr", tmp_path / "report.json"
     proc = _start_batch(tiny_model_x4, tmp_path, make_geotiff, synthetic_image, "--files-in-flight", "2")
     try:  # both big files under way: a_small.tif is done and c_big.tif has started
-        assert wait_for(lambda: (out / "a_small.tif").exists()
-                        and any(p.name.startswith(".c_big") for p in out.glob(".*")), 120), "never started c"
+        assert wait_for(
+            lambda: (out / "a_small.tif").exists() and any(p.name.startswith(".c_big") for p in out.glob(".*")), 120
+        ), "never started c"
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
@@ -159,5 +190,8 @@ def test_a_batch_interrupted_with_files_in_flight_names_every_file_under_way(tin
     report = load(path)
     assert report["state"] == "interrupted" and report["settings"]["files_in_flight"] == 2
     assert [(Path(r["input"]).name, r["status"]) for r in report["files"]] == [
-        ("a_small.tif", "done"), ("b_big.tif", "interrupted"), ("c_big.tif", "interrupted")]
+        ("a_small.tif", "done"),
+        ("b_big.tif", "interrupted"),
+        ("c_big.tif", "interrupted"),
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["a_small.tif"]  # nothing of b or c, no temporary file

@@ -37,31 +37,39 @@ def geosr_modules(*args: str, cwd=None) -> dict:
     return json.loads(result.stderr.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("args", [
-    ["--help"],
-    ["-h"],
-    ["--version"],
-    ["upscale", "--help"],
-    ["evaluate", "--help"],
-    ["export", "--help"],
-    ["info", "--help"],
-    ["train", "--help"],
-], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-h"],
+        ["--version"],
+        ["upscale", "--help"],
+        ["evaluate", "--help"],
+        ["export", "--help"],
+        ["info", "--help"],
+        ["train", "--help"],
+    ],
+    ids=" ".join,
+)
 def test_help_imports_neither_torch_nor_rasterio(args):
     assert geosr_modules(*args) == {"exit": 0, "loaded": []}
 
 
-@pytest.mark.parametrize("args", [
-    ["upscale"],  # a missing argument
-    ["upscale", "in.tif", "-o", "out.tif", "--precision", "int8"],
-    ["upscale", "in.tif", "-o", "out.tif", "--scale", "5"],
-    ["upscale", "in.tif", "-o", "out.tif", "--device", "tpu"],
-    ["upscale", "in.tif", "-o", "out.tif", "--compress", "jpeg"],
-    ["upscale", "in.tif", "-o", "out.tif", "--no-such-option"],
-    ["evaluate", "-d", "data", "--precision", "fp8"],
-    ["export", "m.safetensors", "-o", "x.safetensors", "--dtype", "int8"],
-    ["nosuchcommand"],
-], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["upscale"],  # a missing argument
+        ["upscale", "in.tif", "-o", "out.tif", "--precision", "int8"],
+        ["upscale", "in.tif", "-o", "out.tif", "--scale", "5"],
+        ["upscale", "in.tif", "-o", "out.tif", "--device", "tpu"],
+        ["upscale", "in.tif", "-o", "out.tif", "--compress", "jpeg"],
+        ["upscale", "in.tif", "-o", "out.tif", "--no-such-option"],
+        ["evaluate", "-d", "data", "--precision", "fp8"],
+        ["export", "m.safetensors", "-o", "x.safetensors", "--dtype", "int8"],
+        ["nosuchcommand"],
+    ],
+    ids=" ".join,
+)
 def test_a_usage_error_imports_neither_torch_nor_rasterio(args, tmp_path):
     assert geosr_modules(*args, cwd=tmp_path) == {"exit": 2, "loaded": []}
     assert list(tmp_path.iterdir()) == []

@@ -23,8 +23,13 @@ def run(*args):
 @pytest.mark.parametrize("command", ["upscale", "evaluate", "train"])
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
 def test_a_bad_thread_count_is_a_one_line_usage_error(command, value, tmp_path):
-    result = run(command, *(["in.tif", "-o", tmp_path / "out.tif"] if command == "upscale" else []),
-                 *(["--data", tmp_path] if command != "upscale" else []), "--threads", value)
+    result = run(
+        command,
+        *(["in.tif", "-o", tmp_path / "out.tif"] if command == "upscale" else []),
+        *(["--data", tmp_path] if command != "upscale" else []),
+        "--threads",
+        value,
+    )
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "'--threads'" in errors[0], result.stderr
@@ -35,8 +40,9 @@ def test_the_option_is_in_the_help(command):
     assert "--threads N" in run(command, "--help").output
 
 
-def test_upscale_runs_on_the_threads_asked_and_gives_them_back(tiny_model, tmp_path, make_geotiff, synthetic_image,
-                                                              monkeypatch):
+def test_upscale_runs_on_the_threads_asked_and_gives_them_back(
+    tiny_model, tmp_path, make_geotiff, synthetic_image, monkeypatch
+):
     src = make_geotiff(tmp_path / "scene.tif", synthetic_image(3, 30, 40))
     monkeypatch.delenv("GDAL_NUM_THREADS", raising=False)
     torch.set_num_threads(2)

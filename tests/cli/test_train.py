@@ -12,9 +12,32 @@ from click.testing import CliRunner
 from geosr.checkpoint import read_card
 from geosr.cli.main import cli
 
-TINY = ["--scale", "2", "--channels", "16", "--n-blocks", "1", "--refiner-base", "8", "--d-base", "8",
-        "--d-blocks", "2", "--patch-size", "32", "--batch-size", "4", "--perceptual-weight", "0",
-        "--precision", "fp32", "--val-images", "2", "--device", "cpu"]
+TINY = [
+    "--scale",
+    "2",
+    "--channels",
+    "16",
+    "--n-blocks",
+    "1",
+    "--refiner-base",
+    "8",
+    "--d-base",
+    "8",
+    "--d-blocks",
+    "2",
+    "--patch-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--perceptual-weight",
+    "0",
+    "--precision",
+    "fp32",
+    "--val-images",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +62,7 @@ def train(*args):
 
 
 def test_config_file_base_and_overrides(tmp_path, scenes):
-    (tmp_path / "base.toml").write_text('[model]\nscale = 2\nn_blocks = 6\n[optim]\nlr_g = 2e-4\n')
+    (tmp_path / "base.toml").write_text("[model]\nscale = 2\nn_blocks = 6\n[optim]\nlr_g = 2e-4\n")
     (tmp_path / "run.toml").write_text(f'base = "base.toml"\n[data]\ndata = "{scenes}"\n[model]\nattention = "se"\n')
     result = train("--config", tmp_path / "run.toml", "--n-blocks", "3", "--betas", "0.5,0.9", "--print-config")
     assert result.exit_code == 0, result.output
@@ -77,7 +100,7 @@ def test_errors(tmp_path, scenes):
     (tmp_path / "bad.toml").write_text("[model]\nn_block = 3\n")
     result = train("--config", tmp_path / "bad.toml")
     assert result.exit_code == 1 and "unknown setting 'n_block'; did you mean 'n_blocks'?" in result.output
-    (tmp_path / "bad2.toml").write_text('[loss]\nscale = 2\n')
+    (tmp_path / "bad2.toml").write_text("[loss]\nscale = 2\n")
     result = train("--config", tmp_path / "bad2.toml")
     assert result.exit_code == 1 and "scale belongs in [model]" in result.output
     result = train("--data", scenes, "--bands", "1,x")
@@ -86,6 +109,5 @@ def test_errors(tmp_path, scenes):
     assert result.exit_code == 1 and "patch_size must be a multiple of the scale" in result.output
     result = train("--resume", tmp_path)
     assert result.exit_code == 2 and "not a geosr run folder" in result.output
-    result = train("--data", scenes, "--out", tmp_path / "r3", "--bands", "1,2,5", "--perceptual-weight", "0",
-                   *TINY)
+    result = train("--data", scenes, "--out", tmp_path / "r3", "--bands", "1,2,5", "--perceptual-weight", "0", *TINY)
     assert result.exit_code == 1 and "has 3 bands; --bands takes 1-based indices up to 3" in result.output

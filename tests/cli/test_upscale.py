@@ -104,10 +104,16 @@ def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp
         (["--compress", "jpeg"], 2, "jpeg"),
         (["--scale", "5"], 2, "5"),
         (["--bands", "5"], 1, "rgb.tif has 3 bands; --bands takes 1-based indices up to 3, got 5"),
-        (["--overlap", "40"], 2, "overlap 40: must be an integer of 0..16 (half the tile size 32); 32 is the tile "
-                                 "size of the model card"),
-        (["--tile-size", "10"], 2, "overlap 8: must be an integer of 0..5 (half the tile size 10); 8 is the overlap "
-                                   "of the model card"),
+        (
+            ["--overlap", "40"],
+            2,
+            "overlap 40: must be an integer of 0..16 (half the tile size 32); 32 is the tile size of the model card",
+        ),
+        (
+            ["--tile-size", "10"],
+            2,
+            "overlap 8: must be an integer of 0..5 (half the tile size 10); 8 is the overlap of the model card",
+        ),
         (["--tile-size", "32", "--overlap", "17"], 2, "overlap 17: must be an integer of 0..16"),
         (["--overlap", "17", "--tile-size", "32"], 2, "Invalid value for '--overlap'"),
         (["--scale", "4"], 1, "x2 model but --scale 4"),
@@ -158,8 +164,11 @@ def test_verbose_adds_the_traceback(tiny_model, rgb_tif, tmp_path, caplog):
 
 def test_plain_images_make_no_warning_noise(tiny_model, tmp_path, synthetic_image):
     png = tmp_path / "tile.png"
-    with (rasterio.Env(), pytest.warns(rasterio.errors.NotGeoreferencedWarning),
-          rasterio.open(png, "w", driver="PNG", width=40, height=30, count=3, dtype="uint8") as d):
+    with (
+        rasterio.Env(),
+        pytest.warns(rasterio.errors.NotGeoreferencedWarning),
+        rasterio.open(png, "w", driver="PNG", width=40, height=30, count=3, dtype="uint8") as d,
+    ):
         d.write(synthetic_image(3, 30, 40))
     result = run(png, "-o", tmp_path / "tile_x2.png", "--model", tiny_model)
     assert result.exit_code == 0
@@ -172,9 +181,27 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tiny_model_x4, tmp_path, make_geoti
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "geosr.cli.main", "upscale", str(src), "-o", str(out / "big_x4.tif"),
-         "--model", str(tiny_model_x4), "--tile-size", "32", "--overlap", "8", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible,
+        [
+            sys.executable,
+            "-m",
+            "geosr.cli.main",
+            "upscale",
+            str(src),
+            "-o",
+            str(out / "big_x4.tif"),
+            "--model",
+            str(tiny_model_x4),
+            "--tile-size",
+            "32",
+            "--overlap",
+            "8",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=interruptible,
     )
     try:
         assert wait_for(lambda: any(out.iterdir()), 120), "the run never started writing"
@@ -195,9 +222,28 @@ def test_torchrun_splits_the_files_between_processes(tiny_model, three, tmp_path
     out = tmp_path / "sr"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(GEOSR),
-         "upscale", str(three), "-o", str(out), "--model", str(tiny_model), "--device", "cpu", "-v"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(GEOSR),
+            "upscale",
+            str(three),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "-v",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tif")) == ["a.tif", "b.tif", "sub/c.tif"]

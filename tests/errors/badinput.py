@@ -94,11 +94,14 @@ def small_disk(folder: Path, size: str = "256k") -> Iterator[Path]:
     """A real file system of ``size`` mounted at ``folder`` (a tmpfs, unmounted after): a disk that fills up. Skips
     the test where this process may not mount (not root, or in a container without the right)."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a {size} tmpfs to fill a disk ({done.stderr.strip() or 'mount failed'}); "
-                    "needs root or CAP_SYS_ADMIN")
+        pytest.skip(
+            f"cannot mount a {size} tmpfs to fill a disk ({done.stderr.strip() or 'mount failed'}); "
+            "needs root or CAP_SYS_ADMIN"
+        )
     try:
         yield folder
     finally:
@@ -135,8 +138,13 @@ def corrupt_tiles(path: Path) -> Path:
     reading its first tiles work, the failure comes mid-file."""
     write_geotiff(path, image(3, 128, 128), tiled=True, blockxsize=32, blockysize=32, compress="deflate")
     with rasterio.open(path) as ds:
-        spans = [(int(ds.get_tag_item(f"BLOCK_OFFSET_{i}_3", "TIFF", bidx=1)),
-                  int(ds.get_tag_item(f"BLOCK_SIZE_{i}_3", "TIFF", bidx=1))) for i in range(4)]
+        spans = [
+            (
+                int(ds.get_tag_item(f"BLOCK_OFFSET_{i}_3", "TIFF", bidx=1)),
+                int(ds.get_tag_item(f"BLOCK_SIZE_{i}_3", "TIFF", bidx=1)),
+            )
+            for i in range(4)
+        ]
     raw = bytearray(path.read_bytes())
     rng = np.random.default_rng(1)
     for offset, size in spans:
@@ -185,8 +193,21 @@ def huge_vrt(path: Path, size: int = 400_000) -> Path:
 
 def huge_sparse_tif(path: Path, size: int = 100_000) -> Path:
     """A size x size, 3-band GeoTIFF of which one tile is written (SPARSE_OK): a few hundred KB on disk."""
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
-                       blockxsize=512, blockysize=512, sparse_ok=True, crs=CRS, transform=TRANSFORM) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        sparse_ok=True,
+        crs=CRS,
+        transform=TRANSFORM,
+    ) as dst:
         dst.write(image(3, 512, 512), window=rasterio.windows.Window(0, 0, 512, 512))
     return path
 
@@ -194,9 +215,22 @@ def huge_sparse_tif(path: Path, size: int = 100_000) -> Path:
 def rpc_only(path: Path) -> Path:
     """Georeferenced by rational polynomial coefficients only (no geotransform, no GCPs, no CRS)."""
     coeffs = [0.0] * 20
-    rpc = RPC(height_off=0, height_scale=100, lat_off=45, lat_scale=0.01, long_off=10, long_scale=0.01,
-              line_off=20, line_scale=20, samp_off=20, samp_scale=20, line_num_coeff=[0, 0, -1] + coeffs[3:],
-              line_den_coeff=[1] + coeffs[1:], samp_num_coeff=[0, 1] + coeffs[2:], samp_den_coeff=[1] + coeffs[1:])
+    rpc = RPC(
+        height_off=0,
+        height_scale=100,
+        lat_off=45,
+        lat_scale=0.01,
+        long_off=10,
+        long_scale=0.01,
+        line_off=20,
+        line_scale=20,
+        samp_off=20,
+        samp_scale=20,
+        line_num_coeff=[0, 0, -1] + coeffs[3:],
+        line_den_coeff=[1] + coeffs[1:],
+        samp_num_coeff=[0, 1] + coeffs[2:],
+        samp_den_coeff=[1] + coeffs[1:],
+    )
     return write_geotiff(path, image(3, 40, 40), crs=None, transform=None, rpcs=rpc)
 
 
@@ -220,8 +254,10 @@ def per_band_nodata_vrt(path: Path, nodata: tuple) -> Path:
         "</SimpleSource></VRTRasterBand>"
         for b, value in enumerate(nodata, start=1)
     )
-    path.write_text(f'<VRTDataset rasterXSize="32" rasterYSize="32"><SRS>EPSG:32633</SRS>'
-                    f"<GeoTransform>500000, 10, 0, 4000000, 0, -10</GeoTransform>{bands}</VRTDataset>")
+    path.write_text(
+        f'<VRTDataset rasterXSize="32" rasterYSize="32"><SRS>EPSG:32633</SRS>'
+        f"<GeoTransform>500000, 10, 0, 4000000, 0, -10</GeoTransform>{bands}</VRTDataset>"
+    )
     return path
 
 

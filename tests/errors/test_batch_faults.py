@@ -40,9 +40,24 @@ def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(
     src = tiles(tmp_path / "in", 4, 160)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        geosr_command("upscale", str(src), "-o", str(out), "--model", str(tiny_model_x4), "-q", "--tile-size", "32",
-              "--overlap", "8"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), preexec_fn=interruptible,
+        geosr_command(
+            "upscale",
+            str(src),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_x4),
+            "-q",
+            "--tile-size",
+            "32",
+            "--overlap",
+            "8",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        preexec_fn=interruptible,
     )
     try:
         assert wait_for(lambda: (out / "t0.tif").exists(), 120), "the first file never finished"
@@ -57,8 +72,9 @@ def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(
     assert done and all(not f.startswith(".") for f in done) and len(done) < 4
     assert all(complete(out / f) for f in done)
     before = {f: (out / f).stat().st_mtime_ns for f in done}
-    again = run("upscale", src, "-o", out, "--model", tiny_model_x4, "--skip-existing", "--tile-size", 32,
-                "--overlap", 8)
+    again = run(
+        "upscale", src, "-o", out, "--model", tiny_model_x4, "--skip-existing", "--tile-size", 32, "--overlap", 8
+    )
     assert again.exit_code == 0, again.output
     assert f"{4 - len(done)} done, {len(done)} skipped, 0 failed" in again.stderr
     assert files_in(out) == ["t0.tif", "t1.tif", "t2.tif", "t3.tif"]
@@ -69,8 +85,10 @@ def test_two_processes_writing_one_folder_do_not_clobber_each_other(tiny_model, 
     src = tiles(tmp_path / "in", 8, 48)
     out = tmp_path / "out"
     args = geosr_command("upscale", str(src), "-o", str(out), "--model", str(tiny_model), "--skip-existing")
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=subprocess_env()) for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=180) for p in procs]
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err

@@ -39,8 +39,9 @@ def data_with(tmp_path: Path, make=None) -> Path:
 
 
 def evaluate(model, data, tmp_path, *args):
-    return run("-q", "evaluate", "--model", model, "--data", data, "--split", "all", "--out", tmp_path / "r.json",
-               *args)
+    return run(
+        "-q", "evaluate", "--model", model, "--data", data, "--split", "all", "--out", tmp_path / "r.json", *args
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,17 @@ def test_bad_options(tiny_model, tmp_path, args, code, message):
 def test_a_report_that_cannot_be_written(tiny_model, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    result = run("-q", "evaluate", "--model", tiny_model, "--data", data_with(tmp_path), "--split", "all",
-                 "--out", blocker / "r.json")
+    result = run(
+        "-q",
+        "evaluate",
+        "--model",
+        tiny_model,
+        "--data",
+        data_with(tmp_path),
+        "--split",
+        "all",
+        "--out",
+        blocker / "r.json",
+    )
     refused(result, 1, "a_file")
     assert blocker.read_text() == "x"

@@ -21,10 +21,17 @@ def upscale(model, *args):
 def test_an_overlap_the_model_cards_tile_cannot_take_is_a_usage_error(tiny_model, good_tif, tmp_path, batch):
     """The tiny model's card says tile 32: --overlap 17 alone is as wrong as --tile-size 32 --overlap 17."""
     src = good_tif.parent if batch else good_tif
-    refused(upscale(tiny_model, src, "-o", tmp_path / ("sr" if batch else "out.tif"), "--overlap", 17), 2,
-            "overlap 17", "tile size of the model card")
-    refused(upscale(tiny_model, src, "-o", tmp_path / ("sr" if batch else "out.tif"), "--tile-size", 32,
-                    "--overlap", 17), 2, "overlap 17")
+    refused(
+        upscale(tiny_model, src, "-o", tmp_path / ("sr" if batch else "out.tif"), "--overlap", 17),
+        2,
+        "overlap 17",
+        "tile size of the model card",
+    )
+    refused(
+        upscale(tiny_model, src, "-o", tmp_path / ("sr" if batch else "out.tif"), "--tile-size", 32, "--overlap", 17),
+        2,
+        "overlap 17",
+    )
     assert files_in(tmp_path) == ["in/scene.tif"]
 
 
@@ -44,8 +51,13 @@ def test_an_aoi_that_misses_every_file_of_a_batch_fails_and_says_why(tiny_model,
     for name in ("a", "b"):
         write_geotiff(src / f"{name}.tif", image(3, 16, 16))
     far = "POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))"  # in the rasters' CRS, 500 km away
-    line = refused(upscale(tiny_model, src, "-o", tmp_path / "sr", "--aoi", far), 1, "meets none of the 2 input files",
-                   "does not meet the raster", "--aoi-crs")
+    line = refused(
+        upscale(tiny_model, src, "-o", tmp_path / "sr", "--aoi", far),
+        1,
+        "meets none of the 2 input files",
+        "does not meet the raster",
+        "--aoi-crs",
+    )
     assert "a.tif" in line and not (tmp_path / "sr").exists() or files_in(tmp_path / "sr") == []
 
 

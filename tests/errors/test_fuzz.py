@@ -17,15 +17,26 @@ from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
 def seed_tif(tmp_path_factory) -> bytes:
     """A small tiled, compressed GeoTIFF: the bytes the mutations start from."""
-    path = write_geotiff(tmp_path_factory.mktemp("seed") / "seed.tif", image(3, 24, 24), tiled=True, blockxsize=16,
-                         blockysize=16, compress="deflate")
+    path = write_geotiff(
+        tmp_path_factory.mktemp("seed") / "seed.tif",
+        image(3, 24, 24),
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
+        compress="deflate",
+    )
     return path.read_bytes()
 
 
@@ -64,11 +75,19 @@ OPTIONS = st.fixed_dictionaries(
         "--batch-size": st.integers(-1, 20).map(str),
         "--bands": st.lists(st.integers(-1, 5), min_size=0, max_size=4).map(lambda b: ",".join(map(str, b))),
         "--scale": st.sampled_from(["1", "2", "3", "4", "x"]),
-        "--value-range": st.tuples(st.floats(allow_nan=True, allow_infinity=True),
-                                   st.floats(allow_nan=True, allow_infinity=True)),
+        "--value-range": st.tuples(
+            st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True)
+        ),
         "--bbox": st.sampled_from(["500000,3999700,500200,4000000", "0,0,1,1", "1,1,0,0", "a,b,c,d", "1,2,3"]),
-        "--aoi": st.sampled_from(["POLYGON ((500000 3999700, 500200 3999700, 500200 4000000, 500000 3999700))",
-                                  "POLYGON ((0 0, 1 1, 2 2, 0 0))", "LINESTRING (0 0, 1 1)", "POLYGON ((", ""]),
+        "--aoi": st.sampled_from(
+            [
+                "POLYGON ((500000 3999700, 500200 3999700, 500200 4000000, 500000 3999700))",
+                "POLYGON ((0 0, 1 1, 2 2, 0 0))",
+                "LINESTRING (0 0, 1 1)",
+                "POLYGON ((",
+                "",
+            ]
+        ),
         "--aoi-crs": st.sampled_from(["EPSG:32633", "EPSG:4326", "EPSG:0", "nonsense"]),
         "--compress": st.sampled_from(["deflate", "zstd", "none", "jpeg"]),
         "--device": st.sampled_from(["cpu", "auto", "tpu"]),

@@ -36,8 +36,18 @@ def one_error(done: subprocess.CompletedProcess, code: int) -> str:
 
 def test_an_unknown_aoi_crs_is_one_line_with_projs_reason(tiny_model, tmp_path):
     src = write_geotiff(tmp_path / "scene.tif", image(3, 40, 48))
-    args = ("upscale", src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--bbox", "0,0,1,1", "--aoi-crs",
-            "EPSG:999999")
+    args = (
+        "upscale",
+        src,
+        "-o",
+        tmp_path / "out.tif",
+        "--model",
+        tiny_model,
+        "--bbox",
+        "0,0,1,1",
+        "--aoi-crs",
+        "EPSG:999999",
+    )
     line = one_error(geosr(*args), 2)
     assert "--aoi-crs 'EPSG:999999'" in line and "crs not found: EPSG:999999" in line
     assert "internal_proj" not in line  # PROJ's function names are left out
@@ -61,6 +71,9 @@ def test_a_full_disk_is_one_line_and_libtiffs_lines_only_with_v(tiny_model, tmp_
             assert "the disk is full" in one_error(done, 1)
         else:
             assert done.returncode == 1
-            raw = [line for line in done.stderr.splitlines()
-                   if "No space left on device" in line and not line.startswith("Error:")]
+            raw = [
+                line
+                for line in done.stderr.splitlines()
+                if "No space left on device" in line and not line.startswith("Error:")
+            ]
             assert raw and all(line.startswith(("ERROR: ", "WARNING: ", "INFO: ")) for line in raw), done.stderr

@@ -33,8 +33,14 @@ def temporaries(folder: Path) -> list[str]:
 
 
 def start(*args) -> subprocess.Popen:
-    return subprocess.Popen(geosr_command("upscale", *args, "-q"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=subprocess_env(), preexec_fn=interruptible)
+    return subprocess.Popen(
+        geosr_command("upscale", *args, "-q"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        preexec_fn=interruptible,
+    )
 
 
 def stop_mid_file(proc: subprocess.Popen, out: Path, sig: int) -> str:
@@ -97,8 +103,7 @@ def test_only_temporary_files_of_dead_processes_of_this_machine_are_removed(tmp_
             (tmp_path / name).write_bytes(b"")
         removed = remove_stale_outputs(tmp_path)
         assert sorted(p.name for p in removed) == sorted([names["dead"], names["dead_cog"], names["dead_sidecar"]])
-        assert sorted(files_in(tmp_path)) == sorted(
-            names[k] for k in ("mine", "alive", "other_machine", "unrelated"))
+        assert sorted(files_in(tmp_path)) == sorted(names[k] for k in ("mine", "alive", "other_machine", "unrelated"))
     finally:
         alive.kill()
         alive.wait()

@@ -22,8 +22,11 @@ from geosr.predictor import load_predictor
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("shape, tile, expected", [((8, 8), 1024, (8, 8)), ((6, 90), 64, (6, 64))],
-                         ids=["small-raster-huge-tile", "thin-strip"])
+@pytest.mark.parametrize(
+    "shape, tile, expected",
+    [((8, 8), 1024, (8, 8)), ((6, 90), 64, (6, 64))],
+    ids=["small-raster-huge-tile", "thin-strip"],
+)
 def test_tiles_never_exceed_the_raster(tiny_model, tmp_path, shape, tile, expected):
     src = write_geotiff(tmp_path / "small.tif", image(3, *shape))
     predictor = recording(load_predictor(tiny_model, device="cpu", precision="fp32"))
@@ -61,24 +64,54 @@ def test_running_out_of_memory_is_one_line_naming_the_options_to_lower(tiny_mode
     start, and a batch of tiles of 512 x 512 pixels needs more."""
     src = write_geotiff(tmp_path / "scene.tif", image(3, 512, 2048))
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_RUN, str(tiny_model), "upscale", str(src), "-o",
-                           str(out / "x2.tif"), "--model", str(tiny_model), "-q", "--tile-size", "512",
-                           "--overlap", "0", "--batch-size", "4"],
-                          capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            OUT_OF_MEMORY_RUN,
+            str(tiny_model),
+            "upscale",
+            str(src),
+            "-o",
+            str(out / "x2.tif"),
+            "--model",
+            str(tiny_model),
+            "-q",
+            "--tile-size",
+            "512",
+            "--overlap",
+            "0",
+            "--batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
     assert done.returncode == 1, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "scene.tif: out of memory running the model" in lines[0]
-    assert re.search(r"\d tile\(s\) of 512 x 512 input pixels at x2 \(.*\); use a smaller --batch-size or "
-                     r"--tile-size", lines[0]), lines[0]
+    assert re.search(
+        r"\d tile\(s\) of 512 x 512 input pixels at x2 \(.*\); use a smaller --batch-size or "
+        r"--tile-size",
+        lines[0],
+    ), lines[0]
     assert not out.exists() or files_in(out) == []
 
 
 def test_every_way_pytorch_says_memory_ran_out_counts_as_out_of_memory():
     from geosr.predictor import is_out_of_memory
 
-    for exc in (MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
-                                            "memory: you tried to allocate 268435456 bytes"),
-                RuntimeError("could not create a primitive"), RuntimeError("MPS backend out of memory")):
+    for exc in (
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 268435456 bytes"
+        ),
+        RuntimeError("could not create a primitive"),
+        RuntimeError("MPS backend out of memory"),
+    ):
         assert is_out_of_memory(exc), exc
     assert not is_out_of_memory(RuntimeError("Given groups=1, weight of size [16, 3, 3, 3], expected input"))

@@ -121,8 +121,10 @@ BAD_CARDS = {
     "blocks-absurd": (edit_card(lambda c: c["config"].update(n_blocks=10**6)), "n_blocks must be 0..64"),
     "bands-negative": (edit_card(lambda c: c["config"].update(in_channels=-3)), "in_channels must be 1..64"),
     "tile-absurd": (edit_card(lambda c: c.update(tile_size=10**12)), "the card's tile size 1000000000000: must be"),
-    "overlap-over-half": (edit_card(lambda c: c.update(overlap=17)),
-                          "the card's overlap 17: must be an integer of 0..16"),
+    "overlap-over-half": (
+        edit_card(lambda c: c.update(overlap=17)),
+        "the card's overlap 17: must be an integer of 0..16",
+    ),
     "scale-string": (edit_card(lambda c: c["config"].update(scale="4")), "scale must be one of"),
     "config-missing": (edit_card(lambda c: c.pop("config")), "no generator config"),
     "card-missing": (lambda h: h["__metadata__"].pop("geosr_card"), "without a geosr model card"),
@@ -144,8 +146,9 @@ def test_metadata_with_absurd_or_missing_values(cmd, case, tiny_model, tmp_path,
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_weights_whose_shapes_do_not_match_the_card(cmd, tiny_model, tmp_path, data, no_model_built):
     """The card says 32 channels, the tensors hold 16: refused from the header, before a model is built."""
-    bad = rewrite_header(tiny_model, tmp_path / "mismatch.safetensors",
-                         edit_card(lambda c: c["config"].update(channels=32)))
+    bad = rewrite_header(
+        tiny_model, tmp_path / "mismatch.safetensors", edit_card(lambda c: c["config"].update(channels=32))
+    )
     refused(run(*command(cmd, bad, data, tmp_path)), 1, "mismatch.safetensors", "has shape", "export the model again")
     assert no_model_built == [] and not (tmp_path / "out").exists()
 
@@ -162,8 +165,9 @@ def test_weights_of_a_foreign_dtype_are_refused(tiny_model, tmp_path, data, no_m
 
 @pytest.mark.parametrize("cmd", COMMANDS)
 def test_a_missing_model_file_and_a_folder(cmd, tmp_path, data):
-    refused(run(*command(cmd, tmp_path / "nope.safetensors", data, tmp_path)), 1, "nope.safetensors",
-            "no such model file")
+    refused(
+        run(*command(cmd, tmp_path / "nope.safetensors", data, tmp_path)), 1, "nope.safetensors", "no such model file"
+    )
     (tmp_path / "dir.safetensors").mkdir()
     refused(run(*command(cmd, tmp_path / "dir.safetensors", data, tmp_path)), 1, "dir.safetensors", "folder")
     assert files_in(tmp_path / "data") == ["img0.tif", "img1.tif", "img2.tif"]
@@ -195,8 +199,11 @@ def test_weights_holding_nan_are_refused_before_a_model_is_built(cmd, tiny_model
     """NaN weights would give all-NaN (or, cast to integers, all-zero) output with exit 0, and export would publish
     them again: every command that reads the weights refuses the file, naming it and the tensor."""
     bad, name = with_nan(tiny_model, tmp_path / "nan.safetensors")
-    args = (["export", bad, "-o", tmp_path / "out" / "published.safetensors"] if cmd == "export"
-            else command(cmd, bad, data, tmp_path))
+    args = (
+        ["export", bad, "-o", tmp_path / "out" / "published.safetensors"]
+        if cmd == "export"
+        else command(cmd, bad, data, tmp_path)
+    )
     refused(run(*args), 1, "nan.safetensors", f"weight {name} holds NaN or infinite values", "another model file")
     assert no_model_built == [] and not (tmp_path / "out").exists()
 
@@ -204,8 +211,11 @@ def test_weights_holding_nan_are_refused_before_a_model_is_built(cmd, tiny_model
 def test_card_text_with_control_characters_is_shown_escaped_and_never_written_raw(tiny_model, tmp_path, data):
     """A card whose name clears the screen and whose description reverses the text: info shows the escapes as text,
     and the output's tags hold them as text too."""
-    evil = rewrite_header(tiny_model, tmp_path / "evil.safetensors", edit_card(
-        lambda c: c.update(name="\x1b[2J\x1b[31mevil\x07", description="safe\u202eexe.tif\nline two")))
+    evil = rewrite_header(
+        tiny_model,
+        tmp_path / "evil.safetensors",
+        edit_card(lambda c: c.update(name="\x1b[2J\x1b[31mevil\x07", description="safe\u202eexe.tif\nline two")),
+    )
     shown = run("info", evil)
     assert shown.exit_code == 0, shown.output
     assert "\x1b" not in shown.output and "\u202e" not in shown.output and "\x07" not in shown.output

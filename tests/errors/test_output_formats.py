@@ -23,8 +23,15 @@ def test_jpeg_output_of_a_raster_with_nodata_is_refused(tiny_model, tmp_path):
     data = image(3, 24, 24)
     data[:, :6, :6] = 0
     src = write_geotiff(tmp_path / "in" / "scene.tif", data, nodata=0)
-    refused(upscale(tiny_model, src, "-o", tmp_path / "out" / "scene.jpg"), 1, "scene.jpg", "scene.tif",
-            "JPEG cannot keep nodata apart", "valid and nodata pixels would swap", "name the output .png or .tif")
+    refused(
+        upscale(tiny_model, src, "-o", tmp_path / "out" / "scene.jpg"),
+        1,
+        "scene.jpg",
+        "scene.tif",
+        "JPEG cannot keep nodata apart",
+        "valid and nodata pixels would swap",
+        "name the output .png or .tif",
+    )
     assert not (tmp_path / "out").exists() or files_in(tmp_path / "out") == []
     result = upscale(tiny_model, src, "-o", tmp_path / "out" / "scene.png")  # the remedy works
     assert result.exit_code == 0, result.output
@@ -32,18 +39,27 @@ def test_jpeg_output_of_a_raster_with_nodata_is_refused(tiny_model, tmp_path):
         assert d.nodatavals == (0, 0, 0) and not d.read_masks()[:, :12, :12].any()
 
 
-@pytest.mark.parametrize("suffix, count, message", [
-    (".png", 4, "PNG takes the last of 4 bands as alpha"),
-    (".png", 5, "PNG holds 1 to 4 bands, not 5"),
-    (".jpg", 4, "JPEG holds 1 or 3 bands, not 4"),
-    (".jpg", 2, "JPEG holds 1 or 3 bands, not 2"),
-], ids=["png-4", "png-5", "jpg-4", "jpg-2"])
+@pytest.mark.parametrize(
+    "suffix, count, message",
+    [
+        (".png", 4, "PNG takes the last of 4 bands as alpha"),
+        (".png", 5, "PNG holds 1 to 4 bands, not 5"),
+        (".jpg", 4, "JPEG holds 1 or 3 bands, not 4"),
+        (".jpg", 2, "JPEG holds 1 or 3 bands, not 2"),
+    ],
+    ids=["png-4", "png-5", "jpg-4", "jpg-2"],
+)
 def test_band_counts_a_png_or_jpeg_cannot_hold(tiny_model, tmp_path, suffix, count, message):
     src = write_geotiff(tmp_path / "in" / "bands.tif", image(count, 16, 16), photometric="MINISBLACK")
     with rasterio.open(src) as d:
         assert ColorInterp.alpha not in d.colorinterp  # four measured bands (RGB + NIR), no transparency
-    refused(upscale(tiny_model, src, "-o", tmp_path / "out" / f"x2{suffix}"), 1, f"x2{suffix}", message,
-            "name the output .tif")
+    refused(
+        upscale(tiny_model, src, "-o", tmp_path / "out" / f"x2{suffix}"),
+        1,
+        f"x2{suffix}",
+        message,
+        "name the output .tif",
+    )
     assert not (tmp_path / "out").exists() or files_in(tmp_path / "out") == []
 
 

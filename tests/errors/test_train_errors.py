@@ -30,9 +30,34 @@ from testdata import write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--scale", "2", "--channels", "16", "--n-blocks", "1", "--refiner", "none", "--d-base", "8",
-        "--d-blocks", "2", "--patch-size", "32", "--batch-size", "4", "--perceptual-weight", "0",
-        "--precision", "fp32", "--val-images", "2", "--device", "cpu", "--num-workers", "0"]
+TINY = [
+    "--scale",
+    "2",
+    "--channels",
+    "16",
+    "--n-blocks",
+    "1",
+    "--refiner",
+    "none",
+    "--d-base",
+    "8",
+    "--d-blocks",
+    "2",
+    "--patch-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--perceptual-weight",
+    "0",
+    "--precision",
+    "fp32",
+    "--val-images",
+    "2",
+    "--device",
+    "cpu",
+    "--num-workers",
+    "0",
+]
 
 
 @pytest.fixture
@@ -66,8 +91,13 @@ def state_step(run_dir: Path) -> int:
 def test_an_unreadable_image_among_the_data_is_named_before_anything_is_written(tmp_path, scenes, make, message):
     bad = make(scenes / "roofs" / "roofs02.tif")
     out = tmp_path / "run"
-    refused(train("--data", scenes, "--out", out, "--max-steps", "2", *TINY), 1, str(bad), message,
-            "remove it from the data" if make is not nan_inf else "leave the image out")
+    refused(
+        train("--data", scenes, "--out", out, "--max-steps", "2", *TINY),
+        1,
+        str(bad),
+        message,
+        "remove it from the data" if make is not nan_inf else "leave the image out",
+    )
     assert not out.exists()
 
 
@@ -77,16 +107,30 @@ def test_a_damaged_image_read_by_a_loader_worker_is_still_one_line(tmp_path, sce
     corrupt_tiles(scenes / "roofs" / "roofs02.tif")
     # the decimated read of the percentile ranges is not involved for uint8, so the damage is met mid-training
     out = tmp_path / "run"
-    result = train("--data", scenes, "--out", out, "--max-steps", "4", "--cache-mb", "0", *TINY[:-2],
-                   "--num-workers", "1")
+    result = train(
+        "--data", scenes, "--out", out, "--max-steps", "4", "--cache-mb", "0", *TINY[:-2], "--num-workers", "1"
+    )
     line = refused(result, 1, "roofs02.tif", "the file is damaged")
     assert "Original Traceback" not in line and "worker" not in line
 
 
 def test_a_nan_loss_stops_without_saving_over_the_last_good_state(tmp_path, scenes):
     out = tmp_path / "run"
-    result = train("--data", scenes, "--out", out, "--max-steps", "6", "--checkpoint-every-steps", "1",
-                   "--lr-g", "1e30", "--lr-d", "1e30", *TINY)
+    result = train(
+        "--data",
+        scenes,
+        "--out",
+        out,
+        "--max-steps",
+        "6",
+        "--checkpoint-every-steps",
+        "1",
+        "--lr-g",
+        "1e30",
+        "--lr-d",
+        "1e30",
+        *TINY,
+    )
     line = refused(result, 1, "= nan", "training stopped without saving", "lower --lr-g")
     good = state_step(out)
     assert f"(step {good})" in line and good >= 1
@@ -121,8 +165,25 @@ def test_kill_9_during_a_checkpoint_write_then_resume(tmp_path, scenes):
     out = tmp_path / "run"
     env = {**subprocess_env(), "GEOSR_KILL_AT_STATE_WRITE": "3"}
     proc = subprocess.run(
-        [sys.executable, str(killer), "-q", "train", "--data", str(scenes), "--out", str(out), "--max-steps", "5",
-         "--checkpoint-every-steps", "1", *TINY], env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(killer),
+            "-q",
+            "train",
+            "--data",
+            str(scenes),
+            "--out",
+            str(out),
+            "--max-steps",
+            "5",
+            "--checkpoint-every-steps",
+            "1",
+            *TINY,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == -9, proc.stderr[-2000:]
     leftovers = [f for f in files_in(out) if f.endswith(".tmp")]
@@ -199,9 +260,26 @@ def test_ctrl_c_saves_the_state_at_the_current_step_and_exits_130(tmp_path, scen
 
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "geosr.cli.main", "-q", "train", "--data", str(scenes), "--out", str(out),
-         "--max-steps", "100000", "--adversarial-weight", "0", *TINY],
-        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "geosr.cli.main",
+            "-q",
+            "train",
+            "--data",
+            str(scenes),
+            "--out",
+            str(out),
+            "--max-steps",
+            "100000",
+            "--adversarial-weight",
+            "0",
+            *TINY,
+        ],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     log = out / "log.csv"
     deadline = time.monotonic() + 120

@@ -16,16 +16,48 @@ from badinput import image, refused, run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--scale", "2", "--channels", "16", "--n-blocks", "1", "--refiner", "none", "--d-base", "8",
-        "--d-blocks", "2", "--patch-size", "32", "--batch-size", "4", "--perceptual-weight", "0",
-        "--precision", "fp32", "--val-images", "2", "--device", "cpu", "--num-workers", "0"]
+TINY = [
+    "--scale",
+    "2",
+    "--channels",
+    "16",
+    "--n-blocks",
+    "1",
+    "--refiner",
+    "none",
+    "--d-base",
+    "8",
+    "--d-blocks",
+    "2",
+    "--patch-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--perceptual-weight",
+    "0",
+    "--precision",
+    "fp32",
+    "--val-images",
+    "2",
+    "--device",
+    "cpu",
+    "--num-workers",
+    "0",
+]
 FORMATS = {"png": "PNG", "jpg": "JPEG"}
 
 
 def plain(path: Path, data: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver=FORMATS[path.suffix[1:]], width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype="uint8") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver=FORMATS[path.suffix[1:]],
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype="uint8",
+    ) as dst:
         dst.write(data)
     for aux in path.parent.glob("*.aux.xml"):
         aux.unlink()
@@ -50,8 +82,9 @@ def scenes(root: Path, suffix: str) -> Path:
 def test_evaluate_names_a_truncated_image(tiny_model, tmp_path, suffix):
     data = scenes(tmp_path / "scenes", suffix)
     bad = truncate(data / "roofs" / f"roofs50.{suffix}")
-    result = run("-q", "evaluate", "--model", tiny_model, "--data", data, "--split", "val", "--out",
-                 tmp_path / "r.json")
+    result = run(
+        "-q", "evaluate", "--model", tiny_model, "--data", data, "--split", "val", "--out", tmp_path / "r.json"
+    )
     refused(result, 1, str(bad), "the file is damaged", "remove it from the data")
     assert not (tmp_path / "r.json").exists()
 
@@ -61,6 +94,11 @@ def test_train_names_a_truncated_image_before_anything_is_written(tmp_path, suff
     data = scenes(tmp_path / "scenes", suffix)
     bad = truncate(data / "fields" / f"fields01.{suffix}")
     out = tmp_path / "run"
-    refused(run("-q", "train", "--data", data, "--out", out, "--max-steps", "2", *TINY), 1, str(bad),
-            "the file is damaged", "remove it from the data")
+    refused(
+        run("-q", "train", "--data", data, "--out", out, "--max-steps", "2", *TINY),
+        1,
+        str(bad),
+        "the file is damaged",
+        "remove it from the data",
+    )
     assert not out.exists()

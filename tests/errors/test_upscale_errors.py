@@ -116,8 +116,13 @@ def test_an_output_too_large_for_the_disk_is_refused_before_any_work(tiny_model,
     src = huge_vrt(tmp_path / "huge.vrt", size=10_000_000)  # 10^14 pixels: petabytes at x2, however compressed
     out = tmp_path / "out"
     out.mkdir()
-    refused(upscale(tiny_model, src, "-o", out / "huge_x2.tif"), 1, "huge_x2.tif", "not enough disk space",
-            "write the output elsewhere")
+    refused(
+        upscale(tiny_model, src, "-o", out / "huge_x2.tif"),
+        1,
+        "huge_x2.tif",
+        "not enough disk space",
+        "write the output elsewhere",
+    )
     assert files_in(out) == []
     predictor = recording(load_predictor(tiny_model, device="cpu", precision="fp32"))
     with pytest.raises(RasterError, match="not enough disk space"):
@@ -149,8 +154,19 @@ def test_a_raster_with_rpcs_only(tiny_model, tmp_path):
         (["--bbox", "3,0,1,1"], "minx < maxx"),
         (["--bbox", "0,0,1,1", "--aoi-crs", "not a crs"], "not a CRS"),
     ],
-    ids=["tile-0", "tile-negative", "tile-too-large", "overlap-tile", "overlap-negative", "batch-0",
-         "value-range-inf", "aoi-line", "aoi-no-area", "bbox-inverted", "aoi-crs-unknown"],
+    ids=[
+        "tile-0",
+        "tile-negative",
+        "tile-too-large",
+        "overlap-tile",
+        "overlap-negative",
+        "batch-0",
+        "value-range-inf",
+        "aoi-line",
+        "aoi-no-area",
+        "bbox-inverted",
+        "aoi-crs-unknown",
+    ],
 )
 def test_bad_option_values_are_usage_errors(tiny_model, good_tif, tmp_path, args, message):
     refused(upscale(tiny_model, good_tif, "-o", tmp_path / "out.tif", *args), 2, message)
@@ -159,8 +175,12 @@ def test_bad_option_values_are_usage_errors(tiny_model, good_tif, tmp_path, args
 
 def test_an_aoi_outside_the_raster(tiny_model, good_tif, tmp_path):
     far = "POLYGON ((0 0, 10 0, 10 10, 0 10, 0 0))"  # in the raster's CRS, 500 km away
-    refused(upscale(tiny_model, good_tif, "-o", tmp_path / "out.tif", "--aoi", far), 1, "scene.tif",
-            "does not meet the raster")
+    refused(
+        upscale(tiny_model, good_tif, "-o", tmp_path / "out.tif", "--aoi", far),
+        1,
+        "scene.tif",
+        "does not meet the raster",
+    )
     assert not (tmp_path / "out.tif").exists()
 
 
@@ -221,7 +241,6 @@ def test_an_existing_output_in_a_batch_is_kept(tiny_model, tmp_path):
     assert (out / "a.tif").read_bytes() == b"someone else's" and files_in(out) == ["a.tif", "b.tif"]
 
 
-
 # --- inputs that are not plain raster files -------------------------------------------------------------------------
 
 
@@ -241,6 +260,11 @@ def test_a_vrt_whose_source_file_is_missing_names_it(tiny_model, tmp_path):
     (tmp_path / "mosaic").mkdir()
     vrt = huge_vrt(tmp_path / "mosaic" / "m.vrt", size=64)  # a VRT over small_m.tif
     (tmp_path / "mosaic" / "small_m.tif").unlink()
-    refused(upscale(tiny_model, vrt, "-o", tmp_path / "out.tif"), 1, "m.vrt", "small_m.tif does not exist",
-            "restore that file")
+    refused(
+        upscale(tiny_model, vrt, "-o", tmp_path / "out.tif"),
+        1,
+        "m.vrt",
+        "small_m.tif does not exist",
+        "restore that file",
+    )
     assert files_in(tmp_path) == ["mosaic/m.vrt"]

@@ -28,8 +28,9 @@ from geosr.raster import writing as raster_writing
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("name, args", [("out.tif", []), ("out.tif", ["--cog"]), ("out.png", [])],
-                         ids=["geotiff", "cog", "png"])
+@pytest.mark.parametrize(
+    "name, args", [("out.tif", []), ("out.tif", ["--cog"]), ("out.png", [])], ids=["geotiff", "cog", "png"]
+)
 def test_a_disk_that_fills_during_the_write_fails_the_file_and_keeps_nothing(tiny_model, tmp_path, name, args):
     src = write_geotiff(tmp_path / "scene.tif", image(3, 96, 96))
     with small_disk(tmp_path / "disk", "1m") as disk:
@@ -76,7 +77,8 @@ def test_the_space_check_compresses_a_sample_with_the_outputs_own_codec():
     assert estimate_output_bytes(Spec, cog=False, sample=noise) >= raw  # never the old guess of half
     assert estimate_output_bytes(Spec, cog=False, sample=calm) < raw // 10
     assert estimate_output_bytes(Spec, cog=False, sample=calm, copy=True) == 2 * estimate_output_bytes(
-        Spec, cog=False, sample=calm)  # a PNG / JPEG and the GeoTIFF it is copied from
+        Spec, cog=False, sample=calm
+    )  # a PNG / JPEG and the GeoTIFF it is copied from
 
 
 def test_the_sample_is_read_only_when_the_raw_size_does_not_fit(tmp_path, monkeypatch):
@@ -107,16 +109,29 @@ def test_the_sample_is_read_only_when_the_raw_size_does_not_fit(tmp_path, monkey
 def _sparse_output(path, written_blocks):
     """A tiled GeoTIFF (3 x 64 x 64, 32-pixel blocks) of which only ``written_blocks`` were written, as a failed
     write leaves one: GDAL would read the others as zeros, without an error."""
-    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", tiled=True,
-                       blockxsize=32, blockysize=32, sparse_ok=True, crs="EPSG:32633",
-                       transform=rasterio.Affine(5, 0, 500000, 0, -5, 4000000)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=64,
+        height=64,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=32,
+        blockysize=32,
+        sparse_ok=True,
+        crs="EPSG:32633",
+        transform=rasterio.Affine(5, 0, 500000, 0, -5, 4000000),
+    ) as dst:
         for col, row in written_blocks:
             dst.write(image(3, 32, 32), window=Window(32 * col, 32 * row, 32, 32))
     return path
 
 
-@pytest.mark.parametrize("name, cog", [("out.tif", False), ("out.tif", True), ("out.png", False)],
-                         ids=["geotiff", "cog", "png"])
+@pytest.mark.parametrize(
+    "name, cog", [("out.tif", False), ("out.tif", True), ("out.png", False)], ids=["geotiff", "cog", "png"]
+)
 def test_an_output_with_blocks_missing_never_takes_its_name(tmp_path, name, cog):
     tmp = _sparse_output(tmp_path / f".{name}.1234.geosr-tmp", [(0, 0), (1, 0), (0, 1)])
     dst = tmp_path / name
@@ -143,8 +158,20 @@ def test_a_damaged_block_inside_a_read_of_many_fails_the_check(tmp_path, monkeyp
     if read_bytes is not None:
         monkeypatch.setattr(raster_writing, "VERIFY_READ_BYTES", read_bytes)
     tmp = tmp_path / ".out.tif.1234.geosr-tmp"
-    with rasterio.open(tmp, "w", driver="GTiff", width=320, height=64, count=3, dtype="uint8", tiled=True,
-                       blockxsize=32, blockysize=32, compress="deflate", interleave="pixel") as dst:
+    with rasterio.open(
+        tmp,
+        "w",
+        driver="GTiff",
+        width=320,
+        height=64,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=32,
+        blockysize=32,
+        compress="deflate",
+        interleave="pixel",
+    ) as dst:
         dst.write(image(3, 64, 320))
     raster_writing.verify_output(tmp)  # whole, it passes
     with rasterio.open(tmp) as ds:

@@ -38,8 +38,13 @@ def scene(tmp_path) -> Path:
 def test_a_report_named_as_the_input_is_refused_and_the_input_kept(tiny_model, scene, tmp_path, overwrite):
     before = digest(scene)
     extra = ["--overwrite"] if overwrite else []
-    refused(upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", scene, *extra), 2,
-            "scene.tif", "is an input of this run", "--report")
+    refused(
+        upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", scene, *extra),
+        2,
+        "scene.tif",
+        "is an input of this run",
+        "--report",
+    )
     assert digest(scene) == before and not (tmp_path / "out.tif").exists()
 
 
@@ -48,8 +53,11 @@ def test_a_report_reaching_the_input_through_dots_or_a_hard_link_is_refused(tiny
     os.link(scene, tmp_path / "hard.tif")
     before = digest(scene)
     for report in (tmp_path / "sub" / ".." / "scene.tif", tmp_path / "hard.tif"):
-        refused(upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", report, "--overwrite"), 2,
-                "is an input of this run")
+        refused(
+            upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", report, "--overwrite"),
+            2,
+            "is an input of this run",
+        )
     assert digest(scene) == before
 
 
@@ -61,24 +69,37 @@ def test_a_report_inside_the_input_folder_named_as_one_of_its_rasters_is_refused
         write_geotiff(folder / name, image(h=16, w=16))
     before = {name: digest(folder / name) for name in ("a.tif", "b.tif")}
     extra = ["--overwrite"] if overwrite else []
-    refused(upscale(tiny_model, folder, "-o", tmp_path / "sr", "--report", folder / "b.tif", *extra), 2,
-            "b.tif", "is an input of this run")
+    refused(
+        upscale(tiny_model, folder, "-o", tmp_path / "sr", "--report", folder / "b.tif", *extra),
+        2,
+        "b.tif",
+        "is an input of this run",
+    )
     assert {name: digest(folder / name) for name in before} == before and not (tmp_path / "sr").exists()
 
 
 def test_a_report_named_as_the_output_is_refused_even_with_overwrite(tiny_model, scene, tmp_path):
     out = tmp_path / "out.tif"
     out.write_bytes(b"the user's earlier result")
-    refused(upscale(tiny_model, scene, "-o", out, "--report", out, "--overwrite"), 2,
-            "out.tif", "is also an output raster of this run")
+    refused(
+        upscale(tiny_model, scene, "-o", out, "--report", out, "--overwrite"),
+        2,
+        "out.tif",
+        "is also an output raster of this run",
+    )
     assert out.read_bytes() == b"the user's earlier result"
 
 
 def test_an_existing_file_is_no_report_to_replace_without_overwrite(tiny_model, scene, tmp_path):
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": true}')
-    refused(upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", notes), 1,
-            "notes.json", "already exists", "--overwrite")
+    refused(
+        upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", notes),
+        1,
+        "notes.json",
+        "already exists",
+        "--overwrite",
+    )
     assert notes.read_text() == '{"mine": true}' and not (tmp_path / "out.tif").exists()
 
 
@@ -175,8 +196,14 @@ def test_left_out_files_are_counted_and_named(tiny_model, tmp_path):
     (folder / "linked").symlink_to(elsewhere)
     (folder / "gone.tif").symlink_to(tmp_path / "missing.tif")
     line = refused(upscale(tiny_model, folder, "-o", folder / "out"), 1, "no rasters found")
-    for needle in ("1 broken link(s)", "gone.tif", "1 link(s) to folders, not followed", "linked",
-                   "1 file(s) under the output folder", "old.tif"):
+    for needle in (
+        "1 broken link(s)",
+        "gone.tif",
+        "1 link(s) to folders, not followed",
+        "linked",
+        "1 file(s) under the output folder",
+        "old.tif",
+    ):
         assert needle in line, (needle, line)
 
 
@@ -190,8 +217,13 @@ def test_a_sparse_raster_declaring_days_of_work_needs_yes(tiny_model, tmp_path):
 
 
 def test_max_pixels_asks_for_yes_and_yes_goes_on(tiny_model, scene, tmp_path):
-    refused(upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--max-pixels", "100"), 1,
-            "scene.tif", "--max-pixels 100", "--yes")
+    refused(
+        upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--max-pixels", "100"),
+        1,
+        "scene.tif",
+        "--max-pixels 100",
+        "--yes",
+    )
     assert not (tmp_path / "out.tif").exists()
     assert upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--max-pixels", "100", "--yes").exit_code == 0
 
@@ -201,7 +233,10 @@ def test_a_path_through_a_folder_that_does_not_exist_yet_and_back_is_the_input(t
     with --overwrite, and missing/ is not created."""
     before = digest(scene)
     back = tmp_path / "missing" / ".." / "scene.tif"
-    refused(upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", back, "--overwrite"), 2,
-            "is an input of this run")
+    refused(
+        upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--report", back, "--overwrite"),
+        2,
+        "is an input of this run",
+    )
     refused(upscale(tiny_model, scene, "-o", back, "--overwrite"), 1, "the output is the input")
     assert digest(scene) == before and not (tmp_path / "missing").exists()

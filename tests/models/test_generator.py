@@ -54,8 +54,9 @@ def test_tiny_inputs_work(size):
 
 
 def test_multispectral_channels_and_global_skip():
-    cfg = GeneratorConfig(scale=2, in_channels=4, out_channels=4, channels=16, n_blocks=1, refiner_base=8,
-                          global_skip=True)
+    cfg = GeneratorConfig(
+        scale=2, in_channels=4, out_channels=4, channels=16, n_blocks=1, refiner_base=8, global_skip=True
+    )
     model = Generator(cfg).eval()
     with torch.inference_mode():
         for p in model.tail[-1].parameters():  # zero residual: the output is exactly the bicubic upsampling

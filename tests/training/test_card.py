@@ -7,15 +7,36 @@ from geosr.training.card import METRICS_PROTOCOL, RunFacts, model_card
 from geosr.training.config import TrainConfig
 
 FACTS = RunFacts(
-    data="/d", layout="folders", split_rule="per class", train_images=80, val_data="/d", val_images=10,
-    steps_per_epoch=5, hardware="test CPU", device="cpu", processes=1, precision="bf16", lr_decay_steps=[250],
-    discriminator=False, ema=True, initialised_from=None, run_dir="/runs/x", source_dtypes=["uint16", "uint8"],
+    data="/d",
+    layout="folders",
+    split_rule="per class",
+    train_images=80,
+    val_data="/d",
+    val_images=10,
+    steps_per_epoch=5,
+    hardware="test CPU",
+    device="cpu",
+    processes=1,
+    precision="bf16",
+    lr_decay_steps=[250],
+    discriminator=False,
+    ema=True,
+    initialised_from=None,
+    run_dir="/runs/x",
+    source_dtypes=["uint16", "uint8"],
 )
 
 
 def test_the_card_carries_the_config_the_facts_and_the_rounded_metrics():
-    cfg = TrainConfig(data="/d", scale=2, patch_size=64, adversarial_weight=0.0, perceptual_weight=0.0,
-                      band_names=["r", "g", "b"], overlap=4).validate()
+    cfg = TrainConfig(
+        data="/d",
+        scale=2,
+        patch_size=64,
+        adversarial_weight=0.0,
+        perceptual_weight=0.0,
+        band_names=["r", "g", "b"],
+        overlap=4,
+    ).validate()
     card = model_card(cfg, FACTS, step=12, wall_time_s=61.26, metrics={"val_psnr": 30.123456, "val_images": 10})
     assert isinstance(card, ModelCard) and card.config == cfg.generator_config()
     assert (card.name, card.bands, card.tile_size, card.overlap) == ("degan-x2", ["r", "g", "b"], 32, 4)

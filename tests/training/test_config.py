@@ -25,8 +25,15 @@ def test_defaults_are_the_papers():
 
 
 def test_toml_round_trip(tmp_path):
-    c = TrainConfig(data="/d", bands=[1, 2, 3, 4], band_names=["r", "g", "b", "nir"], perceptual_weight=0.0,
-                    max_minutes=5.0, lr_decay_steps=[10, 20], description='say "hi"').validate()
+    c = TrainConfig(
+        data="/d",
+        bands=[1, 2, 3, 4],
+        band_names=["r", "g", "b", "nir"],
+        perceptual_weight=0.0,
+        max_minutes=5.0,
+        lr_decay_steps=[10, 20],
+        description='say "hi"',
+    ).validate()
     (tmp_path / "c.toml").write_text(c.to_toml())
     assert build_config(tmp_path / "c.toml") == c
     assert "max_steps" not in tomllib.loads(c.to_toml())["optim"]  # unset values are left out
@@ -48,8 +55,11 @@ def test_checks_name_the_setting(tmp_path):
         TrainConfig(data="x", mse_weight=0, perceptual_weight=0, adversarial_weight=0).validate()
     with pytest.raises(ConfigError, match="attention must be one of"):
         TrainConfig(data="x", attention="transformer").validate()
-    with pytest.raises(ConfigError, match=r"^tile_size, overlap \(the tiling the model card recommends, LR pixels\): "
-                                          r"overlap 33: must be an integer of 0\.\.32"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^tile_size, overlap \(the tiling the model card recommends, LR pixels\): "
+        r"overlap 33: must be an integer of 0\.\.32",
+    ):
         TrainConfig(data="x", overlap=33).validate()  # the default tile: patch 256 / scale 4 = 64 LR pixels
     with pytest.raises(ConfigError, match="tile size 5000: must be an integer of 8..4096 input pixels"):
         TrainConfig(data="x", tile_size=5000).validate()
@@ -65,14 +75,24 @@ def test_checks_name_the_setting(tmp_path):
 
 def test_the_example_configs_are_valid():
     files = sorted(EXAMPLES.glob("*.toml"))
-    assert {f.name for f in files} >= {"degan_x4.toml", "degan_x2.toml", "table4_attention_se.toml",
-                                       "table5_refiner_none.toml", "table3_blocks_7.toml", "cpu_x4_content.toml"}
+    assert {f.name for f in files} >= {
+        "degan_x4.toml",
+        "degan_x2.toml",
+        "table4_attention_se.toml",
+        "table5_refiner_none.toml",
+        "table3_blocks_7.toml",
+        "cpu_x4_content.toml",
+    }
     configs = {f.stem: build_config(f) for f in files}
     main = configs["degan_x4"]
     assert main.scale == 4 and main.patch_size == 256 and main.perceptual_weight == 0.5
     assert configs["degan_x2"].scale == 2
-    assert {configs[f"table4_attention_{v}"].attention for v in ("none", "se", "cam", "sam")} == {"none", "se", "cam",
-                                                                                                   "sam"}
+    assert {configs[f"table4_attention_{v}"].attention for v in ("none", "se", "cam", "sam")} == {
+        "none",
+        "se",
+        "cam",
+        "sam",
+    }
     assert configs["table5_refiner_unet"].refiner == "unet" and configs["table5_refiner_none"].refiner == "none"
     cpu = configs["cpu_x4_content"]
     assert not cpu.uses_discriminator and cpu.perceptual_weight == 0 and cpu.precision == "auto"

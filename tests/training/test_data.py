@@ -67,7 +67,7 @@ def test_paired_layout_uses_its_own_aligned_lr(tmp_path):
 
 def test_uint16_images_use_their_band_range(tmp_path):
     rng = np.random.default_rng(2)
-    data = (smooth_image(3, 48, 48, seed=rng, look="scene").astype(np.uint16) * 40 + 5000)
+    data = smooth_image(3, 48, 48, seed=rng, look="scene").astype(np.uint16) * 40 + 5000
     write_image(tmp_path / "u16" / "scene.tif", data)
     ds = dataset(tmp_path / "u16", patch_size=32)
     hr, lr = ds[(0, 0, 0)]

@@ -46,8 +46,9 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_content_loss():
     content = ContentLoss()
     losses = []
     for _ in range(40):
-        _, terms = generator_step(g, lr, hr, opt=opt, content=content, weights=LossWeights(1, 0, 0, 0), amp=AMP,
-                                  diffusion=True)
+        _, terms = generator_step(
+            g, lr, hr, opt=opt, content=content, weights=LossWeights(1, 0, 0, 0), amp=AMP, diffusion=True
+        )
         losses.append(terms["mse"].item())
     assert losses[-1] < 0.85 * losses[0], losses
 
@@ -66,8 +67,16 @@ def test_one_gan_step_changes_both_networks_and_freezes_d_during_the_g_step():
     assert not sr.requires_grad
     terms.update(discriminator_step(d, hr, sr, opt=opt_d, amp=AMP))
     assert changed(d0, d) > 0.9
-    assert set(terms) == {"mse", "adversarial", "g_total", "d_real", "d_fake", "d_total", "d_logit_real",
-                          "d_logit_fake"}
+    assert set(terms) == {
+        "mse",
+        "adversarial",
+        "g_total",
+        "d_real",
+        "d_fake",
+        "d_total",
+        "d_logit_real",
+        "d_logit_fake",
+    }
     w = LossWeights()
     expected = w.mse * terms["mse"] + w.adversarial * terms["adversarial"]
     assert terms["g_total"].item() == pytest.approx(expected.item())
@@ -79,8 +88,9 @@ def test_feature_matching_and_perceptual_terms_are_named():
     opt = torch.optim.Adam(g.parameters(), lr=1e-3)
     hr, lr = batch()
     content = ContentLoss(VGGFeatures.random_for_tests("conv2_2"))
-    _, terms = generator_step(g, lr, hr, opt=opt, content=content, weights=LossWeights(0.5, 0.5, 0.1, 1.0),
-                              amp=AMP, d=d, diffusion=False)
+    _, terms = generator_step(
+        g, lr, hr, opt=opt, content=content, weights=LossWeights(0.5, 0.5, 0.1, 1.0), amp=AMP, d=d, diffusion=False
+    )
     assert {"mse", "perceptual", "adversarial", "feature_matching", "g_total"} == set(terms)
     assert all(torch.isfinite(v) for v in terms.values())
 
@@ -90,8 +100,15 @@ def test_bf16_autocast_step_runs_on_the_cpu():
     g = Generator(TINY)
     opt = torch.optim.Adam(g.parameters(), lr=1e-3)
     hr, lr = batch()
-    _, terms = generator_step(g, lr, hr, opt=opt, content=ContentLoss(), weights=LossWeights(1, 0, 0, 0),
-                              amp=Amp.create(torch.device("cpu"), "bf16"))
+    _, terms = generator_step(
+        g,
+        lr,
+        hr,
+        opt=opt,
+        content=ContentLoss(),
+        weights=LossWeights(1, 0, 0, 0),
+        amp=Amp.create(torch.device("cpu"), "bf16"),
+    )
     assert terms["mse"].dtype == torch.float32 and torch.isfinite(terms["mse"])
     assert all(p.dtype == torch.float32 for p in g.parameters())
 

@@ -39,8 +39,11 @@ def test_check_names_the_bad_values_and_the_last_good_checkpoint():
     guard = warmed_up()
     assert guard.check(7, {"mse": 0.02, "d_total": 1.3}, None) is False
     with pytest.raises(TrainingDiverged) as err:
-        guard.check(8, {"mse": 0.02, "d_total": float("inf"), "d_logit_real": float("nan")},
-                    (Path("run/checkpoints/state.pt"), 6))
+        guard.check(
+            8,
+            {"mse": 0.02, "d_total": float("inf"), "d_logit_real": float("nan")},
+            (Path("run/checkpoints/state.pt"), 6),
+        )
     assert str(err.value) == (
         "step 8: loss d_total = inf, d_logit_real = nan; training stopped without saving; the last good checkpoint "
         "is run/checkpoints/state.pt (step 6); resume it with a lower --lr-g/--lr-d, --grad-clip or --precision fp32"
@@ -53,8 +56,11 @@ def test_check_stops_after_patience_spikes_in_a_row():
     guard = warmed_up()
     for step in range(1, guardmod.GUARD_PATIENCE):
         assert guard.check(step, {"mse": 5.0}, None) is True
-    with pytest.raises(TrainingDiverged, match=r"the MSE \(5\) has stayed above 20 x its recent median .* for 10 "
-                                               r"steps: the generator diverged"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"the MSE \(5\) has stayed above 20 x its recent median .* for 10 "
+        r"steps: the generator diverged",
+    ):
         guard.check(guardmod.GUARD_PATIENCE, {"mse": 5.0}, None)
 
 
