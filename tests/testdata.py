@@ -176,3 +176,14 @@ def error_line(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def consistency_pair(scale: int, h: int = 36, w: int = 28, bands: int = 3, seed: int = 0):
+    """(hr, lr): a random output in the model's range, and an input near its degradation (geosr.consistency's
+    tests and geosr.rowstream's)."""
+    from geosr.consistency import degrade
+
+    rng = np.random.default_rng(seed)
+    hr = np.clip(rng.normal(0, 0.5, (bands, scale * h, scale * w)), -1, 1).astype(np.float32)
+    lr = np.clip(degrade(hr, scale) + rng.normal(0, 0.05, (bands, h, w)), -1, 1).astype(np.float32)
+    return hr, lr
