@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import rasterio
+from testdata import tiny_train_args
 
 from geosr.datasets import find_images
 from geosr.evaluation import evaluate_images
@@ -114,32 +115,7 @@ def test_a_short_ucmerced_run_gives_a_model_that_evaluate_and_upscale_accept(ucm
     from geosr.cli.main import cli
 
     run = tmp_path / "run"
-    tiny = [
-        "--scale",
-        "4",
-        "--channels",
-        "16",
-        "--n-blocks",
-        "1",
-        "--refiner-base",
-        "8",
-        "--d-base",
-        "8",
-        "--d-blocks",
-        "2",
-        "--patch-size",
-        "64",
-        "--batch-size",
-        "4",
-        "--perceptual-weight",
-        "0",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
-        "--cache-mb",
-        "0",
-    ]
+    tiny = [*tiny_train_args(scale=4, patch=64), "--cache-mb", "0"]
     result = CliRunner().invoke(
         cli, ["-q", "train", "--data", str(ucmerced), "--out", str(run), "--max-steps", "3", "--val-images", "3", *tiny]
     )

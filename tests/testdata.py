@@ -187,3 +187,13 @@ def consistency_pair(scale: int, h: int = 36, w: int = 28, bands: int = 3, seed:
     hr = np.clip(rng.normal(0, 0.5, (bands, scale * h, scale * w)), -1, 1).astype(np.float32)
     lr = np.clip(degrade(hr, scale) + rng.normal(0, 0.05, (bands, h, w)), -1, 1).astype(np.float32)
     return hr, lr
+
+
+def tiny_train_args(scale: int = 2, patch: int = 32, refiner: tuple[str, ...] = ("--refiner-base", "8")) -> list[str]:
+    """``geosr train`` options of a tiny GAN that trains in seconds on the CPU (content and adversarial losses, no
+    VGG): x``scale``, ``patch``-px HR patches, batches of 4; ``refiner``: its options ("--refiner", "none": none)."""
+    return [
+        *("--scale", str(scale), "--channels", "16", "--n-blocks", "1", *refiner, "--d-base", "8", "--d-blocks", "2"),
+        *("--patch-size", str(patch), "--batch-size", "4", "--perceptual-weight", "0", "--precision", "fp32"),
+        *("--device", "cpu"),
+    ]

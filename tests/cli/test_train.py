@@ -8,36 +8,12 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from testdata import tiny_train_args
 
 from geosr.checkpoint import read_card
 from geosr.cli.main import cli
 
-TINY = [
-    "--scale",
-    "2",
-    "--channels",
-    "16",
-    "--n-blocks",
-    "1",
-    "--refiner-base",
-    "8",
-    "--d-base",
-    "8",
-    "--d-blocks",
-    "2",
-    "--patch-size",
-    "32",
-    "--batch-size",
-    "4",
-    "--perceptual-weight",
-    "0",
-    "--precision",
-    "fp32",
-    "--val-images",
-    "2",
-    "--device",
-    "cpu",
-]
+TINY = [*tiny_train_args(), "--val-images", "2"]
 
 
 @pytest.fixture(scope="module")

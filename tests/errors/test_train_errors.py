@@ -26,38 +26,11 @@ from badinput import (
     subprocess_env,
     truncated,
 )
-from testdata import write_geotiff
+from testdata import tiny_train_args, write_geotiff
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = [
-    "--scale",
-    "2",
-    "--channels",
-    "16",
-    "--n-blocks",
-    "1",
-    "--refiner",
-    "none",
-    "--d-base",
-    "8",
-    "--d-blocks",
-    "2",
-    "--patch-size",
-    "32",
-    "--batch-size",
-    "4",
-    "--perceptual-weight",
-    "0",
-    "--precision",
-    "fp32",
-    "--val-images",
-    "2",
-    "--device",
-    "cpu",
-    "--num-workers",
-    "0",
-]
+TINY = [*tiny_train_args(refiner=("--refiner", "none")), "--val-images", "2", "--num-workers", "0"]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from testdata import tiny_train_args
 
 from geosr.checkpoint import load_generator
 from geosr.training.state import load_state, read_log
@@ -29,32 +30,8 @@ def test_torchrun_two_cpu_processes(scene_folder, tmp_path):
         str(scene_folder),
         "--out",
         str(run),
-        "--scale",
-        "2",
-        "--channels",
-        "16",
-        "--n-blocks",
-        "1",
-        "--refiner-base",
-        "8",
-        "--d-base",
-        "8",
-        "--d-blocks",
-        "2",
-        "--patch-size",
-        "32",
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "3",
-        "--val-images",
-        "3",
-        "--perceptual-weight",
-        "0",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
+        *tiny_train_args(),
+        *("--max-steps", "3", "--val-images", "3"),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
