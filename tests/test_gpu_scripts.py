@@ -250,15 +250,32 @@ def _wheel_bundle(tmp_path: Path, python_version: str) -> Path:
     with tarfile.open(deps, "w:xz") as tar:
         tar.add(payload, arcname="payload.bin")
     cap = deps.stat().st_size // 2 + 1
-    bundle.write_parts([deps], tmp_path / "bundle", cap=cap,
-                       info={"created": "2026-01-01T00:00:00", "python_version": python_version})
+    bundle.write_parts(
+        [deps], tmp_path / "bundle", cap=cap, info={"created": "2026-01-01T00:00:00", "python_version": python_version}
+    )
     return tmp_path / "bundle"
 
 
 def _run_sh(call: Path, stage: Path, out: Path) -> tuple[int, dict]:
-    proc = subprocess.run(["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call), "--stage",
-                           str(stage), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, GEOSR_GPU_PYTHON=sys.executable))
+    proc = subprocess.run(
+        [
+            "bash",
+            str(GPU / "run.sh"),
+            "--device",
+            "cpu",
+            "--bundle",
+            str(call),
+            "--stage",
+            str(stage),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, GEOSR_GPU_PYTHON=sys.executable),
+    )
     return proc.returncode, json.loads((out / "summary.json").read_text())
 
 
@@ -283,9 +300,17 @@ def test_run_waits_for_the_missing_part_then_refuses_wheels_for_another_python(t
 def _run_with_results(tmp_path: Path, scales: list[int]):
     """A Run whose stage holds what training and evaluation leave for ``scales``, its $OUT written."""
     run = _module("run")
-    args = argparse.Namespace(stage=str(tmp_path / "stage"), out=str(tmp_path / "out"), fresh=False, smoke=True,
-                              after_train_s=60.0, scales=scales, shares=plan.parse_shares(None, scales),
-                              budget_s=240.0, device="cpu")
+    args = argparse.Namespace(
+        stage=str(tmp_path / "stage"),
+        out=str(tmp_path / "out"),
+        fresh=False,
+        smoke=True,
+        after_train_s=60.0,
+        scales=scales,
+        shares=plan.parse_shares(None, scales),
+        budget_s=240.0,
+        device="cpu",
+    )
     r = run.Run(args)
     (r.work / "measure").mkdir(parents=True)
     (r.work / "measure" / "measure.json").write_text("{}")
@@ -301,17 +326,184 @@ def _run_with_results(tmp_path: Path, scales: list[int]):
 
 def test_out_holds_one_scales_files_as_before_and_two_scales_in_six(tmp_path):
     r = _run_with_results(tmp_path / "one", [2])
-    assert sorted(p.name for p in r.out.iterdir()) == sorted([
-        "summary.txt", "summary.json", "measure.json", "train_log.csv", "eval_val.json", "degan-x2-gpu.safetensors",
-        "logs.tar.gz"])
+    assert sorted(p.name for p in r.out.iterdir()) == sorted(
+        [
+            "summary.txt",
+            "summary.json",
+            "measure.json",
+            "train_log.csv",
+            "eval_val.json",
+            "degan-x2-gpu.safetensors",
+            "logs.tar.gz",
+        ]
+    )
     r = _run_with_results(tmp_path / "two", [4, 2])
-    assert sorted(p.name for p in r.out.iterdir()) == sorted([
-        "summary.txt", "summary.json", "measure.json", "degan-x4-gpu.safetensors", "degan-x2-gpu.safetensors",
-        "logs.tar.gz"])
+    assert sorted(p.name for p in r.out.iterdir()) == sorted(
+        [
+            "summary.txt",
+            "summary.json",
+            "measure.json",
+            "degan-x4-gpu.safetensors",
+            "degan-x2-gpu.safetensors",
+            "logs.tar.gz",
+        ]
+    )
     with tarfile.open(r.out / "logs.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {f"x{s}/{n}" for s in (4, 2) for n in ("config.toml", "train_log.csv", "eval_val.json",
-                                                  "eval_shipped.json", "card.txt")} <= names
+    assert {
+        f"x{s}/{n}"
+        for s in (4, 2)
+        for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json", "card.txt")
+    } <= names
+
+
+# --- measure.py: its sections in smoke mode on the CPU, its budget rules and its report ------------------------------
+
+
+def test_the_stage_table_is_sized_to_its_seconds_from_the_measured_rate():
+    measure = _module("measure")
+    assert measure.stages_size(2048, None, 30, 4) == 2048  # no rate measured: the default
+    assert measure.stages_size(2048, 40.0, 30, 4) == 2048  # a fast pipeline: the default fits
+    # 1 output Mpx/s for 30 s, 30 % for the timers' synchronisations: 23 Mpx, 4804 px at x4, 1201 px of input
+    assert measure.stages_size(2048, 1.0, 30, 4) == 1152
+    assert measure.stages_size(2048, 0.01, 30, 4) == 256 and measure.stages_size(48, 1.0, 30, 4) == 48
+
+
+def test_the_report_says_skipped_extrapolated_and_stopped():
+    measure = _module("measure")
+    big = {
+        "size": 10980,
+        "bands": 3,
+        "dtype": "uint16",
+        "scale": 4,
+        "tile": 64,
+        "batch": 16,
+        "precision": "bf16",
+        "complete": False,
+        "seconds": 1099.2,
+        "seconds_run": 88.4,
+        "fraction_done": 0.08,
+        "output_mpx_s": 1.75,
+        "label": "extrapolated from 8.0% of the tiles done in 88.4 s",
+        "peak_gpu_memory_gib": 0.83,
+        "max_rss_before_gib": 2.0,
+        "max_rss_after_gib": 5.5,
+        "rss_at_start_gib": 1.1,
+        "rss_peak_during_gib": 5.4,
+    }
+    compile_part = {
+        "tile": 64,
+        "batch": 16,
+        "cap_s": 90,
+        "stopped_at_cap": True,
+        "rows": [
+            {
+                "precision": "bf16",
+                "variant": "eager",
+                "model_only_mpx_s": 56.3,
+                "on_device_mpx_s": 70.0,
+                "first_call_s": 1.2,
+                "settle_s": 0.0,
+                "speed_table_mpx_s": 56.1,
+            },
+            {
+                "precision": "bf16",
+                "variant": "compile",
+                "model_only_mpx_s": 70.0,
+                "on_device_mpx_s": 95.0,
+                "first_call_s": 40.0,
+                "settle_s": 0.0,
+                "max_abs_diff": 0.004,
+                "pays_after_output_mpx": 10640.0,
+            },
+            {"precision": "bf16", "variant": "compile reduce-overhead", "stopped": "at the section's cap of 90 s"},
+            {"precision": "fp16", "variant": "eager", "skipped": "not started"},
+        ],
+    }
+    lines = measure.summary_lines(
+        {
+            "hardware": "cuda: H100",
+            "torch": "2",
+            "python": "3",
+            "model": "m",
+            "stages": {"skipped": "120 s of the 210 s budget spent"},
+            "compile": compile_part,
+            "big": big,
+        }
+    )
+    text = "\n".join(lines)
+    assert "where the time goes: skipped (120 s of the 210 s budget spent)" in text
+    assert "extrapolated to 1099.2 s" in text and "run to the end" not in text
+    assert "GPU 0.83 GiB" in text and "host 5.40 GiB" in text and "ru_maxrss 5.50 GiB after it, 2.00 GiB before" in text
+    assert "speed table 56.1" in text and "pays after 1.06e+04 output Mpx" in text
+    assert "bf16  compile reduce-overhead  stopped: at the section's cap" in text
+    assert "fp16  eager" in text and "skipped: not started" in text
+
+
+@pytest.mark.slow
+def test_measure_runs_every_section_in_smoke_mode_on_the_cpu(tmp_path):
+    out = tmp_path / "measure"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(GPU / "measure.py"),
+            "--device",
+            "cpu",
+            "--smoke",
+            "--out",
+            str(out),
+            "--budget-s",
+            "600",
+            "--tiles",
+            "16",
+            "--big",
+            "128",
+            "--folder-files",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = json.loads((out / "measure.json").read_text())
+    text = (out / "measure.txt").read_text()
+    for name in ("consistency", "speed", "stages", "compile", "pipeline", "folder", "big"):
+        assert "error" not in m[name] and "skipped" not in m[name], (name, m[name])
+
+    # where the time goes: the real model's run, every stage of the pipeline in the table
+    stages = m["stages"]
+    assert stages["size"] == 48 and stages["precision"] == "bf16" and stages["consistency"]
+    assert {"model", "blend", "consistency", "dtype mapping", "write"} <= {r["stage"] for r in stages["rows"]}
+    assert "where the time goes, 48^2 x 3 uint8 at x4 with the model (bf16, tile 64, overlap 8" in text
+    for label in (
+        "read (GDAL",
+        "model (degan-x4.safetensors, bf16)",
+        "blend (StripAccumulator)",
+        "consistency correction",
+        "device to host",
+        "compression and write",
+        "wall time of upscale_raster",
+    ):
+        assert label in text, label
+
+    # the compile section: eager, torch.compile (measured, unavailable or stopped at its cap), no CUDA graphs here
+    rows = {(r["precision"], r["variant"]): r for r in m["compile"]["rows"]}
+    assert set(rows) == {("bf16", "eager"), ("bf16", "compile"), ("bf16", "compile reduce-overhead")}
+    assert sum(k in rows[("bf16", "compile")] for k in ("model_only_mpx_s", "unavailable", "stopped", "skipped")) == 1
+    eager = rows[("bf16", "eager")]
+    if "model_only_mpx_s" in eager:
+        assert eager["model_only_mpx_s"] > 0 and eager["speed_table_mpx_s"] > 0
+    assert "the model alone, eager and compiled (tile 16, batch 4" in text
+    assert "bf16  eager" in text and "bf16  compile " in text
+    assert "bf16  compile reduce-overhead  skipped: CUDA graphs: CUDA only" in text
+
+    # the big raster: run to the end at this size, with the host's peak memory beside it
+    big = m["big"]
+    assert big["complete"] and "128 x 128 x 3 uint16 at x4" in text and "run to the end in" in text
+    assert 0 < big["max_rss_before_gib"] <= big["max_rss_after_gib"] and big["rss_peak_during_gib"] > 0
+    assert "peak memory of the run: host" in text and "ru_maxrss" in text and "before it" in text
 
 
 # --- the smoke run: prepare's bundle -> a venv with only PyTorch -> measure, train, export, evaluate ----------------
@@ -320,9 +512,11 @@ def test_out_holds_one_scales_files_as_before_and_two_scales_in_six(tmp_path):
 def _smoke_bundle_or_skip() -> dict:
     manifest = SMOKE_BUNDLE / bundle.MANIFEST
     if not manifest.is_file():
-        pytest.skip(f"no smoke bundle in {SMOKE_BUNDLE}: build it with `bash benchmarks/gpu/prepare.sh --smoke "
-                    f"--python-version {sys.version_info.major}.{sys.version_info.minor} --out {SMOKE_BUNDLE} "
-                    f"--part-mb 12`")
+        pytest.skip(
+            f"no smoke bundle in {SMOKE_BUNDLE}: build it with `bash benchmarks/gpu/prepare.sh --smoke "
+            f"--python-version {sys.version_info.major}.{sys.version_info.minor} --out {SMOKE_BUNDLE} "
+            f"--part-mb 12`"
+        )
     data = json.loads(manifest.read_text())
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if data["python_version"] != here:
@@ -343,9 +537,25 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     for k, part in enumerate(parts, start=1):
         call = _carry(tmp_path / "call", part)
         shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.run(["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call),
-                               "--stage", str(stage), "--budget-s", "900"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [
+                "bash",
+                str(GPU / "run.sh"),
+                "--device",
+                "cpu",
+                "--bundle",
+                str(call),
+                "--stage",
+                str(stage),
+                "--budget-s",
+                "900",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         summary = json.loads((out / "summary.json").read_text())
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert summary["call"] == k
@@ -359,8 +569,14 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     # what comes back: at most 7 files (the tool takes 8), none over 16 MiB, no sub-folders; each scale's model
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 7 and all(p.is_file() and p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
-    assert set(files) == {"summary.txt", "summary.json", "measure.json", "logs.tar.gz", "degan-x4-gpu.safetensors",
-                          "degan-x2-gpu.safetensors"}
+    assert set(files) == {
+        "summary.txt",
+        "summary.json",
+        "measure.json",
+        "logs.tar.gz",
+        "degan-x4-gpu.safetensors",
+        "degan-x2-gpu.safetensors",
+    }
 
     measure = json.loads((out / "measure.json").read_text())
     assert measure["consistency"]["cases"]["fp32"]["max"] == 0  # the CPU against itself
@@ -375,12 +591,19 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = set(tar.getnames())
         archived = {n: tar.extractfile(n).read().decode() for n in names if n.startswith(("x4/", "x2/"))}
-    assert {"logs/install.log", "logs/measure.log", "logs/train_x4.log", "logs/evaluate_x4.log", "logs/train_x2.log",
-            "logs/evaluate_x2.log"} <= names
+    assert {
+        "logs/install.log",
+        "logs/measure.log",
+        "logs/train_x4.log",
+        "logs/evaluate_x4.log",
+        "logs/train_x2.log",
+        "logs/evaluate_x2.log",
+    } <= names
     text = (out / "summary.txt").read_text()
     for scale in (4, 2):
-        assert {f"x{scale}/{n}" for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json",
-                                          "card.txt")} <= names
+        assert {
+            f"x{scale}/{n}" for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json", "card.txt")
+        } <= names
         train, plan_ = steps[f"train_x{scale}"], summary["plans"][str(scale)]
         # the length first estimated from the H200's rate is far off on a CPU: measured over the first 2 steps,
         # the run restarted (in its warm-up) with the length its 30 s hold
@@ -396,8 +619,9 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
 
         # the exported model carries the val metrics and says where, how long and how it trained
         model = out / f"degan-x{scale}-gpu.safetensors"
-        info = subprocess.run([sys.executable, "-m", "geosr.cli.main", "info", str(model)], capture_output=True,
-                              text=True, cwd=REPO)
+        info = subprocess.run(
+            [sys.executable, "-m", "geosr.cli.main", "info", str(model)], capture_output=True, text=True, cwd=REPO
+        )
         assert info.returncode == 0, info.stderr
         assert f"scale        x{scale}" in info.stdout and "val_psnr" in info.stdout
         assert "by benchmarks/gpu/run.sh on " in info.stdout and "cosine decay to 0.02" in info.stdout
@@ -405,9 +629,25 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     # a further call with nothing carried repeats nothing
     call = tmp_path / "empty-call"
     call.mkdir()
-    proc = subprocess.run(["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call), "--stage",
-                           str(stage), "--budget-s", "900"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(GPU / "run.sh"),
+            "--device",
+            "cpu",
+            "--bundle",
+            str(call),
+            "--stage",
+            str(stage),
+            "--budget-s",
+            "900",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     again = json.loads((out / "summary.json").read_text())
     assert set(again["this_call"]) <= {"stage", "install"}
