@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -274,33 +275,29 @@ def run_strips(
     return run.computed
 
 
+@dataclass
 class _StripRun:
-    """``run_strips``'s state: the settings, the shared blend weights, the tiles computed so far."""
+    """``run_strips``'s state: its arguments (see there), the shared blend weights, the tiles computed so far."""
 
-    def __init__(
-        self,
-        grid: TileGrid,
-        rows,
-        strip_of,
-        predictor: Predictor,
-        sink: Sink,
-        groups,
-        real,
-        batch_size: int,
-        consistency: bool,
-        masks: bool,
-        out_rows: tuple[int, int],
-        tiles_done,
-        spread: bool,
-    ) -> None:
-        self.grid, self.rows, self.strip_of, self.predictor, self.sink = grid, rows, strip_of, predictor, sink
-        self.groups, self.real, self.batch_size = groups, real, batch_size
-        self.consistency, self.masks = consistency, masks
-        self.out_rows, self.tiles_done, self.spread = out_rows, tiles_done, spread
-        self.device = predictor.device
-        self.weights = _DeviceWeights(grid, self.device)
-        self.row_lo, self.row_hi = _blended(*out_rows, grid.height, grid.scale, consistency)
-        self.computed = 0
+    grid: TileGrid
+    rows: tuple[int, ...]
+    strip_of: Callable[[Panel, int], Strip]
+    predictor: Predictor
+    sink: Sink
+    groups: Any
+    real: Any
+    batch_size: int
+    consistency: bool
+    masks: bool
+    out_rows: tuple[int, int]
+    tiles_done: Callable[[int, bool], None] | None
+    spread: bool
+    computed: int = 0
+
+    def __post_init__(self) -> None:
+        self.device = self.predictor.device
+        self.weights = _DeviceWeights(self.grid, self.device)
+        self.row_lo, self.row_hi = _blended(*self.out_rows, self.grid.height, self.grid.scale, self.consistency)
 
     def panel(self, panel: Panel) -> None:
         """Every strip of one panel: its tiles through the model and blended, its final rows corrected and emitted."""
