@@ -15,9 +15,9 @@ wall time. Reading and writing run on their own threads, beside the main thread'
 them are lines of their own, and the main thread's lines and waits add up to the wall time.
 
 --trees compares source trees of geosr (a checkout of an older commit, and this one) in one run: rounds of this
-benchmark, each tree in turn in a process of its own (PYTHONPATH), so that both see the same machine; it prints the
-best and the median of each tree's runs, the ratio of the last tree to the first, and whether their outputs are equal
-pixel for pixel.
+benchmark, each tree in turn in a process of its own (PYTHONPATH; every other round in reverse order), so that all
+see the same machine; it prints the best and the median of each tree's runs, the ratio of the last tree to the
+first, and whether their outputs are equal pixel for pixel.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def compare_trees(trees: list[Path], rounds: int, passed: list[str]) -> None:
     speeds: dict[Path, dict[str, list[float]]] = {t: {"on": [], "off": []} for t in trees}
     hashes: dict[Path, set[str]] = {t: set() for t in trees}
     for r in range(rounds):
-        for tree in trees:
+        for tree in trees if r % 2 == 0 else trees[::-1]:  # ABBA: neither tree always goes first
             env = {**os.environ, "PYTHONPATH": str(tree)}
             out = subprocess.run(
                 [sys.executable, __file__, "--no-profile", *passed], env=env, check=True, capture_output=True, text=True

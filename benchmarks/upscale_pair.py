@@ -4,7 +4,8 @@
 
 Each round runs ``upscale_raster`` (what ``geosr upscale INPUT -o OUT --scale 4`` runs, with its defaults: the
 bundled model, the card's tiles, device and precision "auto", consistency on) once per source tree, in a process of
-its own with that tree first on PYTHONPATH, the trees taking turns so that both see the same machine. It prints each
+its own with that tree first on PYTHONPATH, the trees taking turns (in reverse order every other round) so that
+both see the same machine. It prints each
 run's wall seconds (the model load and the upscale, not the interpreter's start), the median per tree, the ratio of
 the last tree to the first, and whether their outputs are equal pixel for pixel.
 """
@@ -58,7 +59,7 @@ def main() -> None:
     seconds: dict[Path, list[float]] = {t: [] for t in trees}
     hashes: set[str] = set()
     for r in range(args.rounds):
-        for tree in trees:
+        for tree in trees if r % 2 == 0 else trees[::-1]:  # ABBA: neither tree always goes first
             s, digest, how = one_run(tree, args.input.resolve(), args.scale)
             seconds[tree].append(s)
             hashes.add(digest)
