@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,13 @@ def _best(history: dict[str, Any], shipped: dict[str, Any]) -> dict[str, Any]:
         if entry["val_psnr"] >= best["val_psnr"] + MIN_GAIN_DB and Path(entry["model"]).is_file():
             best = entry
     return best
+
+
+def _content_loss(run: Path) -> dict[str, float]:
+    """The content loss a cycle's run trained with, from its config.toml (an invocation that resumes a cycle trains
+    with the run's own settings, whatever its options say)."""
+    config = tomllib.loads((run / "config.toml").read_text())
+    return {key: float(config["loss"][key]) for key in ("mse_weight", "l1_weight")}
 
 
 def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list[str]:
@@ -234,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             "patch_size": a.patch_size,
             "batch_size": a.batch_size,
             "lr": a.lr,
+            **_content_loss(run),
             "beats": best["val_psnr"],
         }
         history["cycles"].append(entry)
