@@ -120,3 +120,27 @@ def test_upscale_pair_runs_geosr_upscale_from_a_source_tree(tmp_path):
     src = _benchmark("bench").make_synthetic(tmp_path / "in.tif", 24)
     seconds, digest, how = pair.one_run(REPO, src, 4)
     assert seconds > 0 and len(digest) == 16 and how.startswith("cpu ")
+
+
+@pytest.mark.shared_data
+def test_cross_sensor_train_crops_never_overlap_the_val_crops(tmp_path):
+    """cross_sensor.py make --split train cuts the other half of each raster: no train crop shares a pixel with a
+    val crop of the same sensor, and each is at least a training patch."""
+    from testdata import require_shared_data
+
+    xs = _benchmark("cross_sensor")
+    data = require_shared_data("geotiff")
+    val, train = xs.make(tmp_path / "val", data), xs.make(tmp_path / "train", data, "train", 192)
+    assert train and val
+
+    def bounds(path):
+        with rasterio.open(path) as ds:
+            return ds.bounds, ds.width
+
+    for t in train:
+        (tb, side) = bounds(t)
+        assert side >= 192
+        for v in (v for v in val if v.parent.name == t.parent.name):
+            vb, _ = bounds(v)
+            apart = tb.right <= vb.left or vb.right <= tb.left or tb.top <= vb.bottom or vb.top <= tb.bottom
+            assert apart, (t.name, v.name)
