@@ -1,8 +1,9 @@
 """The data and the networks of a training run (``fit``, geosr.training.loop), built from its TrainConfig between
 setup_run and restore; each phase returns a frozen value:
 
-    build_data      train split -> PatchDataset -> DataLoader (resumable DistributedSampler); val split (or
-                    --val-data); steps per epoch and the run's last step -> DataSetup
+    build_data      train split (+ every image of the --extra-data folders, each listed --extra-repeat times) ->
+                    PatchDataset -> DataLoader (resumable DistributedSampler); val split (or --val-data); steps per
+                    epoch and the run's last step -> DataSetup
     build_networks  G (+ D unless content-only) (+ EMA of G); the content loss; Adam for each; the learning-rate
                     schedule (schedule.py); GradScaler; DDP; the divergence guard -> Networks
 """
@@ -18,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from geosr.checkpoint import init_from_model
-from geosr.datasets import ImageItem, ImageSet, default_bands, find_images, split_rule, spread
+from geosr.datasets import ImageItem, ImageSet, default_bands, find_images, image_info, split_rule, spread
 from geosr.errors import DataError
 from geosr.models import Discriminator, Generator
 from geosr.models.refiner import set_attention_dropout
@@ -51,11 +52,39 @@ class DataSetup:
     sampler: Any  # its ResumableSampler
     steps_per_epoch: int
     total_steps: int  # the run's last step: epochs, or --max-steps when fewer
+    extra_sets: tuple[ImageSet, ...] = ()  # the --extra-data folders (all their images), in the order given
+    extra_repeat: int = 1  # times each of their images is listed among the training items
+
+    def extra_provenance(self) -> list[dict[str, Any]]:
+        """What a model card records of the --extra-data folders: each one's path, layout, images and repeat."""
+        return [
+            {"data": str(s.root), "layout": s.layout, "images": len(s), "repeat": self.extra_repeat}
+            for s in self.extra_sets
+        ]
+
+
+def _extra_set(folder: str, bands: list[int]) -> ImageSet:
+    """Every image of an --extra-data folder. Raises DataError (one line) for a missing folder, one without images,
+    or one whose first image lacks a band trained on (the header of one image: cheap, and tiles of a sensor agree)."""
+    try:
+        extra = find_images(folder, "all")
+    except DataError as exc:
+        raise DataError(f"--extra-data {exc}") from None
+    if not extra.items:
+        raise DataError(f"--extra-data {folder}: no images found; give a folder of GeoTIFF or PNG tiles")
+    first = extra.items[0].path
+    count = image_info(first).count
+    if max(bands) > count:
+        raise DataError(
+            f"--extra-data {first} has {count} band{'s' if count != 1 else ''}, training takes bands "
+            f"{','.join(map(str, bands))}: write {max(bands)}-band tiles, or choose --bands"
+        )
+    return extra
 
 
 def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
-    """Find the splits, build the patch data set and this process's loader. Raises DataError (an empty train split,
-    fewer patches than a batch)."""
+    """Find the splits and the extra folders, build the patch data set and this process's loader. Raises DataError
+    (an empty train split, an unusable extra folder, fewer patches than a batch)."""
     train_set = find_images(cfg.data, "train")
     if not len(train_set):
         raise DataError(f"{cfg.data}: the train split is empty (split rule: {split_rule(train_set.layout)})")
@@ -69,8 +98,19 @@ def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
             "%s has no validation images: no validation, no best model (last.safetensors is exported)", val_set.root
         )
     bands = list(cfg.bands) if cfg.bands else default_bands(train_set.items[0].path, 3)
+    extra_sets = tuple(_extra_set(folder, bands) for folder in cfg.extra_data)
+    items = list(train_set.items)
+    for extra in extra_sets:
+        items += [item for item in extra.items for _ in range(cfg.extra_repeat)]
+    log.info(
+        "training items: %s",
+        "; ".join(
+            [f"{len(train_set)} from {train_set.root} (train split)"]
+            + [f"{len(s)} x {cfg.extra_repeat} = {len(s) * cfg.extra_repeat} from {s.root} (all)" for s in extra_sets]
+        ),
+    )
     dataset = PatchDataset(
-        train_set.items,
+        items,
         scale=cfg.scale,
         patch_size=cfg.patch_size,
         bands=bands,
@@ -94,7 +134,19 @@ def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     return DataSetup(
-        train_set, val_set, val_items, bands, dataset, batch, workers, loader, sampler, steps_per_epoch, total_steps
+        train_set,
+        val_set,
+        val_items,
+        bands,
+        dataset,
+        batch,
+        workers,
+        loader,
+        sampler,
+        steps_per_epoch,
+        total_steps,
+        extra_sets,
+        cfg.extra_repeat,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosr.device import PRECISIONS, check_device_spec
@@ -55,6 +56,19 @@ class TrainConfig:
         "LR_xN/, or GeoTIFF tiles. Its train split is used.",
     )
     val_data: str | None = _f(None, "data", "Validation folder (all its images); default: the val split of --data.")
+    extra_data: list[str] = _f(
+        None,
+        "data",
+        "More training folders (comma-separated), e.g. tiles of other sensors: all their images, in any layout --data "
+        "takes, join the training images. Validation stays on --data's val split (or --val-data).",
+        default_factory=_list([]),
+    )
+    extra_repeat: int = _f(
+        1,
+        "data",
+        "Times each --extra-data image is listed among the training images: each listing gives one random "
+        "patch per epoch (times dataset_repeat), which weighs the extra images against --data's.",
+    )
     bands: list[int] | None = _f(None, "data", "1-based bands to train on, e.g. 1,2,3,4 (default: the first 3).")
     band_names: list[str] | None = _f(None, "data", "Names of those bands for the model card, e.g. red,green,blue,nir.")
     patch_size: int = _f(
@@ -281,6 +295,8 @@ class TrainConfig:
         )
         need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         need(self.dataset_repeat >= 1, f"dataset_repeat must be at least 1, got {self.dataset_repeat}")
+        need(self.extra_repeat >= 1, f"extra_repeat must be at least 1, got {self.extra_repeat}")
+        self.extra_data = _extra_folders(self.extra_data, self.data, self.val_data)
         need(
             self.num_workers == "auto" or (self.num_workers.isdigit()),
             f"num_workers must be 'auto' or a number, got {self.num_workers!r}",
@@ -352,6 +368,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _extra_folders(extra: list[str], data: str, val_data: str | None) -> list[str]:
+    """The --extra-data folders made absolute, as config.toml keeps them; ConfigError for one twice or overlapping."""
+    out: list[str] = []
+    for folder in extra:
+        path = Path(folder).expanduser().resolve()
+        if str(path) in out:
+            raise ConfigError(f"extra_data: {folder} is given twice; give each folder once (see --extra-repeat)")
+        for name, other in (("--data", data), ("--val-data", val_data)):
+            held = Path(other).expanduser().resolve() if other else None
+            if held is not None and (path.is_relative_to(held) or held.is_relative_to(path)):
+                raise ConfigError(
+                    f"extra_data: {folder} overlaps the {name} folder {other}: its validation images would be "
+                    "trained on; leave it out of --extra-data"
+                )
+        out.append(str(path))
+    return out
 
 
 def _toml_value(v: Any) -> str:

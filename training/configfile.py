@@ -136,6 +136,8 @@ def build_config(config_file: str | Path | None = None, overrides: dict[str, Any
 # Settings a resumed run may not change: they define the model, the data stream or the step accounting.
 FIXED_ON_RESUME = (
     "data",
+    "extra_data",
+    "extra_repeat",
     "bands",
     "patch_size",
     "batch_size",

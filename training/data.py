@@ -1,8 +1,10 @@
 """Training patches: random HR crops, flips and 90-degree rotations, and their LR made on the fly.
 
-- Each training image gives ``dataset_repeat`` patches per epoch. A patch is a random ``patch_size`` square crop of
-  the HR image; an image smaller than the patch on a side is first mirror-padded (symmetric, edge pixel repeated) up
-  to it, so the handful of 242..255-pixel UC Merced images keep their content and the batch keeps its shape.
+- Each training image gives ``dataset_repeat`` patches per epoch: one random crop per listing in ``items``, so an
+  image listed n times (``--extra-repeat`` lists the extra images so) gives n times that, read and cached once. A patch
+  is a random ``patch_size`` square crop of the HR image; an image smaller than the patch on a side is first
+  mirror-padded (symmetric, edge pixel repeated) up to it, so the handful of 242..255-pixel UC Merced images keep
+  their content and the batch keeps its shape.
 - Random flips and rotations by multiples of 90 degrees (the 8 symmetries of the square, uniformly).
 - LR = bicubic downsampling with antialiasing on the image's integer grid (``training.degradation``); in the paired
   layout the crop is aligned on the LR grid and the layout's own LR pixels are used instead.
@@ -68,23 +70,29 @@ class PatchDataset(Dataset):
             raise DataError(f"patch size {patch_size} is not a multiple of the scale {scale}")
         self.scale, self.patch, self.bands = scale, patch_size, list(bands)
         self.seed, self.repeat = seed, repeat
-        self.sources = [self._describe(item) for item in items]
+        described: dict[ImageItem, _Source] = {}  # an item listed several times (--extra-repeat) is read once
+        for item in items:
+            if item not in described:
+                described[item] = self._describe(item)
+        self.sources = [described[item] for item in items]
+        unique = list(described.values())
         nbytes = sum(
             len(self.bands) * (s.height * s.width + s.lr_height * s.lr_width) * np.dtype(s.dtype).itemsize
-            for s in self.sources
+            for s in unique
         )
         self.cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
-        self.padded = sum(1 for s in self.sources if min(s.height, s.width) < patch_size)
+        self.padded = sum(1 for s in unique if min(s.height, s.width) < patch_size)
         if self.padded:
             log.info(
                 "%d training images are smaller than the %d-px patch and are mirror-padded", self.padded, patch_size
             )
         if nbytes <= cache_mb * 2**20:
             t0 = time.monotonic()
-            self.cache = [self._read_whole(s) for s in self.sources]
+            whole = {id(s): self._read_whole(s) for s in unique}
+            self.cache = [whole[id(s)] for s in self.sources]
             log.info(
                 "decoded %d training images (%.0f MB) into memory in %.1f s",
-                len(self.sources),
+                len(unique),
                 nbytes / 2**20,
                 time.monotonic() - t0,
             )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from testdata import tiny_train_args
+from testdata import tiny_train_args, write_geotiff
 
 from geosr.checkpoint import read_card
 from geosr.cli.main import cli
@@ -87,3 +87,45 @@ def test_errors(tmp_path, scenes):
     assert result.exit_code == 2 and "not a geosr run folder" in result.output
     result = train("--data", scenes, "--out", tmp_path / "r3", "--bands", "1,2,5", "--perceptual-weight", "0", *TINY)
     assert result.exit_code == 1 and "has 3 bands; --bands takes 1-based indices up to 3" in result.output
+
+
+def sensor_tiles(root, n=3, bands=3):
+    """``n`` small uint16 GeoTIFF tiles of ``bands`` bands: another sensor's imagery for --extra-data."""
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        write_geotiff(root / f"tile{i}.tif", rng.integers(0, 4000, size=(bands, 40, 40)).astype(np.uint16))
+    return root
+
+
+def test_a_short_run_with_extra_data(tmp_path, scenes):
+    extra = sensor_tiles(tmp_path / "sensor")
+    out = tmp_path / "run"
+    result = train(
+        "--data", scenes, "--extra-data", extra, "--extra-repeat", "2", "--out", out, "--max-steps", "2", *TINY
+    )
+    assert result.exit_code == 0, result.output
+    saved = tomllib.loads((out / "config.toml").read_text())["data"]
+    assert saved["extra_data"] == [str(extra)] and saved["extra_repeat"] == 2
+    training = read_card(out / "best.safetensors").training
+    assert training["steps"] == 2 and training["steps_per_epoch"] == (16 + 3 * 2) // 4
+    result = train("--resume", out, "--extra-repeat", "3")
+    assert result.exit_code == 1 and "cannot change extra_repeat when resuming" in result.output
+
+
+def test_extra_data_errors(tmp_path, scenes):
+    def refused(*args):
+        result = train("--data", scenes, "--out", tmp_path / "r", *args, *TINY)
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output  # one line, no traceback
+        return result.output.strip()
+
+    missing = refused("--extra-data", tmp_path / "missing")
+    assert missing.startswith("Error: --extra-data ") and "missing: no such data folder" in missing
+    (tmp_path / "empty").mkdir()
+    assert "no images found" in refused("--extra-data", tmp_path / "empty")
+    pan = sensor_tiles(tmp_path / "pan", bands=1)
+    assert "has 1 band, training takes bands 1,2,3: write 3-band tiles, or choose --bands" in refused(
+        "--extra-data", pan
+    )
+    assert "extra_repeat must be at least 1, got 0" in refused("--extra-data", pan, "--extra-repeat", "0")
+    assert "is given twice" in refused("--extra-data", f"{pan},{pan}")
+    assert "overlaps the --data folder" in refused("--extra-data", scenes)
