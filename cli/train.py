@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from geosr.training.config import TrainConfig
 
 PATH_SETTINGS = ("data", "val_data", "vgg_weights", "out")
+REPEATED = {"extra_data": "DIR"}  # list settings given by repeating the option (a folder name may hold a comma)
 
 # Settings that are options of other commands too: spelled and checked as in every command (geosr.cli.options).
 SHARED_OPTIONS = {
@@ -64,6 +65,8 @@ def _setting_options(func):
             decorator = SHARED_OPTIONS[f.name](help_text)
         elif tp is bool:
             decorator = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text)
+        elif f.name in REPEATED:
+            decorator = click.option(flag, f.name, multiple=True, metavar=REPEATED[f.name], help=help_text)
         elif typing.get_origin(tp) is list:
             decorator = click.option(flag, f.name, default=None, metavar="A,B,...", help=help_text)
         else:
@@ -82,7 +85,7 @@ def _overrides(raw: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(TrainConfig)
     out = {}
     for name, value in raw.items():
-        if value is None:
+        if value is None or value == ():  # unset; an option given by repetition (REPEATED) and absent is ()
             continue
         tp, _ = _base_type(hints[name])
         if isinstance(value, tuple):  # parsed by a shared option's callback (--bands)
@@ -129,6 +132,8 @@ class _Bar:
                     f", {info['workers']} loader workers",
                     err=True,
                 )
+                if len(info.get("sources", ())) > 1:
+                    click.echo("training items: " + "; ".join(f"{n} from {p}" for p, n in info["sources"]), err=True)
             self.bar = progress_bar(
                 total=info["total"], initial=info["step"], unit="step", disable=self.quiet, dynamic_ncols=True
             )

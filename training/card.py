@@ -40,6 +40,7 @@ class RunFacts:
     initialised_from: dict[str, Any] | None  # init_from_model's report for --init-from, else None
     run_dir: str
     source_dtypes: list[str]  # the dtypes of the training images, sorted
+    extra_data: list[dict[str, Any]]  # the --extra-data folders: data, layout, images, repeat (DataSetup)
 
 
 def radiometry(source_dtypes: list[str]) -> dict[str, Any]:
@@ -60,6 +61,7 @@ def training_info(cfg: TrainConfig, facts: RunFacts, *, step: int, wall_time_s: 
         "split": "train",
         "split_rule": facts.split_rule,
         "train_images": facts.train_images,
+        "extra_data": facts.extra_data,
         "val_data": facts.val_data,
         "val_images": facts.val_images,
         "scale": cfg.scale,

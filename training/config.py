@@ -59,8 +59,8 @@ class TrainConfig:
     extra_data: list[str] = _f(
         None,
         "data",
-        "More training folders (comma-separated), e.g. tiles of other sensors: all their images, in any layout --data "
-        "takes, join the training images. Validation stays on --data's val split (or --val-data).",
+        "Another training folder (the option repeated for each), e.g. tiles of other sensors: all its images, in any "
+        "layout --data takes, join the training images. Validation stays on --data's val split (or --val-data).",
         default_factory=_list([]),
     )
     extra_repeat: int = _f(

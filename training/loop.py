@@ -120,6 +120,7 @@ def _facts(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, data: 
         initialised_from=nets.init_report,
         run_dir=str(run.run_dir.resolve()),
         source_dtypes=sorted({s.dtype for s in data.dataset.sources}),
+        extra_data=data.extra_provenance(),
     )
 
 
@@ -222,6 +223,8 @@ def _fit(
             "cached": data.dataset.cached,
             "discriminator": nets.d is not None,
             "processes": ctx.world_size,
+            "sources": [(str(data.train_set.root), len(data.train_set))]
+            + [(str(s.root), len(s) * data.extra_repeat) for s in data.extra_sets],
         },
     )
     end = _loop(cfg, ctx, run, data, nets, start, rec, progress, stop)

@@ -108,6 +108,7 @@ def test_a_short_run_with_extra_data(tmp_path, scenes):
     assert saved["extra_data"] == [str(extra)] and saved["extra_repeat"] == 2
     training = read_card(out / "best.safetensors").training
     assert training["steps"] == 2 and training["steps_per_epoch"] == (16 + 3 * 2) // 4
+    assert [(e["data"], e["images"], e["repeat"]) for e in training["extra_data"]] == [(str(extra), 3, 2)]
     result = train("--resume", out, "--extra-repeat", "3")
     assert result.exit_code == 1 and "cannot change extra_repeat when resuming" in result.output
 
@@ -127,5 +128,5 @@ def test_extra_data_errors(tmp_path, scenes):
         "--extra-data", pan
     )
     assert "extra_repeat must be at least 1, got 0" in refused("--extra-data", pan, "--extra-repeat", "0")
-    assert "is given twice" in refused("--extra-data", f"{pan},{pan}")
+    assert "is given twice" in refused("--extra-data", pan, "--extra-data", pan)
     assert "overlaps the --data folder" in refused("--extra-data", scenes)

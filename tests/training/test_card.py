@@ -24,6 +24,7 @@ FACTS = RunFacts(
     initialised_from=None,
     run_dir="/runs/x",
     source_dtypes=["uint16", "uint8"],
+    extra_data=[],
 )
 
 
