@@ -357,6 +357,61 @@ def test_out_holds_one_scales_files_as_before_and_two_scales_in_six(tmp_path):
     } <= names
 
 
+def _train_run(tmp_path: Path, extra_repeat: int):
+    run = _module("run")
+    args = argparse.Namespace(
+        stage=str(tmp_path / "stage"),
+        out=str(tmp_path / "out"),
+        fresh=False,
+        smoke=False,
+        after_train_s=150.0,
+        scales=[4, 2],
+        shares=plan.parse_shares(None, [4, 2]),
+        budget_s=720.0,
+        device="cuda",
+        lr=1e-4,
+        lr_min_factor=0.02,
+        warmup_steps=50,
+        patch=256,
+        extra_repeat=extra_repeat,
+    )
+    return run, run.Run(args)
+
+
+@pytest.mark.parametrize("repeat", [0, 3])
+def test_the_cross_sensor_crops_join_x4s_training_only_when_the_setting_is_above_0(tmp_path, repeat):
+    run, r = _train_run(tmp_path, repeat)
+    for scale in (4, 2):
+        cmd = run.train_command(r, scale, r.run_dir(scale), 1000, 120.0, resume=False)
+        assert cmd[cmd.index("--data") + 1] == str(r.data)
+        if scale == 4 and repeat > 0:
+            assert cmd[cmd.index("--extra-data") + 1] == str(r.stage / "data" / "xsensor-train")
+            assert cmd[cmd.index("--extra-repeat") + 1] == str(repeat)
+            assert run.data_units(r, scale) == {"train.zip", "val.zip", "xsensor.zip"}
+        else:
+            assert "--extra-data" not in cmd and "--extra-repeat" not in cmd
+            assert run.data_units(r, scale) == {"train.zip", "val.zip"}
+        # a resumed run keeps what its config.toml holds
+        resumed = run.train_command(r, scale, r.run_dir(scale), 1000, 60.0, resume=True)
+        assert "--resume" in resumed and "--extra-data" not in resumed
+
+
+def test_the_cross_sensor_line_gives_each_models_mean_and_gain_over_bicubic():
+    run = _module("run")
+    x = {
+        "status": "ok",
+        "model": {"psnr": 31.5, "ssim": 0.85, "psnr_bicubic": 30.0, "images": 82},
+        "shipped": {"psnr": 31.25, "ssim": 0.84, "psnr_bicubic": 30.0, "images": 82},
+    }
+    assert run.xsensor_note(x) == (
+        "82 crops, bf16: trained 31.500 dB / 0.8500 (+1.500 dB over bicubic); "
+        "shipped 31.250 dB / 0.8400 (+1.250 dB over bicubic)"
+    )
+    lines = run._scale_lines(4, {}, {"model": x["model"], "scale": 4, "xsensor": x})
+    assert lines[-1].startswith("cross-sensor x4: 82 crops")
+    assert run.xsensor_note({"status": "skipped", "note": "not staged"}) == "skipped: not staged"
+
+
 # --- measure.py: its sections in smoke mode on the CPU, its budget rules and its report ------------------------------
 
 
@@ -616,6 +671,12 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
         assert evaluation["images"] == 2 and evaluation["psnr"] > evaluation["psnr_bicubic"]
         assert steps[f"evaluate_x{scale}"]["shipped"]["images"] == 2 and steps[f"evaluate_x{scale}"]["scale"] == scale
         assert f"train x{scale}: {train['steps']} steps" in text and f"evaluate x{scale} (val split)" in text
+        # the cross-sensor val set: both models, bf16, their gain over bicubic in the summary
+        xsensor = steps[f"evaluate_x{scale}"]["xsensor"]
+        assert xsensor["status"] == "ok" and xsensor["model"]["images"] == 2 and xsensor["shipped"]["images"] == 2
+        assert f"cross-sensor x{scale}: 2 crops, bf16: trained " in text and "dB over bicubic); shipped " in text
+        assert {f"x{scale}/eval_xsensor.json", f"x{scale}/eval_xsensor_shipped.json"} <= names
+        assert "--extra-data" not in archived[f"x{scale}/config.toml"] and "xsensor-train" not in config
 
         # the exported model carries the val metrics and says where, how long and how it trained
         model = out / f"degan-x{scale}-gpu.safetensors"

@@ -2,6 +2,7 @@
 
     bash benchmarks/gpu/prepare.sh [--out benchmarks/gpu/bundle] [--python-version 3.12] [--max-parts 4]
                                    [--train-quality auto|95|90|...] [--margin-mb 0.5] [--smoke] [--part-mb MB]
+                                   [--geotiffs ../shared/data/geotiff]
 
 What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy in ../shared/data):
 
@@ -13,6 +14,10 @@ What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy 
   wheels require it on Python 3.12 and later.
 - ``val.zip`` (19.4 MB): the 210 val images (UC Merced 50-59 of each class) as lossless WebP, checked pixel
   for pixel against the originals, so ``geosr evaluate`` there measures what it measures here.
+- ``xsensor.zip`` (3.7 MB, LZMA): the cross-sensor sets of ``benchmarks/cross_sensor.py``'s ``make`` from the real
+  rasters of ../shared/data/geotiff, as GeoTIFFs: ``xsensor-val/`` (82 HR crops of 7 sensors, the right or bottom
+  half of each raster; run.py evaluates every trained model and its shipped one on it) and ``xsensor-train/`` (20
+  crops of 192 px of 4 sensors from the other halves; trained on only with ``GEOSR_GPU_EXTRA_REPEAT`` > 0).
 - ``train.zip``: the 1050 train images (00-49) as lossy WebP of the highest quality that lets the whole bundle fit
   in --max-parts device calls: quality 97 in 4 calls (33.3 MB, a mean 42.0 dB PSNR against the originals), 84 in 3
   (15.9 MB, 36.7 dB); lossless would be 91 MB. The quality and the mean PSNR of the copies are recorded in the
@@ -51,6 +56,8 @@ from bundle import DEVICE_LIMIT, MIB, tree_bytes, write_parts  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ucmerced"
 DEFAULT_OUT = REPO / "benchmarks" / "gpu" / "bundle"
+DEFAULT_GEOTIFFS = REPO.parent / "shared" / "data" / "geotiff"
+XSENSOR_TRAIN_SIDE = 192  # HR side of the cross-sensor training crops (cross_sensor.py make --split train --side)
 
 # Pinned: the versions this project is tested with, except rasterio 1.4.3 (1.4.4's wheel ships its extension modules
 # with debug information: 36 MB against 22 MB). Dependencies PyTorch images have come from the machine's own Python.
@@ -210,6 +217,32 @@ def pack_images(paths: list[Path], root: Path, dest: Path, quality: int | None) 
     return out
 
 
+def pack_xsensor(geotiffs: Path, dest: Path) -> dict:
+    """``dest`` (.zip, LZMA): ``xsensor-val/<sensor>/*.tif`` and ``xsensor-train/<sensor>/*.tif``, made by
+    benchmarks/cross_sensor.py's ``make`` from the rasters in ``geotiffs``. Returns the crops per split."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import cross_sensor
+
+    if not geotiffs.is_dir():
+        raise SystemExit(f"{geotiffs}: no such folder; give the real rasters' folder with --geotiffs")
+    counts = {}
+    tmp = dest.with_name(dest.name + ".tmp")
+    with tempfile.TemporaryDirectory() as work, zipfile.ZipFile(tmp, "w", zipfile.ZIP_LZMA) as zf:
+        for split, name in (("val", "xsensor-val"), ("train", "xsensor-train")):
+            root = Path(work) / name
+            written = cross_sensor.make(root, geotiffs, split, XSENSOR_TRAIN_SIDE)
+            for path in sorted(written):
+                info = zipfile.ZipInfo(f"{name}/{path.relative_to(root).as_posix()}", date_time=ZIP_DATE)
+                info.compress_type = zipfile.ZIP_LZMA
+                zf.writestr(info, path.read_bytes())
+            counts[split] = {
+                "crops": len(written),
+                "sensors": sorted({p.parent.name for p in written}),
+            }
+    tmp.replace(dest)
+    return {"bytes": dest.stat().st_size, "train_side": XSENSOR_TRAIN_SIDE, **counts}
+
+
 def estimate_train_bytes(paths: list[Path], quality: int, every: int = 10) -> int:
     sample = paths[::every]
     return int(sum(len(webp(read_rgb(p), quality)) + 120 for p in sample) * len(paths) / len(sample))
@@ -229,6 +262,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(DEFAULT_OUT), help="bundle folder (gitignored)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the UC Merced folder (<class>/<class>NN.tif)")
+    p.add_argument(
+        "--geotiffs",
+        default=str(DEFAULT_GEOTIFFS),
+        help="the real rasters benchmarks/cross_sensor.py cuts the cross-sensor sets from",
+    )
     p.add_argument(
         "--python-version",
         default="3.12",
@@ -293,6 +331,15 @@ def main() -> None:
     units.append(("val.zip", val_unit))
     log(f"val.zip: {val_unit.stat().st_size / 1e6:.2f} MB ({val_info['images']} images, lossless, pixel-identical)")
 
+    xsensor_unit = units_dir / "xsensor.zip"
+    xsensor_info = pack_xsensor(Path(args.geotiffs).resolve(), xsensor_unit)
+    units.append(("xsensor.zip", xsensor_unit))
+    log(
+        f"xsensor.zip: {xsensor_info['bytes'] / 1e6:.2f} MB (cross-sensor val: {xsensor_info['val']['crops']} crops "
+        f"of {len(xsensor_info['val']['sensors'])} sensors; train: {xsensor_info['train']['crops']} crops of "
+        f"{len(xsensor_info['train']['sensors'])})"
+    )
+
     fixed = sum(path.stat().st_size for _, path in units)
     room = args.max_parts * cap - fixed
     qualities = QUALITIES if args.train_quality == "auto" else [int(args.train_quality)]
@@ -343,7 +390,13 @@ def main() -> None:
             "margin_bytes": margin,
             "device_limit_bytes": DEVICE_LIMIT,
             "wheels": {"deps": [w.name for w in deps], "extras": [w.name for w in extras]},
-            "data": {"source": str(data), "layout": "ucmerced", "train": train_info, "val": val_info},
+            "data": {
+                "source": str(data),
+                "layout": "ucmerced",
+                "train": train_info,
+                "val": val_info,
+                "xsensor": {"source": str(Path(args.geotiffs).resolve()), **xsensor_info},
+            },
         }
         for old in out.glob("part*"):
             if old.is_dir():

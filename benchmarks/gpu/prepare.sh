@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the GPU bundle (benchmarks/gpu/bundle/part1, part2, ...) on the development machine.
-# Needs the project's environment (rasterio re-encodes the images, pip downloads the wheels); see docs/gpu.md.
-#   bash benchmarks/gpu/prepare.sh [--max-parts 3] [--python-version 3.12] [--smoke --out DIR] ...
+# Needs the project's environment (rasterio re-encodes the images and cuts the cross-sensor crops from
+# ../shared/data/geotiff, pip downloads the wheels); see docs/gpu.md.
+#   bash benchmarks/gpu/prepare.sh [--max-parts 3] [--python-version 3.12] [--smoke --out DIR] [--geotiffs DIR] ...
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"

@@ -1,7 +1,7 @@
 """The one command on the GPU machine: stage the carried bundle part, install, measure, train, export, evaluate.
 
     bash benchmarks/gpu/run.sh [--out DIR] [--device cuda] [--budget-s 720] [--smoke] [--steps measure,train,evaluate]
-                               [--scales 4,2 | --scale N] [--shares 0.6,0.4]
+                               [--scales 4,2 | --scale N] [--shares 0.6,0.4] [--extra-repeat N]
 
 Run from the repository root of the tree the device tool copied, with one part of the bundle carried
 (``benchmarks/gpu/bundle/partN``, built by prepare.sh). Each call:
@@ -21,7 +21,11 @@ Run from the repository root of the tree the device tool copied, with one part o
    hold at the rate measured over the run's first 20 steps (plan.py). A run cut short in an earlier call is resumed;
 5. **exports** each trained model in fp16 right after its training and **evaluates** it on the whole val split (and
    the shipped model it started from on the same images, same GPU), then puts the val metrics and where and how long
-   it trained into its card.
+   it trained into its card; then both models on the cross-sensor val set (``STAGE/data/xsensor-val``: 82 HR crops
+   of 7 real sensors, Wald's protocol, bf16), whose mean PSNR/SSIM and gain over bicubic go into the summary.
+
+``--extra-repeat N`` (GEOSR_GPU_EXTRA_REPEAT; default 0, off) adds the cross-sensor training crops
+(``STAGE/data/xsensor-train``) to x4's training, each listed N times (``geosr train --extra-data``).
 
 Steps done in an earlier call are not repeated (``--fresh`` forgets them and starts the training over). The budget
 (12 minutes by default) counts this script's wall time over all calls. Every step logs to a file; a failing step
@@ -83,6 +87,8 @@ class Run:
         self.work = self.stage / "work"
         self.venv = self.stage / "venv"
         self.data = self.stage / "data" / "ucmerced"
+        self.xsensor_val = self.stage / "data" / "xsensor-val"
+        self.xsensor_train = self.stage / "data" / "xsensor-train"
         for d in (self.stage, self.logs, self.work, self.out):
             d.mkdir(parents=True, exist_ok=True)
         self.state_file = self.stage / "state.json"
@@ -159,6 +165,8 @@ class Run:
                 (self.work / f"eval_val_x{s}.json", f"x{s}/eval_val.json"),
                 (self.work / f"eval_shipped_x{s}.json", f"x{s}/eval_shipped.json"),
                 (self.work / f"card_x{s}.txt", f"x{s}/card.txt"),
+                (self.work / f"eval_xsensor_x{s}.json", f"x{s}/eval_xsensor.json"),
+                (self.work / f"eval_xsensor_shipped_x{s}.json", f"x{s}/eval_xsensor_shipped.json"),
             ]
         tmp = self.out / "logs.tar.gz.tmp"
         with tarfile.open(tmp, "w:gz") as tar:
@@ -507,8 +515,18 @@ def measure_facts(m: dict) -> dict:
 # --- 4. train ---------------------------------------------------------------------------------------------------------
 
 
-def data_ready(r: Run) -> bool:
-    return {"train.zip", "val.zip"} <= set(r.state["unpacked"])
+def extra_repeat(r: Run, scale: int) -> int:
+    """Times each cross-sensor training crop is listed in ``scale``'s training: --extra-repeat at x4, else 0."""
+    return max(0, getattr(r.args, "extra_repeat", 0) or 0) if scale == 4 else 0
+
+
+def data_units(r: Run, scale: int) -> set[str]:
+    """The units ``scale``'s training needs staged (the cross-sensor crops only when they are trained on)."""
+    return {"train.zip", "val.zip"} | ({"xsensor.zip"} if extra_repeat(r, scale) else set())
+
+
+def data_ready(r: Run, scale: int) -> bool:
+    return data_units(r, scale) <= set(r.state["unpacked"])
 
 
 def patch_and_batch(r: Run) -> tuple[int, int]:
@@ -521,8 +539,10 @@ def step_train(r: Run, scale: int, pending: list[int]) -> None:
     key = f"train_x{scale}"
     if "train" not in r.args.steps or r.done(key):
         return
-    if not data_ready(r):
-        r.record(key, "waiting", 0, note="the images (train.zip, val.zip) are not all staged yet")
+    if not data_ready(r, scale):
+        r.record(
+            key, "waiting", 0, note=f"the images ({', '.join(sorted(data_units(r, scale)))}) are not all staged yet"
+        )
         return
     timing = r.timing
     split = plan.split_training(r.left(), pending, r.args.shares, timing, "evaluate" in r.args.steps)
@@ -562,6 +582,10 @@ def step_train(r: Run, scale: int, pending: list[int]) -> None:
         lr_min_factor=r.args.lr_min_factor,
         warmup_steps=r.args.warmup_steps,
         data=manifest.get("data", {}).get("train", {}),
+        extra_repeat=extra_repeat(r, scale),
+        extra_crops=manifest.get("data", {}).get("xsensor", {}).get("train", {}).get("crops")
+        if extra_repeat(r, scale)
+        else None,
         date=time.strftime("%Y-%m-%d", time.gmtime()),
     )
     ok = rc in (0, 130) and (run_dir / "last.safetensors").is_file()
@@ -734,6 +758,9 @@ def train_command(r: Run, scale: int, run_dir: Path, max_steps: int, seconds: fl
         cmd += ["--val-images", "2", "--checkpoint-every-steps", "1", "--num-workers", "0"]
     else:
         cmd += ["--val-images", "21", "--checkpoint-every-steps", "200"]
+    repeat = extra_repeat(r, scale)
+    if repeat > 0:  # a resumed run keeps them: config.toml holds extra_data and extra_repeat
+        cmd += ["--extra-data", str(r.xsensor_train), "--extra-repeat", str(repeat)]
     return cmd + limits
 
 
@@ -825,6 +852,7 @@ def step_evaluate(r: Run, scale: int) -> None:
     if baseline.is_file():
         facts["shipped"] = evaluation_means(baseline)
     facts["scale"] = scale
+    facts["xsensor"] = evaluate_xsensor(r, scale, model)
     r.record(
         key,
         "ok" if rc == 0 else "failed",
@@ -832,6 +860,43 @@ def step_evaluate(r: Run, scale: int) -> None:
         note=_eval_note(facts) if rc == 0 else f"export --metrics rc {rc}",
         **facts,
     )
+
+
+def evaluate_xsensor(r: Run, scale: int, model: Path) -> dict:
+    """The trained and the shipped model on the cross-sensor val set (Wald's protocol on each sensor's own bands,
+    bf16 as benchmarks/results/cross_sensor/ was measured): each one's mean, or why it was not run."""
+    if "xsensor.zip" not in r.state["unpacked"] or not r.xsensor_val.is_dir():
+        return {"status": "skipped", "note": "the cross-sensor set (xsensor.zip) is not staged"}
+    if r.left() < 20:
+        return {"status": "skipped", "note": f"{r.left():.0f} s of the budget left"}
+    limit = ["--max-images", "2"] if r.args.smoke else []
+    cmd = (
+        r.geosr
+        + [
+            "evaluate",
+            "-d",
+            str(r.xsensor_val),
+            "--split",
+            "all",
+            "--scale",
+            str(scale),
+            "--device",
+            r.args.device,
+            "--precision",
+            "bf16",
+        ]
+        + limit
+    )
+    out: dict = {"status": "ok"}
+    for who, path, report in (
+        ("model", model, r.work / f"eval_xsensor_x{scale}.json"),
+        ("shipped", shipped(scale), r.work / f"eval_xsensor_shipped_x{scale}.json"),
+    ):
+        rc = r.run(f"evaluate_xsensor_x{scale}", cmd + ["-m", str(path), "-o", str(report)], max(60, r.left()))
+        if rc or not report.is_file():
+            return {**out, "status": "failed", "note": f"{who}: rc {rc} (see logs/evaluate_xsensor_x{scale}.log)"}
+        out[who] = evaluation_means(report)
+    return out
 
 
 def card_notes(train: dict) -> list[str]:
@@ -854,7 +919,13 @@ def card_notes(train: dict) -> list[str]:
         f"{train.get('lr_min_factor')} of it at step {p.get('max_steps')}: the steps the share holds at {rate}",
         f"train images: UC Merced 00-49 as {data.get('codec', '?')} copies (mean PSNR "
         f"{data.get('psnr_vs_original_db', float('nan')):.2f} dB against the originals: the 64 MiB a device call "
-        f"may carry); val images lossless",
+        f"may carry); val images lossless"
+        + (
+            f"; plus the {train.get('extra_crops') or '?'} cross-sensor training crops of benchmarks/cross_sensor.py "
+            f"(--extra-data, each listed {train['extra_repeat']} times)"
+            if train.get("extra_repeat")
+            else ""
+        ),
     ]
 
 
@@ -940,7 +1011,26 @@ def _scale_lines(scale: int, t: dict, e: dict) -> list[str]:
             )
     if "model" in e:
         lines.append(f"evaluate x{scale} (val split): {_eval_note(e)}")
+    if e.get("xsensor"):
+        lines.append(f"cross-sensor x{scale}: {xsensor_note(e['xsensor'])}")
     return lines
+
+
+def xsensor_note(x: dict) -> str:
+    """Each model's mean PSNR/SSIM on the cross-sensor val set and its gain over bicubic there."""
+    if x.get("status") != "ok":
+        return f"{x.get('status')}: {x.get('note', '')}"
+
+    def one(m: dict) -> str:
+        psnr, ssim = m.get("psnr", float("nan")), m.get("ssim", float("nan"))
+        gain = psnr - m.get("psnr_bicubic", float("nan"))
+        return f"{psnr:.3f} dB / {ssim:.4f} ({gain:+.3f} dB over bicubic)"
+
+    images = x["model"].get("images", "?")
+    note = f"{images} crops, bf16: trained {one(x['model'])}"
+    if "shipped" in x:
+        note += f"; shipped {one(x['shipped'])}"
+    return note
 
 
 def main() -> int:
@@ -983,7 +1073,8 @@ def main() -> int:
         "--after-train-s",
         type=float,
         default=None,
-        help="time kept for export and evaluation after each scale's training (default 120; smoke 60)",
+        help="time kept for export and evaluation (val split and cross-sensor set) after each scale's training "
+        "(default 150; smoke 60)",
     )
     p.add_argument(
         "--steps",
@@ -1034,6 +1125,13 @@ def main() -> int:
         "paper's; 128 keeps degan-x2's 64-px tiles)",
     )
     p.add_argument(
+        "--extra-repeat",
+        type=int,
+        default=int(os.environ.get("GEOSR_GPU_EXTRA_REPEAT", "0") or 0),
+        help="x4 only: also train on the cross-sensor training crops (STAGE/data/xsensor-train), each listed N "
+        "times (geosr train --extra-data); 0 leaves them out (GEOSR_GPU_EXTRA_REPEAT; default 0)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         default=smoke_env,
@@ -1050,11 +1148,13 @@ def main() -> int:
         args.shares = plan.parse_shares(args.shares, args.scales)
     except ValueError as exc:
         p.error(str(exc))
+    if args.extra_repeat < 0:
+        p.error(f"--extra-repeat: {args.extra_repeat} is below 0")
     args.warmup_steps = args.warmup_steps or (3 if args.smoke else 50)
     args.out = args.out or str(Path(args.stage) / "out")
     args.budget_s = args.budget_s or (240.0 if args.smoke else 720.0)
     args.measure_s = args.measure_s or (40.0 if args.smoke else 210.0)
-    args.after_train_s = args.after_train_s if args.after_train_s is not None else (60.0 if args.smoke else 120.0)
+    args.after_train_s = args.after_train_s if args.after_train_s is not None else (60.0 if args.smoke else 150.0)
     args.steps = {s.strip() for s in args.steps.split(",") if s.strip()}
     unknown = args.steps - set(STEPS)
     if unknown:
