@@ -4,12 +4,13 @@
 
 Each cycle is one run folder ``ROOT/x<scale>/cycle-<k>``: a new run started with ``--init-from`` the best model so
 far (at first the bundled one) and a short learning-rate warm-up (a fresh Adam on trained weights otherwise takes a
-few harmful steps), then a cosine decay to a small rate over ``--cycle-steps`` steps, content loss only, at
-``--patch-size`` HR pixels. Invocations end after ``--minutes``; the next one resumes the cycle under way
-(``geosr train --resume``), so the process may be killed at any time and started again. When a cycle has run all
-its steps, its EMA weights are exported (fp16, the card's tiles) and measured on the whole val split by
-``geosr evaluate`` at the shipped model's settings; the result joins ``ROOT/x<scale>/cycles.json``. A cycle that
-beats the best val PSNR so far by at least 0.01 dB becomes the start of the next cycle and is copied to
+few harmful steps), then a cosine decay to a small rate over ``--cycle-steps`` steps (``--lr-schedule step``: the
+rate throughout), content loss only, at ``--patch-size`` HR pixels. Invocations end after ``--minutes``; the next
+one resumes the cycle under way (``geosr train --resume``, with the run's own settings), so the process may be
+killed at any time and started again. When a cycle has run all its steps, its weights (EMA, or with ``--no-ema`` the
+raw ones) are exported (fp16, the card's tiles) and measured on the whole val split by ``geosr evaluate`` at the
+shipped model's settings; the result, with the settings the run trained with, joins ``ROOT/x<scale>/cycles.json``.
+A cycle that beats the best val PSNR so far by at least 0.01 dB becomes the start of the next cycle and is copied to
 ``ROOT/x<scale>/ship.safetensors``: the candidate to ship (committing it to ``geosr/weights`` stays a decision made
 by a person, with its reports).
 A cycle that does not beat it is kept for the record and the next cycle starts again from the best, with another
@@ -69,11 +70,22 @@ def _best(history: dict[str, Any], shipped: dict[str, Any]) -> dict[str, Any]:
     return best
 
 
-def _content_loss(run: Path) -> dict[str, float]:
-    """The content loss a cycle's run trained with, from its config.toml (an invocation that resumes a cycle trains
-    with the run's own settings, whatever its options say)."""
+def _recipe(run: Path) -> dict[str, Any]:
+    """How a cycle's run trained, from its config.toml (an invocation that resumes a cycle trains with the run's own
+    settings, whatever its options say): the record of an A/B cycle names the settings that differ."""
     config = tomllib.loads((run / "config.toml").read_text())
-    return {key: float(config["loss"][key]) for key in ("mse_weight", "l1_weight")}
+    data, loss, optim, seed = config["data"], config["loss"], config["optim"], config["run"]["seed"]
+    return {
+        "steps": int(optim["max_steps"]),
+        "patch_size": int(data["patch_size"]),
+        "batch_size": int(data["batch_size"]),
+        "lr": float(optim["lr_g"]),
+        "lr_schedule": str(optim["lr_schedule"]),
+        "ema": bool(optim["ema"]),
+        "mse_weight": float(loss["mse_weight"]),
+        "l1_weight": float(loss["l1_weight"]),
+        "seed": int(seed),
+    }
 
 
 def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list[str]:
@@ -112,7 +124,7 @@ def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list
         "--lr-decay-epochs",
         "",
         "--lr-schedule",
-        "cosine",
+        a.lr_schedule,
         "--lr-min-factor",
         "0.02",
         "--lr-warmup-steps",
@@ -137,6 +149,7 @@ def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list
         f"degan-x{a.scale}",
         "--seed",
         str(seed),
+        "--ema" if a.ema else "--no-ema",
     ]
 
 
@@ -155,6 +168,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cycle-steps", type=int, default=600)
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument(
+        "--lr-schedule",
+        choices=("cosine", "step"),
+        default="cosine",
+        help="cosine: down to 0.02 times --lr at the cycle's end; step: --lr throughout (after the warm-up).",
+    )
+    p.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=True, help="Export EMA weights (else the raw ones)."
+    )
     p.add_argument("--mse-weight", type=float, default=1.0)
     p.add_argument("--l1-weight", type=float, default=0.0)
     p.add_argument("--val-every-steps", type=int, default=200)
@@ -186,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         best = _best(history, shipped)
         k = len(history["cycles"])
         run = home / f"cycle-{k}"
-        done = _last_train_step(run)
-        if done < a.cycle_steps:
+        steps = _recipe(run)["steps"] if (run / "config.toml").is_file() else a.cycle_steps  # a resumed run's own
+        if _last_train_step(run) < steps:
             if (run / "checkpoints" / "state.pt").is_file():
                 args = ["train", "--resume", str(run)]
             else:
@@ -198,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             if rc not in (0, 130):
                 print(f"geosr train exited with {rc}; stopping", file=sys.stderr)
                 return rc
-            if _last_train_step(run) < a.cycle_steps:
+            if _last_train_step(run) < _recipe(run)["steps"]:
                 break  # out of time (or interrupted): the next invocation resumes this cycle
         # The cycle is complete: export its EMA weights and measure them on the whole val split.
         exported = run / f"degan-x{a.scale}-cycle{k}.safetensors"
@@ -238,11 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "start": best["model"],
             "val_psnr": summary["psnr"],
             "val_ssim": summary["ssim"],
-            "steps": a.cycle_steps,
-            "patch_size": a.patch_size,
-            "batch_size": a.batch_size,
-            "lr": a.lr,
-            **_content_loss(run),
+            **_recipe(run),
             "beats": best["val_psnr"],
         }
         history["cycles"].append(entry)
