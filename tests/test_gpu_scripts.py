@@ -256,40 +256,38 @@ def _wheel_bundle(tmp_path: Path, python_version: str) -> Path:
     return tmp_path / "bundle"
 
 
-def _run_sh(call: Path, stage: Path, out: Path) -> tuple[int, dict]:
-    proc = subprocess.run(
-        [
-            "bash",
-            str(GPU / "run.sh"),
-            "--device",
-            "cpu",
-            "--bundle",
-            str(call),
-            "--stage",
-            str(stage),
-            "--out",
-            str(out),
-        ],
+def _run_sh(
+    call: Path, stage: Path, out: Path, env: dict[str, str] | None = None, timeout: int = 120, *more: str
+) -> subprocess.CompletedProcess:
+    """One call of run.sh on the CPU with ``call`` carried; its summary is in ``out``."""
+    command = ["bash", str(GPU / "run.sh"), "--device", "cpu", "--bundle", str(call), "--stage", str(stage), *more]
+    return subprocess.run(
+        [*command, "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
-        env=dict(os.environ, GEOSR_GPU_PYTHON=sys.executable),
+        timeout=timeout,
+        env=env or dict(os.environ, GEOSR_GPU_PYTHON=sys.executable),
     )
-    return proc.returncode, json.loads((out / "summary.json").read_text())
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
 
 
 def test_run_waits_for_the_missing_part_then_refuses_wheels_for_another_python(tmp_path):
     parts = _wheel_bundle(tmp_path, python_version="2.7")
     stage, out = tmp_path / "stage", tmp_path / "out"
-    rc, summary = _run_sh(_carry(tmp_path / "call", parts / "part1"), stage, out)
-    assert rc == 0
+    proc = _run_sh(_carry(tmp_path / "call", parts / "part1"), stage, out)
+    summary = _summary(out)
+    assert proc.returncode == 0
     assert summary["this_call"]["install"]["status"] == "waiting"
     assert summary["missing_parts"] == ["part2"]
     assert "still to carry: part2" in (out / "summary.txt").read_text()
 
-    rc, summary = _run_sh(_carry(tmp_path / "call", parts / "part2"), stage, out)
-    assert rc == 1
+    proc = _run_sh(_carry(tmp_path / "call", parts / "part2"), stage, out)
+    summary = _summary(out)
+    assert proc.returncode == 1
     assert summary["call"] == 2 and summary["missing_parts"] == []
     assert summary["steps"]["install"]["status"] == "failed"
     assert "CPython 2.7" in summary["steps"]["install"]["note"]
@@ -592,26 +590,8 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     for k, part in enumerate(parts, start=1):
         call = _carry(tmp_path / "call", part)
         shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.run(
-            [
-                "bash",
-                str(GPU / "run.sh"),
-                "--device",
-                "cpu",
-                "--bundle",
-                str(call),
-                "--stage",
-                str(stage),
-                "--budget-s",
-                "900",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        summary = json.loads((out / "summary.json").read_text())
+        proc = _run_sh(call, stage, out, env, 900, "--budget-s", "900")
+        summary = _summary(out)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert summary["call"] == k
         if k < len(parts):
@@ -690,25 +670,7 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     # a further call with nothing carried repeats nothing
     call = tmp_path / "empty-call"
     call.mkdir()
-    proc = subprocess.run(
-        [
-            "bash",
-            str(GPU / "run.sh"),
-            "--device",
-            "cpu",
-            "--bundle",
-            str(call),
-            "--stage",
-            str(stage),
-            "--budget-s",
-            "900",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run_sh(call, stage, out, env, 300, "--budget-s", "900")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    again = json.loads((out / "summary.json").read_text())
+    again = _summary(out)
     assert set(again["this_call"]) <= {"stage", "install"}
