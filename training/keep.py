@@ -15,6 +15,10 @@ A cycle that beats the best val PSNR so far by at least 0.01 dB becomes the star
 by a person, with its reports).
 A cycle that does not beat it is kept for the record and the next cycle starts again from the best, with another
 seed. When the run folders are gone, the next cycle starts from the bundled model again.
+
+Other sensors: ``--extra-data DIR`` (e.g. the training crops of ``benchmarks/cross_sensor.py make --split train``)
+mixes their images into the training items, ``--extra-repeat`` times each; ``--cross-sensor DIR`` measures every
+finished cycle on a cross-sensor val set too (``benchmarks/cross_sensor.py make``), beside the whole val split.
 """
 
 from __future__ import annotations
@@ -85,6 +89,27 @@ def _recipe(run: Path) -> dict[str, Any]:
         "mse_weight": float(loss["mse_weight"]),
         "l1_weight": float(loss["l1_weight"]),
         "seed": int(seed),
+        **(
+            {"extra_data": list(data["extra_data"]), "extra_repeat": int(data["extra_repeat"])}
+            if data.get("extra_data")
+            else {}
+        ),
+    }
+
+
+def _cross_sensor(model: Path, data: str, report: Path, a: argparse.Namespace) -> dict[str, Any] | None:
+    """The model on the cross-sensor set (every image, the model's scale): its mean PSNR/SSIM and gain over bicubic,
+    with the report's path; None when the evaluation failed."""
+    report.unlink(missing_ok=True)
+    args = ["evaluate", "--model", str(model), "--data", data, "--split", "all", "--scale", str(a.scale)]
+    if _geosr(*args, "--precision", a.eval_precision, "-o", str(report), threads=a.threads):
+        return None
+    mean = json.loads(report.read_text())["summary"]["mean"]
+    return {
+        "cross_sensor_report": str(report),
+        "cross_sensor_psnr": mean["psnr"],
+        "cross_sensor_ssim": mean["ssim"],
+        "cross_sensor_gain_db": mean["psnr"] - mean["psnr_bicubic"],
     }
 
 
@@ -150,6 +175,8 @@ def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list
         "--seed",
         str(seed),
         "--ema" if a.ema else "--no-ema",
+        *(option for folder in a.extra_data for option in ("--extra-data", folder)),
+        *(("--extra-repeat", str(a.extra_repeat)) if a.extra_data else ()),
     ]
 
 
@@ -179,6 +206,21 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--mse-weight", type=float, default=1.0)
     p.add_argument("--l1-weight", type=float, default=0.0)
+    p.add_argument(
+        "--extra-data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="A folder of other images to train on as well (geosr train --extra-data; once per folder), e.g. "
+        "the training crops of benchmarks/cross_sensor.py make --split train.",
+    )
+    p.add_argument("--extra-repeat", type=int, default=1, help="geosr train --extra-repeat, with --extra-data.")
+    p.add_argument(
+        "--cross-sensor",
+        metavar="DIR",
+        help="Also measure each finished cycle on this set with geosr evaluate --split all (benchmarks/cross_sensor.py "
+        "make --out DIR: Wald's protocol on other sensors' rasters) and record its mean and its gain over bicubic.",
+    )
     p.add_argument("--val-every-steps", type=int, default=200)
     p.add_argument(
         "--eval-precision",
@@ -263,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
             **_recipe(run),
             "beats": best["val_psnr"],
         }
+        if a.cross_sensor:
+            measured = _cross_sensor(exported, a.cross_sensor, run / "cross_sensor.json", a)
+            if measured is None:
+                return 1
+            entry.update(measured)
         history["cycles"].append(entry)
         atomic_write(history_path, json.dumps(history, indent=1).encode(), what="the cycle history")
         better = entry["val_psnr"] >= best["val_psnr"] + MIN_GAIN_DB

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import rasterio
 from click.testing import CliRunner
 
 from cli.main import cli
+from geosr.bundled import default_model
 from geosr.training.config import TrainConfig
-from geosr.training.keep import _arguments, _recipe, _train_args
+from geosr.training.keep import _arguments, _cross_sensor, _recipe, _train_args
 
 
 def test_a_cycle_records_the_settings_its_run_trained_with(tmp_path):
@@ -49,3 +54,43 @@ def test_the_ab_options_reach_the_runs_settings(tmp_path):
     assert 'lr_schedule = "step"' in ab and "ema = false" in ab and "seed = 4" in ab
     default = resolved()
     assert 'lr_schedule = "cosine"' in default and "ema = true" in default
+
+
+def test_extra_data_reaches_the_run_and_its_record(tmp_path):
+    """--extra-data and --extra-repeat travel into the run's settings, and the cycle's record names them."""
+    extra = tmp_path / "other-sensor"
+    extra.mkdir()
+    args = _train_args(
+        _arguments(["--data", str(tmp_path / "ucm"), "--extra-data", str(extra), "--extra-repeat", "5"]),
+        tmp_path / "c",
+        "s.safetensors",
+        seed=6,
+    )
+    result = CliRunner().invoke(cli, [*args, "--print-config"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(result.output)
+    recipe = _recipe(run)
+    assert recipe["extra_data"] == [str(extra)] and recipe["extra_repeat"] == 5 and recipe["seed"] == 6
+    plain = _train_args(_arguments(["--data", str(tmp_path / "ucm")]), tmp_path / "c", "s.safetensors", seed=6)
+    assert "--extra-data" not in plain and "--extra-repeat" not in plain
+
+
+def test_a_cycle_is_measured_on_the_cross_sensor_set(tmp_path):
+    """geosr evaluate of a model on a folder of classes: the record's mean and gain are its report's."""
+    rng = np.random.default_rng(0)
+    for sensor in ("sensor_a", "sensor_b"):
+        (tmp_path / "xs" / sensor).mkdir(parents=True)
+        smooth = rng.integers(0, 256, (3, 8, 8)).repeat(8, axis=1).repeat(8, axis=2).astype(np.uint8)
+        profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 3, "dtype": "uint8"}
+        with rasterio.open(tmp_path / "xs" / sensor / "crop0.tif", "w", **profile) as ds:
+            ds.write(smooth)
+    a = _arguments(["--data", str(tmp_path), "--cross-sensor", str(tmp_path / "xs"), "--eval-precision", "fp32"])
+    measured = _cross_sensor(default_model(4), a.cross_sensor, tmp_path / "xs.json", a)
+    assert measured is not None
+    mean = json.loads((tmp_path / "xs.json").read_text())["summary"]["mean"]
+    assert mean["images"] == 2
+    assert measured["cross_sensor_psnr"] == mean["psnr"] and measured["cross_sensor_ssim"] == mean["ssim"]
+    assert measured["cross_sensor_gain_db"] == mean["psnr"] - mean["psnr_bicubic"]
+    assert _cross_sensor(default_model(4), str(tmp_path / "missing"), tmp_path / "m.json", a) is None
