@@ -109,6 +109,8 @@ def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
             + [f"{len(s)} x {cfg.extra_repeat} = {len(s) * cfg.extra_repeat} from {s.root} (all)" for s in extra_sets]
         ),
     )
+    if cfg.degrade:
+        log.info("%.0f %% of the training patches get a blurred, noisy or JPEG-compressed LR", 100 * cfg.degrade)
     dataset = PatchDataset(
         items,
         scale=cfg.scale,
@@ -117,6 +119,7 @@ def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
         seed=cfg.seed,
         cache_mb=cfg.cache_mb,
         repeat=cfg.dataset_repeat,
+        degrade=cfg.degrade,
     )
     batch = cfg.batch_size // ctx.world_size
     workers = resolve_workers(cfg.num_workers, ctx.device, dataset.cached, ctx.local_world_size)

@@ -78,6 +78,13 @@ class TrainConfig:
     )
     batch_size: int = _f(16, "data", "Patches per optimiser step over all processes (split evenly among them).")
     dataset_repeat: int = _f(1, "data", "Patches drawn from each training image per epoch.")
+    degrade: float = _f(
+        0.0,
+        "data",
+        "Share of the training patches (0 to 1) whose LR is degraded beyond the protocol's bicubic: the HR blurred by "
+        "a random Gaussian before the downsampling, noise on the LR, JPEG for 8-bit images, each drawn at random "
+        "(training.degradation). 0: every LR is the exact bicubic the evaluation uses.",
+    )
     num_workers: str = _f(
         "auto",
         "data",
@@ -296,6 +303,7 @@ class TrainConfig:
         need(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         need(self.dataset_repeat >= 1, f"dataset_repeat must be at least 1, got {self.dataset_repeat}")
         need(self.extra_repeat >= 1, f"extra_repeat must be at least 1, got {self.extra_repeat}")
+        need(0 <= self.degrade <= 1, f"degrade must be a share from 0 to 1, got {self.degrade}")
         self.extra_data = _extra_folders(self.extra_data, self.data, self.val_data)
         need(
             self.num_workers == "auto" or (self.num_workers.isdigit()),

@@ -142,6 +142,7 @@ FIXED_ON_RESUME = (
     "patch_size",
     "batch_size",
     "dataset_repeat",
+    "degrade",
     "scale",
     "channels",
     "n_blocks",

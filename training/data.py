@@ -7,7 +7,8 @@
   their content and the batch keeps its shape.
 - Random flips and rotations by multiples of 90 degrees (the 8 symmetries of the square, uniformly).
 - LR = bicubic downsampling with antialiasing on the image's integer grid (``training.degradation``); in the paired
-  layout the crop is aligned on the LR grid and the layout's own LR pixels are used instead.
+  layout the crop is aligned on the LR grid and the layout's own LR pixels are used instead. With ``degrade`` > 0 that
+  share of the (unpaired) patches gets a blurred, noisy or JPEG-compressed LR instead (``degraded_lr``).
 - Values map to [-1, 1] by each image's ``geosr.radiometry.Radiometry`` (``geosr.datasets.image_radiometry``: the
   mapping ``geosr upscale`` applies to the same file; uint8 0..255, other dtypes per-band percentiles of the valid
   pixels). Invalid pixels (nodata, alpha 0, masks, extreme float fills) take the mapping's fill values when the image
@@ -33,7 +34,7 @@ from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry,
 from geosr.device import usable_cores
 from geosr.errors import DataError
 from geosr.radiometry import Radiometry
-from geosr.training.degradation import bicubic_lr
+from geosr.training.degradation import bicubic_lr, degraded_lr
 
 log = logging.getLogger("geosr.training")
 
@@ -63,13 +64,14 @@ class PatchDataset(Dataset):
         seed: int = 0,
         cache_mb: int = 4096,
         repeat: int = 1,
+        degrade: float = 0.0,
     ) -> None:
         if not items:
             raise DataError("no training images")
         if patch_size % scale:
             raise DataError(f"patch size {patch_size} is not a multiple of the scale {scale}")
         self.scale, self.patch, self.bands = scale, patch_size, list(bands)
-        self.seed, self.repeat = seed, repeat
+        self.seed, self.repeat, self.degrade = seed, repeat, degrade
         described: dict[ImageItem, _Source] = {}  # an item listed several times (--extra-repeat) is read once
         for item in items:
             if item not in described:
@@ -133,7 +135,13 @@ class PatchDataset(Dataset):
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         hr = _augment(hr, k, flip)
         if lr is None:
-            lr = bicubic_lr(torch.from_numpy(hr.astype(np.float32)), self.scale, s.dtype).numpy()
+            hr_t = torch.from_numpy(hr.astype(np.float32))
+            # No draw at all when degrade is 0: the patches of runs without it stay what they were.
+            if self.degrade and rng.random() < self.degrade:
+                span = [hi - lo for lo, hi in zip(s.radiometry.low, s.radiometry.high)]
+                lr = degraded_lr(hr_t, self.scale, s.dtype, span, rng).numpy()
+            else:
+                lr = bicubic_lr(hr_t, self.scale, s.dtype).numpy()
         else:
             lr = _augment(lr, k, flip)
         return torch.from_numpy(s.radiometry.to_model(hr)), torch.from_numpy(s.radiometry.to_model(lr))

@@ -19,6 +19,8 @@ seed. When the run folders are gone, the next cycle starts from the bundled mode
 Other sensors: ``--extra-data DIR`` (e.g. the training crops of ``benchmarks/cross_sensor.py make --split train``)
 mixes their images into the training items, ``--extra-repeat`` times each; ``--cross-sensor DIR`` measures every
 finished cycle on a cross-sensor val set too (``benchmarks/cross_sensor.py make``), beside the whole val split.
+``--degrade P`` trains a share P of the patches on blurred, noisy or JPEG-compressed LR (``training.degradation``).
+``--cycles N`` ends the invocation after N finished cycles (an A/B run of one cycle in a root of its own).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def _recipe(run: Path) -> dict[str, Any]:
             if data.get("extra_data")
             else {}
         ),
+        **({"degrade": float(data["degrade"])} if data.get("degrade") else {}),
     }
 
 
@@ -177,6 +180,7 @@ def _train_args(a: argparse.Namespace, run: Path, start: str, seed: int) -> list
         "--ema" if a.ema else "--no-ema",
         *(option for folder in a.extra_data for option in ("--extra-data", folder)),
         *(("--extra-repeat", str(a.extra_repeat)) if a.extra_data else ()),
+        *(("--degrade", str(a.degrade)) if a.degrade else ()),
     ]
 
 
@@ -187,6 +191,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--root", type=Path, default=Path.home() / "geosr-runs")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ucmerced"))
     p.add_argument("--minutes", type=float, default=150.0, help="Stop after this many minutes (resumable).")
+    p.add_argument("--cycles", type=int, default=0, help="Stop after this many finished cycles (0: no limit).")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
@@ -215,6 +220,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "the training crops of benchmarks/cross_sensor.py make --split train.",
     )
     p.add_argument("--extra-repeat", type=int, default=1, help="geosr train --extra-repeat, with --extra-data.")
+    p.add_argument(
+        "--degrade",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="geosr train --degrade: the share of patches whose LR is blurred, noisy or JPEG-compressed.",
+    )
     p.add_argument(
         "--cross-sensor",
         metavar="DIR",
@@ -245,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     def minutes_left() -> float:
         return a.minutes - (time.monotonic() - t0) / 60
 
-    while minutes_left() > 1:
+    finished = 0
+    while minutes_left() > 1 and not (a.cycles and finished >= a.cycles):
         history = _load_history(history_path)
         best = _best(history, shipped)
         k = len(history["cycles"])
@@ -311,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             entry.update(measured)
         history["cycles"].append(entry)
+        finished += 1
         atomic_write(history_path, json.dumps(history, indent=1).encode(), what="the cycle history")
         better = entry["val_psnr"] >= best["val_psnr"] + MIN_GAIN_DB
         verdict = "beats" if better else f"does not beat (by {MIN_GAIN_DB} dB or more)"

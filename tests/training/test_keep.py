@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from geosr.bundled import default_model
 from geosr.training.config import TrainConfig
-from geosr.training.keep import _arguments, _cross_sensor, _recipe, _train_args
+from geosr.training.keep import _arguments, _cross_sensor, _recipe, _train_args, main
 
 
 def test_a_cycle_records_the_settings_its_run_trained_with(tmp_path):
@@ -94,3 +94,23 @@ def test_a_cycle_is_measured_on_the_cross_sensor_set(tmp_path):
     assert measured["cross_sensor_psnr"] == mean["psnr"] and measured["cross_sensor_ssim"] == mean["ssim"]
     assert measured["cross_sensor_gain_db"] == mean["psnr"] - mean["psnr_bicubic"]
     assert _cross_sensor(default_model(4), str(tmp_path / "missing"), tmp_path / "m.json", a) is None
+
+
+def test_one_cycle_runs_end_to_end_and_records_its_degradation(tmp_path, scene_folder):
+    """--cycles 1 ends the invocation after one finished cycle: trained, exported, measured and recorded."""
+    root = tmp_path / "root"
+    rc = main(
+        [
+            "--scale", "4", "--root", str(root), "--data", str(scene_folder), "--cycles", "1", "--cycle-steps", "2",
+            "--warmup-steps", "1", "--patch-size", "32", "--batch-size", "2", "--val-every-steps", "2",
+            "--precision", "fp32", "--eval-precision", "fp32", "--degrade", "0.5",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    history = json.loads((root / "x4" / "cycles.json").read_text())
+    assert len(history["cycles"]) == 1
+    entry = history["cycles"][0]
+    assert entry["steps"] == 2 and entry["degrade"] == 0.5 and entry["seed"] == 0
+    assert entry["start"] == str(default_model(4)) and np.isfinite(entry["val_psnr"]) and 0 < entry["val_ssim"] <= 1
+    assert (root / "x4" / "cycle-0" / "degan-x4-cycle0.safetensors").is_file()
+    assert not (root / "x4" / "cycle-1").exists()  # no second cycle was started
