@@ -178,7 +178,8 @@ def test_the_training_time_is_split_by_share_after_each_scale_keeps_its_setup_an
     # x4 done, with time to spare: x2 gets all that is left after its own set-up and evaluation
     assert plan.split_training(300, [2], shares, GPU_TIMING) == pytest.approx({2: 155})
     # without the evaluation step only the set-up is kept
-    assert plan.split_training(500, [4, 2], shares, GPU_TIMING, evaluate=False) == pytest.approx({4: 246, 2: 164})
+    # measured elsewhere (prepare.py --evaluate here): each keeps its 20-s export only
+    assert plan.split_training(500, [4, 2], shares, GPU_TIMING, evaluate=False) == pytest.approx({4: 222, 2: 148})
 
 
 def test_a_later_scale_that_would_get_too_little_leaves_its_time_to_the_earlier_ones():
@@ -600,6 +601,7 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     names = ("stage", "install", "measure", "train_x4", "evaluate_x4", "train_x2", "evaluate_x2")
     assert list(steps) == list(names) and {s: steps[s]["status"] for s in names} == dict.fromkeys(names, "ok")
     assert summary["missing_parts"] == [] and summary["scales"] == [4, 2]
+    here = manifest.get("evaluate", "there") == "here"  # prepare.py's default: the models are measured here
 
     # what comes back: at most 7 files (the tool takes 8), none over 16 MiB, no sub-folders; each scale's model
     files = sorted(p.name for p in out.iterdir())
@@ -626,19 +628,11 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = set(tar.getnames())
         archived = {n: tar.extractfile(n).read().decode() for n in names if n.startswith(("x4/", "x2/"))}
-    assert {
-        "logs/install.log",
-        "logs/measure.log",
-        "logs/train_x4.log",
-        "logs/evaluate_x4.log",
-        "logs/train_x2.log",
-        "logs/evaluate_x2.log",
-    } <= names
+    assert {"logs/install.log", "logs/measure.log", "logs/train_x4.log", "logs/train_x2.log"} <= names
+    assert {f"logs/{'export' if here else 'evaluate'}_x{s}.log" for s in (4, 2)} <= names
     text = (out / "summary.txt").read_text()
     for scale in (4, 2):
-        assert {
-            f"x{scale}/{n}" for n in ("config.toml", "train_log.csv", "eval_val.json", "eval_shipped.json", "card.txt")
-        } <= names
+        assert {f"x{scale}/{n}" for n in ("config.toml", "train_log.csv", "card.txt")} <= names
         train, plan_ = steps[f"train_x{scale}"], summary["plans"][str(scale)]
         # the length first estimated from the H200's rate is far off on a CPU: measured over the first 2 steps,
         # the run restarted (in its warm-up) with the length its 30 s hold
@@ -647,25 +641,57 @@ def test_smoke_run_over_the_calls_of_a_multi_part_bundle(tmp_path):
         config = archived[f"x{scale}/config.toml"]
         assert 'lr_schedule = "cosine"' in config and "lr_warmup_steps = 3" in config
         assert "lr_min_factor = 0.02" in config and f"max_steps = {plan_['max_steps']}" in config
-        evaluation = json.loads(archived[f"x{scale}/eval_val.json"])["summary"]["mean"]
-        assert evaluation["images"] == 2 and evaluation["psnr"] > evaluation["psnr_bicubic"]
-        assert steps[f"evaluate_x{scale}"]["shipped"]["images"] == 2 and steps[f"evaluate_x{scale}"]["scale"] == scale
-        assert f"train x{scale}: {train['steps']} steps" in text and f"evaluate x{scale} (val split)" in text
-        # the cross-sensor val set: both models, bf16, their gain over bicubic in the summary
-        xsensor = steps[f"evaluate_x{scale}"]["xsensor"]
-        assert xsensor["status"] == "ok" and xsensor["model"]["images"] == 2 and xsensor["shipped"]["images"] == 2
-        assert f"cross-sensor x{scale}: 2 crops, bf16: trained " in text and "dB over bicubic); shipped " in text
-        assert {f"x{scale}/eval_xsensor.json", f"x{scale}/eval_xsensor_shipped.json"} <= names
-        assert "--extra-data" not in archived[f"x{scale}/config.toml"] and "xsensor-train" not in config
+        assert "--extra-data" not in config and "xsensor-train" not in config
+        assert f"train x{scale}: {train['steps']} steps" in text
 
-        # the exported model carries the val metrics and says where, how long and how it trained
+        # the exported model says where, how long and how it trained (and, measured there, its val metrics)
         model = out / f"degan-x{scale}-gpu.safetensors"
         info = subprocess.run(
             [sys.executable, "-m", "geosr.cli.main", "info", str(model)], capture_output=True, text=True, cwd=REPO
         )
         assert info.returncode == 0, info.stderr
-        assert f"scale        x{scale}" in info.stdout and "val_psnr" in info.stdout
+        assert f"scale        x{scale}" in info.stdout
         assert "by benchmarks/gpu/run.sh on " in info.stdout and "cosine decay to 0.02" in info.stdout
+        if here:
+            assert steps[f"evaluate_x{scale}"]["where"] == "here" and f"x{scale}/eval_val.json" not in names
+            assert f"evaluate x{scale}: exported; measure it where the files come back" in text
+            continue
+        assert "val_psnr" in info.stdout
+        assert {f"x{scale}/{n}" for n in ("eval_val.json", "eval_shipped.json")} <= names
+        evaluation = json.loads(archived[f"x{scale}/eval_val.json"])["summary"]["mean"]
+        assert evaluation["images"] == 2 and evaluation["psnr"] > evaluation["psnr_bicubic"]
+        assert steps[f"evaluate_x{scale}"]["shipped"]["images"] == 2 and steps[f"evaluate_x{scale}"]["scale"] == scale
+        assert f"evaluate x{scale} (val split)" in text
+        # the cross-sensor val set: both models, bf16, their gain over bicubic in the summary
+        xsensor = steps[f"evaluate_x{scale}"]["xsensor"]
+        assert xsensor["status"] == "ok" and xsensor["model"]["images"] == 2 and xsensor["shipped"]["images"] == 2
+        assert f"cross-sensor x{scale}: 2 crops, bf16: trained " in text and "dB over bicubic); shipped " in text
+        assert {f"x{scale}/eval_xsensor.json", f"x{scale}/eval_xsensor_shipped.json"} <= names
+
+    if here:  # measured here, as the cards were: finish.py on the returned files (2 images each, for time)
+        results, models = tmp_path / "results", tmp_path / "models"
+        geotiffs = REPO.parent / "shared" / "data" / "geotiff"
+        done = subprocess.run(
+            [sys.executable, str(GPU / "finish.py"), str(out), "--out", str(results), "--models", str(models),
+             "--data", manifest["data"]["source"], "--geotiffs", str(geotiffs) if geotiffs.is_dir() else "",
+             "--max-images", "2", "--threads", "2"],
+            capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        finished = json.loads((results / "finish.json").read_text())
+        assert sorted(finished["scales"]) == ["2", "4"] and (results / "logs" / "x4" / "config.toml").is_file()
+        text = (results / "finish.txt").read_text()
+        for scale in (4, 2):
+            entry = finished["scales"][str(scale)]
+            assert entry["val"]["images"] == 2 and entry["shipped_card"]["val_psnr"] > 20
+            assert f"x{scale}: whole val split (2 images, bf16, card tiles, consistency): " in text
+            if geotiffs.is_dir():
+                assert entry["cross_sensor"]["trained"]["images"] == entry["cross_sensor"]["shipped"]["images"] == 2
+            info = subprocess.run(
+                [sys.executable, "-m", "geosr.cli.main", "info", str(models / f"degan-x{scale}-gpu.safetensors")],
+                capture_output=True, text=True, cwd=REPO,
+            )  # fmt: skip
+            assert info.returncode == 0 and "val_psnr" in info.stdout and "by benchmarks/gpu/run.sh on " in info.stdout
 
     # a further call with nothing carried repeats nothing
     call = tmp_path / "empty-call"

@@ -5,7 +5,8 @@ tests/test_gpu_scripts.py.
 
 **Time.** What the budget leaves after the measurement goes to the scales still to train, in their order (x4, then
 x2). Each keeps ``setup_s`` (geosr train's start-up, its final validation and save) and ``after_s`` (export, the
-evaluation of the trained and of the shipped model); the rest, the training time, is split by the scales' shares
+evaluation of the trained and of the shipped model), or ``export_s`` alone when the models are measured where the
+files come back (prepare.py --evaluate here); the rest, the training time, is split by the scales' shares
 (60 % x4, 40 % x2 by default). The split is made again before each scale, so time a scale did not use (or an
 evaluation that ran over) moves to the next one. A later scale whose share would be under ``min_train_s`` is left
 out of the split and its reserve goes to the earlier ones; at its turn it still trains if the time is there.
@@ -50,6 +51,7 @@ class Timing:
 
     setup_s: float  # geosr train before its clock starts, its final validation and save
     after_s: float  # export, evaluation of the trained and the shipped model, the card
+    export_s: float  # the export alone (the models measured elsewhere: prepare.py --evaluate here)
     min_train_s: float  # a scale trains only when it gets at least this
     first_steps_s: float  # the first steps' extra time inside the clock (CUDA set-up, cuDNN's search): 14 s on the H200
     val_s: float  # one validation of the run's val images
@@ -64,6 +66,7 @@ class Timing:
             return cls(
                 setup_s=20,
                 after_s=after_s,
+                export_s=10,
                 min_train_s=1,
                 first_steps_s=2,
                 val_s=2,
@@ -75,6 +78,7 @@ class Timing:
         return cls(
             setup_s=45,
             after_s=after_s,
+            export_s=20,
             min_train_s=60,
             first_steps_s=15,
             val_s=6,
@@ -128,7 +132,7 @@ def split_training(
     out of ``left_s`` seconds of budget; later scales that would get under ``timing.min_train_s`` are left out."""
     pending = list(pending)
     cap = timing.max_train_s if timing.max_train_s is not None else math.inf
-    reserve = timing.setup_s + (timing.after_s if evaluate else 0.0)
+    reserve = timing.setup_s + (timing.after_s if evaluate else timing.export_s)
     while pending:
         avail = max(0.0, left_s - len(pending) * reserve)
         total = sum(shares[s] for s in pending)

@@ -2,7 +2,7 @@
 
     bash benchmarks/gpu/prepare.sh [--out benchmarks/gpu/bundle] [--python-version 3.12] [--max-parts 4]
                                    [--train-quality auto|95|90|...] [--margin-mb 0.5] [--smoke] [--part-mb MB]
-                                   [--geotiffs ../shared/data/geotiff]
+                                   [--geotiffs ../shared/data/geotiff] [--evaluate here|there]
 
 What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy in ../shared/data):
 
@@ -12,12 +12,17 @@ What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy 
 - ``extras.tar.xz`` (0.8 MB): click, tqdm, safetensors, attrs, certifi, pyparsing, installed on the GPU
   machine only where its Python lacks them. setuptools (to build geosr from the tree) is not carried: PyTorch's
   wheels require it on Python 3.12 and later.
-- ``val.zip`` (19.4 MB): the 210 val images (UC Merced 50-59 of each class) as lossless WebP, checked pixel
-  for pixel against the originals, so ``geosr evaluate`` there measures what it measures here.
-- ``xsensor.zip`` (3.7 MB, LZMA): the cross-sensor sets of ``benchmarks/cross_sensor.py``'s ``make`` from the real
-  rasters of ../shared/data/geotiff, as GeoTIFFs: ``xsensor-val/`` (82 HR crops of 7 sensors, the right or bottom
-  half of each raster; run.py evaluates every trained model and its shipped one on it) and ``xsensor-train/`` (20
-  crops of 192 px of 4 sensors from the other halves; trained on only with ``GEOSR_GPU_EXTRA_REPEAT`` > 0).
+- ``val.zip``: val images (UC Merced 50-59 of each class) as lossless WebP, checked pixel for pixel against the
+  originals. With ``--evaluate here`` (the default) only the 21 that ``geosr train --val-images 21`` validates on
+  during the run (about 2 MB): the trained models come back in the device call's files and are measured on the
+  whole val split and the cross-sensor set on this machine (``benchmarks/gpu/finish.py``), the cards' own protocol
+  (bf16 on the development CPU), so the GPU's minutes go to training and the bundle takes fewer calls. With
+  ``--evaluate there`` all 210 (19.4 MB), and ``geosr evaluate`` runs on the GPU machine as before.
+- ``xsensor.zip`` (3.7 MB, LZMA; ``--evaluate there`` only): the cross-sensor sets of ``benchmarks/cross_sensor.py``'s
+  ``make`` from the real rasters of ../shared/data/geotiff, as GeoTIFFs: ``xsensor-val/`` (82 HR crops of 7 sensors,
+  the right or bottom half of each raster; run.py evaluates every trained model and its shipped one on it) and
+  ``xsensor-train/`` (20 crops of 192 px of 4 sensors from the other halves; trained on only with
+  ``GEOSR_GPU_EXTRA_REPEAT`` > 0).
 - ``train.zip``: the 1050 train images (00-49) as lossy WebP of the highest quality that lets the whole bundle fit
   in --max-parts device calls: quality 97 in 4 calls (33.3 MB, a mean 42.0 dB PSNR against the originals), 84 in 3
   (15.9 MB, 36.7 dB); lossless would be 91 MB. The quality and the mean PSNR of the copies are recorded in the
@@ -26,7 +31,7 @@ What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy 
 The geosr code itself is not in the bundle: it travels with the working tree, and run.sh installs it from there.
 
 Why parts: the device tool brings the working tree plus the carried paths, 64 MiB per call, and the tree alone is
-about 48.5 MB (44 MB of it the shipped model files), so about 18 MB is left per call. The units are cut into parts
+about 53 MB (44 MB of it the shipped model files), so about 13.5 MB is left per call. The units are cut into parts
 of that size (bundle.py) and each call carries one part; docs/gpu.md gives the calls. The sizes are printed per call.
 """
 
@@ -58,6 +63,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "ucmerced"
 DEFAULT_OUT = REPO / "benchmarks" / "gpu" / "bundle"
 DEFAULT_GEOTIFFS = REPO.parent / "shared" / "data" / "geotiff"
 XSENSOR_TRAIN_SIDE = 192  # HR side of the cross-sensor training crops (cross_sensor.py make --split train --side)
+RUN_VAL_IMAGES = 21  # run.py's geosr train --val-images: the run's own validation, the only val images --evaluate here
+# carries (spread evenly over the split, as geosr.datasets.spread picks them)
 
 # Pinned: the versions this project is tested with, except rasterio 1.4.3 (1.4.4's wheel ships its extension modules
 # with debug information: 36 MB against 22 MB). Dependencies PyTorch images have come from the machine's own Python.
@@ -243,6 +250,13 @@ def pack_xsensor(geotiffs: Path, dest: Path) -> dict:
     return {"bytes": dest.stat().st_size, "train_side": XSENSOR_TRAIN_SIDE, **counts}
 
 
+def spread(paths: list[Path], n: int) -> list[Path]:
+    """The ``n`` of ``paths`` that ``geosr train --val-images n`` validates on (geosr.datasets.spread)."""
+    from geosr.datasets import spread as geosr_spread
+
+    return list(geosr_spread(paths, n))
+
+
 def estimate_train_bytes(paths: list[Path], quality: int, every: int = 10) -> int:
     sample = paths[::every]
     return int(sum(len(webp(read_rgb(p), quality)) + 120 for p in sample) * len(paths) / len(sample))
@@ -283,6 +297,14 @@ def main() -> None:
     p.add_argument("--margin-mb", type=float, default=0.5, help="room left in each call for the tree to grow (MiB)")
     p.add_argument("--part-mb", type=float, default=None, help="part size in MiB instead of what the tree leaves")
     p.add_argument("--smoke", action="store_true", help="2 classes x (2 train + 2 val) images, for CPU tests")
+    p.add_argument(
+        "--evaluate",
+        choices=("here", "there"),
+        default="here",
+        help="where the trained models are measured on the whole val split and the cross-sensor set: here "
+        "(benchmarks/gpu/finish.py on the returned files; the bundle carries only the 21 val images of the run's "
+        "own validation) or there (on the GPU machine; the bundle carries all val images and the cross-sensor sets)",
+    )
     args = p.parse_args()
 
     t0 = time.perf_counter()
@@ -322,23 +344,32 @@ def main() -> None:
     tag = "smoke" if args.smoke else "full"
     val_paths = ucmerced_images(data, range(50, 60), args.smoke)
     train_paths = ucmerced_images(data, range(0, 50), args.smoke)
+    whole_val = len(val_paths)
+    if args.evaluate == "here":
+        val_paths = spread(val_paths, RUN_VAL_IMAGES)
+        tag += f"-{len(val_paths)}"
     val_unit = units_dir / f"{tag}-val.zip"
     val_info_file = val_unit.with_suffix(".json")
     if not (val_unit.is_file() and val_info_file.is_file()):
         log(f"val: {len(val_paths)} images as lossless WebP")
         val_info_file.write_text(json.dumps(pack_images(val_paths, data, val_unit, None)))
-    val_info = json.loads(val_info_file.read_text())
+    val_info = {**json.loads(val_info_file.read_text()), "of": whole_val}
     units.append(("val.zip", val_unit))
-    log(f"val.zip: {val_unit.stat().st_size / 1e6:.2f} MB ({val_info['images']} images, lossless, pixel-identical)")
-
-    xsensor_unit = units_dir / "xsensor.zip"
-    xsensor_info = pack_xsensor(Path(args.geotiffs).resolve(), xsensor_unit)
-    units.append(("xsensor.zip", xsensor_unit))
     log(
-        f"xsensor.zip: {xsensor_info['bytes'] / 1e6:.2f} MB (cross-sensor val: {xsensor_info['val']['crops']} crops "
-        f"of {len(xsensor_info['val']['sensors'])} sensors; train: {xsensor_info['train']['crops']} crops of "
-        f"{len(xsensor_info['train']['sensors'])})"
+        f"val.zip: {val_unit.stat().st_size / 1e6:.2f} MB ({val_info['images']} of the {whole_val} val images, "
+        "lossless, pixel-identical)"
     )
+
+    xsensor_info = None
+    if args.evaluate == "there":
+        xsensor_unit = units_dir / "xsensor.zip"
+        xsensor_info = pack_xsensor(Path(args.geotiffs).resolve(), xsensor_unit)
+        units.append(("xsensor.zip", xsensor_unit))
+        log(
+            f"xsensor.zip: {xsensor_info['bytes'] / 1e6:.2f} MB (cross-sensor val: {xsensor_info['val']['crops']} "
+            f"crops of {len(xsensor_info['val']['sensors'])} sensors; train: {xsensor_info['train']['crops']} crops "
+            f"of {len(xsensor_info['train']['sensors'])})"
+        )
 
     fixed = sum(path.stat().st_size for _, path in units)
     room = args.max_parts * cap - fixed
@@ -395,8 +426,9 @@ def main() -> None:
                 "layout": "ucmerced",
                 "train": train_info,
                 "val": val_info,
-                "xsensor": {"source": str(Path(args.geotiffs).resolve()), **xsensor_info},
+                **({"xsensor": {"source": str(Path(args.geotiffs).resolve()), **xsensor_info}} if xsensor_info else {}),
             },
+            "evaluate": args.evaluate,
         }
         for old in out.glob("part*"):
             if old.is_dir():
@@ -418,6 +450,11 @@ def main() -> None:
         )
     rel = out.relative_to(REPO) if out.is_relative_to(REPO) else out
     print(f"device calls, in order, each with command 'bash benchmarks/gpu/run.sh' and carry [\"{rel}/partN\"]")
+    if args.evaluate == "here":
+        print(
+            "then here, on the files the last call brings back: python benchmarks/gpu/finish.py FILES_AT "
+            "(the whole val split and the cross-sensor set, bf16 on this CPU)"
+        )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ Run from the repository root of the tree the device tool copied, with one part o
    of it at the last step, checkpointing, each in its own run folder (``STAGE/work/run-xN``). The training time the
    budget leaves is shared by ``--shares`` (60 % x4, 40 % x2), and each schedule's length is the steps its minutes
    hold at the rate measured over the run's first 20 steps (plan.py). A run cut short in an earlier call is resumed;
-5. **exports** each trained model in fp16 right after its training and **evaluates** it on the whole val split (and
-   the shipped model it started from on the same images, same GPU), then puts the val metrics and where and how long
-   it trained into its card; then both models on the cross-sensor val set (``STAGE/data/xsensor-val``: 82 HR crops
-   of 7 real sensors, Wald's protocol, bf16), whose mean PSNR/SSIM and gain over bicubic go into the summary.
+5. **exports** each trained model in fp16 right after its training, with where, how long and how it trained in its
+   card. With a bundle of ``prepare.py --evaluate here`` (the default) that is all: the model comes back in $OUT and
+   ``benchmarks/gpu/finish.py`` measures it on the development machine. With ``--evaluate there`` it also
+   **evaluates** it on the whole val split (and the shipped model it started from on the same images, same GPU),
+   puts the val metrics into its card, then both models on the cross-sensor val set (``STAGE/data/xsensor-val``:
+   82 HR crops of 7 real sensors, Wald's protocol, bf16), whose mean PSNR/SSIM and gain over bicubic go into the
+   summary.
 
 ``--extra-repeat N`` (GEOSR_GPU_EXTRA_REPEAT; default 0, off) adds the cross-sensor training crops
 (``STAGE/data/xsensor-train``) to x4's training, each listed N times (``geosr train --extra-data``).
@@ -525,6 +528,17 @@ def data_units(r: Run, scale: int) -> set[str]:
     return {"train.zip", "val.zip"} | ({"xsensor.zip"} if extra_repeat(r, scale) else set())
 
 
+def evaluate_there(r: Run) -> bool:
+    """Whether the bundle carries the whole val split and the cross-sensor sets (prepare.py --evaluate there) and the
+    models are measured on this machine; else (--evaluate here) each model is exported with its card's notes and
+    measured where the files come back (benchmarks/gpu/finish.py), and this machine's time goes to training."""
+    return (bundle.staged_manifest(r.stage) or {}).get("evaluate", "there") == "there"
+
+
+def bundle_units(r: Run) -> set[str]:
+    return {u["name"] for u in (bundle.staged_manifest(r.stage) or {}).get("units", [])}
+
+
 def data_ready(r: Run, scale: int) -> bool:
     return data_units(r, scale) <= set(r.state["unpacked"])
 
@@ -539,13 +553,25 @@ def step_train(r: Run, scale: int, pending: list[int]) -> None:
     key = f"train_x{scale}"
     if "train" not in r.args.steps or r.done(key):
         return
+    missing = data_units(r, scale) - bundle_units(r) if bundle_units(r) else set()
+    if missing:
+        r.record(
+            key,
+            "failed",
+            0,
+            note=f"the bundle has no {', '.join(sorted(missing))} (GEOSR_GPU_EXTRA_REPEAT trains on the cross-sensor "
+            "crops: build the bundle with prepare.sh --evaluate there)",
+        )
+        return
     if not data_ready(r, scale):
         r.record(
             key, "waiting", 0, note=f"the images ({', '.join(sorted(data_units(r, scale)))}) are not all staged yet"
         )
         return
     timing = r.timing
-    split = plan.split_training(r.left(), pending, r.args.shares, timing, "evaluate" in r.args.steps)
+    split = plan.split_training(
+        r.left(), pending, r.args.shares, timing, "evaluate" in r.args.steps and evaluate_there(r)
+    )
     seconds = split.get(scale, 0.0)
     if seconds < timing.min_train_s:
         r.record(
@@ -796,8 +822,12 @@ def train_facts(run_dir: Path) -> dict:
 
 
 def step_evaluate(r: Run, scale: int) -> None:
+    """Export the trained model (fp16, its card's notes) and, when the bundle carries the data (--evaluate there),
+    measure it and the shipped model on the whole val split and the cross-sensor set and put the metrics in its
+    card; with --evaluate here the export alone, the measurement is finish.py's on the development machine."""
     key = f"evaluate_x{scale}"
-    if "evaluate" not in r.args.steps or r.done(key) or not r.done(f"train_x{scale}"):
+    there = "evaluate" in r.args.steps and evaluate_there(r)
+    if r.done(key) or not r.done(f"train_x{scale}") or not (there or "train" in r.args.steps):
         return
     t = time.monotonic()
     run_dir = r.run_dir(scale)
@@ -807,14 +837,28 @@ def step_evaluate(r: Run, scale: int) -> None:
     model = r.work / model_name(scale)
     geosr = r.geosr
     export, evaluate_log = f"export_x{scale}", f"evaluate_x{scale}"
+    notes = card_notes(r.state["steps"][f"train_x{scale}"])
     rc = r.run(
         export,
         geosr
-        + ["export", str(source), "-o", str(model), "--name", f"degan-x{scale}", "--dtype", "fp16", "--overwrite"],
+        + ["export", str(source), "-o", str(model), "--name", f"degan-x{scale}", "--dtype", "fp16", "--overwrite"]
+        + [a for n in notes for a in ("--note", n)],
         300,
     )
     if rc:
         r.record(key, "failed", time.monotonic() - t, note=f"export rc {rc} (see logs/{export}.log)")
+        return
+    if not there:
+        r.run(f"card_x{scale}", geosr + ["info", str(model)], 120, tail=0)
+        shutil.copyfile(r.logs / f"card_x{scale}.log", r.work / f"card_x{scale}.txt")
+        r.record(
+            key,
+            "ok",
+            time.monotonic() - t,
+            note=f"exported ({model.name}); measured where the files come back: python benchmarks/gpu/finish.py",
+            scale=scale,
+            where="here",
+        )
         return
     limit = ["--max-images", "2"] if r.args.smoke else []
     evaluate = [
@@ -838,12 +882,9 @@ def step_evaluate(r: Run, scale: int) -> None:
     baseline = r.work / f"eval_shipped_x{scale}.json"
     if r.left() > 30:
         r.run(evaluate_log, geosr + evaluate + ["-m", str(shipped(scale)), "-o", str(baseline)], max(60, r.left()))
-    notes = card_notes(r.state["steps"][f"train_x{scale}"])
     rc = r.run(
         export,
-        geosr
-        + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"]
-        + [a for n in notes for a in ("--note", n)],
+        geosr + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"],
         300,
     )
     r.run(f"card_x{scale}", geosr + ["info", str(model)], 120, tail=0)
@@ -1011,6 +1052,11 @@ def _scale_lines(scale: int, t: dict, e: dict) -> list[str]:
             )
     if "model" in e:
         lines.append(f"evaluate x{scale} (val split): {_eval_note(e)}")
+    elif e.get("where") == "here":
+        lines.append(
+            f"evaluate x{scale}: exported; measure it where the files come back: python benchmarks/gpu/finish.py "
+            "FILES (the whole val split and the cross-sensor set, the cards' protocol)"
+        )
     if e.get("xsensor"):
         lines.append(f"cross-sensor x{scale}: {xsensor_note(e['xsensor'])}")
     return lines
@@ -1073,8 +1119,8 @@ def main() -> int:
         "--after-train-s",
         type=float,
         default=None,
-        help="time kept for export and evaluation (val split and cross-sensor set) after each scale's training "
-        "(default 150; smoke 60)",
+        help="time kept for export and evaluation (val split and cross-sensor set) after each scale's training, "
+        "when the bundle has the data for them (prepare.py --evaluate there; default 150; smoke 60)",
     )
     p.add_argument(
         "--steps",
