@@ -14,11 +14,13 @@ not the protocol's exact bicubic, as users' own sensors give. The HR target and 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
 from rasterio.errors import NotGeoreferencedWarning
@@ -65,6 +67,13 @@ def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(padded, kernel.expand(c, 1, -1, -1), groups=c)[0]
 
 
+@functools.cache
+def jpeg_available() -> bool:
+    """Whether this GDAL has its JPEG driver (nearly every build); without it the JPEG draws are left out."""
+    with rasterio.Env() as env:
+        return "JPEG" in env.drivers()
+
+
 def jpeg(x: np.ndarray, quality: int) -> np.ndarray:
     """(C, h, w) uint8 through GDAL's JPEG driver and back: 3 bands as one colour image, others one band at a time."""
     groups = [x] if x.shape[0] == 3 else [x[i : i + 1] for i in range(x.shape[0])]
@@ -91,7 +100,7 @@ def degraded_lr(
     from ``rng``, so a patch is the same whenever it is drawn again (resumed runs, worker processes).
     """
     draw = {name: bool(rng.random() < p) for name, p in CHANCE.items()}
-    jpeg_ok = np.dtype(dtype) == np.uint8
+    jpeg_ok = np.dtype(dtype) == np.uint8 and jpeg_available()
     if not (draw["blur"] or draw["noise"] or (draw["jpeg"] and jpeg_ok)):
         draw["blur"] = True
     if draw["blur"]:
