@@ -79,11 +79,7 @@ class TrainConfig:
     batch_size: int = _f(16, "data", "Patches per optimiser step over all processes (split evenly among them).")
     dataset_repeat: int = _f(1, "data", "Patches drawn from each training image per epoch.")
     degrade: float = _f(
-        0.0,
-        "data",
-        "Share of the training patches (0 to 1) whose LR is degraded beyond the protocol's bicubic: the HR blurred by "
-        "a random Gaussian before the downsampling, noise on the LR, JPEG for 8-bit images, each drawn at random "
-        "(training.degradation). 0: every LR is the exact bicubic the evaluation uses.",
+        0.0, "data", "Share (0-1) of patches with a blurred, noisy or JPEG'd LR (training.degradation)."
     )
     num_workers: str = _f(
         "auto",
@@ -147,16 +143,10 @@ class TrainConfig:
         0.5, "loss", "Weight of the VGG19-feature Charbonnier loss; 0 needs no VGG weights at all."
     )
     adversarial_weight: float = _f(
-        0.1,
-        "loss",
-        "Weight of the adversarial BCE loss; 0 together with "
-        "--feature-matching-weight 0 trains without a discriminator (content only).",
+        0.1, "loss", "Weight of the adversarial BCE loss (0, with --feature-matching-weight 0: no discriminator)."
     )
     feature_matching_weight: float = _f(
-        0.0,
-        "loss",
-        "Weight of an L1 loss between the discriminator's features "
-        "of SR and HR (a VGG-free perceptual substitute; needs a discriminator).",
+        0.0, "loss", "Weight of an L1 between the discriminator's SR and HR features (a VGG-free perceptual term)."
     )
     vgg_layer: str = _f("conv5_4", "loss", f"VGG19 feature layer: {', '.join(VGG_LAYERS)} (conv = before ReLU).")
     vgg_weights: str | None = _f(
