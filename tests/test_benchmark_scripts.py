@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from geosr.inference import load_predictor
 
@@ -144,3 +145,23 @@ def test_cross_sensor_train_crops_never_overlap_the_val_crops(tmp_path):
             vb, _ = bounds(v)
             apart = tb.right <= vb.left or vb.right <= tb.left or tb.top <= vb.bottom or vb.top <= tb.bottom
             assert apart, (t.name, v.name)
+
+
+def test_degraded_val_pairs_each_val_image_with_its_degraded_lr(scene_folder):
+    """degraded_val.py writes the paired layout geosr evaluate reads: one LR per HR, a quarter of its side, made by
+    the kind named (the bicubic LR for none of them: each kind moves it)."""
+    dv = _benchmark("degraded_val")
+    from geosr.datasets import find_images
+    from geosr.training.degradation import bicubic_lr
+
+    out = scene_folder.parent / "degraded"
+    assert dv.make(out, scene_folder, 4) == {kind: 4 for kind in dv.KINDS}  # 2 classes x 2 val images
+    for kind in dv.KINDS:
+        items = find_images(out / kind, "all").items
+        assert len(items) == 4 and all(item.lr_path(4) is not None for item in items)
+        for item in items:
+            with rasterio.open(item.path) as hr_file, rasterio.open(item.lr_path(4)) as lr_file:
+                hr, lr = hr_file.read(), lr_file.read()
+            assert lr.shape == (3, hr.shape[1] // 4, hr.shape[2] // 4) and lr.dtype == np.uint8
+            bicubic = bicubic_lr(torch.from_numpy(hr.astype(np.float32)), 4, "uint8").numpy()
+            assert not np.array_equal(lr, bicubic)
