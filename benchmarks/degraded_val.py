@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED_GEOTIFFS  # noqa: E402
 
 from geosr.datasets import find_images, read_image  # noqa: E402
+from geosr.radiometry import to_dtype_grid  # noqa: E402
 from geosr.training.degradation import bicubic_lr, blur, gaussian_kernel, jpeg  # noqa: E402
 
 KINDS = ("blur", "noise", "jpeg75")
@@ -49,7 +50,7 @@ def degrade(hr: np.ndarray, kind: str, scale: int, seed: int) -> np.ndarray:
     lr = bicubic_lr(x, scale, "uint8").numpy()
     if kind == "noise":
         noise = np.random.default_rng(seed).standard_normal(lr.shape) * NOISE_DN
-        lr = np.clip(np.floor(lr + noise + 0.5), 0, 255)
+        lr = to_dtype_grid(lr + noise, "uint8")
     lr = lr.astype(np.uint8)
     return jpeg(lr, JPEG_QUALITY) if kind == "jpeg75" else lr
 

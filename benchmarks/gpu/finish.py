@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from run import evaluation_means  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 MIN_GAIN_DB = 0.01
 
@@ -48,14 +51,9 @@ def geosr(*args: str, threads: int) -> None:
 
 
 def means(report: Path) -> dict:
-    m = json.loads(report.read_text())["summary"]["mean"]
-    return {
-        "images": m["images"],
-        "psnr": m["psnr"],
-        "ssim": m["ssim"],
-        "psnr_bicubic": m["psnr_bicubic"],
-        "gain_db": m["psnr"] - m["psnr_bicubic"],
-    }
+    """A geosr evaluate report's means (run.py's evaluation_means) and the gain over bicubic."""
+    m = evaluation_means(report)
+    return {**m, "gain_db": m["psnr"] - m["psnr_bicubic"]}
 
 
 def unpack_run_files(files: Path, out: Path) -> None:

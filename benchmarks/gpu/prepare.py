@@ -55,6 +55,8 @@ import numpy as np
 import rasterio
 from rasterio.io import MemoryFile
 
+from geosr.datasets import spread
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bundle import DEVICE_LIMIT, MIB, tree_bytes, write_parts  # noqa: E402
 
@@ -248,13 +250,6 @@ def pack_xsensor(geotiffs: Path, dest: Path) -> dict:
             }
     tmp.replace(dest)
     return {"bytes": dest.stat().st_size, "train_side": XSENSOR_TRAIN_SIDE, **counts}
-
-
-def spread(paths: list[Path], n: int) -> list[Path]:
-    """The ``n`` of ``paths`` that ``geosr train --val-images n`` validates on (geosr.datasets.spread)."""
-    from geosr.datasets import spread as geosr_spread
-
-    return list(geosr_spread(paths, n))
 
 
 def estimate_train_bytes(paths: list[Path], quality: int, every: int = 10) -> int:

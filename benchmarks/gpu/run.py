@@ -553,7 +553,8 @@ def step_train(r: Run, scale: int, pending: list[int]) -> None:
     key = f"train_x{scale}"
     if "train" not in r.args.steps or r.done(key):
         return
-    missing = data_units(r, scale) - bundle_units(r) if bundle_units(r) else set()
+    carried = bundle_units(r)
+    missing = data_units(r, scale) - carried if carried else set()
     if missing:
         r.record(
             key,
