@@ -318,15 +318,15 @@ def _in_flight(
         with lock:
             progress(p)
 
-    todo = iter(pairs)
-    running: dict[Future, tuple[Path, Path]] = {}
+    todo = iter(enumerate(pairs))
+    running: dict[Future, int] = {}  # each file's place in pairs: the files that end together finish in that order
     with ThreadPoolExecutor(n, thread_name_prefix="geosr-file") as pool:
 
         def start_next() -> None:
-            for src, dst in todo:
+            for i, (src, dst) in todo:
                 running[
                     pool.submit(_upscale_file, src, dst, shared, options, report if progress else None, skip_existing)
-                ] = (src, dst)
+                ] = i
                 return
 
         try:

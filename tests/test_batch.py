@@ -14,6 +14,7 @@ import torch
 
 from geosr.batch import SharedModel
 from geosr.inference import UpscaleOptions, load_predictor, plan_outputs, upscale_batch
+from geosr.sources import input_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -97,3 +98,27 @@ class _SlowModel:
 def _read(path: Path) -> np.ndarray:
     with rasterio.open(path) as d:
         return d.read()
+
+
+def test_files_that_end_together_finish_in_batch_order_whatever_their_kind(predictor, tmp_path):
+    """Remote and local inputs ending in the same wait (here all skipped at once) are taken in the batch's order."""
+    local = [tmp_path / "a.tif", tmp_path / "c.tif"]
+    pairs = [
+        (local[0], tmp_path / "out" / "a.tif"),
+        (input_spec("https://example.invalid/b.tif"), tmp_path / "out" / "b.tif"),
+        (local[1], tmp_path / "out" / "c.tif"),
+    ]
+    for _, dst in pairs:
+        dst.parent.mkdir(exist_ok=True)
+        dst.write_bytes(b"kept")
+    heard: list[str] = []
+
+    def on_result(result) -> None:
+        heard.append(Path(str(result.dst)).name)
+        if len(heard) == 1:
+            time.sleep(0.2)  # the other two end meanwhile and come back from one wait
+
+    summary = upscale_batch(pairs, predictor, skip_existing=True, on_result=on_result, files_in_flight=3)
+    assert [r.reason for r in summary.results] == ["exists"] * 3
+    assert [Path(str(r.dst)).name for r in summary.results] == ["a.tif", "b.tif", "c.tif"]
+    assert sorted(heard) == ["a.tif", "b.tif", "c.tif"] and heard[1:] == sorted(heard[1:])
