@@ -100,9 +100,11 @@ def test_map_path_rules(tiny, rgb_tif: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_map_ranks_the_real_error_better_than_the_bicubic_gradient(ucmerced: Path):
-    """The bundled degan-x4 on 10 UC Merced val images (about 60 s on one thread)."""
+    """The bundled degan-x4 on 10 UC Merced val images, in bf16 where the CPU has it natively (about 60 s on one
+    thread with AMX), else fp32 (bf16 emulated would take five times that)."""
     from geosr.checkpoint import load_generator
     from geosr.datasets import find_images, spread
+    from geosr.device import resolve_precision
     from geosr.evaluation import evaluate_images
     from geosr.predictor import select_model
     from geosr.uncertainty import summarise_measures
@@ -115,7 +117,7 @@ def test_map_ranks_the_real_error_better_than_the_bicubic_gradient(ucmerced: Pat
         4,
         model,
         bands=[1, 2, 3],
-        precision="bf16",
+        precision=resolve_precision("auto", torch.device("cpu")),
         tile_size=card.tile_size,
         overlap=card.overlap,
         self_ensemble=True,
