@@ -102,11 +102,10 @@ def _read(path: Path) -> np.ndarray:
 
 def test_files_that_end_together_finish_in_batch_order_whatever_their_kind(predictor, tmp_path):
     """Remote and local inputs ending in the same wait (here all skipped at once) are taken in the batch's order."""
-    local = [tmp_path / "a.tif", tmp_path / "c.tif"]
     pairs = [
-        (local[0], tmp_path / "out" / "a.tif"),
+        (tmp_path / "a.tif", tmp_path / "out" / "a.tif"),
         (input_spec("https://example.invalid/b.tif"), tmp_path / "out" / "b.tif"),
-        (local[1], tmp_path / "out" / "c.tif"),
+        (tmp_path / "c.tif", tmp_path / "out" / "c.tif"),
     ]
     for _, dst in pairs:
         dst.parent.mkdir(exist_ok=True)
@@ -114,11 +113,11 @@ def test_files_that_end_together_finish_in_batch_order_whatever_their_kind(predi
     heard: list[str] = []
 
     def on_result(result) -> None:
-        heard.append(Path(str(result.dst)).name)
+        heard.append(result.dst.name)
         if len(heard) == 1:
             time.sleep(0.2)  # the other two end meanwhile and come back from one wait
 
     summary = upscale_batch(pairs, predictor, skip_existing=True, on_result=on_result, files_in_flight=3)
     assert [r.reason for r in summary.results] == ["exists"] * 3
-    assert [Path(str(r.dst)).name for r in summary.results] == ["a.tif", "b.tif", "c.tif"]
+    assert [r.dst.name for r in summary.results] == ["a.tif", "b.tif", "c.tif"]
     assert sorted(heard) == ["a.tif", "b.tif", "c.tif"]  # each heard of once, in whatever order the waits gave
