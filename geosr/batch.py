@@ -25,7 +25,7 @@ from geosr.predictor import Predictor
 from geosr.raster import check_output_file, check_output_location, check_output_name, plan_outputs, remove_stale_outputs
 from geosr.report import BatchReport, rank_path, settings_of
 from geosr.sharedmodel import Cancelled, SharedModel
-from geosr.sources import RemoteSource, input_spec, is_remote
+from geosr.sources import RemoteSource, is_remote
 
 __all__ = [  # SharedModel and Cancelled (geosr.sharedmodel) too, where they have always been imported from
     "BatchJob",
@@ -247,19 +247,21 @@ def upscale_batch(
     for folder in sorted({dst.parent for _, dst in pairs}):
         remove_stale_outputs(folder)  # what killed runs left, also beside outputs that --skip-existing keeps
 
-    def finished(result: FileResult) -> None:
+    place: dict[int, int] = {}  # id of each result -> its pair's index in ``pairs``
+
+    def finished(i: int, result: FileResult) -> None:
+        place[id(result)] = i
         summary.results.append(result)
         summary.seconds = time.perf_counter() - t0
         if on_result is not None:
             on_result(result)
 
     if files_in_flight == 1 or len(pairs) < 2:
-        for src, dst in pairs:
-            finished(_upscale_file(src, dst, predictor, options, progress, skip_existing))
+        for i, (src, dst) in enumerate(pairs):
+            finished(i, _upscale_file(src, dst, predictor, options, progress, skip_existing))
     else:
-        order = {(input_spec(a), Path(b)): i for i, (a, b) in enumerate(pairs)}
         _in_flight(pairs, predictor, options, progress, skip_existing, files_in_flight, finished)
-        summary.results.sort(key=lambda r: order[(input_spec(r.src), Path(r.dst))])
+        summary.results.sort(key=lambda r: place[id(r)])
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -302,9 +304,10 @@ def _in_flight(
     progress: ProgressCallback | None,
     skip_existing: bool,
     n: int,
-    finished: Callable[[FileResult], None],
+    finished: Callable[[int, FileResult], None],
 ) -> None:
-    """Run the pairs ``n`` at a time on worker threads sharing the model; ``finished`` each result on this thread.
+    """Run the pairs ``n`` at a time on worker threads sharing the model; ``finished`` each result on this thread,
+    with its pair's index.
 
     Anything that stops the batch here (KeyboardInterrupt, or an exception out of ``finished`` or ``progress``)
     cancels the model calls still waiting, lets the files under way end (each removes its temporary file) and is
@@ -335,8 +338,7 @@ def _in_flight(
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: running[f]):
-                    del running[future]
-                    finished(future.result())
+                    finished(running.pop(future), future.result())
                     start_next()
         except BaseException:
             shared.cancel()
