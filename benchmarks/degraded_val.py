@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED_GEOTIFFS  # noqa: E402
 
 from geosr.datasets import find_images, read_image  # noqa: E402
+from geosr.pictures import save_image  # noqa: E402
 from geosr.radiometry import to_dtype_grid  # noqa: E402
 from geosr.training.degradation import bicubic_lr, blur, gaussian_kernel, jpeg  # noqa: E402
 
@@ -55,31 +53,18 @@ def degrade(hr: np.ndarray, kind: str, scale: int, seed: int) -> np.ndarray:
     return jpeg(lr, JPEG_QUALITY) if kind == "jpeg75" else lr
 
 
-def write_png(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(
-            path, "w", driver="PNG", width=pixels.shape[2], height=pixels.shape[1], count=pixels.shape[0],
-            dtype="uint8",
-        ) as dst:  # fmt: skip
-            dst.write(pixels)
-
-
 def make(out: Path, data: Path, scale: int, kinds: tuple[str, ...] = KINDS) -> dict[str, int]:
     """Write ``out/<kind>/HR/<class>_<name>.png`` and ``LR_x<scale>/`` for every val image; images per kind."""
     items = find_images(data, "val").items
-    counts = {}
-    for kind in kinds:
-        for i, item in enumerate(items):
-            hr = read_image(item.path, [1, 2, 3])
-            h, w = (hr.shape[1] // scale) * scale, (hr.shape[2] // scale) * scale
-            hr = np.ascontiguousarray(hr[:, :h, :w]).astype(np.uint8)
-            name = f"{item.label}_{item.path.stem}.png"
-            write_png(out / kind / "HR" / name, hr)
-            write_png(out / kind / f"LR_x{scale}" / name, degrade(hr, kind, scale, seed=i))
-        counts[kind] = len(items)
-    return counts
+    for i, item in enumerate(items):  # each image read once, for every kind
+        hr = read_image(item.path, [1, 2, 3])
+        h, w = (hr.shape[1] // scale) * scale, (hr.shape[2] // scale) * scale
+        hr = np.ascontiguousarray(hr[:, :h, :w]).astype(np.uint8)
+        name = f"{item.label}_{item.path.stem}.png"
+        for kind in kinds:
+            save_image(out / kind / "HR" / name, hr)
+            save_image(out / kind / f"LR_x{scale}" / name, degrade(hr, kind, scale, seed=i))
+    return {kind: len(items) for kind in kinds}
 
 
 def main() -> None:
