@@ -161,3 +161,52 @@ def test_the_ring_error_bound_holds_and_denormal_flushing_is_undone():
     g = 84 * 2.0**-24 / (1 - 84 * 2.0**-24)
     bound = 2 * (2 * g + g * g) * win.sums * r.abs().amax(dim=(1, 2))
     assert ((exact - flushed).abs().amax(dim=(1, 2)) <= bound).all()
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("far", [False, True])
+def test_the_ring_check_over_p_within_reach_stays_within_its_margin(scale, far):
+    """The ring check computes P r over P's weights within RING_REACH of each part of the ring only: the whole
+    products differ from it by less than the margin it keeps (its float error bound plus the weights left out),
+    also for a residual that lies only out of reach of the ring, where the check sees nothing of it."""
+    from geosr.consistency import RING_REACH, _ring_checks
+
+    n, cpu = 84, torch.device("cpu")
+    full = _window(n, n, scale, None, None, cpu)
+    kept = full._replace(rows=slice(10 * scale, 74 * scale), cols=slice(10 * scale, 74 * scale))
+    win = kept._replace(**_ring_checks(kept, scale))
+    assert len(win.checks) == 4 and 0 < win.tail < 1e-5
+    r = torch.from_numpy(np.random.default_rng(scale).normal(0, 0.3, (3, n, n)).astype(np.float32))
+    if far:  # nothing within reach of the top rows and the left columns of the ring
+        r[:, : 10 + RING_REACH], r[:, :, : 10 + RING_REACH] = 0, 0
+    c = win.ph[win.rows] @ r
+    whole = win.ph @ r @ win.pw.T
+    g = n * 2.0**-24 / (1 - n * 2.0**-24)
+    margin = (2 * (2 * g + g * g) * win.sums + (1 + g) * win.tail) * r.abs().amax(dim=(1, 2))
+    for rs, cs, reach, weights in win.checks:
+        v = weights @ (r[:, reach] @ win.pw.T) if cs == slice(None) else c[:, :, reach] @ weights
+        assert ((v - whole[:, rs, cs]).abs().amax(dim=(1, 2)) <= margin).all()
+        if far and rs.start == 0 and cs == slice(None):
+            assert v.abs().max() == 0 and whole[:, rs, cs].abs().max() > 0  # the check sees none of it
+
+
+def test_the_ring_check_says_inside_only_where_the_ring_is_inside():
+    """Bands whose ring the check calls inside are inside by the whole products; a band pushed out of the range in
+    its ring, beside its kept values, is not called inside."""
+    from geosr.consistency import _ring_checks, _ring_inside
+
+    n, scale, cpu = 84, 4, torch.device("cpu")
+    full = _window(n, n, scale, None, None, cpu)
+    kept = full._replace(rows=slice(40, 296), cols=slice(40, 296))
+    win = kept._replace(**_ring_checks(kept, scale))
+    rng = np.random.default_rng(3)
+    y = torch.from_numpy(rng.uniform(-0.6, 0.6, (4, 336, 336)).astype(np.float32))
+    r = torch.from_numpy(rng.normal(0, 0.02, (4, n, n)).astype(np.float32))
+    y[1, 10, 20], y[2, 100, 320] = 1.2, -1.2  # in the ring (above; beside), out of the range whatever P r adds
+    y[3, 100, 100] = 1.2  # in the kept values: not the ring check's business
+    inside = _ring_inside(y, r, win.ph[win.rows] @ r, win, (-1.0, 1.0))
+    assert inside.tolist() == [True, False, False, True]
+    v = y + win.ph @ r @ win.pw.T
+    ring = torch.ones(336, 336, dtype=torch.bool)
+    ring[40:296, 40:296] = False
+    assert [bool(v[b][ring].abs().max() < 1) for b in range(4)] == [True, False, False, True]
