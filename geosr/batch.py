@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geosr.aoi import AOIMissError
+from geosr.device import set_thread_threads
 from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
@@ -323,7 +324,14 @@ def _in_flight(
 
     todo = iter(enumerate(pairs))
     running: dict[Future, int] = {}  # each file's place in pairs: the files that end together finish in that order
-    with ThreadPoolExecutor(n, thread_name_prefix="geosr-file") as pool:
+    # each file's thread runs the model on this thread's intra-op threads, set explicitly: a thread's first PyTorch
+    # call would otherwise take the process's latest setting, which the strip loops change while they run
+    import torch
+
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(
+        n, thread_name_prefix="geosr-file", initializer=set_thread_threads, initargs=(threads,)
+    ) as pool:
 
         def start_next() -> None:
             for i, (src, dst) in todo:

@@ -20,7 +20,7 @@ import logging
 import os
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -188,6 +188,33 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def set_thread_threads(n: int) -> None:
+    """The calling thread's PyTorch intra-op threads set to ``n`` for good: a thread pool's initializer.
+
+    PyTorch gives a thread, at its first use, the process's latest torch.set_num_threads value, over anything set
+    before; that first use comes first here."""
+    import torch
+
+    torch.get_num_threads()  # the thread's first use
+    torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """PyTorch's intra-op threads (torch.set_num_threads) set to ``n`` inside the block, then as they were."""
+    import torch
+
+    was = torch.get_num_threads()
+    if n == was:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(was)
 
 
 def autocast(device: torch.device, precision: str):

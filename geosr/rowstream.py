@@ -8,11 +8,16 @@ the raster. ``project_rows`` corrects a whole image in the same blocks: the valu
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor, wait
+
 import numpy as np
 import torch
 
 from geosr.consistency import DEFAULT_BLOCK, DEFAULT_HALO, DEFAULT_ITERATIONS, _project
+from geosr.device import set_thread_threads
 from geosr.radiometry import MODEL_RANGE
+from geosr.tiling import even_splits
 
 
 class RowStream:
@@ -25,6 +30,9 @@ class RowStream:
     The windows depend only on the block size, the halo and the image's size, never on how the rows were pushed: an
     image pushed whole and one pushed in strips give the same values, bit for bit. ``push`` returns the output rows
     of the blocks it completed (possibly none), ``finish`` the rest; the rows returned cover every pushed row once.
+
+    workers: on a CPU, the threads that correct a block's windows together (the calling thread and workers - 1
+    helpers, each on one intra-op thread): the windows are independent, so the values are the same for any number.
     """
 
     def __init__(
@@ -35,11 +43,15 @@ class RowStream:
         value_range: tuple[float, float] | None = MODEL_RANGE,
         block: int = DEFAULT_BLOCK,
         device: str | torch.device = "cpu",
+        workers: int = 1,
     ) -> None:
-        if block < 1 or halo < 0:
-            raise ValueError(f"block must be at least 1 and halo at least 0, got {block} and {halo}")
+        if block < 1 or halo < 0 or workers < 1:
+            raise ValueError(
+                f"block and workers must be at least 1 and halo at least 0, got {block}, {workers} and {halo}"
+            )
         self.scale, self.halo, self.iterations, self.value_range = scale, halo, iterations, value_range
         self.block, self.device = block, torch.device(device)
+        self.workers = workers if self.device.type == "cpu" else 1  # a GPU's products take microseconds
         self._hr: torch.Tensor | None = None  # the uncorrected output rows held, (b, s k, W), on ``device``
         self._lr: torch.Tensor | None = None
         self._valid: torch.Tensor | None = None  # None while every input pixel pushed is valid
@@ -99,6 +111,7 @@ class RowStream:
                     self.block,
                     self.halo,
                     slice(s * first, s * (first + b1 - b0)),
+                    self.workers,
                 )
             )
         self._done = until
@@ -127,13 +140,15 @@ def _project_columns(
     block: int,
     halo: int,
     rows: slice,
+    workers: int = 1,
 ) -> torch.Tensor:
     """``project`` of a window of rows (tensors on one device, where it runs) in blocks of ``block`` input columns,
     each over a window reaching ``halo`` columns beyond it: the operators stay (block + 2 halo) wide, so memory and
     work grow linearly with the width. Returns the output ``rows`` (a slice of ``hr``'s rows) of the result.
 
     Windows of the same width with their block at the same place (all but those at the edges) share their operators
-    and are corrected together, stacked along the band axis: a few large matrix products instead of many small ones."""
+    and are corrected together, stacked along the band axis: a few large matrix products instead of many small ones.
+    With ``workers`` > 1 the stack is cut into that many parts (whole windows), corrected on as many threads."""
     s = scale
     b, _, w = lr.shape
     windows: dict[tuple[int, int, int], list[tuple[int, int, int, int]]] = {}  # (width, block) -> [(a, e, c0, c1)]
@@ -143,14 +158,32 @@ def _project_columns(
         a, e = max(0, c0 - halo), min(w, c1 + halo)
         windows.setdefault((e - a, c0 - a, c1 - a), []).append((a, e, c0, c1))
     out = hr.new_empty((b, rows.stop - rows.start, s * w))
-    for (_, k0, k1), group in windows.items():
+
+    def correct(group: list[tuple[int, int, int, int]], k0: int, k1: int) -> None:
         ys = torch.cat([hr[:, :, s * a : s * e] for a, e, _, _ in group])  # (len(group) * b, s h, s width), a copy
         xs = torch.cat([lr[:, :, a:e] for a, e, _, _ in group])
         oks = None if valid is None else torch.cat([valid[:, :, a:e] for a, e, _, _ in group])
         ys = _project(ys, xs, oks, s, iterations, value_range, keep=((rows.start, rows.stop), (s * k0, s * k1)))
         for i, (_, _, c0, c1) in enumerate(group):
             out[:, :, s * c0 : s * c1] = ys[i * b : (i + 1) * b, rows, s * k0 : s * k1]
+
+    for (_, k0, k1), group in windows.items():
+        parts = [group[i:j] for i, j in even_splits(len(group), min(workers, len(group)))]
+        helped = [_helpers(workers - 1).submit(correct, part, k0, k1) for part in parts[1:]]
+        try:
+            correct(parts[0], k0, k1)
+        finally:
+            wait(helped)  # every part ends before ``out`` is handed on, or a failure raised
+        for future in helped:
+            future.result()
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _helpers(n: int) -> ThreadPoolExecutor:
+    """``n`` threads, each on one intra-op thread, that correct windows beside the thread of a stream (kept for the
+    process: a raster has thousands of blocks)."""
+    return ThreadPoolExecutor(n, thread_name_prefix="geosr-correction", initializer=set_thread_threads, initargs=(1,))
 
 
 def project_rows(hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, **kwargs) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from geosr.consistency import DEFAULT_HALO
-from geosr.device import to_device
+from geosr.device import intra_op_threads, to_device
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, keep_off_nodata, valid_mask
 from geosr.rowstream import RowStream
@@ -270,8 +270,12 @@ def run_strips(
         tiles_done,
         spread,
     )
-    for panel in panels:
-        run.panel(panel)
+    # On a CPU the loop's own work (blending, the correction, the mapping to the dtype) runs on this one thread and
+    # only the model on all of torch's threads: that work is many small operations, and the threads of each one's
+    # parallel region spin while they wait for the next, taking the cores that reading and GDAL's compression need.
+    with intra_op_threads(1 if run.device.type == "cpu" else run.threads):
+        for panel in panels:
+            run.panel(panel)
     return run.computed
 
 
@@ -296,6 +300,7 @@ class _StripRun:
 
     def __post_init__(self) -> None:
         self.device = self.predictor.device
+        self.threads = torch.get_num_threads()  # the model's intra-op threads
         self.weights = _DeviceWeights(self.grid, self.device)
         self.row_lo, self.row_hi = _blended(*self.out_rows, self.grid.height, self.grid.scale, self.consistency)
 
@@ -307,7 +312,7 @@ class _StripRun:
         acc = StripAccumulator(bands, s * grid.rows.length, panel.e0, panel.e1, origin=origin, device=self.device)
         held = InputRows(s, panel.x0)
         spread = _SpreadRows(bands, s * grid.rows.length, panel, origin, self.device) if self.spread else None
-        stream = RowStream(s, halo=DEFAULT_HALO, device=self.device) if self.consistency else None
+        stream = RowStream(s, halo=DEFAULT_HALO, device=self.device, workers=self.threads) if self.consistency else None
         next_row = self.row_lo  # with consistency: the first output row the stream has not returned yet
         cols = slice(panel.e0 // s - panel.x0, panel.e1 // s - panel.x0)
         for i, r in enumerate(self.rows):
@@ -358,7 +363,7 @@ class _StripRun:
             xs = [grid.cols.starts[panel.tiles[j]] - panel.x0 for j, _ in batch]
             with stage("gather tiles"):
                 tiles = torch.stack([x_dev[list(groups[k]), :tile, x : x + tile] for (_, k), x in zip(batch, xs)])
-            with stage("model"):
+            with stage("model"), intra_op_threads(self.threads):
                 if spread is None:
                     outs = self.predictor.run(tiles)  # (B, C, s*tile, s*tile)
                 else:

@@ -81,6 +81,27 @@ def test_a_folder_of_mixed_shapes_with_files_in_flight_equals_one_at_a_time(
             assert np.array_equal(_read(tmp_path / "one" / f"f{i}.tif"), _read(out / f"f{i}.tif")), (run, i)
 
 
+def test_files_in_flight_run_the_model_on_the_callers_threads(predictor, tmp_path, make_geotiff, synthetic_image):
+    """Each file's thread runs the model's calls on the intra-op threads of the thread that started the batch,
+    however the strip loops of the other files set theirs meanwhile; the caller's setting is as before afterwards."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        make_geotiff(folder / f"f{i}.tif", synthetic_image(3, 70, 50, seed=i))
+    slow, seen = _SlowModel(predictor), []
+    run = slow.run
+    slow.run = lambda tiles: seen.append(torch.get_num_threads()) or run(tiles)  # type: ignore[method-assign]
+    torch.set_num_threads(2)
+    try:
+        options = UpscaleOptions(tile_size=32, overlap=8, batch_size=4)
+        summary = upscale_batch(plan_outputs([folder], tmp_path / "out"), slow, options, files_in_flight=3)
+        assert [r.status for r in summary.results] == ["done"] * 6
+        assert seen and set(seen) == {2}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 class _SlowModel:
     """The predictor with every model call taking at least 20 ms, so that the other files' requests pile up."""
 

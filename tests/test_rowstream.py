@@ -49,3 +49,60 @@ def test_the_projection_runs_on_the_models_device(device):
     on_device = project_rows(hr, lr, 4, valid, device=device)
     assert isinstance(on_device, np.ndarray) and on_device.dtype == np.float32
     np.testing.assert_allclose(on_device, on_cpu, atol=2e-5)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_windows_corrected_on_several_threads_give_the_same_values_bit_for_bit(workers):
+    """The windows of a block are independent: corrected on helper threads beside the stream's, in any number of
+    parts, the values are those of one thread, bit for bit (masked pixels and clipping included)."""
+    scale = 4
+    hr, lr = _pair(scale, h=40, w=420)  # 420 columns: five stacked 64-column windows and two narrower edge ones
+    hr = hr * 1.6  # beyond the range in places: bands that need a second and third round
+    valid = np.ones(lr.shape, bool)
+    valid[0, 5:20, 100:180] = False
+    one = project_rows(hr, lr, scale, valid)
+    np.testing.assert_array_equal(project_rows(hr, lr, scale, valid, workers=workers), one)
+
+
+def test_a_failure_on_a_helper_thread_reaches_the_stream_once_every_part_has_ended(monkeypatch):
+    """A part that fails on a helper thread fails the stream with its error, and only once the part beside it on
+    the stream's own thread has ended (nothing still writes into rows handed on)."""
+    import threading
+    import time
+
+    import geosr.rowstream as rowstream
+
+    events = []
+
+    def project(ys, *args, **kwargs):
+        if threading.current_thread().name.startswith("geosr-correction"):
+            events.append("helper failed")
+            raise RuntimeError("a helper's part fails")
+        time.sleep(0.2)  # the stream's own part ends well after the helper's failure
+        events.append("own part ended")
+        return ys
+
+    monkeypatch.setattr(rowstream, "_project", project)
+    hr, lr = _pair(2, h=20, w=300)
+    with pytest.raises(RuntimeError, match="a helper's part fails"):
+        stream = RowStream(2, workers=2)
+        stream.push(hr, lr)
+        stream.finish()
+    # the block's first window alone, on the stream's thread; then its three stacked windows in two parts; the last
+    # (narrower) window is never reached
+    assert sorted(events) == ["helper failed", "own part ended", "own part ended"]
+
+
+def test_helper_threads_compute_on_one_intra_op_thread_whatever_the_process_sets():
+    """The helpers correct on one intra-op thread each (more would share the cores with the threads beside them),
+    also when the process sets another number after they started."""
+    from geosr.rowstream import _helpers
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pool = _helpers(2)
+        assert [f.result() for f in [pool.submit(torch.get_num_threads) for _ in range(4)]] == [1] * 4
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

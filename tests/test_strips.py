@@ -168,3 +168,51 @@ def test_default_degan_shows_no_seams_with_the_card_defaults(make_model, geotiff
     worst = max(seam_index(out, period, p, valid=valid, subpixel=s) for p in phases)
     print(f"seam index, default DEGAN (random weights), tile {tile}, overlap {overlap}: {worst:.4f}")
     assert worst <= 1.05
+
+
+# --- threads ----------------------------------------------------------------------------------------------------------
+
+
+class _CountingThreads(torch.nn.Module):
+    """A model that records torch's intra-op threads at each call (and then fails, if asked to)."""
+
+    def __init__(self, model: torch.nn.Module, fails: bool) -> None:
+        super().__init__()
+        self.model, self.fails, self.seen = model, fails, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        if self.fails:
+            raise RuntimeError("the model fails")
+        return self.model(x)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_on_a_cpu_the_model_runs_on_torch_s_threads_and_the_loop_s_own_work_on_one(
+    predictor, tmp_path, make_geotiff, synthetic_image, fails
+):
+    """The model's calls see the thread count the caller set; the loop around them (here: the progress callback
+    after each batch of tiles) sees one; the caller's count is back afterwards, also when the model fails."""
+    import dataclasses
+
+    counting = _CountingThreads(predictor.model, fails)
+    pred = dataclasses.replace(predictor, model=counting)
+    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 90, 120))
+    loop = []  # (tiles done, threads) at each progress call
+
+    def progress(p) -> None:
+        loop.append((p.tiles_done, torch.get_num_threads()))
+
+    torch.set_num_threads(2)
+    try:
+        if fails:
+            with pytest.raises(RuntimeError, match="the model fails"):
+                upscale_raster(src, tmp_path / "out.tif", pred, FAST, progress)
+            assert counting.seen == [2]
+        else:
+            upscale_raster(src, tmp_path / "out.tif", pred, FAST, progress)
+            assert counting.seen and set(counting.seen) == {2}
+            assert {n for done, n in loop if done > 0} == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
