@@ -18,11 +18,15 @@ them are lines of their own, and the main thread's lines and waits add up to the
 benchmark, each tree in turn in a process of its own (PYTHONPATH; every other round in reverse order), so that all
 see the same machine; it prints the best and the median of each tree's runs, the ratio of the last tree to the
 first, and whether their outputs are equal pixel for pixel.
+
+--busy K runs K other processes that keep one core each busy (a Python loop) while it measures: the machine shared
+with other work, as a workstation or a batch of files in flight often is.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
 import hashlib
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import rasterio
@@ -153,6 +158,18 @@ def stage_table(runs: list, names: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def busy_cores(k: int) -> Iterator[list[subprocess.Popen]]:
+    """``k`` processes that each keep a core busy while the block runs (ended with it)."""
+    others = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(k)]
+    try:
+        yield others
+    finally:
+        for p in others:
+            p.kill()
+            p.wait()
+
+
 def compare_trees(trees: list[Path], rounds: int, passed: list[str]) -> None:
     """This benchmark on each tree in turn, ``rounds`` times; best and median output Mpx/s per tree and setting."""
     speeds: dict[Path, dict[str, list[float]]] = {t: {"on": [], "off": []} for t in trees}
@@ -200,11 +217,19 @@ def main() -> None:
     p.add_argument("--trees", nargs="+", type=Path, metavar="TREE", help="compare these source trees of geosr")
     p.add_argument("--rounds", type=int, default=3, help="with --trees: runs of each tree, alternating")
     p.add_argument("--no-profile", action="store_true", help="leave out the cProfile run")
+    p.add_argument("--busy", type=int, default=0, metavar="K", help="K other processes keep a core busy each")
     args = p.parse_args()
     if args.trees:
         passed = [f"--{k}={getattr(args, k)}" for k in ("size", "scale", "tile", "overlap", "batch", "repeats")]
-        compare_trees([t.resolve() for t in args.trees], args.rounds, passed)
+        with busy_cores(args.busy):
+            compare_trees([t.resolve() for t in args.trees], args.rounds, passed)
         return
+    with busy_cores(args.busy):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
+    """This benchmark on the geosr that is imported (see the module's doc)."""
     tmp = Path(tempfile.mkdtemp(prefix="geosr-pipeline-"))
     src = make_synthetic(tmp / "in.tif", args.size)
     predictor = load_predictor(None, scale=args.scale, device="cpu", precision="fp32")

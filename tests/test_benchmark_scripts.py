@@ -115,6 +115,14 @@ def test_pipeline_only_compares_source_trees_in_one_run(capsys):
     assert "outputs equal pixel for pixel: True" in out
 
 
+def test_pipeline_only_keeps_cores_busy_only_while_it_measures():
+    """pipeline_only.py --busy K: K processes running while the block runs, all of them ended after it."""
+    bench = _benchmark("pipeline_only")
+    with bench.busy_cores(2) as others:
+        assert len(others) == 2 and all(p.poll() is None for p in others)
+    assert all(p.poll() is not None for p in others)
+
+
 def test_upscale_pair_runs_geosr_upscale_from_a_source_tree(tmp_path):
     """upscale_pair.py: one run of a tree upscales the input with geosr upscale's defaults in a process of its own."""
     pair = _benchmark("upscale_pair")
