@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geosr.aoi import AOIMissError
-from geosr.device import set_thread_threads
+from geosr.device import use_intra_op_threads
 from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
@@ -330,7 +330,7 @@ def _in_flight(
 
     threads = torch.get_num_threads()
     with ThreadPoolExecutor(
-        n, thread_name_prefix="geosr-file", initializer=set_thread_threads, initargs=(threads,)
+        n, thread_name_prefix="geosr-file", initializer=use_intra_op_threads, initargs=(threads,)
     ) as pool:
 
         def start_next() -> None:

@@ -190,7 +190,7 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def set_thread_threads(n: int) -> None:
+def use_intra_op_threads(n: int) -> None:
     """The calling thread's PyTorch intra-op threads set to ``n`` for good: a thread pool's initializer.
 
     PyTorch gives a thread, at its first use, the process's latest torch.set_num_threads value, over anything set

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from geosr.consistency import DEFAULT_BLOCK, DEFAULT_HALO, DEFAULT_ITERATIONS, _project
-from geosr.device import set_thread_threads
+from geosr.device import use_intra_op_threads
 from geosr.radiometry import MODEL_RANGE
 from geosr.tiling import even_splits
 
@@ -183,7 +183,7 @@ def _project_columns(
 def _helpers(n: int) -> ThreadPoolExecutor:
     """``n`` threads, each on one intra-op thread, that correct windows beside the thread of a stream (kept for the
     process: a raster has thousands of blocks)."""
-    return ThreadPoolExecutor(n, thread_name_prefix="geosr-correction", initializer=set_thread_threads, initargs=(1,))
+    return ThreadPoolExecutor(n, thread_name_prefix="geosr-correction", initializer=use_intra_op_threads, initargs=(1,))
 
 
 def project_rows(hr: np.ndarray, lr: np.ndarray, scale: int, valid: np.ndarray | None = None, **kwargs) -> np.ndarray:
