@@ -42,15 +42,14 @@ def threads_in_force(ctx: click.Context) -> Iterator[None]:
     if threads is None:
         yield
         return
-    import torch  # only when asked: a usage error never waits for it
+    from geosr.device import intra_op_threads  # imports PyTorch only when asked: a usage error never waits for it
 
-    torch_before, gdal_before = torch.get_num_threads(), os.environ.get("GDAL_NUM_THREADS")
-    torch.set_num_threads(threads)
+    gdal_before = os.environ.get("GDAL_NUM_THREADS")
     os.environ["GDAL_NUM_THREADS"] = str(threads)
     try:
-        yield
+        with intra_op_threads(threads):
+            yield
     finally:
-        torch.set_num_threads(torch_before)
         if gdal_before is None:
             os.environ.pop("GDAL_NUM_THREADS", None)
         else:

@@ -10,6 +10,7 @@ import torch
 from testdata import require_shared_data, smooth_image, write_geotiff, write_image
 
 from geosr.checkpoint import ModelCard, save_generator
+from geosr.device import intra_op_threads
 from geosr.models.generator import Generator, GeneratorConfig
 from geosr.predictor import Predictor, load_predictor
 
@@ -41,10 +42,8 @@ def ucmerced() -> Path:
 def one_torch_thread():
     """Tiny models on one torch thread, for each test that asks (a module: pytestmark = usefixtures): on a small CPU
     shared with other work, a second thread mostly waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with intra_op_threads(1):
+        yield
 
 
 # --- model files --------------------------------------------------------------------------------------------------
