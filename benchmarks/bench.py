@@ -311,7 +311,12 @@ def main() -> None:
     p.add_argument("--sweep", default="", help="e.g. 16,32,64,128: only the model-only precision/format sweep")
     args = p.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="geosr-bench-"))
+    with tempfile.TemporaryDirectory(prefix="geosr-bench-") as work:
+        run(args, Path(work))
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
+    """The benchmark that ``args`` asks for, its files (models, rasters, outputs) in ``workdir``."""
     if args.sweep:
         from geosr.bundled import resolve_model
 

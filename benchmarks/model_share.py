@@ -109,14 +109,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args()
     predictor = load_predictor(args.model, device=args.device, precision=args.precision)
-    r = model_share(
-        predictor,
-        Path(tempfile.mkdtemp(prefix="geosr-share-")),
-        args.size,
-        args.files,
-        args.batch,
-        args.files_in_flight,
-    )
+    with tempfile.TemporaryDirectory(prefix="geosr-share-") as work:
+        r = model_share(predictor, Path(work), args.size, args.files, args.batch, args.files_in_flight)
     flight = f", {args.files_in_flight} files in flight" if args.files_in_flight > 1 else ""
     print(
         f"{Path(args.model).name} {r['precision']} {r['input']}{flight}, tile {r['tile']} overlap {r['overlap']}, "

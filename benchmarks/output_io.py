@@ -97,34 +97,37 @@ CODECS = [("deflate", {"zlevel": level}) for level in (1, 3, 6, 9)] + [("zstd", 
 
 def levels(paths: list[Path]) -> None:
     """Each output's pixels written with each of CODECS on one thread: CPU seconds and size against deflate 6."""
-    work = Path(tempfile.mkdtemp(prefix="geosr-levels-"))
-    for path in paths:
-        with rasterio.open(path) as ds:
-            pixels, profile = ds.read(), dict(ds.profile)
+    with tempfile.TemporaryDirectory(prefix="geosr-levels-") as work:
+        for path in paths:
+            _levels_of(path, Path(work))
+
+
+def _levels_of(path: Path, work: Path) -> None:
+    """``levels`` of one output, its copies written in ``work``."""
+    with rasterio.open(path) as ds:
+        pixels, profile = ds.read(), dict(ds.profile)
+    print(
+        f"{path.name}: {pixels.shape[0]} x {pixels.shape[1]} x {pixels.shape[2]} {pixels.dtype}, "
+        f"{pixels.nbytes / 1e6:.1f} MB raw"
+    )
+    rows = []
+    for codec, options in CODECS:
+        predictor = 3 if pixels.dtype.kind == "f" else 2  # geosr.raster.output_spec's choice
+        written = {**profile, "compress": codec, "predictor": predictor, "num_threads": 1, **options}
+        written.pop("zlevel" if codec != "deflate" else "zstd_level", None)
+        seconds = []
+        for _ in range(2):
+            t = time.process_time()
+            with rasterio.open(work / "out.tif", "w", **written) as dst:
+                dst.write(pixels)
+            seconds.append(time.process_time() - t)
+        rows.append((f"{codec} {next(iter(options.values()))}", min(seconds), (work / "out.tif").stat().st_size))
+    cpu6, size6 = next((c, s) for name, c, s in rows if name == "deflate 6")
+    for name, cpu, size in rows:
         print(
-            f"{path.name}: {pixels.shape[0]} x {pixels.shape[1]} x {pixels.shape[2]} {pixels.dtype}, "
-            f"{pixels.nbytes / 1e6:.1f} MB raw"
+            f"  {name:10} CPU {cpu:6.3f} s ({cpu / cpu6:4.0%} of deflate 6)  {size / 1e6:7.2f} MB "
+            f"({size / size6 - 1:+.1%})"
         )
-        rows = []
-        for codec, options in CODECS:
-            predictor = 3 if pixels.dtype.kind == "f" else 2  # geosr.raster.output_spec's choice
-            written = {**profile, "compress": codec, "predictor": predictor, "num_threads": 1, **options}
-            written.pop("zlevel" if codec != "deflate" else "zstd_level", None)
-            seconds = []
-            for _ in range(2):
-                t = time.process_time()
-                with rasterio.open(work / "out.tif", "w", **written) as dst:
-                    dst.write(pixels)
-                seconds.append(time.process_time() - t)
-            rows.append((f"{codec} {next(iter(options.values()))}", min(seconds), (work / "out.tif").stat().st_size))
-        cpu6, size6 = next((c, s) for name, c, s in rows if name == "deflate 6")
-        for name, cpu, size in rows:
-            print(
-                f"  {name:10} CPU {cpu:6.3f} s ({cpu / cpu6:4.0%} of deflate 6)  {size / 1e6:7.2f} MB "
-                f"({size / size6 - 1:+.1%})"
-            )
-    (work / "out.tif").unlink(missing_ok=True)
-    work.rmdir()
 
 
 def main() -> None:
@@ -136,7 +139,12 @@ def main() -> None:
     if args.levels:
         levels(args.levels)
         return
-    work = Path(tempfile.mkdtemp(prefix="geosr-io-"))
+    with tempfile.TemporaryDirectory(prefix="geosr-io-") as work:
+        run(args, Path(work))
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    """The write and read-back rounds, their file in ``work``."""
     size = args.size
     profile = profile_for(size, work)
     rng = np.random.default_rng(0)

@@ -35,7 +35,12 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="geosr-overlap-"))
+    with tempfile.TemporaryDirectory(prefix="geosr-overlap-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    """The comparison of ``args.overlaps``, its crops and reports in ``tmp``."""
     crops = tmp / "crops"
     crops.mkdir()
     for rel in RASTERS:

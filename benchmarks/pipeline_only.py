@@ -230,7 +230,12 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """This benchmark on the geosr that is imported (see the module's doc)."""
-    tmp = Path(tempfile.mkdtemp(prefix="geosr-pipeline-"))
+    with tempfile.TemporaryDirectory(prefix="geosr-pipeline-") as tmp:
+        _measure(args, Path(tmp))
+
+
+def _measure(args: argparse.Namespace, tmp: Path) -> None:
+    """``measure``, its input and output rasters in ``tmp``."""
     src = make_synthetic(tmp / "in.tif", args.size)
     predictor = load_predictor(None, scale=args.scale, device="cpu", precision="fp32")
     predictor = dataclasses.replace(predictor, model=StandIn(args.scale))

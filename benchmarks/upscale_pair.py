@@ -27,14 +27,14 @@ from pathlib import Path
 import rasterio, torch
 from geosr.inference import UpscaleOptions, load_predictor, upscale_raster
 src, scale = Path(sys.argv[1]), int(sys.argv[2])
-out = Path(tempfile.mkdtemp(prefix="geosr-pair-")) / "out.tif"
-t = time.perf_counter()
-predictor = load_predictor(None, scale=scale)
-upscale_raster(src, out, predictor, UpscaleOptions())
-seconds = time.perf_counter() - t
-with rasterio.open(out) as ds:
-    digest = hashlib.sha1(ds.read().tobytes()).hexdigest()[:16]
-out.unlink()
+with tempfile.TemporaryDirectory(prefix="geosr-pair-") as work:
+    out = Path(work) / "out.tif"
+    t = time.perf_counter()
+    predictor = load_predictor(None, scale=scale)
+    upscale_raster(src, out, predictor, UpscaleOptions())
+    seconds = time.perf_counter() - t
+    with rasterio.open(out) as ds:
+        digest = hashlib.sha1(ds.read().tobytes()).hexdigest()[:16]
 print(f"{seconds:.2f} {digest} {predictor.device} {predictor.precision} torch-threads={torch.get_num_threads()}")
 """
 

@@ -105,14 +105,17 @@ def test_output_io_levels_rewrites_an_output_with_each_codec(tmp_path, capsys):
     assert "(+0.0%)" in next(line for line in lines if line.split()[:2] == ["deflate", "6"])
 
 
-def test_pipeline_only_compares_source_trees_in_one_run(capsys):
-    """pipeline_only.py --trees: each tree runs in a process of its own; equal trees give equal outputs."""
+def test_pipeline_only_compares_source_trees_in_one_run(capsys, tmp_path, monkeypatch):
+    """pipeline_only.py --trees: each tree runs in a process of its own; equal trees give equal outputs; the runs
+    leave nothing in the temporary folder."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     bench = _benchmark("pipeline_only")
     bench.compare_trees([REPO, REPO], 1, ["--size=48", "--tile=32", "--overlap=8", "--batch=4", "--repeats=1"])
     out = capsys.readouterr().out
     assert out.count(f"{REPO}: consistency on: best") == 2
     assert "ratio, last to first: consistency on" in out
     assert "outputs equal pixel for pixel: True" in out
+    assert not list(tmp_path.iterdir())
 
 
 def test_pipeline_only_keeps_cores_busy_only_while_it_measures():
@@ -123,12 +126,16 @@ def test_pipeline_only_keeps_cores_busy_only_while_it_measures():
     assert all(p.poll() is not None for p in others)
 
 
-def test_upscale_pair_runs_geosr_upscale_from_a_source_tree(tmp_path):
-    """upscale_pair.py: one run of a tree upscales the input with geosr upscale's defaults in a process of its own."""
+def test_upscale_pair_runs_geosr_upscale_from_a_source_tree(tmp_path, monkeypatch):
+    """upscale_pair.py: one run of a tree upscales the input with geosr upscale's defaults in a process of its own,
+    and removes its output."""
     pair = _benchmark("upscale_pair")
     src = _benchmark("bench").make_synthetic(tmp_path / "in.tif", 24)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     seconds, digest, how = pair.one_run(REPO, src, 4)
     assert seconds > 0 and len(digest) == 16 and how.startswith("cpu ")
+    assert not list((tmp_path / "tmp").iterdir())
 
 
 @pytest.mark.shared_data
