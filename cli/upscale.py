@@ -160,7 +160,7 @@ def _run_with_preview(
     """run_batch with the progress bars, then the --preview picture of the one file's output (its path checked first,
     by geosr.preview's rules)."""
     from geosr.batch import run_batch
-    from geosr.preview import check_preview, write_preview
+    from geosr.preview import check_preview, check_preview_window, write_preview
 
     target = None
     if preview is not None:
@@ -175,6 +175,8 @@ def _run_with_preview(
                 ("the batch report", job.report),
             ],
         )
+        if window is not None:
+            check_preview_window(window, job.inputs[0], job.options.aoi)
     try:
         summary = run_batch(job, load, progress=bars, on_result=on_result, on_plan=bars.start)
     finally:

@@ -55,6 +55,18 @@ def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, ove
     ).path
 
 
+def check_preview_window(window: tuple[int, int, int, int], src, aoi=None) -> None:
+    """Before any work: OptionError unless ``window`` (input pixels) meets the part of input ``src`` that the output
+    will cover (the whole raster, or the window of the area of interest ``aoi``, a geosr.aoi.AOI)."""
+    from geosr.aoi import aoi_window
+    from geosr.raster import open_raster
+
+    with open_raster(src) as ds:
+        out = aoi_window(aoi, ds, src)[0] if aoi is not None else None
+        cover = (0, 0, ds.width, ds.height) if out is None else (out.col_off, out.row_off, out.width, out.height)
+    _clip(window, tuple(int(v) for v in cover))
+
+
 def busiest_window(values: np.ndarray, factor: int, width: int, height: int) -> tuple[int, int]:
     """(col, row) in full-resolution pixels of the ``width`` x ``height`` window with the most gradient energy on
     ``values`` (b, h, w), a read decimated by ``factor``; NaN counts as flat."""

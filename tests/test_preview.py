@@ -103,3 +103,23 @@ def test_the_preview_path_rules(tiny_model, rgb_tif, tmp_path, make_geotiff, syn
         rgb_tif, "-o", out, "--model", tiny_model, "--preview", tmp_path / "q.png", "--preview-window", "1,2,0,4"
     )
     assert result.exit_code == 2 and "COL,ROW,WIDTH,HEIGHT" in result.output
+
+
+@pytest.mark.parametrize(
+    "window, extra, cover",
+    [
+        ("200,200,10,10", [], "the 90 x 70 input pixels at 0,0"),
+        ("40,40,8,8", ["--bbox", "500100,3999700,500300,3999900"], "the 20 x 20 input pixels at 10,10"),
+    ],
+)
+def test_a_window_outside_what_the_output_covers_is_refused_before_any_work(
+    tiny_model, rgb_tif, tmp_path, window, extra, cover
+):
+    """Outside the raster, or outside the area of interest's window: a usage error, and no output written."""
+    out = tmp_path / "out.tif"
+    result = run(
+        rgb_tif, "-o", out, "--model", tiny_model, "--preview", tmp_path / "p.png", "--preview-window", window, *extra
+    )
+    assert result.exit_code == 2, result.output
+    assert f"--preview-window {window} lies outside {cover}" in result.output
+    assert not out.exists() and not (tmp_path / "p.png").exists()
