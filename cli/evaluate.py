@@ -15,6 +15,7 @@ from geosr.cli.options import (
     model_option,
     output_option,
     overlap_option,
+    overwrite_option,
     precision_option,
     scale_option,
     self_ensemble_option,
@@ -24,7 +25,7 @@ from geosr.cli.options import (
 )
 from geosr.cli.progress import progress_bar
 from geosr.cli.threads import threads_option
-from geosr.errors import DataError, GeosrError
+from geosr.errors import DataError, GeosrError, OptionError, OutputExistsError
 
 REPORT_SUFFIXES = (".json", ".csv")
 
@@ -99,6 +100,9 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
     "per pixel and per 8x8 block against the bicubic gradient's, and its calibration. Implies "
     "--self-ensemble.",
 )
+@overwrite_option(
+    "Replace an existing -o file that is not a report of geosr evaluate, and images of --save-images or --preview."
+)
 @device_option()
 @precision_option("Precision of the model's forward pass (fp32 measures exactly).", default="fp32")
 @threads_option
@@ -123,6 +127,7 @@ def evaluate(
     consistency,
     self_ensemble,
     uncertainty,
+    overwrite,
     device,
     precision,
 ) -> None:
@@ -150,11 +155,12 @@ def evaluate(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     images = _images(data, split)
+    items = spread(images.items, max_images)
+    _check_outputs(out, save_images, preview, path, images.root, items, overwrite)
     model, card = load_generator(path, device=dev)
     k = calibration_factor(card, model_sha256(path)) if uncertainty else None
     self_ensemble = self_ensemble or uncertainty  # the map's output is the self-ensemble's mean
     scale = card.scale
-    items = spread(images.items, max_images)
     bands = _model_bands(bands, items, path, card.config.in_channels)
 
     bar = progress_bar(total=len(items), unit="image", disable=verbosity(ctx) < 0, leave=False, dynamic_ncols=True)
@@ -200,6 +206,62 @@ def _images(data, split: str):
         hint = "; use --split val or --split all" if split == "test" else "; use --split all"
         raise DataError(f"{data}: the {split} split has no images (split rule: {rule}){hint}")
     return images
+
+
+def _check_outputs(out, save_images, preview, model: Path, root: Path, items, overwrite: bool) -> None:
+    """Before any work: the report (-o) and the images (--save-images, --preview) may be written where asked.
+
+    An existing -o file is replaced only when it is a report of geosr evaluate, or with --overwrite; the image
+    folders lie outside the data set (a later evaluation would measure them), no two images of the run are
+    written to one file, and none replaces an existing one without --overwrite."""
+    from geosr.evaluation_report import is_evaluation_report
+    from geosr.fileio import check_target
+
+    if out is not None:
+        check_target(
+            out,
+            what="the evaluation report",
+            option="--output",
+            overwrite=overwrite,
+            inputs=[model],
+            replaceable=is_evaluation_report,
+        )
+
+    def saved(item) -> list[Path]:  # the files --save-images may write for an item (geosr.pictures.save_image)
+        stem = save_images / item.label / item.name
+        return [stem.with_suffix(".png"), stem.with_suffix(".tif")]
+
+    def strip(item) -> list[Path]:  # the --preview strip of an item
+        return [
+            preview / f"{item.label.replace('/', '_')}_{item.name}.png" if item.label else preview / f"{item.name}.png"
+        ]
+
+    for folder, option, files in ((save_images, "--save-images", saved), (preview, "--preview", strip)):
+        if folder is None:
+            continue
+        if folder.resolve() == root.resolve() or root.resolve() in folder.resolve().parents:
+            raise OptionError(
+                f"{folder}: lies in the data set {root}, where a later evaluation would take the images written for "
+                f"real ones; give {option} a folder outside it",
+                option=option,
+            )
+        seen: dict[Path, Path] = {}
+        for item in items:
+            paths = files(item)
+            if paths[0] in seen:
+                raise OptionError(
+                    f"{seen[paths[0]]} and {item.path} would both be written to {paths[0]}; rename one of them, or "
+                    f"leave out {option}",
+                    option=option,
+                )
+            seen[paths[0]] = item.path
+            existing = [f for f in paths if f.exists()]
+            if existing and not overwrite:
+                raise OutputExistsError(
+                    f"{existing[0]}: already exists; pass --overwrite to replace the images in {folder}, or give "
+                    f"{option} another folder",
+                    option="--overwrite",
+                )
 
 
 def _model_bands(bands, items, path: Path, c: int) -> list[int] | tuple[int, ...]:

@@ -175,6 +175,21 @@ def write_report(report: Report, path: Path) -> None:
     atomic_write(path, buf.getvalue().encode(), what="the report")
 
 
+def is_evaluation_report(path: Path) -> bool:
+    """Whether ``path`` holds a report of ``geosr evaluate`` (JSON or CSV, as ``write_report`` writes them), which a
+    new evaluation may replace without --overwrite."""
+    try:
+        if path.stat().st_size > (256 << 20):
+            return False
+        if path.suffix.lower() == ".csv":
+            with path.open(encoding="utf-8", newline="") as f:
+                return next(csv.reader(f), None) == list(CSV_COLUMNS)
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error):
+        return False
+    return isinstance(doc, dict) and {"protocol", "split", "scale", "summary", "images"} <= doc.keys()
+
+
 def card_metrics(path: Path, scale: int) -> dict:
     """A model card's metrics from a JSON report of a model of ``scale``; DataError (option --metrics) for a file
     that is none, of another scale, or measured with the self-ensemble (the card describes upscale's default)."""

@@ -164,3 +164,52 @@ def test_saved_images_are_what_upscale_writes_for_the_same_lr_image(tmp_path):
     (saved,) = (tmp_path / "sr").rglob("scene.*")
     with rasterio.open(saved) as a, rasterio.open(tmp_path / "up.png") as b:
         np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_an_existing_file_is_replaced_only_when_it_is_an_earlier_report_or_with_overwrite(folder, tmp_path):
+    """-o over a file of the user's: refused before any work, the file kept; over an earlier report (JSON or CSV):
+    replaced; --overwrite replaces any file."""
+    model = model_file(tmp_path / "tiny.safetensors")
+    for name in ("notes.json", "mine.csv"):
+        mine = tmp_path / name
+        mine.write_text('{"my": "notes"}\n' if name.endswith(".json") else "a,b\n1,2\n")
+        kept = mine.read_bytes()
+        result = run("--model", model, "--data", folder, "--split", "val", "-o", mine)
+        assert result.exit_code == 1, result.output
+        assert f"{mine}: already exists (and is not the evaluation report of an earlier run)" in result.output
+        assert "--overwrite" in result.output and len(result.output.strip().splitlines()) == 1
+        assert mine.read_bytes() == kept
+        result = run("--model", model, "--data", folder, "--split", "val", "-o", mine, "--overwrite")
+        assert result.exit_code == 0, result.output
+        earlier = mine.read_bytes()
+        assert earlier != kept
+        result = run("--model", model, "--data", folder, "--split", "val", "--max-images", "1", "-o", mine)
+        assert result.exit_code == 0, result.output  # an earlier report: replaced without --overwrite
+        assert mine.read_bytes() != earlier
+    result = run("--model", model, "--data", folder, "--split", "val", "-o", model.with_suffix(".json"))
+    assert result.exit_code == 0, result.output
+
+
+def test_image_folders_are_checked_before_any_work(folder, tmp_path):
+    """--save-images and --preview: never inside the data set, never two images to one file, never over an existing
+    image without --overwrite."""
+    model = model_file(tmp_path / "tiny.safetensors")
+    for option in ("--save-images", "--preview"):
+        result = run("--model", model, "--data", folder, "--split", "val", option, folder / "sr")
+        assert result.exit_code == 2 and f"lies in the data set {folder}" in result.output, result.output
+        assert not (folder / "sr").exists()
+    twins = tmp_path / "twins"
+    for suffix in (".png", ".tif"):
+        write_image(twins / "c" / f"img_1{suffix}", np.full((3, 32, 32), 7, np.uint8))
+    result = run("--model", model, "--data", twins, "--split", "all", "--save-images", tmp_path / "sv")
+    assert result.exit_code == 2 and "would both be written to" in result.output, result.output
+    assert not (tmp_path / "sv").exists()
+    assert run("--model", model, "--data", twins, "--split", "all", "--preview", tmp_path / "pv").exit_code == 2
+    args = ("--model", model, "--data", folder, "--split", "val", "--save-images", tmp_path / "sr")
+    assert run(*args).exit_code == 0
+    saved = tmp_path / "sr" / "Farm" / "farm_8.png"
+    saved.write_bytes(b"mine")
+    result = run(*args)
+    assert result.exit_code == 1 and f"{saved}: already exists" in result.output and "--overwrite" in result.output
+    assert saved.read_bytes() == b"mine"
+    assert run(*args, "--overwrite").exit_code == 0 and saved.read_bytes() != b"mine"

@@ -39,7 +39,7 @@ TAKEN_BY = {
     "--tile-size": {"upscale", "evaluate", "export", "train"},
     "--overlap": {"upscale", "evaluate", "export", "train"},
     "--batch-size": {"upscale", "evaluate", "train"},
-    "--overwrite": {"upscale", "export"},
+    "--overwrite": {"upscale", "evaluate", "export"},
     "--verbose": set(COMMANDS),
     "--quiet": set(COMMANDS),
 }
