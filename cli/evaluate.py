@@ -8,6 +8,7 @@ import click
 
 from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
+    NonEmptyPath,
     bands_option,
     batch_size_option,
     consistency_option,
@@ -47,6 +48,7 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
     "-d",
     "data",
     required=True,
+    type=NonEmptyPath(),
     metavar="DIR",
     help="The data set: UC Merced, AID, any (class-)folder of images, HR/ + LR_xN/, GeoTIFF tiles.",
 )
@@ -64,19 +66,19 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
     dest="out",
     required=False,
     metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
     callback=_report_path,
 )
 @click.option(
     "--save-images",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=None,
     metavar="DIR",
     help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).",
 )
 @click.option(
     "--preview",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=None,
     metavar="DIR",
     help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.",

@@ -18,6 +18,7 @@ import click
 
 from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
+    NonEmptyPath,
     output_option,
     overlap_option,
     overwrite_option,
@@ -37,13 +38,13 @@ class ExportError(GeosrError):
 
 
 @click.command()
-@click.argument("model", metavar="MODEL")
+@click.argument("model", metavar="MODEL", type=NonEmptyPath())
 @output_option(
     "The model file to write: .safetensors (a geosr model), or .onnx (the generator as ONNX, with the "
     "card in its metadata; needs the onnx extra).",
     dest="out",
     metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
 )
 @click.option(
     "--dtype",
@@ -57,7 +58,7 @@ class ExportError(GeosrError):
 @click.option(
     "--metrics",
     "report",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
     help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.",
 )
 @tile_size_option("Recommended tile size in input pixels [the model's].")

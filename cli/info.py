@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from geosr.cli.exits import handle_errors
-from geosr.cli.options import verbosity_options
+from geosr.cli.options import NonEmptyPath, verbosity_options
 from geosr.errors import printable
 
 
@@ -92,7 +92,7 @@ def read_raster(target: str):
 
 
 @click.command()
-@click.argument("target", metavar="[MODEL | RASTER]", required=False)
+@click.argument("target", metavar="[MODEL | RASTER]", required=False, type=NonEmptyPath())
 @click.option("--json", "as_json", is_flag=True, help="Print the card (or the raster's facts and tags) as JSON.")
 @verbosity_options
 @handle_errors

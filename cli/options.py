@@ -199,6 +199,16 @@ def _tiling(name: str):
 # --- the shared options ---------------------------------------------------------------------------------------------
 
 
+class NonEmptyPath(click.Path):
+    """click.Path that refuses an empty value: "" would name the current folder (an unset shell variable in
+    ``geosr upscale "$IN"`` would start a batch over it)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path (an unset shell variable?); give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def output_option(
     help: str,
     *,
@@ -218,7 +228,7 @@ def output_option(
         cls=AliasedOption,
         hidden_names=("--out",),
         required=required,
-        type=type or click.Path(path_type=Path),
+        type=type or NonEmptyPath(path_type=Path),
         metavar=metavar,
         callback=callback,
         help=help,
@@ -232,7 +242,7 @@ def model_option(
     dest: str = "model",
 ) -> Callable:
     """-m/--model MODEL."""
-    return click.option("-m", "--model", dest, metavar="MODEL", help=help)
+    return click.option("-m", "--model", dest, type=NonEmptyPath(), metavar="MODEL", help=help)
 
 
 def scale_option(

@@ -16,6 +16,7 @@ import click
 
 from geosr.cli.exits import handle_errors
 from geosr.cli.options import (
+    NonEmptyPath,
     bands_option,
     batch_size_option,
     device_option,
@@ -46,7 +47,7 @@ SHARED_OPTIONS = {
     "tile_size": tile_size_option,
     "overlap": overlap_option,
     "batch_size": batch_size_option,
-    "out": partial(output_option, dest="out", required=False, metavar="RUN_DIR", type=click.Path(file_okay=False)),
+    "out": partial(output_option, dest="out", required=False, metavar="RUN_DIR", type=NonEmptyPath(file_okay=False)),
 }
 
 
@@ -66,12 +67,16 @@ def _setting_options(func):
         elif tp is bool:
             decorator = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None, help=help_text)
         elif f.name in REPEATED:
-            decorator = click.option(flag, f.name, multiple=True, metavar=REPEATED[f.name], help=help_text)
+            decorator = click.option(
+                flag, f.name, multiple=True, type=NonEmptyPath(), metavar=REPEATED[f.name], help=help_text
+            )
         elif typing.get_origin(tp) is list:
             decorator = click.option(flag, f.name, default=None, metavar="A,B,...", help=help_text)
         else:
             click_type = {int: int, float: float, str: str}[tp]
             metavar = {"data": "DIR", "val_data": "DIR", "vgg_weights": "FILE"}.get(f.name)
+            if f.name in PATH_SETTINGS:
+                click_type = NonEmptyPath()
             decorator = click.option(flag, f.name, type=click_type, default=None, metavar=metavar, help=help_text)
         func = decorator(func)
     return func
@@ -188,14 +193,14 @@ class TrainCommand(click.Command):
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
     default=None,
     help="A TOML config file (see examples/configs); command-line settings override it.",
 )
 @click.option(
     "--resume",
     "resume_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=None,
     metavar="RUN_DIR",
     help="Continue the run in RUN_DIR from its last saved state (settings that do not "

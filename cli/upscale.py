@@ -19,6 +19,7 @@ import click
 
 from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
+    NonEmptyPath,
     bands_option,
     batch_size_option,
     checked,
@@ -191,7 +192,7 @@ def _run_with_preview(
 
 
 @click.command(short_help="Super-resolve rasters.")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path())  # text: URLs keep their //
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=NonEmptyPath())  # text: URLs keep their //
 @output_option("Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
 @model_option()
 @scale_option("Upscaling factor; the model's by default (4 for the bundled model).")
@@ -249,21 +250,21 @@ def _run_with_preview(
 @click.option("--yes", is_flag=True, help="Go on with files past --max-pixels (or a day's work).")
 @click.option(
     "--uncertainty",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
     metavar="MAP.tif",
     help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
     "the output is then the self-ensemble's mean: about 8 times the model's work).",
 )
 @click.option(
     "--report",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
     metavar="FILE.json",
     help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
     "settings) and the summary; also when the batch fails or is interrupted.",
 )
 @click.option(
     "--preview",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
     metavar="PNG",
     help="Also write a PNG to judge the result: input, bicubic, output (and error map) side by side over "
     "the most detailed window (one input file).",

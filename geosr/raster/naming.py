@@ -150,6 +150,12 @@ def plan_outputs(
         raise GeosrError(
             f"{out}: is a file; with several inputs or a folder, -o names an output folder", option="--output"
         )
+    if not out.exists() and out.suffix.lower() in OUTPUT_SUFFIXES:
+        raise GeosrError(
+            f"{out}: names a file, but several inputs or a folder need an output folder; give -o a folder name "
+            f"(without {out.suffix}), or one input file",
+            option="--output",
+        )
     for p in paths:
         if not is_remote(p) and p.is_dir() and same_file(p, out):
             raise GeosrError(
@@ -161,6 +167,7 @@ def plan_outputs(
     else:
         base = Path(os.path.commonpath([p.absolute().parent for p in local])) if local else out
     pairs: dict[Path | RemoteSource, Path] = {}
+    seen: dict[str, Path] = {}  # the local inputs by their normalised absolute path (a/../b.tif is b.tif)
     left_out = []
     for p in paths:
         files = [p]
@@ -173,6 +180,10 @@ def plan_outputs(
             if not files:
                 log.warning("%s: no rasters found (%s)", printable(p), ", ".join(RASTER_SUFFIXES))
         for f in files:
+            if not is_remote(f):
+                first = seen.setdefault(os.path.normpath(f.absolute()), f)
+                if first is not f:
+                    raise GeosrError(f"{f}: given twice (also as {first}); name each input once")
             target = out / output_name(Path(f.name) if is_remote(f) else f.absolute().relative_to(base))
             if target in pairs.values():
                 other = next(k for k, v in pairs.items() if v == target)

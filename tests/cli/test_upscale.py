@@ -249,3 +249,23 @@ def test_torchrun_splits_the_files_between_processes(tiny_model, three, tmp_path
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tif")) == ["a.tif", "b.tif", "sub/c.tif"]
     # rank 0 takes files 0 and 2, rank 1 file 1 (sorted order)
     assert "rank 0/2: 2 done" in proc.stderr and "rank 1/2: 1 done" in proc.stderr
+
+
+def test_empty_paths_several_inputs_into_a_file_name_and_an_input_twice_are_refused(tiny_model, three, tmp_path):
+    """An empty INPUT or -o (an unset shell variable) never means the current folder; several inputs never go into
+    a folder named like a raster file; the same file given twice is named as such. Nothing is written."""
+    a, b = three / "a.tif", three / "b.tif"
+    cases = [
+        (("", "-o", tmp_path / "sr"), 2, "an empty path"),
+        ((a, "-o", ""), 2, "an empty path"),
+        ((a, "--model", "", "-o", tmp_path / "x.tif"), 2, "an empty path"),
+        ((a, b, "-o", tmp_path / "multi.tif"), 1, "names a file, but several inputs or a folder need an output folder"),
+        ((three, "-o", tmp_path / "multi.TIF"), 1, "give -o a folder name (without .TIF)"),
+        ((a, three / "sub" / ".." / "a.tif", "-o", tmp_path / "sr"), 1, "given twice"),
+    ]
+    for args, code, message in cases:
+        args = [*args, "--model", tiny_model] if "--model" not in args else list(args)
+        result = run(*args)
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output, (args, result.output)
+    assert not [p for p in ("sr", "x.tif", "multi.tif", "multi.TIF") if (tmp_path / p).exists()]
