@@ -128,6 +128,8 @@ def test_errors_are_one_line_and_name_the_remedy(folder, tmp_path):
     assert result.exit_code == 1 and "no such model file" in result.output
     result = run("--model", model, "--data", folder, "-o", tmp_path / "r.txt")
     assert result.exit_code == 2 and ".json or .csv" in result.output and "'-o' / '--output'" in result.output
+    result = run("--model", model, "--data", "")  # an unset variable: never the current folder
+    assert result.exit_code == 2 and "'--data' / '-d': an empty path" in result.output
 
 
 def test_saved_images_are_what_upscale_writes_for_the_same_lr_image(tmp_path):
