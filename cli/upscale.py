@@ -227,7 +227,7 @@ def _run_with_preview(
     metavar="MIN MAX",
     callback=checked(lazy("geosr.options", "check_value_range")),
     help="Values mapped to the model's range in every band (non-uint8 rasters) instead of the 0.05/99.95 "
-    "percentiles; values beyond it are clipped to it.",
+    "percentiles; the model sees values beyond it clipped, the output gets them back.",
 )
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate", show_default=True)

@@ -204,7 +204,8 @@ def upscale_pixels(
     def put(values: np.ndarray, r0: int, c0: int, held: InputRows) -> None:
         _, rows, cols = values.shape
         valid = held.under(held.valid, r0, c0, rows, cols) if masks else None
-        out[:, r0 : r0 + rows, c0 : c0 + cols] = to_output(values, valid, radiometry, nodata, fill)
+        excess = held.excess_under(r0, c0, rows, cols)
+        out[:, r0 : r0 + rows, c0 : c0 + cols] = to_output(values, valid, radiometry, nodata, fill, excess)
 
     panels = column_panels(grid, (0, s * w), panel_width, options.consistency)
     rows = tile_rows(grid, (0, s * h), options.consistency)

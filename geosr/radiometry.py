@@ -10,8 +10,11 @@ the same way by all three.
   no brightness jumps from tile to tile. Values are clipped to [low, high] before they are scaled, so an extreme
   value can neither overflow nor reach the model outside [-1, 1].
 - Inverse (``Radiometry.from_model``): model values are clamped to [-1, 1] (a generator's output overshoots a little),
-  mapped back, and for integer dtypes rounded to the dtype's grid, so an output never leaves [low, high]: a uint16
-  raster whose minimum is 1200 gives no 0, an all-positive float raster no negative value.
+  mapped back, and for integer dtypes rounded to the dtype's grid, so a mapped value never leaves [low, high]: a
+  uint16 raster whose minimum is 1200 gives no 0, an all-positive float raster no negative value.
+- Excess (``Radiometry.excess``, ``restore_excess``): what the forward clip to [low, high] takes from a valid input
+  pixel (its value minus the clipped one) is added back to the output pixels over it, so the input's brightest and
+  darkest pixels are not lost to the percentiles, and an output stays within its input's minimum and maximum.
 - Rounding to an integer grid is half away from zero (``round_half_away``: 0.5 -> 1, 2.5 -> 3, -0.5 -> -1), the rule
   of MATLAB's integer conversion, which the evaluation protocol and the bicubic degradation (``geosr.resize``) follow
   as well.
@@ -235,6 +238,27 @@ class Radiometry:
             out = mapped.to(torch.int32).cpu().numpy()
         return out.astype(self.dtype, copy=False)
 
+    def excess(self, data: np.ndarray, valid: np.ndarray | None = None, bands=slice(None)) -> np.ndarray | None:
+        """What the clip to [low, high] of ``to_model`` takes from raster values (b, h, w): data - clip(data), zero
+        at invalid pixels; None where it takes nothing (always for uint8, whose range is 0..255).
+
+        float32 where it holds the values exactly enough (``_work``), else float64. ``restore_excess`` gives it back
+        to the output, so that an input's values beyond the range (its brightest and darkest pixels) are not lost.
+        """
+        if self.dtype == "uint8":
+            return None
+        work = self._work()
+        lo, hi, _ = self._coeffs(bands, work)
+        x = data.astype(work)  # a copy, then in place
+        beyond = ((x < lo) | (x > hi)) & (np.abs(x) < EXTREME)  # NaN and fill values are no measurements
+        if valid is not None:
+            beyond &= valid
+        if not beyond.any():
+            return None
+        x -= np.clip(x, lo, hi)
+        x[~beyond] = 0  # invalid pixels (NaN, fill values) and those inside the range
+        return x
+
     def fill_values(self, bands=slice(None)) -> np.ndarray:
         """The fill of each band in raster units, on the dtype's grid (float64, (b,))."""
         fill = np.asarray(self.fill, np.float64)[bands][:, None, None]
@@ -261,6 +285,17 @@ class Radiometry:
                 "model_range": list(MODEL_RANGE),
             }
         )
+
+
+def restore_excess(out: np.ndarray, excess: np.ndarray, dtype: str) -> np.ndarray:
+    """Add ``excess`` (``Radiometry.excess`` upsampled to ``out``'s pixels) to output values ``out`` in ``dtype``, in
+    place where it is not zero: an integer dtype rounded half away from zero and kept within the dtype's range.
+    Returns ``out``."""
+    where = excess != 0
+    if where.any():
+        x = out[where].astype(np.float64) + excess[where]
+        out[where] = to_dtype_grid(x, dtype).astype(dtype)
+    return out
 
 
 def _num(v: float) -> float | int:

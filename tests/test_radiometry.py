@@ -25,6 +25,7 @@ from geosr.radiometry import (
     compute_radiometry,
     dtype_range,
     integer_range,
+    restore_excess,
     round_half_away,
     to_dtype_grid,
     valid_mask,
@@ -294,15 +295,61 @@ class Overshooting(Recording):
 def test_upscale_outputs_stay_in_the_input_range_when_the_model_overshoots(
     dtype, lo, hi, tiny_model, tmp_path, make_geotiff, synthetic_image
 ):
-    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 40, 50, dtype=dtype, lo=lo, hi=hi))
+    data = synthetic_image(3, 40, 50, dtype=dtype, lo=lo, hi=hi)
+    src = make_geotiff(tmp_path / "in.tif", data)
     predictor = Overshooting(load_predictor(tiny_model, device="cpu", precision="fp32"))
     upscale_raster(src, tmp_path / "out.tif", predictor, UpscaleOptions(tile_size=32, overlap=8))
     with rasterio.open(tmp_path / "out.tif") as out:
         r = json.loads(out.tags()["GEOSR_RADIOMETRY"])
         values = out.read()
     assert lo <= min(r["low"]) and max(r["high"]) <= hi
-    assert values.min() >= np.floor(min(r["low"])) and values.max() <= np.ceil(max(r["high"]))
+    # within the percentiles, and beyond them only where the input is (the clip's excess given back)
+    assert values.min() >= data.min() and values.max() <= data.max()
     assert values.min() >= lo  # no 0 in a uint16 raster whose minimum is 1200; nothing negative from positive floats
+
+
+def test_the_excess_is_what_the_clip_takes_and_is_given_back_on_the_dtype_grid():
+    r = mapping("uint16", [1000], [4000])
+    data = np.array([[[500, 2000, 60000, 65535]]], np.uint16)
+    valid = np.array([[[True, True, True, False]]])
+    np.testing.assert_array_equal(r.excess(data, valid), [[[-500, 0, 56000, 0]]])
+    assert r.excess(np.array([[[1000, 4000]]], np.uint16)) is None  # nothing beyond the range
+    assert mapping("uint8", [0], [255]).excess(np.array([[[0, 255]]], np.uint8)) is None
+    out = np.array([[[1000, 2000, 3990, 4000]]], np.uint16)  # model values mapped back: within [low, high]
+    restore_excess(out, np.array([[[-500.4, 0, 56000.5, 62000]]]), "uint16")
+    np.testing.assert_array_equal(out, [[[500, 2000, 59991, 65535]]])  # rounded half away, clipped to uint16
+    f = mapping("float32", [0.0], [1.0]).excess(np.array([[[np.nan, 3.5, -1e31]]], np.float32), None)
+    np.testing.assert_array_equal(f, [[[0, 2.5, 0]]])  # NaN and fill values are not measurements
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_values_beyond_the_range_come_back_where_they_were(dtype, tiny_model, tmp_path, make_geotiff, synthetic_image):
+    """Spikes far beyond --value-range: the model sees them clipped, as it sees an image whose spikes are at the
+    range's top; the outputs of the two differ only under the spikes, by what the clip took. The file and the array
+    API alike."""
+    import geosr
+
+    plain = synthetic_image(3, 40, 50, dtype=dtype, lo=1200, hi=4000)
+    spiky, at_top = plain.copy(), plain.copy()
+    spiky[:, 10, 7], spiky[1, 30, 41], spiky[2, 5, 20] = 60000, 50000, 1  # one below the range too
+    at_top[:, 10, 7], at_top[1, 30, 41], at_top[2, 5, 20] = 4000, 4000, 1200
+    model = geosr.load_model(tiny_model, device="cpu", precision="fp32")
+    outs = {}
+    for name, data in (("spiky", spiky), ("top", at_top)):
+        src = make_geotiff(tmp_path / f"{name}.tif", data)
+        geosr.upscale(src, tmp_path / f"{name}_x2.tif", model=model, value_range=(1200, 4000))
+        with rasterio.open(tmp_path / f"{name}_x2.tif") as out:
+            outs[name] = out.read()
+        np.testing.assert_array_equal(geosr.upscale_array(data, model=model, value_range=(1200, 4000)), outs[name])
+    under = np.zeros(outs["top"].shape, bool)
+    for b, y, x in ((0, 10, 7), (1, 10, 7), (2, 10, 7), (1, 30, 41), (2, 5, 20)):
+        under[b, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2] = True
+    np.testing.assert_array_equal(outs["spiky"][~under], outs["top"][~under])
+    excess = spiky.astype(np.float64) - at_top
+    expected = outs["top"].astype(np.float64) + excess.repeat(2, axis=1).repeat(2, axis=2)
+    if dtype == "uint16":
+        expected = np.clip(np.floor(expected + 0.5), 0, 65535)
+    np.testing.assert_allclose(outs["spiky"][under], expected[under], rtol=1e-6)
 
 
 def test_upscale_of_an_undeclared_extreme_fill_leaves_valid_pixels_alone(tiny_model, tmp_path, make_geotiff):
