@@ -32,8 +32,15 @@ def check_tiling(tile_size: int | None, overlap: int | None) -> None:
         problem = tiling_problem(tile_size, 0)  # the tile alone: any tile takes an overlap of 0
         if problem:
             raise OptionError(problem, option="--tile-size")
-    if overlap is not None:
-        problem = tiling_problem(MAX_TILE if tile_size is None else tile_size, overlap)
+    if overlap is not None and tile_size is None:  # the bound from the card's tile comes with the model
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= MAX_TILE // 2:
+            raise OptionError(
+                f"overlap {overlap!r}: must be an integer of 0..{MAX_TILE // 2} input pixels, and at most half "
+                "the tile size",
+                option="--overlap",
+            )
+    elif overlap is not None:
+        problem = tiling_problem(tile_size, overlap)
         if problem:
             raise OptionError(problem, option="--overlap")
 

@@ -27,7 +27,9 @@ def _duration(seconds: float) -> str:
 
 
 def _pixels(n: int) -> str:
-    return f"{n / 1e9:.1f} gigapixels" if n >= 1e9 else f"{n / 1e6:.1f} megapixels"
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} gigapixels"
+    return f"{n / 1e6:.1f} megapixels" if n >= 1e5 else f"{n:,} pixels"
 
 
 def check_work_size(

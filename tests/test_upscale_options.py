@@ -63,7 +63,8 @@ def test_values_are_normalised_when_made():
     "tile_size, overlap, option, message",
     [
         # the overlap alone is checked against the largest tile (its card's tile is not known yet)
-        (None, 2049, "--overlap", r"overlap 2049: must be an integer of 0\.\.2048 \(half the tile size 4096\)"),
+        (None, 2049, "--overlap", r"overlap 2049: must be an integer of 0\.\.2048 input pixels, and at most half"),
+        (None, -1, "--overlap", r"overlap -1: must be an integer of 0\.\.2048 input pixels, and at most half"),
         (4, None, "--tile-size", r"tile size 4: must be an integer of 8\.\.4096 input pixels"),
         (4097, 16, "--tile-size", "tile size 4097"),
         (64, 33, "--overlap", r"overlap 33: must be an integer of 0\.\.32 \(half the tile size 64\)"),

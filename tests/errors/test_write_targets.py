@@ -221,7 +221,7 @@ def test_max_pixels_asks_for_yes_and_yes_goes_on(tiny_model, scene, tmp_path):
         upscale(tiny_model, scene, "-o", tmp_path / "out.tif", "--max-pixels", "100"),
         1,
         "scene.tif",
-        "--max-pixels 100",
+        "the output would have 2,304 pixels, past --max-pixels 100",
         "--yes",
     )
     assert not (tmp_path / "out.tif").exists()
