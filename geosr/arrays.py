@@ -32,11 +32,12 @@ import numpy as np
 
 from geosr.arraylayout import BANDS_FIRST, Layout, upscaled_mask
 from geosr.errors import ModelFileError, OptionError, RasterError
+from geosr.inputrows import InputRows, Strip
 from geosr.options import UpscaleOptions
 from geosr.plan import auto_panel_width, band_groups, card_tiling
 from geosr.predictor import Predictor
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
-from geosr.strips import InputRows, Panel, Strip, column_panels, make_strip, run_strips, tile_rows, to_output
+from geosr.strips import Panel, column_panels, make_strip, run_strips, tile_rows, to_output
 from geosr.tiling import TileGrid
 
 log = logging.getLogger("geosr.arrays")

@@ -16,9 +16,10 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.features import geometry_mask
 
+from geosr.inputrows import InputRows
 from geosr.plan import Plan
 from geosr.raster import OutputSpec
-from geosr.strips import InputRows, to_output
+from geosr.strips import to_output
 from geosr.uncertainty import error_map
 
 

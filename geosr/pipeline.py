@@ -32,6 +32,7 @@ import rasterio
 
 from geosr.blocks import finish_rows, map_block, map_spec
 from geosr.errors import NotEnoughMemory
+from geosr.inputrows import InputRows, Strip
 from geosr.options import UpscaleOptions
 from geosr.pipethreads import DONE, Failed, Writer, read_strips
 from geosr.plan import Plan, make_plan
@@ -54,7 +55,7 @@ from geosr.raster import (
 )
 from geosr.sources import RemoteSource, input_spec
 from geosr.stagetimer import timed
-from geosr.strips import InputRows, Strip, column_panels, run_strips, tile_rows
+from geosr.strips import column_panels, run_strips, tile_rows
 from geosr.uncertainty import calibration_factor, check_map_target, describe_map
 from geosr.worksize import check_work_size
 

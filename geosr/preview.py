@@ -36,8 +36,8 @@ def parse_preview_window(text: str) -> tuple[int, int, int, int]:
 
 
 def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, overwrite: bool) -> Path:
-    """The checked preview path (before any work): one input file only, never an input, another output, a folder,
-    a device or (without ``overwrite``) an existing file. Raises OptionError or OutputExistsError."""
+    """The checked preview path (before any work): one input file only, a .png name, never an input, another output,
+    a folder, a device or (without ``overwrite``) an existing file. Raises OptionError or OutputExistsError."""
     from geosr.fileio import check_target
 
     if not single:
@@ -45,7 +45,7 @@ def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, ove
             f"{path}: --preview draws one input file; give one file, or run one command per file", option="--preview"
         )
     local = [p for p in inputs if isinstance(p, (str, os.PathLike))]
-    return check_target(
+    target = check_target(
         path,
         what="the preview",
         option="--preview",
@@ -53,6 +53,11 @@ def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, ove
         inputs=local,
         outputs=[(label, p) for label, p in outputs if p is not None],
     ).path
+    if target.suffix.lower() != ".png":
+        raise OptionError(
+            f"{path}: the preview is a PNG picture; give --preview a name ending .png", option="--preview"
+        )
+    return target
 
 
 def check_preview_window(window: tuple[int, int, int, int], src, aoi=None) -> None:
@@ -69,11 +74,12 @@ def check_preview_window(window: tuple[int, int, int, int], src, aoi=None) -> No
 
 def busiest_window(values: np.ndarray, factor: int, width: int, height: int) -> tuple[int, int]:
     """(col, row) in full-resolution pixels of the ``width`` x ``height`` window with the most gradient energy on
-    ``values`` (b, h, w), a read decimated by ``factor``; NaN counts as flat."""
-    grey = np.nan_to_num(values.astype(np.float64).mean(axis=0))
+    ``values`` (b, h, w), a read decimated by ``factor``; NaN (invalid) counts as flat, and so does its edge with
+    valid pixels (the border of a scene's nodata is no detail)."""
+    grey = values.astype(np.float64).mean(axis=0)
     energy = np.zeros_like(grey)
-    energy[:, 1:] += np.diff(grey, axis=1) ** 2
-    energy[1:, :] += np.diff(grey, axis=0) ** 2
+    energy[:, 1:] += np.nan_to_num(np.diff(grey, axis=1) ** 2)
+    energy[1:, :] += np.nan_to_num(np.diff(grey, axis=0) ** 2)
     wh, ww = max(1, min(grey.shape[0], height // factor)), max(1, min(grey.shape[1], width // factor))
     s = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     sums = s[wh:, ww:] - s[:-wh, ww:] - s[wh:, :-ww] + s[:-wh, :-ww]  # every window's total
@@ -122,7 +128,10 @@ def write_preview(
         cover = (c0, r0, ds_out.width // s, ds_out.height // s)  # the input pixels the output covers
         if window is None:
             w, h = min(PREVIEW_WINDOW, cover[2]), min(PREVIEW_WINDOW, cover[3])
-            values, _ = read_decimated(ds_in, src, shown, False, max_pixels=1 << 18)
+            values, masks = read_decimated(ds_in, src, shown, True, max_pixels=1 << 18)
+            values = values.astype(np.float64)
+            if masks is not None:
+                values[masks == 0] = np.nan
             f = max(1, round(ds_in.width / values.shape[2]))
             col, row = busiest_window(
                 values[:, r0 // f : (r0 + cover[3]) // f or None, c0 // f : (c0 + cover[2]) // f or None], f, w, h
@@ -134,6 +143,7 @@ def write_preview(
     up = imresize(
         torch.from_numpy(np.nan_to_num(lr, nan=float(np.nanmean(lr)) if np.isfinite(lr).any() else 0)), float(s)
     ).numpy()
+    up[np.isnan(lr.repeat(s, 1).repeat(s, 2))] = np.nan  # invalid stays black, as on the input's panel
     low, high = percentile_stretch(lr)
     panels = [
         ("input", stretched(lr.repeat(s, 1).repeat(s, 2), low, high)),

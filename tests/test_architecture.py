@@ -54,6 +54,7 @@ LAYERS = [
             "options",
             "provenance",
             "plan",
+            "inputrows",
             "strips",
             "blocks",
             "pipethreads",

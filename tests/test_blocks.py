@@ -10,9 +10,10 @@ from testdata import write_geotiff
 
 from geosr.blocks import finish_rows, map_block, map_spec
 from geosr.inference import UpscaleOptions, load_predictor
+from geosr.inputrows import InputRows
 from geosr.plan import make_plan
 from geosr.raster import read_window
-from geosr.strips import InputRows, column_panels, make_strip
+from geosr.strips import column_panels, make_strip
 
 SIZE = 16
 

@@ -123,3 +123,33 @@ def test_a_window_outside_what_the_output_covers_is_refused_before_any_work(
     assert result.exit_code == 2, result.output
     assert f"--preview-window {window} lies outside {cover}" in result.output
     assert not out.exists() and not (tmp_path / "p.png").exists()
+
+
+def test_the_edge_of_nodata_is_no_detail():
+    """A flat scene with a nodata half (NaN) and a small checkerboard: the window goes to the checkerboard, not to the
+    long border of the nodata."""
+    values = np.full((1, 40, 60), 50.0)
+    values[0, :, :30] = np.nan
+    values[0, 25:30, 45:50] = np.indices((5, 5)).sum(0) % 2 * 10
+    col, row = busiest_window(values, 1, 10, 10)
+    assert 36 <= col <= 50 and 16 <= row <= 30
+
+
+def test_a_preview_is_a_png_and_nodata_is_black_on_every_panel(tiny_model, tmp_path, make_geotiff, synthetic_image):
+    data = synthetic_image(3, 40, 60)
+    data[:, :, :20] = 0
+    src = make_geotiff(tmp_path / "in.tif", data, nodata=0)
+    result = run(src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--preview", tmp_path / "p.jpg")
+    assert result.exit_code == 2 and "name ending .png" in result.output
+    assert not (tmp_path / "out.tif").exists()
+    result = run(
+        src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--preview", tmp_path / "p.png",
+        "--preview-window", "0,0,40,40",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    png = read_png(tmp_path / "p.png")[:, LABEL_HEIGHT:]
+    side = 40 * 2
+    for k in range(3):  # input, bicubic, geosr: the 20 nodata columns (40 output columns) black
+        panel = png[:, :, k * (side + GAP) : k * (side + GAP) + side]
+        assert (panel[:, :, :40] == 0).all(), k
+        assert panel[:, :, 42:].any(), k

@@ -14,11 +14,12 @@ from rasterio.windows import Window
 from testdata import FAST, read_raster
 
 from geosr.consistency import DEFAULT_HALO, project
+from geosr.inputrows import InputRows, Strip
 from geosr.options import UpscaleOptions
 from geosr.pipeline import upscale_raster
 from geosr.predictor import load_predictor
 from geosr.radiometry import Radiometry
-from geosr.strips import InputRows, Strip, column_panels, make_strip, tile_rows
+from geosr.strips import column_panels, make_strip, tile_rows
 from geosr.tiling import TileGrid, seam_index
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
