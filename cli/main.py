@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from geosr.cli.evaluate import evaluate
@@ -31,8 +33,21 @@ cli.add_command(export)
 
 
 def main() -> None:
-    """The `geosr` program's entry point."""
-    cli(prog_name="geosr")
+    """The `geosr` program's entry point: click's own handling of the command line, except that Ctrl-C before a
+    command's body runs (while the options are parsed) exits 130 with "Interrupted.", as it does in the body
+    (geosr.cli.exits.handle_errors), instead of click's "Aborted!" and 1."""
+    try:
+        code = cli.main(prog_name="geosr", standalone_mode=False)
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt (and of EOF at a prompt; geosr has none)
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:  # usage errors (2) and the commands' one-line errors (1)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # stdout closed early (geosr info | head): as click's standalone mode does
+        sys.stdout = None  # type: ignore[assignment]  # nothing more is written, nor flushed at exit
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

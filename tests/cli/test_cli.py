@@ -105,3 +105,38 @@ def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_one_warning_line(
         assert "AVX512-BF16" in line and "--precision fp32 or auto" in line
     else:
         assert warnings == [], result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, code, line",
+    [
+        (["upscale", "--help"], 0, "Usage: geosr upscale"),
+        (["upscale", "in.tif", "-o", "out.tif", "--scale", "7"], 2, "Error: Invalid value for '-s' / '--scale'"),
+        (["info", "missing.safetensors"], 1, "Error: missing.safetensors"),
+    ],
+)
+def test_the_entry_point_exits_as_click_would(monkeypatch, capsys, tmp_path, argv, code, line):
+    from geosr.cli import main as entry
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["geosr", *argv])
+    with pytest.raises(SystemExit) as exited:
+        entry.main()
+    assert exited.value.code == code
+    captured = capsys.readouterr()
+    assert line in captured.out + captured.err
+
+
+def test_ctrl_c_while_the_command_line_is_parsed_exits_130(monkeypatch, capsys):
+    """Before a command's body runs (geosr.cli.exits handles Ctrl-C there), click would print "Aborted!" and exit 1."""
+    from geosr.cli import main as entry
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entry.cli, "make_context", interrupted)
+    monkeypatch.setattr(sys, "argv", ["geosr", "upscale", "in.tif", "-o", "out.tif"])
+    with pytest.raises(SystemExit) as exited:
+        entry.main()
+    assert exited.value.code == 130
+    assert "Interrupted." in capsys.readouterr().err
