@@ -179,7 +179,7 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     out, proc, aoi_px = _windows(ds, src, options, overlap)
     radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
     if options.value_range is not None and b.dtype == "uint8":
-        log.info("%s: uint8 always maps 0..255; --value-range is ignored", src)
+        log.warning("%s: uint8 always maps 0..255; --value-range is ignored", src)
     spec = _output_spec(
         ds,
         src,

@@ -7,6 +7,7 @@ that what they count is there to count.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -180,3 +181,27 @@ def test_degraded_val_pairs_each_val_image_with_its_degraded_lr(scene_folder):
             assert lr.shape == (3, hr.shape[1] // 4, hr.shape[2] // 4) and lr.dtype == np.uint8
             bicubic = bicubic_lr(torch.from_numpy(hr.astype(np.float32)), 4, "uint8").numpy()
             assert not np.array_equal(lr, bicubic)
+
+
+def test_extremes_compares_each_bands_valid_range_with_the_outputs(tiny_model, tmp_path, make_geotiff, synthetic_image):
+    """extremes.py: per band, the valid input's and the output's range, the radiometry's and the share beyond it."""
+    from geosr.inference import UpscaleOptions, upscale_raster
+
+    extremes = _benchmark("extremes")
+    data = synthetic_image(3, 40, 50, dtype="uint16", lo=1200, hi=4000)
+    data[0, 3, 4], data[0, 0, 0] = 9000, 0  # a bright pixel, and a nodata one
+    src = make_geotiff(tmp_path / "in.tif", data, nodata=0)
+    predictor = load_predictor(tiny_model, device="cpu", precision="fp32")
+    upscale_raster(src, tmp_path / "out.tif", predictor, UpscaleOptions(tile_size=32, overlap=8))
+    rows = extremes.band_rows(src, tmp_path / "out.tif")
+    assert len(rows) == 3
+    numbers = re.fullmatch(
+        r"  band  1: input (\S+)\.\.(\S+), output (\S+)\.\.(\S+), range (\S+)\.\.(\S+), beyond it (\S+)% of the "
+        r"valid input",
+        rows[0],
+    )
+    assert numbers, rows[0]
+    low_in, high_in, low_out, high_out, low, high, beyond = (float(v) for v in numbers.groups())
+    assert (low_in, high_in) == (data[0][data[0] > 0].min(), 9000)  # the nodata pixel is left out
+    assert low_in <= low_out and high < high_out <= high_in  # the bright pixel beyond the range, given back
+    assert 0 < beyond < 1

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from geosr.errors import GeosrError, RasterError
 from geosr.fileio import special_kind
-from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
+from geosr.radiometry import PERCENTILES, SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, gdal_message, quiet_georeferencing
 from geosr.sources import RemoteSource, input_spec, is_network, redact, remote_options
 
@@ -274,11 +274,39 @@ def raster_radiometry(
     if not valid.any():
         log.warning("%s: no valid pixel found in a decimated read; the raster may be all nodata", path)
     try:
-        return compute_radiometry(sample, valid, dtype, value_range)
+        radiometry = compute_radiometry(sample, valid, dtype, value_range)
     except ValueError as exc:
         if value_range is not None:
             raise GeosrError(f"{path}: {exc} (--value-range)", option="--value-range") from None
         raise error(f"{path}: {exc}") from None
+    if value_range is not None and dtype != "uint8" and valid.any():
+        _warn_about_the_range(path, sample, valid, value_range)
+    return radiometry
+
+
+def _warn_about_the_range(path, sample: np.ndarray, valid: np.ndarray, value_range: tuple[float, float]) -> None:
+    """A warning for each band that a given value range serves badly: its values fill under 1 % of the range (the
+    model sees a nearly flat image), or most of them lie outside it (they pass the model clipped)."""
+    lo, hi = value_range
+    for b in range(sample.shape[0]):
+        v = sample[b][valid[b]].astype(np.float64)
+        v = v[np.isfinite(v)]
+        if not v.size:
+            continue
+        p0, p1 = np.percentile(v, PERCENTILES)
+        inside = float(((v >= lo) & (v <= hi)).mean())
+        if inside < 0.5:
+            log.warning(
+                "%s: band %d: %.0f%% of its values lie outside --value-range %g..%g; the model sees them clipped and "
+                "the output gives them back without super-resolution: give a range that holds them",
+                path, b + 1, 100 * (1 - inside), lo, hi,
+            )  # fmt: skip
+        elif (p1 - p0) < 0.01 * (hi - lo):
+            log.warning(
+                "%s: band %d: its values (%g..%g) fill %.2g%% of --value-range %g..%g; the model sees a nearly flat "
+                "image: give a range closer to the data",
+                path, b + 1, p0, p1, 100 * (p1 - p0) / (hi - lo), lo, hi,
+            )  # fmt: skip
 
 
 def window_str(w: Window) -> str:

@@ -269,3 +269,28 @@ def test_empty_paths_several_inputs_into_a_file_name_and_an_input_twice_are_refu
         assert result.exit_code == code, (args, result.output)
         assert message in result.output, (args, result.output)
     assert not [p for p in ("sr", "x.tif", "multi.tif", "multi.TIF") if (tmp_path / p).exists()]
+
+
+@pytest.mark.parametrize(
+    "dtype, value_range, warning",
+    [
+        ("uint16", ("0", "1e30"), "% of --value-range 0..1e+30; the model sees a nearly flat image"),
+        ("uint16", ("9000", "10000"), "100% of its values lie outside --value-range 9000..10000"),
+        ("uint8", ("0", "100"), "uint8 always maps 0..255; --value-range is ignored"),
+        ("uint16", ("1000", "5000"), None),
+    ],
+)
+def test_a_value_range_that_serves_the_data_badly_is_warned_about(
+    tiny_model, tmp_path, make_geotiff, synthetic_image, caplog, dtype, value_range, warning
+):
+    data = (
+        synthetic_image(3, 40, 50, dtype=dtype, lo=1200, hi=4000) if dtype == "uint16" else synthetic_image(3, 40, 50)
+    )
+    src = make_geotiff(tmp_path / "in.tif", data)
+    result = run(src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--value-range", *value_range)
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # pytest captures the log
+    if warning is None:
+        assert not [w for w in warned if "value-range" in w], warned
+    else:
+        assert any(warning in w for w in warned), warned
