@@ -30,9 +30,20 @@ def read_header(path: Path) -> dict[str, Any]:
                         f"{path}: this is a pickled PyTorch file (.pt/.pth); geosr never unpickles model files. "
                         "Use a geosr .safetensors model file (geosr train exports one)"
                     )
+                if Path(path).suffix.lower() == ".onnx":
+                    raise ModelFileError(
+                        f"{path}: an ONNX model, for other runtimes (geosr export writes them); geosr runs its "
+                        ".safetensors model files: give --model the one this was exported from"
+                    )
                 if len(head) < 9:
-                    raise ModelFileError(f"{path}: not a safetensors model file (only {size} bytes)")
-                raise ModelFileError(f"{path}: not a safetensors model file, or truncated (bad header)")
+                    raise ModelFileError(
+                        f"{path}: not a safetensors model file (only {size} bytes); give a geosr .safetensors model "
+                        "file or a bundled model's name (geosr info lists them)"
+                    )
+                raise ModelFileError(
+                    f"{path}: not a safetensors model file, or truncated (bad header); give a geosr .safetensors "
+                    "model file or a bundled model's name (geosr info lists them)"
+                )
             f.seek(8)
             raw = f.read(n)
     except FileNotFoundError:

@@ -80,6 +80,13 @@ def test_pickle_files_are_refused(tmp_path, suffix):
         load_generator(legacy)
 
 
+def test_an_onnx_export_given_as_a_model_names_what_it_is(tmp_path):
+    path = tmp_path / "degan-x4.onnx"
+    path.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(64))  # an ONNX protobuf's first bytes
+    with pytest.raises(ModelFileError, match="an ONNX model, for other runtimes .* the one this was exported from"):
+        load_generator(path)
+
+
 def test_truncated_and_corrupt_files_are_refused(tmp_path):
     model, card = _tiny()
     good = save_generator(tmp_path / "m.safetensors", model, card).read_bytes()

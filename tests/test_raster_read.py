@@ -120,7 +120,8 @@ def test_intact_images_read_exactly_and_a_png_missing_only_its_end_marker_is_who
 def test_opening_errors_name_the_file_in_the_callers_error_class(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not pixels")
-    with pytest.raises(RasterError, match=r"notes.png: not a raster GDAL can read \(.+\)$"), open_raster(text):
+    unreadable = r"notes.png: not a raster GDAL can read \(.+\); give a raster file .*complete$"
+    with pytest.raises(RasterError, match=unreadable), open_raster(text):
         pass
     with pytest.raises(DataError, match=r"notes.png: not a raster GDAL can read .*; remove it from the data"):
         read_image(text)

@@ -74,7 +74,8 @@ def open_raster(
                 raise error(
                     f"{path}: cannot read it as a raster ({redact(gdal_message(exc))}); check {check}{remedy}"
                 ) from None
-            raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){remedy}") from None
+            hint = remedy or "; give a raster file (GeoTIFF, JPEG 2000, PNG, ...), and check that it is complete"
+            raise error(f"{path}: not a raster GDAL can read ({gdal_message(exc)}){hint}") from None
         # the remote settings hold while it is open: a VRT (a STAC item's) opens its sources as it reads them
         with ds, rasterio.Env(**options) if options else contextlib.nullcontext():
             check_sources(ds, path, error, remedy)
