@@ -316,7 +316,8 @@ def default_bands(path: str | Path, channels: int) -> list[int]:
     info = image_info(path)
     if info.count < channels:
         raise DataError(
-            f"{path} has {info.count} band{'s' if info.count != 1 else ''} but the model takes {channels}; "
-            f"pass --bands to pick {channels} of them, or leave out images with fewer bands"
+            f"{path} has {info.count} band{'s' if info.count != 1 else ''} but the model takes {channels}, and "
+            f"evaluation and training take {channels} bands of each image (geosr upscale runs fewer, repeated); "
+            "leave out images with fewer bands, or use a model of as many bands"
         )
     return list(range(1, channels + 1))
