@@ -169,6 +169,7 @@ def plan_outputs(
     pairs: dict[Path | RemoteSource, Path] = {}
     seen: dict[str, Path] = {}  # the local inputs by their normalised absolute path (a/../b.tif is b.tif)
     left_out = []
+    empty: list[Path] = []  # folders without a raster: a warning when others have some, else the error says it
     for p in paths:
         files = [p]
         if not is_remote(p) and p.is_dir():
@@ -178,7 +179,7 @@ def plan_outputs(
                 left_out.append(f"{printable(p)}: {found.describe_skipped()}")
                 log.warning("%s: left out %s", printable(p), found.describe_skipped())
             if not files:
-                log.warning("%s: no rasters found (%s)", printable(p), ", ".join(RASTER_SUFFIXES))
+                empty.append(p)
         for f in files:
             if not is_remote(f):
                 first = seen.setdefault(os.path.normpath(f.absolute()), f)
@@ -193,5 +194,7 @@ def plan_outputs(
     if not pairs:
         why = f"; left out: {'; '.join(left_out)}" if left_out else f" (names ending {', '.join(RASTER_SUFFIXES)})"
         raise GeosrError(f"no rasters found in {', '.join(map(printable, paths))}{why}")
+    for folder in empty:
+        log.warning("%s: no rasters found (%s)", printable(folder), ", ".join(RASTER_SUFFIXES))
     remote = [pair for pair in pairs.items() if is_remote(pair[0])]  # after the local files, in the order given
     return sorted(pair for pair in pairs.items() if not is_remote(pair[0])) + remote

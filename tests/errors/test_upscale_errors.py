@@ -51,11 +51,19 @@ def test_a_missing_input_is_named(tiny_model, tmp_path):
     assert "Usage" not in line and files_in(tmp_path) == []
 
 
-def test_a_folder_without_rasters(tiny_model, tmp_path):
+def test_a_folder_without_rasters(tiny_model, tmp_path, caplog):
+    """Alone: the error, no warning saying it too; beside a folder with rasters: a warning, and the others run."""
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.txt").write_text("no rasters here")
-    refused(upscale(tiny_model, tmp_path / "docs", "-o", tmp_path / "out"), 1, "no rasters found", "docs")
+    result = run("upscale", tmp_path / "docs", "-o", tmp_path / "out", "--model", tiny_model)  # not -q: warnings
+    refused(result, 1, "no rasters found", "docs")
     assert not (tmp_path / "out").exists()
+    assert not [r for r in caplog.records if "no rasters found" in r.getMessage()]
+    write_geotiff(tmp_path / "tiles" / "a.tif", image(h=16, w=16))
+    result = run("upscale", tmp_path / "docs", tmp_path / "tiles", "-o", tmp_path / "out", "--model", tiny_model)
+    assert result.exit_code == 0, result.output
+    assert [r.levelname for r in caplog.records if "docs: no rasters found" in r.getMessage()] == ["WARNING"]
+    assert (tmp_path / "out" / "tiles" / "a.tif").exists()
 
 
 @pytest.mark.parametrize(
