@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geosr.radiometry import ExcessPoints, excess_points
+
 
 @dataclass
 class Strip:
@@ -57,15 +59,18 @@ class InputRows:
                 self.excess = self.excess[:, k:] if self.excess[:, k:].any() else None
             self.start = row
 
-    def excess_under(self, r0: int, c0: int, h: int, w: int) -> np.ndarray | None:
-        """The held excess under output rows [r0, r0 + h) x columns [c0, c0 + w), upsampled nearest; None where
-        there is none."""
+    def excess_under(self, r0: int, c0: int, h: int, w: int) -> ExcessPoints | None:
+        """The held excess under output rows [r0, r0 + h) x columns [c0, c0 + w): the output pixels it falls on
+        (nearest, geosr.radiometry.excess_points), rows and columns within the block; None where there is none."""
         if self.excess is None:
             return None
         s = self.scale
-        part = self.excess[:, r0 // s - self.start : -(-(r0 + h) // s) - self.start]
-        part = part[:, :, c0 // s - self.x0 : -(-(c0 + w) // s) - self.x0]
-        return self.under(self.excess, r0, c0, h, w) if part.any() else None
+        i0, j0 = r0 // s, c0 // s  # the first input row and column under the block
+        part = self.excess[:, i0 - self.start : -(-(r0 + h) // s) - self.start]
+        part = part[:, :, j0 - self.x0 : -(-(c0 + w) // s) - self.x0]
+        if not part.any():
+            return None
+        return excess_points(part, s, (r0 - i0 * s, c0 - j0 * s), (h, w))
 
     def under(self, a: np.ndarray, r0: int, c0: int, h: int, w: int) -> np.ndarray:
         """``a`` (self.valid or self.extra) under output rows [r0, r0 + h) x columns [c0, c0 + w), upsampled nearest."""

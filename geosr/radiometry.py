@@ -249,12 +249,14 @@ class Radiometry:
             return None
         work = self._work()
         lo, hi, _ = self._coeffs(bands, work)
-        x = data.astype(work)  # a copy, then in place
-        beyond = ((x < lo) | (x > hi)) & (np.abs(x) < EXTREME)  # NaN and fill values are no measurements
+        beyond = (data < lo) | (data > hi)  # NaN compares false
+        if data.dtype.kind == "f":
+            beyond &= np.abs(data) < EXTREME  # fill values are no measurements
         if valid is not None:
             beyond &= valid
         if not beyond.any():
             return None
+        x = data.astype(work)  # a copy, then in place
         x -= np.clip(x, lo, hi)
         x[~beyond] = 0  # invalid pixels (NaN, fill values) and those inside the range
         return x
@@ -287,14 +289,30 @@ class Radiometry:
         )
 
 
-def restore_excess(out: np.ndarray, excess: np.ndarray, dtype: str) -> np.ndarray:
-    """Add ``excess`` (``Radiometry.excess`` upsampled to ``out``'s pixels) to output values ``out`` in ``dtype``, in
-    place where it is not zero: an integer dtype rounded half away from zero and kept within the dtype's range.
-    Returns ``out``."""
-    where = excess != 0
-    if where.any():
-        x = out[where].astype(np.float64) + excess[where]
-        out[where] = to_dtype_grid(x, dtype).astype(dtype)
+ExcessPoints = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # band, row, column, value
+
+
+def excess_points(excess: np.ndarray, scale: int, offset: tuple[int, int], shape: tuple[int, int]) -> ExcessPoints:
+    """The output pixels on which the nearest upsampling by ``scale`` of ``excess`` (b, h, w; ``Radiometry.excess``
+    of input pixels) puts its nonzero values: (band, row, column, value) arrays, rows and columns of a block of
+    ``shape`` whose first pixel lies ``offset`` output pixels below and right of ``excess``'s first one (only those
+    inside it). Sparse: beyond the range lie a few pixels in a thousand, and an output block is ``scale`` squared
+    times the input under it."""
+    b, i, j = np.nonzero(excess)
+    dy, dx = np.divmod(np.arange(scale * scale), scale)
+    rows = (i * scale)[:, None] + dy - offset[0]
+    cols = (j * scale)[:, None] + dx - offset[1]
+    keep = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
+    n = keep.sum(axis=1)
+    return np.repeat(b, n), rows[keep], cols[keep], np.repeat(excess[b, i, j], n)
+
+
+def restore_excess(out: np.ndarray, points: ExcessPoints, dtype: str) -> np.ndarray:
+    """Add the excess at ``points`` (``excess_points``) to output values ``out`` (b, h, w) in ``dtype``, in place: an
+    integer dtype rounded half away from zero and kept within the dtype's range. Returns ``out``."""
+    b, r, c, v = points
+    if len(v):
+        out[b, r, c] = to_dtype_grid(out[b, r, c].astype(np.float64) + v, dtype).astype(dtype)
     return out
 
 

@@ -29,7 +29,7 @@ from geosr.consistency import DEFAULT_HALO
 from geosr.device import intra_op_threads, to_device
 from geosr.inputrows import InputRows, Strip
 from geosr.predictor import Predictor
-from geosr.radiometry import Radiometry, keep_off_nodata, restore_excess, valid_mask
+from geosr.radiometry import ExcessPoints, Radiometry, keep_off_nodata, restore_excess, valid_mask
 from geosr.rowstream import RowStream
 from geosr.stagetimer import stage
 from geosr.tiling import StripAccumulator, TileGrid, even_splits
@@ -105,7 +105,7 @@ def to_output(
     radiometry: Radiometry,
     nodata: float | None,
     fill: float,
-    excess: np.ndarray | None = None,
+    excess: ExcessPoints | None = None,
 ) -> np.ndarray:
     """Blended model values -> the output dtype: valid values kept off ``nodata``, ``fill`` where ``valid`` is False.
 

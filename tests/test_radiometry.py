@@ -24,6 +24,7 @@ from geosr.radiometry import (
     Radiometry,
     compute_radiometry,
     dtype_range,
+    excess_points,
     integer_range,
     restore_excess,
     round_half_away,
@@ -316,8 +317,17 @@ def test_the_excess_is_what_the_clip_takes_and_is_given_back_on_the_dtype_grid()
     assert r.excess(np.array([[[1000, 4000]]], np.uint16)) is None  # nothing beyond the range
     assert mapping("uint8", [0], [255]).excess(np.array([[[0, 255]]], np.uint8)) is None
     out = np.array([[[1000, 2000, 3990, 4000]]], np.uint16)  # model values mapped back: within [low, high]
-    restore_excess(out, np.array([[[-500.4, 0, 56000.5, 62000]]]), "uint16")
+    restore_excess(out, excess_points(np.array([[[-500.4, 0, 56000.5, 62000]]]), 1, (0, 0), (1, 4)), "uint16")
     np.testing.assert_array_equal(out, [[[500, 2000, 59991, 65535]]])  # rounded half away, clipped to uint16
+    # x2, a block from output row 1 and column 2 of a 2 x 3 input: each input pixel on its 2 x 2 output pixels
+    b, r, c, v = excess_points(np.array([[[0, 0, 7.0], [0, 5.0, 0]]]), 2, (1, 2), (3, 3))
+    assert sorted(zip(b.tolist(), r.tolist(), c.tolist(), v.tolist())) == [
+        (0, 0, 2, 7.0),  # input (0, 2): output rows 0-1, columns 4-5 -> block row -1..0, column 2..3 (inside: 0, 2)
+        (0, 1, 0, 5.0),  # input (1, 1): output rows 2-3, columns 2-3 -> block rows 1-2, columns 0-1
+        (0, 1, 1, 5.0),
+        (0, 2, 0, 5.0),
+        (0, 2, 1, 5.0),
+    ]
     f = mapping("float32", [0.0], [1.0]).excess(np.array([[[np.nan, 3.5, -1e31]]], np.float32), None)
     np.testing.assert_array_equal(f, [[[0, 2.5, 0]]])  # NaN and fill values are not measurements
 
