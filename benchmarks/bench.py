@@ -64,8 +64,9 @@ def make_model(args, workdir: Path) -> Path:
     return path
 
 
-def make_synthetic(path: Path, size: int) -> Path:
-    """A 3-band uint8 GeoTIFF of size x size with smooth structure and noise (compresses like real imagery)."""
+def make_synthetic(path: Path, size: int, dtype: str = "uint8") -> Path:
+    """A 3-band GeoTIFF of size x size with smooth structure and noise (compresses like real imagery): uint8 over
+    0..255, or uint16 around 8000 with a spread of thousands (a 16-bit scene, mapped by percentiles)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     profile = dict(
@@ -73,7 +74,7 @@ def make_synthetic(path: Path, size: int) -> Path:
         width=size,
         height=size,
         count=3,
-        dtype="uint8",
+        dtype=dtype,
         crs="EPSG:32633",
         transform=rasterio.Affine(10, 0, 500000, 0, -10, 5000000),
         tiled=True,
@@ -83,8 +84,11 @@ def make_synthetic(path: Path, size: int) -> Path:
     )
     with rasterio.open(path, "w", **profile) as dst:
         for b in range(3):
-            base = 127 + 60 * np.sin(xx / (17 + 5 * b)) * np.cos(yy / (23 + 3 * b))
-            data = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+            wave = np.sin(xx / (17 + 5 * b)) * np.cos(yy / (23 + 3 * b))
+            if dtype == "uint16":
+                data = np.clip(8000 + 3000 * wave + rng.normal(0, 600, wave.shape), 0, 65535).astype(np.uint16)
+            else:
+                data = np.clip(127 + 60 * wave + rng.normal(0, 12, wave.shape), 0, 255).astype(np.uint8)
             dst.write(data, b + 1)
     return path
 

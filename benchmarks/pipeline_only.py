@@ -207,7 +207,8 @@ def compare_trees(trees: list[Path], rounds: int, passed: list[str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=1024, help="input side in pixels (3-band uint8 synthetic)")
+    p.add_argument("--size", type=int, default=1024, help="input side in pixels (3-band synthetic)")
+    p.add_argument("--dtype", choices=("uint8", "uint16"), default="uint8", help="the synthetic input's dtype")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--tile", type=int, default=64)
     p.add_argument("--overlap", type=int, default=16)
@@ -220,7 +221,8 @@ def main() -> None:
     p.add_argument("--busy", type=int, default=0, metavar="K", help="K other processes keep a core busy each")
     args = p.parse_args()
     if args.trees:
-        passed = [f"--{k}={getattr(args, k)}" for k in ("size", "scale", "tile", "overlap", "batch", "repeats")]
+        keys = ("size", "dtype", "scale", "tile", "overlap", "batch", "repeats")
+        passed = [f"--{k}={getattr(args, k)}" for k in keys]
         with busy_cores(args.busy):
             compare_trees([t.resolve() for t in args.trees], args.rounds, passed)
         return
@@ -236,13 +238,13 @@ def measure(args: argparse.Namespace) -> None:
 
 def _measure(args: argparse.Namespace, tmp: Path) -> None:
     """``measure``, its input and output rasters in ``tmp``."""
-    src = make_synthetic(tmp / "in.tif", args.size)
+    src = make_synthetic(tmp / "in.tif", args.size, args.dtype)
     predictor = load_predictor(None, scale=args.scale, device="cpu", precision="fp32")
     predictor = dataclasses.replace(predictor, model=StandIn(args.scale))
     out_mpx = (args.scale * args.size) ** 2 / 1e6
     print(f"geosr from {Path(geosr.__file__).parent}")
     print(
-        f"{args.size}^2 x 3 uint8 input, x{args.scale}, tile {args.tile} overlap {args.overlap} batch "
+        f"{args.size}^2 x 3 {args.dtype} input, x{args.scale}, tile {args.tile} overlap {args.overlap} batch "
         f"{args.batch}, torch threads {torch.get_num_threads()}:"
     )
     for consistency in (True, False):

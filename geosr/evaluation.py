@@ -46,7 +46,7 @@ from geosr.evaluation_report import (
 from geosr.limits import default_overlap
 from geosr.metrics import psnr, ssim
 from geosr.predictor import Predictor
-from geosr.radiometry import Radiometry, excess_points, integer_range, restore_excess
+from geosr.radiometry import Radiometry, integer_range, restore_excess, upsampled_points
 from geosr.resize import downscale, upscale
 from geosr.rowstream import project_rows
 from geosr.tiling import tile_array
@@ -245,7 +245,7 @@ def evaluate_images(
             out = pair.radiometry.from_model(y)
             excess = pair.radiometry.excess(pair.lr.numpy())
             if excess is not None:  # what the clip to the range took, given back as geosr upscale gives it
-                restore_excess(out, excess_points(excess, scale, (0, 0), out.shape[1:]), pair.radiometry.dtype)
+                restore_excess(out, upsampled_points(excess, scale, (0, 0), out.shape[1:]), pair.radiometry.dtype)
             sr = torch.from_numpy(out.astype(np.float64))
             sr255 = pair.to_255(sr)
             res.psnr = float(psnr(sr255, hr255, crop=scale))

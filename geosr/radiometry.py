@@ -103,6 +103,9 @@ def to_dtype_grid(x, dtype: str | np.dtype):
     return x
 
 
+ExcessPoints = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # band, row, column, value
+
+
 @dataclass(frozen=True)
 class Radiometry:
     """A linear map per band from raster values to the model's range: x -> 2 (x - low) / (high - low) - 1.
@@ -238,12 +241,11 @@ class Radiometry:
             out = mapped.to(torch.int32).cpu().numpy()
         return out.astype(self.dtype, copy=False)
 
-    def excess(self, data: np.ndarray, valid: np.ndarray | None = None, bands=slice(None)) -> np.ndarray | None:
-        """What the clip to [low, high] of ``to_model`` takes from raster values (b, h, w): data - clip(data), zero
-        at invalid pixels; None where it takes nothing (always for uint8, whose range is 0..255).
-
-        float32 where it holds the values exactly enough (``_work``), else float64. ``restore_excess`` gives it back
-        to the output, so that an input's values beyond the range (its brightest and darkest pixels) are not lost.
+    def excess(self, data: np.ndarray, valid: np.ndarray | None = None, bands=slice(None)) -> ExcessPoints | None:
+        """What the clip to [low, high] of ``to_model`` takes from raster values (b, h, w), at the few valid pixels
+        beyond the range: (band, row, column, data - clip(data)) arrays; None where it takes nothing (always for
+        uint8, whose range is 0..255). ``restore_excess`` gives it back to the output (``upsampled_points``), so that
+        an input's brightest and darkest values are not lost to the percentiles.
         """
         if self.dtype == "uint8":
             return None
@@ -256,10 +258,10 @@ class Radiometry:
             beyond &= valid
         if not beyond.any():
             return None
-        x = data.astype(work)  # a copy, then in place
-        x -= np.clip(x, lo, hi)
-        x[~beyond] = 0  # invalid pixels (NaN, fill values) and those inside the range
-        return x
+        b, i, j = np.nonzero(beyond)
+        x = data[b, i, j].astype(work)
+        x -= np.clip(x, lo[b, 0, 0], hi[b, 0, 0])
+        return b, i, j, x
 
     def fill_values(self, bands=slice(None)) -> np.ndarray:
         """The fill of each band in raster units, on the dtype's grid (float64, (b,))."""
@@ -289,26 +291,21 @@ class Radiometry:
         )
 
 
-ExcessPoints = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # band, row, column, value
-
-
-def excess_points(excess: np.ndarray, scale: int, offset: tuple[int, int], shape: tuple[int, int]) -> ExcessPoints:
-    """The output pixels on which the nearest upsampling by ``scale`` of ``excess`` (b, h, w; ``Radiometry.excess``
-    of input pixels) puts its nonzero values: (band, row, column, value) arrays, rows and columns of a block of
-    ``shape`` whose first pixel lies ``offset`` output pixels below and right of ``excess``'s first one (only those
-    inside it). Sparse: beyond the range lie a few pixels in a thousand, and an output block is ``scale`` squared
-    times the input under it."""
-    b, i, j = np.nonzero(excess)
+def upsampled_points(points: ExcessPoints, scale: int, origin: tuple[int, int], shape: tuple[int, int]) -> ExcessPoints:
+    """``Radiometry.excess`` of input pixels -> the output pixels their nearest upsampling by ``scale`` covers, in a
+    block of ``shape`` whose first pixel is output pixel ``origin`` (in the frame of the points' rows and columns
+    times the scale): (band, row, column, value), rows and columns within the block, only those inside it."""
+    b, i, j, v = points
     dy, dx = np.divmod(np.arange(scale * scale), scale)
-    rows = (i * scale)[:, None] + dy - offset[0]
-    cols = (j * scale)[:, None] + dx - offset[1]
+    rows = (i * scale)[:, None] + dy - origin[0]
+    cols = (j * scale)[:, None] + dx - origin[1]
     keep = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
     n = keep.sum(axis=1)
-    return np.repeat(b, n), rows[keep], cols[keep], np.repeat(excess[b, i, j], n)
+    return np.repeat(b, n), rows[keep], cols[keep], np.repeat(v, n)
 
 
 def restore_excess(out: np.ndarray, points: ExcessPoints, dtype: str) -> np.ndarray:
-    """Add the excess at ``points`` (``excess_points``) to output values ``out`` (b, h, w) in ``dtype``, in place: an
+    """Add the excess at ``points`` (``upsampled_points``) to output values ``out`` (b, h, w) in ``dtype``, in place: an
     integer dtype rounded half away from zero and kept within the dtype's range. Returns ``out``."""
     b, r, c, v = points
     if len(v):

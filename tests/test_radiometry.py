@@ -24,11 +24,11 @@ from geosr.radiometry import (
     Radiometry,
     compute_radiometry,
     dtype_range,
-    excess_points,
     integer_range,
     restore_excess,
     round_half_away,
     to_dtype_grid,
+    upsampled_points,
     valid_mask,
 )
 from geosr.resize import _round_clip
@@ -313,23 +313,26 @@ def test_the_excess_is_what_the_clip_takes_and_is_given_back_on_the_dtype_grid()
     r = mapping("uint16", [1000], [4000])
     data = np.array([[[500, 2000, 60000, 65535]]], np.uint16)
     valid = np.array([[[True, True, True, False]]])
-    np.testing.assert_array_equal(r.excess(data, valid), [[[-500, 0, 56000, 0]]])
+    b, i, j, v = r.excess(data, valid)  # only the valid pixels beyond the range
+    assert (b.tolist(), i.tolist(), j.tolist(), v.tolist()) == ([0, 0], [0, 0], [0, 2], [-500, 56000])
     assert r.excess(np.array([[[1000, 4000]]], np.uint16)) is None  # nothing beyond the range
     assert mapping("uint8", [0], [255]).excess(np.array([[[0, 255]]], np.uint8)) is None
+    b, i, j, v = mapping("float32", [0.0], [1.0]).excess(np.array([[[np.nan, 3.5, -1e31]]], np.float32), None)
+    assert (j.tolist(), v.tolist()) == ([1], [2.5])  # NaN and fill values are not measurements
     out = np.array([[[1000, 2000, 3990, 4000]]], np.uint16)  # model values mapped back: within [low, high]
-    restore_excess(out, excess_points(np.array([[[-500.4, 0, 56000.5, 62000]]]), 1, (0, 0), (1, 4)), "uint16")
+    points = (np.zeros(3, int), np.zeros(3, int), np.array([0, 2, 3]), np.array([-500.4, 56000.5, 62000]))
+    restore_excess(out, upsampled_points(points, 1, (0, 0), (1, 4)), "uint16")
     np.testing.assert_array_equal(out, [[[500, 2000, 59991, 65535]]])  # rounded half away, clipped to uint16
-    # x2, a block from output row 1 and column 2 of a 2 x 3 input: each input pixel on its 2 x 2 output pixels
-    b, r, c, v = excess_points(np.array([[[0, 0, 7.0], [0, 5.0, 0]]]), 2, (1, 2), (3, 3))
+    # x2, a block from output row 1 and column 2: each input pixel on its 2 x 2 output pixels, those in the block
+    points = (np.array([0, 0]), np.array([0, 1]), np.array([2, 1]), np.array([7.0, 5.0]))
+    b, r, c, v = upsampled_points(points, 2, (1, 2), (3, 3))
     assert sorted(zip(b.tolist(), r.tolist(), c.tolist(), v.tolist())) == [
-        (0, 0, 2, 7.0),  # input (0, 2): output rows 0-1, columns 4-5 -> block row -1..0, column 2..3 (inside: 0, 2)
+        (0, 0, 2, 7.0),  # input (0, 2): output rows 0-1, columns 4-5 -> block row -1..0, columns 2..3 (inside: 0, 2)
         (0, 1, 0, 5.0),  # input (1, 1): output rows 2-3, columns 2-3 -> block rows 1-2, columns 0-1
         (0, 1, 1, 5.0),
         (0, 2, 0, 5.0),
         (0, 2, 1, 5.0),
     ]
-    f = mapping("float32", [0.0], [1.0]).excess(np.array([[[np.nan, 3.5, -1e31]]], np.float32), None)
-    np.testing.assert_array_equal(f, [[[0, 2.5, 0]]])  # NaN and fill values are not measurements
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
