@@ -228,6 +228,11 @@ def train(
     if resume_dir is not None:
         if config_file is not None:
             raise click.UsageError("--resume takes the run's own config.toml; give either --config or --resume")
+        if "out" in overrides and Path(overrides["out"]).absolute() != resume_dir.absolute():
+            raise click.UsageError(
+                f"--resume continues {resume_dir} in that folder; -o {overrides['out']} would not be used: leave out "
+                "-o, or copy the run folder there and resume the copy"
+            )
         saved_file = resume_dir / "config.toml"
         if not saved_file.is_file():
             raise click.BadParameter(f"{resume_dir} is not a geosr run folder (no config.toml)", param_hint="--resume")

@@ -58,6 +58,11 @@ def test_a_short_run_then_resume_from_the_command_line(tmp_path, scenes):
     assert read_card(out / "last.safetensors").training["steps"] == 3
     result = train("--resume", out, "--n-blocks", "2")
     assert result.exit_code == 1 and "cannot change n_blocks when resuming" in result.output
+    result = train("--resume", out, "-o", tmp_path / "other", "--max-steps", "4")  # -o never silently ignored
+    assert result.exit_code == 2 and f"--resume continues {out} in that folder" in result.output
+    assert not (tmp_path / "other").exists() and read_card(out / "last.safetensors").training["steps"] == 3
+    result = train("--resume", out, "-o", out, "--max-steps", "3")  # its own folder: as without -o
+    assert result.exit_code == 0, result.output
     result = train("--data", scenes, "--out", out, "--max-steps", "2", *TINY)
     assert result.exit_code == 1 and f"--resume {out}" in result.output
 

@@ -39,3 +39,12 @@ def test_files_that_only_look_like_safetensors(tmp_path, raw, message):
 
 def test_a_bundled_name_that_does_not_exist(tmp_path):
     refused(run("info", "degan-x9"), 1, "degan-x9", "no such model file")
+
+
+def test_a_named_pipe_is_refused_without_being_read(tmp_path):
+    """Opening a FIFO to read it would block until a writer comes: the kind of file is checked first."""
+    import os
+
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    refused(run("info", fifo), 1, "model.safetensors: is a named pipe (FIFO), not a file", "give a file")
