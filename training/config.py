@@ -299,7 +299,8 @@ class TrainConfig:
             self.num_workers == "auto" or (self.num_workers.isdigit()),
             f"num_workers must be 'auto' or a number, got {self.num_workers!r}",
         )
-        need(self.cache_mb >= 0 and self.val_images >= 0, "cache_mb and val_images must be >= 0")
+        need(self.cache_mb >= 0, f"cache_mb must be >= 0, got {self.cache_mb}")
+        need(self.val_images >= 0, f"val_images must be >= 0, got {self.val_images}")
         if self.bands is not None:
             from geosr.options import check_band_numbers  # here: it brings rasterio, which --help does not need
 
@@ -322,9 +323,13 @@ class TrainConfig:
             "--perceptual-weight 0 (and, if you like, --feature-matching-weight)",
         )
         need(0 < self.diffusion_t_max <= 10, f"diffusion_t_max must be in (0, 10], got {self.diffusion_t_max}")
-        need(self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive")
-        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas must be two numbers in [0, 1)")
-        need(self.lr_gamma > 0, "lr_gamma must be positive")
+        need(self.lr_g > 0, f"lr_g must be positive, got {self.lr_g}")
+        need(self.lr_d > 0, f"lr_d must be positive, got {self.lr_d}")
+        need(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"betas must be two numbers in [0, 1), got {self.betas}",
+        )
+        need(self.lr_gamma > 0, f"lr_gamma must be positive, got {self.lr_gamma}")
         need(
             self.lr_schedule in SCHEDULES,
             f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}",
@@ -333,19 +338,23 @@ class TrainConfig:
         need(self.lr_warmup_steps >= 0, f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         need(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         need(self.max_steps is None or self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}")
-        need(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive")
-        need(self.pretrain_epochs >= 0, "pretrain_epochs must be >= 0")
-        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive")
-        need(self.divergence_factor == 0 or self.divergence_factor > 1, "divergence_factor must be 0 (off) or > 1")
+        need(self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}")
+        need(self.pretrain_epochs >= 0, f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
+        need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}")
+        need(
+            self.divergence_factor == 0 or self.divergence_factor > 1,
+            f"divergence_factor must be 0 (off) or > 1, got {self.divergence_factor}",
+        )
         need(0 <= self.attention_dropout < 1, f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         need(0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
-        need(self.val_precision in PRECISIONS, f"val_precision must be one of {', '.join(PRECISIONS)}")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(
-            self.val_every >= 0 and self.val_every_steps >= 0 and self.checkpoint_every_steps >= 0,
-            "val_every, val_every_steps and checkpoint_every_steps must be >= 0",
+            self.val_precision in PRECISIONS,
+            f"val_precision must be one of {', '.join(PRECISIONS)}, got {self.val_precision!r}",
         )
-        need(self.log_every >= 1, "log_every must be at least 1")
+        for key in ("val_every", "val_every_steps", "checkpoint_every_steps"):
+            need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
+        need(self.log_every >= 1, f"log_every must be at least 1, got {self.log_every}")
         problem = tiling_problem(self.card_tile_size, self.card_overlap)
         need(problem is None, f"tile_size, overlap (the tiling the model card recommends, LR pixels): {problem}")
         return self

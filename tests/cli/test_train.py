@@ -90,6 +90,13 @@ def test_errors(tmp_path, scenes):
     assert result.exit_code == 1 and "patch_size must be a multiple of the scale" in result.output
     result = train("--resume", tmp_path)
     assert result.exit_code == 2 and "not a geosr run folder" in result.output
+    for args, message in (
+        (("--lr-g", "-1"), "lr_g must be positive, got -1.0"),
+        (("--val-images", "-1"), "val_images must be >= 0, got -1"),
+        (("--grad-clip", "0"), "grad_clip must be positive, got 0.0"),
+    ):  # each setting named with the value given
+        result = train("--data", scenes, "--out", tmp_path / "r4", *TINY, *args)
+        assert result.exit_code == 1 and message in result.output, result.output
     result = train("--data", scenes, "--out", tmp_path / "r3", "--bands", "1,2,5", "--perceptual-weight", "0", *TINY)
     assert result.exit_code == 1 and "has 3 bands; --bands takes 1-based indices up to 3" in result.output
 
