@@ -89,6 +89,12 @@ def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str)
                 option="--scale",
             )
         return model
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise OptionError(
+            f"model {model!r}: give a model file, a bundled model's name (geosr info lists them) or a model from "
+            "geosr.load_model",
+            option="model",
+        )
     return load_predictor(model, scale, device, precision)
 
 

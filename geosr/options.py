@@ -139,3 +139,7 @@ class UpscaleOptions:
             object.__setattr__(self, "value_range", check_value_range(self.value_range))
         check_compression(self.compress)
         check_panel_width(self.panel_width)
+        for name in ("cog", "overwrite", "consistency", "yes"):  # a string such as "no" would read as True
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"):
+                raise OptionError(f"{name} {value!r}: must be True or False", option=f"--{name}")

@@ -270,4 +270,8 @@ def test_errors_are_geosr_exceptions(tmp_path, rgb_tif, tiny_model, model, make_
         geosr.upscale_array(rgb.astype(np.float32), model=model, value_range=(5, 1))
     with pytest.raises(TypeError, match="cog"):
         geosr.upscale_array(rgb, model=model, cog=True)
+    with pytest.raises(geosr.OptionError, match="model 123: give a model file"):
+        geosr.upscale_array(rgb, model=123)
+    with pytest.raises(geosr.OptionError, match="consistency 'no': must be True or False"):  # never read as True
+        geosr.upscale_array(rgb, model=model, consistency="no")
     assert not (tmp_path / "p.tif").exists()

@@ -35,6 +35,9 @@ from geosr.options import (
         (dict(value_range=(0, float("inf"))), "--value-range", "finite"),
         (dict(compress="jpeg"), "--compress", "expected one of deflate, zstd, lzw, none"),
         (dict(panel_width=100), None, "multiple of 512"),
+        (dict(consistency="no"), "--consistency", "consistency 'no': must be True or False"),  # a string reads as True
+        (dict(overwrite=1), "--overwrite", "overwrite 1: must be True or False"),
+        (dict(cog=None), "--cog", "cog None: must be True or False"),
     ],
 )
 def test_options_are_checked_when_made(kwargs, option, message):
