@@ -323,12 +323,8 @@ class TrainConfig:
             "--perceptual-weight 0 (and, if you like, --feature-matching-weight)",
         )
         need(0 < self.diffusion_t_max <= 10, f"diffusion_t_max must be in (0, 10], got {self.diffusion_t_max}")
-        need(self.lr_g > 0, f"lr_g must be positive, got {self.lr_g}")
-        need(self.lr_d > 0, f"lr_d must be positive, got {self.lr_d}")
-        need(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            f"betas must be two numbers in [0, 1), got {self.betas}",
-        )
+        need(self.lr_g > 0 and self.lr_d > 0, f"lr_g and lr_d must be positive, got {self.lr_g} and {self.lr_d}")
+        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas must be two numbers in [0, 1)")
         need(self.lr_gamma > 0, f"lr_gamma must be positive, got {self.lr_gamma}")
         need(
             self.lr_schedule in SCHEDULES,
@@ -341,19 +337,15 @@ class TrainConfig:
         need(self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}")
         need(self.pretrain_epochs >= 0, f"pretrain_epochs must be >= 0, got {self.pretrain_epochs}")
         need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}")
-        need(
-            self.divergence_factor == 0 or self.divergence_factor > 1,
-            f"divergence_factor must be 0 (off) or > 1, got {self.divergence_factor}",
-        )
+        need(self.divergence_factor == 0 or self.divergence_factor > 1, "divergence_factor must be 0 (off) or > 1")
         need(0 <= self.attention_dropout < 1, f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         need(0 < self.ema_decay < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        need(self.val_precision in PRECISIONS, f"val_precision must be one of {', '.join(PRECISIONS)}")
         need(
-            self.val_precision in PRECISIONS,
-            f"val_precision must be one of {', '.join(PRECISIONS)}, got {self.val_precision!r}",
+            self.val_every >= 0 and self.val_every_steps >= 0 and self.checkpoint_every_steps >= 0,
+            "val_every, val_every_steps and checkpoint_every_steps must be >= 0",
         )
-        for key in ("val_every", "val_every_steps", "checkpoint_every_steps"):
-            need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
         need(self.log_every >= 1, f"log_every must be at least 1, got {self.log_every}")
         problem = tiling_problem(self.card_tile_size, self.card_overlap)
         need(problem is None, f"tile_size, overlap (the tiling the model card recommends, LR pixels): {problem}")

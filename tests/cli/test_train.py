@@ -91,7 +91,7 @@ def test_errors(tmp_path, scenes):
     result = train("--resume", tmp_path)
     assert result.exit_code == 2 and "not a geosr run folder" in result.output
     for args, message in (
-        (("--lr-g", "-1"), "lr_g must be positive, got -1.0"),
+        (("--lr-g", "-1"), "lr_g and lr_d must be positive, got -1.0 and"),
         (("--val-images", "-1"), "val_images must be >= 0, got -1"),
         (("--grad-clip", "0"), "grad_clip must be positive, got 0.0"),
     ):  # each setting named with the value given
