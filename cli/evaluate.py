@@ -230,13 +230,11 @@ def _check_outputs(out, save_images, preview, model: Path, root: Path, items, ov
         )
 
     def saved(item) -> list[Path]:  # the files --save-images may write for an item (geosr.pictures.save_image)
-        stem = save_images / item.label / item.name
+        stem = _saved_stem(save_images, item.label, item.name)
         return [stem.with_suffix(".png"), stem.with_suffix(".tif")]
 
     def strip(item) -> list[Path]:  # the --preview strip of an item
-        return [
-            preview / f"{item.label.replace('/', '_')}_{item.name}.png" if item.label else preview / f"{item.name}.png"
-        ]
+        return [_strip_path(preview, item.label, item.name)]
 
     for folder, option, files in ((save_images, "--save-images", saved), (preview, "--preview", strip)):
         if folder is None:
@@ -284,14 +282,23 @@ def _image_writer(bar, save_images: Path | None, preview: Path | None):
 
     def on_image(result, outputs):
         bar.update(1)
-        where = Path(result.label) / result.name if result.label else Path(result.name)
         if save_images is not None and outputs.sr is not None:
-            save_image(save_images / where, to_dtype(outputs.sr, outputs.pair.dtype), like=outputs.pair.item.path)
+            stem = _saved_stem(save_images, result.label, result.name)
+            save_image(stem, to_dtype(outputs.sr, outputs.pair.dtype), like=outputs.pair.item.path)
         if preview is not None:
-            name = f"{result.label.replace('/', '_')}_{result.name}" if result.label else result.name
-            save_image(preview / f"{name}.png", preview_strip(outputs))
+            save_image(_strip_path(preview, result.label, result.name), preview_strip(outputs))
 
     return on_image
+
+
+def _saved_stem(folder: Path, label: str, name: str) -> Path:
+    """--save-images: an image's path without its suffix (save_image adds .png or .tif), FOLDER/<class>/<name>."""
+    return folder / label / name
+
+
+def _strip_path(folder: Path, label: str, name: str) -> Path:
+    """--preview: an image's strip, FOLDER/<class>_<name>.png (flat: a class's slashes become underscores)."""
+    return folder / (f"{label.replace('/', '_')}_{name}.png" if label else f"{name}.png")
 
 
 def _show_and_write(report, uncertainty: bool, out: Path | None) -> None:

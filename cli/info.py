@@ -134,7 +134,11 @@ def info(target: str | None, as_json: bool) -> None:
             default = " (default)" if default_model_name(card.scale) == name else ""
             click.echo(f"{name:<16} x{card.scale}{default:<10} {quality}")
         return
-    _check_file(target)
+    from geosr.errors import GeosrError
+    from geosr.raster.reading import check_regular_file
+
+    advice = "geosr info reads model files and rasters: give a file"  # a bundled model's name is no path: it passes
+    check_regular_file(Path(target), GeosrError, advice=advice)
     raster = read_raster(target)
     if raster is not None:
         click.echo(json.dumps(raster.to_dict(), indent=2) if as_json else format_provenance(raster))
@@ -144,22 +148,3 @@ def info(target: str | None, as_json: bool) -> None:
         click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))
     else:
         click.echo(format_card(card, target))
-
-
-def _check_file(target: str) -> None:
-    """GeosrError for a named pipe, socket or device: reading one would block or read it once (a name that is no
-    path, such as a bundled model's, passes)."""
-    import os
-    import stat
-
-    from geosr.errors import GeosrError
-    from geosr.fileio import special_kind
-
-    try:
-        mode = os.stat(target).st_mode
-    except OSError:
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise GeosrError(
-            f"{target}: is {special_kind(mode)}, not a file; geosr info reads model files and rasters: give a file"
-        )

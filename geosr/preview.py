@@ -143,10 +143,11 @@ def write_preview(
     up = imresize(
         torch.from_numpy(np.nan_to_num(lr, nan=float(np.nanmean(lr)) if np.isfinite(lr).any() else 0)), float(s)
     ).numpy()
-    up[np.isnan(lr.repeat(s, 1).repeat(s, 2))] = np.nan  # invalid stays black, as on the input's panel
+    near = lr.repeat(s, 1).repeat(s, 2)  # the input, nearest-neighbour enlarged
+    up[np.isnan(near)] = np.nan  # invalid stays black, as on the input's panel
     low, high = percentile_stretch(lr)
     panels = [
-        ("input", stretched(lr.repeat(s, 1).repeat(s, 2), low, high)),
+        ("input", stretched(near, low, high)),
         ("bicubic", stretched(up, low, high)),
         ("geosr", stretched(sr, low, high)),
     ]

@@ -99,19 +99,21 @@ def check_name_encoding(path: str | os.PathLike, error: type[GeosrError] = Raste
         ) from None
 
 
-def check_regular_file(path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
+def check_regular_file(
+    path: Path,
+    error: type[GeosrError] = RasterError,
+    remedy: str = "",
+    advice: str = "geosr reads rasters from files: save the data to a file and give that",
+) -> None:
     """Raise ``error`` for a named pipe, socket or device: GDAL reads rasters by seeking, which those cannot do (a
-    pipe would be read once, or block forever)."""
+    pipe would be read once, or block forever). ``advice`` follows "is ..., not a file; " in the message."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return  # missing or unreadable: the caller's open says so
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         kind = special_kind(mode)
-        raise error(
-            f"{path}: is {kind}, not a file; geosr reads rasters from files: save the data to a file and "
-            f"give that{remedy}"
-        )
+        raise error(f"{path}: is {kind}, not a file; {advice}{remedy}")
 
 
 def check_sources(ds, path: Path, error: type[GeosrError] = RasterError, remedy: str = "") -> None:
