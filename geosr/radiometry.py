@@ -12,6 +12,9 @@ the same way by all three.
 - Inverse (``Radiometry.from_model``): model values are clamped to [-1, 1] (a generator's output overshoots a little),
   mapped back, and for integer dtypes rounded to the dtype's grid, so a mapped value never leaves [low, high]: a
   uint16 raster whose minimum is 1200 gives no 0, an all-positive float raster no negative value.
+- A band whose sample is one value v (low == high: constant, or constant but for fewer pixels than the percentiles
+  see) maps to -1 and back to v exactly; its other values all come back as excess (below), so a constant band stays
+  constant, with no value the model invents.
 - Excess (``Radiometry.excess``, ``restore_excess``): what the forward clip to [low, high] takes from a valid input
   pixel (its value minus the clipped one) is added back to the output pixels over it, so the input's brightest and
   darkest pixels are not lost to the percentiles, and an output stays within its input's minimum and maximum.
@@ -110,8 +113,9 @@ ExcessPoints = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # band, ro
 class Radiometry:
     """A linear map per band from raster values to the model's range: x -> 2 (x - low) / (high - low) - 1.
 
-    dtype: the raster's dtype; low, high: per band, in raster units; fill: per band, in model units, the value given
-    to invalid pixels; method: how low and high were found, in words (written in the output's tags).
+    dtype: the raster's dtype; low, high: per band, in raster units (low == high for a constant band, which maps to
+    -1 and back to low); fill: per band, in model units, the value given to invalid pixels; method: how low and high
+    were found, in words (written in the output's tags).
     """
 
     dtype: str
@@ -124,7 +128,7 @@ class Radiometry:
         if not len(self.low) == len(self.high) == len(self.fill):
             raise ValueError("low, high and fill need one value per band")
         for lo, hi in zip(self.low, self.high):
-            if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            if not (np.isfinite(lo) and np.isfinite(hi) and hi >= lo):
                 raise ValueError(f"empty value range {lo}..{hi}")
 
     @property
@@ -137,10 +141,13 @@ class Radiometry:
         return np.float32 if self.dtype in _FLOAT32_EXACT and not wide else np.float64
 
     def _coeffs(self, bands, work: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-band (b, 1, 1) low, high and 2 / (high - low) in ``work``; the quotient computed in float64."""
+        """Per-band (b, 1, 1) low, high and 2 / (high - low) in ``work``; the quotient computed in float64, 0 for a
+        constant band (low == high), whose values then all map to -1."""
         lo = np.asarray(self.low, np.float64)[bands][:, None, None]
         hi = np.asarray(self.high, np.float64)[bands][:, None, None]
-        return lo.astype(work), hi.astype(work), (2.0 / (hi - lo)).astype(work)
+        span = hi - lo
+        k = np.divide(2.0, span, out=np.zeros_like(span), where=span > 0)
+        return lo.astype(work), hi.astype(work), k.astype(work)
 
     def to_model(
         self, data: np.ndarray, valid: np.ndarray | None = None, bands=slice(None), dtype: type = np.float32
@@ -353,9 +360,7 @@ def compute_radiometry(
                 lo, hi = (0.0, 1.0) if np.dtype(dtype).kind == "f" else dtype_range(dtype)
             else:
                 lo, hi = (float(p) for p in np.percentile(v, percentiles))
-            if not hi > lo:  # a constant band: any range that holds its value
-                hi = lo + max(1.0, abs(lo) * 1e-6)
-            low.append(lo)
+            low.append(lo)  # lo == hi: a constant band (see Radiometry)
             high.append(hi)
         method = (
             f"per band, percentiles {percentiles[0]:g}..{percentiles[1]:g} of a decimated read of the whole raster "
@@ -365,7 +370,8 @@ def compute_radiometry(
     for b in range(n):
         v = sample[b][valid[b]].astype(np.float64)
         mean = float(v.mean()) if v.size else (low[b] + high[b]) / 2
-        fill.append(float(np.clip(2 * (mean - low[b]) / (high[b] - low[b]) - 1, *MODEL_RANGE)))
+        span = high[b] - low[b]
+        fill.append(float(np.clip(2 * (mean - low[b]) / span - 1, *MODEL_RANGE)) if span > 0 else MODEL_RANGE[0])
     return Radiometry(str(np.dtype(dtype)), tuple(low), tuple(high), tuple(fill), method)
 
 

@@ -106,15 +106,20 @@ def test_uint8_maps_0_255_linearly_and_back_exactly():
     np.testing.assert_array_equal(r.from_model(y), x)
 
 
-def test_percentiles_ignore_invalid_pixels_and_constant_bands_get_a_range():
+def test_percentiles_ignore_invalid_pixels_and_constant_bands_keep_their_value():
     sample = np.stack([np.linspace(0, 1000, 10001), np.full(10001, 7.0)]).reshape(2, 1, -1)
     valid = np.ones_like(sample, bool)
     r = compute_radiometry(sample, valid, "int16")
     assert r.low[0] == pytest.approx(0.5) and r.high[0] == pytest.approx(999.5)
-    assert r.high[1] > r.low[1] == 7.0
-    x = np.array([[[0, 500, 1000]], [[7, 7, 7]]], np.int16)
-    # 0 lies below the range: it comes back as the range's low end 0.5, rounded half away from zero
-    np.testing.assert_array_equal(r.from_model(r.to_model(x)), [[[1, 500, 1000]], [[7, 7, 7]]])
+    assert r.high[1] == r.low[1] == 7.0 and r.fill[1] == -1.0
+    x = np.array([[[0, 500, 1000]], [[7, 7, 9]]], np.int16)
+    # 0 lies below the range: it comes back as the range's low end 0.5, rounded half away from zero; the constant
+    # band maps to -1 whatever its value, and any model value back to 7; 0, 1000 and 9 are excess (upscale adds it)
+    y = r.to_model(x)
+    np.testing.assert_array_equal(y[1], -1.0)
+    np.testing.assert_array_equal(r.from_model(y), [[[1, 500, 1000]], [[7, 7, 7]]])
+    np.testing.assert_array_equal(r.from_model(np.full((2, 1, 3), 0.3, np.float32))[1], 7)
+    assert [a.tolist() for a in r.excess(x)] == [[0, 0, 1], [0, 0, 0], [0, 2, 2], [-0.5, 0.5, 2.0]]
     valid[0, 0, :5000] = False  # the lower half is nodata: it takes no part in the range
     assert compute_radiometry(sample, valid, "int16").low[0] == pytest.approx(500.25)
     with pytest.raises(ValueError, match="empty"):
@@ -363,6 +368,33 @@ def test_values_beyond_the_range_come_back_where_they_were(dtype, tiny_model, tm
     if dtype == "uint16":
         expected = np.clip(np.floor(expected + 0.5), 0, 65535)
     np.testing.assert_allclose(outs["spiky"][under], expected[under], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, value", [("float32", 0.0), ("float32", -3.5), ("int16", 700)])
+def test_a_constant_band_stays_constant(dtype, value, tiny_model, tmp_path, make_geotiff, synthetic_image):
+    """A band of one value (a padding band, a flat layer) comes back as that value, with or without the consistency
+    correction, in the file and the array API; one spike in it comes back where it was; the other bands' values do not
+    change with it."""
+    import geosr
+
+    data = synthetic_image(3, 60, 50, dtype=dtype, lo=0, hi=200 if dtype == "int16" else 1)
+    data[1] = value  # 3000 pixels: one spike lies beyond the 99.95th percentile, so the range stays one value
+    spiky = data.copy()
+    spiky[1, 12, 30] = value + 100
+    model = geosr.load_model(tiny_model, device="cpu", precision="fp32")
+    outs = {}
+    for consistency in (True, False):
+        for name, image in (("flat", data), ("spiky", spiky)):
+            out = tmp_path / f"{name}_{consistency}.tif"
+            geosr.upscale(make_geotiff(tmp_path / f"{name}.tif", image), out, model=model, consistency=consistency)
+            with rasterio.open(out) as f:
+                outs[name] = f.read()
+            np.testing.assert_array_equal(geosr.upscale_array(image, model=model, consistency=consistency), outs[name])
+        np.testing.assert_array_equal(outs["flat"][1], value)
+        np.testing.assert_array_equal(outs["spiky"][[0, 2]], outs["flat"][[0, 2]])
+        expected = np.full(outs["flat"][1].shape, value, outs["flat"].dtype)
+        expected[24:26, 60:62] = value + 100
+        np.testing.assert_array_equal(outs["spiky"][1], expected)
 
 
 def test_upscale_of_an_undeclared_extreme_fill_leaves_valid_pixels_alone(tiny_model, tmp_path, make_geotiff):
