@@ -26,7 +26,7 @@ from geosr.cli.options import (
 )
 from geosr.cli.progress import progress_bar
 from geosr.cli.threads import threads_option
-from geosr.errors import DataError, GeosrError, OptionError, OutputExistsError
+from geosr.errors import DataError, OptionError, OutputExistsError
 
 REPORT_SUFFIXES = (".json", ".csv")
 
@@ -60,7 +60,10 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
     help="Which images: the data set's deterministic split (UC Merced: val 50-59, test 60-99).",
 )
 @scale_option()
-@bands_option("1-based bands to feed the model (default: the first bands, as many as it takes).")
+@bands_option(
+    "1-based bands to measure, any number: the model runs them in groups of its channels, as upscale does "
+    "(default: the first bands, as many as the model takes, or all of an image with fewer)."
+)
 @output_option(
     "Also write the results to FILE.json or FILE.csv (per image, per class, mean).",
     dest="out",
@@ -163,7 +166,7 @@ def evaluate(
     k = calibration_factor(card, model_sha256(path)) if uncertainty else None
     self_ensemble = self_ensemble or uncertainty  # the map's output is the self-ensemble's mean
     scale = card.scale
-    bands = _model_bands(bands, items, path, card.config.in_channels)
+    bands = _model_bands(bands, items, card.config.in_channels)
 
     bar = progress_bar(total=len(items), unit="image", disable=verbosity(ctx) < 0, leave=False, dynamic_ncols=True)
     try:
@@ -264,15 +267,12 @@ def _check_outputs(out, save_images, preview, model: Path, root: Path, items, ov
                 )
 
 
-def _model_bands(bands, items, path: Path, c: int) -> list[int] | tuple[int, ...]:
-    """The bands to feed the model of ``c`` input channels: --bands, or the first images' default ones."""
+def _model_bands(bands, items, c: int) -> list[int] | tuple[int, ...]:
+    """The bands to measure: --bands (any number: the model of ``c`` input channels runs them in groups, as geosr
+    upscale does), or the first image's first ``c`` bands (all of them where it has fewer)."""
     from geosr.datasets import default_bands
 
-    if bands is None:
-        return default_bands(items[0].path, c)
-    if len(bands) != c:
-        raise GeosrError(f"--bands: {len(bands)} bands given, but {path} takes {c}; name {c} bands", option="--bands")
-    return bands
+    return default_bands(items[0].path, c, fewer=True) if bands is None else bands
 
 
 def _image_writer(bar, save_images: Path | None, preview: Path | None):

@@ -311,13 +311,16 @@ def check_finite(path: str | Path, data: np.ndarray) -> None:
         )
 
 
-def default_bands(path: str | Path, channels: int) -> list[int]:
-    """Bands 1..channels, after checking that the image has them (e.g. RGB of an RGBA PNG)."""
+def default_bands(path: str | Path, channels: int, fewer: bool = False) -> list[int]:
+    """Bands 1..channels, after checking that the image has them (e.g. RGB of an RGBA PNG); with ``fewer``, all the
+    bands of an image that has fewer (evaluation runs them repeated, as geosr upscale does)."""
     info = image_info(path)
     if info.count < channels:
+        if fewer:
+            return list(range(1, info.count + 1))
         raise DataError(
             f"{path} has {info.count} band{'s' if info.count != 1 else ''} but the model takes {channels}, and "
-            f"evaluation and training take {channels} bands of each image (geosr upscale runs fewer, repeated); "
-            "leave out images with fewer bands, or use a model of as many bands"
+            f"training takes {channels} bands of each image (geosr upscale and evaluate run fewer, repeated); "
+            "leave out images with fewer bands, or train a model of as many bands"
         )
     return list(range(1, channels + 1))

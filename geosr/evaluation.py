@@ -45,6 +45,7 @@ from geosr.evaluation_report import (
 )
 from geosr.limits import default_overlap
 from geosr.metrics import psnr, ssim
+from geosr.plan import band_groups
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry, integer_range, restore_excess, upsampled_points
 from geosr.resize import downscale, upscale
@@ -173,6 +174,24 @@ def super_resolve(
     return torch.from_numpy(y)
 
 
+def _run_groups(
+    run, x: np.ndarray, channels: int, spread: bool, scale: int, tile: int, overlap: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The blended output of x's bands (and their spread, when ``run`` is ``with_spread``'s) in the model's band
+    groups, as geosr upscale runs them (``geosr.plan.band_groups``: 1 band through a 3-channel model as (1, 1, 1),
+    4 bands as (1, 2, 3), (4, 4, 4)); of each group the outputs of its real bands."""
+    groups, real = band_groups(x.shape[0], channels)
+    means, spreads = [], []
+    for group, n in zip(groups, real):
+        y = tile_array(run, x[list(group)], scale=scale, tile_size=tile, overlap=overlap, batch_size=batch_size)
+        if spread:  # mean and spread, stacked (geosr.uncertainty.with_spread)
+            y, sd = np.split(y, 2)
+            spreads.append(sd[:n])
+        means.append(y[:n])
+    y = means[0] if len(means) == 1 else np.concatenate(means)
+    return y, (None if not spreads else spreads[0] if len(spreads) == 1 else np.concatenate(spreads))
+
+
 @dataclass
 class Outputs:
     """What evaluating one image produced, in the image's own units (for saving images and previews)."""
@@ -233,8 +252,9 @@ def evaluate_images(
         if predict is not None:
             x = pair.radiometry.to_model(pair.lr.numpy())
             run = predict if uncertainty_k is None else with_spread(predict)  # mean and spread, blended alike
-            y = tile_array(run, x, scale=scale, tile_size=tile, overlap=overlap, batch_size=batch_size)
-            y, spread = (y, None) if uncertainty_k is None else np.split(y, 2)
+            y, spread = _run_groups(
+                run, x, model.config.in_channels, uncertainty_k is not None, scale, tile, overlap, batch_size
+            )
             if consistency:
                 y = project_rows(np.clip(y, -1, 1), x, scale)
             if y.shape != tuple(pair.hr.shape):

@@ -12,9 +12,8 @@ the same way by all three.
 - Inverse (``Radiometry.from_model``): model values are clamped to [-1, 1] (a generator's output overshoots a little),
   mapped back, and for integer dtypes rounded to the dtype's grid, so a mapped value never leaves [low, high]: a
   uint16 raster whose minimum is 1200 gives no 0, an all-positive float raster no negative value.
-- A band whose sample is one value v (low == high: constant, or constant but for fewer pixels than the percentiles
-  see) maps to -1 and back to v exactly; its other values all come back as excess (below), so a constant band stays
-  constant, with no value the model invents.
+- A band whose sample is one value v (low == high) maps to -1 and back to v exactly, its other values all come back
+  as excess (below): a constant band stays constant.
 - Excess (``Radiometry.excess``, ``restore_excess``): what the forward clip to [low, high] takes from a valid input
   pixel (its value minus the clipped one) is added back to the output pixels over it, so the input's brightest and
   darkest pixels are not lost to the percentiles, and an output stays within its input's minimum and maximum.
@@ -45,8 +44,6 @@ EXTREME = 1e30  # float values at or beyond this magnitude are fill values, not 
 _FLOAT32_EXACT = ("uint8", "int8", "uint16", "int16", "float32")
 # raster dtypes of _FLOAT32_EXACT -> the torch dtype that holds them (uint16 only where this PyTorch has it)
 _TORCH_DTYPES = {"uint8": "uint8", "int8": "int8", "int16": "int16", "float32": "float32", "uint16": "uint16"}
-
-
 _CHUNK = 2**18  # values mapped per pass by Radiometry.from_model_tensor: 1 MiB of float32, within a CPU's L2 cache
 
 
@@ -113,9 +110,8 @@ ExcessPoints = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # band, ro
 class Radiometry:
     """A linear map per band from raster values to the model's range: x -> 2 (x - low) / (high - low) - 1.
 
-    dtype: the raster's dtype; low, high: per band, in raster units (low == high for a constant band, which maps to
-    -1 and back to low); fill: per band, in model units, the value given to invalid pixels; method: how low and high
-    were found, in words (written in the output's tags).
+    dtype: the raster's dtype; low, high: per band, in raster units (equal for a constant band); fill: per band, in
+    model units, the value given to invalid pixels; method: how low and high were found, in words (output tags).
     """
 
     dtype: str
@@ -145,8 +141,7 @@ class Radiometry:
         constant band (low == high), whose values then all map to -1."""
         lo = np.asarray(self.low, np.float64)[bands][:, None, None]
         hi = np.asarray(self.high, np.float64)[bands][:, None, None]
-        span = hi - lo
-        k = np.divide(2.0, span, out=np.zeros_like(span), where=span > 0)
+        k = np.divide(2.0, hi - lo, out=np.zeros_like(lo), where=hi > lo)
         return lo.astype(work), hi.astype(work), k.astype(work)
 
     def to_model(
@@ -196,16 +191,14 @@ class Radiometry:
         return self._work() is np.float32
 
     def from_model_tensor(self, values, bands=slice(None)):
-        """``from_model`` of a float32 tensor, computed on its device with the same float32 operations as the numpy
-        path (so the same values, bit for bit). Returns a tensor there in the raster's dtype, or (where this device or
-        PyTorch lacks that dtype) the same values exactly in int32 / float64; ``to_host`` makes the array of it.
-        Only for mappings with ``maps_tensors``.
+        """``from_model`` of a float32 tensor, on its device with the numpy path's float32 operations (the same values,
+        bit for bit). Returns a tensor there in the raster's dtype, or (where this device or PyTorch lacks it) the
+        same values in int32 / float64; ``to_host`` makes the array of it. Only for mappings with ``maps_tensors``.
 
-        The rows are mapped a few at a time in one scratch buffer (each operation then runs in the CPU's cache
-        instead of making a pass over memory), and operations that cannot change a value are left out: the clip to
-        the dtype's range where [low, high] lies within it, and for values that are not negative the sign of the
-        rounding half away from zero (it is then floor(x + 0.5)).
-        """
+        The rows are mapped a few at a time in one scratch buffer (each operation runs in the CPU's cache instead of
+        making a pass over memory); operations that cannot change a value are left out: the clip to the dtype's range
+        where [low, high] lies within it, and for values that are not negative the sign of the rounding half away
+        from zero (it is then floor(x + 0.5))."""
         import torch
 
         lo, hi, _ = self._coeffs(bands, np.float32)
@@ -370,8 +363,8 @@ def compute_radiometry(
     for b in range(n):
         v = sample[b][valid[b]].astype(np.float64)
         mean = float(v.mean()) if v.size else (low[b] + high[b]) / 2
-        span = high[b] - low[b]
-        fill.append(float(np.clip(2 * (mean - low[b]) / span - 1, *MODEL_RANGE)) if span > 0 else MODEL_RANGE[0])
+        span = high[b] - low[b]  # 0: a constant band, whose fill is -1 as its values are
+        fill.append(float(np.clip(2 * (mean - low[b]) / span - 1, *MODEL_RANGE)) if span > 0 else -1.0)
     return Radiometry(str(np.dtype(dtype)), tuple(low), tuple(high), tuple(fill), method)
 
 

@@ -98,9 +98,10 @@ def test_bands_are_checked_and_plain_images_raise_no_georeferencing_warning(tmp_
     assert not caught
     with pytest.raises(DataError, match="has 4 bands; --bands takes 1-based indices up to 4"):
         read_image(path, [1, 5])
-    fewer = "has 4 bands but the model takes 6, and evaluation and training take 6 bands of each image .*leave out"
+    fewer = "has 4 bands but the model takes 6, and training takes 6 bands of each image .*leave out"
     with pytest.raises(DataError, match=fewer):
         default_bands(path, 6)
+    assert default_bands(path, 6, fewer=True) == [1, 2, 3, 4]  # evaluation: all of them, run as upscale runs them
 
 
 def test_spread_picks_evenly():

@@ -10,13 +10,14 @@ and the last bits of a float that lands near a half may then round the other way
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from testdata import write_image
+from testdata import write_geotiff, write_image
 
 from geosr.checkpoint import load_generator
 from geosr.cli.main import cli
@@ -112,3 +113,35 @@ def test_evaluation_with_other_tiles_still_matches_upscale(paired, tmp_path, mak
     )
     assert_same_pixels(saved["a"], read(tmp_path / "up.tif"))
     assert saved["a"].std() > 20  # not a trivial agreement: the output has the image's structure
+
+
+@pytest.mark.parametrize("bands", [1, 2, 4])
+def test_images_of_other_band_counts_are_measured_as_upscale_runs_them(bands, tmp_path, synthetic_image, make_model):
+    """A 3-channel model on a 1- or 2-band image (panchromatic, a band pair) runs it repeated, on a 4-band one (RGB and
+    near infrared) in the groups (1, 2, 3), (4, 4, 4): evaluate measures the very pixels upscale writes, by default
+    and with --bands naming every band."""
+    root = tmp_path / "data"
+    hr = synthetic_image(bands, 140, 180, seed=5)
+    plain = dict(transform=None, crs=None, photometric="MINISBLACK")  # 4 bands: not RGBA, a fourth measurement
+    write_geotiff(root / "HR" / "a.tif", hr, **plain)
+    write_geotiff(root / "LR_x2" / "a.tif", np.ascontiguousarray(hr[:, ::2, ::2]), **plain)
+    model = make_model(
+        "skip-x2-t64", scale=2, channels=16, n_blocks=1, refiner="none", global_skip=True, tile_size=64, overlap=16
+    )
+    args = ["--model", str(model), "--device", "cpu", "--precision", "fp32"]
+    runner = CliRunner()
+    up = runner.invoke(cli, ["-q", "upscale", str(root / "LR_x2" / "a.tif"), "-o", str(tmp_path / "up.tif"), *args])
+    assert up.exit_code == 0, up.output
+    upscaled = read(tmp_path / "up.tif")
+    assert upscaled.shape == (bands, 140, 180)
+    every = ["--bands", ",".join(str(b) for b in range(1, bands + 1))]
+    for name, extra in (("default", [] if bands < 3 else every), ("named", every)):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(
+            cli,
+            ["-q", "evaluate", "--data", str(root), "--split", "all", "--save-images", str(tmp_path / name),
+             "-o", str(out), *extra, *args],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert_same_pixels(read(tmp_path / name / "a.png"), upscaled)  # uint8: saved as PNG
+        assert np.isfinite(json.loads(out.read_text())["summary"]["mean"]["psnr"])
