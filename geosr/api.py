@@ -13,7 +13,7 @@ The defaults are the command line's: the bundled model for the scale (x4 when ne
 model card's tile size and overlap, device and precision "auto", consistency on. Errors are the exceptions of
 geosr.errors (``geosr.GeosrError`` and its subclasses, with one-line messages); an option that does not exist is a
 TypeError, as for any Python function. ``model`` is a bundled model's name, a model file, or a model from
-``load_model`` (which keeps its device and precision).
+``load_model`` (which keeps its device and precision: device= or precision= naming others is an OptionError).
 
 Options (keyword arguments, in input pixels where they are sizes), the same as `geosr upscale`'s: tile_size, overlap,
 batch_size, bands (1-based, in output order), value_range ((min, max) mapped to the model's range instead of
@@ -80,6 +80,32 @@ def load_model(
     return load_predictor(name_or_path, scale, device, precision, self_ensemble=self_ensemble)
 
 
+def _check_loaded(model: Predictor, device: str, precision: str) -> None:
+    """Raise OptionError where device= or precision= names other than a loaded model's own (which it keeps)."""
+    import torch
+
+    if device != "auto":
+        try:
+            want = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise OptionError(
+                f"device={device!r} names no device; use auto, cpu, cuda, cuda:N or mps", option="device"
+            ) from None
+        have = model.device
+        if want.type != have.type or (want.index is not None and want.index != have.index):
+            raise OptionError(
+                f"device={device!r}, but the model from geosr.load_model is on {have}; load it with "
+                f"geosr.load_model(..., device={device!r}), or leave device out",
+                option="device",
+            )
+    if precision != "auto" and precision != model.precision:
+        raise OptionError(
+            f"precision={precision!r}, but the model from geosr.load_model runs in {model.precision}; load it with "
+            f"geosr.load_model(..., precision={precision!r}), or leave precision out",
+            option="precision",
+        )
+
+
 def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:
     if isinstance(model, Predictor):
         if scale is not None and scale != model.scale:
@@ -88,6 +114,7 @@ def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str)
                 f"pass a x{scale} model or scale={model.scale}",
                 option="--scale",
             )
+        _check_loaded(model, device, precision)
         return model
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise OptionError(

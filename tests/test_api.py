@@ -274,4 +274,12 @@ def test_errors_are_geosr_exceptions(tmp_path, rgb_tif, tiny_model, model, make_
         geosr.upscale_array(rgb, model=123)
     with pytest.raises(geosr.OptionError, match="consistency 'no': must be True or False"):  # never read as True
         geosr.upscale_array(rgb, model=model, consistency="no")
+    # a loaded model keeps its device and precision: asking for others is an error, not silently ignored
+    with pytest.raises(geosr.OptionError, match=r"device='cuda', but the model .* is on cpu; load it with"):
+        geosr.upscale(rgb_tif, tmp_path / "p.tif", model=model, device="cuda")
+    with pytest.raises(geosr.OptionError, match=r"precision='bf16', but the model .* runs in fp32"):
+        geosr.upscale_array(rgb, model=model, precision="bf16")
+    with pytest.raises(geosr.OptionError, match="device='gpu' names no device"):
+        geosr.upscale_array(rgb, model=model, device="gpu")
+    assert geosr.upscale_array(rgb, model=model, device="cpu", precision="fp32").shape == (3, 40, 40)
     assert not (tmp_path / "p.tif").exists()
