@@ -41,6 +41,14 @@ class Predictor:
     model_sha256: str | None = None  # of the model file's bytes (geosr.checkpoint.model_sha256)
     path: str | None = None  # the model file (None for a model built in memory): where other processes load it
 
+    def __repr__(self) -> str:  # the generator's module tree is thousands of characters
+        params = sum(p.numel() for p in self.model.parameters())
+        ensemble = ", self_ensemble" if self.self_ensemble else ""
+        return (
+            f"<geosr model {self.source}: x{self.scale}, {self.channels} bands, {params / 1e6:.2f} M parameters, "
+            f"on {self.device} in {self.precision}{ensemble}>"
+        )
+
     @property
     def scale(self) -> int:
         return self.card.scale

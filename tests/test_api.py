@@ -52,6 +52,11 @@ def test_import_geosr_is_cheap_and_offers_the_api():
         geosr.no_such_function  # noqa: B018
 
 
+def test_a_loaded_model_says_what_it_is_in_one_line(model):
+    n = sum(p.numel() for p in model.model.parameters())
+    assert repr(model) == f"<geosr model tiny-x2.safetensors: x2, 3 bands, {n / 1e6:.2f} M parameters, on cpu in fp32>"
+
+
 # --- arrays equal files -----------------------------------------------------------------------------------------------
 
 
