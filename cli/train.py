@@ -6,6 +6,7 @@ module imports PyTorch, which ``geosr --help`` and the other commands need not l
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from dataclasses import fields
 from functools import partial
@@ -30,6 +31,7 @@ from geosr.cli.options import (
 )
 from geosr.cli.progress import progress_bar
 from geosr.cli.threads import threads_option
+from geosr.errors import OptionError
 
 if TYPE_CHECKING:
     from geosr.training.config import TrainConfig
@@ -80,6 +82,25 @@ def _setting_options(func):
             decorator = click.option(flag, f.name, type=click_type, default=None, metavar=metavar, help=help_text)
         func = decorator(func)
     return func
+
+
+@contextlib.contextmanager
+def _settings_checked(ctx: click.Context, overrides: dict[str, Any]):
+    """A setting out of range (training.config's ConfigError, "<setting> must ...") that the command line gave is a
+    usage error on its option (exit 2); one it did not give (a default, a config file's) names the option to set."""
+    from geosr.training.config import ConfigError
+
+    try:
+        yield
+    except ConfigError as exc:
+        name, _, rest = str(exc).partition(" ")
+        option = next((p for p in ctx.command.params if p.name == name and p.opts), None)
+        if option is None:
+            raise
+        flag = max(option.opts, key=len)
+        if name in overrides:
+            raise OptionError(rest if rest.startswith("must") else str(exc), option=flag) from None
+        raise ConfigError(f"{exc}; set {flag} (or {name} in the config file)") from None
 
 
 def _overrides(raw: dict[str, Any]) -> dict[str, Any]:
@@ -239,11 +260,13 @@ def train(
         saved = build_config(saved_file)
         overrides["out"] = str(resume_dir)
         saved.out = str(resume_dir)
-        cfg = resume_config(saved, overrides)
+        with _settings_checked(ctx, overrides):
+            cfg = resume_config(saved, overrides)
     else:
         if config_file is None and "data" not in overrides:
             raise click.UsageError("give --data DIR or a --config file that sets data")
-        cfg = build_config(config_file, overrides)
+        with _settings_checked(ctx, overrides):
+            cfg = build_config(config_file, overrides)
     cfg = _absolute(cfg)
     if print_config:
         click.echo(cfg.to_toml(), nl=False)

@@ -86,17 +86,32 @@ def test_errors(tmp_path, scenes):
     assert result.exit_code == 1 and "scale belongs in [model]" in result.output
     result = train("--data", scenes, "--bands", "1,x")
     assert result.exit_code == 2 and "expected 1-based band numbers separated by commas" in result.output
+    # a value out of range given on the command line is a usage error on its option (exit 2); one it did not give
+    # (the default patch 256 at x3, or a config file's) a failure that names the option and the setting
     result = train("--data", scenes, "--patch-size", "33", "--scale", "2")
-    assert result.exit_code == 1 and "patch_size must be a multiple of the scale" in result.output
+    assert (
+        result.exit_code == 2 and "Invalid value for '--patch-size': must be a multiple of the scale" in result.output
+    )
+    result = train("--data", scenes, "--scale", "3")
+    assert (
+        result.exit_code == 1
+        and "the scale (3) and at least 32 (the discriminator's minimum), got 256; set "
+        "--patch-size (or patch_size in the config file)"
+        in result.output
+    )
+    (tmp_path / "patch.toml").write_text(f'[data]\ndata = "{scenes}"\npatch_size = 30\n')
+    result = train("--config", tmp_path / "patch.toml")
+    assert result.exit_code == 1 and "got 30; set --patch-size (or patch_size in the config file)" in result.output
     result = train("--resume", tmp_path)
     assert result.exit_code == 2 and "not a geosr run folder" in result.output
     for args, message in (
-        (("--lr-g", "-1"), "lr_g and lr_d must be positive, got -1.0 and"),
-        (("--val-images", "-1"), "val_images must be >= 0, got -1"),
-        (("--grad-clip", "0"), "grad_clip must be positive, got 0.0"),
-    ):  # each setting named with the value given
+        (("--lr-g", "-1"), "'--lr-g': lr_g and lr_d must be positive, got -1.0 and"),
+        (("--val-images", "-1"), "'--val-images': must be >= 0, got -1"),
+        (("--grad-clip", "0"), "'--grad-clip': must be positive, got 0.0"),
+    ):  # each option named with the value given
         result = train("--data", scenes, "--out", tmp_path / "r4", *TINY, *args)
-        assert result.exit_code == 1 and message in result.output, result.output
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "r4").exists()
     result = train("--data", scenes, "--out", tmp_path / "r3", "--bands", "1,2,5", "--perceptual-weight", "0", *TINY)
     assert result.exit_code == 1 and "has 3 bands; --bands takes 1-based indices up to 3" in result.output
 
@@ -139,6 +154,7 @@ def test_extra_data_errors(tmp_path, scenes):
     assert "has 1 band, training takes bands 1,2,3: write 3-band tiles, or choose --bands" in refused(
         "--extra-data", pan
     )
-    assert "extra_repeat must be at least 1, got 0" in refused("--extra-data", pan, "--extra-repeat", "0")
+    result = train("--data", scenes, "--out", tmp_path / "r", "--extra-data", pan, "--extra-repeat", "0", *TINY)
+    assert result.exit_code == 2 and "'--extra-repeat': must be at least 1, got 0" in result.output
     assert "is given twice" in refused("--extra-data", pan, "--extra-data", pan)
     assert "overlaps the --data folder" in refused("--extra-data", scenes)
