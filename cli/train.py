@@ -160,6 +160,14 @@ class _Bar:
                 )
                 if len(info.get("sources", ())) > 1:
                     click.echo("training items: " + "; ".join(f"{n} from {p}" for p, n in info["sources"]), err=True)
+            if info["step"] >= info["total"]:  # a resumed run at its end already: no bar of "9/5 steps (180%)"
+                if not self.quiet:
+                    click.echo(
+                        f"the run has trained {info['step']} steps and stops at step {info['total']} (--max-steps "
+                        "or --epochs): nothing to train; give a larger --max-steps or --epochs to continue it",
+                        err=True,
+                    )
+                return
             self.bar = progress_bar(
                 total=info["total"], initial=info["step"], unit="step", disable=self.quiet, dynamic_ncols=True
             )

@@ -63,6 +63,14 @@ def test_a_short_run_then_resume_from_the_command_line(tmp_path, scenes):
     assert not (tmp_path / "other").exists() and read_card(out / "last.safetensors").training["steps"] == 3
     result = train("--resume", out, "-o", out, "--max-steps", "3")  # its own folder: as without -o
     assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["train", "--resume", str(out), "--max-steps", "2"])  # not quiet: its message
+    assert (
+        result.exit_code == 0
+        and "trained 3 steps and stops at step 2 (--max-steps or --epochs): nothing to train; give a larger --max-steps"
+        in result.output
+        and "3/2" not in result.output
+    )
+    assert read_card(out / "last.safetensors").training["steps"] == 3
     result = train("--data", scenes, "--out", out, "--max-steps", "2", *TINY)
     assert result.exit_code == 1 and f"--resume {out}" in result.output
 
