@@ -11,9 +11,10 @@
 
 The defaults are the command line's: the bundled model for the scale (x4 when neither model nor scale is given), the
 model card's tile size and overlap, device and precision "auto", consistency on. Errors are the exceptions of
-geosr.errors (``geosr.GeosrError`` and its subclasses, with one-line messages); an option that does not exist is a
-TypeError, as for any Python function. ``model`` is a bundled model's name, a model file, or a model from
-``load_model`` (which keeps its device and precision: device= or precision= naming others is an OptionError).
+geosr.errors (``geosr.GeosrError`` and its subclasses, with one-line messages that name the keyword arguments); an
+option that does not exist is a TypeError, as for any Python function. ``model`` is a bundled model's name, a model
+file, or a model from ``load_model`` (which keeps its device and precision: device= or precision= naming others is an
+OptionError).
 
 Options (keyword arguments, in input pixels where they are sizes), the same as `geosr upscale`'s: tile_size, overlap,
 batch_size, bands (1-based, in output order), value_range ((min, max) mapped to the model's range instead of
@@ -23,9 +24,11 @@ bbox ((minx, miny, maxx, maxy)), aoi_crs, cog, compress, overwrite, panel_width.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -38,7 +41,7 @@ from geosr.aoi import AOI, bbox_aoi, load_aoi
 from geosr.arraylayout import dataarray_grid, dataarray_layout, numpy_layout, upscaled_coords
 from geosr.arrays import upscale_in_layout
 from geosr.batch import BatchJob, BatchSummary, check_exclusions, run_batch
-from geosr.errors import ModelFileError, OptionError, RasterError
+from geosr.errors import GeosrError, ModelFileError, OptionError, RasterError
 from geosr.lazy import fixed_radiometry, is_dask_array, model_ref, upscale_lazy
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback
@@ -58,9 +61,41 @@ _FILE_OPTIONS = tuple(f.name for f in fields(UpscaleOptions)) + ("bbox", "aoi_cr
 _ARRAY_OPTIONS = ("tile_size", "overlap", "batch_size", "bands", "consistency", "panel_width")
 
 
+# The keyword names of the options above and of the functions below; boolean ones among them are written name=True
+# (--no-NAME: name=False) in messages for Python callers.
+_KEYWORDS = set(_FILE_OPTIONS) | {"scale", "model", "device", "precision", "skip_existing", "self_ensemble", "nodata"}
+_BOOLEANS = {f.name for f in fields(UpscaleOptions) if isinstance(f.default, bool)} | {"skip_existing", "self_ensemble"}
+_FLAG = re.compile(r"(?<![\w-])--(no-)?([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def _keyword(match: re.Match) -> str:
+    name = match.group(2).replace("-", "_")
+    if name not in _KEYWORDS:
+        return match.group(0)
+    return f"{name}={not match.group(1)}" if name in _BOOLEANS else name
+
+
+def _python_messages(func):
+    """The public functions' GeosrError messages name keyword arguments (``overwrite=True``, ``tile_size``) where
+    the library's name the command line's options (``--overwrite``, ``--tile-size``); the exception stays the same
+    (its ``option`` too)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except GeosrError as exc:
+            if exc.args and isinstance(exc.args[0], str):
+                exc.args = (_FLAG.sub(_keyword, exc.args[0]), *exc.args[1:])
+            raise
+
+    return wrapper
+
+
 # --- models ---------------------------------------------------------------------------------------------------------
 
 
+@_python_messages
 def load_model(
     name_or_path: PathLike | None = None,
     device: str = "auto",
@@ -174,6 +209,7 @@ def _file_options(where: str, options: dict[str, Any]) -> UpscaleOptions:
 # --- files ----------------------------------------------------------------------------------------------------------
 
 
+@_python_messages
 def upscale(
     src: PathLike,
     dst: PathLike,
@@ -206,6 +242,7 @@ def upscale(
     return result
 
 
+@_python_messages
 def upscale_folder(
     src: PathLike | Sequence[PathLike],
     dst: PathLike,
@@ -255,6 +292,7 @@ def upscale_folder(
 # --- arrays ---------------------------------------------------------------------------------------------------------
 
 
+@_python_messages
 def upscale_array(
     array: np.ndarray,
     scale: int | None = None,
@@ -292,6 +330,7 @@ def upscale_array(
     return upscale_in_layout(array, layout, predictor, opts, nodata=nodata)
 
 
+@_python_messages
 def upscale_dataarray(
     da: Any,
     scale: int | None = None,

@@ -254,8 +254,12 @@ def test_errors_are_geosr_exceptions(tmp_path, rgb_tif, tiny_model, model, make_
     with pytest.raises(geosr.ModelFileError, match="no such model"):
         geosr.load_model(tmp_path / "nope.safetensors")
     (tmp_path / "o.tif").write_bytes(b"")
-    with pytest.raises(geosr.OutputExistsError):
+    # messages name keyword arguments, not the command line's options
+    with pytest.raises(geosr.OutputExistsError, match=r"pass overwrite=True to replace it \(or skip_existing=True"):
         geosr.upscale(rgb_tif, tmp_path / "o.tif", model=model)
+    with pytest.raises(geosr.OptionError, match="card .*: lower overlap or give tile_size$") as caught:
+        geosr.upscale(rgb_tif, tmp_path / "p.tif", model=model, overlap=30)
+    assert caught.value.option == "--overlap" and "--" not in str(caught.value)
     with pytest.raises(geosr.RasterError, match="band"):
         geosr.upscale(rgb_tif, tmp_path / "p.tif", model=model, bands=[4])
     with pytest.raises(geosr.OptionError, match="expected a sequence"):
