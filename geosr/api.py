@@ -30,7 +30,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,13 +280,18 @@ def upscale_folder(
         Path(report) if report else None,
     )
 
+    def python(result: FileResult) -> FileResult:  # its message in keyword arguments, as the errors' (see above)
+        return replace(result, message=_FLAG.sub(_keyword, result.message)) if result.message else result
+
     def each(result: FileResult) -> None:
         if result.status == "failed":
-            log.warning("%s", result.message)
+            log.warning("%s", python(result).message)
         if on_result is not None:
-            on_result(result)
+            on_result(python(result))
 
-    return run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress, on_result=each)
+    summary = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress, on_result=each)
+    summary.results = [python(r) for r in summary.results]
+    return summary
 
 
 # --- arrays ---------------------------------------------------------------------------------------------------------

@@ -192,6 +192,12 @@ def test_upscale_folder_reports_a_failing_file(tmp_path, make_geotiff, synthetic
     [failed] = [f for f in report["files"] if f["status"] == "failed"]
     assert failed["input"] == str((tiles / "b.tif").absolute()) and "b.tif" in failed["message"]
     assert report["settings"]["compress"] == "zstd" and report["settings"]["tile_size"] == 32
+    seen.clear()  # again: the outputs exist, and the results say what to pass in Python's words
+    summary = geosr.upscale_folder(tiles, tmp_path / "out", model=model, on_result=seen.append)
+    done = [r for r in summary.results if "a.tif" in str(r.src)] + [r for r in seen if "a.tif" in str(r.src)]
+    assert [r.message.split("; ", 1)[1] for r in done] == [
+        "pass overwrite=True to replace it (or skip_existing=True to keep it)"
+    ] * 2
 
 
 # --- DataArrays -------------------------------------------------------------------------------------------------------
