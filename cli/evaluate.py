@@ -147,7 +147,7 @@ def evaluate(
     geosr evaluate --model runs/x4/best.safetensors --data ../shared/data/ucmerced --split val
     """
     from geosr.checkpoint import load_generator, model_sha256, read_card
-    from geosr.datasets import spread
+    from geosr.datasets import check_pairs, spread
     from geosr.device import resolve_device, resolve_precision
     from geosr.evaluation import evaluate_images
     from geosr.evaluation_report import Report
@@ -166,6 +166,7 @@ def evaluate(
     k = calibration_factor(card, model_sha256(path)) if uncertainty else None
     self_ensemble = self_ensemble or uncertainty  # the map's output is the self-ensemble's mean
     scale = card.scale
+    check_pairs(images.layout, items, scale)
     bands = _model_bands(bands, items, card.config.in_channels)
 
     bar = progress_bar(total=len(items), unit="image", disable=verbosity(ctx) < 0, leave=False, dynamic_ncols=True)

@@ -263,6 +263,8 @@ def train(
                 "-o, or copy the run folder there and resume the copy"
             )
         saved_file = resume_dir / "config.toml"
+        if not resume_dir.is_dir():
+            raise click.BadParameter(f"{resume_dir}: no such run folder", param_hint="--resume")
         if not saved_file.is_file():
             raise click.BadParameter(f"{resume_dir} is not a geosr run folder (no config.toml)", param_hint="--resume")
         saved = build_config(saved_file)
@@ -288,7 +290,9 @@ def train(
         bar.close()
     if result.rank == 0 and verbosity(ctx) >= 0:
         best = f", best val PSNR {result.best_psnr:.3f} dB" if result.best_psnr is not None else ""
-        click.echo(f"{result.steps} steps (stopped by {result.stopped}){best}; model file: {result.model}")
+        why = {"interrupted": "interrupted", "epochs": "its --epochs done"}.get(result.stopped)
+        why = why or f"stopped by --{result.stopped.replace('_', '-')}"  # --max-steps, --max-minutes
+        click.echo(f"{result.steps} steps ({why}){best}; model file: {result.model}")
     if result.stopped == "interrupted":
         if result.rank == 0:
             click.echo(

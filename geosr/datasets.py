@@ -23,6 +23,7 @@ or file and the remedy.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -161,9 +162,25 @@ def detect_layout(root: Path) -> str:
         raise DataError(
             f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in the folder and its sub-folders)"
         )
-    if all(_ucmerced_number(p, root) is not None for p in paths):
+    named = [_ucmerced_number(p, root) is not None for p in paths]
+    if all(named):
         return "ucmerced"
+    if sum(named) >= 0.9 * len(paths) and root.resolve() not in _WARNED:
+        _WARNED.add(root.resolve())
+        stray = next(p for p, ok in zip(paths, named) if not ok)
+        others = len(paths) - sum(named) - 1
+        logging.getLogger("geosr").warning(
+            "%s: %s not named as UC Merced names its images (<class>/<class>NN.tif), so the data set is split by "
+            "the folder rule (%s), not UC Merced's standard split; rename or move %s to keep the standard split",
+            root,
+            f"{stray} and {others} other files are" if others else f"{stray} is",
+            split_rule("folders"),
+            "them" if others else "it",
+        )
     return "folders"
+
+
+_WARNED: set[Path] = set()  # data folders whose near-UC Merced naming was warned about (once per process)
 
 
 def find_images(root: str | Path, split: str = "all") -> ImageSet:
@@ -201,6 +218,33 @@ def find_images(root: str | Path, split: str = "all") -> ImageSet:
         items = [ImageItem(p, _label(p, root)) for p in paths if split in (splits[p], "all")]
     items.sort(key=lambda it: (it.label, it.path.name))
     return ImageSet(root=root, layout=layout, split=split, items=tuple(items))
+
+
+def check_pairs(layout: str, items: Sequence[ImageItem], scale: int) -> None:
+    """In the paired layout, every HR image of ``items`` needs its x``scale`` LR image when there is an LR_x<scale>
+    folder: raises DataError naming the first without and what was looked for. Without that folder the LR images are
+    made by bicubic downsampling of the HR images, with a warning."""
+    if layout != "paired" or not items:
+        return
+    missing = [item for item in items if item.lr_path(scale) is None]
+    if not missing:
+        return
+    first = missing[0].path
+    hr_root = first.parents[len(Path(missing[0].label).parts) if missing[0].label else 0]
+    lr_dir = hr_root.parent / f"LR_x{scale}"
+    if not lr_dir.is_dir():
+        logging.getLogger("geosr").warning(
+            "%s: no LR_x%d folder beside HR: the x%d LR images are made by bicubic downsampling of the HR images",
+            hr_root.parent,
+            scale,
+            scale,
+        )
+        return
+    raise DataError(
+        f"{first}: no x{scale} LR image in {lr_dir} (looked for {first.stem}.* and {first.stem}x{scale}.* in the "
+        f"same sub-folder); {len(missing)} of {len(items)} HR images lack one: name each LR image as its HR "
+        "image, or remove the HR images without one"
+    )
 
 
 def spread(items: Sequence[ImageItem], limit: int) -> list[ImageItem]:

@@ -123,7 +123,10 @@ def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -
     else:
         h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale
         if h < scale * 8 or w < scale * 8:
-            raise DataError(f"{item.path}: {hr.shape[-1]}x{hr.shape[-2]} pixels is too small for x{scale}")
+            raise DataError(
+                f"{item.path}: {hr.shape[-1]}x{hr.shape[-2]} pixels is too small for x{scale}, which measures images "
+                f"of at least {scale * 8}x{scale * 8} pixels; remove it from the data"
+            )
         hr = hr[:, :h, :w]
         lr = downscale(hr, scale, integer_range=integer_range(info.dtype))
     return Pair(item, hr, lr, radiometry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from testdata import smooth_image, write_image
 
-from geosr.datasets import default_bands, find_images, read_image, split_of_index, spread
+from geosr.datasets import check_pairs, default_bands, find_images, read_image, split_of_index, spread
 from geosr.errors import DataError
 
 
@@ -61,7 +62,7 @@ def test_class_folders_and_flat_folders(tmp_path):
     assert len(flat) == 3 and flat.classes == [""]
 
 
-def test_paired_layout_with_split_folders_and_lr_names(tmp_path):
+def test_paired_layout_with_split_folders_and_lr_names(tmp_path, caplog):
     rng = np.random.default_rng(2)
     for split in ("train", "val"):
         for i in range(2):
@@ -75,6 +76,23 @@ def test_paired_layout_with_split_folders_and_lr_names(tmp_path):
     assert item.lr_path(4).name == "0000x4.png" and item.lr_path(2).name == "0000.png"
     assert item.lr_path(3) is None
     assert len(find_images(tmp_path, "all")) == 4
+    check_pairs(val.layout, val.items, 4)  # complete
+    with caplog.at_level(logging.WARNING, logger="geosr"):
+        check_pairs(val.layout, val.items, 3)  # no LR_x3 folder: bicubic LR, said once
+    assert "no LR_x3 folder beside HR: the x3 LR images are made by bicubic downsampling" in caplog.text
+    (tmp_path / "val" / "LR_x2" / "0001.png").rename(tmp_path / "val" / "LR_x2" / "0001_x2.png")
+    val = find_images(tmp_path, "val")
+    with pytest.raises(DataError, match=r"0001.png: no x2 LR image in .*LR_x2 \(looked for 0001\.\* and 0001x2\.\*"):
+        check_pairs(val.layout, val.items, 2)
+
+
+def test_a_ucmerced_folder_with_a_stray_file_is_split_by_the_folder_rule_with_a_warning(scene_folder, caplog):
+    shutil.copy(scene_folder / "fields" / "fields00.tif", scene_folder / "fields" / "fields00 (copy).tif")
+    with caplog.at_level(logging.WARNING, logger="geosr"):
+        assert find_images(scene_folder, "train").layout == "folders"
+        find_images(scene_folder, "val")
+    assert caplog.text.count("not named as UC Merced names its images") == 1  # once per folder
+    assert "fields00 (copy).tif is not named" in caplog.text and "not UC Merced's standard split" in caplog.text
 
 
 def test_errors_name_the_folder_and_remedy(tmp_path):

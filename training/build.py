@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from geosr.checkpoint import init_from_model
-from geosr.datasets import ImageItem, ImageSet, default_bands, find_images, image_info, split_rule, spread
-from geosr.errors import DataError
+from geosr.checkpoint import init_from_model, read_card
+from geosr.datasets import (
+    ImageItem,
+    ImageSet,
+    check_pairs,
+    default_bands,
+    find_images,
+    image_info,
+    split_rule,
+    spread,
+)
+from geosr.errors import DataError, GeosrError
+from geosr.evaluation import load_pair
 from geosr.models import Discriminator, Generator
 from geosr.models.refiner import set_attention_dropout
 from geosr.training import distributed
@@ -63,6 +74,54 @@ class DataSetup:
         ]
 
 
+def warn_if_data_changed(paths: dict[str, Path], data: DataSetup) -> None:
+    """On resume: warn when the data's image counts differ from those the run's newest model file records (its
+    last.safetensors, else best.safetensors): the curve goes on over other images, its best compared across them."""
+    saved = [paths[k] for k in ("last", "best") if paths[k].is_file()]
+    if not saved:
+        return
+    newest = max(saved, key=lambda p: p.stat().st_mtime)
+    try:
+        training = read_card(newest).training
+    except GeosrError:
+        return
+    then = (training.get("train_images"), training.get("val_images"))
+    now = (len(data.train_set), len(data.val_items))
+    if then != now:
+        log.warning(
+            "%s: %d training and %d validation images now, %s and %s when the run wrote %s: the resumed run goes on "
+            "over other images, and its best model is chosen across both validation sets",
+            data.train_set.root,
+            *now,
+            *then,
+            newest.name,
+        )
+
+
+def _check_apart(val_data: str, data: str) -> None:
+    """--val-data must share no image with --data: a folder inside the other, or the same, would validate on
+    training images."""
+    val, train = Path(val_data).expanduser().resolve(), Path(data).expanduser().resolve()
+    if val.is_relative_to(train) or train.is_relative_to(val):
+        raise DataError(
+            f"--val-data {val_data} overlaps the --data folder {data}: the run would validate on images it trains "
+            "on; give a folder of other images, or leave --val-data out to validate on the val split of --data"
+        )
+
+
+def _check_val_images(items: list[ImageItem], scale: int, bands: list[int], *, given: bool) -> None:
+    """Every validation image read and made into its LR pair now, before the first step: one that cannot be (damaged,
+    too small, without a band trained on) would otherwise stop the run at its first validation."""
+    for item in items:
+        count = image_info(item.path).count
+        if max(bands) > count and not given:
+            raise DataError(
+                f"{item.path} (a validation image) has {count} band{'s' if count != 1 else ''}, training takes bands "
+                f"{','.join(map(str, bands))} of each image: remove it from the validation images, or choose --bands"
+            )
+        load_pair(item, scale, bands)
+
+
 def _extra_set(folder: str, bands: list[int]) -> ImageSet:
     """Every image of an --extra-data folder. Raises DataError (one line) for a missing folder, one without images,
     or one whose first image lacks a band trained on (the header of one image: cheap, and tiles of a sensor agree)."""
@@ -89,6 +148,7 @@ def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
     if not len(train_set):
         raise DataError(f"{cfg.data}: the train split is empty (split rule: {split_rule(train_set.layout)})")
     if cfg.val_data:
+        _check_apart(cfg.val_data, cfg.data)
         val_set = find_images(cfg.val_data, "all")
     else:
         val_set = find_images(cfg.data, "val")
@@ -97,7 +157,10 @@ def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
         log.warning(
             "%s has no validation images: no validation, no best model (last.safetensors is exported)", val_set.root
         )
+    check_pairs(train_set.layout, train_set.items, cfg.scale)
+    check_pairs(val_set.layout, val_items, cfg.scale)
     bands = list(cfg.bands) if cfg.bands else default_bands(train_set.items[0].path, 3)
+    _check_val_images(val_items, cfg.scale, bands, given=bool(cfg.bands))
     extra_sets = tuple(_extra_set(folder, bands) for folder in cfg.extra_data)
     items = list(train_set.items)
     for extra in extra_sets:
@@ -120,6 +183,7 @@ def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
         cache_mb=cfg.cache_mb,
         repeat=cfg.dataset_repeat,
         degrade=cfg.degrade,
+        bands_given=bool(cfg.bands),
     )
     batch = cfg.batch_size // ctx.world_size
     workers = resolve_workers(cfg.num_workers, ctx.device, dataset.cached, ctx.local_world_size)

@@ -65,6 +65,7 @@ class PatchDataset(Dataset):
         cache_mb: int = 4096,
         repeat: int = 1,
         degrade: float = 0.0,
+        bands_given: bool = True,
     ) -> None:
         if not items:
             raise DataError("no training images")
@@ -72,6 +73,7 @@ class PatchDataset(Dataset):
             raise DataError(f"patch size {patch_size} is not a multiple of the scale {scale}")
         self.scale, self.patch, self.bands = scale, patch_size, list(bands)
         self.seed, self.repeat, self.degrade = seed, repeat, degrade
+        self.bands_given = bands_given  # False: the default bands, which the messages then say
         described: dict[ImageItem, _Source] = {}  # an item listed several times (--extra-repeat) is read once
         for item in items:
             if item not in described:
@@ -105,6 +107,11 @@ class PatchDataset(Dataset):
 
     def _describe(self, item: ImageItem) -> _Source:
         info = image_info(item.path)
+        if max(self.bands) > info.count and not self.bands_given:
+            raise DataError(
+                f"{item.path} has {info.count} band{'s' if info.count != 1 else ''}, training takes bands "
+                f"{','.join(map(str, self.bands))} of each image: remove it from the data, or choose --bands"
+            )
         check_bands(item.path, info.count, self.bands)
         src = _Source(item, info.dtype, info.height, info.width, image_radiometry(item.path, self.bands))
         lr_path = item.lr_path(self.scale)

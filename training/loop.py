@@ -42,7 +42,7 @@ from torch import nn
 from geosr.datasets import split_rule
 from geosr.device import describe_hardware
 from geosr.training import distributed
-from geosr.training.build import DataSetup, Networks, build_data, build_networks
+from geosr.training.build import DataSetup, Networks, build_data, build_networks, warn_if_data_changed
 from geosr.training.card import RunFacts
 from geosr.training.config import TrainConfig
 from geosr.training.gan import discriminator_step, generator_step
@@ -200,6 +200,8 @@ def _fit(
 ) -> FitResult:
     run = setup_run(cfg, ctx, resume, vgg)  # refusals and the VGG19 weights before any data is decoded
     data = build_data(cfg, ctx)
+    if resume and ctx.is_main:
+        warn_if_data_changed(run.paths, data)
     nets = build_networks(cfg, ctx, run, data, resume)
     start = restore(cfg, ctx, run, nets.parts, resume)
     rec = Records(

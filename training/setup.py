@@ -98,11 +98,8 @@ def setup_run(cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg:
         raise ConfigError(str(exc)) from None
     run_dir = Path(cfg.out)
     paths = run_paths(run_dir)
-    if not resume and paths["state"].exists():
-        raise ConfigError(
-            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose another "
-            "-o/--output"
-        )
+    if not resume:
+        _check_new_run_dir(cfg, run_dir, paths)
     if cfg.batch_size % ctx.world_size:
         raise ConfigError(
             f"batch_size {cfg.batch_size} does not split evenly among {ctx.world_size} processes; use a multiple"
@@ -117,6 +114,30 @@ def setup_run(cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg:
         vgg = _load_vgg(cfg, ctx)  # first: without weights, fail before the data is decoded
     seed_all(cfg.seed)  # the same initial weights in every process
     return RunSetup(precision, val_precision, run_dir, paths, vgg if cfg.perceptual_weight > 0 else None)
+
+
+def _check_new_run_dir(cfg: TrainConfig, run_dir: Path, paths: dict[str, Path]) -> None:
+    """Raise ConfigError where a new run would write over another run's files (its state, models, log or config:
+    an earlier run whose checkpoints were removed, or a user's files of those names) or into a data folder."""
+    if paths["state"].exists():
+        raise ConfigError(
+            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, or choose another "
+            "-o/--output"
+        )
+    there = [p.name for role, p in paths.items() if role != "state" and p.exists()]
+    if there:
+        raise ConfigError(
+            f"{run_dir} already holds {', '.join(there)} (an earlier run's, without its checkpoints/state.pt to "
+            "resume); a new run would replace them: choose another -o/--output, or move them away"
+        )
+    out = run_dir.resolve()
+    folders = [("--data", cfg.data), ("--val-data", cfg.val_data), *[("--extra-data", e) for e in cfg.extra_data]]
+    for option, folder in folders:
+        if folder is not None and out.is_relative_to(Path(folder).resolve()):
+            raise ConfigError(
+                f"-o/--output {run_dir} lies in the {option} folder {folder}: the run's files would mix with the "
+                "images; choose an output folder outside it"
+            )
 
 
 def _load_vgg(cfg: TrainConfig, ctx: distributed.DistContext) -> VGGFeatures:

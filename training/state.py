@@ -108,6 +108,8 @@ def _load_problem(exc: BaseException) -> str:
     """What torch.load found wrong, on one line, in whole sentences: for a file it refuses to unpickle, the paragraph
     that names what the file holds (not PyTorch's advice to load it unsafely)."""
     text = str(exc)
+    if isinstance(exc, EOFError) or "failed finding central directory" in text or "Unsupported operand" in text:
+        return "the file is cut short, damaged or no PyTorch file"
     if text.startswith("Weights only load failed"):
         paragraphs = [p for p in text.split("\n\n")[1:] if p.strip() and "documentation" not in p]
         if paragraphs:

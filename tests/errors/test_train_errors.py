@@ -8,11 +8,13 @@ split, a missing data folder, bad config files and bands out of range.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from badinput import (
@@ -268,3 +270,110 @@ def test_ctrl_c_saves_the_state_at_the_current_step_and_exits_130(tmp_path, scen
     result = train("--resume", out, "--max-steps", str(len(steps) + 1))
     assert result.exit_code == 0, result.output
     assert state_step(out) == len(steps) + 1
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (not_a_raster, "not a raster GDAL can read"),
+        (corrupt_tiles, "the file is damaged"),
+        (
+            lambda p: write_geotiff(p, image(3, 12, 20)),
+            "20x12 pixels is too small for x2, which measures images of at least 16x16",
+        ),
+        (lambda p: write_geotiff(p, image(1, 40, 40)), "(a validation image) has 1 band, training takes bands 1,2,3"),
+    ],
+    ids=["not-a-raster", "corrupt-tiles", "too-small", "one-band"],
+)
+def test_a_bad_validation_image_is_named_before_the_first_step(tmp_path, scenes, make, message):
+    """The val split's images are read (and made into LR pairs) up front, like the training images: a bad one would
+    otherwise stop the run at its first validation, after the steps and before any state or model is saved."""
+    bad = make(scenes / "roofs" / "roofs50.tif")
+    out = tmp_path / "run"
+    refused(train("--data", scenes, "--out", out, "--max-steps", "2", *TINY), 1, str(bad), message)
+    assert not out.exists()
+
+
+def test_a_new_run_never_replaces_another_runs_files_or_writes_into_the_data(tmp_path, scenes):
+    out = tmp_path / "run"
+    assert train("--data", scenes, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    (out / "checkpoints" / "state.pt").unlink()  # space freed after the run: its models and log stay
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    refused(
+        train("--data", scenes, "--out", out, "--max-steps", "1", *TINY),
+        1,
+        f"{out} already holds config.toml, log.csv, best.safetensors, last.safetensors",
+        "choose another -o/--output",
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "log.csv").write_text("my notes\n")
+    refused(train("--data", scenes, "--out", mine, "--max-steps", "1", *TINY), 1, "already holds log.csv")
+    assert (mine / "log.csv").read_text() == "my notes\n"
+    for inside, option in ((scenes / "runs" / "a", "--data"), (tmp_path / "val" / "run", "--val-data")):
+        (tmp_path / "val" / "fields").mkdir(parents=True, exist_ok=True)
+        write_geotiff(tmp_path / "val" / "fields" / "v.tif", image(3, 40, 40))
+        refused(
+            train("--data", scenes, "--val-data", tmp_path / "val", "--out", inside, "--max-steps", "1", *TINY),
+            1,
+            f"lies in the {option} folder",
+            "choose an output folder outside it",
+        )
+        assert not inside.exists()
+
+
+def test_validation_data_that_overlaps_the_training_data_is_refused(tmp_path, scenes):
+    for val in (scenes, scenes / "roofs"):
+        refused(
+            train("--data", scenes, "--val-data", val, "--out", tmp_path / "run", "--max-steps", "1", *TINY),
+            1,
+            f"--val-data {val} overlaps the --data folder {scenes}",
+            "validate on images it trains on",
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_paired_data_with_lr_images_of_other_names_is_refused(tmp_path):
+    root = tmp_path / "pairs"
+    for i in range(10):
+        hr = image(3, 40, 40, seed=i)
+        write_geotiff(root / "HR" / f"{i:04d}.tif", hr)
+        write_geotiff(root / "LR_x2" / f"{i:04d}{'_x2' if i == 3 else ''}.tif", np.ascontiguousarray(hr[:, ::2, ::2]))
+    refused(
+        train("--data", root, "--out", tmp_path / "run", "--max-steps", "1", *TINY),
+        1,
+        f"{root / 'HR' / '0003.tif'}: no x2 LR image in {root / 'LR_x2'} (looked for 0003.* and 0003x2.*",
+        "1 of 8 HR images lack one",
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_images_with_fewer_bands_than_the_default_are_named_with_the_bands_trained_on(tmp_path, scenes):
+    write_geotiff(scenes / "roofs" / "roofs01.tif", image(1, 40, 40))
+    refused(
+        train("--data", scenes, "--out", tmp_path / "run", "--max-steps", "1", *TINY),
+        1,
+        "roofs01.tif has 1 band, training takes bands 1,2,3 of each image: remove it from the data, or choose --bands",
+    )
+
+
+def test_resume_of_a_missing_folder_or_a_garbage_state(tmp_path, scenes):
+    refused(train("--resume", tmp_path / "nope"), 2, "nope: no such run folder")
+    out = tmp_path / "run"
+    assert train("--data", scenes, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    (out / "checkpoints" / "state.pt").write_bytes(b"\x80\x02 not a state")
+    refused(train("--resume", out, "--max-steps", "2"), 1, "the file is cut short, damaged or no PyTorch file")
+
+
+def test_resume_over_changed_data_warns(tmp_path, scenes, caplog):
+    out = tmp_path / "run"
+    assert train("--data", scenes, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    write_geotiff(scenes / "roofs" / "roofs04.tif", image(3, 40, 40, seed=9))  # one more training image
+    with caplog.at_level(logging.WARNING, logger="geosr"):
+        assert run("train", "--resume", out, "--max-steps", "2").exit_code == 0  # not quiet: its warnings
+    assert "9 training and 2 validation images now, 8 and 2 when the run wrote last.safetensors" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geosr"):  # the same data as the last export: no warning
+        assert run("train", "--resume", out, "--max-steps", "3").exit_code == 0
+    assert "images now" not in caplog.text
