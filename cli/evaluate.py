@@ -163,7 +163,8 @@ def evaluate(
     items = spread(images.items, max_images)
     _check_outputs(out, save_images, preview, path, images.root, items, overwrite)
     model, card = load_generator(path, device=dev)
-    k = calibration_factor(card, model_sha256(path)) if uncertainty else None
+    sha256 = model_sha256(path)
+    k = calibration_factor(card, sha256) if uncertainty else None
     self_ensemble = self_ensemble or uncertainty  # the map's output is the self-ensemble's mean
     scale = card.scale
     check_pairs(images.layout, items, scale)
@@ -197,6 +198,7 @@ def evaluate(
         results=results,
         consistency=consistency,
         self_ensemble=self_ensemble,
+        model_sha256=sha256,
     )
     click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
     _show_and_write(report, uncertainty, out)

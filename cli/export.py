@@ -1,15 +1,17 @@
 """`geosr export`: turn a training run's model file into a model to publish: a smaller dtype, a name, measured metrics.
 
-    geosr export runs/x4/best.safetensors -o degan-x4.safetensors --name degan-x4 --dtype fp16
-    geosr evaluate -m degan-x4.safetensors -d UCMerced_LandUse/Images --split val -o val.json
-    geosr export degan-x4.safetensors -o degan-x4.safetensors --metrics val.json --overwrite
+    geosr export runs/x4/best.safetensors -o degan-x4-fp16.safetensors --name degan-x4 --dtype fp16
+    geosr evaluate -m degan-x4-fp16.safetensors -d UCMerced_LandUse/Images --split val -o val.json
+    geosr export degan-x4-fp16.safetensors -o degan-x4.safetensors --metrics val.json
 
 The metrics come from a `geosr evaluate` report of the exported file itself, so the card states what the published
-weights (after the cast to fp16) measure.
+weights (after the cast to fp16) measure: a report of any other model file is refused, and so is an output that is
+the input (an export never rewrites the model it reads, --overwrite or not).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,13 +21,14 @@ import click
 from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
     NonEmptyPath,
+    checked,
     output_option,
     overlap_option,
     overwrite_option,
     tile_size_option,
     verbosity_options,
 )
-from geosr.errors import GeosrError
+from geosr.errors import GeosrError, OptionError
 
 if TYPE_CHECKING:
     from geosr.checkpoint import ModelCard
@@ -35,6 +38,16 @@ DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # --dtype: 
 
 class ExportError(GeosrError):
     """A model that cannot be exported as asked."""
+
+
+def _model_name(value: str) -> str:
+    """--name: any text but an empty or blank one (the name `--model NAME` finds, and what geosr info shows)."""
+    if not value.strip():
+        raise OptionError(
+            "an empty or blank model name; give --name a name (e.g. degan-x4), or leave --name out to keep the card's",
+            option="--name",
+        )
+    return value
 
 
 @click.command()
@@ -53,13 +66,17 @@ class ExportError(GeosrError):
     show_default=True,
     help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).",
 )
-@click.option("--name", help="Model name in the card (the name `--model NAME` finds when bundled).")
+@click.option(
+    "--name",
+    callback=checked(_model_name),
+    help="Model name in the card (the name `--model NAME` finds when bundled).",
+)
 @click.option("--description", help="One-line description in the card.")
 @click.option(
     "--metrics",
     "report",
     type=NonEmptyPath(dir_okay=False, path_type=Path),
-    help="A `geosr evaluate -o FILE.json` report of this model: its mean goes into the card.",
+    help="A `geosr evaluate -o FILE.json` report of this model file (MODEL itself): its mean goes into the card.",
 )
 @tile_size_option("Recommended tile size in input pixels [the model's].")
 @overlap_option(
@@ -78,7 +95,7 @@ class ExportError(GeosrError):
     type=float,
     help="With --deepness: the imagery's resolution in cm per pixel, Deepness's processing resolution.",
 )
-@overwrite_option("Replace an existing output file.")
+@overwrite_option("Replace an existing output file (never MODEL itself).")
 @verbosity_options
 @click.pass_context
 @handle_errors
@@ -101,14 +118,16 @@ def export(
 ) -> None:
     """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics; or,
     to a .onnx output, its generator as ONNX (docs/onnx.md)."""
-    from geosr.raster import check_output_file
+    from geosr.checkpoint import model_file
+    from geosr.raster import check_output_file, size_str
 
     if out.suffix.lower() not in (".safetensors", ".onnx"):
         raise click.UsageError(
             f"{out}: geosr export writes a geosr model (.safetensors) or ONNX (.onnx), chosen by "
             "the name; name the output FILE.safetensors or FILE.onnx"
         )
-    check_output_file(out, overwrite=overwrite)
+    source = model_file(model)
+    check_output_file(out, overwrite=overwrite, source=source)  # never the input, even with --overwrite
     if out.suffix.lower() == ".onnx":
         _to_onnx(
             ctx,
@@ -130,7 +149,14 @@ def export(
 
     net, card = load_generator(model)
     card = _edited_card(
-        card, name=name, description=description, tile_size=tile_size, overlap=overlap, report=report, notes=notes
+        card,
+        source,
+        name=name,
+        description=description,
+        tile_size=tile_size,
+        overlap=overlap,
+        report=report,
+        notes=notes,
     )
     card.validate(str(out))
     target = getattr(torch, DTYPES[dtype])
@@ -140,8 +166,7 @@ def export(
             if value.is_floating_point() and value.abs().max() > limit:
                 raise ExportError(f"{model}: weight {key} exceeds the {dtype} range ({limit:g}); export as fp32")
     save_generator(out, net, card, dtype=target)
-    size = out.stat().st_size / 1e6
-    click.echo(f"{out}: {card.name}, x{card.scale}, {dtype}, {size:.1f} MB")
+    click.echo(f"{out}: {card.name}, x{card.scale}, {dtype}, {size_str(out.stat().st_size)}")
 
 
 def _to_onnx(ctx: click.Context, model: str, out: Path, **export: Any) -> None:
@@ -165,14 +190,16 @@ def _to_onnx(ctx: click.Context, model: str, out: Path, **export: Any) -> None:
             "them first, then that file to .onnx"
         )
     from geosr.onnx import export_onnx
+    from geosr.raster import size_str
 
     result = export_onnx(model, out, **export)
     shape = " x ".join(map(str, result.input_shape))
-    click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {result.size_bytes / 1e6:.1f} MB")
+    click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {size_str(result.size_bytes)}")
 
 
 def _edited_card(
     card: ModelCard,
+    model: Path,
     *,
     name: str | None,
     description: str | None,
@@ -181,8 +208,8 @@ def _edited_card(
     report: Path | None,
     notes: tuple[str, ...],
 ) -> ModelCard:
-    """``card`` with the options' edits: name, description, tiling (an overlap defaults to a quarter of a given tile
-    size), the metrics of a geosr evaluate report, training notes added."""
+    """``card`` (of the model file ``model``) with the options' edits: name, description, tiling (an overlap defaults
+    to a quarter of a given tile size), the metrics of a geosr evaluate report of ``model``, training notes added."""
     from geosr.evaluation_report import card_metrics
     from geosr.limits import default_overlap
 
@@ -199,6 +226,38 @@ def _edited_card(
         changes["overlap"] = overlap
     if report is not None:
         changes["metrics"] = card_metrics(report, card.scale)
+        _check_report_model(report, model)
     if notes:
         changes["training"] = {**card.training, "notes": [*card.training.get("notes", []), *notes]}
     return replace(card, **changes)
+
+
+def _check_report_model(report: Path, model: Path) -> None:
+    """Raise ExportError (option --metrics) unless the geosr evaluate report ``report`` (already read once by
+    card_metrics) measured the model file ``model``.
+
+    A report that records its model's SHA-256 (``model_sha256``) must record ``model``'s; otherwise the model path it
+    records must name ``model``'s file (links, ``..`` and hard links resolved), read as given, or, when relative, from
+    this folder or from the report's (where geosr evaluate ran when it wrote the report beside it).
+    """
+    from geosr.checkpoint import model_sha256
+    from geosr.raster import same_file
+
+    doc = json.loads(report.read_text())
+    measured, sha = doc.get("model"), doc.get("model_sha256")
+    remedy = f"evaluate this model (geosr evaluate -m {model} ... -o FILE.json) or pass its own report"
+    if isinstance(sha, str):
+        own = model_sha256(model)
+        if sha.lower() != own:
+            raise ExportError(
+                f"{report}: a report of {measured} (SHA-256 {sha[:12]}...), not of {model} (SHA-256 "
+                f"{own[:12]}...); {remedy}",
+                option="--metrics",
+            )
+        return
+    if not isinstance(measured, str) or not measured:
+        raise ExportError(f"{report}: the report names no model file; {remedy}", option="--metrics")
+    named = Path(measured)
+    if any(same_file(p, model) for p in (named, report.parent / named) if p.exists()):
+        return
+    raise ExportError(f"{report}: a report of {measured}, not of {model}; {remedy}", option="--metrics")

@@ -166,13 +166,38 @@ def save_generator(
     return atomic_write(path, safetensors_bytes(tensors, metadata=metadata), what="the model file")
 
 
+RUN_MODEL_FILES = (
+    ("best.safetensors", "the best by validation"),
+    ("last.safetensors", "the last step"),
+)  # the model files geosr train writes in its run folder, and what each holds
+
+
+def model_file(spec: str | os.PathLike) -> Path:
+    """The model file ``spec`` names (a path, or a bundled model's name: geosr.bundled.resolve_model).
+
+    Raises ModelFileError for a name that is neither, and for a folder; the message for a geosr training run's folder
+    names the model files in it (best.safetensors, last.safetensors) to give instead.
+    """
+    path = resolve_model(spec)
+    if not path.is_dir():
+        return path
+    found = [(path / name, what) for name, what in RUN_MODEL_FILES if (path / name).is_file()]
+    if not found:
+        raise ModelFileError(
+            f"{path}: is a folder, not a model file; give a geosr .safetensors model file or a bundled model's name "
+            "(geosr info lists them)"
+        )
+    choices = " or ".join(f"{file} ({what})" for file, what in found)
+    raise ModelFileError(f"{path}: a training run's folder, not a model file; give {choices}")
+
+
 def read_card(path: str | os.PathLike, *, weights: bool = False) -> ModelCard:
     """The model card of a model file (or bundled model name), validated; the weights are not read.
 
     weights: also check the tensors the header lists against the card's architecture (names, shapes, dtypes; see
     check_weights), still without reading them. Raises ModelFileError.
     """
-    path = resolve_model(path)
+    path = model_file(path)
     header = read_header(path)
     card = _card_from_header(path, header)
     if weights:
@@ -240,7 +265,7 @@ def _read_weights(
     nothing keeps the file's memory map alive), 4-D ones in ``memory_format``, refused if any value is NaN or
     infinite.
     """
-    path = resolve_model(spec)
+    path = model_file(spec)
     header = read_header(path)
     card = _card_from_header(path, header)
     model = _meta_generator(card.config)

@@ -77,6 +77,7 @@ class Report:
     )
     consistency: bool | None = None  # whether the model's output was corrected for consistency (None: no model)
     self_ensemble: bool | None = None  # whether each tile was the mean over its 8 flips and transposes (None: no model)
+    model_sha256: str | None = None  # of the model file's bytes: what geosr export --metrics matches the report by
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
         return summarise(self.results)
@@ -88,6 +89,7 @@ class Report:
             "split": self.split,
             "scale": self.scale,
             "model": self.model,
+            "model_sha256": self.model_sha256,
             "protocol": self.protocol,
             "consistency": self.consistency,
             "self_ensemble": self.self_ensemble,

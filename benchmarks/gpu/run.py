@@ -883,11 +883,14 @@ def step_evaluate(r: Run, scale: int) -> None:
     baseline = r.work / f"eval_shipped_x{scale}.json"
     if r.left() > 30:
         r.run(evaluate_log, geosr + evaluate + ["-m", str(shipped(scale)), "-o", str(baseline)], max(60, r.left()))
+    measured = model.with_name(model.stem + "-measured.safetensors")  # geosr export never rewrites its input
     rc = r.run(
         export,
-        geosr + ["export", str(model), "-o", str(model), "--metrics", str(report), "--overwrite"],
+        geosr + ["export", str(model), "-o", str(measured), "--metrics", str(report), "--overwrite"],
         300,
     )
+    if rc == 0 and measured.is_file():
+        os.replace(measured, model)
     r.run(f"card_x{scale}", geosr + ["info", str(model)], 120, tail=0)
     shutil.copyfile(r.logs / f"card_x{scale}.log", r.work / f"card_x{scale}.txt")
     facts = {"model": evaluation_means(report)}
