@@ -23,7 +23,14 @@ from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.plan import card_tiling
 from geosr.predictor import Predictor
-from geosr.raster import check_output_file, check_output_location, check_output_name, plan_outputs, remove_stale_outputs
+from geosr.raster import (
+    check_output_file,
+    check_output_location,
+    check_output_name,
+    damaged_output,
+    plan_outputs,
+    remove_stale_outputs,
+)
 from geosr.report import BatchReport, rank_path, settings_of
 from geosr.sharedmodel import Cancelled, SharedModel
 from geosr.sources import RemoteSource, is_remote
@@ -206,11 +213,22 @@ def _run(
     t0 = time.perf_counter()
     [(src, dst)] = mine
     if job.skip_existing and dst.exists():
-        result = FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
+        result = existing_result(src, dst)
     else:
         result = upscale_raster(src, dst, predictor, job.options, progress)
     each(result)
     return BatchSummary([result], time.perf_counter() - t0)
+
+
+def existing_result(src, dst: Path) -> FileResult:
+    """--skip-existing's result for an output that exists: skipped, or failed when its headers show it damaged (cut
+    short, or not a raster: something else wrote there), which is neither redone nor replaced without --overwrite."""
+    problem = damaged_output(dst)
+    if problem:
+        return FileResult(
+            src, dst, "failed", f"{dst}: exists but is damaged ({problem}); delete it to redo it, or pass --overwrite"
+        )
+    return FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
 
 
 def check_files_in_flight(n: int) -> int:
@@ -277,7 +295,7 @@ def _upscale_file(
 ) -> FileResult:
     """One file of a batch: its result, whatever went wrong with it (KeyboardInterrupt and the like pass)."""
     if skip_existing and dst.exists():
-        return FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
+        return existing_result(src, dst)
     t1 = time.perf_counter()
     try:
         return upscale_raster(src, dst, predictor, options, progress)

@@ -119,11 +119,16 @@ def write_failure(path: Path, reason: str) -> WriteError:
     )
 
 
+def _block_bands(ds) -> list[int] | range:
+    """The bands whose blocks a GeoTIFF stores apart: all for band interleaving, else one (pixel interleaving)."""
+    return [1] if ds.interleaving is None or ds.interleaving.name.lower() == "pixel" else range(1, ds.count + 1)
+
+
 def _missing_blocks(ds) -> list[tuple[int, int]]:
     """Blocks (column, row) of a tiled or striped GeoTIFF that have no data in the file: a failed write leaves them,
     and GDAL would read them as zeros without an error."""
     bh, bw = ds.block_shapes[0]
-    bands = [1] if ds.interleaving is None or ds.interleaving.name.lower() == "pixel" else range(1, ds.count + 1)
+    bands = _block_bands(ds)
     missing = []
     for y in range(math.ceil(ds.height / bh)):
         for x in range(math.ceil(ds.width / bw)):
@@ -131,6 +136,31 @@ def _missing_blocks(ds) -> list[tuple[int, int]]:
             if not all(size and int(size) > 0 for size in sizes):
                 missing.append((x, y))
     return missing
+
+
+def damaged_output(path: Path) -> str:
+    """Why an existing output cannot be what geosr wrote there, from its headers alone (no pixel is decoded, so
+    --skip-existing stays cheap): it does not open as a raster, or a GeoTIFF's block lies beyond the file's end or is
+    missing (a file cut short, or overwritten by something else). "" when nothing is found."""
+    try:
+        with quiet_georeferencing(), rasterio.open(path) as ds:
+            if ds.driver not in ("GTiff", "COG"):
+                return ""
+            missing = _missing_blocks(ds)
+            if missing:
+                return f"block column {missing[0][0]}, row {missing[0][1]} is missing"
+            size, (bh, bw) = path.stat().st_size, ds.block_shapes[0]
+            for y in range(math.ceil(ds.height / bh)):
+                for x in range(math.ceil(ds.width / bw)):
+                    for b in _block_bands(ds):
+                        tag = f"{x}_{y}"
+                        end = int(ds.get_tag_item(f"BLOCK_OFFSET_{tag}", "TIFF", bidx=b) or 0)
+                        end += int(ds.get_tag_item(f"BLOCK_SIZE_{tag}", "TIFF", bidx=b) or 0)
+                        if end > size:
+                            return f"its data runs to byte {end} of a file of {size} bytes: it was cut short"
+    except rasterio.errors.RasterioError as exc:
+        return f"not a raster GDAL reads: {gdal_message(exc)}"
+    return ""
 
 
 VERIFY_READ_BYTES = 64 * 2**20  # at most this much per read while verifying an output

@@ -81,6 +81,28 @@ def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(
     assert all((out / f).stat().st_mtime_ns == t for f, t in before.items())  # what was done is left alone
 
 
+def test_skip_existing_reports_an_existing_output_that_something_else_damaged(tiny_model, tmp_path):
+    """An output cut short (a copy interrupted) or replaced by other bytes is neither skipped as done nor replaced:
+    it fails with what is wrong and the remedy; the intact ones are skipped, and --overwrite redoes all."""
+    src = tiles(tmp_path / "in", 4, 40)
+    out = tmp_path / "out"
+    assert run("-q", "upscale", src, "-o", out, "--model", tiny_model).exit_code == 0
+    (out / "t1.tif").write_bytes((out / "t1.tif").read_bytes()[:500])
+    (out / "t2.tif").write_text("not a raster\n")
+    damaged = {name: (out / name).read_bytes() for name in ("t1.tif", "t2.tif")}
+    result = run("upscale", src, "-o", out, "--model", tiny_model, "--skip-existing")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert len(errors) == 2 and all(
+        "exists but is damaged" in e and "delete it to redo it, or pass --overwrite" in e for e in errors
+    )
+    assert "of a file of 500 bytes: it was cut short" in errors[0] and "not a raster GDAL reads" in errors[1]
+    assert "0 done, 2 skipped, 2 failed" in result.stderr
+    assert {name: (out / name).read_bytes() for name in damaged} == damaged  # nothing replaced
+    assert run("-q", "upscale", src, "-o", out, "--model", tiny_model, "--overwrite").exit_code == 0
+    assert all(complete(out / f) for f in files_in(out))
+
+
 def test_two_processes_writing_one_folder_do_not_clobber_each_other(tiny_model, tmp_path):
     src = tiles(tmp_path / "in", 8, 48)
     out = tmp_path / "out"
