@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from testdata import write_geotiff
 
 from geosr.batch import SharedModel
 from geosr.inference import UpscaleOptions, load_predictor, plan_outputs, upscale_batch
@@ -128,9 +129,8 @@ def test_files_that_end_together_finish_in_batch_order_whatever_their_kind(predi
         (input_spec("https://example.invalid/b.tif"), tmp_path / "out" / "b.tif"),
         (tmp_path / "c.tif", tmp_path / "out" / "c.tif"),
     ]
-    for _, dst in pairs:
-        dst.parent.mkdir(exist_ok=True)
-        dst.write_bytes(b"kept")
+    for _, dst in pairs:  # finished outputs of an earlier run
+        write_geotiff(dst, np.zeros((3, 8, 8), np.uint8))
     heard: list[str] = []
 
     def on_result(result) -> None:
