@@ -24,11 +24,9 @@ bbox ((minx, miny, maxx, maxy)), aoi_crs, cog, compress, overwrite, panel_width.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -38,10 +36,11 @@ import numpy as np
 from affine import Affine
 
 from geosr.aoi import AOI, bbox_aoi, load_aoi
+from geosr.apiwords import check_loaded, python_messages, python_words
 from geosr.arraylayout import dataarray_grid, dataarray_layout, numpy_layout, upscaled_coords
 from geosr.arrays import upscale_in_layout
 from geosr.batch import BatchJob, BatchSummary, check_exclusions, run_batch
-from geosr.errors import GeosrError, ModelFileError, OptionError, RasterError
+from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.lazy import fixed_radiometry, is_dask_array, model_ref, upscale_lazy
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback
@@ -61,41 +60,10 @@ _FILE_OPTIONS = tuple(f.name for f in fields(UpscaleOptions)) + ("bbox", "aoi_cr
 _ARRAY_OPTIONS = ("tile_size", "overlap", "batch_size", "bands", "consistency", "panel_width")
 
 
-# The keyword names of the options above and of the functions below; boolean ones among them are written name=True
-# (--no-NAME: name=False) in messages for Python callers.
-_KEYWORDS = set(_FILE_OPTIONS) | {"scale", "model", "device", "precision", "skip_existing", "self_ensemble", "nodata"}
-_BOOLEANS = {f.name for f in fields(UpscaleOptions) if isinstance(f.default, bool)} | {"skip_existing", "self_ensemble"}
-_FLAG = re.compile(r"(?<![\w-])--(no-)?([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
-
-
-def _keyword(match: re.Match) -> str:
-    name = match.group(2).replace("-", "_")
-    if name not in _KEYWORDS:
-        return match.group(0)
-    return f"{name}={not match.group(1)}" if name in _BOOLEANS else name
-
-
-def _python_messages(func):
-    """The public functions' GeosrError messages name keyword arguments (``overwrite=True``, ``tile_size``) where
-    the library's name the command line's options (``--overwrite``, ``--tile-size``); the exception stays the same
-    (its ``option`` too)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except GeosrError as exc:
-            if exc.args and isinstance(exc.args[0], str):
-                exc.args = (_FLAG.sub(_keyword, exc.args[0]), *exc.args[1:])
-            raise
-
-    return wrapper
-
-
 # --- models ---------------------------------------------------------------------------------------------------------
 
 
-@_python_messages
+@python_messages
 def load_model(
     name_or_path: PathLike | None = None,
     device: str = "auto",
@@ -115,32 +83,6 @@ def load_model(
     return load_predictor(name_or_path, scale, device, precision, self_ensemble=self_ensemble)
 
 
-def _check_loaded(model: Predictor, device: str, precision: str) -> None:
-    """Raise OptionError where device= or precision= names other than a loaded model's own (which it keeps)."""
-    import torch
-
-    if device != "auto":
-        try:
-            want = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise OptionError(
-                f"device={device!r} names no device; use auto, cpu, cuda, cuda:N or mps", option="device"
-            ) from None
-        have = model.device
-        if want.type != have.type or (want.index is not None and want.index != have.index):
-            raise OptionError(
-                f"device={device!r}, but the model from geosr.load_model is on {have}; load it with "
-                f"geosr.load_model(..., device={device!r}), or leave device out",
-                option="device",
-            )
-    if precision != "auto" and precision != model.precision:
-        raise OptionError(
-            f"precision={precision!r}, but the model from geosr.load_model runs in {model.precision}; load it with "
-            f"geosr.load_model(..., precision={precision!r}), or leave precision out",
-            option="precision",
-        )
-
-
 def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:
     if isinstance(model, Predictor):
         if scale is not None and scale != model.scale:
@@ -149,7 +91,7 @@ def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str)
                 f"pass a x{scale} model or scale={model.scale}",
                 option="--scale",
             )
-        _check_loaded(model, device, precision)
+        check_loaded(model, device, precision)
         return model
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise OptionError(
@@ -209,7 +151,7 @@ def _file_options(where: str, options: dict[str, Any]) -> UpscaleOptions:
 # --- files ----------------------------------------------------------------------------------------------------------
 
 
-@_python_messages
+@python_messages
 def upscale(
     src: PathLike,
     dst: PathLike,
@@ -242,7 +184,7 @@ def upscale(
     return result
 
 
-@_python_messages
+@python_messages
 def upscale_folder(
     src: PathLike | Sequence[PathLike],
     dst: PathLike,
@@ -281,7 +223,7 @@ def upscale_folder(
     )
 
     def python(result: FileResult) -> FileResult:  # its message in keyword arguments, as the errors' (see above)
-        return replace(result, message=_FLAG.sub(_keyword, result.message)) if result.message else result
+        return replace(result, message=python_words(result.message)) if result.message else result
 
     def each(result: FileResult) -> None:
         if result.status == "failed":
@@ -297,7 +239,7 @@ def upscale_folder(
 # --- arrays ---------------------------------------------------------------------------------------------------------
 
 
-@_python_messages
+@python_messages
 def upscale_array(
     array: np.ndarray,
     scale: int | None = None,
@@ -335,7 +277,7 @@ def upscale_array(
     return upscale_in_layout(array, layout, predictor, opts, nodata=nodata)
 
 
-@_python_messages
+@python_messages
 def upscale_dataarray(
     da: Any,
     scale: int | None = None,

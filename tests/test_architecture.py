@@ -70,7 +70,7 @@ LAYERS = [
             "onnxrun",
         },
     ),
-    ("many rasters", {"batch", "report", "inference", "api", "preview"}),
+    ("many rasters", {"batch", "report", "inference", "api", "apiwords", "preview"}),
     ("entry points", {"cli", "training"}),
 ]
 MAX_MODULE_LINES = 400
