@@ -28,21 +28,28 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from affine import Affine
 
-from geosr.aoi import AOI, bbox_aoi, load_aoi
-from geosr.apiwords import check_loaded, python_messages, python_words
+from geosr.apiwords import (
+    check_loaded,
+    check_names,
+    checked_flag,
+    checked_path,
+    checked_scale,
+    file_options,
+    python_messages,
+    python_words,
+)
 from geosr.arraylayout import dataarray_grid, dataarray_layout, numpy_layout, upscaled_coords
 from geosr.arrays import upscale_in_layout
-from geosr.batch import BatchJob, BatchSummary, check_exclusions, run_batch
+from geosr.batch import BatchJob, BatchSummary, run_batch
 from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.lazy import fixed_radiometry, is_dask_array, model_ref, upscale_lazy
-from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback
 from geosr.plan import card_tiling
 from geosr.predictor import Predictor, load_predictor
@@ -56,7 +63,6 @@ log = logging.getLogger("geosr.api")
 PathLike = str | os.PathLike
 ModelSpec = str | os.PathLike | Predictor | None
 
-_FILE_OPTIONS = tuple(f.name for f in fields(UpscaleOptions)) + ("bbox", "aoi_crs")
 _ARRAY_OPTIONS = ("tile_size", "overlap", "batch_size", "bands", "consistency", "panel_width")
 
 
@@ -80,10 +86,13 @@ def load_model(
     (load it once for many calls). Raises ModelFileError for a missing or invalid model file or one of another scale
     than ``scale``, DeviceError for a device or precision this machine lacks.
     """
-    return load_predictor(name_or_path, scale, device, precision, self_ensemble=self_ensemble)
+    checked_path(name_or_path, "name_or_path")
+    checked_flag(self_ensemble, "self_ensemble")
+    return load_predictor(name_or_path, checked_scale(scale), device, precision, self_ensemble=self_ensemble)
 
 
 def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:
+    scale = checked_scale(scale)
     if isinstance(model, Predictor):
         if scale is not None and scale != model.scale:
             raise ModelFileError(
@@ -100,52 +109,6 @@ def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str)
             option="model",
         )
     return load_predictor(model, scale, device, precision)
-
-
-# --- options --------------------------------------------------------------------------------------------------------
-
-
-def _check_names(options: dict[str, Any], allowed: Sequence[str], where: str) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(
-            f"{where}() got unexpected option(s) {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}"
-        )
-
-
-def _area(aoi: Any, bbox: Sequence[float] | None, aoi_crs: str | None) -> AOI | None:
-    check_exclusions(aoi=aoi is not None, bbox=bbox is not None, aoi_crs=aoi_crs is not None)
-    if aoi is None and bbox is None:
-        return None
-    if bbox is not None:
-        try:
-            values = tuple(float(v) for v in bbox)
-        except (TypeError, ValueError):
-            values = ()
-        if len(values) != 4:
-            raise OptionError(f"bbox {bbox!r}: expected four numbers (minx, miny, maxx, maxy)", option="--bbox")
-        return bbox_aoi(values, aoi_crs)  # type: ignore[arg-type]
-    if isinstance(aoi, AOI):
-        return aoi
-    if hasattr(aoi, "wkt"):  # a shapely geometry
-        return load_aoi(aoi.wkt, aoi_crs)
-    return load_aoi(os.fspath(aoi), aoi_crs)
-
-
-def _file_options(where: str, options: dict[str, Any]) -> UpscaleOptions:
-    """UpscaleOptions from keyword options; TypeError for a name that is no option, OptionError for a bad value."""
-    _check_names(options, _FILE_OPTIONS, where)
-    opts = dict(options)
-    area = _area(opts.pop("aoi", None), opts.pop("bbox", None), opts.pop("aoi_crs", None))
-    for key, example in (("bands", "[4, 3, 2]"), ("value_range", "(0, 3000)")):
-        value = opts.get(key)
-        if value is not None:
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                raise OptionError(
-                    f"{key} {value!r}: expected a sequence, e.g. {key}={example}", option=f"--{key.replace('_', '-')}"
-                )
-            opts[key] = tuple(value)
-    return UpscaleOptions(aoi=area, **opts)
 
 
 # --- files ----------------------------------------------------------------------------------------------------------
@@ -176,10 +139,13 @@ def upscale(
     output pixels, tiles). Raises GeosrError (RasterError, ModelFileError, OutputExistsError, OptionError, ...) with
     a one-line message; nothing of the output is left on any error or interruption.
     """
+    checked_path(src, "src")
+    checked_path(dst, "dst")
+    checked_flag(skip_existing, "skip_existing")
     [source] = resolve_inputs([src], assets)
     if not is_remote(source) and source.is_dir():
         raise RasterError(f"{src}: is a folder; geosr.upscale_folder super-resolves the rasters of a folder")
-    job = BatchJob((source,), Path(dst), _file_options("upscale", options), skip_existing)
+    job = BatchJob((source,), Path(dst), file_options("upscale", options), skip_existing)
     [result] = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress).results
     return result
 
@@ -212,15 +178,19 @@ def upscale_folder(
     folder without rasters, a bad option or model; KeyboardInterrupt stops the batch (the file under way leaves
     nothing behind).
     """
-    inputs = [src] if isinstance(src, (str, os.PathLike)) else list(src)
+    inputs = [checked_path(p, "src") for p in ([src] if isinstance(src, (str, os.PathLike)) else list(src))]
+    checked_path(dst, "dst")
+    checked_flag(skip_existing, "skip_existing")
     job = BatchJob(
         resolve_inputs(inputs),
         Path(dst),
-        _file_options("upscale_folder", options),
+        file_options("upscale_folder", options),
         skip_existing,
         files_in_flight,
-        Path(report) if report else None,
+        Path(checked_path(report, "report")) if report is not None else None,
     )
+    if job.single and not Path(dst).exists():  # dst is a folder here, also for one file (upscale takes a file name)
+        Path(dst).mkdir(parents=True)
 
     def python(result: FileResult) -> FileResult:  # its message in keyword arguments, as the errors' (see above)
         return replace(result, message=python_words(result.message)) if result.message else result
@@ -270,9 +240,9 @@ def upscale_array(
     band-last look), OptionError for a bad option value (a nodata value the dtype cannot hold, a band_axis that is
     no axis), ModelFileError for a bad model.
     """
-    _check_names(options, _ARRAY_OPTIONS, "upscale_array")
+    check_names(options, _ARRAY_OPTIONS, "upscale_array")
     layout = numpy_layout(np.shape(array), band_axis)
-    opts = _file_options("upscale_array", {**options, "value_range": value_range})
+    opts = file_options("upscale_array", {**options, "value_range": value_range})
     predictor = _predictor(model, scale, device, precision)
     return upscale_in_layout(array, layout, predictor, opts, nodata=nodata)
 
@@ -320,10 +290,10 @@ def upscale_dataarray(
         raise ImportError("geosr.upscale_dataarray needs xarray: pip install geosr[xarray]") from None
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"upscale_dataarray() takes an xarray.DataArray, got {type(da).__name__}")
-    _check_names(options, _ARRAY_OPTIONS, "upscale_dataarray")
+    check_names(options, _ARRAY_OPTIONS, "upscale_dataarray")
     layout = dataarray_layout(da)  # RasterError for dims it cannot tell apart
     grid = dataarray_grid(da, layout)  # RasterError for x/y coordinates that are not a regular grid
-    opts = _file_options("upscale_dataarray", {**options, "value_range": value_range})
+    opts = file_options("upscale_dataarray", {**options, "value_range": value_range})
     if nodata is None:
         nodata = _dataarray_nodata(da)
     predictor = _predictor(model, scale, device, precision)
@@ -363,7 +333,7 @@ def _dataarray_attrs(da: Any, predictor: Predictor, nodata: float | None, option
     attrs = carried_tags(da.attrs)
     if nodata is not None and "_FillValue" in da.encoding and not {"_FillValue", "nodata"} & set(attrs):
         attrs["_FillValue"] = nodata
-    opts = _file_options("upscale_dataarray", options)
+    opts = file_options("upscale_dataarray", options)
     tile, overlap = card_tiling(predictor.card, predictor.source, opts.tile_size, opts.overlap)
     attrs.update(provenance_tags(predictor, tile=tile, overlap=overlap, consistency=opts.consistency))
     return attrs

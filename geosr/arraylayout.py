@@ -85,9 +85,9 @@ def numpy_layout(shape: Sequence[int], band_axis: int | None = None) -> Layout:
     OptionError for a band_axis that is not an axis of a 3-D array.
     """
     shape = tuple(int(n) for n in shape)
-    if len(shape) == 2:
+    if len(shape) == 2 and min(shape) >= 1:
         return Layout(None, 0, 1)
-    if len(shape) != 3 or min(shape) < 1:
+    if len(shape) not in (2, 3) or min(shape) < 1:
         raise RasterError(
             f"expected a (bands, height, width) or (height, width) array with at least one pixel, got shape {shape}"
         )
@@ -137,11 +137,11 @@ def dataarray_layout(da: Any) -> Layout:
     if len(dims) in (2, 3) and sorted(roles, key=str) == sorted(wanted):
         return Layout(roles.index("band") if len(dims) == 3 else None, roles.index("y"), roles.index("x"))
     found = ", ".join(f"{dim!r}: {role or '?'}" for dim, role in zip(dims, roles))
+    example = dict(zip(dims, wanted)) if len(dims) in (2, 3) else {"dim_0": "band", "dim_1": "y", "dim_2": "x"}
     raise RasterError(
         f"cannot tell the bands, rows and columns of a DataArray of dims {dims} ({found}): geosr takes (y, x) or "
         f"(band, y, x) in any order, named {'/'.join(BAND_NAMES)}, {'/'.join(Y_NAMES)} and {'/'.join(X_NAMES)}; "
-        "rename the dims (da.rename({'dim_0': 'band', 'dim_1': 'y', 'dim_2': 'x'})) or select one slice of any "
-        "other (da.isel(time=0))"
+        f"rename the dims (da.rename({example})) or select one slice of any other (da.isel(time=0))"
     )
 
 

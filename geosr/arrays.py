@@ -127,7 +127,8 @@ def check_array(shape: tuple[int, ...], dtype: np.dtype, options: UpscaleOptions
     if len(shape) != 3 or min(shape) < 1:
         raise RasterError(f"expected a (bands, height, width) array with at least one pixel, got shape {shape}")
     if dtype.name not in SUPPORTED_DTYPES:
-        raise RasterError(f"dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} arrays")
+        hint = "; convert it, e.g. array.astype(np.int32) or np.float32" if dtype.kind in "iuf" else ""
+        raise RasterError(f"dtype {dtype} is not supported; geosr upscales {', '.join(SUPPORTED_DTYPES)} arrays{hint}")
     nodata = check_nodata(nodata, dtype)
     if options.bands is not None and max(options.bands) > shape[0]:
         raise OptionError(

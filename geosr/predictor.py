@@ -171,8 +171,8 @@ def select_model(model: str | os.PathLike | None, scale: int | None) -> Path:
     card = read_card(path)
     if scale is not None and card.scale != scale:
         raise ModelFileError(
-            f"{path} is a x{card.scale} model but --scale {scale} asks for x{scale}; pass a x{scale} model "
-            f"or --scale {card.scale}",
+            f"{path} is a x{card.scale} model but --scale={scale} asks for x{scale}; pass a x{scale} model "
+            f"or --scale={card.scale}",
             option="--scale",
         )
     return path

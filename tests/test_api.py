@@ -281,7 +281,7 @@ def test_errors_are_geosr_exceptions(tmp_path, rgb_tif, tiny_model, model, make_
         geosr.upscale_array(rgb.astype(np.complex64), model=model)
     with pytest.raises(geosr.OptionError, match="nodata 300"):
         geosr.upscale_array(rgb, model=model, nodata=300)
-    with pytest.raises(geosr.OptionError, match="value range"):
+    with pytest.raises(geosr.OptionError, match=r"value_range=\(5, 1\)"):
         geosr.upscale_array(rgb.astype(np.float32), model=model, value_range=(5, 1))
     with pytest.raises(TypeError, match="cog"):
         geosr.upscale_array(rgb, model=model, cog=True)
@@ -298,3 +298,36 @@ def test_errors_are_geosr_exceptions(tmp_path, rgb_tif, tiny_model, model, make_
         geosr.upscale_array(rgb, model=model, device="gpu")
     assert geosr.upscale_array(rgb, model=model, device="cpu", precision="fp32").shape == (3, 40, 40)
     assert not (tmp_path / "p.tif").exists()
+
+
+def test_arguments_are_checked_in_pythons_words(tmp_path, rgb_tif, model, monkeypatch):
+    """An empty path never means the current folder; scale, flags, precision, bands and value_range are refused
+    with the keyword and its value; a folder batch of one file writes into the folder."""
+    monkeypatch.chdir(tmp_path)
+    rgb = np.full((3, 8, 8), 50, np.uint8)
+    for call, message in (
+        (lambda: geosr.upscale(rgb_tif, "", model=model), "dst='': an empty path"),
+        (lambda: geosr.upscale("", "x.tif", model=model), "src='': an empty path"),
+        (lambda: geosr.upscale_folder([rgb_tif], " ", model=model), "dst=' ': an empty path"),
+        (lambda: geosr.upscale_folder(rgb_tif, "o", model=model, report=""), "report='': an empty path"),
+        (lambda: geosr.upscale(rgb_tif, "http://example.invalid/x.tif", model=model), "geosr writes local files"),
+        (lambda: geosr.upscale_array(rgb, scale=0), r"scale=0: expected 2, 3 or 4"),
+        (lambda: geosr.upscale_array(rgb, scale="4"), r"scale='4': expected 2, 3 or 4"),
+        (lambda: geosr.load_model("degan-x2", scale=True), r"scale=True: expected 2, 3 or 4"),
+        (lambda: geosr.load_model("degan-x2", self_ensemble="yes"), "self_ensemble='yes': must be True or False"),
+        (lambda: geosr.upscale(rgb_tif, "y.tif", model=model, skip_existing="no"), "skip_existing='no': must be"),
+        (lambda: geosr.upscale_array(rgb, model=model, precision="fp64"), "precision='fp64': expected one of auto"),
+        (lambda: geosr.upscale_array(rgb, model=model, bands=[1.5]), r"bands=\[1.5\]: expected 1-based band"),
+        (lambda: geosr.upscale_array(rgb, model=model, value_range=(5, 1)), r"value_range=\(5, 1\): min must be"),
+    ):
+        with pytest.raises(geosr.OptionError, match=message):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(rgb_tif).name]  # nothing written, here least
+    with pytest.raises(geosr.RasterError, match=r"dtype int64 is not supported; .* convert it, e.g. array.astype"):
+        geosr.upscale_array(np.arange(64).reshape(8, 8), model=model)
+    with pytest.raises(geosr.RasterError, match=r"got shape \(0, 12\)"):
+        geosr.upscale_array(np.zeros((0, 12), np.uint8), model=model)
+    summary = geosr.upscale_folder([rgb_tif], tmp_path / "outdir", model=model)  # one file: dst is still a folder
+    assert summary.count("done") == 1 and (tmp_path / "outdir" / Path(rgb_tif).name).is_file()
+    result = geosr.upscale(rgb_tif, "u_x2.tif", model=model, uncertainty="u_map.tif")  # a str path, as any path
+    assert result.status == "done" and (tmp_path / "u_map.tif").is_file()

@@ -134,7 +134,7 @@ def test_the_self_ensemble_is_the_mean_over_the_squares_eight_symmetries(predict
 
 
 def test_model_scale_must_match(tiny_model):
-    with pytest.raises(ModelFileError, match="x2 model but --scale 4"):
+    with pytest.raises(ModelFileError, match="x2 model but --scale=4"):
         load_predictor(tiny_model, scale=4, device="cpu")
     with pytest.raises(ModelFileError, match="pass --model"):
         load_predictor(None, scale=3, device="cpu")  # no x3 model ships

@@ -123,7 +123,7 @@ def test_errors_are_one_line_and_name_the_remedy(folder, tmp_path):
     result = run("--model", model, "--data", empty)
     assert result.exit_code == 1 and "the test split has no images" in result.output and "--split" in result.output
     result = run("--model", model, "--data", folder, "--scale", "4")
-    assert result.exit_code == 1 and "is a x2 model but --scale 4 asks for x4" in result.output
+    assert result.exit_code == 1 and "is a x2 model but --scale=4 asks for x4" in result.output
     result = run("--model", tmp_path / "nope.safetensors", "--data", folder)
     assert result.exit_code == 1 and "no such model file" in result.output
     result = run("--model", model, "--data", folder, "-o", tmp_path / "r.txt")

@@ -116,7 +116,7 @@ def test_a_corrupt_file_fails_alone_and_the_batch_exits_1(tiny_model, three, tmp
         ),
         (["--tile-size", "32", "--overlap", "17"], 2, "overlap 17: must be an integer of 0..16"),
         (["--overlap", "17", "--tile-size", "32"], 2, "Invalid value for '--overlap'"),
-        (["--scale", "4"], 1, "x2 model but --scale 4"),
+        (["--scale", "4"], 1, "x2 model but --scale=4"),
         (["--bbox", "0,0,1,1", "--aoi-crs", "EPSG:4326"], 1, "does not meet the raster"),
         (["--aoi", "missing.geojson"], 1, "no such file"),
         (["--aoi", "POLYGON((0 0, 1 0"], 2, "neither a GeoJSON file nor valid WKT"),
