@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # name=False) in messages for Python callers.
 FILE_OPTIONS = tuple(f.name for f in fields(UpscaleOptions)) + ("bbox", "aoi_crs")  # geosr.upscale's **options
 _KEYWORDS = set(FILE_OPTIONS) | {"scale", "model", "device", "precision", "skip_existing", "self_ensemble", "nodata"}
+_KEYWORDS |= {"report", "assets", "files_in_flight", "band_axis"}
 _BOOLEANS = {f.name for f in fields(UpscaleOptions) if isinstance(f.default, bool)} | {"skip_existing", "self_ensemble"}
 _FLAG = re.compile(r"(?<![\w-])--(no-)?([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
 
