@@ -3,9 +3,16 @@
 ``resolve_inputs(specs, assets)`` turns the inputs of a run into what geosr reads (``geosr.sources.input_spec``);
 with ``assets``, each input is a STAC item (a JSON file or an http(s) URL) and becomes one RemoteSource: a VRT,
 kept as GDAL's XML in memory, whose bands are the bands of the assets in the order given (``gdalbuildvrt
--separate``), on the first asset's grid, so the output has the first asset's georeferencing. Each asset's ``href``
-is resolved against the item's location and may be any input of ``geosr.sources`` (a URL, s3://, a /vsi path, a
-local path). The item is read as plain JSON: only ``assets`` and their ``href`` are used.
+-separate``), on the first asset's grid, so the output has the first asset's georeferencing (a transform and CRS,
+or ground control points). Each asset's ``href`` is a URI reference (RFC 3986, as STAC has it): an absolute URL
+(http(s)://, s3://, ..., file://) or a GDAL /vsi path is read as it is, a relative one is resolved against the
+item's own address (its URL, or its file) and percent-decoded for a local file. The item is read as plain JSON:
+only ``assets`` and their ``href`` are used.
+
+The VRT keeps what each source band says of itself, so an item of one asset upscales as its file does: colour
+interpretation (an alpha band stays one), nodata value, scale, offset, unit, metadata and mask. Where an asset has a
+mask of all its bands (an internal mask; an alpha band beside other assets), the VRT's one per-dataset mask is the AND
+of every asset's masks (``_dataset_mask``).
 """
 
 from __future__ import annotations
@@ -19,35 +26,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from affine import Affine
+from rasterio.enums import MaskFlags
 
 from geosr.errors import GeosrError, OptionError, RasterError
-from geosr.raster import RASTER_SUFFIXES, open_raster
+from geosr.raster import RASTER_SUFFIXES, georeferencing, open_raster
 from geosr.sources import RemoteSource, input_spec, is_remote, redact
 
 MAX_ITEM_BYTES = 16 << 20  # a STAC item is a few kB; more is not one
 FETCH_TIMEOUT = 60  # seconds to fetch an item over http(s)
-GDAL_TYPES = {
-    "uint8": "Byte",
-    "int8": "Int8",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "uint64": "UInt64",
-    "int64": "Int64",
-    "float32": "Float32",
-    "float64": "Float64",
-}
+GDAL_TYPES = dict(  # numpy's dtype names -> GDAL's
+    zip(
+        ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64"),
+        ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64", "Float32", "Float64"),
+    )
+)
+# rasterio's names of colour interpretations that GDAL spells otherwise (a VRT's <ColorInterp> takes GDAL's names, in
+# any case: red, alpha, nir, ...)
+GDAL_COLOR_NAMES = {"Y": "YCbCr_Y", "Cb": "YCbCr_Cb", "Cr": "YCbCr_Cr", "other_ir": "OtherIR"}
 
 
 def resolve_inputs(
-    specs: Sequence[str | os.PathLike | RemoteSource], assets: Sequence[str] | None = None
+    specs: Sequence[str | os.PathLike | RemoteSource], assets: str | Sequence[str] | None = None
 ) -> tuple[Path | RemoteSource, ...]:
-    """The inputs of a run as geosr reads them; with ``assets`` (keys), every input is a STAC item read as one raster
-    of those assets' bands (``item_source``).
+    """The inputs of a run as geosr reads them; with ``assets`` (keys: a sequence, or one str of comma-separated keys
+    as --assets takes them), every input is a STAC item read as one raster of those assets' bands (``item_source``).
 
     Raises OptionError (a usage error naming --assets) for ``assets`` with an input that is no STAC item (a raster, a
     folder) and for a STAC item named ``.json`` without ``assets`` (listing its keys); the errors of ``item_source``.
@@ -67,6 +72,22 @@ def resolve_inputs(
     return inputs
 
 
+def asset_keys(assets: str | Sequence[str]) -> list[str]:
+    """The keys of ``assets``: one str of keys separated by commas ("red,green,blue", "rgba"; blanks around them
+    dropped), or a sequence of keys taken as they are.
+
+    Raises OptionError naming --assets for no key, or keys that are no strings (``assets=5`` is a TypeError).
+    """
+    keys = [k.strip() for k in assets.split(",") if k.strip()] if isinstance(assets, str) else list(assets)
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise OptionError(
+            f"--assets={assets!r} does not name assets: give the keys (strings) of the assets to read as bands, "
+            "e.g. red,green,blue",
+            option="--assets",
+        )
+    return keys
+
+
 def _try_item(source: Path | RemoteSource) -> dict[str, Any] | None:
     """The item at ``source`` if it is one that can be read, else None (GDAL says what it is when it opens it)."""
     try:
@@ -75,18 +96,17 @@ def _try_item(source: Path | RemoteSource) -> dict[str, Any] | None:
         return None
 
 
-def item_source(spec: str | os.PathLike | RemoteSource, assets: Sequence[str]) -> RemoteSource:
-    """The STAC item at ``spec`` as one raster: the bands of ``assets`` (keys, in order) on the first asset's grid.
+def item_source(spec: str | os.PathLike | RemoteSource, assets: str | Sequence[str]) -> RemoteSource:
+    """The STAC item at ``spec`` as one raster: the bands of ``assets`` (keys in order, as ``asset_keys`` takes them)
+    on the first asset's grid.
 
     Every asset is opened here (GDAL reads their headers). Raises OptionError naming --assets for no keys, a key the
     item lacks (listing its keys) or an input that is no STAC item; RasterError naming the item and the asset for an
-    asset that cannot be read or lies on another grid (size, transform or CRS) than the first.
+    asset without an href, one that cannot be read, is georeferenced by RPCs only, or lies on another grid (size,
+    transform, CRS or ground control points) than the first.
     """
     source = input_spec(spec)
-    if not assets:
-        raise OptionError(
-            "--assets: give the keys of the assets to read, e.g. --assets red,green,blue", option="--assets"
-        )
+    keys = asset_keys(assets)
     if not is_remote(source) and source.is_dir():
         raise OptionError(f"{source}: is a folder; --assets takes STAC items (JSON files or URLs)", option="--assets")
     if source.name.lower().endswith(RASTER_SUFFIXES):
@@ -100,13 +120,13 @@ def item_source(spec: str | os.PathLike | RemoteSource, assets: Sequence[str]) -
         raise OptionError(
             f"{exc}; --assets takes a STAC item: give the item, or drop --assets", option="--assets"
         ) from None
-    missing = [k for k in assets if k not in item["assets"]]
+    missing = [k for k in keys if k not in item["assets"]]
     if missing:
         raise OptionError(
             f"{source}: no asset {', '.join(map(repr, missing))}; its assets: {', '.join(item['assets'])} (--assets)",
             option="--assets",
         )
-    grids = [_asset_grid(source, key, asset_href(source, item["assets"][key])) for key in assets]
+    grids = [_asset_grid(source, key, asset_href(source, key, item["assets"][key])) for key in keys]
     for grid in grids[1:]:
         if not grid.same_grid(grids[0]):
             raise RasterError(
@@ -159,21 +179,55 @@ def read_item(source: Path | RemoteSource) -> dict[str, Any]:
     return item
 
 
-def asset_href(item: Path | RemoteSource, asset: Any) -> str:
-    """An asset's href as an input of geosr.sources: absolute as it is, relative against the item's location."""
+def asset_href(item: Path | RemoteSource, key: str, asset: Any) -> str:
+    """The href of the asset ``key`` of the item at ``item``, as an input of geosr.sources.
+
+    An absolute URL other than file:// or a GDAL /vsi path is returned as it is; any other href is a URI reference
+    (RFC 3986) resolved against the item's URL (``/a.tif`` on the item's host) or its file's ``file://`` URI, and a
+    file:// result is percent-decoded into a local path (``my%20scene.tif``: the file ``my scene.tif`` beside the
+    item). Raises RasterError naming the item and the key for an asset without an href.
+    """
     href = asset.get("href") if isinstance(asset, dict) else None
-    if not isinstance(href, str) or not href:
-        raise RasterError(f"{item}: an asset without an href")
-    if is_remote(href) or href.lower().startswith("file://") or os.path.isabs(href):
+    if not isinstance(href, str) or not href.strip():
+        raise RasterError(
+            f"{item}: asset {key!r} has no href (the address of its file); fix the item, or choose other assets "
+            "with --assets"
+        )
+    if is_remote(href) or Path(href).drive:  # a URL or /vsi path; a Windows path with a drive (C:\data\a.tif)
         return href
-    if isinstance(item, RemoteSource):
-        return urljoin(item.spec, href)
-    return str(item.absolute().parent / href)
+    url = urljoin(item.spec if isinstance(item, RemoteSource) else item.absolute().as_uri(), href)
+    parts = urlsplit(url)
+    return urllib.request.url2pathname(parts.path) if parts.scheme.lower() == "file" else url
+
+
+@dataclass(frozen=True)
+class _Band:
+    """What the VRT carries of one band of an asset. mask: the kind of its GDAL mask, "all_valid", "nodata",
+    "alpha" (its file's alpha band), "dataset" (its file's internal mask) or "band" (a mask of its own)."""
+
+    index: int  # 1-based, in its file
+    dtype: str
+    nodata: float | None
+    block: tuple[int, int]  # (rows, columns)
+    colorinterp: str  # GDAL's name
+    mask: str
+    scale: float
+    offset: float
+    unit: str
+    tags: dict[str, str]
+
+
+def _mask_kind(flags: Sequence[MaskFlags]) -> str:
+    if MaskFlags.per_dataset in flags:
+        return "alpha" if MaskFlags.alpha in flags else "dataset"
+    if MaskFlags.all_valid in flags:
+        return "all_valid"
+    return "nodata" if MaskFlags.nodata in flags else "band"
 
 
 @dataclass(frozen=True)
 class _Grid:
-    """What the VRT needs of one asset: its grid, and per band its dtype, nodata and block shape."""
+    """What the VRT needs of one asset: its grid (a transform and CRS, or GCPs), its metadata and its bands."""
 
     key: str
     gdal: str
@@ -181,18 +235,25 @@ class _Grid:
     height: int
     transform: Affine
     crs: Any
-    dtypes: tuple[str, ...]
-    nodata: tuple[float | None, ...]
-    blocks: tuple[tuple[int, int], ...]
+    gcps: tuple[Any, ...]  # rasterio GroundControlPoints, pixel (col, row) -> (x, y, z) in gcp_crs
+    gcp_crs: Any
+    tags: dict[str, str]
+    bands: tuple[_Band, ...]
 
     def same_grid(self, other: _Grid) -> bool:
         return (
             (self.width, self.height) == (other.width, other.height)
             and self.crs == other.crs
             and self.transform.almost_equals(other.transform)
+            and [(p.col, p.row, p.x, p.y, p.z) for p in self.gcps]
+            == [(p.col, p.row, p.x, p.y, p.z) for p in other.gcps]
+            and self.gcp_crs == other.gcp_crs
         )
 
     def describe(self) -> str:
+        if self.gcps:
+            crs = self.gcp_crs.to_string() if self.gcp_crs else "no CRS"
+            return f"{self.width} x {self.height} pixels georeferenced by {len(self.gcps)} GCPs in {crs}"
         crs = self.crs.to_string() if self.crs else "no CRS"
         return f"{self.width} x {self.height} pixels of {abs(self.transform.a):g} x {abs(self.transform.e):g}, {crs}"
 
@@ -201,6 +262,26 @@ def _asset_grid(item: Path | RemoteSource, key: str, href: str) -> _Grid:
     source = input_spec(href)
     try:
         with open_raster(source) as ds:
+            georeferencing(ds, source)  # an asset georeferenced by RPCs only is refused, as the file would be
+            wrong = [t for t in ds.dtypes if t not in GDAL_TYPES]
+            if wrong:
+                raise RasterError(f"dtype {wrong[0]} is not supported; geosr upscales real-valued rasters (--assets)")
+            gcps, gcp_crs = ds.gcps
+            bands = tuple(
+                _Band(
+                    b,
+                    ds.dtypes[b - 1],
+                    ds.nodatavals[b - 1],
+                    ds.block_shapes[b - 1],
+                    GDAL_COLOR_NAMES.get(ds.colorinterp[b - 1].name, ds.colorinterp[b - 1].name),
+                    _mask_kind(ds.mask_flag_enums[b - 1]),
+                    ds.scales[b - 1],
+                    ds.offsets[b - 1],
+                    ds.units[b - 1] or "",
+                    ds.tags(b),
+                )
+                for b in range(1, ds.count + 1)
+            )
             return _Grid(
                 key,
                 source.gdal if isinstance(source, RemoteSource) else str(source.absolute()),
@@ -208,9 +289,10 @@ def _asset_grid(item: Path | RemoteSource, key: str, href: str) -> _Grid:
                 ds.height,
                 ds.transform,
                 ds.crs,
-                tuple(ds.dtypes),
-                tuple(ds.nodatavals),
-                tuple(ds.block_shapes),
+                tuple(gcps),
+                gcp_crs,
+                ds.tags(),
+                bands,
             )
     except GeosrError as exc:
         raise type(exc)(f"{item}: asset {key}: {exc}", option=exc.option) from None
@@ -224,29 +306,84 @@ def _vrt(grids: Sequence[_Grid]) -> str:
         ET.SubElement(root, "SRS").text = first.crs.to_wkt()
     if first.transform != Affine.identity():
         ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in first.transform.to_gdal())
+    if first.gcps:
+        gcps = ET.SubElement(root, "GCPList", Projection=first.gcp_crs.to_wkt() if first.gcp_crs else "")
+        for p in first.gcps:
+            point = {"Id": p.id or "", "Info": p.info or "", "Pixel": repr(p.col), "Line": repr(p.row)}
+            ET.SubElement(gcps, "GCP", point, X=repr(p.x), Y=repr(p.y), Z=repr(p.z or 0.0))
+    _metadata(root, first.tags)
+    dataset_mask = _dataset_mask(grids)
     n = 0
     for grid in grids:
-        for b, (dtype, nodata, (block_y, block_x)) in enumerate(zip(grid.dtypes, grid.nodata, grid.blocks), 1):
-            if dtype not in GDAL_TYPES:
-                raise RasterError(f"{grid.key}: dtype {dtype} is not supported; geosr upscales real-valued rasters")
+        for band in grid.bands:
             n += 1
-            band = ET.SubElement(root, "VRTRasterBand", dataType=GDAL_TYPES[dtype], band=str(n))
-            ET.SubElement(band, "Description").text = grid.key if len(grid.dtypes) == 1 else f"{grid.key} {b}"
-            if nodata is not None:
-                ET.SubElement(band, "NoDataValue").text = repr(float(nodata))
-            simple = ET.SubElement(band, "SimpleSource")
-            ET.SubElement(simple, "SourceFilename", relativeToVRT="0").text = grid.gdal
-            ET.SubElement(simple, "SourceBand").text = str(b)
-            ET.SubElement(
-                simple,
-                "SourceProperties",
-                RasterXSize=str(grid.width),
-                RasterYSize=str(grid.height),
-                DataType=GDAL_TYPES[dtype],
-                BlockXSize=str(block_x),
-                BlockYSize=str(block_y),
-            )
-            rect = {"xOff": "0", "yOff": "0", "xSize": str(grid.width), "ySize": str(grid.height)}
-            ET.SubElement(simple, "SrcRect", rect)
-            ET.SubElement(simple, "DstRect", rect)
+            el = ET.SubElement(root, "VRTRasterBand", dataType=GDAL_TYPES[band.dtype], band=str(n))
+            ET.SubElement(el, "Description").text = grid.key if len(grid.bands) == 1 else f"{grid.key} {band.index}"
+            ET.SubElement(el, "ColorInterp").text = band.colorinterp
+            if band.nodata is not None:
+                ET.SubElement(el, "NoDataValue").text = repr(float(band.nodata))
+            if band.unit:
+                ET.SubElement(el, "UnitType").text = band.unit
+            if band.offset != 0.0 or band.scale != 1.0:
+                ET.SubElement(el, "Offset").text = repr(float(band.offset))
+                ET.SubElement(el, "Scale").text = repr(float(band.scale))
+            _metadata(el, band.tags)
+            el.append(_source(grid, band, str(band.index)))
+            if band.mask == "band" and not dataset_mask:
+                mask = ET.SubElement(ET.SubElement(el, "MaskBand"), "VRTRasterBand", dataType="Byte")
+                mask.append(_source(grid, band, f"mask,{band.index}"))
+    if dataset_mask:
+        mask = ET.SubElement(ET.SubElement(root, "MaskBand"), "VRTRasterBand", dataType="Byte")
+        if len(dataset_mask) > 1:  # their AND: the product of masks (0 where one is 0), clamped to Byte's 255
+            mask.set("subClass", "VRTDerivedRasterBand")
+            ET.SubElement(mask, "PixelFunctionType").text = "mul"
+            ET.SubElement(mask, "SourceTransferType").text = "Float64"
+        for grid, band in dataset_mask:
+            mask.append(_source(grid, band, f"mask,{band.index}"))
     return ET.tostring(root, encoding="unicode")
+
+
+def _dataset_mask(grids: Sequence[_Grid]) -> list[tuple[_Grid, _Band]]:
+    """The (asset, band) masks whose AND is the VRT's per-dataset mask, or none where each band's mask carries over
+    by itself (a nodata value, a band's own mask, an alpha band in its own file of 2 or 4 bands, as GDAL reads it).
+
+    One is needed where an asset has an internal mask, or an alpha band and others beside it: then it holds every
+    mask of every asset (one band of an asset with a per-dataset mask, each band with a mask of its own).
+    """
+    kinds = {band.mask for grid in grids for band in grid.bands}
+    if "dataset" not in kinds and not ("alpha" in kinds and len(grids) > 1):
+        return []
+    masks: list[tuple[_Grid, _Band]] = []
+    for grid in grids:
+        shared = [band for band in grid.bands if band.mask in ("alpha", "dataset")]
+        masks += [(grid, band) for band in shared[:1] + [b for b in grid.bands if b.mask in ("nodata", "band")]]
+    return masks
+
+
+def _source(grid: _Grid, band: _Band, source_band: str) -> ET.Element:
+    """A <SimpleSource> reading ``source_band`` (a band, or "mask,N") of ``grid``'s file, pixel for pixel."""
+    simple = ET.Element("SimpleSource")
+    ET.SubElement(simple, "SourceFilename", relativeToVRT="0").text = grid.gdal
+    ET.SubElement(simple, "SourceBand").text = source_band
+    if not source_band.startswith("mask"):
+        ET.SubElement(
+            simple,
+            "SourceProperties",
+            RasterXSize=str(grid.width),
+            RasterYSize=str(grid.height),
+            DataType=GDAL_TYPES[band.dtype],
+            BlockXSize=str(band.block[1]),
+            BlockYSize=str(band.block[0]),
+        )
+    rect = {"xOff": "0", "yOff": "0", "xSize": str(grid.width), "ySize": str(grid.height)}
+    ET.SubElement(simple, "SrcRect", rect)
+    ET.SubElement(simple, "DstRect", rect)
+    return simple
+
+
+def _metadata(parent: ET.Element, tags: dict[str, str]) -> None:
+    """The default domain's metadata ``tags`` (a dataset's or a band's) as the <Metadata> of ``parent``."""
+    if tags:
+        metadata = ET.SubElement(parent, "Metadata")
+        for k, v in tags.items():
+            ET.SubElement(metadata, "MDI", key=k).text = v

@@ -4,6 +4,7 @@ assets are read as the bands of one raster (geosr.stac), against a web server on
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -15,14 +16,18 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
+from rasterio.control import GroundControlPoint
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.rpc import RPC
+from rasterio.windows import Window
 from testdata import CRS, TRANSFORM, error_line, read_raster, smooth_image, write_geotiff
 
 import geosr
 from geosr.cli.main import cli
-from geosr.errors import OptionError
+from geosr.errors import OptionError, RasterError
 from geosr.raster import plan_outputs
 from geosr.sources import RemoteSource, gdal_path, input_spec, is_remote, redact
-from geosr.stac import asset_href
+from geosr.stac import asset_href, resolve_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -238,13 +243,17 @@ def test_a_stac_items_assets_upscale_as_the_bands_of_one_raster(server, tiny_mod
     assert_same_raster(tmp_path / "item.tif", tmp_path / "local.tif")
 
 
-def test_asset_hrefs_are_resolved_against_the_items_location(tmp_path):
+def test_asset_hrefs_are_uri_references_resolved_against_the_items_location(tmp_path):
     local = input_spec(tmp_path / "items" / "item.json")
-    assert asset_href(local, {"href": "../data/red.tif"}) == str(tmp_path / "items" / ".." / "data" / "red.tif")
-    assert asset_href(local, {"href": "s3://bucket/red.tif"}) == "s3://bucket/red.tif"
-    remote = input_spec("https://h.example/items/item.json")
-    assert asset_href(remote, {"href": "./red.tif"}) == "https://h.example/items/red.tif"
-    assert asset_href(remote, {"href": "/data/red.tif"}) == "/data/red.tif"  # an absolute local path stays
+    assert asset_href(local, "red", {"href": "../data/red.tif"}) == str(tmp_path / "data" / "red.tif")
+    assert asset_href(local, "red", {"href": "my%20red%231.tif"}) == str(tmp_path / "items" / "my red#1.tif")
+    assert asset_href(local, "red", {"href": "s3://bucket/red.tif"}) == "s3://bucket/red.tif"
+    remote = input_spec("https://h.example/items/item.json?token=abc")
+    assert asset_href(remote, "red", {"href": "./red.tif"}) == "https://h.example/items/red.tif"
+    assert asset_href(remote, "red", {"href": "/data/red.tif"}) == "https://h.example/data/red.tif"  # on its host
+    assert asset_href(remote, "red", {"href": "my%20red.tif"}) == "https://h.example/items/my%20red.tif"
+    with pytest.raises(RasterError, match=r"item.json: asset 'nir' has no href"):
+        asset_href(local, "nir", {"type": "image/tiff"})
 
 
 def test_stac_usage_errors_are_one_line_and_say_what_to_give(tmp_path, tiny_model):
@@ -275,3 +284,153 @@ def test_a_stac_item_never_gets_an_output_over_one_of_its_local_assets(tmp_path,
     result = run(item, "--assets", "red,green,blue", "-o", tmp_path / "red.tif", "--overwrite", "--model", tiny_model)
     assert result.exit_code != 0 and "input" in error_line(result)
     np.testing.assert_array_equal(read_raster(tmp_path / "red.tif"), before)
+
+
+def crop(src: Path, dst: Path, window: Window) -> Path:
+    """``window`` of the raster ``src`` as a GeoTIFF of its own, as gdal_translate -srcwin cuts it: its bands, colour
+    interpretation and nodata value, its transform moved to the window or its GCPs shifted into it."""
+    with rasterio.open(src) as s:
+        profile = {**s.profile, "width": window.width, "height": window.height, "blockxsize": 16, "blockysize": 16}
+        profile["transform"] = None if s.gcps[0] else s.transform @ Affine.translation(window.col_off, window.row_off)
+        points, crs = s.gcps
+        with rasterio.open(dst, "w", **{k: v for k, v in profile.items() if v is not None}) as d:
+            d.write(s.read(window=window))
+            d.colorinterp = s.colorinterp
+            if points:
+                r, c = window.row_off, window.col_off
+                d.gcps = ([GroundControlPoint(p.row - r, p.col - c, p.x, p.y, p.z, p.id, p.info) for p in points], crs)
+    return dst
+
+
+def assert_same_output(a: Path, b: Path) -> None:
+    """The same pixels, masks, georeferencing (transform and CRS, or GCPs), colour interpretation, nodata value and
+    tags (band descriptions aside: an item's bands are named after its assets)."""
+    assert_same_raster(a, b)
+    with rasterio.open(a) as da, rasterio.open(b) as db:
+        assert (da.colorinterp, da.nodatavals, da.mask_flag_enums) == (
+            db.colorinterp,
+            db.nodatavals,
+            db.mask_flag_enums,
+        )
+        np.testing.assert_array_equal(da.read_masks(), db.read_masks())
+        assert [p.asdict() for p in da.gcps[0]] == [p.asdict() for p in db.gcps[0]] and da.gcps[1] == db.gcps[1]
+        assert da.tags() == db.tags()
+
+
+def upscale_both(item: Path, assets: str, raster: Path, model: Path) -> tuple[Path, Path]:
+    """The outputs of ``geosr upscale ITEM --assets ASSETS`` and of ``geosr upscale RASTER``, beside the item."""
+    outputs = item.with_name("stac.tif"), item.with_name("direct.tif")
+    stac = run(item, "--assets", assets, "-o", outputs[0], "--model", model, "-q")
+    assert stac.exit_code == 0, stac.output
+    direct = run(raster, "-o", outputs[1], "--model", model, "-q")
+    assert direct.exit_code == 0, direct.output
+    return outputs
+
+
+def test_an_asset_with_an_alpha_band_upscales_as_its_file(geotiff_dir, tiny_model, tmp_path):
+    # rgba8.tif's columns 90..129 of rows 0..39: its first 10 columns transparent (alpha 0), their RGB not 0
+    rgba = crop(geotiff_dir / "rio-color" / "rgba8.tif", tmp_path / "rgba.tif", Window(90, 0, 40, 40))
+    item = write_item(tmp_path / "item.json", {"visual": "rgba.tif"})
+    stac, direct = upscale_both(item, "visual", rgba, tiny_model)
+    assert_same_output(stac, direct)
+    with rasterio.open(stac) as d:
+        assert d.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha)
+        assert d.tags()["GEOSR_ALPHA"].startswith("bands [4] upscaled nearest")
+        alpha = d.read(4)
+        assert set(np.unique(alpha)) == {0, 255} and (alpha[:, :20] == 0).all()
+        assert not d.read([1, 2, 3])[:, alpha == 0].any()  # transparent pixels are nodata, not upscaled colour
+
+
+def test_an_assets_internal_mask_carries_over_and_masks_of_several_assets_combine(predictor, tmp_path):
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        rgb = write_geotiff(tmp_path / "rgb.tif", smooth_image(3, 40, 60, seed=2))
+        with rasterio.open(rgb, "r+") as d:
+            mask = np.full((40, 60), 255, np.uint8)
+            mask[:10, :15] = 0
+            d.write_mask(mask)
+    nir = smooth_image(1, 40, 60, seed=3, lo=1)
+    nir[0, 30:, 50:] = 0
+    write_geotiff(tmp_path / "nir.tif", nir, nodata=0)
+    item = write_item(tmp_path / "item.json", {"rgb": "rgb.tif", "nir": "nir.tif"})
+    geosr.upscale(item, tmp_path / "stac.tif", model=predictor, assets="rgb")
+    geosr.upscale(rgb, tmp_path / "direct.tif", model=predictor)
+    assert_same_output(tmp_path / "stac.tif", tmp_path / "direct.tif")
+    with rasterio.open(tmp_path / "stac.tif") as d:
+        assert d.mask_flag_enums[0] == [MaskFlags.per_dataset] and not d.read_masks(1)[:20, :30].any()
+    # the rgb asset's internal mask and the nir asset's nodata value: one mask of the VRT, their AND
+    with rasterio.open(resolve_inputs([item], ["rgb", "nir"])[0].gdal) as d:
+        assert d.mask_flag_enums == ([MaskFlags.per_dataset],) * 4 and d.nodatavals == (None,) * 3 + (0.0,)
+        np.testing.assert_array_equal(d.read_masks(), np.broadcast_to((mask > 0) & (nir[0] > 0), (4, 40, 60)) * 255)
+
+
+def test_an_asset_georeferenced_by_gcps_keeps_them_and_others_must_share_them(geotiff_dir, tiny_model, tmp_path):
+    gcps = crop(geotiff_dir / "rio-tiler" / "cog_gcps.tif", tmp_path / "gcps.tif", Window(600, 400, 40, 40))
+    crop(geotiff_dir / "rio-tiler" / "cog_gcps.tif", tmp_path / "other.tif", Window(0, 0, 40, 40))
+    item = write_item(tmp_path / "item.json", {"pan": "gcps.tif", "other": "other.tif"})
+    stac, direct = upscale_both(item, "pan", gcps, tiny_model)
+    assert_same_output(stac, direct)
+    with rasterio.open(gcps) as src, rasterio.open(stac) as out:
+        points, crs = out.gcps
+        assert len(points) == 210 and crs.to_epsg() == 4326 and out.transform == Affine.identity()
+        assert [(p.row, p.col, p.x, p.y) for p in points] == [(2 * p.row, 2 * p.col, p.x, p.y) for p in src.gcps[0]]
+    other = run(item, "--assets", "pan,other", "-o", tmp_path / "two.tif", "--model", tiny_model)
+    line = error_line(other)
+    assert other.exit_code == 1 and "asset other (40 x 40 pixels georeferenced by 210 GCPs in EPSG:4326)" in line
+
+
+def test_an_asset_georeferenced_by_rpcs_only_is_refused_as_its_file_is(tiny_model, tmp_path):
+    coeffs = {f"{a}_{b}_coeff": [1] + [0] * 19 for a in ("line", "samp") for b in ("num", "den")}
+    rpc = RPC(height_off=0, height_scale=100, lat_off=10, lat_scale=0.1, long_off=20, long_scale=0.1, line_off=20,
+              line_scale=20, samp_off=15, samp_scale=15, **coeffs)  # fmt: skip
+    with rasterio.open(tmp_path / "rpc.tif", "w", driver="GTiff", width=30, height=40, count=1, dtype="uint8") as d:
+        d.write(smooth_image(1, 40, 30))
+        d.rpcs = rpc
+    item = write_item(tmp_path / "item.json", {"pan": "rpc.tif"})
+    result = run(item, "--assets", "pan", "-o", tmp_path / "out.tif", "--model", tiny_model)
+    line = error_line(result)
+    assert result.exit_code == 1 and "item.json: asset pan" in line and "RPCs only" in line
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_hrefs_are_percent_decoded_for_files_and_resolved_on_the_items_host(server, tiny_model, tmp_path):
+    write_geotiff(tmp_path / "my scene.tif", smooth_image(3, 40, 60, seed=4))
+    item = write_item(tmp_path / "item.json", {"visual": "my%20scene.tif"})
+    assert_same_output(*upscale_both(item, "visual", tmp_path / "my scene.tif", tiny_model))
+    # an item in a folder of the server, its href the path of a file at the server's root
+    write_cog(server.root / "small.tif", smooth_image(3, 40, 60, seed=5))
+    (server.root / "items").mkdir()
+    write_item(server.root / "items" / "item.json", {"visual": "/small.tif"})
+    out = tmp_path / "remote.tif"
+    result = run(server.url("items/item.json"), "--assets", "visual", "-o", out, "--model", tiny_model, "-q")
+    assert result.exit_code == 0, result.output
+    assert "GET /small.tif" in server.requests()
+    assert run(server.root / "small.tif", "-o", tmp_path / "local.tif", "--model", tiny_model, "-q").exit_code == 0
+    assert_same_raster(out, tmp_path / "local.tif")
+
+
+def test_python_takes_assets_as_one_string_of_keys_or_a_list(predictor, tmp_path):
+    rgb = smooth_image(3, 40, 60, seed=6)
+    write_geotiff(tmp_path / "rgb.tif", rgb)
+    for key, band in zip(("red", "green", "blue"), rgb):
+        write_geotiff(tmp_path / f"{key}.tif", band[None])
+    item = write_item(tmp_path / "item.json", {k: f"{k}.tif" for k in ("red", "green", "blue", "rgb")})
+    geosr.upscale(item, tmp_path / "list.tif", model=predictor, assets=["red", "green", "blue"])
+    geosr.upscale(item, tmp_path / "keys.tif", model=predictor, assets="red, green,blue")
+    geosr.upscale(item, tmp_path / "one.tif", model=predictor, assets="rgb")
+    assert_same_raster(tmp_path / "keys.tif", tmp_path / "list.tif")
+    assert_same_raster(tmp_path / "one.tif", tmp_path / "list.tif")
+    for wrong in ([], "", " , "):
+        with pytest.raises(OptionError, match=rf"assets={re.escape(repr(wrong))} does not name assets"):
+            geosr.upscale(item, tmp_path / "none.tif", model=predictor, assets=wrong)
+    assert not (tmp_path / "none.tif").exists()
+
+
+def test_an_asset_without_an_href_is_named_by_its_key(tiny_model, tmp_path):
+    write_geotiff(tmp_path / "red.tif", smooth_image(1, 40, 60))
+    item = write_item(tmp_path / "item.json", {"red": "red.tif"})
+    stac = json.loads(item.read_text())
+    stac["assets"]["nir"] = {"type": "image/tiff; application=geotiff", "roles": ["data"]}
+    item.write_text(json.dumps(stac))
+    result = run(item, "--assets", "red,nir", "-o", tmp_path / "out.tif", "--model", tiny_model)
+    line = error_line(result)
+    assert result.exit_code == 1 and "item.json: asset 'nir' has no href" in line and "--assets" in line
