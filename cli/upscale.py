@@ -254,7 +254,8 @@ def _run_with_preview(
     type=NonEmptyPath(dir_okay=False, path_type=Path),
     metavar="MAP.tif",
     help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
-    "the output is then the self-ensemble's mean: about 8 times the model's work).",
+    "the output is then the self-ensemble's mean: about 8 times the model's work). Its path follows the "
+    "output's rules (a COG with --cog); --skip-existing keeps an output only with its map.",
 )
 @click.option(
     "--report",

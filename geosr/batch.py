@@ -34,6 +34,7 @@ from geosr.raster import (
 from geosr.report import BatchReport, rank_path, settings_of
 from geosr.sharedmodel import Cancelled, SharedModel
 from geosr.sources import RemoteSource, is_remote
+from geosr.uncertainty import kept_output_problem
 
 __all__ = [  # SharedModel and Cancelled (geosr.sharedmodel) too, where they have always been imported from
     "BatchJob",
@@ -213,21 +214,26 @@ def _run(
     t0 = time.perf_counter()
     [(src, dst)] = mine
     if job.skip_existing and dst.exists():
-        result = existing_result(src, dst)
+        result = existing_result(src, dst, job.options.uncertainty)
     else:
         result = upscale_raster(src, dst, predictor, job.options, progress)
     each(result)
     return BatchSummary([result], time.perf_counter() - t0)
 
 
-def existing_result(src, dst: Path) -> FileResult:
+def existing_result(src, dst: Path, error_map: Path | None = None) -> FileResult:
     """--skip-existing's result for an output that exists: skipped, or failed when its headers show it damaged (cut
-    short, or not a raster: something else wrote there), which is neither redone nor replaced without --overwrite."""
+    short, or not a raster: something else wrote there), which is neither redone nor replaced without --overwrite.
+    With an ``error_map`` (--uncertainty) asked for, also failed when the map is missing or damaged: the run would
+    otherwise end with success and without the map (geosr.uncertainty.kept_output_problem)."""
     problem = damaged_output(dst)
     if problem:
         return FileResult(
             src, dst, "failed", f"{dst}: exists but is damaged ({problem}); delete it to redo it, or pass --overwrite"
         )
+    message = None if error_map is None else kept_output_problem(error_map, src, dst)
+    if message:
+        return FileResult(src, dst, "failed", message)
     return FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")
 
 

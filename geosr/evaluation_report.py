@@ -16,7 +16,7 @@ import numpy as np
 
 from geosr.errors import DataError
 from geosr.fileio import atomic_write
-from geosr.uncertainty import summarise_measures
+from geosr.uncertainty import MEASURES, summarise_measures
 
 
 @dataclass
@@ -135,6 +135,12 @@ def format_table(summary: dict[str, dict[str, float | int | None]], with_model: 
 # --- the report's file format (geosr evaluate -o FILE.json|.csv; read back by geosr export --metrics) -------------
 
 CSV_COLUMNS = ("level", "class", "name", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "residual")
+# with --uncertainty, after those: the error map's measures (geosr.uncertainty.measure) of the image, or their means
+# over the class's or all images, and on those summary rows the shares a Laplace error would give, to compare
+UNCERTAINTY_COLUMNS = tuple(f"uncertainty_{m}" for m in MEASURES) + (
+    "uncertainty_laplace_within_1x",
+    "uncertainty_laplace_within_2x",
+)
 
 
 def _finite(v):
@@ -149,13 +155,15 @@ def _finite(v):
 
 
 def write_report(report: Report, path: Path) -> None:
-    """JSON (settings, summary, per image) or CSV (one row per image, per class and the mean), by the suffix;
-    written atomically (geosr.fileio): a failure leaves no partial report."""
+    """JSON (settings, summary, per image) or CSV (one row per image, per class and the mean; with the error map's
+    measures, UNCERTAINTY_COLUMNS too), by the suffix; written atomically (geosr.fileio): a failure leaves no partial
+    report."""
     if path.suffix.lower() == ".json":
         atomic_write(path, (json.dumps(_finite(report.to_dict()), indent=2) + "\n").encode(), what="the report")
         return
+    measured = any(r.uncertainty for r in report.results)
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS + (UNCERTAINTY_COLUMNS if measured else ()))
     w.writeheader()
     for r in report.results:
         w.writerow(
@@ -169,12 +177,22 @@ def write_report(report: Report, path: Path) -> None:
                 "psnr_bicubic": r.psnr_bicubic,
                 "ssim_bicubic": r.ssim_bicubic,
                 "residual": r.residual,
+                **(_uncertainty_columns(r.uncertainty) if measured else {}),
             }
         )
     for label, row in report.summary().items():
         level = "mean" if label == "mean" else "class"
-        w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row})
+        extra = {}
+        if measured:
+            rows = [r.uncertainty for r in report.results if level == "mean" or r.label == label]
+            extra = _uncertainty_columns(summarise_measures(rows))
+        w.writerow({"level": level, "class": "" if level == "mean" else label, "name": "", **row, **extra})
     atomic_write(path, buf.getvalue().encode(), what="the report")
+
+
+def _uncertainty_columns(measures) -> dict:
+    """A row's UNCERTAINTY_COLUMNS from an image's measures or their summary (empty cells where there are none)."""
+    return {f"uncertainty_{k}": v for k, v in (measures or {}).items() if f"uncertainty_{k}" in UNCERTAINTY_COLUMNS}
 
 
 def is_evaluation_report(path: Path) -> bool:
@@ -185,7 +203,8 @@ def is_evaluation_report(path: Path) -> bool:
             return False
         if path.suffix.lower() == ".csv":
             with path.open(encoding="utf-8", newline="") as f:
-                return next(csv.reader(f), None) == list(CSV_COLUMNS)
+                head = next(csv.reader(f), None)
+            return head in (list(CSV_COLUMNS), list(CSV_COLUMNS + UNCERTAINTY_COLUMNS))
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError, UnicodeDecodeError, csv.Error):
         return False

@@ -241,7 +241,7 @@ def upscale_raster(
                 finish_output(
                     map_tmp,
                     options.uncertainty,
-                    cog=False,
+                    cog=plan.cog,
                     compress=plan.compress,
                     overwrite=plan.overwrite,
                     shape=(len(plan.layout), p["height"], p["width"]),

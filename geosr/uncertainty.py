@@ -30,7 +30,7 @@ from geosr.checkpoint import ModelCard
 from geosr.errors import OptionError
 from geosr.predictor import Predictor
 from geosr.radiometry import Radiometry
-from geosr.raster import check_output_file, same_file
+from geosr.raster import check_output_file, check_output_location, damaged_output, same_file
 
 # k per model, fitted on 42 UC Merced train images spread over the classes (python benchmarks/uncertainty_k.py
 # --model degan-x4 --images 42: bf16, card tiles, consistency on, 1 thread of the 2-core AMX Xeon; mean |error| 7.60
@@ -43,6 +43,16 @@ CALIBRATION: dict[str, tuple[str, float]] = {
 DEFAULT_K = 7.48  # for models without a measured k (a card's metrics['uncertainty_k'] wins): the x4 model's
 BLOCK = 8  # side of the blocks of the per-block measures, in output pixels
 LAPLACE_SHARES = (1 - math.exp(-1), 1 - math.exp(-2))  # P(|e| < 1x, 2x its mean) for a Laplace error
+MEASURES = (  # the measures of one image (``measure``), in the order the reports give them
+    "spearman_pixel",
+    "spearman_block",
+    "gradient_spearman_pixel",
+    "gradient_spearman_block",
+    "within_1x",
+    "within_2x",
+    "mean_map",
+    "mean_error",
+)
 
 
 def calibration_factor(card: ModelCard, sha256: str | None) -> float:
@@ -72,21 +82,47 @@ def error_map(spread: torch.Tensor | np.ndarray, radiometry: Radiometry, k: floa
 MAP_SUFFIXES = (".tif", ".tiff")
 
 
-def check_map_target(options, src: str | os.PathLike, dst: str | os.PathLike, predictor: Predictor) -> Predictor:
-    """Check ``options.uncertainty`` (the error map's path, if any) before any work, as the output's path is checked
-    (never the input or the output, an existing file only with overwrite, never a folder or a device); returns the
-    predictor that makes the output: with a map, the self-ensemble's (its mean is the output). Raises OptionError
-    for a path that is not a GeoTIFF's or is the output, and what check_output_file raises."""
-    path = options.uncertainty
-    if path is None:
-        return predictor
+def check_map_path(path: str | os.PathLike, src, dst: str | os.PathLike) -> Path:
+    """The error map's path, from its name alone: a GeoTIFF's, neither the input nor the output (OptionError: a
+    usage error on --uncertainty)."""
     path = Path(path)
     if path.suffix.lower() not in MAP_SUFFIXES:
         raise OptionError(f"{path}: the error map is a GeoTIFF; name it .tif", option="--uncertainty")
+    if same_file(src, path):
+        raise OptionError(f"{path}: is the input; give the error map another path", option="--uncertainty")
     if same_file(path, dst) or Path(os.path.abspath(path)) == Path(os.path.abspath(dst)):
         raise OptionError(f"{path}: is also the output; give the error map another name", option="--uncertainty")
+    return path
+
+
+def check_map_target(options, src: str | os.PathLike, dst: str | os.PathLike, predictor: Predictor) -> Predictor:
+    """Check ``options.uncertainty`` (the error map's path, if any) before any work, as the output's path is checked
+    (never the input or the output, an existing file only with overwrite, never a folder or a device) and make its
+    folder, as the output's is made; returns the predictor that makes the output: with a map, the self-ensemble's
+    (its mean is the output). Raises OptionError for a path that is not a GeoTIFF's, the input or the output,
+    RasterError for a folder that cannot be made or written in, and what check_output_file raises."""
+    if options.uncertainty is None:
+        return predictor
+    path = check_map_path(options.uncertainty, src, dst)
+    check_output_location(path)
     check_output_file(path, overwrite=options.overwrite, source=src)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return predictor if predictor.self_ensemble else dataclasses.replace(predictor, self_ensemble=True)
+
+
+def kept_output_problem(path: str | os.PathLike, src, dst: Path) -> str | None:
+    """--skip-existing keeps the existing output ``dst``: what is wrong with its error map ``path`` (missing, or
+    damaged), as a one-line message with the remedy, or None when it is there. The map is never made alone: it
+    would not be the map of the output kept (made by another run, maybe without the self-ensemble). Raises
+    OptionError for a path check_map_path refuses."""
+    path = check_map_path(path, src, dst)
+    redo = f"delete {dst} to redo both, or rerun with --overwrite instead of --skip-existing"
+    if not path.exists():
+        return f"{dst}: exists but its error map {path} does not (--skip-existing keeps the output); {redo}"
+    problem = damaged_output(path)
+    if problem:
+        return f"{dst}: exists but its error map {path} is damaged ({problem}); delete it and {redo}"
+    return None
 
 
 def describe_map(k: float) -> str:

@@ -89,13 +89,24 @@ def test_map_path_rules(tiny, rgb_tif: Path, tmp_path: Path):
         upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=out))
     with pytest.raises(OptionError, match="GeoTIFF"):
         upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=tmp_path / "e.png"))
-    with pytest.raises(RasterError):
-        upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=rgb_tif))
+    with pytest.raises(OptionError, match="rgb.tif: is the input; give the error map another path"):
+        upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=rgb_tif, overwrite=True))
     existing = tmp_path / "err.tif"
     existing.write_bytes(b"keep")
     with pytest.raises(OutputExistsError):
         upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=existing))
+    with pytest.raises(RasterError, match="err.tif is a file, not a folder"):
+        upscale_raster(rgb_tif, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=existing / "e.tif"))
     assert existing.read_bytes() == b"keep" and not out.exists()  # checked before any work
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["err.tif", "rgb.tif"]
+
+
+def test_the_map_s_folder_is_made_as_the_output_s_is(tiny, make_geotiff, synthetic_image, tmp_path: Path):
+    small = make_geotiff(tmp_path / "small.tif", synthetic_image(3, 16, 16))
+    out, emap = tmp_path / "new" / "out.tif", tmp_path / "maps" / "deep" / "err.tif"
+    upscale_raster(small, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=emap))
+    with rasterio.open(out) as o, rasterio.open(emap) as e:
+        assert (e.width, e.height, e.transform) == (o.width, o.height, o.transform) == (32, 32, e.transform)
 
 
 @pytest.mark.slow
@@ -152,3 +163,74 @@ def test_the_command_line_writes_the_map_for_one_file_and_refuses_it_for_a_batch
     result = run(folder, "-o", tmp_path / "sr", "--uncertainty", tmp_path / "maps.tif")
     assert result.exit_code == 2 and "error map of one input file" in result.output
     assert not (tmp_path / "sr").exists() and not (tmp_path / "maps.tif").exists()
+
+
+def cli_upscale(model: Path, *args):
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    return CliRunner().invoke(cli, ["upscale", *map(str, args), "--model", str(model), "-q"])
+
+
+def test_the_command_line_takes_the_map_s_path_as_the_output_s(tiny_model, make_geotiff, synthetic_image, tmp_path):
+    """A missing folder is made (as -o's is); the input as the map is a usage error on --uncertainty (exit 2), as
+    the output is, and nothing is written."""
+    small = make_geotiff(tmp_path / "small.tif", synthetic_image(3, 16, 16))
+    made = cli_upscale(tiny_model, small, "-o", tmp_path / "sr" / "out.tif", "--uncertainty", tmp_path / "nodir/u.tif")
+    assert made.exit_code == 0, made.output
+    with rasterio.open(tmp_path / "nodir" / "u.tif") as m:
+        assert (m.width, m.height, m.dtypes[0]) == (32, 32, "float32")
+    before = small.read_bytes()
+    for target, message in ((small, "small.tif: is the input"), (tmp_path / "o.tif", "o.tif: is also the output")):
+        refused = cli_upscale(tiny_model, small, "-o", tmp_path / "o.tif", "--uncertainty", target, "--overwrite")
+        assert refused.exit_code == 2, refused.output
+        assert "Invalid value for '--uncertainty'" in refused.output and message in refused.output
+    assert small.read_bytes() == before and not (tmp_path / "o.tif").exists()
+
+
+def test_with_cog_the_map_is_a_cog_too(tiny_model, make_geotiff, synthetic_image, tmp_path):
+    small = make_geotiff(tmp_path / "small.tif", synthetic_image(3, 16, 16))
+    out, emap = tmp_path / "out.tif", tmp_path / "err.tif"
+    result = cli_upscale(tiny_model, small, "-o", out, "--uncertainty", emap, "--cog")
+    assert result.exit_code == 0, result.output
+    for path in (out, emap):
+        with rasterio.open(path) as d:
+            assert d.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG", path
+    with rasterio.open(emap) as e, rasterio.open(out) as o:
+        assert e.dtypes[0] == "float32" and np.isnan(e.nodata) and e.transform == o.transform
+        assert "GEOSR_UNCERTAINTY" in e.tags()
+
+
+def test_evaluate_writes_the_map_s_measures_into_a_csv_report_as_into_a_json_one(tiny_model, scene_folder, tmp_path):
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+    from geosr.uncertainty import MEASURES
+
+    def evaluate(out):
+        args = ["-q", "evaluate", "--model", tiny_model, "--data", scene_folder, "--split", "val", "--uncertainty"]
+        return CliRunner().invoke(cli, [*map(str, args), "-o", str(out)])
+
+    for name in ("r.json", "r.csv"):
+        result = evaluate(tmp_path / name)
+        assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    with (tmp_path / "r.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["level"] for r in rows] == ["image"] * 4 + ["class", "class", "mean"]
+    images = {r["name"]: r for r in rows if r["level"] == "image"}
+    mean = rows[-1]
+    for key in MEASURES:
+        for image in doc["images"]:
+            assert float(images[image["name"]][f"uncertainty_{key}"]) == pytest.approx(image["uncertainty"][key])
+        assert float(mean[f"uncertainty_{key}"]) == pytest.approx(doc["uncertainty"][key])
+    assert float(mean["uncertainty_laplace_within_1x"]) == pytest.approx(doc["uncertainty"]["laplace_within_1x"])
+    fields = [r for r in rows if r["class"] == "fields" and r["level"] == "class"][0]
+    want = np.mean([i["uncertainty"]["mean_map"] for i in doc["images"] if i["label"] == "fields"])
+    assert float(fields["uncertainty_mean_map"]) == pytest.approx(want)
+    again = evaluate(tmp_path / "r.csv")  # still a report of geosr evaluate: replaced without --overwrite
+    assert again.exit_code == 0, again.output

@@ -195,3 +195,19 @@ def test_a_batch_interrupted_with_files_in_flight_names_every_file_under_way(
         ("c_big.tif", "interrupted"),
     ]
     assert sorted(p.name for p in out.iterdir()) == ["a_small.tif"]  # nothing of b or c, no temporary file
+
+
+def test_a_resumed_run_whose_error_map_is_missing_reports_it_failed(tiny_model, rgb_tif, tmp_path):
+    """--skip-existing --uncertainty with the output there but not its map: the report's record says failed and
+    names the map and the remedy; the summary counts it."""
+    out, emap, path = tmp_path / "out.tif", tmp_path / "u.tif", tmp_path / "report.json"
+    assert run(rgb_tif, "-o", out, "--model", tiny_model, "-q").exit_code == 0
+    result = run(rgb_tif, "-o", out, "--model", tiny_model, "--uncertainty", emap, "--skip-existing", "--report", path)
+    assert result.exit_code == 1
+    report = load(path)
+    assert report["state"] == "finished" and report["exit_code"] == 1
+    assert report["summary"]["failed"] == 1 and report["summary"]["skipped"] == 0
+    [record] = report["files"]
+    assert record["status"] == "failed" and record["output"] == str(out.absolute())
+    assert f"its error map {emap} does not" in record["message"] and "--overwrite" in record["message"]
+    assert not emap.exists()

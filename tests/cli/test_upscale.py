@@ -294,3 +294,34 @@ def test_a_value_range_that_serves_the_data_badly_is_warned_about(
         assert not [w for w in warned if "value-range" in w], warned
     else:
         assert any(warning in w for w in warned), warned
+
+
+def test_skip_existing_does_not_keep_an_output_whose_error_map_is_missing_or_damaged(
+    tiny_model, tmp_path, make_geotiff, synthetic_image, caplog
+):
+    """--skip-existing with --uncertainty: an output kept without its map is a failure (exit 1) that names the map
+    and the remedy, never a silent success; nothing is replaced or written. Output and map present: skipped."""
+    src = make_geotiff(tmp_path / "small.tif", synthetic_image(3, 16, 16))
+    out, emap = tmp_path / "out.tif", tmp_path / "maps" / "u.tif"
+    assert run(src, "-o", out, "--model", tiny_model, "-q").exit_code == 0  # an earlier run, without the map
+    kept = out.read_bytes()
+
+    def resume(*extra):
+        return run(src, "-o", out, "--model", tiny_model, "--uncertainty", emap, *extra)
+
+    missing = resume("--skip-existing")
+    errors = [line for line in missing.stderr.splitlines() if line.startswith("error:")]
+    assert missing.exit_code == 1 and len(errors) == 1, missing.output
+    assert f"{out}: exists but its error map {emap} does not" in errors[0]
+    assert f"delete {out} to redo both, or rerun with --overwrite instead of --skip-existing" in errors[0]
+    assert out.read_bytes() == kept and not emap.exists() and not emap.parent.exists()
+    assert resume("--overwrite", "-q").exit_code == 0  # the remedy: both made
+    assert emap.exists() and out.read_bytes() != kept
+    caplog.clear()
+    assert resume("--skip-existing").exit_code == 0
+    assert f"skipped: {out}: exists (--skip-existing)" in [r.getMessage() for r in caplog.records]
+    emap.write_bytes(emap.read_bytes()[:600])  # cut short
+    damaged = resume("--skip-existing")
+    assert damaged.exit_code == 1 and f"error map {emap} is damaged" in damaged.stderr
+    same = run(src, "-o", out, "--model", tiny_model, "--uncertainty", src, "--skip-existing")  # path rules still
+    assert same.exit_code == 2 and "small.tif: is the input" in same.stderr
