@@ -9,14 +9,15 @@ instead (after a change of model, say), and deleting an output redoes that one. 
 ("error: ...") and the rest go on.
 
 Exit codes: 0 every file done or kept, 1 a file failed or the run could not start (missing folder, no rasters,
-not a model file: one "error: ..." line), 2 a usage error, 130 Ctrl-C (the files finished stay, the one under way
-leaves nothing).
+not a model file: one "error: ..." line), 2 a usage error, 130 Ctrl-C and 143 SIGTERM (the files finished stay, the
+one under way leaves nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -89,12 +90,24 @@ def show_warnings() -> None:
     logging.getLogger("geosr.api").setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, kill, timeout), raised where Ctrl-C would be, so the same cleanup runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every ending as an exit code and at most one line, never a traceback."""
     args = arguments(argv)
     show_warnings()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
+    except Terminated:
+        print("stopped (SIGTERM): the files finished are kept; rerun the same command to do the rest", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted: the files finished are kept; rerun the same command to do the rest", file=sys.stderr)
         return 130

@@ -137,7 +137,10 @@ def test_py_wrong_arguments_are_a_usage_error_exit_2(tmp_path, args):
     assert "error: " in result.stderr.splitlines()[-1]
 
 
-def test_py_ctrl_c_exits_130_keeps_finished_files_and_a_rerun_resumes(tiny_model, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_py_ctrl_c_or_sigterm_exits_130_or_143_keeps_finished_files_and_a_rerun_resumes(
+    tiny_model, tmp_path, sig, code
+):
     n = 24
     src, out = tiles(tmp_path / "in", n, 96), tmp_path / "out"
     proc = subprocess.Popen(
@@ -151,13 +154,13 @@ def test_py_ctrl_c_exits_130_keeps_finished_files_and_a_rerun_resumes(tiny_model
     try:
         assert wait_for(lambda: (out / "t00.tif").exists(), 120), "the first file never finished"
         wait_for(lambda: any(p.name.startswith(".") for p in out.iterdir()), 20)  # the next one under way
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert stderr.strip().splitlines()[-1].startswith("interrupted" if sig == signal.SIGINT else "stopped")
     done = files_in(out)
     assert done and len(done) < n  # stopped in the middle
     assert not [f for f in done if f.startswith(".")]  # nothing of the file under way
