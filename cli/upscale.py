@@ -316,9 +316,8 @@ def _job(given: dict[str, Any], options: UpscaleOptions, rank: int, world_size: 
     from geosr.batch import BatchJob
     from geosr.stac import resolve_inputs
 
-    assets = given["assets"]
-    keys = None if assets is None else [k.strip() for k in assets.split(",") if k.strip()]
-    sources = resolve_inputs(given["inputs"], keys)  # URLs, /vsi paths, STAC items: as GDAL reads them (geosr.sources)
+    # URLs, /vsi paths, STAC items (--assets as typed: geosr.stac.asset_keys splits it): as GDAL reads them
+    sources = resolve_inputs(given["inputs"], given["assets"])
     return BatchJob(
         sources,
         given["output"],
