@@ -159,6 +159,8 @@ def export(
         notes=notes,
     )
     card.validate(str(out))
+    if report is not None:
+        _check_cast_keeps_the_measure(report, source, dtype)
     target = getattr(torch, DTYPES[dtype])
     if target != torch.float32:
         limit = torch.finfo(target).max
@@ -230,6 +232,24 @@ def _edited_card(
     if notes:
         changes["training"] = {**card.training, "notes": [*card.training.get("notes", []), *notes]}
     return replace(card, **changes)
+
+
+# The casts that keep every weight's value (the widening ones): a report of the source measures the export too.
+_EXACT_CASTS = {("F16", "fp32"), ("BF16", "fp32"), ("F32", "fp32"), ("F16", "fp16"), ("BF16", "bf16")}
+
+
+def _check_cast_keeps_the_measure(report: Path, model: Path, dtype: str) -> None:
+    """Raise ExportError (option --metrics) where --dtype would change the weights the report measured (fp32 weights
+    cast to fp16, say): the card would state figures of other weights than the published ones."""
+    from geosr.safetensorsfile import read_header
+
+    stored = {v["dtype"] for k, v in read_header(model).items() if k != "__metadata__" and v["dtype"][0] in "FB"}
+    if not all((d, dtype) in _EXACT_CASTS for d in stored):
+        raise ExportError(
+            f"{report}: it measured the {'/'.join(sorted(stored))} weights of {model}, which --dtype {dtype} changes; "
+            f"export as {dtype} first, evaluate that file, then export it with --metrics",
+            option="--metrics",
+        )
 
 
 def _check_report_model(report: Path, model: Path) -> None:

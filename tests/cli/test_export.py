@@ -151,7 +151,9 @@ def test_export_finds_the_reported_model_through_links_and_from_another_folder(m
     mean = json.loads(report.read_text())["summary"]["mean"]
     for spelling in (model, link, os.path.relpath(model)):  # relpath: another spelling, from elsewhere
         out = tmp_path / "pub.safetensors"
-        r = CliRunner().invoke(cli, ["export", str(spelling), "-o", str(out), "--metrics", str(report), "--overwrite"])
+        r = CliRunner().invoke(
+            cli, ["export", str(spelling), "-o", str(out), "--metrics", str(report), "--overwrite", "--dtype", "fp32"]
+        )
         assert r.exit_code == 0, r.output
         assert read_card(out).metrics["val_psnr"] == pytest.approx(mean["psnr"], abs=1e-4)
 
@@ -172,7 +174,9 @@ def test_a_report_that_records_the_model_hash_is_matched_by_its_hash(measured, t
     # the same bytes under a path that no longer exists (measured, then moved): accepted
     moved = tmp_path / "moved.json"
     moved.write_text(json.dumps({**doc, "model": "/gone/model.safetensors", "model_sha256": own}))
-    r = CliRunner().invoke(cli, ["export", str(model), "-o", str(tmp_path / "b.safetensors"), "--metrics", str(moved)])
+    r = CliRunner().invoke(
+        cli, ["export", str(model), "-o", str(tmp_path / "b.safetensors"), "--metrics", str(moved), "--dtype", "fp32"]
+    )
     assert r.exit_code == 0, r.output
     assert read_card(tmp_path / "b.safetensors").metrics["val_images"] == 1
 
@@ -254,3 +258,18 @@ def test_info_without_a_model_lists_the_bundled_models():
 
     for name in bundled_models():
         assert name in r.output
+
+
+def test_a_report_goes_only_onto_weights_it_measured(measured, tmp_path):
+    """fp32 weights measured, then cast to fp16 (the default --dtype): the card would hold figures of other weights.
+    The widening casts (fp16 -> fp32) and no cast keep every value, so the report holds for them."""
+    model, report = measured
+    out = tmp_path / "pub.safetensors"
+    r = CliRunner().invoke(cli, ["export", str(model), "-o", str(out), "--metrics", str(report)])
+    assert r.exit_code == 1, r.output
+    assert f"{report}: it measured the F32 weights of {model}, which --dtype fp16 changes; export as fp16 first" in (
+        error_line(r)
+    )
+    assert not out.exists()
+    r = CliRunner().invoke(cli, ["export", str(model), "-o", str(out), "--metrics", str(report), "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
