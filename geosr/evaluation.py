@@ -191,8 +191,11 @@ def _run_groups(
             y, sd = np.split(y, 2)
             spreads.append(sd[:n])
         means.append(y[:n])
-    y = means[0] if len(means) == 1 else np.concatenate(means)
-    return y, (None if not spreads else spreads[0] if len(spreads) == 1 else np.concatenate(spreads))
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:  # one group (the usual case): no copy
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    return joined(means), (joined(spreads) if spreads else None)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from geosr.models import Discriminator, Generator
 from geosr.models.refiner import set_attention_dropout
 from geosr.training import distributed
 from geosr.training.config import TrainConfig
-from geosr.training.data import PatchDataset, make_loader, resolve_workers
+from geosr.training.data import PatchDataset, check_default_bands, make_loader, resolve_workers
 from geosr.training.ema import EMA
 from geosr.training.gan import Amp, LossWeights
 from geosr.training.guard import DivergenceGuard
@@ -113,12 +113,8 @@ def _check_val_images(items: list[ImageItem], scale: int, bands: list[int], *, g
     """Every validation image read and made into its LR pair now, before the first step: one that cannot be (damaged,
     too small, without a band trained on) would otherwise stop the run at its first validation."""
     for item in items:
-        count = image_info(item.path).count
-        if max(bands) > count and not given:
-            raise DataError(
-                f"{item.path} (a validation image) has {count} band{'s' if count != 1 else ''}, training takes bands "
-                f"{','.join(map(str, bands))} of each image: remove it from the validation images, or choose --bands"
-            )
+        if not given:
+            check_default_bands(item.path, image_info(item.path).count, bands, " (a validation image)")
         load_pair(item, scale, bands)
 
 

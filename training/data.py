@@ -51,6 +51,17 @@ class _Source:
     lr_width: int = 0
 
 
+def check_default_bands(path, count: int, bands: Sequence[int], what: str = "") -> None:
+    """DataError where an image of ``count`` bands lacks one of the default ``bands`` (none were given): the message
+    says which bands training takes, where check_bands would speak of a --bands the user never gave. what: how the
+    image is named after its path, e.g. " (a validation image)"."""
+    if max(bands) > count:
+        raise DataError(
+            f"{path}{what} has {count} band{'s' if count != 1 else ''}, training takes bands "
+            f"{','.join(map(str, bands))} of each image: remove it from the data, or choose --bands"
+        )
+
+
 class PatchDataset(Dataset):
     """(HR, LR) training patches in [-1, 1] from ``items``; indexed by (image index, epoch, position) keys."""
 
@@ -107,11 +118,8 @@ class PatchDataset(Dataset):
 
     def _describe(self, item: ImageItem) -> _Source:
         info = image_info(item.path)
-        if max(self.bands) > info.count and not self.bands_given:
-            raise DataError(
-                f"{item.path} has {info.count} band{'s' if info.count != 1 else ''}, training takes bands "
-                f"{','.join(map(str, self.bands))} of each image: remove it from the data, or choose --bands"
-            )
+        if not self.bands_given:
+            check_default_bands(item.path, info.count, self.bands)
         check_bands(item.path, info.count, self.bands)
         src = _Source(item, info.dtype, info.height, info.width, image_radiometry(item.path, self.bands))
         lr_path = item.lr_path(self.scale)

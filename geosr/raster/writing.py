@@ -146,16 +146,14 @@ def damaged_output(path: Path) -> str:
         with quiet_georeferencing(), rasterio.open(path) as ds:
             if ds.driver not in ("GTiff", "COG"):
                 return ""
-            missing = _missing_blocks(ds)
-            if missing:
-                return f"block column {missing[0][0]}, row {missing[0][1]} is missing"
-            size, (bh, bw) = path.stat().st_size, ds.block_shapes[0]
+            size, (bh, bw), bands = path.stat().st_size, ds.block_shapes[0], _block_bands(ds)
             for y in range(math.ceil(ds.height / bh)):
                 for x in range(math.ceil(ds.width / bw)):
-                    for b in _block_bands(ds):
-                        tag = f"{x}_{y}"
-                        end = int(ds.get_tag_item(f"BLOCK_OFFSET_{tag}", "TIFF", bidx=b) or 0)
-                        end += int(ds.get_tag_item(f"BLOCK_SIZE_{tag}", "TIFF", bidx=b) or 0)
+                    for b in bands:
+                        length = int(ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=b) or 0)
+                        if not length:
+                            return f"block column {x}, row {y} is missing"
+                        end = int(ds.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=b) or 0) + length
                         if end > size:
                             return f"its data runs to byte {end} of a file of {size} bytes: it was cut short"
     except rasterio.errors.RasterioError as exc:
