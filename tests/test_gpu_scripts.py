@@ -148,6 +148,102 @@ def test_tree_bytes_counts_tracked_and_untracked_files_but_not_ignored_ones(tmp_
     assert bundle.tree_bytes(repo) == 1000 + 300 + len("bundle/\n")
 
 
+# --- a light checkout: only what the GPU run needs travels ---------------------------------------------------------
+
+
+travel = _module("travel")
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    ident = ["-c", "user.name=geosr", "-c", "user.email=geosr@example.org"]
+    return subprocess.run(["git", *ident, "-C", str(repo), *args], capture_output=True, text=True)
+
+
+def _checkout(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    repo = tmp_path / "repo"
+    files = {
+        "geosr/__init__.py": b"# code\n",
+        "geosr/weights/degan-x4.safetensors": b"4" * 4000,
+        "geosr/weights/degan-x2.safetensors": b"2" * 3000,
+        "geosr/weights/degan-x4-gan.safetensors": b"g" * 5000,
+        "cli/main.py": b"# cli\n",
+        "training/train.py": b"# training\n",
+        "benchmarks/bench.py": b"# bench\n",
+        "benchmarks/gpu/run.py": b"# run\n",
+        "benchmarks/results/speed.txt": b"r" * 700,
+        "tests/test_a.py": b"# test\n",
+        "docs/a #1 [draft]!.md": b"d" * 90,
+        "examples/data/RGB.byte.tif": b"t" * 600,
+        "examples/upscale.sh": b"# example\n",
+        "setup.cfg": b"[metadata]\n",
+        "pyproject.toml": b"[build-system]\n",
+    }
+    for name, data in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_bytes(data)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    assert _git(repo, "add", ".").returncode == 0 and _git(repo, "commit", "-qm", "first").returncode == 0
+    return repo, files
+
+
+def test_a_light_checkout_leaves_behind_what_the_gpu_run_does_not_need_and_restore_puts_it_back(tmp_path):
+    repo, files = _checkout(tmp_path)
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude_before = exclude.read_text() if exclude.is_file() else None
+    full = bundle.tree_bytes(repo)
+    assert full == sum(len(v) for v in files.values())
+
+    assert travel.main(["light", "--repo", str(repo)]) == 0
+    behind = {
+        "geosr/weights/degan-x2.safetensors",
+        "geosr/weights/degan-x4-gan.safetensors",
+        "benchmarks/results/speed.txt",
+        "tests/test_a.py",
+        "docs/a #1 [draft]!.md",
+        "examples/upscale.sh",
+    }
+    assert set(travel.left_behind(repo)) == behind
+    # neither tracked nor untracked-and-not-ignored: what the device tool copies is the rest, and the files stay
+    listed = _git(repo, "ls-files", "--cached", "--others", "--exclude-standard").stdout.split("\n")
+    assert set(filter(None, listed)) == set(files) - behind
+    assert bundle.tree_bytes(repo) == full - sum(len(files[n]) for n in behind)
+    assert all((repo / n).read_bytes() == files[n] for n in files)
+
+    # a commit now would delete the files from the repository: refused
+    refused = _git(repo, "commit", "-qm", "oops")
+    assert refused.returncode != 0 and "travel.py restore" in refused.stderr
+    # light again with both models: the x2 model travels too
+    assert travel.main(["light", "--scales", "4,2", "--repo", str(repo)]) == 0
+    assert set(travel.left_behind(repo)) == behind - {"geosr/weights/degan-x2.safetensors"}
+
+    assert travel.main(["restore", "--repo", str(repo)]) == 0
+    assert _git(repo, "status", "--porcelain").stdout == "" and travel.left_behind(repo) == []
+    assert (exclude.read_text() if exclude.is_file() else None) in (exclude_before, "")
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert bundle.tree_bytes(repo) == full
+    assert travel.main(["restore", "--repo", str(repo)]) == 0  # not light: nothing to do
+
+
+def test_light_refuses_a_file_with_staged_changes_and_changes_nothing(tmp_path, capsys):
+    repo, _ = _checkout(tmp_path)
+    (repo / "tests" / "test_a.py").write_text("# changed\n")
+    assert _git(repo, "add", "tests/test_a.py").returncode == 0
+    assert travel.main(["light", "--repo", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert "tests/test_a.py has changes staged" in err and "commit or unstage" in err
+    assert travel.left_behind(repo) == [] and not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert _git(repo, "status", "--porcelain").stdout == "M  tests/test_a.py\n"
+
+
+def test_a_user_pre_commit_hook_is_left_alone(tmp_path):
+    repo, _ = _checkout(tmp_path)
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    assert travel.main(["light", "--repo", str(repo)]) == 0
+    assert travel.main(["restore", "--repo", str(repo)]) == 0
+    assert hook.read_text() == "#!/bin/sh\nexit 0\n"
+
+
 # --- the training plan: time per scale, schedule length, restart ---------------------------------------------------
 
 

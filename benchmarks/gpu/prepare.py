@@ -1,8 +1,13 @@
 """Build the GPU bundle here, for a GPU machine that has PyTorch and nothing else of geosr and no network.
 
-    bash benchmarks/gpu/prepare.sh [--out benchmarks/gpu/bundle] [--python-version 3.12] [--max-parts 4]
-                                   [--train-quality auto|95|90|...] [--margin-mb 0.5] [--smoke] [--part-mb MB]
-                                   [--geotiffs ../shared/data/geotiff] [--evaluate here|there]
+    bash benchmarks/gpu/prepare.sh [--out benchmarks/gpu/bundle] [--python-version 3.12] [--max-parts 1]
+                                   [--travel light|full] [--scales 4] [--train-quality auto|95|90|...]
+                                   [--margin-mb 0.5] [--smoke] [--part-mb MB] [--geotiffs ../shared/data/geotiff]
+                                   [--evaluate here|there]
+
+First (``--travel light``, the default except with --smoke) the checkout is made light: the tracked files the GPU
+run does not need stay here (benchmarks/gpu/travel.py; ``travel.py restore`` after the call), so that the code, the
+model of ``--scales`` and the bundle travel in one device call.
 
 What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy in ../shared/data):
 
@@ -24,15 +29,17 @@ What it builds (units; sizes as measured for Python 3.12 and the UC Merced copy 
   ``xsensor-train/`` (20 crops of 192 px of 4 sensors from the other halves; trained on only with
   ``GEOSR_GPU_EXTRA_REPEAT`` > 0).
 - ``train.zip``: the 1050 train images (00-49) as lossy WebP of the highest quality that lets the whole bundle fit
-  in --max-parts device calls: quality 97 in 4 calls (33.3 MB, a mean 42.0 dB PSNR against the originals), 84 in 3
-  (15.9 MB, 36.7 dB); lossless would be 91 MB. The quality and the mean PSNR of the copies are recorded in the
+  in --max-parts device calls: quality 94 in one call beside the light checkout (27.6 MB, a mean 40.7 dB PSNR
+  against the originals); beside the whole checkout 97 in 4 calls (33.0 MB, 42.0 dB), 84 in 3 (15.9 MB, 36.7 dB);
+  lossless would be 91 MB. The quality and the mean PSNR of the copies are recorded in the
   manifest and go into the trained model's card.
 
 The geosr code itself is not in the bundle: it travels with the working tree, and run.sh installs it from there.
 
-Why parts: the device tool brings the working tree plus the carried paths, 64 MiB per call, and the tree alone is
-about 53 MB (44 MB of it the shipped model files), so about 13.5 MB is left per call. The units are cut into parts
-of that size (bundle.py) and each call carries one part; docs/gpu.md gives the calls. The sizes are printed per call.
+Why parts: the device tool brings the working tree plus the carried paths, 64 MiB per call. The light checkout is
+about 18 MB, which leaves 48.6 MB: one part. The whole checkout is about 54 MB (44 MB of it the shipped model
+files), which leaves 13 MB per call, so the units are cut into parts of that size (bundle.py) and each call carries
+one part. docs/gpu.md gives the calls; the sizes are printed per call.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from rasterio.io import MemoryFile
 from geosr.datasets import spread
 
 sys.path.insert(0, str(Path(__file__).parent))
+import travel  # noqa: E402
 from bundle import DEVICE_LIMIT, MIB, tree_bytes, write_parts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +88,7 @@ EXTRAS = [
     "pyparsing==3.3.3",
 ]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-QUALITIES = [97, 96, 95, 92, 90, 88, 86, 85, 84, 83, 82, 80, 75, 70]
+QUALITIES = [97, 96, 95, 94, 93, 92, 90, 88, 86, 85, 84, 83, 82, 80, 75, 70]
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -284,10 +292,18 @@ def main() -> None:
     p.add_argument(
         "--max-parts",
         type=int,
-        default=4,
-        help="device calls the bundle may take (with --train-quality "
-        "auto: the train images' quality is chosen to fit; 4 allows WebP quality 97, 3 about 84)",
+        default=1,
+        help="device calls the bundle may take (with --train-quality auto: the train images' quality is chosen to "
+        "fit; one call with a light checkout allows about 92-93, four with the whole checkout 97)",
     )
+    p.add_argument(
+        "--travel",
+        choices=("light", "full"),
+        default=None,
+        help="light (the default, except with --smoke): the checkout's files the GPU run does not need stay here "
+        "(benchmarks/gpu/travel.py light; travel.py restore after the calls); full: the whole checkout travels",
+    )
+    p.add_argument("--scales", default="4", help="with --travel light: the shipped models that travel (default 4)")
     p.add_argument("--train-quality", default="auto", help="WebP quality of the train images, or auto")
     p.add_argument("--margin-mb", type=float, default=0.5, help="room left in each call for the tree to grow (MiB)")
     p.add_argument("--part-mb", type=float, default=None, help="part size in MiB instead of what the tree leaves")
@@ -309,6 +325,20 @@ def main() -> None:
     units_dir.mkdir(parents=True, exist_ok=True)
     data = Path(args.data).resolve()
 
+    args.travel = args.travel or ("full" if args.smoke else "light")
+    if args.travel == "light":
+        try:
+            scales = [int(x) for x in args.scales.split(",") if x.strip()]
+        except ValueError:
+            p.error(f"--scales: {args.scales!r} is not a list such as 4 or 4,2")
+        try:
+            left = travel.light(REPO, scales)
+        except travel.TravelError as exc:
+            raise SystemExit(f"prepare.py: {exc}") from None
+        log(
+            f"light checkout: {len(left)} tracked files the GPU run does not need stay here (on disk, out of git's "
+            "index until: python benchmarks/gpu/travel.py restore)"
+        )
     tree = tree_bytes(REPO)
     margin = int(args.margin_mb * MIB)
     cap = int(args.part_mb * MIB) if args.part_mb else DEVICE_LIMIT - tree - margin
@@ -444,7 +474,12 @@ def main() -> None:
             f"with the tree {total / 1e6:.2f} MB = {total / DEVICE_LIMIT:.1%} of 64 MiB"
         )
     rel = out.relative_to(REPO) if out.is_relative_to(REPO) else out
-    print(f"device calls, in order, each with command 'bash benchmarks/gpu/run.sh' and carry [\"{rel}/partN\"]")
+    if len(manifest["parts"]) == 1:
+        print(f"the device call: command 'bash benchmarks/gpu/run.sh', carry [\"{rel}/part1\"] (docs/gpu.md)")
+    else:
+        print(f"device calls, in order, each with command 'bash benchmarks/gpu/run.sh' and carry [\"{rel}/partN\"]")
+    if args.travel == "light":
+        print("after the calls: python benchmarks/gpu/travel.py restore (commits are refused until then)")
     if args.evaluate == "here":
         print(
             "then here, on the files the last call brings back: python benchmarks/gpu/finish.py FILES_AT "

@@ -1218,9 +1218,20 @@ def main() -> int:
     )
     if step_stage(r) and step_install(r):
         step_measure(r)
-        for i, scale in enumerate(args.scales):  # each model trained, then exported and evaluated
-            step_train(r, scale, [s for s in args.scales[i:] if not r.done(f"train_x{s}")])
+        # a model left behind by a light checkout (benchmarks/gpu/travel.py) leaves its time to the others
+        scales = [s for s in args.scales if shipped(s).is_file()]
+        for i, scale in enumerate(scales):  # each model trained, then exported and evaluated
+            step_train(r, scale, [s for s in scales[i:] if not r.done(f"train_x{s}")])
             step_evaluate(r, scale)
+        for scale in args.scales:
+            if scale not in scales and "train" in args.steps and not r.done(f"train_x{scale}"):
+                r.record(
+                    f"train_x{scale}",
+                    "skipped",
+                    0,
+                    note=f"{shipped(scale).relative_to(REPO)} did not travel: the checkout was made light without it "
+                    f"(benchmarks/gpu/travel.py light --scales {scale} before a call that trains it)",
+                )
     r.save()
     print()
     print("\n".join(summary_lines(r.summary())), flush=True)
