@@ -519,6 +519,22 @@ def test_the_stage_table_is_sized_to_its_seconds_from_the_measured_rate():
     assert measure.stages_size(2048, 0.01, 30, 4) == 256 and measure.stages_size(48, 1.0, 30, 4) == 48
 
 
+def test_the_big_raster_goes_first_only_where_its_measured_rate_says_it_will_finish():
+    measure = _module("measure")
+    assert measure.big_expected_s(None, 10980, 4) is None and measure.big_expected_s({}, 10980, 4) is None
+    # 1929 output Mpx at 30 Mpx/s with the 30 % margin, plus 0.72 GB of uint16 input at 16 s per GB
+    expected = measure.big_expected_s({"end_to_end_mpx_s": 30.0}, 10980, 4)
+    assert expected == pytest.approx(1928.9664 / 30 * 1.3 + 0.72340 * 16, rel=1e-4)
+    assert 90 < expected < 96  # fits in the last ~100 s of the 210-s measurement; the first run's 3 Mpx/s did not
+    assert measure.big_expected_s({"end_to_end_mpx_s": 3.0}, 10980, 4) > 800
+    line = measure._big_lines(
+        {"size": 64, "bands": 3, "dtype": "uint16", "scale": 4, "tile": 16, "batch": 4, "precision": "bf16",
+         "complete": True, "seconds": 2.0, "output_mpx_s": 0.03, "order": "after the stage table: expected 3 s"}
+    )  # fmt: skip
+    assert line[0].endswith("run to the end in 2.0 s, 0.03 output Mpx/s")
+    assert line[1] == "  ran after the stage table: expected 3 s"
+
+
 def test_the_report_says_skipped_extrapolated_and_stopped():
     measure = _module("measure")
     big = {
