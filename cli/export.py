@@ -26,6 +26,7 @@ from geosr.cli.options import (
     overlap_option,
     overwrite_option,
     tile_size_option,
+    verbosity,
     verbosity_options,
 )
 from geosr.errors import GeosrError, OptionError
@@ -64,7 +65,8 @@ def _model_name(value: str) -> str:
     type=click.Choice(sorted(DTYPES)),
     default="fp16",
     show_default=True,
-    help="Stored weight type (the model always runs from float32 copies; fp16 halves the file).",
+    help="Stored weight type of a .safetensors output (the model always runs from float32 copies; fp16 halves the "
+    "file). An ONNX output is float32.",
 )
 @click.option(
     "--name",
@@ -168,14 +170,21 @@ def export(
             if value.is_floating_point() and value.abs().max() > limit:
                 raise ExportError(f"{model}: weight {key} exceeds the {dtype} range ({limit:g}); export as fp32")
     save_generator(out, net, card, dtype=target)
-    click.echo(f"{out}: {card.name}, x{card.scale}, {dtype}, {size_str(out.stat().st_size)}")
+    if verbosity(ctx) >= 0:
+        click.echo(f"{out}: {card.name}, x{card.scale}, {dtype}, {size_str(out.stat().st_size)}")
 
 
 def _to_onnx(ctx: click.Context, model: str, out: Path, **export: Any) -> None:
     """The ONNX output: ``export`` (opset, deepness, tiling, resolution, overwrite) to geosr.onnx.export_onnx; a usage
     error for the options that edit a card, which an ONNX output has no place for."""
+    if ctx.params.get("dtype") not in (None, "fp32") and (
+        ctx.get_parameter_source("dtype") is not click.core.ParameterSource.DEFAULT
+    ):
+        raise click.UsageError(
+            f"--dtype {ctx.params['dtype']}: an ONNX output is always written in float32 (onnxruntime runs it so); "
+            "leave --dtype out"
+        )
     card_edits = {
-        "dtype": "--dtype",
         "name": "--name",
         "description": "--description",
         "report": "--metrics",
@@ -196,7 +205,8 @@ def _to_onnx(ctx: click.Context, model: str, out: Path, **export: Any) -> None:
 
     result = export_onnx(model, out, **export)
     shape = " x ".join(map(str, result.input_shape))
-    click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {size_str(result.size_bytes)}")
+    if verbosity(ctx) >= 0:
+        click.echo(f"{out}: ONNX opset {result.opset}, input {shape}, {size_str(result.size_bytes)}")
 
 
 def _edited_card(

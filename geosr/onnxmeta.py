@@ -4,6 +4,7 @@ ranges and convention) and the keys QGIS's Deepness reads; every value JSON text
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -36,7 +37,7 @@ def geosr_metadata(card: ModelCard, *, tile: int, overlap: int, layout: str) -> 
             "to -1..1; outputs are clamped to [-1, 1]"
         )
     values: dict[str, Any] = {
-        "geosr_card": card.to_dict(),
+        "geosr_card": dataclasses.replace(card, tile_size=tile, overlap=overlap).to_dict(),
         "geosr_name": card.name,
         "geosr_scale": card.scale,
         "geosr_bands": card.bands,

@@ -81,9 +81,41 @@ class OnnxPredictor:
         return tuple(self.session.get_inputs()[0].shape)
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """(B, bands, h, w) float32 -> (B, bands_out, s*h, s*w) float32; see the class docstring for the ranges."""
+        """(B, bands, h, w) float32 -> (B, bands_out, s*h, s*w) float32; see the class docstring for the ranges.
+
+        Raises OnnxError, one line naming the file, for tiles of another band count or, in a fixed layout, another
+        size, values outside the input range, and anything onnxruntime refuses.
+        """
         x = np.ascontiguousarray(tiles, dtype=np.float32)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        self._check(x)
+        try:
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        except Exception as exc:  # onnxruntime's own error types
+            raise OnnxError(f"{self.path}: onnxruntime failed on tiles {x.shape} ({_first_line(exc)})") from None
+
+    def _check(self, x: np.ndarray) -> None:
+        bands = list(self.metadata.get("geosr_bands") or self.card.bands)
+        if x.ndim != 4 or x.shape[1] != len(bands):
+            raise OnnxError(
+                f"{self.path}: takes (batch, {len(bands)}, height, width) tiles of its bands ({', '.join(bands)}), "
+                f"not an array of shape {x.shape}; pick or repeat bands to {len(bands)}"
+            )
+        fixed = self.input_shape
+        if any(isinstance(want, int) and want != got for want, got in zip(fixed, x.shape)):
+            wanted = " x ".join(str(d) if isinstance(d, int) else "any" for d in fixed)
+            raise OnnxError(
+                f"{self.path}: a fixed input of {wanted} (batch, bands, height, width), not {x.shape}; tile with "
+                f"tile_size={fixed[-1]} and batches that fit, or export a dynamic model (geosr export without "
+                "--deepness)"
+            )
+        low, high = self.input_range
+        if x.size:
+            lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+            if lo < low - 1e-3 or hi > high + 1e-3:
+                raise OnnxError(
+                    f"{self.path}: input values {lo:.4g} to {hi:.4g} lie outside its input range [{low:g}, {high:g}]; "
+                    "map raster values as its geosr_value_convention metadata says (docs/onnx.md)"
+                )
 
 
 def load_onnx(path: str | os.PathLike, *, threads: int | None = None) -> OnnxPredictor:

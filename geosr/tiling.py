@@ -311,6 +311,9 @@ def tile_array(
         raise ValueError(problem)
     if batch_size < 1:
         raise ValueError(f"batch size {batch_size}: must be at least 1")
+    own = getattr(predict, "scale", None)  # a Predictor's or an OnnxPredictor's
+    if isinstance(own, int) and own != scale:
+        raise ValueError(f"scale={scale}, but the predictor's model upscales x{own}: give scale={own}")
     _, h, w = x.shape
     grid = TileGrid(h, w, tile_size, overlap, scale)
     x = np.ascontiguousarray(x, dtype=np.float32)

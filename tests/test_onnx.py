@@ -204,6 +204,23 @@ def test_deepness_layout_has_the_shapes_values_and_keys_deepness_reads(tiny_mode
     expected = (torch_reference(tiny_model_x4, pixels / 127.5 - 1) + 1) * 127.5
     assert y.shape == (1, 3, 48, 48)
     assert np.abs(y - expected).max() < TOLERANCE * 127.5
+    # the card inside says the tiling the file runs at: its fixed 12-pixel tile, as geosr_tile_size
+    assert predictor.card.tile_size == predictor.metadata["geosr_tile_size"] == 12
+    assert predictor.card.overlap == predictor.metadata["geosr_overlap"]
+
+    # what the fixed graph cannot take is a one-line OnnxError naming the file, before onnxruntime's own message
+    name = deepness_export.path.name
+    with pytest.raises(OnnxError) as err:
+        predictor(pixels / 127.5 - 1)  # geosr's [-1, 1] values for a [0, 1] model
+    assert_one_line(err.value, name, "outside its input range [0, 1]", "geosr_value_convention")
+    with pytest.raises(OnnxError) as err:
+        predictor(np.zeros((2, 3, 12, 12), np.float32))  # batch 2 for a batch of 1
+    assert_one_line(err.value, name, "a fixed input of 1 x 3 x 12 x 12", "tile_size=12")
+    with pytest.raises(OnnxError) as err:
+        predictor(np.zeros((1, 4, 12, 12), np.float32))
+    assert_one_line(err.value, name, "tiles of its bands (red, green, blue)", "shape (1, 4, 12, 12)")
+    with pytest.raises(ValueError, match="scale=2, but the predictor's model upscales x4: give scale=4"):
+        tile_array(predictor, np.zeros((3, 12, 12), np.float32), scale=2, tile_size=12, overlap=0, batch_size=1)
 
 
 # --- errors -------------------------------------------------------------------------------------------------------
@@ -285,4 +302,28 @@ def test_geosr_export_writes_onnx_and_refuses_card_options(tiny_model, tmp_path)
     assert result.exit_code == 2 and "--name: not for an ONNX output" in result.output
     result = CliRunner().invoke(cli, ["export", str(tiny_model), "-o", str(tmp_path / "c.safetensors"), "--deepness"])
     assert result.exit_code == 2 and "for an ONNX output" in result.output
+    result = CliRunner().invoke(cli, ["export", str(tiny_model), "-o", str(tmp_path / "b.onnx"), "--dtype", "fp16"])
+    assert (
+        result.exit_code == 2 and "always written in float32" in result.output and "leave --dtype out" in result.output
+    )
     assert not (tmp_path / "b.onnx").exists() and not (tmp_path / "c.safetensors").exists()
+
+    # -q: errors only, as for upscale; --dtype fp32 is what ONNX gets anyway
+    result = CliRunner().invoke(
+        cli, ["-q", "export", str(tiny_model), "-o", str(tmp_path / "q.onnx"), "--dtype", "fp32"]
+    )
+    assert result.exit_code == 0 and result.output == "" and (tmp_path / "q.onnx").is_file()
+
+    # geosr info shows the card inside, the layout and the value range; a file named .onnx that is none is refused
+    result = CliRunner().invoke(cli, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"model file   {out}" in result.output and "onnx         dynamic layout, values in [-1.0, 1.0]" in result.output
+    )
+    assert f"name         {read_card(tiny_model).name}" in result.output
+    info = json.loads(CliRunner().invoke(cli, ["info", "--json", str(out)]).output)
+    assert info["geosr_card"] == read_card(tiny_model).to_dict() and info["geosr_layout"] == "dynamic"
+    fake = tmp_path / "text.onnx"
+    fake.write_text("hello\n")
+    result = CliRunner().invoke(cli, ["info", str(fake)])
+    assert result.exit_code == 1 and "not an ONNX model file" in result.output
