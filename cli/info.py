@@ -13,13 +13,29 @@ from geosr.cli.options import NonEmptyPath, verbosity_options
 from geosr.errors import printable
 
 
-def format_card(card, path: str) -> str:
-    """A readable, multi-line description of a model card."""
+def file_facts(path) -> list[str]:
+    """Lines on a model file itself: where it is, its size, the stored weight type and its SHA-256 (what a raster
+    geosr wrote records as GEOSR_MODEL_SHA256)."""
+    from geosr.checkpoint import model_sha256
+    from geosr.raster import size_str
+    from geosr.safetensorsfile import read_header
+
+    dtypes = sorted({v["dtype"] for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)})
+    return [
+        f"file         {printable(str(path))}",
+        f"size         {size_str(path.stat().st_size)}, weights stored as {'/'.join(dtypes) or 'none'}",
+        f"sha256       {model_sha256(path)}",
+    ]
+
+
+def format_card(card, path: str, facts: list[str] | None = None) -> str:
+    """A readable, multi-line description of a model card (``facts``: file_facts' lines, after the first)."""
     from geosr.checkpoint import expected_shapes
 
     cfg = card.config
     lines = [
         f"model file   {path}",
+        *(facts or []),
         f"name         {card.name}" + (f" - {card.description}" if card.description else ""),
         f"scale        x{cfg.scale}",
         f"bands        {cfg.in_channels} in ({', '.join(card.bands)}), {cfg.out_channels} out",
@@ -106,8 +122,10 @@ def info(target: str | None, as_json: bool) -> None:
     the exit status is 0 for it too (--json says "written_by_geosr": false). A path that is neither a model file nor
     a raster GDAL reads is an error (exit 1).
 
-    Of a model file only the header is read, and the weights it lists are checked against the card: no weight is
-    loaded and no model is built. Of a raster only the metadata is read.
+    Of a model file the header is read, the weights it lists are checked against the card, and the file is hashed
+    (the SHA-256 that outputs record as GEOSR_MODEL_SHA256): no weight is loaded and no model is built. An ONNX file
+    geosr export wrote shows the card inside it, its layout and value range. Of a raster only the metadata is read;
+    a GeoTIFF whose blocks run past the end of the file (cut short) is an error.
     """
     from geosr.bundled import bundled_models, default_model_name
     from geosr.checkpoint import read_card
@@ -139,12 +157,45 @@ def info(target: str | None, as_json: bool) -> None:
 
     advice = "geosr info reads model files and rasters: give a file"  # a bundled model's name is no path: it passes
     check_regular_file(Path(target), GeosrError, advice=advice)
+    if Path(target).suffix.lower() == ".onnx":
+        _onnx_info(target, as_json)
+        return
     raster = read_raster(target)
     if raster is not None:
+        from geosr.raster.writing import damaged_output
+
+        problem = damaged_output(Path(target), sparse_ok=True)
+        if problem:
+            raise GeosrError(f"{target}: damaged, {problem}; get the file again (or from its source)")
         click.echo(json.dumps(raster.to_dict(), indent=2) if as_json else format_provenance(raster))
         return
     card = read_card(target, weights=True)  # the header's tensors against the card: a card edited to lie is refused
     if as_json:
         click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))
     else:
-        click.echo(format_card(card, target))
+        from geosr.checkpoint import model_file
+
+        click.echo(format_card(card, target, file_facts(model_file(target))))
+
+
+def _onnx_info(target: str, as_json: bool) -> None:
+    """The card and the ONNX facts of a model geosr export wrote as ONNX."""
+    from geosr.checkpoint import ModelCard
+    from geosr.onnx import OnnxError
+    from geosr.onnxrun import read_onnx_metadata
+
+    meta = read_onnx_metadata(target)
+    if "geosr_card" not in meta:
+        raise OnnxError(
+            f"{target}: an ONNX model without geosr metadata (not written by geosr export); nothing to show"
+        )
+    card = ModelCard.from_dict(meta["geosr_card"], source=target)
+    if as_json:
+        click.echo(json.dumps({**meta, "geosr_card": card.to_dict()}, indent=2, sort_keys=True))
+        return
+    low, high = meta.get("geosr_input_range", ["?", "?"])
+    onnx = (
+        f"onnx         {meta.get('geosr_layout', '?')} layout, values in [{low}, {high}], "
+        f"exported by geosr {meta.get('geosr_version', '?')}"
+    )
+    click.echo(format_card(card, target, [onnx]))

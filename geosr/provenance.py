@@ -128,7 +128,7 @@ def _crs_text(crs) -> str | None:
     if crs is None or not crs:
         return None
     epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_proj4()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()  # whole: a PROJ string can drop parameters (+sweep of GEOS)
 
 
 def _units(crs) -> str | None:

@@ -32,8 +32,8 @@ def read_header(path: Path) -> dict[str, Any]:
                     )
                 if Path(path).suffix.lower() == ".onnx":
                     raise ModelFileError(
-                        f"{path}: an ONNX model, for other runtimes (geosr export writes them); geosr runs its "
-                        ".safetensors model files: give --model the one this was exported from"
+                        f"{path}: named as an ONNX model, which geosr export writes for other runtimes; geosr runs "
+                        "and exports its .safetensors model files: use the one this was exported from"
                     )
                 if len(head) < 9:
                     raise ModelFileError(

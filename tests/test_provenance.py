@@ -181,6 +181,49 @@ def test_info_on_what_is_neither_a_model_nor_a_raster_is_one_error_line(tmp_path
         assert line.startswith("Error: ") and path.name in line and says in line
 
 
+def test_info_refuses_a_raster_cut_short_but_reads_a_sparse_one(stats_tif, tmp_path):
+    import rasterio.shutil
+
+    cog = tmp_path / "cog.tif"  # a COG: the headers first, the blocks' data after them
+    rasterio.shutil.copy(stats_tif, cog, driver="COG", blocksize=32)
+    with rasterio.open(cog) as ds:
+        tag = ds.get_tag_item
+        ends = [int(tag(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=1)) + int(tag(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=1))
+                for y in range(2) for x in range(3)]  # fmt: skip
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(cog.read_bytes()[: max(ends) - 10])  # the headers whole, the last block's data cut short
+    shown = CliRunner().invoke(cli, ["info", str(cut)])
+    assert shown.exit_code == 1
+    [line] = shown.output.strip().splitlines()
+    assert "cut.tif: damaged" in line and "cut short" in line and "get the file again" in line
+
+    sparse = tmp_path / "sparse.tif"  # another program's sparse GeoTIFF: blocks never written are no damage
+    profile = dict(driver="GTiff", width=64, height=64, count=1, dtype="uint8", tiled=True, blockxsize=16,
+                   blockysize=16, sparse_ok=True, crs="EPSG:32618", transform=Affine(30, 0, 0, 0, -30, 0))  # fmt: skip
+    with rasterio.open(sparse, "w", **profile) as ds:
+        ds.write(np.full((1, 16, 16), 7, np.uint8), window=Window(0, 0, 16, 16))
+    shown = CliRunner().invoke(cli, ["info", str(sparse)])
+    assert shown.exit_code == 0 and "not written by geosr" in shown.output
+
+
+def test_info_on_a_model_file_names_its_file_size_weight_type_and_sha256(tiny_model):
+    shown = CliRunner().invoke(cli, ["info", str(tiny_model)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert f"file         {tiny_model}" in lines
+    assert f"sha256       {hashlib.sha256(tiny_model.read_bytes()).hexdigest()}" in lines  # GEOSR_MODEL_SHA256's
+    assert any(line.startswith("size ") and "weights stored as F32" in line for line in lines)
+
+
+@pytest.mark.shared_data
+def test_info_gives_a_custom_crs_whole(geotiff_dir):
+    goes = geotiff_dir / "rasterio" / "goes.tif"  # a geostationary CRS whose PROJ string would lose +sweep=x
+    shown = CliRunner().invoke(cli, ["info", "--json", str(goes)])
+    assert shown.exit_code == 0, shown.output
+    crs = json.loads(shown.output)["crs"]
+    assert rasterio.crs.CRS.from_wkt(crs) == rasterio.open(goes).crs and "+sweep=x" in crs
+
+
 def test_a_dataarray_gets_the_provenance_and_loses_the_stale_encoding(stats_tif, model, tiny_model):
     rioxarray = pytest.importorskip("rioxarray")
     da = rioxarray.open_rasterio(stats_tif)

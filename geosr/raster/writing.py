@@ -138,10 +138,12 @@ def _missing_blocks(ds) -> list[tuple[int, int]]:
     return missing
 
 
-def damaged_output(path: Path) -> str:
+def damaged_output(path: Path, *, sparse_ok: bool = False) -> str:
     """Why an existing output cannot be what geosr wrote there, from its headers alone (no pixel is decoded, so
     --skip-existing stays cheap): it does not open as a raster, or a GeoTIFF's block lies beyond the file's end or is
-    missing (a file cut short, or overwritten by something else). "" when nothing is found."""
+    missing (a file cut short, or overwritten by something else). "" when nothing is found.
+
+    sparse_ok: a missing block is no damage (a sparse GeoTIFF of another program; GDAL reads it as nodata or 0)."""
     try:
         with quiet_georeferencing(), rasterio.open(path) as ds:
             if ds.driver not in ("GTiff", "COG"):
@@ -152,6 +154,8 @@ def damaged_output(path: Path) -> str:
                     for b in bands:
                         length = int(ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=b) or 0)
                         if not length:
+                            if sparse_ok:
+                                continue
                             return f"block column {x}, row {y} is missing"
                         end = int(ds.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=b) or 0) + length
                         if end > size:
