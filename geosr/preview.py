@@ -87,6 +87,34 @@ def busiest_window(values: np.ndarray, factor: int, width: int, height: int) -> 
     return int(c) * factor, int(r) * factor
 
 
+SEARCH_PIXELS = 1 << 18  # the most input pixels the window search reads
+
+
+def _chosen_window(ds, src, shown, cover: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The busiest PREVIEW_WINDOW-sized window inside ``cover`` (col, row, width, height of input pixels): searched on
+    the cover itself where it is small (an AOI), else on a decimated read of the whole raster, cut to the cover."""
+    from rasterio.windows import Window
+
+    from geosr.raster import read_decimated
+
+    c0, r0, cw, ch = cover
+    w, h = min(PREVIEW_WINDOW, cw), min(PREVIEW_WINDOW, ch)
+    if cw * ch <= SEARCH_PIXELS:
+        values, f, a, b = _read(src, shown, Window(c0, r0, cw, ch)), 1, c0, r0
+    else:
+        values, masks = read_decimated(ds, src, shown, True, max_pixels=SEARCH_PIXELS)
+        values = values.astype(np.float64)
+        if masks is not None:
+            values[masks == 0] = np.nan
+        f = max(1, round(ds.width / values.shape[2]))
+        a, b = c0 // f, r0 // f  # the decimated cells the cover touches, at least one each way
+        a1, b1 = max(a + 1, -(-(c0 + cw) // f)), max(b + 1, -(-(r0 + ch) // f))
+        values, a, b = values[:, b:b1, a:a1], a * f, b * f
+    col, row = busiest_window(values, f, w, h)
+    # back to input pixels, inside the cover (a decimated cell can start before it)
+    return min(max(c0, a + col), c0 + cw - w), min(max(r0, b + row), r0 + ch - h), w, h
+
+
 def _read(path, bands, window) -> np.ndarray:
     """float64 (b, h, w) of a window, NaN where GDAL's masks say invalid."""
     from geosr.raster import open_raster, read_window
@@ -117,7 +145,7 @@ def write_preview(
 
     from geosr.fileio import atomic_write
     from geosr.pictures import labelled_panels, percentile_stretch, png_bytes, stretched
-    from geosr.raster import open_raster, read_decimated
+    from geosr.raster import open_raster
     from geosr.resize import imresize
 
     with open_raster(src) as ds_in, open_raster(dst) as ds_out:
@@ -127,16 +155,7 @@ def write_preview(
         c0, r0 = (round(m.c), round(m.f)) if 0 < m.a < 1 else (0, 0)
         cover = (c0, r0, ds_out.width // s, ds_out.height // s)  # the input pixels the output covers
         if window is None:
-            w, h = min(PREVIEW_WINDOW, cover[2]), min(PREVIEW_WINDOW, cover[3])
-            values, masks = read_decimated(ds_in, src, shown, True, max_pixels=1 << 18)
-            values = values.astype(np.float64)
-            if masks is not None:
-                values[masks == 0] = np.nan
-            f = max(1, round(ds_in.width / values.shape[2]))
-            col, row = busiest_window(
-                values[:, r0 // f : (r0 + cover[3]) // f or None, c0 // f : (c0 + cover[2]) // f or None], f, w, h
-            )
-            window = (c0 + col, r0 + row, w, h)
+            window = _chosen_window(ds_in, src, shown, cover)
     col, row, w, h = _clip(window, cover)
     lr = _read(src, shown, Window(col, row, w, h))
     sr = _read(dst, list(range(1, len(shown) + 1)), Window((col - c0) * s, (row - r0) * s, w * s, h * s))

@@ -153,3 +153,20 @@ def test_a_preview_is_a_png_and_nodata_is_black_on_every_panel(tiny_model, tmp_p
         panel = png[:, :, k * (side + GAP) : k * (side + GAP) + side]
         assert (panel[:, :, :40] == 0).all(), k
         assert panel[:, :, 42:].any(), k
+
+
+@pytest.mark.parametrize("col, row, side", [(700, 600, 5), (0, 0, 3)])
+def test_a_small_aoi_of_a_large_raster_gets_its_preview(
+    tiny_model, tmp_path, make_geotiff, synthetic_image, col, row, side
+):
+    # 1100 x 1100 input pixels: the window search reads it decimated 4 times, coarser than the box
+    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 1100, 1100))
+    with rasterio.open(src) as ds:
+        (x0, x1), (y1, y0) = ds.xy([row, row + side], [col, col + side], offset="ul")
+    result = run(
+        src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--bbox", f"{x0},{y0},{x1},{y1}",
+        "--preview", tmp_path / "p.png",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    png = read_png(tmp_path / "p.png")
+    assert png.shape == (3, LABEL_HEIGHT + side * 2, 3 * side * 2 + 2 * GAP)  # the whole box, x2
