@@ -160,6 +160,7 @@ def _run_with_preview(
 ) -> BatchSummary:
     """run_batch with the progress bars, then the --preview picture of the one file's output (its path checked first,
     by geosr.preview's rules)."""
+    from geosr.aoi import aoi_files
     from geosr.batch import run_batch
     from geosr.preview import check_preview, check_preview_window, write_preview
 
@@ -168,7 +169,7 @@ def _run_with_preview(
         target = check_preview(
             preview,
             single=job.single,
-            inputs=job.inputs,
+            inputs=[*job.inputs, *aoi_files(job.options.aoi)],
             overwrite=job.options.overwrite,
             outputs=[
                 ("the output", job.output),
@@ -293,6 +294,8 @@ def upscale(ctx: click.Context, **given: Any) -> None:
     from geosr.inference import load_predictor
 
     level = verbosity(ctx)
+    if given["preview_window"] is not None and given["preview"] is None:
+        raise click.UsageError("--preview-window needs --preview PNG (the picture it chooses the window of)")
     options = _options(**{name: given[name] for name in OPTIONS})
     env = torchrun_env()
     who = f"rank {env.rank}/{env.world_size}: " if env.distributed else ""

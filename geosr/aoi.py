@@ -58,6 +58,12 @@ class AOI:
     crs: str | None
     source: str
     option: str = "--aoi"  # the command-line option that gave it
+    file: Path | None = None  # the GeoJSON file it was read from: an input of the run, never written over
+
+
+def aoi_files(aoi: AOI | None) -> list[Path]:
+    """The files an AOI was read from (none for WKT and --bbox), for the checks that keep a run's inputs unwritten."""
+    return [aoi.file] if aoi is not None and aoi.file is not None else []
 
 
 def load_aoi(spec: str, crs: str | None = None) -> AOI:
@@ -93,7 +99,8 @@ def bbox_aoi(bounds: tuple[float, float, float, float], crs: str | None = None) 
     minx, miny, maxx, maxy = bounds
     shown = ",".join(map(_exact, bounds))
     if not (minx < maxx and miny < maxy):
-        raise AOITextError(f"--bbox {shown}: needs minx < maxx and miny < maxy", option="--bbox")
+        across = " (a box across the antimeridian: give maxx past 180, e.g. 179.9,...,180.1)" if minx > maxx else ""
+        raise AOITextError(f"--bbox {shown}: needs minx < maxx and miny < maxy{across}", option="--bbox")
     if crs is not None:
         _check_crs(crs)
     return AOI(box(minx, miny, maxx, maxy), crs, f"bbox {shown}", "--bbox")
@@ -186,7 +193,7 @@ def _load_geojson(path: Path, crs: str | None) -> AOI:
     for s in shapes:
         _check_finite(s, what, AOIError)
     geom = shapely.union_all([_repaired(s, what) for s in shapes])
-    return AOI(_polygonal(geom, what), crs, str(path))
+    return AOI(_polygonal(geom, what), crs, str(path), file=path)
 
 
 def _check_finite(geom: BaseGeometry, what: str, error: type[AOIError]) -> None:
@@ -270,14 +277,20 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
     Raises RasterError for a raster without a geotransform and a CRS when the AOI has a CRS of its own.
     """
     if ds.transform == Affine.identity() and ds.crs is None:
+        placed = "only ground control points" if ds.gcps[0] else "no geotransform"
         raise RasterError(
-            f"{path}: has no geotransform, so --aoi/--bbox cannot be placed on it; drop them", option=aoi.option
+            f"{path}: has {placed}, so --aoi/--bbox cannot be placed on it; drop them, or warp it to a grid first "
+            "(gdalwarp) and give the AOI on that",
+            option=aoi.option,
         )
     geom = aoi.geometry
     if aoi.crs is not None:
         if ds.crs is None:
+            given = "as WKT or --bbox" if aoi.file is not None else "without --aoi-crs"  # a GeoJSON's CRS is its own
             raise RasterError(
-                f"{path}: has no CRS to reproject the AOI ({aoi.crs}) to; drop --aoi-crs", option="--aoi-crs"
+                f"{path}: has no CRS to reproject the AOI ({aoi.crs}) to; give the AOI {given} in the raster's own "
+                "coordinates, or assign the raster its CRS (gdal_edit.py -a_srs)",
+                option="--aoi-crs",
             )
         src_crs = CRS.from_user_input(aoi.crs)
         if src_crs != ds.crs:

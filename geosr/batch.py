@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geosr.aoi import AOIMissError
+from geosr.aoi import AOIMissError, aoi_files
 from geosr.device import use_intra_op_threads
 from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
 from geosr.options import UpscaleOptions
@@ -145,7 +145,7 @@ def run_batch(
             command=job.command,
             settings=settings_of(job.options, skip_existing=job.skip_existing, files_in_flight=job.files_in_flight),
             overwrite=job.options.overwrite,
-            inputs=job.inputs,
+            inputs=[*job.inputs, *aoi_files(job.options.aoi)],
         )
     with book if book is not None else contextlib.nullcontext():  # the report is written however the run ends
         summary = _run(job, load, book, progress, on_result, on_plan)

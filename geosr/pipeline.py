@@ -237,6 +237,12 @@ def upscale_raster(
         tmp, map_tmp = temp_path(dst), options.uncertainty and temp_path(options.uncertainty)
         try:
             tiles = _execute(plan, ds, tmp, predictor, progress, map_tmp)
+            if not tiles and options.aoi is not None:
+                log.warning(
+                    "%s: no valid input pixel inside the area of interest (%s): the output is all nodata",
+                    src,
+                    options.aoi.source,
+                )
             if map_tmp:  # published first: the output's appearance says that everything is done
                 finish_output(
                     map_tmp,

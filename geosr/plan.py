@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from affine import Affine
+from rasterio.features import geometry_mask
 from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.prepared import prep
@@ -177,6 +179,13 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     masks = has_masks(ds, b.colour)
     nodata = _nodata(ds, src, dst, driver, b)
     out, proc, aoi_px = _windows(ds, src, options, overlap)
+    if aoi_px is not None and not _any_centre_inside(aoi_px, out, predictor.scale):
+        log.warning(
+            "%s: no output pixel's centre lies inside the area of interest (%s): the output is all nodata; give a "
+            "larger area",
+            src,
+            options.aoi.source,
+        )
     radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
     if options.value_range is not None and b.dtype == "uint8":
         log.warning("%s: uint8 always maps 0..255; --value-range is ignored", src)
@@ -276,6 +285,16 @@ def _nodata(ds, src: Path, dst: Path, driver: str, b: _Bands) -> float | None:
     if problem:
         raise RasterError(f"{dst} (from {src}): {problem}", option="--output")
     return nodata
+
+
+def _any_centre_inside(aoi_px: Any, out: Window, scale: int, most: int = 1 << 16) -> bool:
+    """Whether an output pixel's centre lies inside the AOI (input pixels), as the output's mask will tell; only
+    worked out for an output of at most ``most`` pixels (an AOI thinner than a pixel), else True."""
+    h, w = scale * int(out.height), scale * int(out.width)
+    if h * w > most:
+        return True
+    t = Affine.translation(out.col_off, out.row_off) @ Affine.scale(1 / scale)
+    return bool(geometry_mask([aoi_px], (h, w), t, invert=True).any())
 
 
 def _windows(ds, src: Path, options: UpscaleOptions, overlap: int) -> tuple[Window, Window, Any]:

@@ -123,7 +123,7 @@ class BatchReport:
         settings: dict[str, Any] | None = None,
         interval: float = 5.0,
         overwrite: bool = False,
-        inputs: Sequence[str | os.PathLike] = (),
+        inputs: Sequence[str | os.PathLike | RemoteSource] = (),
     ) -> None:
         self.path = Path(path)
         self.overwrite = overwrite

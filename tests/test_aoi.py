@@ -67,6 +67,7 @@ def test_geojson_is_lon_lat_unless_it_names_its_crs(tmp_path, raster):
         (lambda: load_aoi("POLYGON ((0 0, 1 1, 2 2, 0 0))"), "--aoi", "encloses no area"),
         (lambda: load_aoi("POLYGON ((0 0, 1 0, 1 1, 0 0))", "not a crs"), "--aoi-crs", "not a CRS"),
         (lambda: bbox_aoi((3, 0, 1, 1)), "--bbox", "minx < maxx"),
+        (lambda: bbox_aoi((179.9, -17, -179.9, -16.9), "EPSG:4326"), "--bbox", "give maxx past 180"),
         (lambda: parse_bbox("1,2,3"), "--bbox", "four numbers"),
         (lambda: parse_bbox("a,b,c,d"), "--bbox", "four numbers"),
         (lambda: parse_bbox("0,0,inf,1"), "--bbox", "finite"),
@@ -77,6 +78,7 @@ def test_geojson_is_lon_lat_unless_it_names_its_crs(tmp_path, raster):
         "wkt-no-area",
         "crs-unknown",
         "bbox-inverted",
+        "bbox-antimeridian",
         "bbox-three",
         "bbox-letters",
         "bbox-inf",
@@ -115,3 +117,72 @@ def test_a_plain_image_cannot_take_an_aoi(tmp_path, synthetic_image):
     with pytest.raises(RasterError, match="no geotransform") as info:
         window_of(AOI(bbox_aoi((0, 0, 5, 5)).geometry, None, "bbox 0,0,5,5", "--bbox"), png)
     assert info.value.option == "--bbox"
+
+
+def test_rasters_an_aoi_cannot_be_placed_on_say_what_would_place_it(tmp_path, make_geotiff, synthetic_image):
+    from rasterio.control import GroundControlPoint
+
+    gcps = tmp_path / "gcps.tif"
+    points = [GroundControlPoint(r, c, 500000 + 10 * c, 4000000 - 10 * r) for r, c in ((0, 0), (0, 20), (20, 0))]
+    with rasterio.open(gcps, "w", driver="GTiff", width=20, height=20, count=1, dtype="uint8", gcps=points,
+                       crs="EPSG:32633") as d:  # fmt: skip
+        d.write(synthetic_image(1, 20, 20))
+    with pytest.raises(RasterError, match="has only ground control points") as info:
+        window_of(bbox_aoi((500000, 3999900, 500100, 4000000)), gcps)
+    assert "gdalwarp" in str(info.value)
+
+    no_crs = make_geotiff(tmp_path / "no_crs.tif", synthetic_image(1, 20, 20), transform=T, crs=None)
+    area = tmp_path / "area.geojson"  # lon/lat by default: nothing to reproject it to
+    area.write_text(json.dumps({"type": "Polygon", "coordinates": [[[15, 36], [15.1, 36], [15, 36.1], [15, 36]]]}))
+    with pytest.raises(RasterError, match="give the AOI as WKT or --bbox in the raster's own coordinates"):
+        window_of(load_aoi(str(area)), no_crs)
+    with pytest.raises(RasterError, match="give the AOI without --aoi-crs in the raster's own coordinates"):
+        window_of(bbox_aoi((0, 0, 1, 1), "EPSG:4326"), no_crs)
+
+
+def test_the_aoi_file_is_an_input_no_report_or_preview_replaces(tmp_path, raster, tiny_model):
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    area = tmp_path / "area.json"
+    ring = [[500100, 3999900], [500300, 3999900], [500300, 3999700], [500100, 3999700], [500100, 3999900]]
+    area.write_text(json.dumps({"type": "Polygon", "coordinates": [ring], "crs": {"type": "name",
+                    "properties": {"name": "EPSG:32633"}}}))  # fmt: skip
+    kept = area.read_bytes()
+    base = ["upscale", str(raster), "--model", str(tiny_model), "--aoi", str(area), "-o", str(tmp_path / "o.tif")]
+    for extra in (["--report", str(area)], ["--preview", str(area)]):
+        result = CliRunner().invoke(cli, [*base, *extra, "--overwrite"])
+        assert result.exit_code != 0 and "is an input of this run" in result.output, result.output
+        assert area.read_bytes() == kept and not (tmp_path / "o.tif").exists()
+    result = CliRunner().invoke(cli, [*base, "--preview-window", "0,0,8,8"])
+    assert result.exit_code == 2 and "--preview-window needs --preview" in result.output
+
+
+def test_an_aoi_that_leaves_no_valid_output_pixel_is_warned_about(tmp_path, make_geotiff, synthetic_image, tiny_model,
+                                                                   caplog):  # fmt: skip
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    data = synthetic_image(3, 100, 100)
+    data[:, :, :50] = 0  # the western half nodata
+    src = make_geotiff(tmp_path / "half.tif", data, transform=T, nodata=0)
+    cases = [
+        ("500101,3999901,500102,3999902", "no output pixel's centre lies inside the area of interest"),  # 1 m
+        ("500100,3999500,500300,3999700", "no valid input pixel inside the area of interest"),  # all nodata
+    ]
+    for k, (bbox, says) in enumerate(cases):
+        caplog.clear()
+        out = tmp_path / f"o{k}.tif"
+        result = CliRunner().invoke(
+            cli, ["upscale", str(src), "--model", str(tiny_model), "--bbox", bbox, "-o", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        assert any(says in r.getMessage() and "all nodata" in r.getMessage() for r in caplog.records), caplog.text
+        with rasterio.open(out) as ds:
+            assert not ds.read_masks(1).any()
+    caplog.clear()
+    result = CliRunner().invoke(cli, ["upscale", str(src), "--model", str(tiny_model), "--bbox",
+                                      "500600,3999500,500800,3999700", "-o", str(tmp_path / "fine.tif")])  # fmt: skip
+    assert result.exit_code == 0 and "all nodata" not in caplog.text
