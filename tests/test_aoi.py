@@ -7,8 +7,10 @@ import json
 
 import pytest
 import rasterio
+import rasterio.warp
 from affine import Affine
 from rasterio.windows import Window
+from shapely.geometry import box as shapely_box
 
 from geosr.aoi import AOI, AOIError, AOIMissError, AOITextError, aoi_window, bbox_aoi, load_aoi, parse_bbox
 from geosr.errors import OptionError, RasterError
@@ -186,3 +188,21 @@ def test_an_aoi_that_leaves_no_valid_output_pixel_is_warned_about(tmp_path, make
     result = CliRunner().invoke(cli, ["upscale", str(src), "--model", str(tiny_model), "--bbox",
                                       "500600,3999500,500800,3999700", "-o", str(tmp_path / "fine.tif")])  # fmt: skip
     assert result.exit_code == 0 and "all nodata" not in caplog.text
+
+
+def test_an_area_that_covers_the_raster_takes_it_whole_even_beyond_its_crs(tmp_path, raster, make_geotiff,
+                                                                           synthetic_image):  # fmt: skip
+    # the world in lon/lat: reprojected to UTM or to a polar CRS it leaves their domain (refused, or a ring of
+    # 1e23 m that masked every pixel); it covers the raster, so the raster is taken whole
+    world = bbox_aoi((-180, -90, 180, 90), "EPSG:4326")
+    assert window_of(world, raster)[0] == Window(0, 0, 100, 100)
+    polar = make_geotiff(tmp_path / "pole.tif", synthetic_image(1, 64, 64), crs="EPSG:3031",
+                         transform=Affine(1000, 0, -32000, 0, -1000, 32000))  # fmt: skip  # the South Pole inside
+    window, px = window_of(world, polar)
+    assert window == Window(0, 0, 64, 64) and px.equals(shapely_box(0, 0, 64, 64))
+    # an area with a hole is not taken whole on sampled points: reprojected as before
+    (lon,), (lat,) = rasterio.warp.transform("EPSG:32633", "EPSG:4326", [500500], [3999500])  # the raster's centre
+    around = shapely_box(lon - 0.1, lat - 0.1, lon + 0.1, lat + 0.1)
+    holed = AOI(around.difference(shapely_box(lon - 0.001, lat - 0.001, lon + 0.001, lat + 0.001)), "EPSG:4326", "h")
+    window, px = window_of(holed, raster)
+    assert window == Window(0, 0, 100, 100) and px.intersection(shapely_box(0, 0, 100, 100)).area < 100 * 100
