@@ -58,6 +58,8 @@ def finish_rows(plan: Plan, values: np.ndarray, r0: int, c0: int, held: InputRow
     alpha = held.under(held.extra, r0, c0, h, w) if plan.alpha else held.extra
     excess = held.excess_under(r0, c0, h, w)
     valid, inside, r0, c0 = _validity(plan, r0, c0, h, w, held)
+    if "valid" not in plan.seen and (valid is None or valid.any()):
+        plan.seen["valid"] = True
     out_values = to_output(values, valid, plan.radiometry, plan.nodata, plan.fill, excess)
     if inside is not None and plan.alpha:
         alpha[:, ~inside] = 0

@@ -237,9 +237,10 @@ def upscale_raster(
         tmp, map_tmp = temp_path(dst), options.uncertainty and temp_path(options.uncertainty)
         try:
             tiles = _execute(plan, ds, tmp, predictor, progress, map_tmp)
-            if not tiles and options.aoi is not None:
+            if options.aoi is not None and not plan.seen.get("valid"):
                 log.warning(
-                    "%s: no valid input pixel inside the area of interest (%s): the output is all nodata",
+                    "%s: no valid pixel inside the area of interest (%s): the output is all nodata (the area holds "
+                    "only nodata, or no output pixel's centre)",
                     src,
                     options.aoi.source,
                 )

@@ -10,13 +10,11 @@ width and the batch size. The pipeline (geosr.pipeline) then only executes the p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
-from rasterio.features import geometry_mask
 from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.prepared import prep
@@ -42,7 +40,7 @@ from geosr.raster import (
     output_spec,
     raster_radiometry,
 )
-from geosr.tiling import TileGrid, tiling_problem
+from geosr.tiling import TileGrid, tile_starts, tiling_problem
 
 log = logging.getLogger("geosr.plan")
 
@@ -91,6 +89,7 @@ class Plan:
     compress: str
     overwrite: bool
     consistency: bool  # correct the output for consistency with the input (geosr.consistency)
+    seen: dict[str, bool] = field(default_factory=dict)  # what the run found: "valid" once a block has a valid pixel
 
     @property
     def offset(self) -> tuple[int, int]:
@@ -178,14 +177,7 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     b = _bands(ds, src, predictor, options.bands)
     masks = has_masks(ds, b.colour)
     nodata = _nodata(ds, src, dst, driver, b)
-    out, proc, aoi_px = _windows(ds, src, options, overlap)
-    if aoi_px is not None and not _any_centre_inside(aoi_px, out, predictor.scale):
-        log.warning(
-            "%s: no output pixel's centre lies inside the area of interest (%s): the output is all nodata; give a "
-            "larger area",
-            src,
-            options.aoi.source,
-        )
+    out, proc, aoi_px = _windows(ds, src, options, tile, overlap)
     radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
     if options.value_range is not None and b.dtype == "uint8":
         log.warning("%s: uint8 always maps 0..255; --value-range is ignored", src)
@@ -287,17 +279,7 @@ def _nodata(ds, src: Path, dst: Path, driver: str, b: _Bands) -> float | None:
     return nodata
 
 
-def _any_centre_inside(aoi_px: Any, out: Window, scale: int, most: int = 1 << 16) -> bool:
-    """Whether an output pixel's centre lies inside the AOI (input pixels), as the output's mask will tell; only
-    worked out for an output of at most ``most`` pixels (an AOI thinner than a pixel), else True."""
-    h, w = scale * int(out.height), scale * int(out.width)
-    if h * w > most:
-        return True
-    t = Affine.translation(out.col_off, out.row_off) @ Affine.scale(1 / scale)
-    return bool(geometry_mask([aoi_px], (h, w), t, invert=True).any())
-
-
-def _windows(ds, src: Path, options: UpscaleOptions, overlap: int) -> tuple[Window, Window, Any]:
+def _windows(ds, src: Path, options: UpscaleOptions, tile: int, overlap: int) -> tuple[Window, Window, Any]:
     """(output window, processed window, AOI in pixels or None), input pixels: the whole raster without an AOI;
     with one, the window covering it, and around it the context of the tiles' overlap and the consistency halo.
     The AOI is None when the output window lies inside it. Raises AOIMissError."""
@@ -309,10 +291,21 @@ def _windows(ds, src: Path, options: UpscaleOptions, overlap: int) -> tuple[Wind
         aoi_px = None  # the whole output window lies inside the AOI
     # context around the output window: the tiles' overlap, and the consistency correction's halo
     ctx = overlap + (CONSISTENCY_HALO if options.consistency else 0)
-    c0, r0 = max(0, out.col_off - ctx), max(0, out.row_off - ctx)
-    c1 = min(ds.width, out.col_off + out.width + ctx)
-    r1 = min(ds.height, out.row_off + out.height + ctx)
+    r0, r1 = _on_the_grid(int(out.row_off), int(out.row_off + out.height), ds.height, tile, overlap, ctx)
+    c0, c1 = _on_the_grid(int(out.col_off), int(out.col_off + out.width), ds.width, tile, overlap, ctx)
     return out, Window(c0, r0, c1 - c0, r1 - r0), aoi_px
+
+
+def _on_the_grid(o0: int, o1: int, size: int, tile: int, overlap: int, ctx: int) -> tuple[int, int]:
+    """The processed span [a, b) of an axis around the output span [o0, o1): at least ``ctx`` pixels of context each
+    side (or the raster's edge), starting and ending where the whole raster's tiles do, so that the AOI's tiles are
+    the whole raster's tiles and its pixels those of the whole raster's output (the model sees the same context;
+    the blend weights are the same wherever the output lies ``overlap`` or more inside the span)."""
+    a, b = max(0, o0 - ctx), min(size, o1 + ctx)
+    if tile <= 0 or size <= tile:
+        return a, b
+    starts = tile_starts(size, tile, overlap)
+    return max(s for s in starts if s <= a), min(s + tile for s in starts if s + tile >= b)
 
 
 def _output_spec(

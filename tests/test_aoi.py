@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import rasterio
 import rasterio.warp
@@ -171,8 +172,8 @@ def test_an_aoi_that_leaves_no_valid_output_pixel_is_warned_about(tmp_path, make
     data[:, :, :50] = 0  # the western half nodata
     src = make_geotiff(tmp_path / "half.tif", data, transform=T, nodata=0)
     cases = [
-        ("500101,3999901,500102,3999902", "no output pixel's centre lies inside the area of interest"),  # 1 m
-        ("500100,3999500,500300,3999700", "no valid input pixel inside the area of interest"),  # all nodata
+        ("500101,3999901,500102,3999902", "no valid pixel inside the area of interest"),  # 1 m: no pixel centre
+        ("500100,3999500,500300,3999700", "no valid pixel inside the area of interest"),  # all nodata
     ]
     for k, (bbox, says) in enumerate(cases):
         caplog.clear()
@@ -206,3 +207,30 @@ def test_an_area_that_covers_the_raster_takes_it_whole_even_beyond_its_crs(tmp_p
     holed = AOI(around.difference(shapely_box(lon - 0.001, lat - 0.001, lon + 0.001, lat + 0.001)), "EPSG:4326", "h")
     window, px = window_of(holed, raster)
     assert window == Window(0, 0, 100, 100) and px.intersection(shapely_box(0, 0, 100, 100)).area < 100 * 100
+
+
+@pytest.mark.parametrize("consistency", [False, True])
+def test_an_aois_pixels_are_the_whole_rasters(tmp_path, make_geotiff, synthetic_image, tiny_model_x4, consistency):
+    # the AOI's tiles are the whole raster's tiles (its context read around it up to where they start and end), so
+    # adjacent AOIs mosaic without seams: exactly without the consistency correction, within a level with it (its
+    # windows fall elsewhere: float32 sums in another order)
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 150, 170, seed=3), transform=T)
+    run = ["upscale", str(src), "--model", str(tiny_model_x4), "--precision", "fp32", "--device", "cpu"]
+    run += [] if consistency else ["--no-consistency"]
+    assert CliRunner().invoke(cli, [*run, "-o", str(tmp_path / "full.tif")]).exit_code == 0
+    with rasterio.open(tmp_path / "full.tif") as full:
+        for k, (c0, r0, c1, r1) in enumerate([(37, 41, 101, 97), (0, 0, 30, 20), (120, 100, 170, 150)]):
+            (x0, y0), (x1, y1) = T * (c0, r1), T * (c1, r0)
+            out = tmp_path / f"aoi{k}.tif"
+            result = CliRunner().invoke(cli, [*run, "--bbox", f"{x0},{y0},{x1},{y1}", "-o", str(out)])
+            assert result.exit_code == 0, result.output
+            with rasterio.open(out) as crop:
+                window = rasterio.windows.from_bounds(*crop.bounds, transform=full.transform)
+                a, b = full.read(window=window).astype(int), crop.read().astype(int)
+            assert a.shape == b.shape == (3, 4 * (r1 - r0), 4 * (c1 - c0))
+            diff = np.abs(a - b)
+            assert diff.max() <= (1 if consistency else 0) and (diff > 0).mean() < 1e-3, (k, diff.max())
