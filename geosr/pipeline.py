@@ -156,6 +156,7 @@ def _execute(
             out_rows=out_rows,
             tiles_done=tiles_done,
             spread=maps is not None,
+            needed=plan.tiles_needed,
         )
         timed("wait for the writer", writer.close)
         if maps is not None:

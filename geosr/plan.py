@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.prepared import prep
@@ -79,6 +80,7 @@ class Plan:
     proc: Window  # the processed window (output window + model context)
     out: Window  # the output window
     grid: TileGrid  # over ``proc``
+    tiles_needed: Any  # (tile rows, tile columns) bool: the tiles near the AOI (None: all), _tiles_needed
     radiometry: Radiometry
     spec: OutputSpec
     nodata: float | None
@@ -196,6 +198,8 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         aoi_px=aoi_px,
     )
     fill = nodata if nodata is not None else (float("nan") if np.dtype(b.dtype).kind == "f" else 0)
+    grid = TileGrid(int(proc.height), int(proc.width), tile, overlap, s)
+    reach = overlap + (AOI_ROUNDS * CONSISTENCY_HALO if options.consistency else 0)
     return Plan(
         src=src,
         dst=dst,
@@ -212,7 +216,8 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
         masks=masks,
         proc=proc,
         out=out,
-        grid=TileGrid(int(proc.height), int(proc.width), tile, overlap, s),
+        grid=grid,
+        tiles_needed=_tiles_needed(grid, proc, aoi_px, reach),
         radiometry=radiometry,
         spec=spec,
         nodata=nodata,
@@ -277,6 +282,25 @@ def _nodata(ds, src: Path, dst: Path, driver: str, b: _Bands) -> float | None:
     if problem:
         raise RasterError(f"{dst} (from {src}): {problem}", option="--output")
     return nodata
+
+
+# The tiles a non-rectangular AOI needs: those within the tiles' overlap of it, and, with the consistency correction,
+# within AOI_ROUNDS of its halos (the correction's windows reach a halo further each round). The AOI's pixels are
+# then those of a run of every tile (tests/test_aoi.py; on its two fields 0, 1 and 2 rounds did too: 4 keeps room).
+AOI_ROUNDS = 4
+
+
+def _tiles_needed(grid: TileGrid, proc: Window, aoi_px: Any, margin: int) -> np.ndarray | None:
+    """Which tiles of ``grid`` (over ``proc``) lie within ``margin`` input pixels of the AOI (raster pixels); None
+    without an AOI to mask (every tile is needed)."""
+    if aoi_px is None:
+        return None
+    ys = np.array([proc.row_off + grid.rows.extent(r)[0] for r in range(len(grid.rows))], float)
+    xs = np.array([proc.col_off + grid.cols.extent(c)[0] for c in range(len(grid.cols))], float)
+    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    boxes = shapely.box(x0 - margin, y0 - margin, x0 + grid.cols.length + margin, y0 + grid.rows.length + margin)
+    shapely.prepare(aoi_px)
+    return shapely.intersects(aoi_px, boxes)
 
 
 def _windows(ds, src: Path, options: UpscaleOptions, tile: int, overlap: int) -> tuple[Window, Window, Any]:

@@ -203,6 +203,7 @@ def run_strips(
     out_rows: tuple[int, int],
     tiles_done: Callable[[int, bool], None] | None = None,
     spread: bool = False,
+    needed: np.ndarray | None = None,
 ) -> int:
     """Super-resolve the panels' strips; returns the tiles (x band groups) run through the model.
 
@@ -215,6 +216,8 @@ def run_strips(
     for holding no valid pixel.
     spread: also blend the self-ensemble's spread (Predictor.run(spread=True); the values are then its mean) with
     the same weights, and pass its rows to the sink with the values over them: sink(values, r0, c0, held, spread).
+    needed: (tile rows, tile columns) bool, the tiles to run (None: all): an AOI's (geosr.plan); the others are
+    skipped as tiles without a valid pixel are.
     """
     run = _StripRun(
         grid,
@@ -230,6 +233,7 @@ def run_strips(
         out_rows,
         tiles_done,
         spread,
+        needed,
     )
     # On a CPU the loop's own work (blending, the correction, the mapping to the dtype) runs on this one thread and
     # only the model on all of torch's threads: that work is many small operations, and the threads of each one's
@@ -257,6 +261,7 @@ class _StripRun:
     out_rows: tuple[int, int]
     tiles_done: Callable[[int, bool], None] | None
     spread: bool
+    needed: np.ndarray | None = None
     computed: int = 0
 
     def __post_init__(self) -> None:
@@ -316,7 +321,14 @@ class _StripRun:
         """The strip's tiles that hold a valid pixel, batched through the model and blended into ``acc``."""
         grid, s, tile, groups, real = self.grid, self.grid.scale, self.grid.tile_size, self.groups, self.real
         length_r, length_c = grid.rows.length, grid.cols.length
-        items = [(j, k) for j in range(len(panel.tiles)) for k in range(len(groups)) if strip.todo[j, k]]
+        need = self.needed
+        items = [
+            (j, k)
+            for j in range(len(panel.tiles))
+            if need is None or need[r, panel.tiles[j]]
+            for k in range(len(groups))
+            if strip.todo[j, k]
+        ]
         if self.tiles_done is not None:
             self.tiles_done(len(panel.tiles) * len(groups) - len(items), False)
         for b0, b1 in even_splits(len(items), -(-len(items) // self.batch_size)):

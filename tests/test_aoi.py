@@ -234,3 +234,35 @@ def test_an_aois_pixels_are_the_whole_rasters(tmp_path, make_geotiff, synthetic_
             assert a.shape == b.shape == (3, 4 * (r1 - r0), 4 * (c1 - c0))
             diff = np.abs(a - b)
             assert diff.max() <= (1 if consistency else 0) and (diff > 0).mean() < 1e-3, (k, diff.max())
+
+
+@pytest.mark.parametrize("consistency", [False, True])
+def test_tiles_far_from_every_polygon_of_an_aoi_are_not_run(tmp_path, make_geotiff, synthetic_image, tiny_model_x4,
+                                                            monkeypatch, consistency):  # fmt: skip
+    import re
+
+    from click.testing import CliRunner
+
+    import geosr.plan
+    from geosr.cli.main import cli
+
+    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 300, 300, seed=5), transform=T)
+
+    def square(c: int, r: int, n: int) -> str:
+        (x0, y0), (x1, y1) = T * (c, r + n), T * (c + n, r)
+        return f"(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
+
+    fields = f"MULTIPOLYGON({square(20, 30, 12)},{square(250, 240, 15)})"  # two fields far apart
+    run = ["upscale", str(src), "--model", str(tiny_model_x4), "--precision", "fp32", "--device", "cpu"]
+    run += ["--aoi", fields] + ([] if consistency else ["--no-consistency"])
+    results = []
+    for name in ("near", "all"):
+        if name == "all":  # every tile of the fields' bounding box, as before
+            monkeypatch.setattr(geosr.plan, "_tiles_needed", lambda *args: None)
+        result = CliRunner().invoke(cli, [*run, "-o", str(tmp_path / f"{name}.tif")])
+        assert result.exit_code == 0, result.output
+        with rasterio.open(tmp_path / f"{name}.tif") as ds:
+            results.append((int(re.search(r"(\d+) tiles", result.output).group(1)), ds.read(), ds.read_masks(1)))
+    (near, a, mask_a), (every, b, mask_b) = results
+    assert near < every / 3  # 8 of 110 tiles without the correction, 32 of 132 with it
+    assert (mask_a == mask_b).all() and mask_a.any() and (a[:, mask_a > 0] == b[:, mask_b > 0]).all()
