@@ -185,7 +185,15 @@ def _load_geojson(path: Path, crs: str | None) -> AOI:
     except (KeyError, TypeError, ValueError, AttributeError, GEOSException) as exc:
         raise AOIError(f"--aoi {path}: invalid GeoJSON geometry ({one_line(exc)})", option="--aoi") from None
     if not shapes:
-        raise AOIError(f"--aoi {path}: holds no geometry", option="--aoi")
+        raise AOIError(
+            f"--aoi {path}: holds no geometry (every feature's is null or missing); give polygons", option="--aoi"
+        )
+    dropped = sorted(
+        {g.geom_type for g in shapes if g.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection")}
+    )
+    if dropped and len(dropped) < len({g.geom_type for g in shapes}):
+        log.warning("--aoi %s: its %s features enclose no area and are left out of the area of interest",
+                    path, " and ".join(dropped))  # fmt: skip
     if crs is None:
         named = ((data.get("crs") or {}).get("properties") or {}).get("name")
         crs = named or "EPSG:4326"
@@ -246,8 +254,10 @@ def _polygonal(geom: BaseGeometry, what: str, error: type[AOIError] = AOIError) 
     if geom.geom_type == "GeometryCollection":
         geom = _polygon_parts(geom)
     if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+        got = f"an empty {geom.geom_type}" if geom.is_empty else f"a {geom.geom_type}"
         raise error(
-            f"{what}: the area of interest must be a polygon, got {geom.geom_type} (empty: {geom.is_empty})",
+            f"{what}: the area of interest must be a polygon or multipolygon, got {got}; give one that encloses "
+            "an area",
             option="--aoi",
         )
     geom = _repaired(geom, what)

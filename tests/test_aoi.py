@@ -266,3 +266,19 @@ def test_tiles_far_from_every_polygon_of_an_aoi_are_not_run(tmp_path, make_geoti
     (near, a, mask_a), (every, b, mask_b) = results
     assert near < every / 3  # 8 of 110 tiles without the correction, 32 of 132 with it
     assert (mask_a == mask_b).all() and mask_a.any() and (a[:, mask_a > 0] == b[:, mask_b > 0]).all()
+
+
+def test_points_beside_polygons_are_left_out_with_a_warning(tmp_path, caplog):
+    ring = [[15, 36], [15.1, 36], [15.1, 36.1], [15, 36]]
+    features = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [15.2, 36.2]}, "properties": {}},
+    ]
+    path = tmp_path / "mixed.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    aoi = load_aoi(str(path))
+    assert aoi.geometry.geom_type == "Polygon" and aoi.file == path
+    assert "its Point features enclose no area and are left out" in caplog.text
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]}))
+    with pytest.raises(AOIError, match="holds no geometry .*give polygons"):
+        load_aoi(str(path))
