@@ -230,6 +230,10 @@ def _repaired(geom: BaseGeometry, what: str) -> BaseGeometry:
     lost (a bowtie becomes its two triangles), with a warning that says so."""
     if geom.is_valid:
         return geom
+    if geom.geom_type == "MultiPolygon" and all(part.is_valid for part in geom.geoms):
+        merged = shapely.union_all(list(geom.geoms))  # parts that only touch: the halves of an antimeridian split
+        if merged.is_valid and math.isclose(merged.area, sum(p.area for p in geom.geoms), rel_tol=1e-9):
+            return merged
     reason = shapely.is_valid_reason(geom)
     try:
         fixed = shapely.make_valid(geom, method="structure", keep_collapsed=False)

@@ -282,3 +282,15 @@ def test_points_beside_polygons_are_left_out_with_a_warning(tmp_path, caplog):
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": None}]}))
     with pytest.raises(AOIError, match="holds no geometry .*give polygons"):
         load_aoi(str(path))
+
+
+def test_the_halves_of_a_polygon_split_at_the_antimeridian_join_without_a_warning(caplog):
+    from shapely.geometry import MultiPolygon
+
+    from geosr.aoi import _repaired
+
+    halves = MultiPolygon([shapely_box(179.5, -17, 180, -16), shapely_box(180, -17, 180.5, -16)])  # as reprojected
+    joined = _repaired(halves, "--aoi fields.geojson")
+    assert joined.geom_type == "Polygon" and joined.area == pytest.approx(1.0) and "not valid" not in caplog.text
+    overlapping = MultiPolygon([shapely_box(0, 0, 1.5, 1), shapely_box(1, 0, 2, 1)])
+    assert _repaired(overlapping, "--aoi x").area == pytest.approx(2.0) and "not valid" in caplog.text
