@@ -90,7 +90,7 @@ def busiest_window(values: np.ndarray, factor: int, width: int, height: int) -> 
 SEARCH_PIXELS = 1 << 18  # the most input pixels the window search reads
 
 
-def _chosen_window(ds, src, shown, cover: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+def _chosen_window(ds, src, shown, cover: tuple[int, int, int, int], ds_out=None) -> tuple[int, int, int, int]:
     """The busiest PREVIEW_WINDOW-sized window inside ``cover`` (col, row, width, height of input pixels): searched on
     the cover itself where it is small (an AOI), else on a decimated read of the whole raster, cut to the cover."""
     from rasterio.windows import Window
@@ -110,6 +110,11 @@ def _chosen_window(ds, src, shown, cover: tuple[int, int, int, int]) -> tuple[in
         a, b = c0 // f, r0 // f  # the decimated cells the cover touches, at least one each way
         a1, b1 = max(a + 1, -(-(c0 + cw) // f)), max(b + 1, -(-(r0 + ch) // f))
         values, a, b = values[:, b:b1, a:a1], a * f, b * f
+    if ds_out is not None:  # what the output masks (outside an AOI's polygons) is no detail either
+        from rasterio.enums import Resampling
+
+        out_mask = ds_out.read_masks(1, out_shape=values.shape[1:], resampling=Resampling.nearest)
+        values[:, out_mask == 0] = np.nan
     col, row = busiest_window(values, f, w, h)
     # back to input pixels, inside the cover (a decimated cell can start before it)
     return min(max(c0, a + col), c0 + cw - w), min(max(r0, b + row), r0 + ch - h), w, h
@@ -155,7 +160,7 @@ def write_preview(
         c0, r0 = (round(m.c), round(m.f)) if 0 < m.a < 1 else (0, 0)
         cover = (c0, r0, ds_out.width // s, ds_out.height // s)  # the input pixels the output covers
         if window is None:
-            window = _chosen_window(ds_in, src, shown, cover)
+            window = _chosen_window(ds_in, src, shown, cover, ds_out)
     col, row, w, h = _clip(window, cover)
     lr = _read(src, shown, Window(col, row, w, h))
     sr = _read(dst, list(range(1, len(shown) + 1)), Window((col - c0) * s, (row - r0) * s, w * s, h * s))

@@ -170,3 +170,20 @@ def test_a_small_aoi_of_a_large_raster_gets_its_preview(
     assert result.exit_code == 0, result.output
     png = read_png(tmp_path / "p.png")
     assert png.shape == (3, LABEL_HEIGHT + side * 2, 3 * side * 2 + 2 * GAP)  # the whole box, x2
+
+
+def test_the_automatic_window_lies_where_the_aoi_keeps_the_output(tiny_model, tmp_path, make_geotiff, synthetic_image):
+    data = synthetic_image(3, 200, 200)
+    noise = np.random.default_rng(0).integers(0, 256, (3, 80, 80), dtype=np.uint8)
+    data[:, :80, :80] = noise  # the most detail: the north-west corner, outside the AOI below
+    src = make_geotiff(tmp_path / "in.tif", data)
+    with rasterio.open(src) as ds:
+        corners = [ds.xy(r, c, offset="ul") for r, c in ((200, 0), (200, 200), (0, 200))]  # the south-east half
+    ring = ", ".join(f"{x} {y}" for x, y in [*corners, corners[0]])
+    result = run(src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--aoi", f"POLYGON(({ring}))",
+                 "--preview", tmp_path / "p.png")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    png = read_png(tmp_path / "p.png")[:, LABEL_HEIGHT:]
+    side = 64 * 2
+    geosr_panel = png[:, :, 2 * (side + GAP) : 2 * (side + GAP) + side]
+    assert (geosr_panel.max(axis=0) > 0).mean() > 0.5  # mostly inside the AOI, not the masked noisy corner
