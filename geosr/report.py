@@ -335,4 +335,10 @@ def rank_path(path: str | os.PathLike, rank: int, world_size: int) -> Path:
     path = Path(path)
     if world_size <= 1:
         return path
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/stdout, a FIFO: the processes would mix
+        raise OptionError(
+            f"--report {path}: under torchrun each process writes a report of its own; give a file path (each "
+            "process adds .rankN to it)",
+            option="--report",
+        )
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")

@@ -6,6 +6,7 @@ tested in tests/cli/test_report.py."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -237,7 +238,29 @@ def test_is_report_knows_a_geosr_report_from_other_files(tmp_path):
     assert not is_report(tmp_path / "missing.json") and not is_report(tmp_path)
 
 
-def test_each_process_under_torchrun_has_its_own_report():
+def test_each_process_under_torchrun_has_its_own_report(tmp_path):
     assert rank_path("logs/report.json", 0, 1) == Path("logs/report.json")
     assert rank_path("logs/report.json", 0, 2) == Path("logs/report.rank0.json")
     assert rank_path(Path("report.json"), 3, 4) == Path("report.rank3.json")
+    fifo = tmp_path / "reports"
+    os.mkfifo(fifo)  # written into by one process; under torchrun the processes' reports would mix in it
+    assert rank_path(fifo, 0, 1) == fifo
+    with pytest.raises(OptionError, match="under torchrun each process writes a report of its own; give a file path"):
+        rank_path(fifo, 1, 2)
+
+
+def test_the_report_of_an_aoi_that_meets_no_file_records_the_error(tiny_model, tmp_path, make_geotiff, synthetic_image):
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for i in range(2):
+        make_geotiff(folder / f"t{i}.tif", synthetic_image(3, 40, 40, seed=i))
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+                                      "--bbox", "0,0,10,10", "--report", str(report)])  # fmt: skip
+    assert result.exit_code == 1 and "meets none of the 2 input files" in result.output
+    doc = json.loads(report.read_text())
+    assert doc["exit_code"] == 1 and doc["state"] != "finished" and "meets none" in doc["error"]

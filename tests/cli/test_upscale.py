@@ -325,3 +325,48 @@ def test_skip_existing_does_not_keep_an_output_whose_error_map_is_missing_or_dam
     assert damaged.exit_code == 1 and f"error map {emap} is damaged" in damaged.stderr
     same = run(src, "-o", out, "--model", tiny_model, "--uncertainty", src, "--skip-existing")  # path rules still
     assert same.exit_code == 2 and "small.tif: is the input" in same.stderr
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_failed_file_or_an_aoi_that_misses_one_process_stops_no_other(
+    tiny_model, tmp_path, make_geotiff, synthetic_image
+):
+    if not GEOSR.exists():
+        pytest.skip(f"no geosr script beside {sys.executable}")
+    from affine import Affine
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for i in range(4):  # sorted: rank 0 takes a0 and a2, rank 1 a1 and a3
+        if i == 2:
+            (folder / "a2.tif").write_bytes(b"not a raster" * 50)
+        else:
+            t = Affine(10, 0, 500000 + 1000 * i, 0, -10, 4000000)  # side by side, 600 m wide, 1000 m apart
+            make_geotiff(folder / f"a{i}.tif", synthetic_image(3, 40, 60, seed=i), transform=t)
+
+    def torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   str(GEOSR), "upscale", str(folder), "-o", str(out), "--model", str(tiny_model), "--device", "cpu",
+                   *extra]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=300)  # fmt: skip
+
+    # rank 0 fails a2 at once: it waits for rank 1 instead of exiting 1, which made torchrun stop rank 1's files
+    proc = torchrun(tmp_path / "sr", "--report", str(tmp_path / "r.json"))
+    assert proc.returncode != 0
+    assert sorted(p.name for p in (tmp_path / "sr").glob("*.tif")) == ["a0.tif", "a1.tif", "a3.tif"]
+    reports = [json.loads((tmp_path / f"r.rank{k}.json").read_text()) for k in (0, 1)]
+    assert [[f["status"] for f in r["files"]] for r in reports] == [["done", "failed"], ["done", "done"]]
+    assert [r["exit_code"] for r in reports] == [1, 0]
+
+    # a box on a1 alone (rank 1's): rank 0's files are all missed, which is no error while the batch meets a file
+    box = "500000,3999700,501500,4000000"  # a0 (500000..500600) and a1 (501000..501600)
+    proc = torchrun(tmp_path / "aoi", "--bbox", box, "--report", str(tmp_path / "a.json"))
+    assert proc.returncode != 0  # a2 still fails
+    assert sorted(p.name for p in (tmp_path / "aoi").glob("*.tif")) == ["a0.tif", "a1.tif"]
+    (folder / "a2.tif").unlink()  # now rank 0 takes a0 and a3, rank 1 a1
+    proc = torchrun(tmp_path / "aoi1", "--bbox", "501000,3999700,501500,4000000")  # a1 only: none of rank 0's
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "aoi1").glob("*.tif")) == ["a1.tif"] and "meets none" not in proc.stderr
+    proc = torchrun(tmp_path / "none", "--bbox", "0,0,10,10")  # no file of the batch: the error, from each process
+    assert proc.returncode != 0 and "meets none of the 3 input files" in proc.stderr
