@@ -8,7 +8,6 @@ go on. With several files in flight their tiles share the model's calls (``geosr
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import threading
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geosr.aoi import AOIMissError, aoi_files
-from geosr.device import use_intra_op_threads
+from geosr.device import sum_over_ranks, use_intra_op_threads
 from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
 from geosr.options import UpscaleOptions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
@@ -151,7 +150,8 @@ def run_batch(
     with book if book is not None else contextlib.nullcontext():  # the report is written however the run ends
         summary = _run(job, load, book, progress, on_result, on_plan)
         missed = [r for r in summary.results if r.reason == "aoi"]
-        missed_all, files_all = _every_rank(job, len(missed), len(summary.results))
+        # under torchrun, once every process has ended its files: one's failed file stops no other's work
+        missed_all, files_all = sum_over_ranks(job.world_size, len(missed), len(summary.results))
         if missed_all and missed_all == files_all and not job.single:  # inside: the report records the error
             raise AOIMissError(
                 f"the area of interest ({job.options.aoi.source}) meets none of the {missed_all} input "
@@ -163,29 +163,6 @@ def run_batch(
         names = ", ".join(r.src.name for r in missed[:3]) + (", ..." if len(missed) > 3 else "")
         log.warning("%d file(s) skipped: the area of interest does not meet them (%s)", len(missed), names)
     return summary
-
-
-WAIT_FOR_RANKS = datetime.timedelta(days=7)  # how long a torchrun process waits for the others to end their files
-
-
-def _every_rank(job: BatchJob, missed: int, files: int) -> tuple[int, int]:
-    """(files the AOI missed, files) over every process of a torchrun run, once each has ended its files; this
-    process's own without torchrun. The wait keeps one process's failed file (its non-zero exit) from making torchrun
-    stop the others' work, and an AOI that misses one process's files from failing a batch it meets elsewhere."""
-    if job.world_size <= 1:
-        return missed, files
-    import torch.distributed as dist
-
-    own = not dist.is_initialized()
-    if own:
-        dist.init_process_group("gloo", timeout=WAIT_FOR_RANKS)
-    try:
-        counts: list = [None] * job.world_size
-        dist.all_gather_object(counts, (missed, files))
-    finally:
-        if own:
-            dist.destroy_process_group()
-    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 def _run(

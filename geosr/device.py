@@ -289,3 +289,28 @@ def torchrun_env(environ: Mapping[str, str] | None = None) -> Torchrun:
     if local_rank is not None and local_rank < 0:
         raise GeosrError(f"LOCAL_RANK {local_rank} is negative")
     return Torchrun(rank, world, local_rank, max(1, local_world))
+
+
+WAIT_FOR_RANKS = 7 * 24 * 3600.0  # seconds a torchrun process waits for the others in sum_over_ranks
+
+
+def sum_over_ranks(world_size: int, *counts: int) -> tuple[int, ...]:
+    """``counts`` summed over the processes of a torchrun run, once every process has given its own (a process that
+    ends early waits here, so that its exit, non-zero on which torchrun stops them all, comes after the others'
+    work); ``counts`` as they are for one process. Uses the running process group, or one of its own (gloo)."""
+    if world_size <= 1:
+        return counts
+    import datetime
+
+    import torch.distributed as dist
+
+    own = not dist.is_initialized()
+    if own:
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=WAIT_FOR_RANKS))
+    try:
+        gathered: list = [None] * world_size
+        dist.all_gather_object(gathered, counts)
+    finally:
+        if own:
+            dist.destroy_process_group()
+    return tuple(sum(g[i] for g in gathered) for i in range(len(counts)))
