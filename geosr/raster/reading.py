@@ -60,6 +60,8 @@ def open_raster(
             raise error(f"{path}: is a folder, not a raster{remedy}")
         check_regular_file(path, error, remedy)
         check_name_encoding(path, error)
+        if not os.access(path, os.R_OK):
+            raise error(f"{path}: cannot be read (permission denied); check its permissions{remedy}")
     with quiet_georeferencing():
         try:
             with rasterio.Env(**READ_CHECKS, **options):  # some drivers decide at open how they will decode (PNG)
@@ -334,7 +336,12 @@ class FoundRasters:
         return "; ".join(parts)
 
 
-SKIP_REASONS = ("broken link(s)", "link(s) to folders, not followed", "file(s) under the output folder")
+SKIP_REASONS = (
+    "broken link(s)",
+    "link(s) to folders, not followed",
+    "file(s) under the output folder",
+    "folder(s) that cannot be read (check their permissions)",
+)
 
 
 def find_rasters(folder: Path, exclude: Sequence[Path] = ()) -> FoundRasters:
@@ -345,8 +352,8 @@ def find_rasters(folder: Path, exclude: Sequence[Path] = ()) -> FoundRasters:
     excluded = [e.resolve() for e in exclude if root in e.resolve().parents]
     found: list[Path] = []
     skipped: dict[str, list[Path]] = {reason: [] for reason in SKIP_REASONS}
-    broken, linked, under_output = skipped.values()
-    for here, dirs, files in os.walk(folder):
+    broken, linked, under_output, unreadable = skipped.values()
+    for here, dirs, files in os.walk(folder, onerror=lambda exc: unreadable.append(Path(exc.filename or folder))):
         base = Path(here)
         for d in list(dirs):
             if d.startswith("."):
