@@ -189,6 +189,8 @@ class BatchReport:
             "channels": predictor.channels,
             "device": str(predictor.device),
             "precision": predictor.precision,
+            "path": predictor.path,
+            "sha256": predictor.model_sha256,
         }
         self.model_label = f"{predictor.source} ({card.name}, x{card.scale})"
         if settings is not None:

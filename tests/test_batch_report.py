@@ -5,6 +5,7 @@ tested in tests/cli/test_report.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -99,6 +100,8 @@ def test_a_running_batch_lists_every_file_pending(predictor, tmp_path):
         "channels": 3,
         "device": "cpu",
         "precision": "fp32",
+        "path": predictor.path,  # the file itself, and its SHA-256 as outputs record it: a copy is told apart
+        "sha256": hashlib.sha256(Path(predictor.path).read_bytes()).hexdigest(),
     }
     assert doc["settings"]["tile_size"] == 32  # the settings given with the model replace the earlier ones
     assert [(f["input"], f["output"], f["status"], f["message"]) for f in doc["files"]] == [
