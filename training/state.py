@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from geosr.errors import GeosrError, one_line
 from geosr.fileio import atomic_write, remove_stale_temporaries
 from geosr.training.ema import EMA
 from geosr.training.guard import DivergenceGuard
+
+log = logging.getLogger("geosr.training")
 
 STATE_FORMAT = 1
 LOG_COLUMNS = (
@@ -209,6 +212,15 @@ def resume_run(path: Path, parts: Checkpointed, *, seed: int, rank: int, world_s
         restore_rng(rngs[rank])
     else:
         seed_all(seed + 7919 * rank + step)
+        if rank == 0:
+            log.warning(
+                "%s: saved by %d process(es), resumed by %d: the random streams (patches, augmentations) start "
+                "afresh, so the run goes on differently from one that kept %d",
+                path,
+                len(rngs),
+                world_size,
+                len(rngs),
+            )
     return Resumed(step, state["elapsed_s"], state["best"], state.get("last_val"))
 
 

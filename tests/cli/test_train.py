@@ -75,6 +75,20 @@ def test_a_short_run_then_resume_from_the_command_line(tmp_path, scenes):
     assert result.exit_code == 1 and f"--resume {out}" in result.output
 
 
+def test_resuming_with_another_number_of_processes_says_the_run_goes_on_differently(tmp_path, scenes, caplog):
+    import torch
+
+    out = tmp_path / "run"
+    assert train("--data", scenes, "--out", out, "--max-steps", "2", *TINY).exit_code == 0
+    state_file = out / "checkpoints" / "state.pt"
+    state = torch.load(state_file, weights_only=False)
+    state["rng"] = state["rng"] * 2  # as two processes under torchrun save it
+    torch.save(state, state_file)
+    result = CliRunner().invoke(cli, ["train", "--resume", str(out), "--max-steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "saved by 2 process(es), resumed by 1: the random streams" in caplog.text
+
+
 def test_errors(tmp_path, scenes):
     result = train("--max-steps", "1")
     assert result.exit_code == 2 and "--data DIR" in result.output
