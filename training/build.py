@@ -139,7 +139,33 @@ def _extra_set(folder: str, bands: list[int]) -> ImageSet:
 
 def build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
     """Find the splits and the extra folders, build the patch data set and this process's loader. Raises DataError
-    (an empty train split, an unusable extra folder, fewer patches than a batch)."""
+    (an empty train split, an unusable extra folder, fewer patches than a batch). Under torchrun every process
+    raises it when one does, or when they do not see the same images (a folder each node has its own copy of)."""
+    data: DataSetup | None = None
+    try:
+        data = _build_data(cfg, ctx)
+        seen: Any = (len(data.dataset), [i.path.name for i in data.val_items])  # what each process compares
+    except DataError as exc:
+        if not ctx.distributed:
+            raise
+        seen = str(exc)
+    views = distributed.all_gather_object(seen, ctx)
+    for rank, view in enumerate(views):
+        if isinstance(view, str):
+            raise DataError(f"process {rank} of {ctx.world_size}: {view}" if rank != ctx.rank else view)
+    if any(view != views[0] for view in views):
+        counts = ", ".join(f"process {r}: {v[0]} training items, {len(v[1])} validation images" for r, v in
+                           enumerate(views))  # fmt: skip
+        raise DataError(
+            f"{cfg.data}: the processes of this torchrun job do not see the same images ({counts}); give every "
+            "process the same data (a shared folder, or identical copies)"
+        )
+    if data is None:  # unreachable: its process's error was raised above
+        raise DataError(f"{cfg.data}: no training data")
+    return data
+
+
+def _build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
     train_set = find_images(cfg.data, "train")
     if not len(train_set):
         raise DataError(f"{cfg.data}: the train split is empty (split rule: {split_rule(train_set.layout)})")
