@@ -28,6 +28,7 @@ from geosr.raster import (
     check_output_location,
     check_output_name,
     damaged_output,
+    output_scale,
     plan_outputs,
     remove_stale_outputs,
 )
@@ -217,22 +218,32 @@ def _run(
     t0 = time.perf_counter()
     [(src, dst)] = mine
     if job.skip_existing and dst.exists():
-        result = existing_result(src, dst, job.options.uncertainty)
+        result = existing_result(src, dst, job.options.uncertainty, predictor.scale)
     else:
         result = upscale_raster(src, dst, predictor, job.options, progress)
     each(result)
     return BatchSummary([result], time.perf_counter() - t0)
 
 
-def existing_result(src, dst: Path, error_map: Path | None = None) -> FileResult:
+def existing_result(src, dst: Path, error_map: Path | None = None, scale: int | None = None) -> FileResult:
     """--skip-existing's result for an output that exists: skipped, or failed when its headers show it damaged (cut
     short, or not a raster: something else wrote there), which is neither redone nor replaced without --overwrite.
     With an ``error_map`` (--uncertainty) asked for, also failed when the map is missing or damaged: the run would
-    otherwise end with success and without the map (geosr.uncertainty.kept_output_problem)."""
+    otherwise end with success and without the map (geosr.uncertainty.kept_output_problem). With the run's
+    ``scale``, also failed when geosr made the output at another scale (its GEOSR_SCALE)."""
     problem = damaged_output(dst)
     if problem:
         return FileResult(
             src, dst, "failed", f"{dst}: exists but is damaged ({problem}); delete it to redo it, or pass --overwrite"
+        )
+    made = output_scale(dst)
+    if scale is not None and made is not None and made != scale:
+        return FileResult(
+            src,
+            dst,
+            "failed",
+            f"{dst}: exists, made at x{made} (its GEOSR_SCALE), and this run upscales x{scale}; give -o another "
+            "folder, or pass --overwrite",
         )
     message = None if error_map is None else kept_output_problem(error_map, src, dst)
     if message:
@@ -304,7 +315,7 @@ def _upscale_file(
 ) -> FileResult:
     """One file of a batch: its result, whatever went wrong with it (KeyboardInterrupt and the like pass)."""
     if skip_existing and dst.exists():
-        return existing_result(src, dst)
+        return existing_result(src, dst, scale=predictor.scale)
     t1 = time.perf_counter()
     try:
         return upscale_raster(src, dst, predictor, options, progress)

@@ -146,8 +146,8 @@ def damaged_output(path: Path, *, sparse_ok: bool = False) -> str:
     sparse_ok: a missing block is no damage (a sparse GeoTIFF of another program; GDAL reads it as nodata or 0)."""
     try:
         with quiet_georeferencing(), rasterio.open(path) as ds:
-            if ds.driver not in ("GTiff", "COG"):
-                return ""
+            if ds.driver not in ("GTiff", "COG"):  # a PNG or JPEG: no block index to read; decoded whole instead
+                return _decode_problem(path)
             size, (bh, bw), bands = path.stat().st_size, ds.block_shapes[0], _block_bands(ds)
             for y in range(math.ceil(ds.height / bh)):
                 for x in range(math.ceil(ds.width / bw)):
@@ -162,6 +162,28 @@ def damaged_output(path: Path, *, sparse_ok: bool = False) -> str:
                             return f"its data runs to byte {end} of a file of {size} bytes: it was cut short"
     except rasterio.errors.RasterioError as exc:
         return f"not a raster GDAL reads: {gdal_message(exc)}"
+    return ""
+
+
+def output_scale(path: Path) -> int | None:
+    """The scale geosr made the raster at ``path`` with (its GEOSR_SCALE tag; a PNG's or JPEG's in its .aux.xml), or
+    None where it has none or cannot be read."""
+    try:
+        with quiet_georeferencing(), rasterio.open(path) as ds:
+            value = ds.tags().get("GEOSR_SCALE")
+    except rasterio.errors.RasterioError:
+        return None
+    return int(value) if value and value.isdigit() else None
+
+
+def _decode_problem(path: Path) -> str:
+    """Why a raster without a block index (PNG, JPEG) does not decode to its end, or "" (it is read whole, with
+    GDAL's checks: such outputs are small)."""
+    try:
+        with rasterio.Env(**READ_CHECKS), quiet_georeferencing(), rasterio.open(path) as ds:
+            ds.read()
+    except READ_ERRORS as exc:
+        return f"it does not decode to its end: {gdal_message(exc).replace(f'{path}: ', '')}"
     return ""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from badinput import complete, corrupt_tiles, files_in, geosr_command, image, run, subprocess_env, wait_for
-from testdata import interruptible, write_geotiff
+from testdata import interruptible, write_geotiff, write_image
 
 from geosr.errors import OutputExistsError
 from geosr.raster import finish_output
@@ -101,6 +101,29 @@ def test_skip_existing_reports_an_existing_output_that_something_else_damaged(ti
     assert {name: (out / name).read_bytes() for name in damaged} == damaged  # nothing replaced
     assert run("-q", "upscale", src, "-o", out, "--model", tiny_model, "--overwrite").exit_code == 0
     assert all(complete(out / f) for f in files_in(out))
+
+
+def test_skip_existing_fails_a_png_cut_short_and_outputs_of_another_scale(tiny_model, tiny_model_x4, tmp_path):
+    """A PNG output (no block index to check) is decoded whole; a GeoTIFF geosr made at another scale (its
+    GEOSR_SCALE) is no output of this run. Both fail with the remedy; nothing is replaced."""
+    src = tmp_path / "in"
+    for i in range(2):
+        write_image(src / f"p{i}.png", image(3, 40, 40, seed=i))
+    out = tmp_path / "out"
+    assert run("-q", "upscale", src, "-o", out, "--model", tiny_model).exit_code == 0
+    (out / "p1.png").write_bytes((out / "p1.png").read_bytes()[:3000])
+    result = run("upscale", src, "-o", out, "--model", tiny_model, "--skip-existing")
+    assert result.exit_code == 1 and "0 done, 1 skipped, 1 failed" in result.stderr
+    assert "p1.png: exists but is damaged (it does not decode to its end" in result.stderr
+
+    x2 = tiles(tmp_path / "tif", 2, 40)
+    out2 = tmp_path / "out2"
+    assert run("-q", "upscale", x2, "-o", out2, "--model", tiny_model).exit_code == 0  # x2 outputs
+    kept = {f: (out2 / f).read_bytes() for f in files_in(out2)}
+    result = run("upscale", x2, "-o", out2, "--model", tiny_model_x4, "--skip-existing")
+    assert result.exit_code == 1 and "0 done, 0 skipped, 2 failed" in result.stderr
+    assert "exists, made at x2 (its GEOSR_SCALE), and this run upscales x4; give -o another folder" in result.stderr
+    assert {f: (out2 / f).read_bytes() for f in files_in(out2)} == kept
 
 
 def test_two_processes_writing_one_folder_do_not_clobber_each_other(tiny_model, tmp_path):
