@@ -389,4 +389,8 @@ def _in_flight(
         except BaseException:
             shared.cancel()
             wait(running)
+            for future, i in sorted(running.items(), key=lambda item: item[1]):  # ended whole meanwhile: done
+                if not future.cancelled() and future.exception() is None and future.result().status == "done":
+                    with contextlib.suppress(Exception):  # what stopped the batch may be ``finished`` itself
+                        finished(i, future.result())
             raise

@@ -147,6 +147,7 @@ def test_a_batch_with_files_in_flight_stops_cleanly(predictor, tmp_path, make_ge
             raise KeyboardInterrupt
 
     pairs = plan_outputs([tmp_path / "in"], tmp_path / "out")
+    seen = []
     with pytest.raises(KeyboardInterrupt):
         upscale_batch(
             pairs,
@@ -154,11 +155,15 @@ def test_a_batch_with_files_in_flight_stops_cleanly(predictor, tmp_path, make_ge
             UpscaleOptions(tile_size=32, overlap=8, batch_size=2),
             progress=progress,
             files_in_flight=3,
+            on_result=seen.append,
         )
     left = file_names(tmp_path / "out")
     assert len(left) < 6 and all(name.endswith(".tif") and not name.startswith(".") for name in left)
     for name in left:
         assert read_raster(tmp_path / "out" / name).shape == (3, 120, 120)
+    # every output that ended whole is reported done, also one that ended while the batch was stopping (a report
+    # would otherwise call it interrupted, nothing written)
+    assert sorted(r.dst.name for r in seen if r.status == "done") == sorted(left)
 
 
 def test_files_in_flight_must_be_a_positive_integer(predictor, tmp_path):

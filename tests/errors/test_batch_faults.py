@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -79,6 +80,29 @@ def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(
     assert f"{4 - len(done)} done, {len(done)} skipped, 0 failed" in again.stderr
     assert files_in(out) == ["t0.tif", "t1.tif", "t2.tif", "t3.tif"]
     assert all((out / f).stat().st_mtime_ns == t for f, t in before.items())  # what was done is left alone
+
+
+def test_ctrl_c_with_files_in_flight_reports_every_output_written_as_done(tiny_model, tmp_path):
+    """Files under way when the batch stops either end whole (their output published: reported done) or leave
+    nothing; the report never calls an output on disk interrupted (the retry recipe would then refuse it)."""
+    src = tiles(tmp_path / "in", 12, 64)
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    command = geosr_command("upscale", str(src), "-o", str(out), "--model", str(tiny_model), "-q", "--report",
+                            str(report), "--files-in-flight", "3")  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env(), preexec_fn=interruptible)  # fmt: skip
+    try:
+        assert wait_for(lambda: len(files_in(out)) >= 2, 120), "no file finished"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    if proc.returncode == 0:
+        pytest.skip("the batch ended before the signal came")
+    assert proc.returncode == 130
+    doc = json.loads(report.read_text())
+    done = {Path(f["output"]).name for f in doc["files"] if f["status"] == "done"}
+    assert done == set(files_in(out)) and doc["summary"]["done"] == len(done)
 
 
 def test_skip_existing_reports_an_existing_output_that_something_else_damaged(tiny_model, tmp_path):
