@@ -328,7 +328,7 @@ def _job(given: dict[str, Any], options: UpscaleOptions, rank: int, world_size: 
         given["skip_existing"],
         given["files_in_flight"],
         given["report"],
-        tuple(sys.argv),
+        ("geosr", *sys.argv[1:]),  # argv[0] is whatever started geosr: its script, or cli/main.py under torchrun -m
         rank,
         world_size,
     )
