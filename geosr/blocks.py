@@ -101,7 +101,7 @@ def map_spec(plan: Plan, description: str) -> OutputSpec:
     return dataclasses.replace(
         spec,
         profile=profile,
-        tags={"GEOSR_UNCERTAINTY": description},
+        tags={**{k: v for k, v in spec.tags.items() if k.startswith("GEOSR_")}, "GEOSR_UNCERTAINTY": description},
         band_tags=[{} for _ in range(n)],
         descriptions=names,
         colorinterp=[ColorInterp.gray] * n,

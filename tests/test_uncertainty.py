@@ -200,6 +200,10 @@ def test_with_cog_the_map_is_a_cog_too(tiny_model, make_geotiff, synthetic_image
     with rasterio.open(emap) as e, rasterio.open(out) as o:
         assert e.dtypes[0] == "float32" and np.isnan(e.nodata) and e.transform == o.transform
         assert "GEOSR_UNCERTAINTY" in e.tags()
+        # the run's provenance too: geosr info says how the map was made, as for the output
+        assert {k: v for k, v in e.tags().items() if k.startswith("GEOSR_") and k != "GEOSR_UNCERTAINTY"} == {
+            k: v for k, v in o.tags().items() if k.startswith("GEOSR_")
+        }
 
 
 def test_evaluate_writes_the_map_s_measures_into_a_csv_report_as_into_a_json_one(tiny_model, scene_folder, tmp_path):

@@ -285,15 +285,18 @@ def raster_radiometry(
             raise GeosrError(f"{path}: {exc} (--value-range)", option="--value-range") from None
         raise error(f"{path}: {exc}") from None
     if value_range is not None and dtype != "uint8" and valid.any():
-        _warn_about_the_range(path, sample, valid, value_range)
+        _warn_about_the_range(path, sample, valid, value_range, bands)
     return radiometry
 
 
-def _warn_about_the_range(path, sample: np.ndarray, valid: np.ndarray, value_range: tuple[float, float]) -> None:
-    """A warning for each band that a given value range serves badly: its values fill under 1 % of the range (the
-    model sees a nearly flat image), or most of them lie outside it (they pass the model clipped)."""
+def _warn_about_the_range(
+    path, sample: np.ndarray, valid: np.ndarray, value_range: tuple[float, float], bands: Sequence[int]
+) -> None:
+    """A warning for each band (``bands``: their numbers in the file) that a given value range serves badly: its
+    values fill under 1 % of the range (the model sees a nearly flat image), or most of them lie outside it (they
+    pass the model clipped)."""
     lo, hi = value_range
-    for b in range(sample.shape[0]):
+    for b, number in enumerate(bands):
         v = sample[b][valid[b]].astype(np.float64)
         v = v[np.isfinite(v)]
         if not v.size:
@@ -304,13 +307,13 @@ def _warn_about_the_range(path, sample: np.ndarray, valid: np.ndarray, value_ran
             log.warning(
                 "%s: band %d: %.0f%% of its values lie outside --value-range %g..%g; the model sees them clipped and "
                 "the output gives them back without super-resolution: give a range that holds them",
-                path, b + 1, 100 * (1 - inside), lo, hi,
+                path, number, 100 * (1 - inside), lo, hi,
             )  # fmt: skip
         elif (p1 - p0) < 0.01 * (hi - lo):
             log.warning(
                 "%s: band %d: its values (%g..%g) fill %.2g%% of --value-range %g..%g; the model sees a nearly flat "
                 "image: give a range closer to the data",
-                path, b + 1, p0, p1, 100 * (p1 - p0) / (hi - lo), lo, hi,
+                path, number, p0, p1, 100 * (p1 - p0) / (hi - lo), lo, hi,
             )  # fmt: skip
 
 

@@ -370,3 +370,15 @@ def test_under_torchrun_a_failed_file_or_an_aoi_that_misses_one_process_stops_no
     assert sorted(p.name for p in (tmp_path / "aoi1").glob("*.tif")) == ["a1.tif"] and "meets none" not in proc.stderr
     proc = torchrun(tmp_path / "none", "--bbox", "0,0,10,10")  # no file of the batch: the error, from each process
     assert proc.returncode != 0 and "meets none of the 3 input files" in proc.stderr
+
+
+def test_a_value_range_warning_names_the_files_band_numbers(
+    tiny_model, tmp_path, make_geotiff, synthetic_image, caplog
+):
+    data = synthetic_image(5, 40, 50, dtype="uint16", lo=1200, hi=4000)
+    src = make_geotiff(tmp_path / "s2.tif", data)
+    result = run(src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--bands", "4,3,2", "--value-range", "9000",
+                 "10000")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if "lie outside --value-range" in r.getMessage()]
+    assert sorted(w.split(": band ")[1][0] for w in warned) == ["2", "3", "4"]  # B4, B3, B2: not 1, 2, 3
