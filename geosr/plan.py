@@ -295,9 +295,7 @@ def _tiles_needed(grid: TileGrid, proc: Window, aoi_px: Any, margin: int) -> np.
     without an AOI to mask (every tile is needed)."""
     if aoi_px is None:
         return None
-    ys = np.array([proc.row_off + grid.rows.extent(r)[0] for r in range(len(grid.rows))], float)
-    xs = np.array([proc.col_off + grid.cols.extent(c)[0] for c in range(len(grid.cols))], float)
-    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    y0, x0 = np.meshgrid(np.add(proc.row_off, grid.rows.starts), np.add(proc.col_off, grid.cols.starts), indexing="ij")
     boxes = shapely.box(x0 - margin, y0 - margin, x0 + grid.cols.length + margin, y0 + grid.rows.length + margin)
     shapely.prepare(aoi_px)
     return shapely.intersects(aoi_px, boxes)
