@@ -232,6 +232,8 @@ def upscale_raster(
             p["width"] * p["height"],
             predictor.device.type,
             self_ensemble=predictor.self_ensemble,
+            precision=predictor.precision,
+            scale=predictor.scale,
             max_pixels=options.max_pixels,
             yes=options.yes,
         )

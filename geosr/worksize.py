@@ -8,7 +8,7 @@ day's work on the device at geosr's measured rate (``geosr.limits.day_of_work``)
 
 from __future__ import annotations
 
-from geosr.device import usable_cores
+from geosr.device import cpu_supports_bf16, usable_cores
 from geosr.errors import GeosrError
 from geosr.limits import DAY_S, day_of_work, output_rate
 
@@ -38,19 +38,23 @@ def check_work_size(
     device_type: str,
     *,
     self_ensemble: bool = False,
+    precision: str = "fp32",
+    scale: int = 4,
     max_pixels: int | None = None,
     yes: bool = False,
 ) -> None:
     """Raise WorkTooLarge naming ``name``, its output size and the time it would take when ``out_pixels`` is past
-    ``max_pixels`` (or a day's work on ``device_type``), unless ``yes``."""
+    ``max_pixels`` (or a day's work on ``device_type`` at ``precision`` for a model of ``scale``), unless ``yes``."""
     if yes:
         return
     cores = usable_cores()
-    limit = max_pixels if max_pixels is not None else day_of_work(device_type, cores, self_ensemble)
+    speed = {"native_bf16": device_type == "cpu" and precision == "bf16" and cpu_supports_bf16(), "scale": scale}
+    limit = max_pixels if max_pixels is not None else day_of_work(device_type, cores, self_ensemble, **speed)
     if out_pixels <= limit:
         return
-    seconds = out_pixels / output_rate(device_type, cores, self_ensemble)
-    where = "the GPU" if device_type == "cuda" else f"{cores} CPU core{'s' if cores != 1 else ''}"
+    seconds = out_pixels / output_rate(device_type, cores, self_ensemble, **speed)
+    arithmetic = "bf16" if speed["native_bf16"] else "fp32"
+    where = "the GPU" if device_type == "cuda" else f"{cores} CPU core{'s' if cores != 1 else ''} in {arithmetic}"
     bound = f"--max-pixels {max_pixels}" if max_pixels is not None else "a day's work"
     raise WorkTooLarge(
         f"{name}: the output would have {_pixels(out_pixels)}, past {bound}: about "

@@ -15,6 +15,10 @@ import pytest
 from badinput import files_in, huge_sparse_tif, image, refused, run
 from testdata import write_geotiff
 
+from geosr.device import usable_cores
+from geosr.limits import day_of_work
+from geosr.worksize import WorkTooLarge, check_work_size
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -239,6 +243,24 @@ def test_a_sparse_raster_declaring_days_of_work_needs_yes(tiny_model, tmp_path):
     src = huge_sparse_tif(tmp_path / "sparse.tif", size=100_000)
     refused(upscale(tiny_model, src, "-o", tmp_path / "out.tif"), 1, "sparse.tif", "a day's work", "--yes")
     assert files_in(tmp_path) == ["sparse.tif"]
+
+
+def test_the_day_of_work_follows_the_arithmetic_and_the_scale():
+    """fp32 on a CPU without native bf16 is about 4 times slower than bf16 with AMX, and an x2 model does more work
+    per output pixel than an x4 one: a day's work is smaller for both, and the estimate in the message says so."""
+    bf16 = day_of_work("cpu", 2, native_bf16=True)
+    fp32 = day_of_work("cpu", 2)
+    assert 3.5 < bf16 / fp32 < 4.5
+    assert day_of_work("cpu", 2, scale=2) < fp32 < day_of_work("cpu", 4)
+    assert day_of_work("cpu", 2, True) * 8 == pytest.approx(fp32, rel=1e-6)
+    cores = usable_cores()
+    two_days = 2 * day_of_work("cpu", cores)
+    word = f"{cores} CPU core{'s' if cores != 1 else ''} in fp32"
+    with pytest.raises(WorkTooLarge, match=rf"s\.tif: .* about 2 days on {word} at geosr's usual rate.*--yes"):
+        check_work_size("s.tif", two_days, "cpu", precision="fp32")
+    check_work_size("s.tif", two_days // 3, "cpu", precision="fp32")  # under a day: no question
+    with pytest.raises(WorkTooLarge, match=r"about 3 days"):
+        check_work_size("s.tif", two_days, "cpu", precision="fp32", scale=2)
 
 
 def test_max_pixels_asks_for_yes_and_yes_goes_on(tiny_model, scene, tmp_path):
