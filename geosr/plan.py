@@ -183,6 +183,9 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
     if options.value_range is not None and b.dtype == "uint8":
         log.warning("%s: uint8 always maps 0..255; --value-range is ignored", src)
+    made = ds.tags().get("GEOSR_SCALE")
+    if made:  # an earlier output among the inputs, most often by mistake
+        log.warning("%s: an output of geosr (x%s, its GEOSR_SCALE tag); upscaling it again", src, made)
     spec = _output_spec(
         ds,
         src,

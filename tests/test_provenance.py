@@ -103,6 +103,16 @@ def test_an_output_drops_the_inputs_statistics_and_records_its_provenance(stats_
     assert tags["AREA_OR_POINT"] == "Area" and tags["GEOSR_SCALE"] == "2"
 
 
+def test_upscaling_an_output_of_geosr_again_warns(stats_tif, model, tmp_path, caplog):
+    out, again = tmp_path / "out.tif", tmp_path / "again.tif"
+    geosr.upscale(stats_tif, out, model=model)
+    assert "an output of geosr" not in caplog.text  # the input of the first run is not one
+    geosr.upscale(out, again, model=model)
+    assert f"{out}: an output of geosr (x2, its GEOSR_SCALE tag); upscaling it again" in caplog.text
+    with rasterio.open(again) as d:
+        assert d.tags()["GEOSR_SCALE"] == "2"  # the new run's own
+
+
 def test_the_command_line_records_its_switches_replaces_a_stale_sidecar_and_info_prints_them(
     stats_tif, tiny_model, tmp_path
 ):
