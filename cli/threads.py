@@ -14,18 +14,22 @@ from collections.abc import Callable, Iterator
 
 import click
 
+# The most threads --threads takes: past a few per core they only wait for each other, and an OpenMP pool of tens of
+# thousands of threads exhausts the process's limit ("can't start new thread") before the first tile
+MAX_THREADS = 1024
+
 
 def threads_option(func: Callable) -> Callable:
     """--threads N: the CPU threads PyTorch computes on and GDAL decodes and compresses with, while the command runs
     (``threads_in_force``, entered by ``handle_errors``); unset, their defaults. Kept like -v/-q: not a parameter."""
     return click.option(
         "--threads",
-        type=click.IntRange(min=1),
+        type=click.IntRange(min=1, max=MAX_THREADS),
         metavar="N",
         expose_value=False,
         callback=_keep_threads,
-        help="CPU threads for PyTorch and for GDAL's decoding and compression [PyTorch's default: one "
-        "per core]; on a busy machine fewer can be faster.",
+        help="CPU threads for PyTorch and for GDAL's decoding and compression, 1 to 1024 [PyTorch's default: "
+        "one per core]; on a busy machine fewer can be faster.",
     )(func)
 
 

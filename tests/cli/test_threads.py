@@ -21,7 +21,7 @@ def run(*args):
 
 
 @pytest.mark.parametrize("command", ["upscale", "evaluate", "train"])
-@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5", "100000"])
 def test_a_bad_thread_count_is_a_one_line_usage_error(command, value, tmp_path):
     result = run(
         command,
