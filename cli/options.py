@@ -93,7 +93,8 @@ def verbosity_options(func: Callable) -> Callable:
         count=True,
         expose_value=False,
         callback=_count(-1),
-        help="Less output: no progress bars or summary, errors only.",
+        help="Less output: no progress bars, summaries or warnings; errors and what a command is asked for "
+        "(evaluate's table, info) still print.",
     )(func)
     return click.option(
         "-v",
