@@ -41,7 +41,7 @@ from geosr.raster import (
     output_spec,
     raster_radiometry,
 )
-from geosr.tiling import TileGrid, tile_starts, tiling_problem
+from geosr.tiling import AxisTiling, TileGrid, tiling_problem
 
 log = logging.getLogger("geosr.plan")
 
@@ -179,7 +179,7 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     b = _bands(ds, src, predictor, options.bands)
     masks = has_masks(ds, b.colour)
     nodata = _nodata(ds, src, dst, driver, b)
-    out, proc, aoi_px = _windows(ds, src, options, tile, overlap)
+    out, proc, aoi_px = _windows(ds, src, options, (tile, overlap, s))
     radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
     if options.value_range is not None and b.dtype == "uint8":
         log.warning("%s: uint8 always maps 0..255; --value-range is ignored", src)
@@ -304,10 +304,10 @@ def _tiles_needed(grid: TileGrid, proc: Window, aoi_px: Any, margin: int) -> np.
     return shapely.intersects(aoi_px, boxes)
 
 
-def _windows(ds, src: Path, options: UpscaleOptions, tile: int, overlap: int) -> tuple[Window, Window, Any]:
+def _windows(ds, src: Path, options: UpscaleOptions, tiling: tuple[int, int, int]) -> tuple[Window, Window, Any]:
     """(output window, processed window, AOI in pixels or None), input pixels: the whole raster without an AOI;
-    with one, the window covering it, and around it the context of the tiles' overlap and the consistency halo.
-    The AOI is None when the output window lies inside it. Raises AOIMissError."""
+    with one, the window covering it, and around it the whole raster's tiles that reach it (``_on_the_grid``).
+    tiling: (tile, overlap, scale). The AOI is None when the output window lies inside it. Raises AOIMissError."""
     if options.aoi is None:
         out = Window(0, 0, ds.width, ds.height)
         return out, out, None
@@ -315,22 +315,24 @@ def _windows(ds, src: Path, options: UpscaleOptions, tile: int, overlap: int) ->
     if prep(aoi_px).contains(box(out.col_off, out.row_off, out.col_off + out.width, out.row_off + out.height)):
         aoi_px = None  # the whole output window lies inside the AOI
     # context around the output window: the tiles' overlap, and the consistency correction's halo
-    ctx = overlap + (CONSISTENCY_HALO if options.consistency else 0)
-    r0, r1 = _on_the_grid(int(out.row_off), int(out.row_off + out.height), ds.height, tile, overlap, ctx)
-    c0, c1 = _on_the_grid(int(out.col_off), int(out.col_off + out.width), ds.width, tile, overlap, ctx)
+    ctx = tiling[1] + (CONSISTENCY_HALO if options.consistency else 0)
+    r0, r1 = _on_the_grid(int(out.row_off), int(out.row_off + out.height), ds.height, tiling, ctx)
+    c0, c1 = _on_the_grid(int(out.col_off), int(out.col_off + out.width), ds.width, tiling, ctx)
     return out, Window(c0, r0, c1 - c0, r1 - r0), aoi_px
 
 
-def _on_the_grid(o0: int, o1: int, size: int, tile: int, overlap: int, ctx: int) -> tuple[int, int]:
-    """The processed span [a, b) of an axis around the output span [o0, o1): at least ``ctx`` pixels of context each
-    side (or the raster's edge), starting and ending where the whole raster's tiles do, so that the AOI's tiles are
-    the whole raster's tiles and its pixels those of the whole raster's output (the model sees the same context;
-    the blend weights are the same wherever the output lies ``overlap`` or more inside the span)."""
-    a, b = max(0, o0 - ctx), min(size, o1 + ctx)
-    if tile <= 0 or size <= tile:
-        return a, b
-    starts = tile_starts(size, tile, overlap)
-    return max(s for s in starts if s <= a), min(s + tile for s in starts if s + tile >= b)
+def _on_the_grid(o0: int, o1: int, size: int, tiling: tuple[int, int, int], ctx: int) -> tuple[int, int]:
+    """The processed span [a, b) of an axis around the output span [o0, o1): the whole raster's tiles (tiling:
+    tile, overlap, scale) whose blend weight reaches [o0 - ctx, o1 + ctx), so that the AOI's tiles are the whole
+    raster's and its pixels those of the whole raster's output: the model sees the same input, and every pixel of
+    that span blends the same tiles with the same weights (the last tile of an axis, moved inward, overlaps its
+    neighbour by more than the overlap, and the ramp between them lies in the middle of that)."""
+    tile, overlap, scale = tiling
+    if size <= tile:  # the whole raster is one tile
+        return 0, size
+    axis = AxisTiling(size, tile, overlap, scale)
+    reach = axis.tiles_for(scale * max(0, o0 - ctx), scale * min(size, o1 + ctx))
+    return axis.extent(reach[0])[0], axis.extent(reach[-1])[1]
 
 
 def _output_spec(

@@ -213,7 +213,9 @@ def test_an_area_that_covers_the_raster_takes_it_whole_even_beyond_its_crs(tmp_p
 def test_an_aois_pixels_are_the_whole_rasters(tmp_path, make_geotiff, synthetic_image, tiny_model_x4, consistency):
     # the AOI's tiles are the whole raster's tiles (its context read around it up to where they start and end), so
     # adjacent AOIs mosaic without seams: exactly without the consistency correction, within a level with it (its
-    # windows fall elsewhere: float32 sums in another order)
+    # windows fall elsewhere: float32 sums in another order). Tiles of 32 with an overlap of 8: the columns' last
+    # tile moves inward to 138, its ramp with the tile at 120 lies at 143-147; AOIs ending and starting there
+    # need both tiles. A raster no larger than a tile is one tile, whatever the AOI.
     from click.testing import CliRunner
 
     from geosr.cli.main import cli
@@ -223,7 +225,8 @@ def test_an_aois_pixels_are_the_whole_rasters(tmp_path, make_geotiff, synthetic_
     run += [] if consistency else ["--no-consistency"]
     assert CliRunner().invoke(cli, [*run, "-o", str(tmp_path / "full.tif")]).exit_code == 0
     with rasterio.open(tmp_path / "full.tif") as full:
-        for k, (c0, r0, c1, r1) in enumerate([(37, 41, 101, 97), (0, 0, 30, 20), (120, 100, 170, 150)]):
+        boxes = [(37, 41, 101, 97), (0, 0, 30, 20), (120, 100, 170, 150), (146, 20, 170, 60), (100, 20, 144, 60)]
+        for k, (c0, r0, c1, r1) in enumerate(boxes):
             (x0, y0), (x1, y1) = T * (c0, r1), T * (c1, r0)
             out = tmp_path / f"aoi{k}.tif"
             result = CliRunner().invoke(cli, [*run, "--bbox", f"{x0},{y0},{x1},{y1}", "-o", str(out)])
@@ -234,6 +237,23 @@ def test_an_aois_pixels_are_the_whole_rasters(tmp_path, make_geotiff, synthetic_
             assert a.shape == b.shape == (3, 4 * (r1 - r0), 4 * (c1 - c0))
             diff = np.abs(a - b)
             assert diff.max() <= (1 if consistency else 0) and (diff > 0).mean() < 1e-3, (k, diff.max())
+
+
+def test_an_aoi_of_a_raster_smaller_than_a_tile_is_cut_from_its_one_tile(tmp_path, make_geotiff, synthetic_image,
+                                                                         tiny_model_x4):  # fmt: skip
+    from click.testing import CliRunner
+
+    from geosr.cli.main import cli
+
+    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 30, 28, seed=4), transform=T)  # tiles of 32
+    run = ["upscale", str(src), "--model", str(tiny_model_x4), "--device", "cpu", "--no-consistency", "-o"]
+    assert CliRunner().invoke(cli, [*run, str(tmp_path / "full.tif")]).exit_code == 0
+    (x0, y0), (x1, y1) = T * (12, 20), T * (22, 9)
+    assert CliRunner().invoke(cli, [*run, str(tmp_path / "aoi.tif"), "--bbox", f"{x0},{y0},{x1},{y1}"]).exit_code == 0
+    with rasterio.open(tmp_path / "full.tif") as full, rasterio.open(tmp_path / "aoi.tif") as crop:
+        window = rasterio.windows.from_bounds(*crop.bounds, transform=full.transform)
+        assert crop.shape == (44, 40)
+        np.testing.assert_array_equal(full.read(window=window), crop.read())  # the model saw the same tile
 
 
 @pytest.mark.parametrize("consistency", [False, True])

@@ -23,7 +23,7 @@ from geosr.pipeline import upscale_raster
 from geosr.plan import ACCUMULATOR_BYTES, MAX_PANEL_WIDTH, auto_panel_width, band_groups, card_tiling, make_plan
 from geosr.predictor import Predictor
 from geosr.raster import open_raster
-from geosr.tiling import tile_starts
+from geosr.tiling import AxisTiling, tile_starts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,15 +113,20 @@ def test_an_aoi_window_is_widened_by_the_model_context_within_the_raster(
     context = 8 + (DEFAULT_HALO if consistency else 0)  # the card's overlap and the consistency correction's halo
     # the whole raster's tiles (32 px, overlap 8): rows start at 0, 24, 38 (70 rows), columns at 0, 24, 48, 58
     rows, cols = tile_starts(70, 32, 8), tile_starts(90, 32, 8)
+    s = predictor.scale
 
     def span(o0: int, o1: int, starts: tuple[int, ...], size: int) -> tuple[int, int]:
-        """From the last tile start at or before o0 - context to the first tile end at or after o1 + context."""
-        a = max(t for t in starts if t <= max(0, o0 - context))
-        return a, min(t + 32 for t in starts if t + 32 >= min(size, o1 + context))
+        """The whole raster's tiles whose blend weight reaches [o0 - context, o1 + context): from the first's start to
+        the last's end. The columns' last tile (58) overlaps the one at 48 by 22 pixels, their ramp lies at 67-71."""
+        axis = AxisTiling(size, 32, 8, s)
+        reach = axis.tiles_for(s * max(0, o0 - context), s * min(size, o1 + context))
+        return starts[reach[0]], starts[reach[-1]] + 32
 
     assert middle.out == Window(30, 30, 20, 20)
     (r0, r1), (c0, c1) = span(30, 50, rows, 70), span(30, 50, cols, 90)
     assert middle.proc == Window(c0, r0, c1 - c0, r1 - r0) and r0 <= 30 - context and r1 >= min(70, 50 + context)
+    # with the halo the context reaches column 67, where the last tile's weight starts: all 90 columns
+    assert middle.proc == Window(0, 0, 90 if consistency else 80, 70)
     assert middle.offset == (30 - r0, 30 - c0) and middle.aoi_px is None  # a box on the pixel grid: nothing masked
     assert (middle.grid.height, middle.grid.width) == (r1 - r0, c1 - c0)
     assert all(r0 + t in rows for t in middle.grid.rows.starts) and all(c0 + t in cols for t in middle.grid.cols.starts)
