@@ -87,6 +87,8 @@ def map_block(plan: Plan, spread, r0: int, c0: int, held: InputRows, k: float) -
     for i, (kind, j) in enumerate(plan.layout):
         if kind == "c":
             data[i] = emap[j]
+        elif valid is not None:  # an alpha band's: NaN too where the output is transparent (no band valid)
+            data[i][~valid.any(axis=0)] = np.nan
     return Block(r0, c0, data, None)
 
 

@@ -83,6 +83,24 @@ def test_map_with_consistency_is_nan_where_the_output_is_nodata(tiny, rgb_tif: P
     np.testing.assert_array_equal(np.isnan(got), nodata)
 
 
+def test_the_map_of_an_alpha_band_is_nan_where_the_output_is_transparent(tiny, rgb_tif: Path, tmp_path: Path,
+                                                                       make_geotiff):  # fmt: skip
+    with rasterio.open(rgb_tif) as src:
+        colour = src.read()
+    alpha = np.full((1, *colour.shape[1:]), 255, np.uint8)
+    alpha[:, 10:30, 20:50] = 0
+    scene = make_geotiff(tmp_path / "rgba.tif", np.concatenate([colour, alpha]), photometric="RGB", alpha="YES")
+    out, emap = tmp_path / "out.tif", tmp_path / "err.tif"
+    upscale_raster(scene, out, tiny, UpscaleOptions(tile_size=16, overlap=4, uncertainty=emap))
+    with rasterio.open(out) as o, rasterio.open(emap) as e:
+        transparent = o.read(4) == 0
+        got = e.read()
+    assert transparent.any() and not transparent.all()
+    for band in got:  # the colour bands' and the alpha band's alike
+        np.testing.assert_array_equal(np.isnan(band), transparent)
+    assert (got[3][~transparent] == 0).all()  # the alpha band is copied, not estimated: no error
+
+
 def test_map_path_rules(tiny, rgb_tif: Path, tmp_path: Path):
     out = tmp_path / "out.tif"
     with pytest.raises(OptionError, match="also the output"):
