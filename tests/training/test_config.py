@@ -39,6 +39,16 @@ def test_toml_round_trip(tmp_path):
     assert "max_steps" not in tomllib.loads(c.to_toml())["optim"]  # unset values are left out
 
 
+def test_a_config_file_that_is_not_utf8_text_is_named_with_the_remedy(tmp_path):
+    (tmp_path / "latin1.toml").write_bytes(b'[data]\npatch_size = 32\nname = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not UTF-8 text \(byte 0xe9 at offset 34\).*save it as UTF-8"):
+        read_toml(tmp_path / "latin1.toml")
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf[data]\npatch_size = 32\n")  # Notepad's byte-order mark
+    assert read_toml(tmp_path / "bom.toml") == {"patch_size": 32}
+    with pytest.raises(ConfigError, match=r"folder, not a config file"):
+        read_toml(tmp_path)
+
+
 def test_checks_name_the_setting(tmp_path):
     with pytest.raises(ConfigError, match="not a valid int"):
         (tmp_path / "a.toml").write_text("[data]\nbatch_size = 2.5\n")
