@@ -162,6 +162,7 @@ def _run_with_preview(
     by geosr.preview's rules)."""
     from geosr.aoi import aoi_files
     from geosr.batch import run_batch
+    from geosr.errors import WriteError
     from geosr.preview import check_preview, check_preview_window, write_preview
 
     target = None
@@ -185,9 +186,13 @@ def _run_with_preview(
         bars.close()
     done = [r for r in summary.results if r.status == "done"]
     if target is not None and done:
-        write_preview(
-            target, done[0].src, done[0].dst, bands=job.options.bands, error_map=job.options.uncertainty, window=window
-        )
+        try:
+            options = job.options
+            write_preview(
+                target, done[0].src, done[0].dst, bands=options.bands, error_map=options.uncertainty, window=window
+            )
+        except WriteError as exc:  # a disk that filled during the run: the output itself is whole
+            raise WriteError(f"{exc}; the output {done[0].dst} is complete") from None
         log.info("preview: %s", target)
     return summary
 

@@ -37,8 +37,10 @@ def parse_preview_window(text: str) -> tuple[int, int, int, int]:
 
 def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, overwrite: bool) -> Path:
     """The checked preview path (before any work): one input file only, a .png name, never an input, another output,
-    a folder, a device or (without ``overwrite``) an existing file. Raises OptionError or OutputExistsError."""
+    a folder, a device, a place that cannot be written in or (without ``overwrite``) an existing file. Raises
+    OptionError, OutputExistsError or RasterError."""
     from geosr.fileio import check_target
+    from geosr.raster import check_output_location
 
     if not single:
         raise OptionError(
@@ -57,6 +59,7 @@ def check_preview(path: str | os.PathLike, *, single: bool, inputs, outputs, ove
         raise OptionError(
             f"{path}: the preview is a PNG picture; give --preview a name ending .png", option="--preview"
         )
+    check_output_location(target)  # a folder that cannot be written in: before the run, not after it
     return target
 
 

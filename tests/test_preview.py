@@ -103,6 +103,10 @@ def test_the_preview_path_rules(tiny_model, rgb_tif, tmp_path, make_geotiff, syn
         rgb_tif, "-o", out, "--model", tiny_model, "--preview", tmp_path / "q.png", "--preview-window", "1,2,0,4"
     )
     assert result.exit_code == 2 and "COL,ROW,WIDTH,HEIGHT" in result.output
+    if Path("/proc/self").is_dir():  # Linux: a folder no process may create a file in, whoever runs the test
+        result = run(rgb_tif, "-o", out, "--model", tiny_model, "--preview", "/proc/self/p.png")
+        assert result.exit_code == 1 and "/proc/self/p.png: cannot write in /proc/self" in result.output
+        assert not out.exists()  # refused before the run, not after it
 
 
 @pytest.mark.parametrize(
