@@ -224,6 +224,7 @@ def _check_outputs(out, save_images, preview, model: Path, root: Path, items, ov
     written to one file, and none replaces an existing one without --overwrite."""
     from geosr.evaluation_report import is_evaluation_report
     from geosr.fileio import check_target
+    from geosr.raster import check_output_location
 
     if out is not None:
         check_target(
@@ -234,6 +235,7 @@ def _check_outputs(out, save_images, preview, model: Path, root: Path, items, ov
             inputs=[model],
             replaceable=is_evaluation_report,
         )
+        check_output_location(out)  # a read-only folder: now, not after every image is measured
 
     def saved(item) -> list[Path]:  # the files --save-images may write for an item (geosr.pictures.save_image)
         stem = _saved_stem(save_images, item.label, item.name)
@@ -245,6 +247,7 @@ def _check_outputs(out, save_images, preview, model: Path, root: Path, items, ov
     for folder, option, files in ((save_images, "--save-images", saved), (preview, "--preview", strip)):
         if folder is None:
             continue
+        check_output_location(folder)
         if folder.resolve() == root.resolve() or root.resolve() in folder.resolve().parents:
             raise OptionError(
                 f"{folder}: lies in the data set {root}, where a later evaluation would take the images written for "

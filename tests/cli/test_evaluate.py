@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +216,11 @@ def test_image_folders_are_checked_before_any_work(folder, tmp_path):
     assert result.exit_code == 1 and f"{saved}: already exists" in result.output and "--overwrite" in result.output
     assert saved.read_bytes() == b"mine"
     assert run(*args, "--overwrite").exit_code == 0 and saved.read_bytes() != b"mine"
+    if Path("/proc/self").is_dir():  # Linux: a folder no process may create a file in, whoever runs the test
+        for option, where in (
+            ("-o", "/proc/self/e.json"),
+            ("--save-images", "/proc/self/sr"),
+            ("--preview", "/proc/self"),
+        ):
+            result = run("--model", model, "--data", folder, "--split", "val", option, where)
+            assert result.exit_code == 1 and "cannot write in /proc/self" in result.output, (option, result.output)
