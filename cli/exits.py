@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib.abc
 import logging
 import signal
+import sys
 import threading
 
 import click
@@ -104,3 +106,51 @@ def stop_on_sigterm(func):
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
     return wrapper
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class HeldImport(importlib.abc.MetaPathFinder):
+    """Imports ``names`` (top-level packages) with SIGINT and SIGTERM held back until the import ends, in the main
+    thread. PyTorch's import runs C++ initialisers that call back into Python: Ctrl-C there raises inside them, and
+    the process aborts (SIGABRT, "terminate called after throwing pybind11::error_already_set") instead of ending
+    with "Interrupted."; held back, the signal arrives when the import is done, and the command stops as it would
+    anywhere else. ``install`` puts one first on ``sys.meta_path``."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    @classmethod
+    def install(cls, names: frozenset[str] = frozenset({"torch"})) -> HeldImport:
+        finder = cls(names)
+        sys.meta_path.insert(0, finder)
+        return finder
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in self.names or threading.current_thread() is not threading.main_thread():
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader.exec_module = _held(spec.loader.exec_module)  # this spec's own loader object
+                return spec
+        return None
+
+
+def _held(exec_module):
+    """``exec_module`` with SIGINT and SIGTERM noted while it runs and raised again once it is done. (Blocking them
+    in the main thread would not do: another thread takes the signal, and Python still raises in the main one.)"""
+
+    def exec_held(module) -> None:
+        came: list[int] = []
+        previous = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in HELD_SIGNALS}
+        try:
+            exec_module(module)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if came:
+                signal.raise_signal(came[0])  # handled as it would have been: KeyboardInterrupt, Terminated, ...
+
+    return exec_held

@@ -7,6 +7,7 @@ import sys
 import click
 
 from geosr.cli.evaluate import evaluate
+from geosr.cli.exits import HeldImport
 from geosr.cli.export import export
 from geosr.cli.info import info
 from geosr.cli.options import verbosity_options
@@ -36,6 +37,7 @@ def main() -> None:
     """The `geosr` program's entry point: click's own handling of the command line, except that Ctrl-C before a
     command's body runs (while the options are parsed) exits 130 with "Interrupted.", as it does in the body
     (geosr.cli.exits.handle_errors), instead of click's "Aborted!" and 1."""
+    HeldImport.install()  # Ctrl-C during PyTorch's import: "Interrupted.", not an abort
     try:
         code = cli.main(prog_name="geosr", standalone_mode=False)
     except click.exceptions.Abort:  # click's form of KeyboardInterrupt (and of EOF at a prompt; geosr has none)

@@ -105,3 +105,34 @@ def test_train_has_its_setting_options_in_place():
     assert names[-2:] == ["verbose", "quiet"] and len(names) == len(set(names))
     result = CliRunner().invoke(cli, ["train", "--help"])
     assert result.exit_code == 0 and "--n-blocks" in result.output and "--val-precision" in result.output
+
+
+CTRL_C_MID_IMPORT = """
+import os, signal, sys, time
+os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the package's body runs
+time.sleep(0.05)
+sys.body_ran_to_its_end = True
+"""
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_ctrl_c_during_a_held_import_arrives_when_the_import_is_done(tmp_path, held):
+    """geosr's command line imports PyTorch with Ctrl-C held back (geosr.cli.exits.HeldImport): an interrupt inside
+    PyTorch's C++ initialisers aborts the process. A package that interrupts itself mid-import shows the rule: held,
+    its body runs to its end and KeyboardInterrupt comes after; not held, it comes in the middle."""
+    (tmp_path / "interrupting").mkdir()
+    (tmp_path / "interrupting" / "__init__.py").write_text(CTRL_C_MID_IMPORT)
+    install = "HeldImport.install(frozenset({'interrupting'}))" if held else ""
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from geosr.cli.exits import HeldImport\n"
+        f"{install}\n"
+        "try:\n"
+        "    import interrupting\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', getattr(sys, 'body_ran_to_its_end', False))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"interrupted {held}"
