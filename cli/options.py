@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,9 @@ def checked(check: Callable[[Any], Any]):
 
 
 def parse_int_list(text: str) -> tuple[int, ...]:
-    """'4,3,2' (commas or spaces) -> (4, 3, 2); ValueError for anything that is not integers."""
-    return tuple(int(v) for v in text.replace(" ", ",").split(",") if v.strip())
+    """'4,3,2' (commas, spaces or both) -> (4, 3, 2); ValueError for anything that is not integers, an empty item
+    included ('4,,2' is more likely a typo of '4,3,2' than a wish for two bands)."""
+    return tuple(int(v) for v in re.split(r"\s*,\s*|\s+", text.strip()))
 
 
 def _bands(value: str) -> tuple[int, ...]:

@@ -85,6 +85,8 @@ BAD_VALUES = [
     ["--bands", "0,1"],
     ["--bands", "1,1"],
     ["--bands", "1,x"],
+    ["--bands", "4,,2"],  # a typo of 4,3,2, not two bands
+    ["--bands", "1,2,"],
     ["--device", "tpu"],
     ["--precision", "int8"],
     ["--tile-size", "4"],
@@ -155,3 +157,13 @@ def test_library_option_errors_are_usage_errors_on_their_option(tiny_model, rgb_
     )
     assert missing.exit_code == 1 and "Usage:" not in missing.output and "none.geojson" in missing.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.tif"]
+
+
+def test_band_lists_take_commas_spaces_or_both():
+    from geosr.cli.options import parse_int_list
+
+    for text in ("4,3,2", "4 3 2", "4, 3, 2", " 4 ,3 , 2 "):
+        assert parse_int_list(text) == (4, 3, 2), text
+    for text in ("4,,2", ",3", "1,2,", ""):
+        with pytest.raises(ValueError):
+            parse_int_list(text)
