@@ -199,7 +199,10 @@ def _run_with_preview(
 
 @click.command(short_help="Super-resolve rasters.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=NonEmptyPath())  # text: URLs keep their //
-@output_option("Output file (one input file) or folder (several inputs or a folder; the layout is kept).")
+@output_option(
+    "Output file (one input file) or folder (several inputs or a folder, the layout kept; or a name ending with /).",
+    type=NonEmptyPath(),  # as typed: a trailing slash says a folder
+)
 @model_option()
 @scale_option("Upscaling factor; the model's by default (4 for the bundled model).")
 @tile_size_option()

@@ -100,7 +100,7 @@ class BatchJob:
     """
 
     inputs: tuple[Path | RemoteSource, ...]
-    output: Path
+    output: Path | str  # a str ending with a slash names a folder (geosr.raster.plan_outputs)
     options: UpscaleOptions = UpscaleOptions()
     skip_existing: bool = False
     files_in_flight: int = 1

@@ -62,6 +62,8 @@ def test_plan_outputs_keeps_the_layout(tmp_path, make_geotiff, synthetic_image):
     ]
     single = plan_outputs([tiles / "a" / "1.tif"], tmp_path / "one.tif")
     assert single == [(tiles / "a" / "1.tif", tmp_path / "one.tif")]
+    into = plan_outputs([tiles / "b" / "c" / "3.vrt"], f"{tmp_path}/new/")  # a folder yet to be made: the slash says so
+    assert into == [(tiles / "b" / "c" / "3.vrt", tmp_path / "new" / "3.tif")]
     several = plan_outputs([tiles / "a" / "1.tif", tiles / "b"], tmp_path / "o")
     assert [d.relative_to(tmp_path / "o").as_posix() for _, d in several] == ["a/1.tif", "b/c/3.tif"]
     with pytest.raises(GeosrError, match="output folder is the input folder"):

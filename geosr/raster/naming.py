@@ -126,7 +126,8 @@ def plan_outputs(
 ) -> list[tuple[Path | RemoteSource, Path]]:
     """(input, output) pairs, sorted by input (remote inputs last, in the order given).
 
-    One input file: ``output`` is the output file (or a folder that exists, to hold it). Several inputs or a folder
+    One input file: ``output`` is the output file (or a folder that exists, or a name ending with a slash, to hold
+    it). Several inputs or a folder
     (searched recursively for rasters): ``output`` is a folder, and the inputs' layout below their common folder is
     kept. A remote input (geosr.sources: a URL, a /vsi path) is one file, whose output in a folder takes its base
     name; whether it exists is GDAL's to say when it opens it. Raises GeosrError for missing inputs, no rasters found,
@@ -134,6 +135,7 @@ def plan_outputs(
     """
     paths = [input_spec(p) for p in inputs]
     out = Path(output)
+    folder_meant = isinstance(output, str) and output.endswith(("/", os.sep))  # Path("new/") drops the slash
     if not paths:
         raise GeosrError("no input given")
     for p in paths:
@@ -143,7 +145,7 @@ def plan_outputs(
             raise RasterError(f"{p}: no such file or folder")
         check_regular_file(p)
     if len(paths) == 1 and (is_remote(paths[0]) or paths[0].is_file()):
-        target = out / output_name(Path(paths[0].name)) if out.is_dir() else out
+        target = out / output_name(Path(paths[0].name)) if out.is_dir() or folder_meant else out
         check_not_input(paths[0], target)
         return [(paths[0], target)]
     if out.exists() and not out.is_dir():
