@@ -23,6 +23,7 @@ import csv
 import io
 import logging
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -97,7 +98,9 @@ def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ResumeError(f"{path}: no training state to resume from (the run saved none yet?)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # PyTorch's advice on a legacy pickle file: the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ResumeError(
             f"{path}: unreadable training state ({_load_problem(exc)}); start a new run with another -o/--output"
