@@ -28,6 +28,8 @@ def _os_error_message(exc: OSError) -> str:
         return f"{where}: no space left on the disk; free some space or write elsewhere"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{where}: {reason}; choose a place you can write to, or fix its permissions"
+    if exc.errno == errno.ENOTDIR:
+        return f"{where}: {reason} (a file lies on the way where a folder should be); choose another path"
     return f"{where}: {reason}"
 
 

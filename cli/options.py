@@ -209,6 +209,11 @@ class NonEmptyPath(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("an empty path (an unset shell variable?); give a file or folder name", param, ctx)
+        # click's own words ("Directory 'x' is a file.") name no remedy
+        if not self.file_okay and Path(value).is_file():
+            self.fail(f"{value}: is a file, where a folder is wanted; give a folder name", param, ctx)
+        if not self.dir_okay and Path(value).is_dir():
+            self.fail(f"{value}: is a folder, where a file is wanted; give a file name", param, ctx)
         return super().convert(value, param, ctx)
 
 

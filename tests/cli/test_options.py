@@ -167,3 +167,27 @@ def test_band_lists_take_commas_spaces_or_both():
     for text in ("4,,2", ",3", "1,2,", ""):
         with pytest.raises(ValueError):
             parse_int_list(text)
+
+
+def test_a_file_for_a_folder_or_a_folder_for_a_file_names_the_remedy(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"x")
+    result = invoke("train", "--data", str(tmp_path), "-o", str(tmp_path / "a.tif"))
+    assert (
+        result.exit_code == 2
+        and f"{tmp_path / 'a.tif'}: is a file, where a folder is wanted; give a folder name" in result.output
+    )
+    result = invoke("export", str(tmp_path / "m.safetensors"), "-o", str(tmp_path))
+    assert (
+        result.exit_code == 2 and f"{tmp_path}: is a folder, where a file is wanted; give a file name" in result.output
+    )
+
+
+def test_a_file_on_the_way_of_a_folder_is_named():
+    import errno
+
+    from geosr.cli.exits import _os_error_message
+
+    exc = NotADirectoryError(errno.ENOTDIR, "Not a directory", "/data/a.tif/run")
+    assert _os_error_message(exc) == (
+        "/data/a.tif/run: Not a directory (a file lies on the way where a folder should be); choose another path"
+    )
