@@ -167,7 +167,10 @@ def _load_geojson(path: Path, crs: str | None) -> AOI:
             option="--aoi",
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AOIError(f"--aoi {path}: not a GeoJSON file ({one_line(exc)})", option="--aoi") from None
+        raise AOIError(
+            f"--aoi {path}: not a GeoJSON file ({one_line(exc)}); give a GeoJSON file (UTF-8 JSON), or a WKT polygon",
+            option="--aoi",
+        ) from None
     if not isinstance(data, dict):
         raise AOIError(f"--aoi {path}: not a GeoJSON object", option="--aoi")
     if data.get("type") == "FeatureCollection":
@@ -382,7 +385,9 @@ def aoi_window(aoi: AOI, ds, path) -> tuple[Window, BaseGeometry]:
     if inside.is_empty or inside.area <= 0:
         where = f" (AOI CRS {aoi.crs})" if aoi.crs else " (AOI taken in the raster's CRS; set --aoi-crs if not)"
         raise AOIMissError(
-            f"{path}: the area of interest ({aoi.source}) does not meet the raster{where}", option=aoi.option
+            f"{path}: the area of interest ({aoi.source}) does not meet the raster{where}; check the AOI's coordinates "
+            "against the raster's bounds (geosr info)",
+            option=aoi.option,
         )
     x0, y0, x1, y1 = inside.bounds
     c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))

@@ -102,7 +102,10 @@ class ModelCard:
         try:
             config = GeneratorConfig.from_dict(data.pop("config"))
         except KeyError:
-            raise ModelFileError(f"{source}: the model card has no generator config") from None
+            raise ModelFileError(
+                f"{source}: the model card has no generator config; the file was edited or not written by geosr: "
+                "export the model again (geosr export) or use another model file"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: invalid generator config in the model card: {exc}") from None
         known = {
@@ -212,7 +215,10 @@ def _card_from_header(path: Path, header: dict[str, Any]) -> ModelCard:
     try:
         data = json.loads(meta[CARD_KEY])
     except (TypeError, json.JSONDecodeError, RecursionError):
-        raise ModelFileError(f"{path}: the model card is not valid JSON") from None
+        raise ModelFileError(
+            f"{path}: the model card is not valid JSON; the file was edited or damaged: export the model again "
+            "(geosr export) or use another model file"
+        ) from None
     return ModelCard.from_dict(data, source=str(path))
 
 

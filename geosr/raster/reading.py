@@ -209,7 +209,8 @@ def _read(ds, path, bands: Sequence[int], masks: bool, where: str, error: type[G
             raise error(
                 f"{path}: read failed{where} ({redact(gdal_message(exc))}); check the network and run again{remedy}"
             ) from None
-        raise error(f"{path}: read failed{where}, the file is damaged ({gdal_message(exc)}){remedy}") from None
+        again = remedy or "; get the file again (a copy cut short?) or leave it out"
+        raise error(f"{path}: read failed{where}, the file is damaged ({gdal_message(exc)}){again}") from None
     return data, m
 
 
