@@ -284,7 +284,7 @@ class TrainConfig:
         try:
             self.generator_config()
         except ValueError as exc:
-            raise ConfigError(f"model settings: {exc}") from None
+            raise ConfigError(str(exc)) from None  # "attention must be ...": named as the other settings are
         need(
             self.patch_size >= 32 and self.patch_size % self.scale == 0,
             f"patch_size must be a multiple of the scale ({self.scale}) and at least 32 (the discriminator's "

@@ -114,6 +114,8 @@ def test_errors(tmp_path, scenes):
     assert (
         result.exit_code == 2 and "Invalid value for '--patch-size': must be a multiple of the scale" in result.output
     )
+    result = train("--data", scenes, "--attention", "foo")  # a model setting as any other
+    assert result.exit_code == 2 and "Invalid value for '--attention': must be one of" in result.output
     result = train("--data", scenes, "--scale", "3")
     assert (
         result.exit_code == 1
