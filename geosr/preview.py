@@ -10,12 +10,15 @@ between the input window's 2nd and 98th percentiles, the same stretch on every p
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from geosr.errors import OptionError
+
+log = logging.getLogger("geosr.preview")
 
 PREVIEW_WINDOW = 64  # side of the automatic window, input pixels
 GAP = 4  # white pixels between the panels
@@ -72,7 +75,16 @@ def check_preview_window(window: tuple[int, int, int, int], src, aoi=None) -> No
     with open_raster(src) as ds:
         out = aoi_window(aoi, ds, src)[0] if aoi is not None else None
         cover = (0, 0, ds.width, ds.height) if out is None else (out.col_off, out.row_off, out.width, out.height)
-    _clip(window, tuple(int(v) for v in cover))
+    shown = _clip(window, tuple(int(v) for v in cover))
+    if shown != tuple(window):
+        log.warning(
+            "--preview-window %s reaches beyond the %d x %d input pixels at %d,%d that the output covers; the preview "
+            "shows its part inside them, %s",
+            ",".join(map(str, window)),
+            *cover[2:],
+            *cover[:2],
+            ",".join(map(str, shown)),
+        )
 
 
 def busiest_window(values: np.ndarray, factor: int, width: int, height: int) -> tuple[int, int]:

@@ -129,6 +129,14 @@ def test_a_window_outside_what_the_output_covers_is_refused_before_any_work(
     assert not out.exists() and not (tmp_path / "p.png").exists()
 
 
+def test_a_window_partly_outside_what_the_output_covers_is_cut_with_a_warning(tiny_model, rgb_tif, tmp_path, caplog):
+    result = run(rgb_tif, "-o", tmp_path / "out.tif", "--model", tiny_model, "--preview", tmp_path / "p.png",
+                 "--preview-window", "80,60,20,20")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "--preview-window 80,60,20,20 reaches beyond the 90 x 70 input pixels at 0,0" in caplog.text
+    assert "shows its part inside them, 80,60,10,10" in caplog.text and (tmp_path / "p.png").exists()
+
+
 def test_the_edge_of_nodata_is_no_detail():
     """A flat scene with a nodata half (NaN) and a small checkerboard: the window goes to the checkerboard, not to the
     long border of the nodata."""
