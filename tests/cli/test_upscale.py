@@ -274,7 +274,6 @@ def test_empty_paths_several_inputs_into_a_file_name_and_an_input_twice_are_refu
 @pytest.mark.parametrize(
     "dtype, value_range, warning",
     [
-        ("uint16", ("0", "1e30"), "% of --value-range 0..1e+30; the model sees a nearly flat image"),
         ("uint16", ("9000", "10000"), "100% of its values lie outside --value-range 9000..10000"),
         ("uint8", ("0", "100"), "uint8 always maps 0..255; --value-range is ignored"),
         ("uint16", ("1000", "5000"), None),
@@ -294,6 +293,21 @@ def test_a_value_range_that_serves_the_data_badly_is_warned_about(
         assert not [w for w in warned if "value-range" in w], warned
     else:
         assert any(warning in w for w in warned), warned
+
+
+@pytest.mark.parametrize("value_range", [("0", "1e30"), ("0", "1e6")])
+def test_a_value_range_the_data_fill_under_1_percent_of_is_refused(
+    tiny_model, tmp_path, make_geotiff, synthetic_image, value_range
+):
+    """The model would see a nearly flat image, and its errors stretched back by the range swamp the data."""
+    src = make_geotiff(tmp_path / "in.tif", synthetic_image(3, 40, 50, dtype="uint16", lo=1200, hi=4000))
+    result = run(src, "-o", tmp_path / "out.tif", "--model", tiny_model, "--value-range", *value_range)
+    assert result.exit_code == 1, result.output
+    assert (
+        f"of --value-range {float(value_range[0]):g}..{float(value_range[1]):g}; the model would see a nearly flat"
+        in result.output
+    )
+    assert "leave --value-range out" in result.output and not (tmp_path / "out.tif").exists()
 
 
 def test_skip_existing_does_not_keep_an_output_whose_error_map_is_missing_or_damaged(
