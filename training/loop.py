@@ -48,7 +48,16 @@ from geosr.training.config import TrainConfig
 from geosr.training.gan import discriminator_step, generator_step
 from geosr.training.guard import TrainingDiverged
 from geosr.training.records import Records
-from geosr.training.setup import Clock, RunSetup, Start, StopRequest, restore, run_paths, setup_run
+from geosr.training.setup import (
+    Clock,
+    RunSetup,
+    Start,
+    StopRequest,
+    release_run_dir,
+    restore,
+    run_paths,
+    setup_run,
+)
 
 __all__ = ["FitResult", "StopRequest", "TrainingDiverged", "fit", "run_paths"]
 
@@ -97,6 +106,7 @@ def fit(
                 cfg, ctx, resume, vgg, progress if ctx.is_main and progress else (lambda kind, info: None), stop
             )
     finally:
+        release_run_dir(Path(cfg.out))
         distributed.cleanup(ctx)
 
 

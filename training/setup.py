@@ -26,12 +26,23 @@ import torch
 from torch import nn
 
 from geosr.device import resolve_precision
+from geosr.fileio import remove_stale_temporaries
 from geosr.training import distributed
 from geosr.training.config import ConfigError, TrainConfig
 from geosr.training.state import Checkpointed, CsvLog, atomic_write_bytes, resume_run, seed_all
 from geosr.training.vgg import VGGFeatures, VGGWeightsError, load_vgg19_weights
 
-__all__ = ["Clock", "RunSetup", "Start", "StopRequest", "restore", "run_paths", "setup_run"]
+__all__ = [
+    "Clock",
+    "RunSetup",
+    "Start",
+    "StopRequest",
+    "hold_run_dir",
+    "release_run_dir",
+    "restore",
+    "run_paths",
+    "setup_run",
+]
 
 log = logging.getLogger("geosr.training")
 
@@ -98,6 +109,8 @@ def setup_run(cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg:
         raise ConfigError(str(exc)) from None
     run_dir = Path(cfg.out)
     paths = run_paths(run_dir)
+    if ctx.is_main and run_dir.is_dir():
+        hold_run_dir(run_dir)  # before its files are judged: another process may be writing them
     if not resume:
         _check_new_run_dir(cfg, run_dir, paths)
     if cfg.batch_size % ctx.world_size:
@@ -116,6 +129,39 @@ def setup_run(cfg: TrainConfig, ctx: distributed.DistContext, resume: bool, vgg:
     return RunSetup(precision, val_precision, run_dir, paths, vgg if cfg.perceptual_weight > 0 else None)
 
 
+_HELD: dict[Path, Any] = {}  # the run folders this process trains in, with their open lock files
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """Lock ``run_dir`` for this process until it ends (an exclusive flock on RUN/.geosr-train.lock, which the system
+    lets go whatever way the process ends); ConfigError when another process holds it: two runs in one folder
+    (a --resume given twice) would each write the state, the models and the log over the other's."""
+    key = run_dir.resolve()
+    if key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not on Windows
+        return
+    lock = open(run_dir / ".geosr-train.lock", "a+")  # noqa: SIM115 - held open for the process's life
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ConfigError(
+            f"{run_dir}: another geosr train is running in this folder; wait for it to end (or stop it), or choose "
+            "another -o/--output"
+        ) from None
+    _HELD[key] = lock
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Let go of ``run_dir``'s lock (hold_run_dir), if this process holds it: the run has ended."""
+    lock = _HELD.pop(run_dir.resolve(), None)
+    if lock is not None:
+        lock.close()  # closing the file lets go of its flock
+
+
 def _check_new_run_dir(cfg: TrainConfig, run_dir: Path, paths: dict[str, Path]) -> None:
     """Raise ConfigError where a new run would write over another run's files (its state, models, log or config:
     an earlier run whose checkpoints were removed, or a user's files of those names) or into a data folder."""
@@ -125,7 +171,9 @@ def _check_new_run_dir(cfg: TrainConfig, run_dir: Path, paths: dict[str, Path]) 
             "-o/--output"
         )
     there = [p.name for role, p in paths.items() if role != "state" and p.exists()]
-    if there:
+    if there and _stopped_before_its_first_checkpoint(paths):
+        log.warning("%s: the run there stopped before its first checkpoint; this run starts anew over it", run_dir)
+    elif there:
         raise ConfigError(
             f"{run_dir} already holds {', '.join(there)} (an earlier run's, without its checkpoints/state.pt to "
             "resume); a new run would replace them: choose another -o/--output, or move them away"
@@ -138,6 +186,25 @@ def _check_new_run_dir(cfg: TrainConfig, run_dir: Path, paths: dict[str, Path]) 
                 f"-o/--output {run_dir} lies in the {option} folder {folder}: the run's files would mix with the "
                 "images; choose an output folder outside it"
             )
+
+
+def _stopped_before_its_first_checkpoint(paths: dict[str, Path]) -> bool:
+    """Whether a run folder holds only what a run writes before its first checkpoint, geosr's own config.toml and
+    log.csv (a run killed in its first steps: nothing to resume, nothing of value to keep)."""
+    from geosr.training.configfile import read_toml
+
+    if any(paths[role].exists() for role in ("state", "best", "last")):
+        return False
+    try:
+        if paths["config"].exists():
+            read_toml(paths["config"])
+        if paths["log"].exists():
+            with open(paths["log"], "rb") as f:
+                if not f.read(10).startswith(b"kind,step,"):
+                    return False
+    except (ConfigError, OSError):
+        return False
+    return True
 
 
 def _load_vgg(cfg: TrainConfig, ctx: distributed.DistContext) -> VGGFeatures:
@@ -190,6 +257,9 @@ def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts
     csv_log = None
     if ctx.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
+        hold_run_dir(run.run_dir)
+        for role in ("best", "last", "config"):  # what a killed write left (state.pt's: resume_run)
+            remove_stale_temporaries(run.paths[role])
         atomic_write_bytes(run.paths["config"], cfg.to_toml().encode())
         csv_log = CsvLog(run.paths["log"], resume_step=step if resume else None)
     return Start(step, elapsed_s, best, last_val, saved_step, csv_log)

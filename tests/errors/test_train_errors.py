@@ -294,6 +294,37 @@ def test_a_bad_validation_image_is_named_before_the_first_step(tmp_path, scenes,
     assert not out.exists()
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_started_anew_over(tmp_path, scenes, caplog):
+    """Only geosr's config.toml and log.csv there (nothing to resume, no model): the same command starts again."""
+    out = tmp_path / "run"
+    assert train("--data", scenes, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    for name in ("checkpoints/state.pt", "best.safetensors", "last.safetensors"):  # as a kill -9 at step 0 leaves it
+        (out / name).unlink(missing_ok=True)
+    caplog.set_level(logging.WARNING)
+    result = run("train", "--data", scenes, "--out", out, "--max-steps", "1", *TINY)  # not -q: the warning
+    assert result.exit_code == 0, result.output
+    assert "stopped before its first checkpoint; this run starts anew over it" in caplog.text
+    assert (out / "checkpoints" / "state.pt").exists()
+
+
+def test_two_runs_in_one_run_folder_at_once_are_refused(tmp_path, scenes):
+    """A second --resume of a run under way would write the state, models and log over the first's."""
+    out = tmp_path / "run"
+    assert train("--data", scenes, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from geosr.training.setup import "
+         f"hold_run_dir; hold_run_dir(Path({str(out)!r})); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused(train("--resume", out, "--max-steps", "2"), 1, "another geosr train is running in this folder")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train("--resume", out, "--max-steps", "2").exit_code == 0  # the lock goes with its process
+
+
 def test_a_new_run_never_replaces_another_runs_files_or_writes_into_the_data(tmp_path, scenes):
     out = tmp_path / "run"
     assert train("--data", scenes, "--out", out, "--max-steps", "1", *TINY).exit_code == 0
