@@ -176,6 +176,10 @@ def _run(
 ) -> BatchSummary:
     pairs = plan_outputs(job.inputs, job.output)
     check_output_location(job.output)
+    if job.single:  # a batch removes them folder by folder (upscale_batch)
+        remove_stale_outputs(pairs[0][1].parent, pairs[0][1].name)
+    if job.options.uncertainty is not None:
+        remove_stale_outputs(Path(job.options.uncertainty).parent, Path(job.options.uncertainty).name)
     for src, dst in pairs:  # a suffix geosr does not write, --cog with a .png: usage errors, from the names
         check_output_name(dst, job.options.cog)
         if job.single and not job.skip_existing:
@@ -226,26 +230,25 @@ def _run(
 
 
 def existing_result(src, dst: Path, error_map: Path | None = None, scale: int | None = None) -> FileResult:
-    """--skip-existing's result for an output that exists: skipped, or failed when its headers show it damaged (cut
-    short, or not a raster: something else wrote there), which is neither redone nor replaced without --overwrite.
-    With an ``error_map`` (--uncertainty) asked for, also failed when the map is missing or damaged: the run would
-    otherwise end with success and without the map (geosr.uncertainty.kept_output_problem). With the run's
-    ``scale``, also failed when geosr made the output at another scale (its GEOSR_SCALE)."""
-    problem = damaged_output(dst)
+    """--skip-existing's result for an output that exists: skipped, or failed (neither redone nor replaced without
+    --overwrite) when its headers show it damaged (cut short, not a raster), when an ``error_map`` asked for is
+    missing or damaged (geosr.uncertainty.kept_output_problem), and with the run's ``scale`` when geosr made it at
+    another scale (its GEOSR_SCALE) or did not make it (a file copied there, a PNG or JPEG without its .aux.xml)."""
+    problem, made = damaged_output(dst), output_scale(dst)
     if problem:
-        return FileResult(
-            src, dst, "failed", f"{dst}: exists but is damaged ({problem}); delete it to redo it, or pass --overwrite"
+        message = f"{dst}: exists but is damaged ({problem}); delete it to redo it, or pass --overwrite"
+    elif scale is not None and made is None:
+        message = (
+            f"{dst}: exists but geosr did not write it (no GEOSR_SCALE tag; a PNG or JPEG output keeps its tags and "
+            "georeferencing in its .aux.xml); move it away, or pass --overwrite to replace it"
         )
-    made = output_scale(dst)
-    if scale is not None and made is not None and made != scale:
-        return FileResult(
-            src,
-            dst,
-            "failed",
+    elif scale is not None and made != scale:
+        message = (
             f"{dst}: exists, made at x{made} (its GEOSR_SCALE), and this run upscales x{scale}; give -o another "
-            "folder, or pass --overwrite",
+            "folder, or pass --overwrite"
         )
-    message = None if error_map is None else kept_output_problem(error_map, src, dst)
+    else:
+        message = None if error_map is None else kept_output_problem(error_map, src, dst)
     if message:
         return FileResult(src, dst, "failed", message)
     return FileResult(src, dst, "skipped", f"{dst}: exists (--skip-existing)", reason="exists")

@@ -131,6 +131,8 @@ def test_files_that_end_together_finish_in_batch_order_whatever_their_kind(predi
     ]
     for _, dst in pairs:  # finished outputs of an earlier run
         write_geotiff(dst, np.zeros((3, 8, 8), np.uint8))
+        with rasterio.open(dst, "r+") as ds:
+            ds.update_tags(GEOSR_SCALE=str(predictor.scale))
     heard: list[str] = []
 
     def on_result(result) -> None:

@@ -38,7 +38,7 @@ _HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest(
 
 
 _TEMP_NAME = re.compile(
-    r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[\w-]+)?"
+    r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})(?:\.[\w-]+)?"
     + re.escape(TEMP_SUFFIX)
     + r"(?:\..+)?$"
 )
@@ -48,19 +48,40 @@ def temp_path(path: Path, tag: str = "") -> Path:
     """A hidden temporary file name beside ``path`` that names its writer: ``.NAME.HOST-PID-RANDOM[TAG].geosr-tmp``,
     HOST a hash of this machine's name and PID this process, so that a later run can tell a temporary file left by a
     killed process (``remove_stale_outputs``) from one that is being written."""
-    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{tag}{TEMP_SUFFIX}")
+    token = uuid.uuid4().hex[:8]
+    _MINE.add(token)
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{token}{tag}{TEMP_SUFFIX}")
 
 
-def _process_alive(pid: int) -> bool:
+_MINE: set[str] = set()  # the random part of the temporary names this process made
+
+
+def _writer_alive(pid: int, token: str, written: float) -> bool:
+    """Whether the process that wrote a temporary file (last at ``written``, epoch seconds) may still run. Process
+    ids are reused: this process's own id on a file it did not make (geosr as process 1 of a container, run again),
+    or a process started after the file was last written (a reboot, a busy machine), is another process."""
     if pid == os.getpid():
-        return True
+        return token in _MINE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # PermissionError: a process of another user has that id
-        return True
-    return True
+        pass
+    started = _process_start(pid)
+    return started is None or started <= written + 2  # the boot time is known to the second
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), from Linux's /proc; None elsewhere or when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, after the command name in ()
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
@@ -80,7 +101,13 @@ def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> 
         if not entry.name.startswith(prefix) or TEMP_SUFFIX not in entry.name:
             continue
         m = _TEMP_NAME.match(entry.name)
-        if m is None or m["host"] != _HOST or _process_alive(int(m["pid"])):
+        if m is None or m["host"] != _HOST:
+            continue
+        try:
+            written = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if _writer_alive(int(m["pid"]), m["token"], written):
             continue
         with contextlib.suppress(OSError):
             os.unlink(entry.path)

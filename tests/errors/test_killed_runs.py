@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,11 +100,39 @@ def test_only_temporary_files_of_dead_processes_of_this_machine_are_removed(tmp_
             "unrelated": ".notes.txt",
         }
         names["dead_sidecar"] = names["dead_cog"] + ".aux.xml"
+        token = mine.split(f"-{os.getpid()}-")[1][:8]
+        # process ids are reused: this process's own id on a file it did not make (geosr as process 1 of a
+        # container, started again), and a live process that started after the file was last written
+        names["my_id_not_mine"] = mine.replace(f"-{token}", "-0badf00d")
+        names["reused_id"] = dead_one.replace(f"-{dead.pid}-", f"-{alive.pid}-").replace(f"-{token}", "-01d0e0e5")
         for name in names.values():
             (tmp_path / name).write_bytes(b"")
+        an_hour_ago = time.time() - 3600
+        os.utime(tmp_path / names["reused_id"], (an_hour_ago, an_hour_ago))
         removed = remove_stale_outputs(tmp_path)
-        assert sorted(p.name for p in removed) == sorted([names["dead"], names["dead_cog"], names["dead_sidecar"]])
-        assert sorted(files_in(tmp_path)) == sorted(names[k] for k in ("mine", "alive", "other_machine", "unrelated"))
+        gone = ["dead", "dead_cog", "dead_sidecar", "my_id_not_mine"]
+        if Path(f"/proc/{alive.pid}/stat").exists():  # Linux tells when a process started
+            gone.append("reused_id")
+        assert sorted(p.name for p in removed) == sorted(names[k] for k in gone)
+        assert sorted(files_in(tmp_path)) == sorted(names[k] for k in names if k not in gone)
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_one_file_kept_by_skip_existing_has_its_stale_temporaries_removed_and_a_stranger_is_not_kept(
+    tiny_model_x4, tmp_path
+):
+    src = scenes(tmp_path / "in", 1, size=40) / "t0.tif"
+    out = tmp_path / "out" / "t0.tif"
+    assert run("upscale", src, "-o", out, "--model", tiny_model_x4).exit_code == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out.parent / temp_path(out).name.replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    stale.write_bytes(b"what a kill -9 left")
+    result = run("upscale", src, "-o", out, "--model", tiny_model_x4, "--skip-existing")
+    assert result.exit_code == 0 and not stale.exists(), result.output
+    write_geotiff(out, image(3, 40, 40))  # a file copied there: no GEOSR_SCALE, not geosr's output
+    result = run("upscale", src, "-o", out, "--model", tiny_model_x4, "--skip-existing")
+    assert result.exit_code == 1 and f"{out}: exists but geosr did not write it" in result.output
+    assert "--overwrite" in result.output
