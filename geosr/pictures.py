@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from geosr.datasets import REMEDY
 from geosr.errors import DataError
 from geosr.evaluation import Outputs, Pair
 from geosr.radiometry import integer_range, round_half_away
-from geosr.raster import open_raster, quiet_georeferencing
+from geosr.raster import open_raster, quiet_georeferencing, temp_path
 
 
 def to_uint8_image(x: torch.Tensor, pair: Pair) -> np.ndarray:
@@ -151,9 +152,14 @@ def save_image(path: str | Path, data: np.ndarray, like: str | Path | None = Non
         profile.update(crs=crs, transform=transform)
     if not png:
         profile.update(compress="deflate", tiled=data.shape[1] >= 256 and data.shape[2] >= 256)
-    with quiet_georeferencing(), rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    aux = path.with_name(path.name + ".aux.xml")
-    if png and aux.exists():
-        aux.unlink()
+    tmp = temp_path(path)  # written whole, then renamed: a kill leaves no image that looks done
+    try:
+        with quiet_georeferencing(), rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failure
+        tmp.with_name(tmp.name + ".aux.xml").unlink(missing_ok=True)  # GDAL's sidecar of the temporary name
+    if png:
+        path.with_name(path.name + ".aux.xml").unlink(missing_ok=True)  # an earlier image's
     return path

@@ -105,7 +105,8 @@ def check_map_target(options, src: str | os.PathLike, dst: str | os.PathLike, pr
         return predictor
     path = check_map_path(options.uncertainty, src, dst)
     check_output_location(path)
-    check_output_file(path, overwrite=options.overwrite, source=src)
+    left = f" (left by a run stopped before it wrote {dst}?)" if not Path(dst).exists() else ""
+    check_output_file(path, overwrite=options.overwrite, source=src, keep_hint=left)
     path.parent.mkdir(parents=True, exist_ok=True)
     return predictor if predictor.self_ensemble else dataclasses.replace(predictor, self_ensemble=True)
 
