@@ -58,7 +58,7 @@ def test_nodata_pixels_get_the_fill_and_valid_values_stay_off_the_nodata_value(t
     assert np.isfinite(errors.data[:, 8:, 8:]).all() and (errors.data[:, 8:, 8:] > 0).all()
 
 
-def test_an_alpha_band_is_copied_nearest_and_its_error_is_zero(tmp_path):
+def test_an_alpha_band_is_copied_nearest_and_its_error_is_zero_where_opaque(tmp_path):
     data = np.full((4, SIZE, SIZE), 120, np.uint8)
     data[3] = 255
     data[3, SIZE // 2 :, :] = 0  # the bottom half transparent
@@ -68,6 +68,7 @@ def test_an_alpha_band_is_copied_nearest_and_its_error_is_zero(tmp_path):
     alpha = block.data[[i for i, (kind, _) in enumerate(plan.layout) if kind == "a"][0]]
     assert (alpha[:SIZE] == 255).all() and (alpha[SIZE:] == 0).all()
     errors = map_block(plan, torch.ones((3, 2 * SIZE, 2 * SIZE)), 0, 0, held, 2.0)
-    assert errors.data.shape[0] == 4 and (errors.data[3] == 0).all()
+    assert errors.data.shape[0] == 4 and (errors.data[3][:SIZE] == 0).all()
+    assert np.isnan(errors.data[:, SIZE:]).all()  # transparent: no value, in every band of the map
     spec = map_spec(plan, "test")
     assert spec.profile["dtype"] == "float32" and np.isnan(spec.profile["nodata"]) and spec.profile["count"] == 4
