@@ -103,9 +103,12 @@ def progress_bar(**kwargs: Any) -> Any:
     return Lines(**kwargs)
 
 
-def file_line(dst: object, seconds: float, pixels: int, tiles: int, done: int = 0, files: int = 0) -> str:
+def file_line(
+    dst: object, seconds: float, pixels: int, tiles: int, done: int = 0, files: int = 0, blank: int = 0
+) -> str:
     """The line for one output written: ``[3/10] out/a.tif: 48 tiles, 1.05 MP in 3.4 s (0.31 MP/s)`` (the count
-    only when ``files`` > 1)."""
+    only when ``files`` > 1; ``blank``: the tiles the progress counted but the model did not run, said after)."""
     where = f"[{done}/{files}] " if files > 1 else ""
     speed = f" ({pixels / 1e6 / seconds:.2f} MP/s)" if seconds > 0 else ""
-    return f"{where}{printable(str(dst))}: {tiles} tiles, {pixels / 1e6:.2f} MP in {seconds:.1f} s{speed}"
+    run = f"{tiles} tiles" + (f" (and {blank} with nothing to compute, skipped)" if blank else "")
+    return f"{where}{printable(str(dst))}: {run}, {pixels / 1e6:.2f} MP in {seconds:.1f} s{speed}"

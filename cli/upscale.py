@@ -104,7 +104,16 @@ class _Bars:
         self.done += 1
         if self.lines and self.enabled and result.status == "done":
             click.echo(
-                file_line(result.dst, result.seconds, result.pixels, result.tiles, self.done, self.files), err=True
+                file_line(
+                    result.dst,
+                    result.seconds,
+                    result.pixels,
+                    result.tiles,
+                    self.done,
+                    self.files,
+                    blank=result.blank_tiles,
+                ),
+                err=True,
             )
 
     def close_file(self) -> None:

@@ -89,12 +89,14 @@ class FileResult:
     pixels: int = 0
     tiles: int = 0
     reason: str = ""
+    blank_tiles: int = 0  # tiles (x band groups) not run: no valid pixel in them, or away from the AOI
 
 
 def _execute(
     plan: Plan, ds, tmp: Path, predictor: Predictor, progress: ProgressCallback | None, map_tmp: Path | None = None
-) -> int:
-    """Run the plan from the open source ``ds`` into a new GeoTIFF ``tmp``; returns the tiles run through the model.
+) -> tuple[int, int]:
+    """Run the plan from the open source ``ds`` into a new GeoTIFF ``tmp``; returns the tiles run through the model
+    and those the progress counted but the model did not run (no valid pixel in them, or outside the AOI).
 
     From here on each dataset is used by one thread only: ``ds`` by the reader, the output by the writer. ``ds`` is
     left open for the caller, who closes it once this returns (never under a reader that is still reading).
@@ -174,7 +176,7 @@ def _execute(
             maps.thread.join(timeout=60)
             if not maps.thread.is_alive():
                 maps.dst.close()
-    return computed
+    return computed, done - computed
 
 
 def _next_strip(q: queue.Queue, reader: threading.Thread) -> Strip:
@@ -239,7 +241,7 @@ def upscale_raster(
         )
         tmp, map_tmp = temp_path(dst), options.uncertainty and temp_path(options.uncertainty)
         try:
-            tiles = _execute(plan, ds, tmp, predictor, progress, map_tmp)
+            tiles, blank = _execute(plan, ds, tmp, predictor, progress, map_tmp)
             if options.aoi is not None and not plan.seen.get("valid"):
                 log.warning(
                     "%s: no valid pixel inside the area of interest (%s): the output is all nodata (the area holds "
@@ -275,4 +277,5 @@ def upscale_raster(
             remove_quietly(tmp)
             if map_tmp:
                 remove_quietly(map_tmp)
-    return FileResult(src, dst, "done", "", time.perf_counter() - t0, p["width"] * p["height"], tiles)
+    seconds = time.perf_counter() - t0
+    return FileResult(src, dst, "done", "", seconds, p["width"] * p["height"], tiles, blank_tiles=blank)

@@ -71,6 +71,18 @@ def test_progress_counts_tiles_and_pixels_up_to_the_result(predictor, tmp_path, 
     assert (seen[-1].tiles_done, seen[-1].pixels_done) == (result.tiles, 140 * 180)
     assert all(a.tiles_done <= b.tiles_done and a.pixels_done <= b.pixels_done for a, b in zip(seen, seen[1:]))
     assert len(seen) > result.tiles // 8  # a report per model call (batches of 8) at least
+    assert result.blank_tiles == 0
+
+
+def test_tiles_without_a_valid_pixel_are_counted_apart(predictor, tmp_path, make_geotiff, synthetic_image):
+    """The progress counts every tile; the result says how many the model ran and how many it had no pixel for."""
+    data = synthetic_image(3, 64, 96)
+    data[:, :, 48:] = 0  # the right half nodata
+    seen = []
+    src = make_geotiff(tmp_path / "half.tif", data, nodata=0)
+    result = upscale_raster(src, tmp_path / "out.tif", predictor, UpscaleOptions(tile_size=16, overlap=4), seen.append)
+    assert result.tiles > 0 and result.blank_tiles > 0
+    assert seen[-1].tiles_done == seen[-1].tiles_total == result.tiles + result.blank_tiles
 
 
 # --- safe output ------------------------------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ def test_a_file_line_gives_the_time_and_the_speed():
         "(0.50 MP/s)"
     )
     assert file_line("b.tif", 0.0, 0, 0) == "b.tif: 0 tiles, 0.00 MP in 0.0 s"
+    assert file_line("c.tif", 0.0, 0, 153, blank=29) == (  # the bar counted 182: the line says where 29 went
+        "c.tif: 153 tiles (and 29 with nothing to compute, skipped), 0.00 MP in 0.0 s"
+    )
 
 
 def test_a_closed_or_missing_stderr_is_no_terminal(monkeypatch):
