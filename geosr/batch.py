@@ -234,7 +234,8 @@ def existing_result(src, dst: Path, error_map: Path | None = None, scale: int | 
     --overwrite) when its headers show it damaged (cut short, not a raster), when an ``error_map`` asked for is
     missing or damaged (geosr.uncertainty.kept_output_problem), and with the run's ``scale`` when geosr made it at
     another scale (its GEOSR_SCALE) or did not make it (a file copied there, a PNG or JPEG without its .aux.xml)."""
-    problem, made = damaged_output(dst), output_scale(dst)
+    problem = damaged_output(dst)
+    made = None if problem else output_scale(dst)
     if problem:
         message = f"{dst}: exists but is damaged ({problem}); delete it to redo it, or pass --overwrite"
     elif scale is not None and made is None:

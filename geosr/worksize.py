@@ -53,8 +53,7 @@ def check_work_size(
     if out_pixels <= limit:
         return
     seconds = out_pixels / output_rate(device_type, cores, self_ensemble, **speed)
-    arithmetic = "bf16" if speed["native_bf16"] else "fp32"
-    where = "the GPU" if device_type == "cuda" else f"{cores} CPU core{'s' if cores != 1 else ''} in {arithmetic}"
+    where = "the GPU" if device_type == "cuda" else f"{cores} CPU core{'s' if cores != 1 else ''} in {precision}"
     bound = f"--max-pixels {max_pixels}" if max_pixels is not None else "a day's work"
     raise WorkTooLarge(
         f"{name}: the output would have {_pixels(out_pixels)}, past {bound}: about "

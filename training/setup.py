@@ -133,17 +133,18 @@ _HELD: dict[Path, Any] = {}  # the run folders this process trains in, with thei
 
 
 def hold_run_dir(run_dir: Path) -> None:
-    """Lock ``run_dir`` for this process until it ends (an exclusive flock on RUN/.geosr-train.lock, which the system
-    lets go whatever way the process ends); ConfigError when another process holds it: two runs in one folder
-    (a --resume given twice) would each write the state, the models and the log over the other's."""
+    """Lock ``run_dir`` for this process until ``release_run_dir`` (the run's end) or the process's end, whichever
+    comes first (an exclusive flock on RUN/.geosr-train.lock, which the system lets go however the process ends);
+    ConfigError when another process holds it: two runs in one folder (a --resume given twice) would each write the
+    state, the models and the log over the other's."""
     key = run_dir.resolve()
     if key in _HELD:
         return
     try:
         import fcntl
-    except ImportError:  # not on Windows
+    except ImportError:  # Windows has no flock: no lock there
         return
-    lock = open(run_dir / ".geosr-train.lock", "a+")  # noqa: SIM115 - held open for the process's life
+    lock = open(run_dir / ".geosr-train.lock", "a+")  # noqa: SIM115 - held open while the run lasts
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
