@@ -7,19 +7,28 @@ replaceable), never a folder, and never a special file renamed over: a character
 into where that is what the user evidently asks (a report to ``/dev/stdout`` or a FIFO: ``stream_ok``) and refused
 otherwise.
 
-``atomic_write(path, data)`` writes to a temporary file beside ``path`` (``.NAME.XXXXXXXX.tmp``, same folder, so the
-rename never crosses file systems), flushes it to disk (fsync), gives it the permissions of an ordinary new file and
-renames it over ``path`` with ``os.replace``. A process killed mid-write (SIGKILL, a power cut) leaves ``path``
-untouched and at most one temporary file, which ``remove_stale_temporaries(path)`` clears. Model files
-(geosr.checkpoint), training states, logs and configs (geosr.training.state) are all written this way.
+``atomic_write(path, data)`` writes to a temporary file beside ``path`` (``.NAME.HOST-PID-RANDOM.tmp``, same folder,
+so the rename never crosses file systems), flushes it to disk (fsync), gives it the permissions of an ordinary new file
+and renames it over ``path`` with ``os.replace``. A process killed mid-write (SIGKILL, a power cut) leaves ``path``
+untouched and at most one temporary file, which the next atomic_write of ``path`` removes once its writer is gone
+(``writer_alive``), and ``remove_stale_temporaries(path)`` removes whatever its writer. Model files
+(geosr.checkpoint), training states, logs and configs (geosr.training.state), reports, previews and exported ONNX
+models are all written this way.
+
+Temporary files name their writer (``writer_stamp``: a hash of the machine's name, the process id and a random token)
+so that a later process can tell one left by a killed process from one that is being written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
+import re
+import socket
 import stat
-import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +156,49 @@ def write_target(target: Target, data: bytes, *, what: str = "", remedy: str = D
     return target.path
 
 
+# This machine, as a short hash of its name: a temporary file names the machine and process that write it.
+HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
+_MINE: set[str] = set()  # the random part of the temporary names this process made
+
+
+def writer_stamp() -> str:
+    """``HOST-PID-RANDOM``: this machine, this process and a token of its own, for a temporary file's name."""
+    token = uuid.uuid4().hex[:8]
+    _MINE.add(token)
+    return f"{HOST}-{os.getpid()}-{token}"
+
+
+def writer_alive(host: str, pid: int, token: str, written: float) -> bool:
+    """Whether the writer of a temporary file stamped ``host-pid-token`` (last written at ``written``, epoch seconds)
+    may still run. Another machine's writer is taken as alive (a shared network folder). Process ids are reused:
+    this process's own id on a file it did not make (geosr as process 1 of a container, run again), or a process
+    started after the file was last written (a reboot, a busy machine), is another process."""
+    if host != HOST:
+        return True
+    if pid == os.getpid():
+        return token in _MINE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: a process of another user has that id
+        pass
+    started = _process_start(pid)
+    return started is None or started <= written + 2  # the boot time is known to the second
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), from Linux's /proc; None elsewhere or when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, after the command name in ()
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -171,12 +223,14 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, what: str = "", remedy
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
+        _remove_dead_writers(path)
+        tmp = path.with_name(f"{temporary_prefix(path)}{writer_stamp()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())  # created 0600 while written; give the file the usual permissions
         os.replace(tmp, path)
     except OSError as exc:
         if tmp is not None:
@@ -193,15 +247,42 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, what: str = "", remedy
     return path
 
 
+_STAMPED = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})\.tmp")
+_UNSTAMPED = re.compile(r"[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's names, which earlier versions used
+
+
+def _remove_dead_writers(path: Path) -> None:
+    """Remove the temporary files of ``path`` whose writer is gone (a killed run of this machine)."""
+    prefix = temporary_prefix(path)
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        m = _STAMPED.fullmatch(entry.name[len(prefix) :])
+        if m is None:
+            continue
+        with contextlib.suppress(OSError):
+            written = entry.stat(follow_symlinks=False).st_mtime
+            if not writer_alive(m["host"], int(m["pid"]), m["token"], written):
+                os.unlink(entry.path)
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that atomic_write leaves beside ``path`` when its process is killed mid-write.
+    """Remove the temporary files that atomic_write leaves beside ``path`` when its process is killed mid-write,
+    whatever their writer (also those of earlier geosr versions, named ``.NAME.XXXXXXXX.tmp``).
 
     Returns the removed paths. Only call this when no other process may be writing ``path`` at the same time.
     """
     path = Path(path)
-    if not path.parent.is_dir():
+    prefix = temporary_prefix(path)
+    try:
+        names = sorted(e.name for e in os.scandir(path.parent) if e.name.startswith(prefix))
+    except OSError:
         return []
-    stale = sorted(path.parent.glob(f"{temporary_prefix(path)}*.tmp"))
+    stale = [
+        path.parent / n for n in names if _STAMPED.fullmatch(n[len(prefix) :]) or _UNSTAMPED.fullmatch(n[len(prefix) :])
+    ]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

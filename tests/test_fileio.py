@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
 from geosr.errors import WriteError
-from geosr.fileio import atomic_write, remove_stale_temporaries
+from geosr.fileio import HOST, atomic_write, remove_stale_temporaries
 
 
 def test_a_write_creates_folders_and_gives_the_file_ordinary_permissions(tmp_path):
@@ -54,13 +57,44 @@ def test_an_interrupt_during_the_rename_leaves_the_old_file_and_no_temporary(tmp
 
 def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
     path = atomic_write(tmp_path / "state.pt", b"good")
-    stale = tmp_path / ".state.pt.k1ll3d.tmp"  # what a SIGKILL during a write leaves
+    stale = tmp_path / f".state.pt.{HOST}-4242-0123abcd.tmp"  # what a SIGKILL during a write leaves
     stale.write_bytes(b"half")
-    other = tmp_path / ".log.csv.abc.tmp"
-    other.write_bytes(b"")
-    assert remove_stale_temporaries(path) == [stale]
-    assert sorted(os.listdir(tmp_path)) == [".log.csv.abc.tmp", "state.pt"]
+    older = tmp_path / ".state.pt.k1ll3d_x.tmp"  # as earlier versions named them
+    older.write_bytes(b"half")
+    others = [".log.csv.abc.tmp", f".state.pt.gz.{HOST}-4242-0123abcd.tmp", ".state.pt.notes"]
+    for name in others:
+        (tmp_path / name).write_bytes(b"")
+    assert remove_stale_temporaries(path) == sorted([stale, older])
+    assert sorted(os.listdir(tmp_path)) == sorted([*others, "state.pt"])
     assert remove_stale_temporaries(tmp_path / "missing" / "x") == []
+
+
+def _gone_pid() -> int:
+    """The id of a process that has ended."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    return int(child.stdout)
+
+
+def test_a_write_removes_what_killed_writers_of_the_same_file_left_and_nothing_else(tmp_path):
+    """A report or an exported model rewritten after a kill -9: the dead writer's temporary goes, a live writer's
+    (another process writing the same file now, or one on another machine of a shared folder) stays."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = tmp_path / f".report.json.{HOST}-{_gone_pid()}-0123abcd.tmp"
+        alive = tmp_path / f".report.json.{HOST}-{sleeper.pid}-4567cdef.tmp"
+        other_host = "89abcdef" if HOST != "89abcdef" else "01234567"
+        elsewhere = tmp_path / f".report.json.{other_host}-1-0123abcd.tmp"
+        of_another_file = tmp_path / f".report.json.gz.{HOST}-{_gone_pid()}-0123abcd.tmp"
+        for p in (dead, alive, elsewhere, of_another_file):
+            p.write_bytes(b"half")
+        os.utime(alive, (time.time() + 5, time.time() + 5))  # written after the sleeper started
+        atomic_write(tmp_path / "report.json", b"{}")
+        assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in (alive, elsewhere, of_another_file)) + [
+            "report.json"
+        ]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_a_refused_place_is_not_told_to_free_space(tmp_path, monkeypatch):
@@ -69,7 +103,7 @@ def test_a_refused_place_is_not_told_to_free_space(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(WriteError) as err:
         atomic_write(tmp_path / "r.json", b"{}", what="the batch report")
     assert "Permission denied" in str(err.value) and "free some space" not in str(err.value)
@@ -78,6 +112,6 @@ def test_a_refused_place_is_not_told_to_free_space(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("tempfile.mkstemp", full)
+    monkeypatch.setattr(os, "open", full)
     with pytest.raises(WriteError, match="free some space or choose another --report"):
         atomic_write(tmp_path / "r.json", b"{}", remedy="choose another --report")

@@ -6,14 +6,11 @@ whole, and renamed over the final name only then.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
 import re
 import shutil
-import socket
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from geosr.errors import OutputExistsError, WriteError
+from geosr.fileio import writer_alive, writer_stamp
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, decode_threads, gdal_message, quiet_georeferencing
 from geosr.raster.profile import BLOCK, DEFLATE_LEVEL, output_driver
 from geosr.raster.size import size_str
@@ -33,10 +31,6 @@ log = logging.getLogger("geosr.raster")
 TEMP_SUFFIX = ".geosr-tmp"
 
 
-# This machine, as a short hash of its name: a temporary file names the machine and process that write it.
-_HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
-
-
 _TEMP_NAME = re.compile(
     r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})(?:\.[\w-]+)?"
     + re.escape(TEMP_SUFFIX)
@@ -45,43 +39,10 @@ _TEMP_NAME = re.compile(
 
 
 def temp_path(path: Path, tag: str = "") -> Path:
-    """A hidden temporary file name beside ``path`` that names its writer: ``.NAME.HOST-PID-RANDOM[TAG].geosr-tmp``,
-    HOST a hash of this machine's name and PID this process, so that a later run can tell a temporary file left by a
-    killed process (``remove_stale_outputs``) from one that is being written."""
-    token = uuid.uuid4().hex[:8]
-    _MINE.add(token)
-    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{token}{tag}{TEMP_SUFFIX}")
-
-
-_MINE: set[str] = set()  # the random part of the temporary names this process made
-
-
-def _writer_alive(pid: int, token: str, written: float) -> bool:
-    """Whether the process that wrote a temporary file (last at ``written``, epoch seconds) may still run. Process
-    ids are reused: this process's own id on a file it did not make (geosr as process 1 of a container, run again),
-    or a process started after the file was last written (a reboot, a busy machine), is another process."""
-    if pid == os.getpid():
-        return token in _MINE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: a process of another user has that id
-        pass
-    started = _process_start(pid)
-    return started is None or started <= written + 2  # the boot time is known to the second
-
-
-def _process_start(pid: int) -> float | None:
-    """When process ``pid`` started (epoch seconds), from Linux's /proc; None elsewhere or when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, after the command name in ()
-        with open("/proc/stat", "rb") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+    """A hidden temporary file name beside ``path`` that names its writer: ``.NAME.HOST-PID-RANDOM[TAG].geosr-tmp``
+    (``geosr.fileio.writer_stamp``), so that a later run can tell a temporary file left by a killed process
+    (``remove_stale_outputs``) from one that is being written."""
+    return path.with_name(f".{path.name}.{writer_stamp()}{tag}{TEMP_SUFFIX}")
 
 
 def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
@@ -101,13 +62,13 @@ def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> 
         if not entry.name.startswith(prefix) or TEMP_SUFFIX not in entry.name:
             continue
         m = _TEMP_NAME.match(entry.name)
-        if m is None or m["host"] != _HOST:
+        if m is None:
             continue
         try:
             written = entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        if _writer_alive(int(m["pid"]), m["token"], written):
+        if writer_alive(m["host"], int(m["pid"]), m["token"], written):
             continue
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
