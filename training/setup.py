@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from geosr.checkpoint import read_card
 from geosr.device import resolve_precision
+from geosr.errors import GeosrError
 from geosr.fileio import remove_stale_temporaries
 from geosr.training import distributed
 from geosr.training.config import ConfigError, TrainConfig
@@ -252,6 +254,7 @@ def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts
             world_size=ctx.world_size,
         )
         saved_step = step
+        best = _best_exported_later(run.paths["best"], step, best)
         log.info("resumed %s at step %d", run.run_dir, step)
     elif ctx.rank:
         seed_all(cfg.seed + 7919 * ctx.rank)  # each process its own noise (the weights are already equal)
@@ -264,6 +267,32 @@ def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts
         atomic_write_bytes(run.paths["config"], cfg.to_toml().encode())
         csv_log = CsvLog(run.paths["log"], resume_step=step if resume else None)
     return Start(step, elapsed_s, best, last_val, saved_step, csv_log)
+
+
+def _best_exported_later(path: Path, step: int, best: dict[str, Any]) -> dict[str, Any]:
+    """The best validation a resumed run must beat: its state's, or that of a best.safetensors exported after the
+    state's step (the run was killed between a new best and its next saved state) when that one is better, so that
+    the steps run again do not replace a better model with a worse one."""
+    if not path.exists():
+        return best
+    try:
+        card = read_card(path)
+    except GeosrError:  # damaged by a kill during its write: the next best replaces it
+        return best
+    psnr, exported = card.metrics.get("val_psnr"), card.training.get("steps")
+    if not isinstance(psnr, (int, float)) or not isinstance(exported, int) or exported <= step:
+        return best
+    if best["val_psnr"] is not None and psnr <= best["val_psnr"]:
+        return best
+    log.info(
+        "%s: exported at step %d (val PSNR %.3f dB), after the state of step %d: it stays the best until a later "
+        "validation beats it",
+        path,
+        exported,
+        psnr,
+        step,
+    )
+    return {"val_psnr": float(psnr), "step": exported}
 
 
 @dataclass(frozen=True)

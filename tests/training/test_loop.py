@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from geosr.checkpoint import init_from_model, load_generator, read_card
+from geosr.checkpoint import init_from_model, load_generator, read_card, save_generator
 from geosr.errors import DataError
 from geosr.models import Generator
 from geosr.training import build as buildmod
@@ -88,6 +89,21 @@ def test_two_plus_two_steps_with_resume_equal_four_steps(scene_folder, tmp_path)
     rows_b = [r for r in read_log(run_paths(tmp_path / "b")["log"]) if r["kind"] == "train"]
     assert [r["g_total"] for r in rows_a] == [r["g_total"] for r in rows_b]  # the same curve, no duplicate rows
     assert rows_b[-1]["lr_g"] == "1e-05"
+
+
+def test_a_best_model_exported_after_the_resumed_state_is_replaced_only_by_a_better_one(scene_folder, tmp_path):
+    """A run killed between a new best.safetensors and its next saved state: the steps run again after the resume
+    validate anew, and a worse model of theirs must not replace the better one on disk."""
+    first = tiny(scene_folder, tmp_path / "run", max_steps=2, val_every_steps=1)
+    fit(first)
+    paths = run_paths(tmp_path / "run")
+    model, card = load_generator(paths["best"])
+    later = replace(card, training={**card.training, "steps": 3}, metrics={**card.metrics, "val_psnr": 99.0})
+    save_generator(paths["best"], model, later)  # what the killed stretch of steps 3.. exported
+    resumed = fit(resume_config(first, {"max_steps": 4}), resume=True)
+    assert read_card(paths["best"]).metrics["val_psnr"] == 99.0 and resumed.best_psnr == 99.0
+    vals = [r for r in read_log(paths["log"]) if r["kind"] == "val"]
+    assert [int(r["step"]) for r in vals] == [1, 2, 3, 4]  # validated anew, none of them beat 99 dB
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scene_folder, tmp_path, monkeypatch):
