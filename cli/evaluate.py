@@ -156,19 +156,22 @@ def evaluate(
     from geosr.uncertainty import calibration_factor
 
     path = select_model(model_spec, scale)  # the card and the weights' shapes are checked before the model is built
-    tile, lap = card_tiling(read_card(path), path.name, tile_size, overlap)
+    header_card = read_card(path)
+    tile, lap = card_tiling(header_card, path.name, tile_size, overlap)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     images = _images(data, split)
     items = spread(images.items, max_images)
     _check_outputs(out, save_images, preview, path, images.root, items, overwrite)
+    scale = header_card.scale
+    check_pairs(images.layout, items, scale)
+    given = bands is not None
+    bands = _model_bands(bands, items, header_card.config.in_channels)
+    dtypes = _check_headers(items, bands, given, scale)
     model, card = load_generator(path, device=dev)
     sha256 = model_sha256(path)
     k = calibration_factor(card, sha256) if uncertainty else None
     self_ensemble = self_ensemble or uncertainty  # the map's output is the self-ensemble's mean
-    scale = card.scale
-    check_pairs(images.layout, items, scale)
-    bands = _model_bands(bands, items, card.config.in_channels)
 
     bar = progress_bar(total=len(items), unit="image", disable=verbosity(ctx) < 0, leave=False, dynamic_ncols=True)
     try:
@@ -200,7 +203,18 @@ def evaluate(
         self_ensemble=self_ensemble,
         model_sha256=sha256,
     )
-    click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {len(items)} images)")
+    if not results:
+        raise DataError(f"{data}: none of the {len(items)} images can be measured (see the warnings above)")
+    measured = f"{len(results)} image{'s' if len(results) != 1 else ''}"
+    if len(results) < len(items):
+        measured += f"; {len(items) - len(results)} left out"
+    click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {measured})")
+    if dtypes - {"uint8"}:
+        click.echo(
+            f"Images of {', '.join(sorted(dtypes - {'uint8'}))} are measured on each band's percentile range (the "
+            "range the model sees) mapped to 0..255: their PSNR/SSIM do not compare with 8-bit figures, their gain "
+            "over bicubic does."
+        )
     _show_and_write(report, uncertainty, out)
 
 
@@ -279,6 +293,29 @@ def _model_bands(bands, items, c: int) -> list[int] | tuple[int, ...]:
     from geosr.datasets import default_bands
 
     return default_bands(items[0].path, c, fewer=True) if bands is None else bands
+
+
+def _check_headers(items, bands, given: bool, scale: int) -> set[str]:
+    """Every image's header before any work (an image that cannot be measured found now, not after the others):
+    the bands measured (from --bands, else those of the first image), the size the protocol needs. Returns the
+    images' dtypes."""
+    from geosr.datasets import check_bands, image_info
+    from geosr.evaluation import check_size
+
+    dtypes = set()
+    for item in items:
+        info = image_info(item.path)
+        dtypes.add(info.dtype)
+        if not given and max(bands) > info.count:
+            raise DataError(
+                f"{item.path} has {info.count} band{'s' if info.count != 1 else ''}, {items[0].path} (the first "
+                f"image, whose bands {','.join(map(str, bands))} are measured) {max(bands)} or more: evaluate images "
+                "of different band counts apart, or pass --bands that every image has"
+            )
+        check_bands(item.path, info.count, bands)
+        if item.lr_path(scale) is None:
+            check_size(item.path, info.width, info.height, scale)
+    return dtypes
 
 
 def _image_writer(bar, save_images: Path | None, preview: Path | None):

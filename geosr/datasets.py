@@ -308,12 +308,23 @@ def read_image(
     window: tuple[int, int, int, int] | None = None,
     radiometry: Radiometry | None = None,
 ) -> np.ndarray:
+    """``read_image_valid``'s values alone."""
+    return read_image_valid(path, bands, window, radiometry)[0]
+
+
+def read_image_valid(
+    path: str | Path,
+    bands: Sequence[int] | None = None,
+    window: tuple[int, int, int, int] | None = None,
+    radiometry: Radiometry | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read ``bands`` (1-based; all when None) of an image as (C, H, W) in its own dtype.
 
     window: (row, col, height, width) to read only part of a large raster. radiometry: the image's mapping
     (``image_radiometry``); when given, invalid pixels (nodata, alpha 0, masks, extreme float fills) are replaced by
     its fill values, in raster units on the dtype's grid. Raises DataError for an unreadable or damaged file, a band
-    index it does not have, NaN or infinite values, or a whole image over MAX_WHOLE_PIXELS.
+    index it does not have, NaN or infinite values, or a whole image over MAX_WHOLE_PIXELS. Returns the values and,
+    with ``radiometry``, where they are valid ((C, H, W) bool; None without ``radiometry``).
     """
     path = Path(path)
     with open_raster(path, DataError, REMEDY) as src:
@@ -331,9 +342,11 @@ def read_image(
             win = Window(window[1], window[0], window[3], window[2])
             data, m = read_window(src, path, win, idx, masks, error=DataError, remedy=REMEDY)
     check_finite(path, data)
+    valid = None
     if radiometry is not None:
-        radiometry.fill_invalid(data, valid_mask(data, m))
-    return data
+        valid = valid_mask(data, m)
+        radiometry.fill_invalid(data, valid)
+    return data, valid
 
 
 def image_radiometry(path: str | Path, bands: Sequence[int]) -> Radiometry:

@@ -16,8 +16,11 @@ For every HR image of the split:
    rounded half away from zero to the image's integer grid);
 5. PSNR and SSIM against the HR with ``scale`` pixels cropped from every border, on 0..255.
 
-uint8 images are measured on their own values. Other dtypes are mapped to 0..255 by the per-band range of their
-radiometry (the range the model sees), without rounding.
+uint8 images are measured on their own values. Other dtypes are mapped linearly, per band, so that the range of
+their radiometry (the range the model sees: percentiles of the image) spans 0..255, without rounding or clipping: their
+PSNR/SSIM are relative to that range, not to the dtype's, while the gain in PSNR over bicubic does not depend on the
+mapping at all. Images are measured whole: one with nodata, transparent or masked pixels (of the HR, or of a paired
+LR), or a band bicubic reproduces exactly (a flat band: an infinite PSNR), is left out with a warning.
 
 The results' report (per-class means, the text table, the JSON/CSV file, a card's metrics from it) is
 ``geosr.evaluation_report``; its names are importable from here too.
@@ -25,6 +28,7 @@ The results' report (per-class means, the text table, the JSON/CSV file, a card'
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,7 +37,7 @@ import torch
 
 from geosr.checkpoint import ModelCard
 from geosr.consistency import residual
-from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry, read_image
+from geosr.datasets import ImageItem, check_bands, image_info, image_radiometry, read_image_valid
 from geosr.errors import DataError
 from geosr.evaluation_report import (
     ImageResult,
@@ -62,14 +66,18 @@ __all__ = [  # the report's names (geosr.evaluation_report) too, where they have
     "Report",
     "bicubic",
     "card_metrics",
+    "check_size",
     "evaluate_images",
     "format_table",
+    "left_out",
     "load_pair",
     "model_predictor",
     "summarise",
     "super_resolve",
     "write_report",
 ]
+
+log = logging.getLogger("geosr")
 
 # The tiling of a model whose card is not at hand: a card's own defaults. Callers with a card pass its values.
 DEFAULT_TILE_SIZE = ModelCard.tile_size
@@ -84,6 +92,7 @@ class Pair:
     hr: torch.Tensor
     lr: torch.Tensor
     radiometry: Radiometry
+    invalid: int = 0  # pixels of the HR (and of a paired LR) that are nodata, transparent or masked
 
     @property
     def dtype(self) -> str:
@@ -94,13 +103,13 @@ class Pair:
         return integer_range(self.dtype)
 
     def to_255(self, x: torch.Tensor) -> torch.Tensor:
-        """Image values -> 0..255 for the metrics (identity for uint8): the radiometry's range, in float64."""
+        """Image values -> the metrics' 0..255 (identity for uint8): the radiometry's range of each band to 0..255, in
+        float64, not clipped (a value beyond the range keeps its whole error; a constant band keeps its units)."""
         if self.dtype == "uint8":
             return x.double()
-        y = self.radiometry.to_model(x.double().numpy(), dtype=np.float64)  # clipped to the range
-        y += 1.0
-        y *= 127.5
-        return torch.from_numpy(y)
+        low = torch.tensor(self.radiometry.low, dtype=torch.float64)[:, None, None]
+        span = torch.tensor(self.radiometry.high, dtype=torch.float64)[:, None, None] - low
+        return (x.double() - low) * (255.0 / torch.where(span > 0, span, 1.0))
 
 
 def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -> Pair:
@@ -109,10 +118,14 @@ def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -
     bands = list(bands) if bands is not None else list(range(1, info.count + 1))
     check_bands(item.path, info.count, bands)
     radiometry = image_radiometry(item.path, bands)
-    hr = torch.from_numpy(read_image(item.path, bands, radiometry=radiometry).astype(np.float64))
+    hr_values, hr_valid = read_image_valid(item.path, bands, radiometry=radiometry)
+    hr = torch.from_numpy(hr_values.astype(np.float64))
     lr_path = item.lr_path(scale)
+    invalid = 0
     if lr_path is not None:
-        lr = torch.from_numpy(read_image(lr_path, bands, radiometry=radiometry).astype(np.float64))
+        lr_values, lr_valid = read_image_valid(lr_path, bands, radiometry=radiometry)
+        lr = torch.from_numpy(lr_values.astype(np.float64))
+        invalid = _invalid(lr_valid)
         h, w = lr.shape[-2] * scale, lr.shape[-1] * scale
         if hr.shape[-2] < h or hr.shape[-1] < w:
             raise DataError(
@@ -121,15 +134,39 @@ def load_pair(item: ImageItem, scale: int, bands: Sequence[int] | None = None) -
             )
         hr = hr[:, :h, :w]
     else:
+        check_size(item.path, hr.shape[-1], hr.shape[-2], scale)
         h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale
-        if h < scale * 8 or w < scale * 8:
-            raise DataError(
-                f"{item.path}: {hr.shape[-1]}x{hr.shape[-2]} pixels is too small for x{scale}, which measures images "
-                f"of at least {scale * 8}x{scale * 8} pixels; remove it from the data"
-            )
         hr = hr[:, :h, :w]
         lr = downscale(hr, scale, integer_range=integer_range(info.dtype))
-    return Pair(item, hr, lr, radiometry)
+    invalid += _invalid(hr_valid, hr.shape[-2], hr.shape[-1])
+    return Pair(item, hr, lr, radiometry, invalid)
+
+
+def check_size(path, width: int, height: int, scale: int) -> None:
+    """Raise DataError for an HR image too small to measure at x``scale`` (its LR made by the protocol)."""
+    if min(height // scale, width // scale) < 8:
+        raise DataError(
+            f"{path}: {width}x{height} pixels is too small for x{scale}, which measures images of at least "
+            f"{scale * 8}x{scale * 8} pixels; remove it from the data"
+        )
+
+
+def _invalid(valid: np.ndarray | None, h: int | None = None, w: int | None = None) -> int:
+    """Pixels (of the top-left ``h`` x ``w``) where any band is invalid."""
+    return 0 if valid is None else int((~valid[:, :h, :w].all(axis=0)).sum())
+
+
+def left_out(pair: Pair, psnr_bicubic: float | None = None) -> str | None:
+    """Why the protocol cannot measure ``pair`` (it measures whole images), or None: pixels without data, or a band
+    that bicubic reproduces exactly (``psnr_bicubic`` infinite)."""
+    if pair.invalid:
+        return (
+            f"{pair.invalid} of its pixels are nodata, transparent or masked, and the protocol measures whole "
+            "images: left out (evaluate tiles without nodata)"
+        )
+    if psnr_bicubic is not None and not np.isfinite(psnr_bicubic):
+        return "a band is flat (bicubic gives it back exactly: an infinite PSNR): nothing to measure, left out"
+    return None
 
 
 def bicubic(pair: Pair, scale: int) -> torch.Tensor:
@@ -242,16 +279,23 @@ def evaluate_images(
     results = []
     for item in items:
         pair = load_pair(item, scale, bands)
+        if (why := left_out(pair)) is not None:
+            log.warning("%s: %s", item.path, why)
+            continue
         hr255 = pair.to_255(pair.hr)
         bic = bicubic(pair, scale)
         bic255 = pair.to_255(bic)
+        psnr_bicubic = float(psnr(bic255, hr255, crop=scale))
+        if (why := left_out(pair, psnr_bicubic)) is not None:
+            log.warning("%s: %s", item.path, why)
+            continue
         res = ImageResult(
             name=item.name,
             label=item.label,
             path=str(item.path),
             height=int(pair.hr.shape[-2]),
             width=int(pair.hr.shape[-1]),
-            psnr_bicubic=float(psnr(bic255, hr255, crop=scale)),
+            psnr_bicubic=psnr_bicubic,
             ssim_bicubic=float(ssim(bic255, hr255, crop=scale)),
         )
         sr = None

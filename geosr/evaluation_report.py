@@ -72,7 +72,9 @@ class Report:
             "PSNR: mean over channels of per-channel PSNR on 0..255; SSIM: Gaussian 11/1.5 window, valid, mean over "
             "channels; `scale` pixels cropped at each border; LR by MATLAB-style bicubic downsampling with "
             "antialiasing of the HR cropped to a multiple of the scale (paired layouts: their own LR); the model's "
-            "output made in blended tiles as geosr upscale makes it, rounded to the image's integer grid"
+            "output made in blended tiles as geosr upscale makes it, rounded to the image's integer grid; images "
+            "other than 8-bit measured with each band's percentile range (the one the model sees) mapped linearly "
+            "to 0..255, unclipped; images with nodata, transparent or masked pixels, or a flat band, left out"
         )
     )
     consistency: bool | None = None  # whether the model's output was corrected for consistency (None: no model)

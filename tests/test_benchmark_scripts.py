@@ -205,3 +205,17 @@ def test_extremes_compares_each_bands_valid_range_with_the_outputs(tiny_model, t
     assert (low_in, high_in) == (data[0][data[0] > 0].min(), 9000)  # the nodata pixel is left out
     assert low_in <= low_out and high < high_out <= high_in  # the bright pixel beyond the range, given back
     assert 0 < beyond < 1
+
+
+def test_lr_rounding_compares_a_once_rounded_lr_with_the_protocols(tmp_path):
+    """lr_rounding.py: the LR resized in float and rounded once differs from geosr's (rounded after each pass) on
+    some pixels, not all; the two bicubic baselines are close."""
+    from testdata import smooth_image, write_image
+
+    from geosr.datasets import find_images
+    from geosr.evaluation import load_pair
+
+    write_image(tmp_path / "d" / "a.png", smooth_image(3, 64, 64, seed=np.random.default_rng(3), look="scene"))
+    pair = load_pair(find_images(tmp_path / "d", "all").items[0], 2)
+    dp, ds, share = _benchmark("lr_rounding").compare(pair, 2)
+    assert 0.01 < share < 0.9 and 0 < abs(dp) < 0.5 and abs(ds) < 0.01

@@ -11,7 +11,15 @@ from testdata import smooth_image, write_image
 
 from geosr.consistency import project
 from geosr.datasets import ImageItem, find_images
-from geosr.evaluation import ImageResult, evaluate_images, format_table, load_pair, summarise, super_resolve
+from geosr.evaluation import (
+    ImageResult,
+    bicubic,
+    evaluate_images,
+    format_table,
+    load_pair,
+    summarise,
+    super_resolve,
+)
 from geosr.models import Generator, GeneratorConfig
 from geosr.resize import downscale
 
@@ -32,12 +40,40 @@ def test_the_paired_layout_uses_its_own_lr(tmp_path):
     assert not torch.equal(protocol.lr, pair.lr)
 
 
-def test_uint16_images_are_measured_on_their_range(tmp_path):
+def test_uint16_images_are_measured_on_their_range_without_clipping(tmp_path):
+    """Each band's percentile range maps linearly to 0..255 and values beyond it keep their whole error: a few
+    bright pixels (a roof, a glint) count as much as in the data's own units."""
     rng = np.random.default_rng(1)
     data = smooth_image(3, 64, 64, seed=rng, look="scene").astype(np.uint16) * 100 + 1000
+    data[:, 20, 30] = 60000  # beyond the 99.95th percentile of every band
     write_image(tmp_path / "u16" / "s.tif", data)
-    (res,) = evaluate_images(find_images(tmp_path / "u16").items, 2)
+    item = find_images(tmp_path / "u16").items[0]
+    (res,) = evaluate_images([item], 2)
+    pair = load_pair(item, 2)
+    assert max(pair.radiometry.high) < 60000
+    low = np.array(pair.radiometry.low)[:, None, None]
+    span = np.array(pair.radiometry.high)[:, None, None] - low
+    hr = (data[:, 2:-2, 2:-2] - low) * 255 / span
+    bic = (bicubic(pair, 2).numpy()[:, 2:-2, 2:-2] - low) * 255 / span
+    expected = np.mean([10 * math.log10(255**2 / np.mean((bic[c] - hr[c]) ** 2)) for c in range(3)])
+    assert res.psnr_bicubic == pytest.approx(expected, abs=1e-9)
     assert 15 < res.psnr_bicubic < 60 and 0 < res.ssim_bicubic <= 1
+
+
+def test_images_the_protocol_cannot_measure_whole_are_left_out_with_a_warning(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    good = smooth_image(4, 48, 48, seed=rng, look="scene")
+    good[3] = 255
+    holed = good.copy()
+    holed[3, :8, :8] = 0  # transparent
+    write_image(tmp_path / "d" / "a_good.png", good)
+    write_image(tmp_path / "d" / "b_holed.png", holed)
+    write_image(tmp_path / "d" / "c_flat.png", np.full((3, 48, 48), 90, np.uint8))
+    with caplog.at_level("WARNING", logger="geosr"):
+        results = evaluate_images(find_images(tmp_path / "d", "all").items, 2, bands=[1, 2, 3])
+    assert [r.name for r in results] == ["a_good"]
+    assert "b_holed.png: 64 of its pixels are nodata, transparent or masked" in caplog.text
+    assert "c_flat.png: a band is flat" in caplog.text
 
 
 def test_images_are_tiled_as_upscale_tiles_them_without_seams():

@@ -31,7 +31,8 @@ from geosr.datasets import (
     spread,
 )
 from geosr.errors import DataError, GeosrError
-from geosr.evaluation import load_pair
+from geosr.evaluation import bicubic, left_out, load_pair
+from geosr.metrics import psnr
 from geosr.models import Discriminator, Generator
 from geosr.models.refiner import set_attention_dropout
 from geosr.training import distributed
@@ -109,13 +110,24 @@ def _check_apart(val_data: str, data: str) -> None:
         )
 
 
-def _check_val_images(items: list[ImageItem], scale: int, bands: list[int], *, given: bool) -> None:
+def _check_val_images(items: list[ImageItem], scale: int, bands: list[int], *, given: bool) -> list[ImageItem]:
     """Every validation image read and made into its LR pair now, before the first step: one that cannot be (damaged,
-    too small, without a band trained on) would otherwise stop the run at its first validation."""
+    too small, without a band trained on) would otherwise stop the run at its first validation. Returns those the
+    protocol measures; the others (nodata pixels, a flat band: ``geosr.evaluation.left_out``) are named once here."""
+    kept, dropped = [], []
     for item in items:
         if not given:
             check_default_bands(item.path, image_info(item.path).count, bands, " (a validation image)")
-        load_pair(item, scale, bands)
+        pair = load_pair(item, scale, bands)
+        bic = pair.to_255(bicubic(pair, scale))
+        why = left_out(pair, float(psnr(bic, pair.to_255(pair.hr), crop=scale)))
+        if why is None:
+            kept.append(item)
+        else:
+            dropped.append(f"{item.path}: {why}")
+    if dropped:
+        log.warning("%d of %d validation images left out; the first: %s", len(dropped), len(items), dropped[0])
+    return kept
 
 
 def _extra_set(folder: str, bands: list[int]) -> ImageSet:
@@ -175,14 +187,14 @@ def _build_data(cfg: TrainConfig, ctx: distributed.DistContext) -> DataSetup:
     else:
         val_set = find_images(cfg.data, "val")
     val_items = spread(val_set.items, cfg.val_images)
+    check_pairs(train_set.layout, train_set.items, cfg.scale)
+    check_pairs(val_set.layout, val_items, cfg.scale)
+    bands = list(cfg.bands) if cfg.bands else default_bands(train_set.items[0].path, 3)
+    val_items = _check_val_images(val_items, cfg.scale, bands, given=bool(cfg.bands))
     if not val_items:
         log.warning(
             "%s has no validation images: no validation, no best model (last.safetensors is exported)", val_set.root
         )
-    check_pairs(train_set.layout, train_set.items, cfg.scale)
-    check_pairs(val_set.layout, val_items, cfg.scale)
-    bands = list(cfg.bands) if cfg.bands else default_bands(train_set.items[0].path, 3)
-    _check_val_images(val_items, cfg.scale, bands, given=bool(cfg.bands))
     extra_sets = tuple(_extra_set(folder, bands) for folder in cfg.extra_data)
     items = list(train_set.items)
     for extra in extra_sets:

@@ -224,3 +224,38 @@ def test_image_folders_are_checked_before_any_work(folder, tmp_path):
         ):
             result = run("--model", model, "--data", folder, "--split", "val", option, where)
             assert result.exit_code == 1 and "cannot write in /proc/self" in result.output, (option, result.output)
+
+
+def test_images_that_cannot_be_measured_are_found_before_the_model_runs(tmp_path):
+    """A 1-band image among RGB ones, an image too small for the scale: one line naming it before any work; images
+    with transparent pixels are left out and counted; none left to measure is an error."""
+    model = model_file(tmp_path / "tiny.safetensors")
+    rgb = np.full((3, 48, 48), 90, np.uint8)
+    rgb[:, ::2] = 140
+    mixed = tmp_path / "mixed"
+    write_image(mixed / "a.png", rgb)
+    write_image(mixed / "b_gray.png", rgb[:1])
+    result = run("--model", model, "--data", mixed, "--split", "all", "--save-images", tmp_path / "sr")
+    assert result.exit_code == 1 and "b_gray.png has 1 band, " in result.output and "a.png (the first" in result.output
+    assert "evaluate images of different band counts apart, or pass --bands" in result.output
+    assert not (tmp_path / "sr").exists()  # nothing measured, nothing written
+    small = tmp_path / "small"
+    write_image(small / "a.png", rgb)
+    write_image(small / "z.png", rgb[:, :12, :12])
+    result = run("--model", model, "--data", small, "--split", "all")
+    assert result.exit_code == 1 and "z.png: 12x12 pixels is too small for x2" in result.output
+    assert "PSNR" not in result.output  # no table: the check came first
+    alpha = tmp_path / "alpha"
+    rgba = np.concatenate([rgb, np.full((1, 48, 48), 255, np.uint8)])
+    write_image(alpha / "a.png", rgba)
+    rgba[3, :4, :4] = 0
+    write_image(alpha / "b.png", rgba)
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(model), "--data", str(alpha), "--split", "all"])
+    assert result.exit_code == 0 and "all split, 1 image; 1 left out)" in result.output, result.output
+    write_image(alpha / "a.png", rgba)
+    result = run("--model", model, "--data", alpha, "--split", "all")
+    assert result.exit_code == 1 and "none of the 2 images can be measured" in result.output
+    sixteen = tmp_path / "u16"
+    write_image(sixteen / "a.tif", rgb.astype(np.uint16) * 40)
+    result = run("--model", model, "--data", sixteen, "--split", "all")
+    assert result.exit_code == 0 and "Images of uint16 are measured on each band's percentile range" in result.output
