@@ -36,20 +36,25 @@ def to_dtype(x: torch.Tensor, dtype: str) -> np.ndarray:
 
 
 def preview_strip(outputs: Outputs, size: int = 160, zoom: int = 2, gap: int = 4) -> np.ndarray:
-    """A side-by-side crop HR | bicubic | model (uint8, (3 or C, h, w)) of the image's centre for a person to look at.
+    """A side-by-side crop HR | bicubic | model of the image's centre, each labelled above, for a person to look at:
+    uint8 (3, LABEL_HEIGHT + h, w), the first three bands (one band or two: the first, as grey).
 
     size: crop side in HR pixels (smaller images are shown whole); zoom: nearest-neighbour enlargement; gap: white
     pixels between the panels.
     """
     pair = outputs.pair
-    panels = [pair.hr, outputs.bicubic] + ([outputs.sr] if outputs.sr is not None else [])
+    panels = [("HR", pair.hr), ("BICUBIC", outputs.bicubic)]
+    if outputs.sr is not None:
+        panels.append(("MODEL", outputs.sr))
     _, h, w = pair.hr.shape
     ch, cw = min(size, h), min(size, w)
     r0, c0 = (h - ch) // 2, (w - cw) // 2
-    crops = [to_uint8_image(p[:, r0 : r0 + ch, c0 : c0 + cw], pair) for p in panels]
-    if crops[0].shape[0] > 3:
-        crops = [c[:3] for c in crops]
-    return side_by_side([c.repeat(zoom, axis=1).repeat(zoom, axis=2) for c in crops], gap)
+    shown = []
+    for text, p in panels:
+        crop = to_uint8_image(p[:, r0 : r0 + ch, c0 : c0 + cw], pair)
+        crop = crop[:3] if crop.shape[0] >= 3 else np.repeat(crop[:1], 3, axis=0)
+        shown.append((text, crop.repeat(zoom, axis=1).repeat(zoom, axis=2)))
+    return labelled_panels(shown, gap)
 
 
 def side_by_side(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
@@ -87,8 +92,11 @@ _GLYPHS = {
     "B": "11110 10001 10001 11110 10001 10001 11110",
     "C": "01110 10001 10000 10000 10000 10001 01110",
     "E": "11111 10000 10000 11110 10000 10000 11111",
+    "D": "11110 10001 10001 10001 10001 10001 11110",
     "G": "01110 10001 10000 10111 10001 10001 01111",
+    "H": "10001 10001 10001 11111 10001 10001 10001",
     "I": "01110 00100 00100 00100 00100 00100 01110",
+    "L": "10000 10000 10000 10000 10000 10000 11111",
     "M": "10001 11011 10101 10101 10001 10001 10001",
     "N": "10001 11001 10101 10011 10001 10001 10001",
     "O": "01110 10001 10001 10001 10001 10001 01110",

@@ -16,6 +16,7 @@ from testdata import write_image
 from geosr.checkpoint import ModelCard, save_generator
 from geosr.cli.main import cli
 from geosr.models import Generator, GeneratorConfig
+from geosr.pictures import LABEL_HEIGHT
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,10 @@ def test_table_json_csv_images_and_previews(folder, tmp_path):
         assert (src.count, src.height, src.width, src.dtypes[0]) == (3, 48, 48, "uint8")
     with rasterio.open(tmp_path / "prev" / "Farm_farm_8.png") as src:
         assert src.count == 3 and src.width == 3 * 48 * 2 + 2 * 4  # HR | bicubic | model, zoomed x2, 4-px gaps
+        assert src.height == LABEL_HEIGHT + 48 * 2  # the labels above the panels
+        labels = src.read(1)[:LABEL_HEIGHT]
+    for k in range(3):  # each panel's label: black letters on white
+        assert labels[:, k * (96 + 4) : k * (96 + 4) + 96].min() == 0
     result = run("--model", model, "--data", folder, "--split", "all", "--max-images", "4", "--out", tmp_path / "r.csv")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
