@@ -205,17 +205,8 @@ def evaluate(
     )
     if not results:
         raise DataError(f"{data}: none of the {len(items)} images can be measured (see the warnings above)")
-    measured = f"{len(results)} image{'s' if len(results) != 1 else ''}"
-    if len(results) < len(items):
-        measured += f"; {len(items) - len(results)} left out"
-    click.echo(f"{path} (x{scale}) on {images.root} ({images.layout}, {split} split, {measured})")
-    if dtypes - {"uint8"}:
-        click.echo(
-            f"Images of {', '.join(sorted(dtypes - {'uint8'}))} are measured on each band's percentile range (the "
-            "range the model sees) mapped to 0..255: their PSNR/SSIM do not compare with 8-bit figures, their gain "
-            "over bicubic does."
-        )
-    _show_and_write(report, uncertainty, out)
+    where = f"{images.root} ({images.layout}, {split} split"
+    _show_and_write(report, uncertainty, out, f"{path} (x{scale}) on {where}", len(items), dtypes)
 
 
 def _images(data, split: str):
@@ -344,11 +335,21 @@ def _strip_path(folder: Path, label: str, name: str) -> Path:
     return folder / (f"{label.replace('/', '_')}_{name}.png" if label else f"{name}.png")
 
 
-def _show_and_write(report, uncertainty: bool, out: Path | None) -> None:
-    """The summary table (and the error map's measures, with --uncertainty) on stdout; the report to ``out``."""
+def _show_and_write(report, uncertainty: bool, out: Path | None, head: str, listed: int, dtypes: set[str]) -> None:
+    """The head line (``head``, the images measured of the ``listed``), a note on non-8-bit figures, the summary
+    table (and the error map's measures, with --uncertainty) on stdout; the report to ``out``."""
     from geosr.evaluation_report import format_table, write_report
     from geosr.uncertainty import format_summary, summarise_measures
 
+    n = len(report.results)
+    left = f"; {listed - n} left out" if n < listed else ""
+    click.echo(f"{head}, {n} image{'s' if n != 1 else ''}{left})")
+    if dtypes - {"uint8"}:
+        click.echo(
+            f"Images of {', '.join(sorted(dtypes - {'uint8'}))} are measured on each band's percentile range (the "
+            "range the model sees) mapped to 0..255: their PSNR/SSIM do not compare with 8-bit figures, their gain "
+            "over bicubic does."
+        )
     click.echo(format_table(report.summary()))
     if uncertainty:
         click.echo(format_summary(summarise_measures([r.uncertainty for r in report.results])))

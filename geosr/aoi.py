@@ -375,6 +375,9 @@ def _covers_raster(geom: BaseGeometry, crs: CRS, ds, per_edge: int = 64, across:
     return bool(shapely.covers(geom, shapely.points(xs, ys)).all())
 
 
+EDGE_SNAP = 1e-6  # pixels: an AOI edge this close to a pixel edge is on it
+
+
 def aoi_window(aoi: AOI, ds, path) -> tuple[Window, BaseGeometry]:
     """The smallest window of whole input pixels that covers the AOI inside the raster, and the AOI in pixels.
 
@@ -390,6 +393,7 @@ def aoi_window(aoi: AOI, ds, path) -> tuple[Window, BaseGeometry]:
             option=aoi.option,
         )
     x0, y0, x1, y1 = inside.bounds
-    c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-    c1, r1 = min(ds.width, math.ceil(x1)), min(ds.height, math.ceil(y1))
+    # bounds on pixel edges come back from the transform a rounding error off: 432.00000000000006 is column 432's edge
+    c0, r0 = max(0, math.floor(x0 + EDGE_SNAP)), max(0, math.floor(y0 + EDGE_SNAP))
+    c1, r1 = min(ds.width, math.ceil(x1 - EDGE_SNAP)), min(ds.height, math.ceil(y1 - EDGE_SNAP))
     return Window(c0, r0, max(1, c1 - c0), max(1, r1 - r0)), px

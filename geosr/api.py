@@ -38,8 +38,10 @@ from affine import Affine
 from geosr.apiwords import (
     check_loaded,
     check_names,
+    checked_device,
     checked_flag,
     checked_path,
+    checked_precision,
     checked_scale,
     file_options,
     python_messages,
@@ -52,7 +54,7 @@ from geosr.errors import ModelFileError, OptionError, RasterError
 from geosr.lazy import fixed_radiometry, is_dask_array, model_ref, upscale_lazy
 from geosr.pipeline import FileResult, ProgressCallback
 from geosr.plan import card_tiling
-from geosr.predictor import Predictor, load_predictor
+from geosr.predictor import Predictor, load_predictor, select_model
 from geosr.provenance import provenance_tags
 from geosr.raster import carried_tags
 from geosr.sources import is_remote
@@ -86,13 +88,28 @@ def load_model(
     (load it once for many calls). Raises ModelFileError for a missing or invalid model file or one of another scale
     than ``scale``, DeviceError for a device or precision this machine lacks.
     """
-    checked_path(name_or_path, "name_or_path")
+    checked_path(name_or_path, "name_or_path", optional=True)
     checked_flag(self_ensemble, "self_ensemble")
-    return load_predictor(name_or_path, checked_scale(scale), device, precision, self_ensemble=self_ensemble)
+    device, precision, scale = checked_device(device), checked_precision(precision), checked_scale(scale)
+    return load_predictor(name_or_path, scale, device, precision, self_ensemble=self_ensemble)
+
+
+def _check_model(model: ModelSpec, scale: int | None, device: str, precision: str) -> None:
+    """The checks of ``_predictor`` that load nothing (a model file's header at most), made before any output is
+    looked at: a bad model, scale, device or precision is the error a call gets, not an output that exists."""
+    scale = checked_scale(scale)
+    if isinstance(model, Predictor):
+        _predictor(model, scale, device, precision)
+        return
+    checked_device(device)
+    checked_precision(precision)
+    if model is None or isinstance(model, (str, os.PathLike)):
+        select_model(model, scale)
 
 
 def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:
     scale = checked_scale(scale)
+    device, precision = checked_device(device), checked_precision(precision)
     if isinstance(model, Predictor):
         if scale is not None and scale != model.scale:
             raise ModelFileError(
@@ -146,6 +163,7 @@ def upscale(
     if not is_remote(source) and source.is_dir():
         raise RasterError(f"{src}: is a folder; geosr.upscale_folder super-resolves the rasters of a folder")
     job = BatchJob((source,), Path(dst), file_options("upscale", options), skip_existing)
+    _check_model(model, scale, device, precision)
     [result] = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress).results
     return result
 
@@ -178,7 +196,8 @@ def upscale_folder(
     folder without rasters, a bad option or model; KeyboardInterrupt stops the batch (the file under way leaves
     nothing behind).
     """
-    inputs = [checked_path(p, "src") for p in ([src] if isinstance(src, (str, os.PathLike)) else list(src))]
+    listed = isinstance(src, Sequence) and not isinstance(src, (str, bytes))
+    inputs = [checked_path(p, "src") for p in (list(src) if listed else [src])]
     checked_path(dst, "dst")
     checked_flag(skip_existing, "skip_existing")
     job = BatchJob(
@@ -189,6 +208,7 @@ def upscale_folder(
         files_in_flight,
         Path(checked_path(report, "report")) if report is not None else None,
     )
+    _check_model(model, scale, device, precision)
     if job.single and not Path(dst).exists():  # dst is a folder here, also for one file (upscale takes a file name)
         Path(dst).mkdir(parents=True)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from geosr.aoi import AOI, bbox_aoi, load_aoi
 from geosr.batch import check_exclusions
-from geosr.device import PRECISIONS
+from geosr.device import DEVICES, PRECISIONS, check_device_spec
 from geosr.errors import GeosrError, OptionError
 from geosr.options import UpscaleOptions
 from geosr.sources import is_remote
@@ -62,9 +62,14 @@ def python_messages(func):
     return wrapper
 
 
-def checked_path(value: Any, name: str) -> Any:
-    """``value``, unless it is an empty text: OptionError (Path("") would be the current folder, which an empty
-    argument never means; the command line refuses it too)."""
+def checked_path(value: Any, name: str, *, optional: bool = False) -> Any:
+    """``value``, unless it is no path (OptionError naming ``name``: None unless ``optional``, a number) or an empty
+    text (Path("") would be the current folder, which an empty argument never means; the command line refuses it
+    too)."""
+    if value is None and optional:
+        return value
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise OptionError(f"{name}={value!r}: expected a path (a str or os.PathLike)", option=name)
     if isinstance(value, (str, bytes)) and not value.strip():
         raise OptionError(f"{name}={value!r}: an empty path; give a file or folder name", option=name)
     if isinstance(value, str) and is_remote(value) and name in ("dst", "report", "uncertainty"):
@@ -79,6 +84,23 @@ def checked_scale(scale: Any) -> int | None:
     return scale
 
 
+def checked_device(value: Any) -> str:
+    """device= normalised (geosr.device.check_device_spec), or OptionError naming it: auto, cpu, cuda, cuda:N, mps."""
+    if isinstance(value, str):
+        try:
+            return check_device_spec(value)
+        except OptionError:
+            pass
+    raise OptionError(f"device={value!r}: expected {DEVICES}", option="device")
+
+
+def checked_precision(value: Any) -> str:
+    """precision= in lower case, or OptionError naming it: one of PRECISIONS."""
+    if not isinstance(value, str) or value.strip().lower() not in PRECISIONS:
+        raise OptionError(f"precision={value!r}: expected one of {', '.join(PRECISIONS)}", option="precision")
+    return value.strip().lower()
+
+
 def checked_flag(value: Any, name: str) -> bool:
     """A keyword that must be True or False (a text such as "no" would read as True)."""
     if not isinstance(value, bool):
@@ -90,24 +112,16 @@ def check_loaded(model: Predictor, device: str, precision: str) -> None:
     """Raise OptionError where device= or precision= names other than a loaded model's own (which it keeps)."""
     import torch
 
-    if not isinstance(precision, str) or precision.lower() not in PRECISIONS:
-        raise OptionError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}", option="precision")
-
+    device, precision = checked_device(device), checked_precision(precision)
     if device != "auto":
-        try:
-            want = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise OptionError(
-                f"device={device!r} names no device; use auto, cpu, cuda, cuda:N or mps", option="device"
-            ) from None
-        have = model.device
+        want, have = torch.device(device), model.device
         if want.type != have.type or (want.index is not None and want.index != have.index):
             raise OptionError(
                 f"device={device!r}, but the model from geosr.load_model is on {have}; load it with "
                 f"geosr.load_model(..., device={device!r}), or leave device out",
                 option="device",
             )
-    if precision.lower() != "auto" and precision.lower() != model.precision:
+    if precision != "auto" and precision != model.precision:
         raise OptionError(
             f"precision={precision!r}, but the model from geosr.load_model runs in {model.precision}; load it with "
             f"geosr.load_model(..., precision={precision!r}), or leave precision out",

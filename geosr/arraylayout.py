@@ -85,7 +85,9 @@ def numpy_layout(shape: Sequence[int], band_axis: int | None = None) -> Layout:
     OptionError for a band_axis that is not an axis of a 3-D array.
     """
     shape = tuple(int(n) for n in shape)
-    if len(shape) == 2 and min(shape) >= 1:
+    if band_axis is not None:
+        _check_band_axis(band_axis)
+    if len(shape) == 2 and min(shape) >= 1:  # one band, whatever band_axis (one call for 2-D and band-last arrays)
         return Layout(None, 0, 1)
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise RasterError(
@@ -99,14 +101,17 @@ def numpy_layout(shape: Sequence[int], band_axis: int | None = None) -> Layout:
                 option="band_axis",
             )
         band_axis = 0
+    band = int(band_axis) % 3
+    y, x = (axis for axis in range(3) if axis != band)
+    return Layout(band, y, x)
+
+
+def _check_band_axis(band_axis: Any) -> None:
     if isinstance(band_axis, bool) or not isinstance(band_axis, (int, np.integer)) or not -3 <= band_axis <= 2:
         raise OptionError(
             f"band_axis {band_axis!r}: expected an axis of a 3-D array, -3..2 (0: bands first, -1: bands last)",
             option="band_axis",
         )
-    band = int(band_axis) % 3
-    y, x = (axis for axis in range(3) if axis != band)
-    return Layout(band, y, x)
 
 
 def _role(da: Any, dim: Hashable) -> str | None:
@@ -137,11 +142,15 @@ def dataarray_layout(da: Any) -> Layout:
     if len(dims) in (2, 3) and sorted(roles, key=str) == sorted(wanted):
         return Layout(roles.index("band") if len(dims) == 3 else None, roles.index("y"), roles.index("x"))
     found = ", ".join(f"{dim!r}: {role or '?'}" for dim, role in zip(dims, roles))
-    example = dict(zip(dims, wanted)) if len(dims) in (2, 3) else {"dim_0": "band", "dim_1": "y", "dim_2": "x"}
+    if len(dims) in (2, 3):
+        remedy = f"rename the dims (da.rename({dict(zip(dims, wanted))}))"
+    else:
+        others = [dim for dim, role in zip(dims, roles) if role is None] or list(dims[:1])
+        remedy = f"select one slice of each other dim (da.isel({', '.join(f'{d}=0' for d in others)}))"
     raise RasterError(
         f"cannot tell the bands, rows and columns of a DataArray of dims {dims} ({found}): geosr takes (y, x) or "
         f"(band, y, x) in any order, named {'/'.join(BAND_NAMES)}, {'/'.join(Y_NAMES)} and {'/'.join(X_NAMES)}; "
-        f"rename the dims (da.rename({example})) or select one slice of any other (da.isel(time=0))"
+        f"{remedy}"
     )
 
 

@@ -37,6 +37,7 @@ from geosr.options import UpscaleOptions
 from geosr.plan import auto_panel_width, band_groups, card_tiling
 from geosr.predictor import Predictor
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
+from geosr.raster import check_value_range
 from geosr.strips import Panel, column_panels, make_strip, run_strips, tile_rows, to_output
 from geosr.tiling import TileGrid
 
@@ -49,10 +50,9 @@ def check_nodata(nodata: float | None, dtype: np.dtype) -> float | None:
     """``nodata`` as a float when an array of ``dtype`` can hold it; OptionError otherwise (as GDAL refuses it)."""
     if nodata is None:
         return None
-    try:
-        value = float(nodata)
-    except (TypeError, ValueError):
-        raise OptionError(f"nodata {nodata!r}: expected a number", option="nodata") from None
+    if isinstance(nodata, (bool, str, bytes)) or not isinstance(nodata, (int, float, np.number)):
+        raise OptionError(f"nodata {nodata!r}: expected a number (or None)", option="nodata")
+    value = float(nodata)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if not (math.isfinite(value) and value.is_integer() and info.min <= value <= info.max):
@@ -112,9 +112,14 @@ def array_radiometry(
     if not valid.any():
         log.warning("the array has no valid pixel (all nodata, NaN or extreme values)")
     try:
-        return compute_radiometry(sample, valid, str(data.dtype), value_range)
+        radiometry = compute_radiometry(sample, valid, str(data.dtype), value_range)
     except ValueError as exc:
         raise OptionError(f"{exc} (value_range)", option="value_range") from None
+    if value_range is not None and data.dtype == np.uint8:
+        log.warning("uint8 always maps 0..255; value_range is ignored")
+    elif value_range is not None and valid.any():  # as geosr.upscale checks a file's
+        check_value_range("the array", sample, valid, value_range, range(1, len(sample) + 1), option="value_range")
+    return radiometry
 
 
 def check_array(shape: tuple[int, ...], dtype: np.dtype, options: UpscaleOptions, nodata: float | None) -> float | None:

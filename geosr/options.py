@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 from geosr.aoi import AOI
@@ -48,8 +49,10 @@ def check_tiling(tile_size: int | None, overlap: int | None) -> None:
 def check_band_numbers(bands: Sequence[int]) -> tuple[int, ...]:
     """``bands`` (1-based band numbers) as a tuple; OptionError for an empty list, a number below 1 or a repeat."""
     shown = ",".join(map(str, bands))
-    if isinstance(bands, (str, bytes)) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bands):
+    # numbers.Integral: numpy's integers too (bands=np.array([3, 2, 1])), without importing numpy here
+    if isinstance(bands, (str, bytes)) or not all(isinstance(b, Integral) and not isinstance(b, bool) for b in bands):
         raise OptionError(f"{bands!r}: expected 1-based band numbers, e.g. 4,3,2", option="--bands")
+    bands = [int(b) for b in bands]
     if not bands or min(bands) < 1:
         raise OptionError(
             f"bands {shown or '(none)'}: band numbers are 1-based (the first band is 1), e.g. 4,3,2", option="--bands"

@@ -4,6 +4,7 @@ option they came from (usage errors for text that does not parse, file errors fo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,16 @@ def test_wkt_is_in_the_rasters_crs_and_a_box_in_any(raster):
     assert window == Window(10, 10, 20, 20)
     box = bbox_aoi((500100, 3999700, 500300, 3999900))
     assert box.option == "--bbox" and window_of(box, raster)[0] == Window(10, 10, 20, 20)
+
+
+def test_a_box_on_pixel_edges_takes_those_pixels_despite_rounding():
+    """A box made from a window's bounds (rasterio.windows.bounds) of a raster whose pixel size is no round number
+    comes back from the inverse transform a rounding error off the pixel edges: not a pixel more on either side."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "data" / "RGB.byte.tif"  # pixels of 300.0379... m
+    with rasterio.open(path) as ds:
+        for window in (Window(400, 300, 32, 32), Window(17, 5, 9, 31)):
+            box = bbox_aoi(rasterio.windows.bounds(window, ds.transform))
+            assert aoi_window(box, ds, path)[0] == window
 
 
 def test_geojson_is_lon_lat_unless_it_names_its_crs(tmp_path, raster):

@@ -48,6 +48,7 @@ def test_import_geosr_is_cheap_and_offers_the_api():
     for name in geosr.__all__:
         assert getattr(geosr, name) is not None
     assert issubclass(geosr.OutputExistsError, geosr.WriteError) and issubclass(geosr.OptionError, geosr.GeosrError)
+    assert all(issubclass(getattr(geosr, e), geosr.GeosrError) for e in ("DeviceError", "AOIError", "WorkTooLarge"))
     with pytest.raises(AttributeError):
         geosr.no_such_function  # noqa: B018
 
@@ -294,7 +295,7 @@ def test_errors_are_geosr_exceptions(tmp_path, rgb_tif, tiny_model, model, make_
         geosr.upscale(rgb_tif, tmp_path / "p.tif", model=model, device="cuda")
     with pytest.raises(geosr.OptionError, match=r"precision='bf16', but the model .* runs in fp32"):
         geosr.upscale_array(rgb, model=model, precision="bf16")
-    with pytest.raises(geosr.OptionError, match="device='gpu' names no device"):
+    with pytest.raises(geosr.OptionError, match="device='gpu': expected auto, cpu, cuda, cuda:N or mps"):
         geosr.upscale_array(rgb, model=model, device="gpu")
     assert geosr.upscale_array(rgb, model=model, device="cpu", precision="fp32").shape == (3, 40, 40)
     assert not (tmp_path / "p.tif").exists()
@@ -319,6 +320,14 @@ def test_arguments_are_checked_in_pythons_words(tmp_path, rgb_tif, model, monkey
         (lambda: geosr.upscale_array(rgb, model=model, precision="fp64"), "precision='fp64': expected one of auto"),
         (lambda: geosr.upscale_array(rgb, model=model, bands=[1.5]), r"bands=\[1.5\]: expected 1-based band"),
         (lambda: geosr.upscale_array(rgb, model=model, value_range=(5, 1)), r"value_range=\(5, 1\): min must be"),
+        (lambda: geosr.upscale_array(rgb, model="degan-x2", precision=None), "precision=None: expected one of"),
+        (lambda: geosr.load_model("degan-x2", device=5), "device=5: expected auto, cpu"),
+        (lambda: geosr.upscale_array(rgb, model=model, device="cpu:0"), "device='cpu:0': expected auto, cpu"),
+        (lambda: geosr.load_model(5), r"name_or_path=5: expected a path \(a str or os.PathLike\)"),
+        (lambda: geosr.upscale(None, "x.tif", model=model), "src=None: expected a path"),
+        (lambda: geosr.upscale_folder(None, "o", model=model), "src=None: expected a path"),
+        (lambda: geosr.upscale_array(rgb, model=model, nodata="0"), "nodata '0': expected a number"),
+        (lambda: geosr.upscale_array(rgb, model=model, nodata=True), "nodata True: expected a number"),
     ):
         with pytest.raises(geosr.OptionError, match=message):
             call()
@@ -327,6 +336,16 @@ def test_arguments_are_checked_in_pythons_words(tmp_path, rgb_tif, model, monkey
         geosr.upscale_array(np.arange(64).reshape(8, 8), model=model)
     with pytest.raises(geosr.RasterError, match=r"got shape \(0, 12\)"):
         geosr.upscale_array(np.zeros((0, 12), np.uint8), model=model)
+    # what is wrong with the model or the scale is the error, before an output that exists
+    (tmp_path / "exists.tif").write_bytes(b"mine")
+    for kwargs, error in (({"scale": "4"}, geosr.OptionError), ({"model": "nope"}, geosr.ModelFileError)):
+        with pytest.raises(error):
+            geosr.upscale(rgb_tif, "exists.tif", **kwargs)
+    (tmp_path / "exists.tif").unlink()
+    sixteen = np.full((3, 16, 16), 8400, np.uint16) + np.arange(16, dtype=np.uint16) * 90
+    with pytest.raises(geosr.GeosrError, match=r"the array: band 1: .* of value_range 0..4e\+06; .* leave value_range"):
+        geosr.upscale_array(sixteen, model=model, value_range=(0, 4_000_000))  # as geosr.upscale refuses it
+    assert geosr.upscale_array(rgb, model=model, bands=np.array([3, 2, 1])).shape == (3, 16, 16)
     summary = geosr.upscale_folder([rgb_tif], tmp_path / "outdir", model=model)  # one file: dst is still a folder
     assert summary.count("done") == 1 and (tmp_path / "outdir" / Path(rgb_tif).name).is_file()
     result = geosr.upscale(rgb_tif, "u_x2.tif", model=model, uncertainty="u_map.tif")  # a str path, as any path

@@ -65,10 +65,12 @@ def test_band_axis_values(rgb, model, synthetic_image):
     # an explicit band_axis=0 is taken at its word: 17 bands of 20 x 4 pixels
     cube = synthetic_image(17, 20, 4, seed=12)
     assert geosr.upscale_array(cube, model=model, band_axis=0).shape == (17, 40, 8)
-    # a 2-D array is one band, whatever band_axis
+    # a 2-D array is one band, whatever band_axis, but a band_axis that is no axis is refused there too
     np.testing.assert_array_equal(
         geosr.upscale_array(rgb[0], model=model, band_axis=-1), geosr.upscale_array(rgb[:1], model=model)[0]
     )
+    with pytest.raises(geosr.OptionError, match="band_axis 5: expected an axis of a 3-D array"):
+        geosr.upscale_array(rgb[0], model=model, band_axis=5)
 
 
 # --- masked arrays ----------------------------------------------------------------------------------------------------
@@ -156,6 +158,9 @@ def test_dims_it_cannot_tell_apart_are_refused(rgb, model):
         with pytest.raises(geosr.RasterError, match=message) as err:
             geosr.upscale_dataarray(da, model=model)
         assert "rename" in str(err.value)
+    series = xr.DataArray(np.stack([rgb, rgb]), dims=("time", "band", "y", "x"))
+    with pytest.raises(geosr.RasterError, match=r"select one slice of each other dim \(da.isel\(time=0\)\)"):
+        geosr.upscale_dataarray(series, model=model)
 
 
 # --- DataArray georeferencing -----------------------------------------------------------------------------------------

@@ -290,17 +290,23 @@ def raster_radiometry(
             raise GeosrError(f"{path}: {exc} (--value-range)", option="--value-range") from None
         raise error(f"{path}: {exc}") from None
     if value_range is not None and dtype != "uint8" and valid.any():
-        _check_the_range(path, sample, valid, value_range, bands)
+        check_value_range(path, sample, valid, value_range, bands)
     return radiometry
 
 
-def _check_the_range(
-    path, sample: np.ndarray, valid: np.ndarray, value_range: tuple[float, float], bands: Sequence[int]
+def check_value_range(
+    subject,
+    sample: np.ndarray,
+    valid: np.ndarray,
+    value_range: tuple[float, float],
+    bands: Sequence[int],
+    option: str = "--value-range",
 ) -> None:
-    """A warning for each band (``bands``: their numbers in the file) that a given value range serves badly (most of
-    its values lie outside it: they pass the model clipped); GeosrError for a band whose values fill under 1 % of
-    the range: the model sees a nearly flat image, and its small errors, stretched back by the range, swamp the
-    data (a uint16 band of 448..3000 under 0..1e6: 2.4 % of the output pixels at 0 or 65535)."""
+    """A warning for each band (``bands``: their numbers in ``subject``, a file or "the array") that a given value
+    range serves badly (most of its values lie outside it: they pass the model clipped); GeosrError for a band whose
+    values fill under 1 % of the range: the model sees a nearly flat image, and its small errors, stretched back by
+    the range, swamp the data (a uint16 band of 448..3000 under 0..1e6: 2.4 % of the output pixels at 0 or 65535).
+    option: the setting's name in the messages."""
     lo, hi = value_range
     for b, number in enumerate(bands):
         v = sample[b][valid[b]].astype(np.float64)
@@ -311,16 +317,16 @@ def _check_the_range(
         inside = float(((v >= lo) & (v <= hi)).mean())
         if inside < 0.5:
             log.warning(
-                "%s: band %d: %.0f%% of its values lie outside --value-range %g..%g; the model sees them clipped and "
+                "%s: band %d: %.0f%% of its values lie outside %s %g..%g; the model sees them clipped and "
                 "the output gives them back without super-resolution: give a range that holds them",
-                path, number, 100 * (1 - inside), lo, hi,
+                subject, number, 100 * (1 - inside), option, lo, hi,
             )  # fmt: skip
         elif (p1 - p0) < 0.01 * (hi - lo):
             raise GeosrError(
-                f"{path}: band {number}: its values ({p0:g}..{p1:g}) fill {100 * (p1 - p0) / (hi - lo):.2g}% of "
-                f"--value-range {lo:g}..{hi:g}; the model would see a nearly flat image and its output be noise: give "
-                "a range closer to the data, or leave --value-range out (the data's own percentiles)",
-                option="--value-range",
+                f"{subject}: band {number}: its values ({p0:g}..{p1:g}) fill {100 * (p1 - p0) / (hi - lo):.2g}% of "
+                f"{option} {lo:g}..{hi:g}; the model would see a nearly flat image and its output be noise: give "
+                f"a range closer to the data, or leave {option} out (the data's own percentiles)",
+                option=option,
             )
 
 
