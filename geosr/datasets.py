@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,10 +87,18 @@ def _is_image(p: Path) -> bool:
 
 def _images_under(folder: Path) -> list[Path]:
     """Image files under ``folder``, sorted, skipping hidden files and folders below it (``folder`` itself may be
-    reached through ``..`` or a hidden folder)."""
-    return sorted(
-        p for p in folder.rglob("*") if _is_image(p) and not any(s.startswith(".") for s in p.relative_to(folder).parts)
-    )
+    reached through ``..`` or a hidden folder). Links to folders are followed (a data set's classes are often links
+    into a larger archive), each real folder once: a link back to a folder already searched is not."""
+    found, searched = [], set()
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in searched:
+            dirs.clear()
+            continue
+        searched.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [p for p in (Path(here) / name for name in files) if _is_image(p)]
+    return sorted(found)
 
 
 def _label(path: Path, root: Path) -> str:

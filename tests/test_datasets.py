@@ -45,6 +45,17 @@ def test_a_folder_given_through_dot_dot_or_a_hidden_folder_is_searched(scene_fol
     assert len(find_images(hidden, "val")) == 4
 
 
+def test_linked_class_folders_are_searched_once_each(scene_folder, tmp_path):
+    """A data set of class folders linked from an archive: the links are followed; a link back up adds nothing."""
+    view = tmp_path / "view"
+    view.mkdir()
+    (view / "fields").symlink_to(scene_folder / "fields", target_is_directory=True)
+    shutil.copytree(scene_folder / "roofs", view / "roofs")
+    (view / "roofs" / "loop").symlink_to(view, target_is_directory=True)
+    found = find_images(view, "all")
+    assert found.layout == "ucmerced" and len(found) == 24 and found.classes == ["fields", "roofs"]
+
+
 def test_class_folders_and_flat_folders(tmp_path):
     rng = np.random.default_rng(1)
     for cls in ("Beach", "Port"):
