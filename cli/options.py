@@ -103,7 +103,7 @@ def verbosity_options(func: Callable) -> Callable:
         count=True,
         expose_value=False,
         callback=_count(+1),
-        help="More log output (-vv: debug, with tracebacks).",
+        help="More log output, and the traceback of an error (-vv: debug).",
     )(func)
 
 

@@ -139,6 +139,11 @@ def _absolute(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless n is 1: 1 step, 2 steps."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 class _Bar:
     """The progress of rank 0, fed by fit's progress events: a tqdm bar on a terminal, plain lines in a log file
     (geosr.cli.progress)."""
@@ -153,9 +158,9 @@ class _Bar:
                 click.echo(
                     f"training on {info['device']} ({info['precision']}, {info['processes']} process"
                     f"{'es' if info['processes'] > 1 else ''}), {'GAN' if info['discriminator'] else 'content only'}"
-                    f", {info['steps_per_epoch']} steps per epoch"
+                    f", {_count(info['steps_per_epoch'], 'step')} per epoch"
                     f", data {'in memory' if info['cached'] else 'from disk'}"
-                    f", {info['workers']} loader workers",
+                    f", {_count(info['workers'], 'loader worker')}",
                     err=True,
                 )
                 if len(info.get("sources", ())) > 1:
@@ -178,7 +183,7 @@ class _Bar:
             line = (
                 f"step {info['step']}: val PSNR {info['val_psnr']:.3f} dB SSIM {info['val_ssim']:.4f} "
                 f"(bicubic {info['val_psnr_bicubic']:.3f} / {info['val_ssim_bicubic']:.4f}, "
-                f"{info['val_images']} images){' *best' if info['best'] else ''}"
+                f"{_count(info['val_images'], 'image')}){' *best' if info['best'] else ''}"
             )
             (self.bar.write if self.bar is not None else click.echo)(line)
         elif kind == "end" and self.bar is not None:
@@ -292,7 +297,7 @@ def train(
         best = f", best val PSNR {result.best_psnr:.3f} dB" if result.best_psnr is not None else ""
         why = {"interrupted": "interrupted", "epochs": "its --epochs done"}.get(result.stopped)
         why = why or f"stopped by --{result.stopped.replace('_', '-')}"  # --max-steps, --max-minutes
-        click.echo(f"{result.steps} steps ({why}){best}; model file: {result.model}")
+        click.echo(f"{_count(result.steps, 'step')} ({why}){best}; model file: {result.model}")
     if result.stopped == "interrupted":
         if result.rank == 0:
             click.echo(

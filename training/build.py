@@ -118,7 +118,10 @@ def _check_val_images(items: list[ImageItem], scale: int, bands: list[int], *, g
     for item in items:
         if not given:
             check_default_bands(item.path, image_info(item.path).count, bands, " (a validation image)")
-        pair = load_pair(item, scale, bands)
+        try:
+            pair = load_pair(item, scale, bands)
+        except DataError as exc:  # training pads small images; validation measures whole ones
+            raise DataError(f"{exc} (a validation image)") from None
         bic = pair.to_255(bicubic(pair, scale))
         why = left_out(pair, float(psnr(bic, pair.to_255(pair.hr), crop=scale)))
         if why is None:
@@ -287,7 +290,15 @@ def build_networks(
     init_report = None
     if cfg.init_from and not resume:
         init_report = init_from_model(g, cfg.init_from)
-        log.info("initialised %d of %d tensors from %s", init_report["copied"], init_report["total"], cfg.init_from)
+        copied, total = init_report["copied"], init_report["total"]
+        if copied < total / 2 and ctx.is_main:  # another architecture: most of the model starts from scratch
+            log.warning(
+                "--init-from %s: only %d of this model's %d tensors match that model's names and shapes; the rest "
+                "start from scratch (compare the architectures: geosr info %s)",
+                cfg.init_from, copied, total, cfg.init_from,
+            )  # fmt: skip
+        else:
+            log.info("initialised %d of %d tensors from %s", copied, total, cfg.init_from)
     g = g.to(device, memory_format=memory_format)
     d = None
     if cfg.uses_discriminator:

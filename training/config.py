@@ -85,7 +85,7 @@ class TrainConfig:
         "auto",
         "data",
         "DataLoader worker processes per training process, or 'auto' (none on "
-        "a CPU with the images cached in memory, else up to 8).",
+        "a CPU with the images cached in memory, one on a CPU reading from disk, up to 8 on a GPU).",
     )
     cache_mb: int = _f(
         4096,

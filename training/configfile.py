@@ -5,6 +5,7 @@ settings, and the settings a resumed run may change. ``TrainConfig`` (geosr.trai
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 import typing
 from dataclasses import fields, replace
@@ -168,10 +169,51 @@ FIXED_ON_RESUME = (
 )
 
 
+# Settings that choose the validation images: a resumed run whose values differ chooses its best model anew.
+VALIDATION = ("val_data", "val_images")
+_PATHS = ("data", "val_data", "extra_data")
+_DEFAULT_BANDS = (1, 2, 3)  # bands None: the first three
+
+
+def _real(path: Any) -> str | None:
+    return None if path in (None, "") else os.path.realpath(os.path.expanduser(str(path)))
+
+
+def same_setting(key: str, a: Any, b: Any) -> bool:
+    """Whether two values of setting ``key`` mean the same: folders through links, ``..`` and a trailing slash,
+    bands None and the first three, lists and tuples of the same values."""
+    if key in _PATHS:
+        many = key == "extra_data"
+        return [_real(v) for v in (a or [])] == [_real(v) for v in (b or [])] if many else _real(a) == _real(b)
+    if key == "bands":
+        return tuple(a or _DEFAULT_BANDS) == tuple(b or _DEFAULT_BANDS)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def check_state_config(saved: dict[str, Any], cfg: TrainConfig, config_file: Path) -> None:
+    """ConfigError when a setting that defines the model or the data stream differs between a run's saved state
+    (``saved``: its config) and the config it is resumed with (``config_file`` edited by hand). Folders may differ:
+    data moved elsewhere is the same data."""
+    changed = [
+        f"{k} = {getattr(cfg, k)!r} (the state: {saved[k]!r})"
+        for k in FIXED_ON_RESUME
+        if k not in _PATHS and k in saved and not same_setting(k, getattr(cfg, k), saved[k])
+    ]
+    if changed:
+        raise ConfigError(
+            f"{config_file}: {'; '.join(changed)}: the run's saved state was trained otherwise, and these settings "
+            "define its model or data; put them back in config.toml, or start a new run with another -o/--output"
+        )
+
+
 def resume_config(saved: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """The saved config of a run with ``overrides`` applied; ConfigError for a setting that cannot change."""
     changes = {k: v for k, v in overrides.items() if v is not None}
-    fixed = [k for k in changes if k in FIXED_ON_RESUME and changes[k] != getattr(saved, k)]
+    for k in [k for k in changes if k in FIXED_ON_RESUME and same_setting(k, changes[k], getattr(saved, k))]:
+        del changes[k]  # the saved value written otherwise ("." for the folder it names)
+    fixed = [k for k in changes if k in FIXED_ON_RESUME]
     if fixed:
         raise ConfigError(
             f"cannot change {', '.join(fixed)} when resuming a run (they define its model or data); start a new run "

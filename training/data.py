@@ -232,7 +232,8 @@ def _worker_init(_: int) -> None:
 
 def resolve_workers(setting: str, device: torch.device, cached: bool, local_world: int = 1) -> int:
     """'auto': none on a CPU with the images in memory (a patch costs well under a millisecond there, and workers
-    would compete with the training threads), else up to 8 per process on the cores available."""
+    would compete with the training threads), one on a CPU reading from disk, up to 8 per GPU process on the cores
+    available."""
     if setting != "auto":
         return int(setting)
     if device.type == "cpu":

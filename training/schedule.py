@@ -3,8 +3,8 @@
 Two shapes, both with an optional linear warm-up over the first ``warmup_steps`` steps (from 1/warmup of the rate):
 
     step     lr * gamma ** (number of milestones <= step)            (the paper's x0.1 after 50 epochs)
-    cosine   lr * (f + (1 - f) * (1 + cos(pi * s / S)) / 2)           s = step - warmup, S = total - warmup,
-                                                                     f = min_factor: to lr * f at the last step
+    cosine   lr * (f + (1 - f) * (1 + cos(pi * s / S)) / 2)           s = step - warmup, S = total - warmup - 1,
+                                                                     f = min_factor: lr * f at the last step
 
 Since the rate depends on the step alone, a checkpoint needs no scheduler state: a resumed run (which may change the
 rate, the milestones, the shape or the length) sets the optimiser's rate from its own settings at the saved step.
@@ -42,7 +42,7 @@ class LrSchedule:
         if self.kind == "step":
             decayed = self.gamma ** sum(1 for m in self.milestones if m <= step)
         else:
-            span = max(1, self.total_steps - self.warmup_steps)
+            span = max(1, self.total_steps - self.warmup_steps - 1)  # the last optimiser step: after total - 1
             progress = min(1.0, max(0.0, (step - self.warmup_steps) / span))
             decayed = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
         if self.warmup_steps and step < self.warmup_steps:

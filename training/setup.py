@@ -31,6 +31,7 @@ from geosr.errors import GeosrError
 from geosr.fileio import remove_stale_temporaries
 from geosr.training import distributed
 from geosr.training.config import ConfigError, TrainConfig
+from geosr.training.configfile import VALIDATION, check_state_config, same_setting
 from geosr.training.state import Checkpointed, CsvLog, atomic_write_bytes, resume_run, seed_all
 from geosr.training.vgg import VGGFeatures, VGGWeightsError, load_vgg19_weights
 
@@ -246,15 +247,27 @@ def restore(cfg: TrainConfig, ctx: distributed.DistContext, run: RunSetup, parts
     step, elapsed_s, best, last_val = 0, 0.0, {"val_psnr": None, "step": None}, None
     saved_step = None
     if resume:
-        step, elapsed_s, best, last_val = resume_run(
+        step, elapsed_s, best, last_val, saved = resume_run(
             run.paths["state"],
             parts,
             seed=cfg.seed,
             rank=ctx.rank,
             world_size=ctx.world_size,
+            check=lambda saved: check_state_config(saved, cfg, run.paths["config"]),
         )
         saved_step = step
-        best = _best_exported_later(run.paths["best"], step, best)
+        changed = [k for k in VALIDATION if k in saved and not same_setting(k, getattr(cfg, k), saved[k])]
+        if changed:
+            if ctx.is_main:
+                log.warning(
+                    "%s: %s changed since the run chose its best model on other validation images: the best is "
+                    "chosen anew on these, and the first validation replaces best.safetensors",
+                    run.run_dir,
+                    ", ".join(changed),
+                )
+            best = {"val_psnr": None, "step": None}
+        else:
+            best = _best_exported_later(run.paths["best"], step, best)
         log.info("resumed %s at step %d", run.run_dir, step)
     elif ctx.rank:
         seed_all(cfg.seed + 7919 * ctx.rank)  # each process its own noise (the weights are already equal)

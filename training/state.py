@@ -24,6 +24,7 @@ import io
 import logging
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -192,22 +193,35 @@ def training_state(
 
 class Resumed(NamedTuple):
     """Where a resumed run stands: its step, the wall time of its earlier invocations (seconds), the best
-    validation so far ({"val_psnr", "step"}) and the last validation's metrics (None when there was none)."""
+    validation so far ({"val_psnr", "step"}), the last validation's metrics (None when there was none) and the
+    config the state was saved with."""
 
     step: int
     elapsed_s: float
     best: dict[str, Any]
     last_val: dict[str, Any] | None
+    config: dict[str, Any]
 
 
-def resume_run(path: Path, parts: Checkpointed, *, seed: int, rank: int, world_size: int) -> Resumed:
+def resume_run(
+    path: Path,
+    parts: Checkpointed,
+    *,
+    seed: int,
+    rank: int,
+    world_size: int,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> Resumed:
     """Restore ``parts`` and this process's random-number states from the training state at ``path``.
 
     The loop sets the learning rates of the resumed config from the saved step (schedule.py), so a resumed run may
     change them. Saved with another number of processes, each process gets a fresh stream seeded from
-    (seed, rank, step). Raises ResumeError for a missing, unreadable or mismatched state.
+    (seed, rank, step). check: called with the state's config before anything is restored (it raises for a config
+    the state cannot serve). Raises ResumeError for a missing, unreadable or mismatched state.
     """
     state = load_state(path)
+    if check is not None:
+        check(state.get("config") or {})
     parts.load_state_dict(state, path)
     step = state["step"]
     rngs = state["rng"]
@@ -224,7 +238,7 @@ def resume_run(path: Path, parts: Checkpointed, *, seed: int, rank: int, world_s
                 world_size,
                 len(rngs),
             )
-    return Resumed(step, state["elapsed_s"], state["best"], state.get("last_val"))
+    return Resumed(step, state["elapsed_s"], state["best"], state.get("last_val"), state.get("config") or {})
 
 
 def seed_all(seed: int) -> None:

@@ -122,7 +122,14 @@ def load_vgg19_weights(path: str | os.PathLike | None = None, *, download: bool 
                 return load_file(str(path))
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt or foreign file: say so in one line
-            raise VGGWeightsError(f"{path}: cannot read VGG19 weights ({exc}); {remedy}") from None
+            # torch's own text is a page that ends by suggesting weights_only=False, which geosr never does
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "weights_only" in reason or "Weights only load failed" in reason:
+                reason = "not a PyTorch state dict of tensors"
+            raise VGGWeightsError(
+                f"{path}: cannot read VGG19 weights ({reason[:200]}): not a VGG19 checkpoint (vgg19-dcbb9e9d.pth or "
+                f"a .safetensors of its weights); {remedy}"
+            ) from None
     cached = _hub_file()
     if not cached.is_file() and not download:
         raise VGGWeightsError(f"the VGG19 weights are not in torch hub's cache ({cached}); {remedy}")

@@ -79,6 +79,12 @@ def test_checks_name_the_setting(tmp_path):
     with pytest.raises(ConfigError, match="cannot change scale"):
         resume_config(cfg, {"scale": 2})
     assert resume_config(cfg, {"attention_dropout": 0.0}).attention_dropout == 0.0  # a recipe, not the model
+    # the same values written otherwise are no change: the folder with a trailing slash, the default bands
+    here = TrainConfig(data=str(Path.cwd())).validate()
+    assert resume_config(here, {"data": ".", "bands": [1, 2, 3]}).data == str(Path.cwd())
+    assert resume_config(here, {"data": str(Path.cwd()) + "/"}).bands is None
+    with pytest.raises(ConfigError, match="cannot change bands"):
+        resume_config(here, {"bands": [3, 2, 1]})
     with pytest.raises(ConfigError, match=r"attention_dropout must be in \[0, 1\), got 1.0"):
         TrainConfig(data="x", attention_dropout=1.0).validate()
 

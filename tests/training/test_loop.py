@@ -106,6 +106,21 @@ def test_a_best_model_exported_after_the_resumed_state_is_replaced_only_by_a_bet
     assert [int(r["step"]) for r in vals] == [1, 2, 3, 4]  # validated anew, none of them beat 99 dB
 
 
+def test_a_resume_on_other_validation_images_chooses_its_best_anew(scene_folder, tmp_path, caplog):
+    first = tiny(scene_folder, tmp_path / "run", max_steps=1, val_every_steps=1, val_images=2)
+    fit(first)
+    paths = run_paths(tmp_path / "run")
+    model, card = load_generator(paths["best"])
+    save_generator(paths["best"], model, replace(card, metrics={**card.metrics, "val_psnr": 99.0}))
+    state = load_state(paths["state"])
+    state["best"]["val_psnr"] = 99.0  # a best no validation on other images could reach
+    save_state(paths["state"], state)
+    with caplog.at_level("WARNING", logger="geosr"):
+        resumed = fit(resume_config(first, {"max_steps": 2, "val_images": 3}), resume=True)
+    assert "val_images changed since the run chose its best model" in caplog.text
+    assert resumed.best_psnr < 99.0 and read_card(paths["best"]).metrics["val_images"] == 3
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scene_folder, tmp_path, monkeypatch):
     real_step = loopmod.generator_step
     calls = {"n": 0}
@@ -165,6 +180,9 @@ def test_refusals(scene_folder, tmp_path):
         fit(cfg)
     with pytest.raises(ConfigError, match="cannot change n_blocks"):
         resume_config(cfg, {"n_blocks": 3})
+    edited = resume_config(replace(cfg, n_blocks=2, patch_size=48), {"max_steps": 2})  # config.toml edited by hand
+    with pytest.raises(ConfigError, match=r"config.toml: patch_size = 48 \(the state: 32\); n_blocks = 2"):
+        fit(edited, resume=True)
     with pytest.raises(DataError, match="train split is empty"):
         only_val = tmp_path / "only_val"
         (only_val / "a").mkdir(parents=True)
@@ -252,8 +270,9 @@ def test_a_cosine_schedule_warms_up_decays_to_its_floor_and_survives_a_resume(sc
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == pytest.approx(1e-3)  # warm-up: 1/2, 2/2
     assert lrs[1] == lrs[2] > lrs[3] > lrs[4] > lrs[5]  # the cosine starts at its top after the warm-up
-    # max_steps 3 at first, 6 after the resume: the schedule is the resumed run's, over 6 steps
-    assert lrs[5] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 3 / 4))))
+    # max_steps 3 at first, 6 after the resume: the schedule is the resumed run's, over 6 steps, to its floor
+    assert lrs[4] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 2 / 3))))
+    assert lrs[5] == pytest.approx(1e-3 * 0.1)
     assert all(float(r["l1"]) > 0 for r in rows)
 
 
