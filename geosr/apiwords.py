@@ -56,7 +56,11 @@ def python_messages(func):
             return func(*args, **kwargs)
         except GeosrError as exc:
             if exc.args and isinstance(exc.args[0], str):
-                exc.args = (python_words(exc.args[0]), *exc.args[1:])
+                message = python_words(exc.args[0])
+                name = (exc.option or "").lstrip("-").replace("-", "_")
+                if isinstance(exc, OptionError) and name in _KEYWORDS and name not in message:
+                    message = f"{name}: {message}"  # "tile size 0: ..." names the option in words only
+                exc.args = (message, *exc.args[1:])
             raise
 
     return wrapper

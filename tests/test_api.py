@@ -328,6 +328,7 @@ def test_arguments_are_checked_in_pythons_words(tmp_path, rgb_tif, model, monkey
         (lambda: geosr.upscale_folder(None, "o", model=model), "src=None: expected a path"),
         (lambda: geosr.upscale_array(rgb, model=model, nodata="0"), "nodata '0': expected a number"),
         (lambda: geosr.upscale_array(rgb, model=model, nodata=True), "nodata True: expected a number"),
+        (lambda: geosr.upscale_array(rgb, model=model, tile_size=0), "^tile_size: tile size 0: must be"),
     ):
         with pytest.raises(geosr.OptionError, match=message):
             call()
