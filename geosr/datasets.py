@@ -229,6 +229,9 @@ def find_images(root: str | Path, split: str = "all") -> ImageSet:
     return ImageSet(root=root, layout=layout, split=split, items=tuple(items))
 
 
+_TOLD_NO_LR: set[tuple[Path, int]] = set()
+
+
 def check_pairs(layout: str, items: Sequence[ImageItem], scale: int) -> None:
     """In the paired layout, every HR image of ``items`` needs its x``scale`` LR image when there is an LR_x<scale>
     folder: raises DataError naming the first without and what was looked for. Without that folder the LR images are
@@ -242,12 +245,14 @@ def check_pairs(layout: str, items: Sequence[ImageItem], scale: int) -> None:
     hr_root = first.parents[len(Path(missing[0].label).parts) if missing[0].label else 0]
     lr_dir = hr_root.parent / f"LR_x{scale}"
     if not lr_dir.is_dir():
-        logging.getLogger("geosr").warning(
-            "%s: no LR_x%d folder beside HR: the x%d LR images are made by bicubic downsampling of the HR images",
-            hr_root.parent,
-            scale,
-            scale,
-        )
+        if (lr_dir, scale) not in _TOLD_NO_LR:  # once per folder: training checks its train and val images apart
+            _TOLD_NO_LR.add((lr_dir, scale))
+            logging.getLogger("geosr").warning(
+                "%s: no LR_x%d folder beside HR: the x%d LR images are made by bicubic downsampling of the HR images",
+                hr_root.parent,
+                scale,
+                scale,
+            )
         return
     raise DataError(
         f"{first}: no x{scale} LR image in {lr_dir} (looked for {first.stem}.* and {first.stem}x{scale}.* in the "

@@ -80,7 +80,8 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning("stopping after this step and saving the state (press Ctrl-C again to stop at once, unsaved)")
+        how = "press Ctrl-C again" if signum == signal.SIGINT else "signal again"
+        log.warning("stopping after this step and saving the state (%s to stop at once, unsaved)", how)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

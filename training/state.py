@@ -97,7 +97,10 @@ def load_state(path: Path) -> dict[str, Any]:
     """
     remove_stale_temporaries(path)
     if not path.is_file():
-        raise ResumeError(f"{path}: no training state to resume from (the run saved none yet?)")
+        raise ResumeError(
+            f"{path}: no training state to resume from (the run was stopped before its first checkpoint?); start "
+            f"the run again without --resume (with -o {path.parent.parent})"
+        )
     try:
         with warnings.catch_warnings():  # PyTorch's advice on a legacy pickle file: the error below says it all
             warnings.simplefilter("ignore", UserWarning)
