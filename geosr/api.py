@@ -162,7 +162,8 @@ def upscale(
     [source] = resolve_inputs([src], assets)
     if not is_remote(source) and source.is_dir():
         raise RasterError(f"{src}: is a folder; geosr.upscale_folder super-resolves the rasters of a folder")
-    job = BatchJob((source,), Path(dst), file_options("upscale", options), skip_existing)
+    folder_meant = isinstance(dst, str) and dst.endswith(("/", os.sep))  # "new/": a folder to make, as on the CLI
+    job = BatchJob((source,), dst if folder_meant else Path(dst), file_options("upscale", options), skip_existing)
     _check_model(model, scale, device, precision)
     [result] = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress).results
     return result

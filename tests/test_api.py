@@ -349,5 +349,6 @@ def test_arguments_are_checked_in_pythons_words(tmp_path, rgb_tif, model, monkey
     assert geosr.upscale_array(rgb, model=model, bands=np.array([3, 2, 1])).shape == (3, 16, 16)
     summary = geosr.upscale_folder([rgb_tif], tmp_path / "outdir", model=model)  # one file: dst is still a folder
     assert summary.count("done") == 1 and (tmp_path / "outdir" / Path(rgb_tif).name).is_file()
+    assert geosr.upscale(rgb_tif, "made/", model=model).dst == Path("made", Path(rgb_tif).name)  # as -o made/
     result = geosr.upscale(rgb_tif, "u_x2.tif", model=model, uncertainty="u_map.tif")  # a str path, as any path
     assert result.status == "done" and (tmp_path / "u_map.tif").is_file()
