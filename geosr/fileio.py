@@ -134,6 +134,8 @@ def check_target(
 def remedy_for(exc: OSError, remedy: str) -> str:
     """The remedy of a failed write: ``remedy``, with free space named for a full disk and never for a place that
     cannot be written (no permission, a read-only disk), where more space would not help."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return "give it a shorter name"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) and "space" not in remedy:
         return f"free some space or {remedy}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and "space" in remedy:
@@ -205,9 +207,30 @@ def _umask() -> int:
     return mask
 
 
+NAME_MAX = 255  # bytes of one file name on the usual file systems (ext4, XFS, APFS, NTFS in UTF-16 units)
+
+
+def fitting_name(name: str, room: int) -> str:
+    """``name``, or when ``room`` more bytes would take it over NAME_MAX, its start and a hash of the whole
+    (``start~1a2b3c4d``): the part of a temporary or sidecar name that stands for a long output name."""
+    raw = os.fsencode(name)
+    if len(raw) + room <= NAME_MAX:
+        return name
+    digest = hashlib.blake2s(raw, digest_size=4).hexdigest()
+    cut = raw[: NAME_MAX - room - 9]
+    while cut and cut[-1] & 0xC0 == 0x80:  # not in the middle of a UTF-8 character
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:
+        cut = cut[:-1]
+    return f"{os.fsdecode(cut)}~{digest}"
+
+
 def temporary_prefix(path: Path) -> str:
-    """The name prefix of the temporary files that atomic_write creates beside ``path``."""
-    return f".{path.name}."
+    """The name prefix of the temporary files that atomic_write creates beside ``path`` (its name cut to fit)."""
+    return f".{fitting_name(path.name, TEMP_ROOM)}."
+
+
+TEMP_ROOM = 40  # bytes a temporary's name adds to the output's: two dots, HOST-PID-RANDOM, ".tmp"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, *, what: str = "", remedy: str = DEFAULT_REMEDY) -> Path:

@@ -20,7 +20,7 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from geosr.errors import OutputExistsError, WriteError
-from geosr.fileio import writer_alive, writer_stamp
+from geosr.fileio import NAME_MAX, fitting_name, writer_alive, writer_stamp
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, decode_threads, gdal_message, quiet_georeferencing
 from geosr.raster.profile import BLOCK, DEFLATE_LEVEL, output_driver
 from geosr.raster.size import size_str
@@ -42,7 +42,12 @@ def temp_path(path: Path, tag: str = "") -> Path:
     """A hidden temporary file name beside ``path`` that names its writer: ``.NAME.HOST-PID-RANDOM[TAG].geosr-tmp``
     (``geosr.fileio.writer_stamp``), so that a later run can tell a temporary file left by a killed process
     (``remove_stale_outputs``) from one that is being written."""
-    return path.with_name(f".{path.name}.{writer_stamp()}{tag}{TEMP_SUFFIX}")
+    return path.with_name(f".{fitting_name(path.name, OUTPUT_TEMP_ROOM)}.{writer_stamp()}{tag}{TEMP_SUFFIX}")
+
+
+# bytes a temporary output's name adds to the output's: two dots, HOST-PID-RANDOM, a tag (".cog"), TEMP_SUFFIX and
+# a GDAL sidecar's suffix (".aux.xml")
+OUTPUT_TEMP_ROOM = 64
 
 
 def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
@@ -52,7 +57,7 @@ def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> 
     name: only those of the output of this file name. Temporary files of running processes and of other machines
     (a shared network folder) are left alone, and so is everything else. Returns the removed paths.
     """
-    prefix = "." if name is None else f".{name}."
+    prefix = "." if name is None else f".{fitting_name(name, OUTPUT_TEMP_ROOM)}."
     removed = []
     try:
         entries = list(os.scandir(os.fspath(folder)))
@@ -100,9 +105,10 @@ def write_failure(path: Path, reason: str) -> WriteError:
             f"elsewhere ({reason})",
             option="--output",
         )
+    named = "name too long" in reason.lower() or "no room for the" in reason  # ENAMETOOLONG, or a sidecar's
+    remedy = "give the output a shorter name" if named else "free some space or write the output elsewhere"
     return WriteError(
-        f"{path}: cannot write the output ({reason}); nothing was kept under this name; free some "
-        "space or write the output elsewhere",
+        f"{path}: cannot write the output ({reason}); nothing was kept under this name; {remedy}",
         option="--output",
     )
 
@@ -222,6 +228,14 @@ def verify_output(path: Path, shape: tuple[int, int, int] | None = None, *, show
         raise write_failure(shown, f"the file written does not read back: {reason}") from None
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, False for a name the file system cannot hold (ENAMETOOLONG) rather than an error."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def remove_quietly(path: Path) -> None:
     """Remove a file and the sidecars GDAL may have made beside it."""
     for p in (path, Path(f"{path}.aux.xml"), Path(f"{path}.msk"), Path(f"{path}.ovr")):
@@ -308,12 +322,15 @@ def finish_output(
             if georeferenced and driver != "GTiff" and not Path(f"{final}.aux.xml").exists():
                 raise write_failure(path, "the .aux.xml sidecar that holds its georeferencing was not written")
             verify_output(final, shape, shown=path)
+        for sidecar in (".aux.xml", ".msk"):  # before the output is published: a sidecar must fit beside it
+            if _exists(Path(f"{final}{sidecar}")) and len(os.fsencode(path.name + sidecar)) > NAME_MAX:
+                raise write_failure(path, f"its name leaves no room for the {sidecar} file that goes beside it")
         publish(final, path, overwrite)
         for sidecar in (".aux.xml", ".msk"):
             new, old = Path(f"{final}{sidecar}"), Path(f"{path}{sidecar}")
-            if new.exists():
+            if _exists(new):
                 os.replace(new, old)
-            elif old.exists():
+            elif _exists(old):  # a name too long for a sidecar has none
                 old.unlink()
     except READ_ERRORS as exc:  # the copy failed
         raise write_failure(path, gdal_message(exc)) from None

@@ -189,3 +189,20 @@ def test_an_output_of_another_size_than_written_never_takes_its_name(tmp_path):
     with pytest.raises(WriteError, match=r"it has 3 x 8 x 8 values where 3 x 16 x 16 were written"):
         finish_output(tmp, tmp_path / "out.tif", cog=False, compress="deflate", shape=(3, 16, 16))
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_an_output_name_near_the_file_systems_limit_is_written_and_its_temporaries_fit(tiny_model, tmp_path, suffix):
+    """The temporary name adds a stamp to the output's: a 240-byte name (é counts two) must still be written, by
+    its own name, with nothing left beside it but a georeferenced PNG's .aux.xml sidecar."""
+    src = write_geotiff(tmp_path / "in" / ("é" * 60 + "x" * 116 + suffix), image())
+    assert len(src.name.encode()) == 240
+    result = run("upscale", src, "-o", f"{tmp_path / 'out'}/", "--model", tiny_model, "-q")
+    assert result.exit_code == 0, result.output
+    sidecars = [f"{src.name}.aux.xml"] if suffix == ".png" else []
+    assert files_in(tmp_path / "out") == [src.name, *sidecars]
+    if suffix == ".png":  # 250 bytes: the output fits, its sidecar would not; refused, nothing published
+        longer = write_geotiff(tmp_path / "in2" / ("x" * 246 + suffix), image())
+        result = run("upscale", longer, "-o", f"{tmp_path / 'out2'}/", "--model", tiny_model, "-q")
+        assert result.exit_code == 1 and "no room for the .aux.xml file" in result.output, result.output
+        assert "give the output a shorter name" in result.output and files_in(tmp_path / "out2") == []
