@@ -16,7 +16,14 @@ from pathlib import Path
 from geosr.errors import GeosrError, OptionError, OutputExistsError, RasterError
 from geosr.fileio import special_kind
 from geosr.raster.profile import OUTPUT_SUFFIXES, output_driver
-from geosr.raster.reading import RASTER_SUFFIXES, check_name_encoding, check_regular_file, find_rasters, printable
+from geosr.raster.reading import (
+    RASTER_SUFFIXES,
+    UNREADABLE,
+    check_name_encoding,
+    check_regular_file,
+    find_rasters,
+    printable,
+)
 from geosr.sources import RemoteSource, input_spec, is_remote
 
 log = logging.getLogger("geosr.raster")
@@ -177,6 +184,13 @@ def plan_outputs(
         if not is_remote(p) and p.is_dir():
             found = find_rasters(p, exclude=[out])
             files = found.files
+            unread = found.skipped[UNREADABLE]
+            if unread:  # its rasters unknown: a batch that silently shrinks would look complete
+                names = ", ".join(printable(u) for u in unread[:3]) + (", ..." if len(unread) > 3 else "")
+                raise RasterError(
+                    f"{printable(p)}: {len(unread)} folder(s) under it cannot be read ({names}): fix their "
+                    "permissions, or give the folders to process without them"
+                )
             if found.describe_skipped():
                 left_out.append(f"{printable(p)}: {found.describe_skipped()}")
                 log.warning("%s: left out %s", printable(p), found.describe_skipped())

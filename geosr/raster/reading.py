@@ -352,11 +352,12 @@ class FoundRasters:
         return "; ".join(parts)
 
 
+UNREADABLE = "folder(s) that cannot be read (check their permissions)"
 SKIP_REASONS = (
     "broken link(s)",
     "link(s) to folders, not followed",
     "file(s) under the output folder",
-    "folder(s) that cannot be read (check their permissions)",
+    UNREADABLE,
 )
 
 

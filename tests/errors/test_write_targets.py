@@ -211,7 +211,7 @@ def test_left_out_files_are_counted_and_named(tiny_model, tmp_path):
         assert needle in line, (needle, line)
 
 
-def test_a_folder_or_file_that_cannot_be_read_is_named_with_the_remedy(tiny_model, tmp_path, monkeypatch, caplog):
+def test_a_folder_or_file_that_cannot_be_read_is_named_with_the_remedy(tiny_model, tmp_path, monkeypatch):
     folder = tmp_path / "tiles"
     (folder / "locked").mkdir(parents=True)
     write_geotiff(folder / "ok.tif", image(h=16, w=16))
@@ -224,16 +224,16 @@ def test_a_folder_or_file_that_cannot_be_read_is_named_with_the_remedy(tiny_mode
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(os, "scandir", scandir)
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p).name != "ok.tif" and real_access(p, mode, **kw))
     result = upscale(tiny_model, folder, "-o", tmp_path / "out")  # a batch: the file fails, one line, exit 1
     assert (
         result.exit_code == 1 and "ok.tif: cannot be read (permission denied); check its permissions" in result.output
     )
     monkeypatch.setattr(os, "access", real_access)
-    result = run("upscale", folder, "-o", tmp_path / "out2", "--model", tiny_model)  # not -q: the warning
-    assert result.exit_code == 0, result.output
-    assert "1 folder(s) that cannot be read (check their permissions) (" in caplog.text and "locked" in caplog.text
+    monkeypatch.setattr(os, "scandir", scandir)
+    # a folder whose rasters cannot be listed: refused before any work, not a batch that looks complete without them
+    refused(upscale(tiny_model, folder, "-o", tmp_path / "out2"), 1, "1 folder(s) under it cannot be read", "locked")
+    assert not (tmp_path / "out2").exists()
 
 
 # --- the work-size guard --------------------------------------------------------------------------------------------
