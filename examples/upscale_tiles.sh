@@ -9,7 +9,7 @@
 # Files that fail are reported and the rest go on; the exit code is 1 when any failed, 2 for a usage error, 130
 # after Ctrl-C.
 # On a machine with several GPUs, set GPUS=N (a whole number, 1 by default) to split the files between N processes
-# (one GPU each).
+# (one GPU each); the exit code is then torchrun's (1 for any process that did not exit 0, Ctrl-C included).
 # One process runs the whole folder, the model loaded once. On a GPU with many small tiles, try --files-in-flight 4:
 # several files under way, their tiles sharing model calls (not yet measured on a GPU: docs/gpu.md).
 set -euo pipefail
