@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from typing import NoReturn
 
 import click
 
@@ -42,14 +44,23 @@ def main() -> None:
         code = cli.main(prog_name="geosr", standalone_mode=False)
     except click.exceptions.Abort:  # click's form of KeyboardInterrupt (and of EOF at a prompt; geosr has none)
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        _exit(130)
     except click.ClickException as exc:  # usage errors (2) and the commands' one-line errors (1)
         exc.show()
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except BrokenPipeError:  # stdout closed early (geosr info | head): as click's standalone mode does
         sys.stdout = None  # type: ignore[assignment]  # nothing more is written, nor flushed at exit
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        _exit(1)
+    _exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with ``code``, the command's own: the work is over and its report written, so a Ctrl-C or SIGTERM that
+    arrives while the interpreter shuts down (a quick batch's last fraction of a second) no longer turns the exit
+    into a death by signal that contradicts the report."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The geosr command group: help, version, info, and one-line errors."""
 
+import signal
 import subprocess
 import sys
 
@@ -107,6 +108,17 @@ def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_one_warning_line(
         assert warnings == [], result.stderr
 
 
+@pytest.fixture
+def signal_handlers():
+    """The process's SIGINT and SIGTERM handlers, put back after a test that runs the program's entry point in-process
+    (it ignores both once the command is over)."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.usefixtures("signal_handlers")
 @pytest.mark.parametrize(
     "argv, code, line",
     [
@@ -125,8 +137,11 @@ def test_the_entry_point_exits_as_click_would(monkeypatch, capsys, tmp_path, arg
     assert exited.value.code == code
     captured = capsys.readouterr()
     assert line in captured.out + captured.err
+    # the command is over: a late Ctrl-C or SIGTERM cannot turn its exit (and its report) into a death by signal
+    assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
 
 
+@pytest.mark.usefixtures("signal_handlers")
 def test_ctrl_c_while_the_command_line_is_parsed_exits_130(monkeypatch, capsys):
     """Before a command's body runs (geosr.cli.exits handles Ctrl-C there), click would print "Aborted!" and exit 1."""
     from geosr.cli import main as entry
