@@ -150,8 +150,8 @@ OPTIONS = (
 def _options(*, aoi, bbox, aoi_crs, skip_existing, **given) -> UpscaleOptions:
     """UpscaleOptions from the command's options, after the rules that exclude some of them together."""
     from geosr.aoi import bbox_aoi, load_aoi
-    from geosr.batch import check_exclusions
     from geosr.inference import UpscaleOptions
+    from geosr.options import check_exclusions
 
     check_exclusions(
         overwrite=given["overwrite"],

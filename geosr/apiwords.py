@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosr.aoi import AOI, bbox_aoi, load_aoi
-from geosr.batch import check_exclusions
 from geosr.device import DEVICES, PRECISIONS, check_device_spec
 from geosr.errors import GeosrError, OptionError
-from geosr.options import UpscaleOptions
+from geosr.options import UpscaleOptions, check_exclusions
 from geosr.sources import is_remote
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """Many files: a batch run with one loaded predictor.
 
-``upscale_batch(pairs, predictor, options)`` runs the (input, output) pairs that ``geosr.raster.plan_outputs`` made
-(one after the other, or several in flight sharing the model's calls): a file that fails is reported and the rest
-go on. With several files in flight their tiles share the model's calls (``geosr.sharedmodel``).
+``upscale_batch(pairs, predictor, options)`` runs the (input, output) pairs that ``geosr.raster.plan_outputs`` made,
+one after the other or several in flight, their tiles sharing the model's calls (``geosr.sharedmodel``): a file that
+fails is reported and the rest go on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from geosr.aoi import AOIMissError, aoi_files
 from geosr.device import sum_over_ranks, use_intra_op_threads
 from geosr.errors import OUT_OF_MEMORY, GeosrError, OptionError, OutputExistsError, one_line
-from geosr.options import UpscaleOptions
+from geosr.options import UpscaleOptions, check_exclusions
 from geosr.pipeline import FileResult, ProgressCallback, upscale_raster
 from geosr.plan import card_tiling
 from geosr.predictor import Predictor
@@ -42,7 +42,6 @@ __all__ = [  # SharedModel and Cancelled (geosr.sharedmodel) too, where they hav
     "BatchSummary",
     "Cancelled",
     "SharedModel",
-    "check_exclusions",
     "check_files_in_flight",
     "run_batch",
     "upscale_batch",
@@ -71,23 +70,6 @@ class BatchSummary:
             f"{self.count('done')} done, {self.count('skipped')} skipped, {self.count('failed')} failed in "
             f"{self.seconds:.1f} s ({self.megapixels_per_second:.2f} output megapixels/s)"
         )
-
-
-def check_exclusions(
-    *,
-    overwrite: bool = False,
-    skip_existing: bool = False,
-    aoi: bool = False,
-    bbox: bool = False,
-    aoi_crs: bool = False,
-) -> None:
-    """The options that exclude each other, in one wording for the command line and the Python API (OptionError)."""
-    if overwrite and skip_existing:
-        raise OptionError("--overwrite and --skip-existing exclude each other", option="--skip-existing")
-    if aoi and bbox:
-        raise OptionError("give --aoi or --bbox, not both", option="--bbox")
-    if aoi_crs and not (aoi or bbox):
-        raise OptionError("--aoi-crs needs --aoi or --bbox", option="--aoi-crs")
 
 
 @dataclass(frozen=True)
@@ -335,9 +317,10 @@ def _upscale_file(
     except MemoryError:  # numpy's; the model's is a GeosrError (geosr.predictor)
         log.debug("%s failed", src, exc_info=True)
         return FileResult(src, dst, "failed", f"{src}: {OUT_OF_MEMORY}", time.perf_counter() - t1)
-    except Exception as exc:  # an unexpected failure in one file must not stop the batch
-        log.debug("%s failed", src, exc_info=True)
-        return FileResult(src, dst, "failed", f"{src}: {type(exc).__name__}: {one_line(exc)}", time.perf_counter() - t1)
+    except Exception as exc:  # an unexpected failure in one file must not stop the batch; its traceback with -v
+        log.info("%s failed", src, exc_info=True)
+        why = f"{src}: unexpected error: {type(exc).__name__}: {one_line(exc)} (-v shows where; please report it)"
+        return FileResult(src, dst, "failed", why, time.perf_counter() - t1)
 
 
 def _in_flight(

@@ -146,3 +146,20 @@ class UpscaleOptions:
             value = getattr(self, name)
             if not (isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"):
                 raise OptionError(f"{name} {value!r}: must be True or False", option=f"--{name}")
+
+
+def check_exclusions(
+    *,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    aoi: bool = False,
+    bbox: bool = False,
+    aoi_crs: bool = False,
+) -> None:
+    """The options that exclude each other, in one wording for the command line and the Python API (OptionError)."""
+    if overwrite and skip_existing:
+        raise OptionError("--overwrite and --skip-existing exclude each other", option="--skip-existing")
+    if aoi and bbox:
+        raise OptionError("give --aoi or --bbox, not both", option="--bbox")
+    if aoi_crs and not (aoi or bbox):
+        raise OptionError("--aoi-crs needs --aoi or --bbox", option="--aoi-crs")

@@ -37,6 +37,26 @@ def test_a_file_failing_mid_read_does_not_stop_the_batch(tiny_model, tmp_path):
     assert files_in(out) == ["t0.tif", "t2.tif"] and all(complete(out / f) for f in files_in(out))
 
 
+def test_an_unforeseen_failure_of_one_file_is_named_as_such_and_the_batch_goes_on(tiny_model, tmp_path, monkeypatch):
+    from geosr import batch
+
+    real = batch.upscale_raster
+
+    def failing(src, *args, **kwargs):
+        if Path(src).name == "t1.tif":
+            raise RuntimeError("a bug\nover two lines")
+        return real(src, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "upscale_raster", failing)
+    src = tiles(tmp_path / "in", 3, 24)
+    result = run("upscale", src, "-o", tmp_path / "out", "--model", tiny_model)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    why = "unexpected error: RuntimeError: a bug over two lines (-v shows where; please report it)"
+    assert errors == [f"error: {src / 't1.tif'}: {why}"]
+    assert files_in(tmp_path / "out") == ["t0.tif", "t2.tif"]
+
+
 def test_ctrl_c_in_a_batch_leaves_only_complete_files_and_skip_existing_resumes(tiny_model_x4, tmp_path):
     src = tiles(tmp_path / "in", 4, 160)
     out = tmp_path / "out"
