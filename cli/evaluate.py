@@ -202,6 +202,9 @@ def evaluate(
         consistency=consistency,
         self_ensemble=self_ensemble,
         model_sha256=sha256,
+        tile_size=tile,
+        overlap=lap,
+        precision=prec,
     )
     if not results:
         raise DataError(f"{data}: none of the {len(items)} images can be measured (see the warnings above)")

@@ -12,6 +12,7 @@ the input (an export never rewrites the model it reads, --overwrite or not).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from geosr.cli.options import (
     verbosity_options,
 )
 from geosr.errors import GeosrError, OptionError
+
+log = logging.getLogger("geosr")
 
 if TYPE_CHECKING:
     from geosr.checkpoint import ModelCard
@@ -122,6 +125,7 @@ def export(
     to a .onnx output, its generator as ONNX (docs/onnx.md)."""
     from geosr.checkpoint import model_file
     from geosr.raster import check_output_file, size_str
+    from geosr.tiling import tiling_problem
 
     if out.suffix.lower() not in (".safetensors", ".onnx"):
         raise click.UsageError(
@@ -160,9 +164,19 @@ def export(
         report=report,
         notes=notes,
     )
+    problem = tiling_problem(card.tile_size, card.overlap)
+    if problem and (tile_size is not None or overlap is not None):
+        raise OptionError(problem, option="--overlap" if overlap is not None else "--tile-size")
     card.validate(str(out))
     if report is not None:
         _check_cast_keeps_the_measure(report, source, dtype)
+    elif card.metrics and not _cast_is_exact(source, dtype):
+        log.warning(
+            "%s: the card's metrics were measured on weights that --dtype %s changes: left out of %s; evaluate it and "
+            "export it again with --metrics",
+            model, dtype, out,
+        )  # fmt: skip
+        card = replace(card, metrics={})
     target = getattr(torch, DTYPES[dtype])
     if target != torch.float32:
         limit = torch.finfo(target).max
@@ -237,7 +251,8 @@ def _edited_card(
     if overlap is not None:
         changes["overlap"] = overlap
     if report is not None:
-        changes["metrics"] = card_metrics(report, card.scale)
+        tiling = (changes.get("tile_size", card.tile_size), changes.get("overlap", card.overlap))
+        changes["metrics"] = card_metrics(report, card.scale, tiling)
         _check_report_model(report, model)
     if notes:
         changes["training"] = {**card.training, "notes": [*card.training.get("notes", []), *notes]}
@@ -248,13 +263,23 @@ def _edited_card(
 _EXACT_CASTS = {("F16", "fp32"), ("BF16", "fp32"), ("F32", "fp32"), ("F16", "fp16"), ("BF16", "bf16")}
 
 
+def _stored_dtypes(model: Path) -> set[str]:
+    """The safetensors dtypes of the float weights of ``model`` (F32, F16, BF16)."""
+    from geosr.safetensorsfile import read_header
+
+    return {v["dtype"] for k, v in read_header(model).items() if k != "__metadata__" and v["dtype"][0] in "FB"}
+
+
+def _cast_is_exact(model: Path, dtype: str) -> bool:
+    """Whether --dtype keeps every weight of ``model`` as it is."""
+    return all((d, dtype) in _EXACT_CASTS for d in _stored_dtypes(model))
+
+
 def _check_cast_keeps_the_measure(report: Path, model: Path, dtype: str) -> None:
     """Raise ExportError (option --metrics) where --dtype would change the weights the report measured (fp32 weights
     cast to fp16, say): the card would state figures of other weights than the published ones."""
-    from geosr.safetensorsfile import read_header
-
-    stored = {v["dtype"] for k, v in read_header(model).items() if k != "__metadata__" and v["dtype"][0] in "FB"}
-    if not all((d, dtype) in _EXACT_CASTS for d in stored):
+    stored = _stored_dtypes(model)
+    if not _cast_is_exact(model, dtype):
         raise ExportError(
             f"{report}: it measured the {'/'.join(sorted(stored))} weights of {model}, which --dtype {dtype} changes; "
             f"export as {dtype} first, evaluate that file, then export it with --metrics",

@@ -13,18 +13,31 @@ from geosr.cli.options import NonEmptyPath, verbosity_options
 from geosr.errors import printable
 
 
-def file_facts(path) -> list[str]:
-    """Lines on a model file itself: where it is, its size, the stored weight type and its SHA-256 (what a raster
-    geosr wrote records as GEOSR_MODEL_SHA256)."""
+def model_file_facts(path) -> dict:
+    """A model file itself: where it is, its size, the stored weight types and its SHA-256 (what a raster geosr
+    wrote records as GEOSR_MODEL_SHA256)."""
     from geosr.checkpoint import model_sha256
-    from geosr.raster import size_str
     from geosr.safetensorsfile import read_header
 
     dtypes = sorted({v["dtype"] for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)})
+    return {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "weights_stored_as": dtypes,
+        "sha256": model_sha256(path),
+    }
+
+
+def file_facts(path) -> list[str]:
+    """model_file_facts as lines."""
+    from geosr.raster import size_str
+
+    facts = model_file_facts(path)
+    stored = "/".join(facts["weights_stored_as"]) or "none"
     return [
-        f"file         {printable(str(path))}",
-        f"size         {size_str(path.stat().st_size)}, weights stored as {'/'.join(dtypes) or 'none'}",
-        f"sha256       {model_sha256(path)}",
+        f"file         {printable(facts['path'])}",
+        f"size         {size_str(facts['size_bytes'])}, weights stored as {stored}",
+        f"sha256       {facts['sha256']}",
     ]
 
 
@@ -169,12 +182,13 @@ def info(target: str | None, as_json: bool) -> None:
             raise GeosrError(f"{target}: damaged, {problem}; get the file again (or from its source)")
         click.echo(json.dumps(raster.to_dict(), indent=2) if as_json else format_provenance(raster))
         return
-    card = read_card(target, weights=True)  # the header's tensors against the card: a card edited to lie is refused
-    if as_json:
-        click.echo(json.dumps(card.to_dict(), indent=2, sort_keys=True))
-    else:
-        from geosr.checkpoint import model_file
+    from geosr.checkpoint import model_file
 
+    card = read_card(target, weights=True)  # the header's tensors against the card: a card edited to lie is refused
+    if as_json:  # the card's keys, and the file's under "file"
+        doc = {**card.to_dict(), "file": model_file_facts(model_file(target))}
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    else:
         click.echo(format_card(card, target, file_facts(model_file(target))))
 
 

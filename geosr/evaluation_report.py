@@ -80,6 +80,9 @@ class Report:
     consistency: bool | None = None  # whether the model's output was corrected for consistency (None: no model)
     self_ensemble: bool | None = None  # whether each tile was the mean over its 8 flips and transposes (None: no model)
     model_sha256: str | None = None  # of the model file's bytes: what geosr export --metrics matches the report by
+    tile_size: int | None = None  # the tiling the model ran in (LR pixels; None: no model, or a report without it)
+    overlap: int | None = None
+    precision: str | None = None  # of the model's forward pass: fp32, bf16 or fp16
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
         return summarise(self.results)
@@ -95,6 +98,9 @@ class Report:
             "protocol": self.protocol,
             "consistency": self.consistency,
             "self_ensemble": self.self_ensemble,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "precision": self.precision,
             "summary": self.summary(),
             "uncertainty": summarise_measures([r.uncertainty for r in self.results]),
             "images": [asdict(r) for r in self.results],
@@ -213,9 +219,10 @@ def is_evaluation_report(path: Path) -> bool:
     return isinstance(doc, dict) and {"protocol", "split", "scale", "summary", "images"} <= doc.keys()
 
 
-def card_metrics(path: Path, scale: int) -> dict:
+def card_metrics(path: Path, scale: int, tiling: tuple[int, int] | None = None) -> dict:
     """A model card's metrics from a JSON report of a model of ``scale``; DataError (option --metrics) for a file
-    that is none, of another scale, or measured with the self-ensemble (the card describes upscale's default)."""
+    that is none, of another scale, measured with the self-ensemble or in other tiles than the card's ``tiling``
+    (tile size, overlap): the card describes upscale's default."""
     try:
         report = json.loads(path.read_text())
         mean = report["summary"]["mean"]
@@ -234,6 +241,7 @@ def card_metrics(path: Path, scale: int) -> dict:
         if report.get("consistency") is not None:
             data["consistency"] = bool(report["consistency"])
         self_ensemble, report_scale = report.get("self_ensemble"), int(report["scale"])
+        measured_tiling = (report.get("tile_size"), report.get("overlap"))
     except FileNotFoundError:
         raise DataError(
             f"{path}: no such report; write one with geosr evaluate ... -o {path.name}", option="--metrics"
@@ -254,10 +262,20 @@ def card_metrics(path: Path, scale: int) -> dict:
         raise DataError(
             f"{path}: a x{report_scale} report for a x{scale} model; evaluate this model", option="--metrics"
         )
+    if tiling is not None and None not in measured_tiling and tuple(measured_tiling) != tuple(tiling):
+        t, o = measured_tiling
+        raise DataError(
+            f"{path}: measured in tiles of {t} with overlap {o}, the card's are {tiling[0]} and {tiling[1]} (what "
+            f"upscale runs by default): evaluate with the card's tiling, or export with --tile-size {t} --overlap {o}",
+            option="--metrics",
+        )
     data.update(
         split=report.get("split"),
         data=report.get("data"),
         protocol=report.get("protocol"),
         report_model=report.get("model"),
     )
+    for key in ("precision", "model_sha256"):  # reports of earlier versions have neither
+        if report.get(key) is not None:
+            data["report_" + key.removeprefix("model_")] = report[key]
     return data

@@ -1,8 +1,10 @@
 """The geosr command group: help, version, info, and one-line errors."""
 
+import hashlib
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,7 +51,11 @@ def test_info_json(model_file):
     import json
 
     result = CliRunner().invoke(cli, ["info", "--json", str(model_file)])
-    assert json.loads(result.output)["config"]["scale"] == 2
+    doc = json.loads(result.output)
+    assert doc["config"]["scale"] == 2
+    # what the text shows of the file too: the SHA-256 a raster geosr wrote records as GEOSR_MODEL_SHA256
+    assert doc["file"]["sha256"] == hashlib.sha256(Path(model_file).read_bytes()).hexdigest()
+    assert doc["file"]["size_bytes"] == Path(model_file).stat().st_size and doc["file"]["weights_stored_as"]
 
 
 def test_info_refuses_a_pickle_with_one_line(tmp_path):

@@ -273,3 +273,41 @@ def test_a_report_goes_only_onto_weights_it_measured(measured, tmp_path):
     assert not out.exists()
     r = CliRunner().invoke(cli, ["export", str(model), "-o", str(out), "--metrics", str(report), "--dtype", "fp32"])
     assert r.exit_code == 0, r.output
+
+
+def test_metrics_stay_only_with_the_weights_and_tiling_they_measured(measured, tmp_path, caplog):
+    """A card's metrics measured on fp32 weights are left out of an fp16 export of them (with a warning); a report
+    made in other tiles than the card's is refused; an --overlap above half the tile is a usage error."""
+    model, report = measured
+    with_metrics = tmp_path / "m32.safetensors"
+    assert (
+        CliRunner()
+        .invoke(cli, ["export", str(model), "-o", str(with_metrics), "--metrics", str(report), "--dtype", "fp32"])
+        .exit_code
+        == 0
+    )
+    assert read_card(with_metrics).metrics["report_precision"] == "fp32"
+    half = tmp_path / "m16.safetensors"
+    with caplog.at_level("WARNING", logger="geosr"):
+        r = CliRunner().invoke(cli, ["export", str(with_metrics), "-o", str(half)])  # --dtype fp16: new weights
+    assert r.exit_code == 0 and read_card(half).metrics == {}
+    assert "the card's metrics were measured on weights that --dtype fp16 changes" in caplog.text
+    r = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            str(model),
+            "-o",
+            str(half),
+            "--metrics",
+            str(report),
+            "--dtype",
+            "fp32",
+            "--tile-size",
+            "16",
+            "--overwrite",
+        ],
+    )
+    assert r.exit_code == 1 and "measured in tiles of 32 with overlap 8, the card's are 16 and 4" in error_line(r)
+    r = CliRunner().invoke(cli, ["export", str(model), "-o", str(tmp_path / "o.safetensors"), "--overlap", "20"])
+    assert r.exit_code == 2 and "overlap 20" in r.output and "--overlap" in r.output
