@@ -124,7 +124,7 @@ def export(
     """Write MODEL (a geosr model file) as a model to publish: cast to --dtype, renamed, with measured metrics; or,
     to a .onnx output, its generator as ONNX (docs/onnx.md)."""
     from geosr.checkpoint import model_file
-    from geosr.raster import check_output_file, size_str
+    from geosr.raster import check_output_file, check_output_location, size_str
     from geosr.tiling import tiling_problem
 
     if out.suffix.lower() not in (".safetensors", ".onnx"):
@@ -134,6 +134,7 @@ def export(
         )
     source = model_file(model)
     check_output_file(out, overwrite=overwrite, source=source)  # never the input, even with --overwrite
+    check_output_location(out)  # a folder that is a file, or one this user cannot write in: now, not after the work
     if out.suffix.lower() == ".onnx":
         _to_onnx(
             ctx,

@@ -311,3 +311,10 @@ def test_metrics_stay_only_with_the_weights_and_tiling_they_measured(measured, t
     assert r.exit_code == 1 and "measured in tiles of 32 with overlap 8, the card's are 16 and 4" in error_line(r)
     r = CliRunner().invoke(cli, ["export", str(model), "-o", str(tmp_path / "o.safetensors"), "--overlap", "20"])
     assert r.exit_code == 2 and "overlap 20" in r.output and "--overlap" in r.output
+
+
+def test_an_output_under_a_file_is_refused_before_the_model_is_read(tiny_model, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(cli, ["export", str(tiny_model), "-o", str(tmp_path / "notes.txt" / "x.safetensors")])
+    assert r.exit_code == 1 and "notes.txt is a file, not a folder; choose another output path" in error_line(r)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
