@@ -52,8 +52,8 @@ def format_card(card, path: str, facts: list[str] | None = None) -> str:
         f"name         {card.name}" + (f" - {card.description}" if card.description else ""),
         f"scale        x{cfg.scale}",
         f"bands        {cfg.in_channels} in ({', '.join(card.bands)}), {cfg.out_channels} out",
-        f"architecture {cfg.n_blocks} residual blocks, {cfg.channels} channels, attention {cfg.attention}, "
-        f"refiner {cfg.refiner}, global skip {'on' if cfg.global_skip else 'off'}",
+        f"architecture {cfg.n_blocks} residual block{'s' if cfg.n_blocks != 1 else ''}, {cfg.channels} channels, "
+        f"attention {cfg.attention}, refiner {cfg.refiner}, global skip {'on' if cfg.global_skip else 'off'}",
         f"parameters   {sum(math.prod(shape) for shape in expected_shapes(cfg).values()) / 1e6:.2f} M",
         f"tiles        {card.tile_size} px, overlap {card.overlap} px (input pixels)",
         f"radiometry   {json.dumps(card.radiometry)}",
