@@ -37,7 +37,7 @@ from geosr.options import UpscaleOptions
 from geosr.plan import auto_panel_width, band_groups, card_tiling
 from geosr.predictor import Predictor
 from geosr.radiometry import SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
-from geosr.raster import check_value_range
+from geosr.raster import check_range_fits, nearest_source
 from geosr.strips import Panel, column_panels, make_strip, run_strips, tile_rows, to_output
 from geosr.tiling import TileGrid
 
@@ -94,9 +94,7 @@ def decimated(data: np.ndarray, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
     oh, ow = max(1, h // f), max(1, w // f)
     if (oh, ow) == (h, w):
         return data
-    rows = ((np.arange(oh) + 0.5) * (h / oh)).astype(np.intp)
-    cols = ((np.arange(ow) + 0.5) * (w / ow)).astype(np.intp)
-    return data[:, rows][:, :, cols]
+    return data[:, nearest_source(h, oh)][:, :, nearest_source(w, ow)]
 
 
 def array_radiometry(
@@ -118,7 +116,7 @@ def array_radiometry(
     if value_range is not None and data.dtype == np.uint8:
         log.warning("uint8 always maps 0..255; value_range is ignored")
     elif value_range is not None and valid.any():  # as geosr.upscale checks a file's
-        check_value_range("the array", sample, valid, value_range, range(1, len(sample) + 1), option="value_range")
+        check_range_fits("the array", sample, valid, value_range, range(1, len(sample) + 1), option="value_range")
     return radiometry
 
 

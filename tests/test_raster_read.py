@@ -7,14 +7,17 @@ JPEG files short and read them every way geosr does (upscale, evaluation, the tr
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from geosr.arrays import decimated
 from geosr.datasets import image_radiometry, read_image
 from geosr.errors import DataError, RasterError
 from geosr.raster import READ_CHECKS, gdal_options, open_raster, read_decimated, read_whole, read_window
@@ -143,3 +146,27 @@ def test_plain_images_read_without_the_georeferencing_warning(tmp_path):
 
 def test_the_read_checks_are_part_of_every_run_environment():
     assert READ_CHECKS.items() <= gdal_options().items()
+
+
+@pytest.mark.parametrize("size, max_pixels", [((1500, 1100), 50_000), ((640, 480), 1 << 20), ((1001, 999), 4_001)])
+def test_a_decimated_read_by_rows_takes_the_pixels_gdal_takes(tmp_path, size, max_pixels):
+    """A pixel-interleaved raster of several bands is sampled row by row (each block decoded once for all bands):
+    the values and masks GDAL's reduced read of the whole raster gives, for whole and fractional reductions."""
+    w, h = size
+    rng = np.random.default_rng(w)
+    data = rng.integers(0, 1000, (4, h, w)).astype(np.uint16)
+    data[:, :40, :70] = 9  # nodata
+    path = tmp_path / "r.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=w, height=h, count=4, dtype="uint16", nodata=9, tiled=True,
+        blockxsize=128, blockysize=128, interleave="pixel",
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    with open_raster(path) as ds:
+        values, masks = read_decimated(ds, path, [3, 1, 2], masks=True, max_pixels=max_pixels)
+        f = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
+        shape = (3, max(1, h // f), max(1, w // f))
+        expected = ds.read([3, 1, 2], out_shape=shape, resampling=Resampling.nearest)
+        expected_masks = ds.read_masks([3, 1, 2], out_shape=shape, resampling=Resampling.nearest)
+    assert np.array_equal(values, expected) and np.array_equal(masks, expected_masks)
+    assert np.array_equal(values, decimated(data[[2, 0, 1]], max_pixels))  # and as arrays are sampled

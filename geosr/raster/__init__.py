@@ -1,15 +1,16 @@
 """Raster I/O for geosr, one module per job:
 
     gdal      GDAL settings for a run, the checks that make damaged files fail, the one-line message of its errors
-    reading   open and check inputs, read whole / windows / decimated samples, radiometry, find the rasters of a folder
+    reading   open and check inputs, read them whole or by windows, find the rasters of a folder
+    sampling  a raster's decimated sample and radiometry (the mapping to the model's range)
     profile   the output's profile: dtype, bands, nodata, georeferencing, tags (not the input's statistics)
     size      output-size and free-space estimates, checked before any work
     naming    output names and locations: drivers by suffix, outputs that are inputs, existing and special files
     writing   temporary outputs, their verification and the rename that publishes them
 
-What may import what: gdal imports none of them; reading imports gdal; profile imports gdal; size, naming and
-writing import those below them; nothing here imports the pipeline. Every public name is re-exported here, so
-``from geosr.raster import open_raster`` works as it always did.
+What may import what: gdal imports none of them; reading imports gdal; sampling imports reading; profile imports
+gdal; size, naming and writing import those below them; nothing here imports the pipeline. Every public name is
+re-exported here, so ``from geosr.raster import open_raster`` works as it always did.
 """
 
 from geosr.raster.gdal import (
@@ -53,19 +54,17 @@ from geosr.raster.reading import (
     check_name_encoding,
     check_regular_file,
     check_sources,
-    check_value_range,
     find_rasters,
     georeferencing,
     has_dataset_mask,
     has_masks,
     open_raster,
     printable,
-    raster_radiometry,
-    read_decimated,
     read_whole,
     read_window,
     window_str,
 )
+from geosr.raster.sampling import check_range_fits, nearest_source, raster_radiometry, read_decimated
 from geosr.raster.size import (
     COMPRESSION_MARGIN,
     MIN_COMPRESSED_FRACTION,
@@ -118,7 +117,8 @@ __all__ = [
     "read_window",
     "read_decimated",
     "raster_radiometry",
-    "check_value_range",
+    "check_range_fits",
+    "nearest_source",
     "window_str",
     "FoundRasters",
     "SKIP_REASONS",

@@ -25,12 +25,17 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 READ_CHECKS: dict[str, Any] = {"GDAL_PNG_WHOLE_IMAGE_OPTIM": "NO", "GDAL_ERROR_ON_LIBJPEG_WARNING": "YES"}
 
 
+CACHE_BYTES = 64 << 20  # GDAL's block cache during a run
+
+
 def gdal_options() -> dict[str, Any]:
     """GDAL settings for a run: a bounded block cache (unless the user set GDAL_CACHEMAX), internal masks, and the
     ``READ_CHECKS`` that make damaged inputs fail."""
     options: dict[str, Any] = {"GDAL_TIFF_INTERNAL_MASK": True, **READ_CHECKS}
     if "GDAL_CACHEMAX" not in os.environ:
-        options["GDAL_CACHEMAX"] = 64  # MB; outputs are written in whole blocks, so this mostly serves reads
+        # in bytes: rasterio hands a number to GDALSetCacheMax64 as it is (64 would be a cache of 64 bytes, none);
+        # outputs are written in whole blocks, so this mostly serves reads
+        options["GDAL_CACHEMAX"] = CACHE_BYTES
     return options
 
 

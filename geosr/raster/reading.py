@@ -1,5 +1,6 @@
-"""Reading inputs: open and check a raster (one line naming the file for anything wrong), read all of it, a window
-or a decimated sample, compute its radiometry, and find the rasters of a folder (saying what the search left out).
+"""Reading inputs: open and check a raster (one line naming the file for anything wrong), read all of it or a window,
+and find the rasters of a folder (saying what the search left out); ``geosr.raster.sampling`` reads its decimated
+sample and radiometry with these.
 
 They are the only readers of input pixels in geosr (upscale, evaluation and the training loader) and map every
 rasterio/GDAL failure to the caller's error class (RasterError by default, DataError for data sets). Reads run with
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import stat
 import warnings
@@ -23,13 +23,13 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NodataShadowWarning
 from rasterio.windows import Window
 
 from geosr.errors import GeosrError, RasterError
 from geosr.fileio import special_kind
-from geosr.radiometry import PERCENTILES, SUPPORTED_DTYPES, Radiometry, compute_radiometry, valid_mask
+from geosr.radiometry import SUPPORTED_DTYPES
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, gdal_message, quiet_georeferencing
 from geosr.sources import RemoteSource, input_spec, is_network, redact, remote_options
 
@@ -241,93 +241,6 @@ def read_window(
     A damaged file raises ``error`` naming it and the window, followed by ``remedy``.
     """
     return _read(ds, path, bands, masks, f" at {window_str(window)}", error, remedy, window=window)
-
-
-def read_decimated(
-    ds,
-    path,
-    bands: Sequence[int],
-    masks: bool,
-    max_pixels: int = 1 << 20,
-    *,
-    error: type[GeosrError] = RasterError,
-    remedy: str = "",
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The whole raster read at reduced resolution (at most ``max_pixels`` per band, nearest neighbour).
-
-    Returns (values, band masks or None), each (b, h, w). Overviews are used when the file has them. A damaged file
-    raises ``error`` naming it, followed by ``remedy``.
-    """
-    f = max(1, math.ceil(math.sqrt(ds.height * ds.width / max_pixels)))
-    shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
-    return _read(ds, path, bands, masks, "", error, remedy, out_shape=shape, resampling=Resampling.nearest)
-
-
-def raster_radiometry(
-    ds,
-    path,
-    bands: Sequence[int],
-    value_range: tuple[float, float] | None = None,
-    *,
-    error: type[GeosrError] = RasterError,
-    remedy: str = "",
-) -> Radiometry:
-    """The global mapping of ``bands`` of a raster to the model's range (``geosr.radiometry``): from the valid pixels
-    of a decimated read, or from ``value_range``. The same for upscale, evaluation and training.
-
-    Logs a warning when the sample holds no valid pixel. Raises ``error`` naming the file for a damaged file, and
-    GeosrError naming --value-range for an unusable ``value_range``.
-    """
-    dtype = ds.dtypes[bands[0] - 1]
-    sample, sample_masks = read_decimated(ds, path, bands, has_masks(ds, bands), error=error, remedy=remedy)
-    valid = valid_mask(sample, sample_masks)
-    if not valid.any():
-        log.warning("%s: no valid pixel found in a decimated read; the raster may be all nodata", path)
-    try:
-        radiometry = compute_radiometry(sample, valid, dtype, value_range)
-    except ValueError as exc:
-        if value_range is not None:
-            raise GeosrError(f"{path}: {exc} (--value-range)", option="--value-range") from None
-        raise error(f"{path}: {exc}") from None
-    if value_range is not None and dtype != "uint8" and valid.any():
-        check_value_range(path, sample, valid, value_range, bands)
-    return radiometry
-
-
-def check_value_range(
-    subject,
-    sample: np.ndarray,
-    valid: np.ndarray,
-    value_range: tuple[float, float],
-    bands: Sequence[int],
-    option: str = "--value-range",
-) -> None:
-    """A warning for each band (``bands``: their numbers in ``subject``, a file or "the array") that a given value
-    range serves badly (most of its values lie outside it: they pass the model clipped); GeosrError for a band whose
-    values fill under 1 % of the range: the model sees a nearly flat image, and its small errors, stretched back by
-    the range, swamp the data (a uint16 band of 448..3000 under 0..1e6: 2.4 % of the output pixels at 0 or 65535).
-    option: the setting's name in the messages."""
-    lo, hi = value_range
-    for b, number in enumerate(bands):
-        v = sample[b][valid[b]].astype(np.float64)
-        v = v[np.isfinite(v)]
-        if not v.size:
-            continue
-        p0, p1 = np.percentile(v, PERCENTILES)
-        inside = float(((v >= lo) & (v <= hi)).mean())
-        if inside < 0.5:
-            log.warning(
-                "%s: band %d: %.0f%% of its values lie outside %s %g..%g; the model sees them clipped and "
-                "the output gives them back without super-resolution: give a range that holds them",
-                subject, number, 100 * (1 - inside), option, lo, hi,
-            )  # fmt: skip
-        elif (p1 - p0) < 0.01 * (hi - lo):
-            raise GeosrError(
-                f"{subject}: band {number}: its values ({p0:g}..{p1:g}) fill {100 * (p1 - p0) / (hi - lo):.2g}% of "
-                f"{option} {lo:g}..{hi:g}; the model would see a nearly flat image and its output be noise: give "
-                f"a range closer to the data, or leave {option} out (the data's own percentiles)",
-                option=option,
-            )
 
 
 def window_str(w: Window) -> str:
