@@ -180,6 +180,12 @@ def make_plan(ds, src: Path, dst: Path, predictor: Predictor, options: UpscaleOp
     masks = has_masks(ds, b.colour)
     nodata = _nodata(ds, src, dst, driver, b)
     out, proc, aoi_px = _windows(ds, src, options, (tile, overlap, s))
+    if driver == "JPEG" and max(out.width, out.height) * s > JPEG_MAX_SIDE:  # libjpeg's limit, found only at the end
+        raise RasterError(
+            f"{dst} (from {src}): JPEG holds at most {JPEG_MAX_SIDE} pixels a side, the output would have "
+            f"{int(out.width) * s} x {int(out.height) * s}; name the output .tif or .png",
+            option="--output",
+        )
     radiometry = raster_radiometry(ds, src, b.colour, options.value_range)
     if options.value_range is not None and b.dtype == "uint8":
         log.warning("%s: uint8 always maps 0..255; --value-range is ignored", src)
@@ -286,6 +292,8 @@ def _nodata(ds, src: Path, dst: Path, driver: str, b: _Bands) -> float | None:
         raise RasterError(f"{dst} (from {src}): {problem}", option="--output")
     return nodata
 
+
+JPEG_MAX_SIDE = 65500  # pixels: libjpeg's JPEG_MAX_DIMENSION
 
 # The tiles a non-rectangular AOI needs: those within the tiles' overlap of it, and, with the consistency correction,
 # within AOI_ROUNDS of its halos (the correction's windows reach a halo further each round). The AOI's pixels are

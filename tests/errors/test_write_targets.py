@@ -287,3 +287,12 @@ def test_a_path_through_a_folder_that_does_not_exist_yet_and_back_is_the_input(t
     )
     refused(upscale(tiny_model, scene, "-o", back, "--overwrite"), 1, "the output is the input")
     assert digest(scene) == before and not (tmp_path / "missing").exists()
+
+
+def test_a_jpeg_output_wider_than_libjpeg_takes_is_refused_before_the_work(tiny_model, tmp_path):
+    src = write_geotiff(tmp_path / "strip.tif", image(h=4, w=32_800))  # x2: 65600 columns, over 65500
+    refused(
+        upscale(tiny_model, src, "-o", tmp_path / "strip.jpg"), 1, "JPEG holds at most 65500 pixels a side",
+        "65600 x 8", "name the output .tif or .png",
+    )  # fmt: skip
+    assert files_in(tmp_path) == ["strip.tif"]
