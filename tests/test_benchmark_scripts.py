@@ -219,3 +219,13 @@ def test_lr_rounding_compares_a_once_rounded_lr_with_the_protocols(tmp_path):
     pair = load_pair(find_images(tmp_path / "d", "all").items[0], 2)
     dp, ds, share = _benchmark("lr_rounding").compare(pair, 2)
     assert 0.01 < share < 0.9 and 0 < abs(dp) < 0.5 and abs(ds) < 0.01
+
+
+def test_sample_read_makes_tiled_pixel_interleaved_rasters_and_times_their_radiometry(tmp_path, monkeypatch):
+    sample_read = _benchmark("sample_read")
+    monkeypatch.setattr(sample_read, "RASTERS", {"small.tif": (4, 512, "uint16")})
+    (path,) = sample_read.make(tmp_path)
+    with rasterio.open(path) as ds:
+        assert ds.block_shapes[0] == (256, 256) and ds.interleaving.name.lower() == "pixel" and ds.count == 4
+        assert ds.read(1).std() > 0
+    assert sample_read.measure(path) > 0
