@@ -88,7 +88,10 @@ def checked_scale(scale: Any) -> int | None:
 
 
 def checked_device(value: Any) -> str:
-    """device= normalised (geosr.device.check_device_spec), or OptionError naming it: auto, cpu, cuda, cuda:N, mps."""
+    """device= normalised (geosr.device.check_device_spec; None: auto), or OptionError naming it: auto, cpu, cuda,
+    cuda:N, mps."""
+    if value is None:
+        return "auto"
     if isinstance(value, str):
         try:
             return check_device_spec(value)
@@ -98,7 +101,9 @@ def checked_device(value: Any) -> str:
 
 
 def checked_precision(value: Any) -> str:
-    """precision= in lower case, or OptionError naming it: one of PRECISIONS."""
+    """precision= in lower case (None: auto), or OptionError naming it: one of PRECISIONS."""
+    if value is None:
+        return "auto"
     if not isinstance(value, str) or value.strip().lower() not in PRECISIONS:
         raise OptionError(f"precision={value!r}: expected one of {', '.join(PRECISIONS)}", option="precision")
     return value.strip().lower()

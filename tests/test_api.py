@@ -320,7 +320,7 @@ def test_arguments_are_checked_in_pythons_words(tmp_path, rgb_tif, model, monkey
         (lambda: geosr.upscale_array(rgb, model=model, precision="fp64"), "precision='fp64': expected one of auto"),
         (lambda: geosr.upscale_array(rgb, model=model, bands=[1.5]), r"bands=\[1.5\]: expected 1-based band"),
         (lambda: geosr.upscale_array(rgb, model=model, value_range=(5, 1)), r"value_range=\(5, 1\): min must be"),
-        (lambda: geosr.upscale_array(rgb, model="degan-x2", precision=None), "precision=None: expected one of"),
+        (lambda: geosr.upscale_array(rgb, model="degan-x2", precision=5), "precision=5: expected one of"),
         (lambda: geosr.load_model("degan-x2", device=5), "device=5: expected auto, cpu"),
         (lambda: geosr.upscale_array(rgb, model=model, device="cpu:0"), "device='cpu:0': expected auto, cpu"),
         (lambda: geosr.load_model(5), r"name_or_path=5: expected a path \(a str or os.PathLike\)"),
@@ -347,6 +347,7 @@ def test_arguments_are_checked_in_pythons_words(tmp_path, rgb_tif, model, monkey
     with pytest.raises(geosr.GeosrError, match=r"the array: band 1: .* of value_range 0..4e\+06; .* leave value_range"):
         geosr.upscale_array(sixteen, model=model, value_range=(0, 4_000_000))  # as geosr.upscale refuses it
     assert geosr.upscale_array(rgb, model=model, bands=np.array([3, 2, 1])).shape == (3, 16, 16)
+    assert geosr.upscale_array(rgb, model=model, device=None, precision=None).shape == (3, 16, 16)  # None: auto
     summary = geosr.upscale_folder([rgb_tif], tmp_path / "outdir", model=model)  # one file: dst is still a folder
     assert summary.count("done") == 1 and (tmp_path / "outdir" / Path(rgb_tif).name).is_file()
     assert geosr.upscale(rgb_tif, "made/", model=model).dst == Path("made", Path(rgb_tif).name)  # as -o made/
