@@ -91,6 +91,11 @@ class BatchJob:
     rank: int = 0
     world_size: int = 1
 
+    def run_settings(self) -> dict:
+        """What the report's settings hold of the job besides its options: this process's share under torchrun."""
+        share = {"rank": self.rank, "processes": self.world_size}
+        return {"skip_existing": self.skip_existing, "files_in_flight": self.files_in_flight, **share}
+
     @property
     def single(self) -> bool:
         """One input file (its errors are raised, as one file's are) rather than a batch (recorded, never raised)."""
@@ -126,7 +131,7 @@ def run_batch(
         book = BatchReport(
             rank_path(job.report, job.rank, job.world_size),
             command=job.command,
-            settings=settings_of(job.options, skip_existing=job.skip_existing, files_in_flight=job.files_in_flight),
+            settings=settings_of(job.options, **job.run_settings()),
             overwrite=job.options.overwrite,
             inputs=[*job.inputs, *aoi_files(job.options.aoi)],
         )
@@ -181,7 +186,7 @@ def _run(
     if book is not None:
         book.use_model(
             predictor,
-            settings_of(job.options, predictor, skip_existing=job.skip_existing, files_in_flight=job.files_in_flight),
+            settings_of(job.options, predictor, **job.run_settings()),
         )
         book.running()
 

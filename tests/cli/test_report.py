@@ -78,6 +78,7 @@ def test_a_batch_with_a_failing_file_leaves_a_report_naming_it(tiny_model, three
         assert done["model"].startswith("tiny-x2.safetensors") and done["settings"]["tile_size"] == 24
     assert report["summary"]["output_pixels"] == 2 * 80 * 60
     assert report["model"]["scale"] == 2 and report["settings"]["overlap"] == 8  # the card's, filled in
+    assert (report["settings"]["rank"], report["settings"]["processes"]) == (0, 1)  # one process, all the files
     # the error line on the terminal is unchanged; a rerun with --skip-existing reports the skipped files
     assert "2 done, 0 skipped, 1 failed" in result.stderr
     run(three, "-o", out, "--model", tiny_model, "--skip-existing", "--report", path)
