@@ -91,7 +91,7 @@ def warn_if_data_changed(paths: dict[str, Path], data: DataSetup) -> None:
     if then != now:
         log.warning(
             "%s: %d training and %d validation images now, %s and %s when the run wrote %s: the resumed run goes on "
-            "over other images, and its best model is chosen across both validation sets",
+            "over other images (its best so far was measured on the validation images it had then)",
             data.train_set.root,
             *now,
             *then,
