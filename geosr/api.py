@@ -94,20 +94,9 @@ def load_model(
     return load_predictor(name_or_path, scale, device, precision, self_ensemble=self_ensemble)
 
 
-def _check_model(model: ModelSpec, scale: int | None, device: str, precision: str) -> None:
-    """The checks of ``_predictor`` that load nothing (a model file's header at most), made before any output is
-    looked at: a bad model, scale, device or precision is the error a call gets, not an output that exists."""
-    scale = checked_scale(scale)
-    if isinstance(model, Predictor):
-        _predictor(model, scale, device, precision)
-        return
-    checked_device(device)
-    checked_precision(precision)
-    if model is None or isinstance(model, (str, os.PathLike)):
-        select_model(model, scale)
-
-
-def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str) -> Predictor:
+def _model_loader(model: ModelSpec, scale: int | None, device: str, precision: str) -> Callable[[], Predictor]:
+    """Every check of ``model``, ``scale``, ``device`` and ``precision`` that loads nothing (a model file's header at
+    most), made now, before any output is looked at; returns what loads the model when a file needs it."""
     scale = checked_scale(scale)
     device, precision = checked_device(device), checked_precision(precision)
     if isinstance(model, Predictor):
@@ -118,14 +107,15 @@ def _predictor(model: ModelSpec, scale: int | None, device: str, precision: str)
                 option="--scale",
             )
         check_loaded(model, device, precision)
-        return model
+        return lambda: model
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise OptionError(
             f"model {model!r}: give a model file, a bundled model's name (geosr info lists them) or a model from "
             "geosr.load_model",
             option="model",
         )
-    return load_predictor(model, scale, device, precision)
+    path = select_model(model, scale)
+    return lambda: load_predictor(path, scale, device, precision)
 
 
 # --- files ----------------------------------------------------------------------------------------------------------
@@ -164,8 +154,7 @@ def upscale(
         raise RasterError(f"{src}: is a folder; geosr.upscale_folder super-resolves the rasters of a folder")
     folder_meant = isinstance(dst, str) and dst.endswith(("/", os.sep))  # "new/": a folder to make, as on the CLI
     job = BatchJob((source,), dst if folder_meant else Path(dst), file_options("upscale", options), skip_existing)
-    _check_model(model, scale, device, precision)
-    [result] = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress).results
+    [result] = run_batch(job, _model_loader(model, scale, device, precision), progress=progress).results
     return result
 
 
@@ -209,7 +198,7 @@ def upscale_folder(
         files_in_flight,
         Path(checked_path(report, "report")) if report is not None else None,
     )
-    _check_model(model, scale, device, precision)
+    load = _model_loader(model, scale, device, precision)
     if job.single and not Path(dst).exists():  # dst is a folder here, also for one file (upscale takes a file name)
         Path(dst).mkdir(parents=True)
 
@@ -222,7 +211,7 @@ def upscale_folder(
         if on_result is not None:
             on_result(python(result))
 
-    summary = run_batch(job, lambda: _predictor(model, scale, device, precision), progress=progress, on_result=each)
+    summary = run_batch(job, load, progress=progress, on_result=each)
     summary.results = [python(r) for r in summary.results]
     return summary
 
@@ -264,7 +253,7 @@ def upscale_array(
     check_names(options, _ARRAY_OPTIONS, "upscale_array")
     layout = numpy_layout(np.shape(array), band_axis)
     opts = file_options("upscale_array", {**options, "value_range": value_range})
-    predictor = _predictor(model, scale, device, precision)
+    predictor = _model_loader(model, scale, device, precision)()
     return upscale_in_layout(array, layout, predictor, opts, nodata=nodata)
 
 
@@ -317,7 +306,7 @@ def upscale_dataarray(
     opts = file_options("upscale_dataarray", {**options, "value_range": value_range})
     if nodata is None:
         nodata = _dataarray_nodata(da)
-    predictor = _predictor(model, scale, device, precision)
+    predictor = _model_loader(model, scale, device, precision)()
     s = predictor.scale
     data = da.data if is_dask_array(da.data) else np.asarray(da.values)
     radiometry = fixed_radiometry(layout.bands_first(data), opts, nodata)  # once for the whole array

@@ -217,20 +217,16 @@ def fitting_name(name: str, room: int) -> str:
     if len(raw) + room <= NAME_MAX:
         return name
     digest = hashlib.blake2s(raw, digest_size=4).hexdigest()
-    cut = raw[: NAME_MAX - room - 9]
-    while cut and cut[-1] & 0xC0 == 0x80:  # not in the middle of a UTF-8 character
-        cut = cut[:-1]
-    if cut and cut[-1] >= 0xC0:
-        cut = cut[:-1]
-    return f"{os.fsdecode(cut)}~{digest}"
+    start = os.fsdecode(raw[: NAME_MAX - room - 9]).rstrip("".join(map(chr, range(0xDC80, 0xDD00))))  # whole chars
+    return f"{start}~{digest}"
+
+
+TEMP_ROOM = 40  # bytes a temporary's name adds to the output's: two dots, HOST-PID-RANDOM, ".tmp"
 
 
 def temporary_prefix(path: Path) -> str:
     """The name prefix of the temporary files that atomic_write creates beside ``path`` (its name cut to fit)."""
     return f".{fitting_name(path.name, TEMP_ROOM)}."
-
-
-TEMP_ROOM = 40  # bytes a temporary's name adds to the output's: two dots, HOST-PID-RANDOM, ".tmp"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, *, what: str = "", remedy: str = DEFAULT_REMEDY) -> Path:
@@ -274,15 +270,26 @@ _STAMPED = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<token>[0-9a-f]{8}
 _UNSTAMPED = re.compile(r"[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp's names, which earlier versions used
 
 
-def _remove_dead_writers(path: Path) -> None:
-    """Remove the temporary files of ``path`` whose writer is gone (a killed run of this machine)."""
+def _temporaries(path: Path) -> list[tuple[os.DirEntry, re.Match | None]]:
+    """The temporary files atomic_write left beside ``path``, sorted, each with its writer's stamp (None: a name
+    of earlier versions)."""
     prefix = temporary_prefix(path)
     try:
-        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+        entries = sorted((e for e in os.scandir(path.parent) if e.name.startswith(prefix)), key=lambda e: e.name)
     except OSError:
-        return
+        return []
+    found = []
     for entry in entries:
-        m = _STAMPED.fullmatch(entry.name[len(prefix) :])
+        rest = entry.name[len(prefix) :]
+        stamp = _STAMPED.fullmatch(rest)
+        if stamp is not None or _UNSTAMPED.fullmatch(rest):
+            found.append((entry, stamp))
+    return found
+
+
+def _remove_dead_writers(path: Path) -> None:
+    """Remove the temporary files of ``path`` whose writer is gone (a killed run of this machine)."""
+    for entry, m in _temporaries(path):
         if m is None:
             continue
         with contextlib.suppress(OSError):
@@ -298,14 +305,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     Returns the removed paths. Only call this when no other process may be writing ``path`` at the same time.
     """
     path = Path(path)
-    prefix = temporary_prefix(path)
-    try:
-        names = sorted(e.name for e in os.scandir(path.parent) if e.name.startswith(prefix))
-    except OSError:
-        return []
-    stale = [
-        path.parent / n for n in names if _STAMPED.fullmatch(n[len(prefix) :]) or _UNSTAMPED.fullmatch(n[len(prefix) :])
-    ]
+    stale = [path.parent / entry.name for entry, _ in _temporaries(path)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

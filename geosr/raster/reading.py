@@ -192,6 +192,12 @@ def has_masks(ds, bands: Sequence[int]) -> bool:
     return any(ds.mask_flag_enums[b - 1] != [MaskFlags.all_valid] for b in bands)
 
 
+def pixel_interleaved(ds) -> bool:
+    """Whether a raster stores its bands together in each block (a GeoTIFF's pixel interleaving; also a raster that
+    says nothing of it), rather than each band in blocks of its own."""
+    return ds.interleaving is None or ds.interleaving.name.lower() == "pixel"
+
+
 def has_dataset_mask(ds, bands: Sequence[int]) -> bool:
     """Whether ``bands`` are masked by an internal (per-dataset) mask or by an alpha band."""
     return any(

@@ -20,7 +20,7 @@ from rasterio.windows import Window
 
 from geosr.errors import GeosrError, RasterError
 from geosr.radiometry import PERCENTILES, Radiometry, compute_radiometry, valid_mask
-from geosr.raster.reading import _read, has_masks
+from geosr.raster.reading import _read, has_masks, pixel_interleaved
 
 log = logging.getLogger("geosr.raster")
 
@@ -48,7 +48,7 @@ def read_decimated(
     """
     f = max(1, math.ceil(math.sqrt(ds.height * ds.width / max_pixels)))
     shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
-    by_rows = f > 1 and len(bands) > 1 and not ds.overviews(bands[0]) and _pixel_interleaved(ds)
+    by_rows = f > 1 and len(bands) > 1 and not ds.overviews(bands[0]) and pixel_interleaved(ds)
     if not by_rows:
         return _read(ds, path, bands, masks, "", error, remedy, out_shape=shape, resampling=Resampling.nearest)
     values = np.empty(shape, ds.dtypes[bands[0] - 1])
@@ -68,10 +68,6 @@ def read_decimated(
         if found is not None and m is not None:
             found[:, picked] = m[:, rows[picked] - first]
     return values, found
-
-
-def _pixel_interleaved(ds) -> bool:
-    return ds.interleaving is None or ds.interleaving.name.lower() == "pixel"
 
 
 def raster_radiometry(

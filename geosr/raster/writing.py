@@ -23,6 +23,7 @@ from geosr.errors import OutputExistsError, WriteError
 from geosr.fileio import NAME_MAX, fitting_name, writer_alive, writer_stamp
 from geosr.raster.gdal import READ_CHECKS, READ_ERRORS, decode_threads, gdal_message, quiet_georeferencing
 from geosr.raster.profile import BLOCK, DEFLATE_LEVEL, output_driver
+from geosr.raster.reading import pixel_interleaved
 from geosr.raster.size import size_str
 
 log = logging.getLogger("geosr.raster")
@@ -38,16 +39,16 @@ _TEMP_NAME = re.compile(
 )
 
 
+# bytes a temporary output's name adds to the output's: two dots, HOST-PID-RANDOM, a tag (".cog"), TEMP_SUFFIX and
+# a GDAL sidecar's suffix (".aux.xml")
+OUTPUT_TEMP_ROOM = 64
+
+
 def temp_path(path: Path, tag: str = "") -> Path:
     """A hidden temporary file name beside ``path`` that names its writer: ``.NAME.HOST-PID-RANDOM[TAG].geosr-tmp``
     (``geosr.fileio.writer_stamp``), so that a later run can tell a temporary file left by a killed process
     (``remove_stale_outputs``) from one that is being written."""
     return path.with_name(f".{fitting_name(path.name, OUTPUT_TEMP_ROOM)}.{writer_stamp()}{tag}{TEMP_SUFFIX}")
-
-
-# bytes a temporary output's name adds to the output's: two dots, HOST-PID-RANDOM, a tag (".cog"), TEMP_SUFFIX and
-# a GDAL sidecar's suffix (".aux.xml")
-OUTPUT_TEMP_ROOM = 64
 
 
 def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
@@ -88,10 +89,11 @@ def remove_stale_outputs(folder: str | os.PathLike, name: str | None = None) -> 
     return removed
 
 
+SHORTER_NAME = "give the output a shorter name"
 FULL_DISK_BYTES = 1 << 20  # a disk with less free space than this after a failed write is taken as full
 
 
-def write_failure(path: Path, reason: str) -> WriteError:
+def write_failure(path: Path, reason: str, remedy: str | None = None) -> WriteError:
     """The error for an output that could not be written: names the output, GDAL's reason and, when its disk has
     (next to) no space left, that; says nothing was kept."""
     try:
@@ -105,8 +107,9 @@ def write_failure(path: Path, reason: str) -> WriteError:
             f"elsewhere ({reason})",
             option="--output",
         )
-    named = "name too long" in reason.lower() or "no room for the" in reason  # ENAMETOOLONG, or a sidecar's
-    remedy = "give the output a shorter name" if named else "free some space or write the output elsewhere"
+    if remedy is None:
+        named = "name too long" in reason.lower()  # GDAL's text of ENAMETOOLONG
+        remedy = SHORTER_NAME if named else "free some space or write the output elsewhere"
     return WriteError(
         f"{path}: cannot write the output ({reason}); nothing was kept under this name; {remedy}",
         option="--output",
@@ -115,7 +118,7 @@ def write_failure(path: Path, reason: str) -> WriteError:
 
 def _block_bands(ds) -> list[int] | range:
     """The bands whose blocks a GeoTIFF stores apart: all for band interleaving, else one (pixel interleaving)."""
-    return [1] if ds.interleaving is None or ds.interleaving.name.lower() == "pixel" else range(1, ds.count + 1)
+    return [1] if pixel_interleaved(ds) else range(1, ds.count + 1)
 
 
 def _missing_blocks(ds) -> list[tuple[int, int]]:
@@ -323,8 +326,8 @@ def finish_output(
                 raise write_failure(path, "the .aux.xml sidecar that holds its georeferencing was not written")
             verify_output(final, shape, shown=path)
         for sidecar in (".aux.xml", ".msk"):  # before the output is published: a sidecar must fit beside it
-            if _exists(Path(f"{final}{sidecar}")) and len(os.fsencode(path.name + sidecar)) > NAME_MAX:
-                raise write_failure(path, f"its name leaves no room for the {sidecar} file that goes beside it")
+            if Path(f"{final}{sidecar}").exists() and len(os.fsencode(path.name + sidecar)) > NAME_MAX:
+                raise write_failure(path, f"its name leaves no room for the {sidecar} file beside it", SHORTER_NAME)
         publish(final, path, overwrite)
         for sidecar in (".aux.xml", ".msk"):
             new, old = Path(f"{final}{sidecar}"), Path(f"{path}{sidecar}")
