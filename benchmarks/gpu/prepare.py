@@ -294,7 +294,7 @@ def main() -> None:
         type=int,
         default=1,
         help="device calls the bundle may take (with --train-quality auto: the train images' quality is chosen to "
-        "fit; one call with a light checkout allows about 92-93, four with the whole checkout 97)",
+        "fit; one call with a light checkout allows about 94, four with the whole checkout 96-97)",
     )
     p.add_argument(
         "--travel",
