@@ -49,6 +49,9 @@ NETWORK_FILE_SYSTEMS = (
     "/vsihdfs",
 )
 
+# GDAL's limits on network transfers (network_timeouts), in seconds and bytes per second
+NETWORK_LIMITS = {"GDAL_HTTP_CONNECTTIMEOUT": "60", "GDAL_HTTP_LOW_SPEED_TIME": "60", "GDAL_HTTP_LOW_SPEED_LIMIT": "1"}
+
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 _USERINFO = re.compile(r"(?<=://)[^/\s@?#]+@")
 _QUERY = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]+://|/vsi)[^\s?#'\"]*)[?#][^\s'\"]*?(?=[:,;.)]*(?:[\s'\"]|$))")
@@ -143,15 +146,26 @@ def is_network(gdal: str) -> bool:
     return any(fs in gdal for fs in NETWORK_FILE_SYSTEMS)
 
 
+def network_timeouts() -> dict[str, str]:
+    """GDAL's HTTP limits for a run, each unless the environment sets it: a connection that takes over a minute to
+    open, or a transfer that stalls (under 1 byte/s for a minute), fails with GDAL's error instead of waiting for
+    ever; a stalled request blocks the thread inside libcurl, where neither Ctrl-C nor SIGTERM reaches it. libcurl's
+    own defaults wait 300 s to connect and without limit for data."""
+    return {key: value for key, value in NETWORK_LIMITS.items() if key not in os.environ}
+
+
 def remote_options(gdal: str) -> dict[str, str]:
     """GDAL settings while ``gdal`` (a GDAL path) is open: over the network, its folder is not listed (a request, and
-    one per sidecar name: .aux.xml, .ovr, .msk), unless the environment sets GDAL_DISABLE_READDIR_ON_OPEN; none
-    otherwise (a local archive's listing is cheap, and finds a world file beside the raster). rasterio sets them for
-    the process from the main thread (where files run one at a time), for the thread only from others (files in
-    flight)."""
-    if not is_network(gdal) or "GDAL_DISABLE_READDIR_ON_OPEN" in os.environ:
+    one per sidecar name: .aux.xml, .ovr, .msk), unless the environment sets GDAL_DISABLE_READDIR_ON_OPEN, and
+    stalled transfers fail (``network_timeouts``); none otherwise (a local archive's listing is cheap, and finds a
+    world file beside the raster). rasterio sets them for the process from the main thread (where files run one at a
+    time), for the thread only from others (files in flight)."""
+    if not is_network(gdal):
         return {}
-    return {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    options = network_timeouts()
+    if "GDAL_DISABLE_READDIR_ON_OPEN" not in os.environ:
+        options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+    return options
 
 
 def redact(text: object) -> str:

@@ -2,7 +2,9 @@
 GDAL's /vsicurl/ sends) and counts the bytes of the files it served.
 
 ``python rangeserver.py FOLDER`` prints its port and serves until killed. GET /__served__ answers the bytes served
-so far, GET /__requests__ the requests so far, one "METHOD /path" a line (neither is counted). It runs in a process
+so far, GET /__requests__ the requests so far, one "METHOD /path" a line (neither is counted). A path under
+/stall/ is the folder's file as well, but a range that reaches past its first STALL_FROM bytes is never answered: the
+connection stays open and silent (a server that hangs after a file's header was read). It runs in a process
 of its own: rasterio calls some GDAL functions holding Python's GIL (a VRT's overviews, which open its sources), so a
 server thread in the tests' process would never answer them.
 """
@@ -16,6 +18,7 @@ import re
 import sys
 import threading
 
+STALL_FROM = 1 << 16
 SERVED = 0
 REQUESTS: list[str] = []
 _LOCK = threading.Lock()
@@ -43,7 +46,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         global SERVED
         with _LOCK:
             REQUESTS.append(f"{self.command} {self.path}")
-        path = self.translate_path(self.path.split("?")[0])
+        stall = self.path.startswith("/stall/")
+        path = self.translate_path(self.path.split("?")[0].removeprefix("/stall"))
         if not os.path.isfile(path):
             self.send_error(404)
             return
@@ -52,6 +56,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         first, last, status = 0, size - 1, 200
         if m:
             first, last, status = int(m[1]), min(int(m[2]) if m[2] else size - 1, size - 1), 206
+        if stall and m and last >= STALL_FROM:
+            threading.Event().wait()  # hold the connection, say nothing
         with open(path, "rb") as f:
             f.seek(first)
             data = f.read(last - first + 1)

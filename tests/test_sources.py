@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from testdata import CRS, TRANSFORM, error_line, read_raster, smooth_image, write_geotiff
 
 import geosr
+import geosr.sources
 from geosr.cli.main import cli
 from geosr.errors import OptionError, RasterError
 from geosr.raster import plan_outputs
@@ -195,6 +196,26 @@ def test_a_missing_url_is_one_line_naming_it_without_its_query_string(server, ti
     assert result.exit_code == 1
     line = error_line(result)
     assert server.url("missing.tif") in line and "404" in line and "secret" not in line and "?" not in line
+
+
+def test_a_server_that_stops_answering_fails_the_file_instead_of_hanging(server, tiny_model, tmp_path, monkeypatch):
+    # a stalled request blocks inside libcurl, out of reach of Ctrl-C: geosr sets GDAL's limits unless the
+    # environment does (here shortened to 2 s; geosr's own are a minute)
+    for key in geosr.sources.NETWORK_LIMITS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(
+        geosr.sources, "NETWORK_LIMITS", {**geosr.sources.NETWORK_LIMITS, "GDAL_HTTP_LOW_SPEED_TIME": "2"}
+    )
+    noise = np.random.default_rng(0).integers(0, 256, (3, 512, 512), dtype=np.uint8)
+    write_geotiff(server.root / "scene.tif", noise, tiled=True, blockxsize=64, blockysize=64)
+    url = server.url("stall/scene.tif")  # its header is served, its pixels past the first 64 KiB never
+    out = tmp_path / "sr"
+    out.mkdir()
+    result = run(url, "-o", out / "scene_x2.tif", "--model", tiny_model)
+    assert result.exit_code == 1, result.output
+    line = error_line(result)
+    assert url in line and "network" in line, line
+    assert list(out.iterdir()) == []  # nothing left behind
 
 
 def test_zip_archives_read_through_zip_and_vsizip_equal_the_local_file(predictor, tmp_path):

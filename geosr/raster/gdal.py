@@ -19,6 +19,8 @@ import rasterio
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from geosr.sources import network_timeouts
+
 # GDAL settings under which a damaged file fails its read instead of returning garbage: GDAL's whole-image PNG
 # decoder reports no error for a truncated PNG (the row-by-row one does), and libjpeg's "premature end of file" is only
 # a warning unless GDAL_ERROR_ON_LIBJPEG_WARNING holds (its default, which a user's environment may have turned off).
@@ -29,9 +31,9 @@ CACHE_BYTES = 64 << 20  # GDAL's block cache during a run
 
 
 def gdal_options() -> dict[str, Any]:
-    """GDAL settings for a run: a bounded block cache (unless the user set GDAL_CACHEMAX), internal masks, and the
-    ``READ_CHECKS`` that make damaged inputs fail."""
-    options: dict[str, Any] = {"GDAL_TIFF_INTERNAL_MASK": True, **READ_CHECKS}
+    """GDAL settings for a run: a bounded block cache (unless the user set GDAL_CACHEMAX), internal masks, the
+    ``READ_CHECKS`` that make damaged inputs fail, and limits on stalled network reads (geosr.sources)."""
+    options: dict[str, Any] = {"GDAL_TIFF_INTERNAL_MASK": True, **READ_CHECKS, **network_timeouts()}
     if "GDAL_CACHEMAX" not in os.environ:
         # in bytes: rasterio hands a number to GDALSetCacheMax64 as it is (64 would be a cache of 64 bytes, none);
         # outputs are written in whole blocks, so this mostly serves reads
