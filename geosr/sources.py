@@ -128,10 +128,31 @@ def input_spec(value: str | os.PathLike | RemoteSource) -> Path | RemoteSource:
         return value
     text = os.fsdecode(os.fspath(value))
     if is_remote(text):
-        return RemoteSource(text, gdal_path(text))
+        gdal = gdal_path(text)
+        archive = local_archive(gdal)
+        return RemoteSource(text, gdal, (archive,) if archive is not None else ())
     if text.lower().startswith("file://"):
         return Path(gdal_path(text))
     return Path(value)
+
+
+def local_archive(gdal: str) -> Path | None:
+    """The local archive a GDAL path reads a member of (``/vsizip/{/data/a.zip}/b.tif``, ``/vsizip//data/a.zip/b.tif``,
+    /vsitar/, /vsigzip/, /vsi7z/, /vsirar/), or None: the archive is the first part of the path that is a file."""
+    m = re.match(r"/vsi(?:zip|tar|gzip|7z|rar)/", gdal)
+    if m is None:
+        return None
+    rest = gdal[m.end() :]
+    if rest.startswith("{"):
+        rest = rest[1 : rest.find("}")] if "}" in rest else rest[1:]
+    if rest.startswith("/vsi"):
+        return local_archive(rest)  # an archive inside an archive: the outer one is the file
+    parts = Path(rest).parts
+    for i in range(1, len(parts) + 1):
+        candidate = Path(*parts[:i])
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def local_files(spec: str | os.PathLike | RemoteSource) -> list[Path]:

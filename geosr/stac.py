@@ -33,7 +33,7 @@ from rasterio.enums import MaskFlags
 
 from geosr.errors import GeosrError, OptionError, RasterError
 from geosr.raster import RASTER_SUFFIXES, georeferencing, open_raster
-from geosr.sources import RemoteSource, input_spec, is_remote, redact
+from geosr.sources import RemoteSource, input_spec, is_remote, local_archive, redact
 
 MAX_ITEM_BYTES = 16 << 20  # a STAC item is a few kB; more is not one
 FETCH_TIMEOUT = 60  # seconds to fetch an item over http(s)
@@ -133,7 +133,11 @@ def item_source(spec: str | os.PathLike | RemoteSource, assets: str | Sequence[s
                 f"{source}: asset {grid.key} ({grid.describe()}) is on another grid than {grids[0].key} "
                 f"({grids[0].describe()}); choose assets of the same resolution with --assets"
             )
-    local = tuple(Path(g.gdal) for g in grids if not is_remote(g.gdal))
+    # the files no output may replace: a local item itself, its local assets and the local archives they lie in
+    files = [] if isinstance(source, RemoteSource) else [source]
+    for grid in grids:
+        files.append(local_archive(grid.gdal) if is_remote(grid.gdal) else Path(grid.gdal))
+    local = tuple(dict.fromkeys(f for f in files if f is not None))
     return RemoteSource(source.spec if isinstance(source, RemoteSource) else str(source), _vrt(grids), local)
 
 

@@ -27,7 +27,7 @@ import geosr.sources
 from geosr.cli.main import cli
 from geosr.errors import OptionError, RasterError
 from geosr.raster import plan_outputs
-from geosr.sources import RemoteSource, gdal_path, input_spec, is_remote, redact
+from geosr.sources import RemoteSource, gdal_path, input_spec, is_remote, local_archive, redact
 from geosr.stac import asset_href, resolve_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -305,6 +305,37 @@ def test_a_stac_item_never_gets_an_output_over_one_of_its_local_assets(tmp_path,
     result = run(item, "--assets", "red,green,blue", "-o", tmp_path / "red.tif", "--overwrite", "--model", tiny_model)
     assert result.exit_code != 0 and "input" in error_line(result)
     np.testing.assert_array_equal(read_raster(tmp_path / "red.tif"), before)
+
+
+def test_no_output_or_report_replaces_an_item_or_an_archive_the_input_is_read_from(tmp_path, tiny_model):
+    for key, band in zip(("red", "green", "blue"), smooth_image(3, 40, 60)):
+        write_geotiff(tmp_path / f"{key}.tif", band[None])
+    with zipfile.ZipFile(tmp_path / "bands.zip", "w") as z:  # the blue asset inside an archive
+        z.write(tmp_path / "blue.tif", "blue.tif")
+    item = write_item(
+        tmp_path / "item.json",
+        {"red": "red.tif", "green": "green.tif", "blue": f"zip://{tmp_path}/bands.zip!/blue.tif"},
+    )
+    scene = write_geotiff(tmp_path / "scene.tif", smooth_image(3, 40, 60))
+    with zipfile.ZipFile(tmp_path / "scene.tif.zip", "w") as z:
+        z.write(scene, "scene.tif")
+    archive = tmp_path / "scene.tif.zip"
+    kept = {p: p.read_bytes() for p in (item, archive, tmp_path / "bands.zip")}
+    stac = (item, "--assets", "red,green,blue")
+    for args in (
+        (*stac, "-o", tmp_path / "sr.tif", "--report", item),  # the item itself as the report
+        (*stac, "-o", tmp_path / "bands.zip"),  # an asset's archive as the output
+        (f"zip://{archive}!/scene.tif", "-o", archive),
+        (f"/vsizip/{archive}/scene.tif", "-o", archive),
+        (f"/vsizip/{{{archive}}}/scene.tif", "-o", tmp_path / "sr.tif", "--report", archive),
+    ):
+        result = run(*args, "--overwrite", "--model", tiny_model)
+        assert result.exit_code != 0 and "input" in error_line(result), (args, result.output)
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not (tmp_path / "sr.tif").exists()
+    assert local_archive(f"/vsizip/{{{archive}}}/scene.tif") == archive
+    assert local_archive(f"/vsitar/{tmp_path}/none.tar/a.tif") is None  # no such file
+    assert local_archive("/vsizip/{/vsicurl/http://h.example/a.zip}/a.tif") is None  # a remote archive
 
 
 def crop(src: Path, dst: Path, window: Window) -> Path:

@@ -73,7 +73,8 @@ def same_file(a: str | os.PathLike | RemoteSource, b: str | os.PathLike | Remote
 def check_not_input(source: str | os.PathLike, path: str | os.PathLike) -> None:
     """Raise RasterError when the output ``path`` is the input ``source`` (also through a link)."""
     if same_file(source, path):
-        raise RasterError(f"{path}: the output is the input; choose another output path", option="--output")
+        what = "a file the input is read from" if is_remote(source) else "the input"
+        raise RasterError(f"{path}: the output is {what}; choose another output path", option="--output")
 
 
 def check_output_file(
