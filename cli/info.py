@@ -108,10 +108,11 @@ def read_raster(target: str):
     from geosr.errors import RasterError
     from geosr.provenance import read_provenance
     from geosr.raster import RASTER_SUFFIXES
+    from geosr.sources import is_remote
 
     path = Path(target)
-    if path.suffix.lower() in RASTER_SUFFIXES:
-        return read_provenance(path)
+    if is_remote(target) or path.suffix.lower() in RASTER_SUFFIXES:  # a URL or /vsi path: a raster (models are local)
+        return read_provenance(target)
     if not path.is_file() or path.suffix.lower() == ".safetensors":
         return None
     try:
@@ -127,9 +128,9 @@ def read_raster(target: str):
 @handle_errors
 def info(target: str | None, as_json: bool) -> None:
     """Show the model card of MODEL (a .safetensors model file or a bundled model name); without MODEL, list the
-    models bundled with geosr. Given a RASTER written by geosr (geosr upscale's output), show how it was made: its
-    size, CRS and pixel size, and every GEOSR_* tag (model, model file SHA-256, scale, tiling, precision,
-    consistency, self-ensemble, radiometry), one per line.
+    models bundled with geosr. Given a RASTER written by geosr (geosr upscale's output; a local file, a URL or a
+    /vsi path), show how it was made: its size, CRS and pixel size, and every GEOSR_* tag (model, model file
+    SHA-256, scale, tiling, precision, consistency, self-ensemble, radiometry), one per line.
 
     A raster not written by geosr (no GEOSR_* tags) gets one line that says so, with its size, CRS and pixel size;
     the exit status is 0 for it too (--json says "written_by_geosr": false). A path that is neither a model file nor
@@ -176,8 +177,9 @@ def info(target: str | None, as_json: bool) -> None:
     raster = read_raster(target)
     if raster is not None:
         from geosr.raster.writing import damaged_output
+        from geosr.sources import RemoteSource
 
-        problem = damaged_output(Path(target), sparse_ok=True)
+        problem = None if isinstance(raster.path, RemoteSource) else damaged_output(Path(target), sparse_ok=True)
         if problem:
             raise GeosrError(f"{target}: damaged, {problem}; get the file again (or from its source)")
         click.echo(json.dumps(raster.to_dict(), indent=2) if as_json else format_provenance(raster))

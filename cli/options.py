@@ -50,10 +50,19 @@ check_band_numbers = lazy("geosr.options", "check_band_numbers")
 check_batch_size = lazy("geosr.options", "check_batch_size")
 check_tiling = lazy("geosr.options", "check_tiling")
 gdal_messages_logged = lazy("geosr.raster.gdal", "gdal_messages_logged")
+redact = lazy("geosr.sources", "redact")
 GDAL_LOGGERS = ("rasterio", "geosr.gdal")  # where GDAL's messages arrive (geosr.raster.gdal.gdal_messages_logged)
 
 
 # --- logging ------------------------------------------------------------------------------------------------------
+
+
+class _Redacting(logging.Formatter):
+    """Log lines without what may be a secret in an address: user:password@ and query strings (geosr.sources.redact),
+    in the message and its traceback alike."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(verbosity: int) -> None:
@@ -62,6 +71,9 @@ def configure_logging(verbosity: int) -> None:
     if verbosity < -1:
         level = logging.CRITICAL
     logging.basicConfig(format="%(levelname)s: %(message)s", level=level)
+    for handler in logging.getLogger().handlers:  # GDAL's and rasterio's lines name the paths they open: URLs too
+        if handler.formatter is not None and not isinstance(handler.formatter, _Redacting):
+            handler.setFormatter(_Redacting(handler.formatter._fmt))
     logging.getLogger("geosr").setLevel(level)
     # GDAL's, PROJ's and libtiff's messages (rasterio's records, and geosr.gdal's while a command runs: see
     # handle_errors) are the raw details of geosr's one-line errors: shown with -v, rasterio's chatter with -vv.

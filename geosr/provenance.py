@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosr.raster import open_raster
+from geosr.sources import RemoteSource, input_spec
 from geosr.version import __version__
 
 if TYPE_CHECKING:  # reading a raster's provenance (geosr info) needs no torch
@@ -92,7 +93,7 @@ class RasterProvenance:
     "none"; pixel_size: (x, y) in ``units`` (the CRS's), for a raster georeferenced by a transform, else None.
     """
 
-    path: Path
+    path: Path | RemoteSource  # a remote raster (geosr.sources) shows without credentials
     width: int
     height: int
     count: int
@@ -143,8 +144,8 @@ def _units(crs) -> str | None:
 
 def read_provenance(path: str | os.PathLike) -> RasterProvenance:
     """The size, CRS, pixel size and GEOSR_* dataset tags of the raster at ``path`` (any raster GDAL reads; no pixel
-    is read). Raises RasterError naming the file when it is missing or GDAL cannot open it."""
-    path = Path(path)
+    is read; a URL or /vsi path too). Raises RasterError naming the file when it is missing or GDAL cannot open it."""
+    path = input_spec(path)
     with open_raster(path) as ds:
         points, gcp_crs = ds.gcps
         if ds.crs and not points:

@@ -129,7 +129,7 @@ class BatchReport:
         self.overwrite = overwrite
         self.inputs = [f for p in inputs for f in local_files(p)]  # a URL: none
         self.target: Target | None = self._check(())
-        self.command = None if command is None else [str(a) for a in command]
+        self.command = None if command is None else [redact(a) for a in command]  # no credentials of addresses
         self.settings: dict[str, Any] = dict(settings or {})
         self.interval = interval
         self.model: dict[str, Any] | None = None

@@ -55,6 +55,8 @@ NETWORK_LIMITS = {"GDAL_HTTP_CONNECTTIMEOUT": "60", "GDAL_HTTP_LOW_SPEED_TIME": 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 _USERINFO = re.compile(r"(?<=://)[^/\s@?#]+@")
 _QUERY = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]+://|/vsi)[^\s?#'\"]*)[?#][^\s'\"]*?(?=[:,;.)]*(?:[\s'\"]|$))")
+# the query string of a remote archive's address ends at the "!" before the member (zip+https://h/a.zip?sig=X!/b.tif)
+_ARCHIVE_QUERY = re.compile(r"(zip\+[A-Za-z0-9+.-]+://[^\s?#'\"!]*)[?#][^\s'\"!]*(?=!)")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class RemoteSource:
     @property
     def name(self) -> str:
         """The base name of the file (no query string): the output's name when -o is a folder."""
-        parts = [p for p in re.split(r"[/!{}]", _QUERY.sub(r"\1", self.spec)) if p and not p.endswith(":")]
+        parts = [p for p in re.split(r"[/!{}]", _without_queries(self.spec)) if p and not p.endswith(":")]
         return unquote(parts[-1]) if parts else "remote"
 
 
@@ -192,4 +194,9 @@ def remote_options(gdal: str) -> dict[str, str]:
 def redact(text: object) -> str:
     """``text`` (a spec, or a message that names one) without what may be a secret: the user:password@ of URLs and
     the query strings of URLs and /vsi paths (``?X-Amz-Signature=...``, SAS tokens)."""
-    return _QUERY.sub(r"\1", _USERINFO.sub("", str(text.spec if isinstance(text, RemoteSource) else text)))
+    return _without_queries(_USERINFO.sub("", str(text.spec if isinstance(text, RemoteSource) else text)))
+
+
+def _without_queries(text: str) -> str:
+    """``text`` with the query strings of the addresses in it left out."""
+    return _QUERY.sub(r"\1", _ARCHIVE_QUERY.sub(r"\1", text))

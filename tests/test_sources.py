@@ -136,6 +136,43 @@ def test_messages_show_an_address_without_credentials_or_query_string():
     assert str(input_spec(spec)) == redact(spec) == "https://h.example/a/scene.tif"
     assert repr(input_spec(spec)) == "RemoteSource('https://h.example/a/scene.tif')"
     assert redact(f"HTTP error on /vsicurl/{spec}: 403") == "HTTP error on /vsicurl/https://h.example/a/scene.tif: 403"
+    # a remote archive's query string ends at the member: the member stays, and names the output
+    archive = "zip+https://u:pw@h.example/a.zip?sig=abc!/sub/b c.tif"
+    assert redact(f"{archive}: not found") == "zip+https://h.example/a.zip!/sub/b c.tif: not found"
+    assert input_spec(archive).name == "b c.tif"
+
+
+def test_no_log_line_report_or_info_shows_an_addresss_credentials(server, tiny_model, tmp_path):
+    write_cog(server.root / "scene.tif", smooth_image(3, 40, 60))
+    secret = server.url("scene.tif").replace("://", "://alice:s3cr3t@") + "?token=SECRET"
+    report = tmp_path / "report.json"
+    geosr_cli = [sys.executable, "-m", "geosr.cli.main"]
+    done = subprocess.run(
+        [*geosr_cli, "upscale", secret, "-o", tmp_path / "sr.tif", "--model", tiny_model, "--report", report, "-vv"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG" in done.stderr and server.url("scene.tif") in done.stderr  # rasterio's lines name the address
+    missing = subprocess.run(
+        [
+            *geosr_cli,
+            "upscale",
+            secret.replace("scene", "missing"),
+            "-o",
+            tmp_path / "no.tif",
+            "--model",
+            tiny_model,
+            "-v",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 1 and "404" in missing.stderr  # GDAL's own message, logged at -v
+    info = subprocess.run([*geosr_cli, "info", secret], capture_output=True, text=True)
+    assert info.returncode == 0 and server.url("scene.tif") in info.stdout, info.stderr  # a remote raster's facts
+    for text in (done.stderr, missing.stderr, report.read_text(), info.stdout + info.stderr):
+        assert "s3cr3t" not in text and "SECRET" not in text and "alice" not in text
 
 
 def test_a_remote_input_is_written_to_the_output_file_or_under_its_base_name_in_a_folder(tmp_path):
