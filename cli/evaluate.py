@@ -8,6 +8,7 @@ import click
 
 from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
+    LocalPath,
     NonEmptyPath,
     bands_option,
     batch_size_option,
@@ -69,19 +70,19 @@ def _report_path(ctx, param, value: Path | None) -> Path | None:
     dest="out",
     required=False,
     metavar="FILE",
-    type=NonEmptyPath(dir_okay=False, path_type=Path),
+    type=LocalPath(dir_okay=False, path_type=Path),
     callback=_report_path,
 )
 @click.option(
     "--save-images",
-    type=NonEmptyPath(file_okay=False, path_type=Path),
+    type=LocalPath(file_okay=False, path_type=Path),
     default=None,
     metavar="DIR",
     help="Write the model's SR images to DIR/<class>/<name> (.png, or .tif for georeferenced or non-8-bit).",
 )
 @click.option(
     "--preview",
-    type=NonEmptyPath(file_okay=False, path_type=Path),
+    type=LocalPath(file_okay=False, path_type=Path),
     default=None,
     metavar="DIR",
     help="Write side-by-side PNG crops HR | bicubic | model of every image to DIR.",

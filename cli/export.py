@@ -21,6 +21,7 @@ import click
 
 from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
+    LocalPath,
     NonEmptyPath,
     checked,
     output_option,
@@ -61,7 +62,7 @@ def _model_name(value: str) -> str:
     "card in its metadata; needs the onnx extra).",
     dest="out",
     metavar="FILE",
-    type=NonEmptyPath(dir_okay=False, path_type=Path),
+    type=LocalPath(dir_okay=False, path_type=Path),
 )
 @click.option(
     "--dtype",

@@ -229,6 +229,22 @@ class NonEmptyPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class LocalPath(NonEmptyPath):
+    """NonEmptyPath for what a command writes: a local path, not a URL or a GDAL /vsi path (they would become local
+    folders named "http:" or "/vsimem")."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        if text.startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", text):
+            self.fail(
+                f"{text}: geosr writes to local files, not to URLs or GDAL's /vsi paths; give a local path and copy "
+                "the result",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 def output_option(
     help: str,
     *,

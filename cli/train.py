@@ -17,6 +17,7 @@ import click
 
 from geosr.cli.exits import handle_errors
 from geosr.cli.options import (
+    LocalPath,
     NonEmptyPath,
     bands_option,
     batch_size_option,
@@ -49,7 +50,7 @@ SHARED_OPTIONS = {
     "tile_size": tile_size_option,
     "overlap": overlap_option,
     "batch_size": batch_size_option,
-    "out": partial(output_option, dest="out", required=False, metavar="RUN_DIR", type=NonEmptyPath(file_okay=False)),
+    "out": partial(output_option, dest="out", required=False, metavar="RUN_DIR", type=LocalPath(file_okay=False)),
 }
 
 

@@ -19,6 +19,7 @@ import click
 
 from geosr.cli.exits import handle_errors, stop_on_sigterm
 from geosr.cli.options import (
+    LocalPath,
     NonEmptyPath,
     bands_option,
     batch_size_option,
@@ -269,7 +270,7 @@ def _run_with_preview(
 @click.option("--yes", is_flag=True, help="Go on with files past --max-pixels (or a day's work).")
 @click.option(
     "--uncertainty",
-    type=NonEmptyPath(dir_okay=False, path_type=Path),
+    type=LocalPath(dir_okay=False, path_type=Path),
     metavar="MAP.tif",
     help="Also write a float32 map of the expected absolute error of each output pixel (one input file; "
     "the output is then the self-ensemble's mean: about 8 times the model's work). Its path follows the "
@@ -277,14 +278,14 @@ def _run_with_preview(
 )
 @click.option(
     "--report",
-    type=NonEmptyPath(dir_okay=False, path_type=Path),
+    type=LocalPath(dir_okay=False, path_type=Path),
     metavar="FILE.json",
     help="Write a JSON report: one record per file (status, message, seconds, output pixels, model, "
     "settings) and the summary; also when the batch fails or is interrupted.",
 )
 @click.option(
     "--preview",
-    type=NonEmptyPath(dir_okay=False, path_type=Path),
+    type=LocalPath(dir_okay=False, path_type=Path),
     metavar="PNG",
     help="Also write a PNG to judge the result: input, bicubic, output (and error map) side by side over "
     "the most detailed window (one input file).",

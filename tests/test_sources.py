@@ -142,6 +142,27 @@ def test_messages_show_an_address_without_credentials_or_query_string():
     assert input_spec(archive).name == "b c.tif"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["upscale", "IN", "-o", "sr.tif", "--report", "http://h.example/r.json"],
+        ["upscale", "IN", "-o", "sr.tif", "--uncertainty", "/vsimem/map.tif"],
+        ["upscale", "IN", "-o", "sr.tif", "--preview", "s3://bucket/p.png"],
+        ["evaluate", "-d", "DATA", "-o", "https://h.example/r.json"],
+        ["evaluate", "-d", "DATA", "--save-images", "/vsis3/bucket/sr"],
+        ["train", "--data", "DATA", "-o", "gs://bucket/run"],
+        ["export", "MODEL", "-o", "/vsimem/m.safetensors"],
+    ],
+)
+def test_what_a_command_writes_is_a_local_path_and_a_url_is_a_usage_error(command, tmp_path, tiny_model):
+    scene = write_geotiff(tmp_path / "in.tif", smooth_image(3, 40, 40))
+    words = {"IN": str(scene), "DATA": str(tmp_path), "MODEL": str(tiny_model)}
+    result = CliRunner().invoke(cli, [words.get(w, w) for w in command], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "geosr writes to local files, not to URLs or GDAL's /vsi paths" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]  # no folder "http:" or "vsimem" made
+
+
 def test_no_log_line_report_or_info_shows_an_addresss_credentials(server, tiny_model, tmp_path):
     write_cog(server.root / "scene.tif", smooth_image(3, 40, 60))
     secret = server.url("scene.tif").replace("://", "://alice:s3cr3t@") + "?token=SECRET"
