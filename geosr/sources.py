@@ -19,8 +19,10 @@ tokens), in messages, logs and reports alike.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -200,3 +202,40 @@ def redact(text: object) -> str:
 def _without_queries(text: str) -> str:
     """``text`` with the query strings of the addresses in it left out."""
     return _QUERY.sub(r"\1", _ARCHIVE_QUERY.sub(r"\1", text))
+
+
+def http_request(url: str) -> urllib.request.Request:
+    """A request for ``url`` (http or https) with the credentials GDAL would send for it, for what geosr fetches
+    itself (a STAC item): the URL's user:password@ or GDAL_HTTP_USERPWD as basic authentication, GDAL_HTTP_BEARER,
+    the headers of GDAL_HTTP_HEADERS (lines "Name: value", or one line of them separated by commas) and of the file
+    GDAL_HTTP_HEADER_FILE, and GDAL_HTTP_USERAGENT."""
+    parts = urlsplit(url)
+    headers: dict[str, str] = {}
+    auth = None
+    user = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}" if parts.username else None
+    user = user or os.environ.get("GDAL_HTTP_USERPWD")
+    if user:
+        auth = "Basic " + base64.b64encode(user.encode()).decode()
+    if os.environ.get("GDAL_HTTP_BEARER"):
+        auth = f"Bearer {os.environ['GDAL_HTTP_BEARER']}"
+    lines = os.environ.get("GDAL_HTTP_HEADERS", "").splitlines()
+    if len(lines) == 1:
+        lines = re.split(r",\s*(?=[A-Za-z0-9-]+:)", lines[0])
+    header_file = os.environ.get("GDAL_HTTP_HEADER_FILE")
+    if header_file:
+        with open(header_file, encoding="utf-8") as f:
+            lines += f.read().splitlines()
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            headers[name.strip()] = value.strip()
+    if os.environ.get("GDAL_HTTP_USERAGENT"):
+        headers["User-Agent"] = os.environ["GDAL_HTTP_USERAGENT"]
+    netloc = parts.hostname or ""
+    netloc = f"[{netloc}]" if ":" in netloc else netloc
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    request = urllib.request.Request(parts._replace(netloc=netloc).geturl(), headers=headers)
+    if auth is not None and "Authorization" not in headers:
+        request.add_unredirected_header("Authorization", auth)  # not sent on to where a redirect points
+    return request

@@ -33,7 +33,7 @@ from rasterio.enums import MaskFlags
 
 from geosr.errors import GeosrError, OptionError, RasterError
 from geosr.raster import RASTER_SUFFIXES, georeferencing, open_raster
-from geosr.sources import RemoteSource, input_spec, is_remote, local_archive, redact
+from geosr.sources import RemoteSource, http_request, input_spec, is_remote, local_archive, redact
 
 MAX_ITEM_BYTES = 16 << 20  # a STAC item is a few kB; more is not one
 FETCH_TIMEOUT = 60  # seconds to fetch an item over http(s)
@@ -159,7 +159,8 @@ def read_item(source: Path | RemoteSource) -> dict[str, Any]:
                     f"{source}: geosr reads STAC items from local files and http(s) URLs; download the "
                     "item and give the local file (its assets may stay remote)"
                 )
-            with urllib.request.urlopen(source.spec, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (http(s) only)
+            request = http_request(source.spec)  # GDAL's credentials, as for the assets
+            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:  # noqa: S310 (http(s) only)
                 raw = response.read(MAX_ITEM_BYTES + 1)
         else:
             with open(source, "rb") as f:

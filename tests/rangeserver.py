@@ -4,9 +4,10 @@ GDAL's /vsicurl/ sends) and counts the bytes of the files it served.
 ``python rangeserver.py FOLDER`` prints its port and serves until killed. GET /__served__ answers the bytes served
 so far, GET /__requests__ the requests so far, one "METHOD /path" a line (neither is counted). A path under
 /stall/ is the folder's file as well, but a range that reaches past its first STALL_FROM bytes is never answered: the
-connection stays open and silent (a server that hangs after a file's header was read). It runs in a process
-of its own: rasterio calls some GDAL functions holding Python's GIL (a VRT's overviews, which open its sources), so a
-server thread in the tests' process would never answer them.
+connection stays open and silent (a server that hangs after a file's header was read). With the environment
+variable RANGESERVER_AUTH set, a path under /auth/ (the folder's file) needs that Authorization header, else 401.
+It runs in a process of its own: rasterio calls some GDAL functions holding Python's GIL (a VRT's overviews, which
+open its sources), so a server thread in the tests' process would never answer them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         with _LOCK:
             REQUESTS.append(f"{self.command} {self.path}")
         stall = self.path.startswith("/stall/")
-        path = self.translate_path(self.path.split("?")[0].removeprefix("/stall"))
+        if self.path.startswith("/auth/") and self.headers.get("Authorization") != os.environ.get("RANGESERVER_AUTH"):
+            self.send_error(401)
+            return
+        path = self.translate_path(self.path.split("?")[0].removeprefix("/stall").removeprefix("/auth"))
         if not os.path.isfile(path):
             self.send_error(404)
             return

@@ -3,7 +3,9 @@ assets are read as the bands of one raster (geosr.stac), against a web server on
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,12 +38,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 class Server:
     """tests/rangeserver.py serving ``root`` in its own process."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, auth: str | None = None) -> None:
         self.root = root
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("rangeserver.py")), str(root)],
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, "RANGESERVER_AUTH": auth} if auth else None,
         )
         self.port = int(self.process.stdout.readline())
 
@@ -66,6 +69,20 @@ def server(tmp_path, monkeypatch):
     root = tmp_path / "www"
     root.mkdir()
     s = Server(root)
+    yield s
+    s.process.kill()
+    s.process.wait()
+    s.process.stdout.close()
+
+
+@pytest.fixture
+def auth_server(tmp_path, monkeypatch):
+    """A server whose /auth/ paths need the basic authentication of user "bob", password "pw 1"."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    root = tmp_path / "www"
+    root.mkdir()
+    s = Server(root, auth="Basic " + base64.b64encode(b"bob:pw 1").decode())
     yield s
     s.process.kill()
     s.process.wait()
@@ -320,6 +337,31 @@ def test_a_stac_items_assets_upscale_as_the_bands_of_one_raster(server, tiny_mod
     result = run(server.url("item.json"), "--assets", "red,green,blue", "-o", tmp_path, "--model", tiny_model, "-q")
     assert result.exit_code == 0, result.output
     assert_same_raster(tmp_path / "item.tif", tmp_path / "local.tif")
+
+
+def test_a_stac_item_is_fetched_with_the_credentials_gdal_reads_its_assets_with(
+    auth_server, tiny_model, tmp_path, monkeypatch
+):
+    for key, band in zip(("red", "green", "blue"), smooth_image(3, 40, 60)):
+        write_cog(auth_server.root / f"{key}.tif", band[None])
+    write_item(auth_server.root / "item.json", {k: f"{k}.tif" for k in ("red", "green", "blue")})
+    url = auth_server.url("auth/item.json")
+    for key in ("GDAL_HTTP_USERPWD", "GDAL_HTTP_HEADERS", "GDAL_HTTP_HEADER_FILE", "GDAL_HTTP_BEARER"):
+        monkeypatch.delenv(key, raising=False)
+    args = ("--assets", "red,green,blue", "--model", tiny_model, "-q", "--overwrite")
+    refused = run(url, "-o", tmp_path / "sr.tif", *args)
+    assert refused.exit_code == 1 and "401" in error_line(refused)
+    # the password in the address (percent-encoded), as GDAL takes it for the assets beside the item
+    in_url = run(url.replace("://", "://bob:pw%201@"), "-o", tmp_path / "a.tif", *args)
+    assert in_url.exit_code == 0, in_url.output
+    monkeypatch.setenv("GDAL_HTTP_USERPWD", "bob:pw 1")  # GDAL's own setting
+    assert run(url, "-o", tmp_path / "b.tif", *args).exit_code == 0
+    monkeypatch.delenv("GDAL_HTTP_USERPWD")
+    basic = "Basic " + base64.b64encode(b"bob:pw 1").decode()
+    monkeypatch.setenv("GDAL_HTTP_HEADERS", f"X-Other: 1, Authorization: {basic}")
+    assert run(url, "-o", tmp_path / "c.tif", *args).exit_code == 0
+    for name in ("b.tif", "c.tif"):
+        assert_same_raster(tmp_path / name, tmp_path / "a.tif")
 
 
 def test_asset_hrefs_are_uri_references_resolved_against_the_items_location(tmp_path):
