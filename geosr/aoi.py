@@ -23,17 +23,15 @@ from pathlib import Path
 import numpy as np
 import shapely
 from affine import Affine
-from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, RasterioError
-from rasterio.warp import transform as rasterio_transform
-from rasterio.warp import transform_geom
+from rasterio.errors import CRSError
 from rasterio.windows import Window
 from shapely import affinity
 from shapely.errors import GEOSException
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
+from geosr.aoicrs import CONVERSION_ERRORS, covers_raster, reprojected
 from geosr.errors import GeosrError, OptionError, RasterError, one_line, printable
 
 log = logging.getLogger("geosr.aoi")
@@ -317,15 +315,13 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
                 for name, crs in ((f"{path}'s CRS", ds.crs), ("--aoi-crs", src_crs))
                 if not (crs.is_geographic or crs.is_projected)
             ]
-            if _covers_raster(geom, src_crs, ds):  # a world box: whole, it would leave the CRS's domain
+            if covers_raster(geom, src_crs, ds):  # a world box: whole, it would leave the CRS's domain
                 return box(0, 0, ds.width, ds.height)
             minx, miny, maxx, maxy = geom.bounds
             geom = shapely.segmentize(geom, max(maxx - minx, maxy - miny) / 64 or 1.0)
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    geom = shape(transform_geom(src_crs, ds.crs, mapping(geom)))
-            except (RasterioError, CPLE_BaseError, ValueError) as exc:
+                geom = reprojected(geom, src_crs, ds.crs, f"{path}: the area of interest ({aoi.source})")
+            except CONVERSION_ERRORS as exc:
                 if local:
                     raise RasterError(
                         f"{path}: the area of interest ({aoi.source}) cannot be converted from {crs_name(src_crs)} "
@@ -349,30 +345,6 @@ def to_raster_pixels(aoi: AOI, ds, path) -> BaseGeometry:
                 geom = _repaired(geom, f"{aoi.option} {aoi.source} in {crs_name(ds.crs)}")
     inv = ~ds.transform
     return affinity.affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
-
-
-def _covers_raster(geom: BaseGeometry, crs: CRS, ds, per_edge: int = 64, across: int = 9) -> bool:
-    """Whether a convex AOI (in ``crs``) covers the whole raster: points along the raster's edges and on a grid
-    inside it, taken to ``crs``, all lie in it. False for an AOI that is not convex (a point could miss a notch or a
-    hole) and where a point cannot be taken to ``crs`` (then the AOI is reprojected as usual)."""
-    hull = geom.convex_hull
-    if geom.is_empty or hull.area <= 0 or geom.area < 0.999 * hull.area:
-        return False
-    t = np.linspace(0, 1, per_edge)
-    u = np.linspace(0, 1, across)
-    cols = np.concatenate([t, t, np.zeros_like(t), np.ones_like(t), np.repeat(u, across)]) * ds.width
-    rows = np.concatenate([np.zeros_like(t), np.ones_like(t), t, t, np.tile(u, across)]) * ds.height
-    x, y = ds.transform * (cols, rows)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            xs, ys = rasterio_transform(ds.crs, crs, np.asarray(x).tolist(), np.asarray(y).tolist())
-    except (RasterioError, CPLE_BaseError, ValueError):
-        return False
-    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
-        return False
-    return bool(shapely.covers(geom, shapely.points(xs, ys)).all())
 
 
 EDGE_SNAP = 1e-6  # pixels: an AOI edge this close to a pixel edge is on it

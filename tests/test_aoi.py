@@ -220,6 +220,24 @@ def test_an_area_that_covers_the_raster_takes_it_whole_even_beyond_its_crs(tmp_p
     assert window == Window(0, 0, 100, 100) and px.intersection(shapely_box(0, 0, 100, 100)).area < 100 * 100
 
 
+def test_an_area_that_reaches_beyond_the_rasters_crs_is_cut_to_where_it_converts(
+    tmp_path, make_geotiff, synthetic_image, caplog
+):
+    # a UTM 18N raster (its west edge near 78.56 W) and lon/lat boxes that end at 78.5 W: from 90 W the box converts
+    # whole; from 180 W its west half lies beyond the zone's domain (refused before), and the part that converts is
+    # the same area near the raster
+    utm = make_geotiff(tmp_path / "utm.tif", synthetic_image(1, 64, 64), crs="EPSG:32618",
+                       transform=Affine(100, 0, 145000, 0, -100, 2826000))  # fmt: skip
+    near = window_of(bbox_aoi((-90, 0, -78.5, 40), "EPSG:4326"), utm)
+    assert not caplog.records and 0 < near[0].width < 64  # the box cuts the raster
+    far = window_of(bbox_aoi((-180, 0, -78.5, 40), "EPSG:4326"), utm)
+    assert far[0] == near[0]
+    # the same edge within the densification of the boxes' edges (64 points a side: 1.6 degrees apart, not 0.6)
+    inside = shapely_box(0, 0, 64, 64)
+    assert far[1].intersection(inside).hausdorff_distance(near[1].intersection(inside)) < 0.5
+    assert "the part that converts is used" in caplog.text
+
+
 @pytest.mark.parametrize("consistency", [False, True])
 def test_an_aois_pixels_are_the_whole_rasters(tmp_path, make_geotiff, synthetic_image, tiny_model_x4, consistency):
     # the AOI's tiles are the whole raster's tiles (its context read around it up to where they start and end), so

@@ -27,6 +27,7 @@ LAYERS = [
             "resize",
             "metrics",
             "aoi",
+            "aoicrs",
             "arraylayout",
             "worksize",
             "sources",
