@@ -70,10 +70,10 @@ def configure_logging(verbosity: int) -> None:
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     if verbosity < -1:
         level = logging.CRITICAL
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=level)
-    for handler in logging.getLogger().handlers:  # GDAL's and rasterio's lines name the paths they open: URLs too
-        if handler.formatter is not None and not isinstance(handler.formatter, _Redacting):
-            handler.setFormatter(_Redacting(handler.formatter._fmt))
+    if not logging.getLogger().handlers:  # as logging.basicConfig, only where nothing has configured logging yet
+        handler = logging.StreamHandler()
+        handler.setFormatter(_Redacting("%(levelname)s: %(message)s"))  # GDAL's and rasterio's lines name URLs too
+        logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("geosr").setLevel(level)
     # GDAL's, PROJ's and libtiff's messages (rasterio's records, and geosr.gdal's while a command runs: see
     # handle_errors) are the raw details of geosr's one-line errors: shown with -v, rasterio's chatter with -vv.
