@@ -1,5 +1,7 @@
 """geosr.consistency: the projection onto outputs whose degradation gives back the input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,14 @@ def _window_data(scale: int, h: int, w: int, seed: int):
     return torch.from_numpy(hr), torch.from_numpy(lr), torch.from_numpy(valid)
 
 
+def _intel_cpu() -> bool:
+    """Whether this machine's CPU is Intel's (Linux: /proc/cpuinfo's vendor_id)."""
+    try:
+        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize(
     "scale, rows, cols",
     [
@@ -129,7 +139,9 @@ def test_the_window_shortcuts_give_the_values_of_the_whole_products_bit_for_bit(
         got = _project(hr.clone(), lr, v, scale, 3, (-1.0, 1.0), keep=(rows, cols))
         r, c = slice(*rows), slice(*cols)
         assert torch.equal(got[:, r, c], expected[:, r, c])
-    if torch.backends.mkl.is_available():  # where MKL runs the products, the shortcuts are taken
+    if torch.backends.mkl.is_available() and _intel_cpu():  # where MKL runs the products, the shortcuts are taken
+        # (on an AMD EPYC, Zen 3, MKL's kernels sum some of these windows' parts in another order than the whole
+        # products: the check made once per window shape finds it, and those windows take the whole products)
         win = _window(n, n, scale, rows, cols, torch.device("cpu"))
         assert win.bands is not None and (win.rows, win.cols) == (slice(*rows), slice(*cols))
 
