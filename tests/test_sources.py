@@ -62,31 +62,28 @@ class Server:
             return response.read().decode().splitlines()
 
 
-@pytest.fixture
-def server(tmp_path, monkeypatch):
+def _serving(tmp_path: Path, monkeypatch, auth: str | None = None):
+    """A Server of the folder tmp_path/www, stopped when the test ends."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     root = tmp_path / "www"
     root.mkdir()
-    s = Server(root)
+    s = Server(root, auth)
     yield s
     s.process.kill()
     s.process.wait()
     s.process.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    yield from _serving(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def auth_server(tmp_path, monkeypatch):
     """A server whose /auth/ paths need the basic authentication of user "bob", password "pw 1"."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    root = tmp_path / "www"
-    root.mkdir()
-    s = Server(root, auth="Basic " + base64.b64encode(b"bob:pw 1").decode())
-    yield s
-    s.process.kill()
-    s.process.wait()
-    s.process.stdout.close()
+    yield from _serving(tmp_path, monkeypatch, "Basic " + base64.b64encode(b"bob:pw 1").decode())
 
 
 def write_cog(path: Path, data: np.ndarray, **profile) -> Path:
