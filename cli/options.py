@@ -51,6 +51,7 @@ check_batch_size = lazy("geosr.options", "check_batch_size")
 check_tiling = lazy("geosr.options", "check_tiling")
 gdal_messages_logged = lazy("geosr.raster.gdal", "gdal_messages_logged")
 redact = lazy("geosr.sources", "redact")
+is_address = lazy("geosr.sources", "is_address")
 GDAL_LOGGERS = ("rasterio", "geosr.gdal")  # where GDAL's messages arrive (geosr.raster.gdal.gdal_messages_logged)
 
 
@@ -235,7 +236,7 @@ class LocalPath(NonEmptyPath):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         text = str(value)
-        if text.startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", text):
+        if is_address(text):
             self.fail(
                 f"{text}: geosr writes to local files, not to URLs or GDAL's /vsi paths; give a local path and copy "
                 "the result",

@@ -32,21 +32,18 @@ def reprojected(geom: BaseGeometry, src: CRS, dst: CRS, what: str) -> BaseGeomet
     """``geom`` (its edges densified) from ``src`` to ``dst``; where some of its points lie beyond ``dst``'s domain,
     the geometry of the points that convert, with a warning naming ``what``. Raises one of CONVERSION_ERRORS when
     not even that converts."""
-    for partial in (False, True):
-        try:
-            with rasterio.Env(OGR_ENABLE_PARTIAL_REPROJECTION=partial), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                out = shape(transform_geom(src, dst, mapping(geom)))
-        except CONVERSION_ERRORS:
-            if partial:
-                raise
-            continue
-        if partial:
-            log.warning(
-                "%s reaches beyond where its CRS converts to the raster's; the part that converts is used", what
-            )
-        return out
-    raise AssertionError("unreachable")
+    try:
+        return _converted(geom, src, dst, partial=False)
+    except CONVERSION_ERRORS:
+        out = _converted(geom, src, dst, partial=True)
+    log.warning("%s reaches beyond where its CRS converts to the raster's; the part that converts is used", what)
+    return out
+
+
+def _converted(geom: BaseGeometry, src: CRS, dst: CRS, partial: bool) -> BaseGeometry:
+    with rasterio.Env(OGR_ENABLE_PARTIAL_REPROJECTION=partial), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return shape(transform_geom(src, dst, mapping(geom)))
 
 
 def covers_raster(geom: BaseGeometry, crs: CRS, ds, per_edge: int = 64, across: int = 9) -> bool:

@@ -22,12 +22,15 @@ from __future__ import annotations
 import base64
 import os
 import re
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from geosr.errors import OptionError
+
+if TYPE_CHECKING:  # urllib.request takes 25 ms to import: only a STAC item over http(s) needs it
+    import urllib.request
 
 # scheme -> GDAL's virtual file system for it
 SCHEMES = {
@@ -85,6 +88,12 @@ class RemoteSource:
         """The base name of the file (no query string): the output's name when -o is a folder."""
         parts = [p for p in re.split(r"[/!{}]", _without_queries(self.spec)) if p and not p.endswith(":")]
         return unquote(parts[-1]) if parts else "remote"
+
+
+def is_address(text: str) -> bool:
+    """Whether ``text`` names a URL (of any scheme, file:// too) or a GDAL /vsi path rather than a plain local path:
+    what geosr never writes to."""
+    return text.startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", text) is not None
 
 
 def is_remote(spec: object) -> bool:
@@ -231,11 +240,10 @@ def http_request(url: str) -> urllib.request.Request:
             headers[name.strip()] = value.strip()
     if os.environ.get("GDAL_HTTP_USERAGENT"):
         headers["User-Agent"] = os.environ["GDAL_HTTP_USERAGENT"]
-    netloc = parts.hostname or ""
-    netloc = f"[{netloc}]" if ":" in netloc else netloc
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    request = urllib.request.Request(parts._replace(netloc=netloc).geturl(), headers=headers)
+    import urllib.request
+
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])  # urllib takes no user:password@
+    request = urllib.request.Request(bare.geturl(), headers=headers)
     if auth is not None and "Authorization" not in headers:
         request.add_unredirected_header("Authorization", auth)  # not sent on to where a redirect points
     return request

@@ -33,7 +33,7 @@ from rasterio.enums import MaskFlags
 
 from geosr.errors import GeosrError, OptionError, RasterError
 from geosr.raster import RASTER_SUFFIXES, georeferencing, open_raster
-from geosr.sources import RemoteSource, http_request, input_spec, is_remote, local_archive, redact
+from geosr.sources import RemoteSource, http_request, input_spec, is_remote, local_files, redact
 
 MAX_ITEM_BYTES = 16 << 20  # a STAC item is a few kB; more is not one
 FETCH_TIMEOUT = 60  # seconds to fetch an item over http(s)
@@ -135,9 +135,7 @@ def item_source(spec: str | os.PathLike | RemoteSource, assets: str | Sequence[s
             )
     # the files no output may replace: a local item itself, its local assets and the local archives they lie in
     files = [] if isinstance(source, RemoteSource) else [source]
-    for grid in grids:
-        files.append(local_archive(grid.gdal) if is_remote(grid.gdal) else Path(grid.gdal))
-    local = tuple(dict.fromkeys(f for f in files if f is not None))
+    local = tuple(dict.fromkeys(files + [f for grid in grids for f in local_files(grid.gdal)]))
     return RemoteSource(source.spec if isinstance(source, RemoteSource) else str(source), _vrt(grids), local)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from geosr.raster.reading import (
     find_rasters,
     printable,
 )
-from geosr.sources import RemoteSource, input_spec, is_remote
+from geosr.sources import RemoteSource, input_spec, is_address, is_remote
 
 log = logging.getLogger("geosr.raster")
 
@@ -33,7 +32,7 @@ def check_output_name(path: str | os.PathLike, cog: bool = False) -> str:
     """The driver an output named ``path`` is written with (``output_driver``); OptionError (a usage error, found
     from the name alone) for a suffix geosr does not write, and for ``cog`` with a PNG or JPEG name: the two
     exclude each other."""
-    if str(path).startswith("/vsi") or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(path)):
+    if is_address(str(path)):
         raise OptionError(
             f"{path}: geosr writes outputs to local files (a temporary file, checked, then renamed), "
             "not to GDAL's virtual file systems or URLs; give a local path and copy the result",
